@@ -1,0 +1,138 @@
+# agentvm — one GNU Makefile: build, images, check, check-unit, check-integration, fuzz, bench, install.
+# V=1 for verbose; SANITIZE=address,undefined for sanitizer builds.
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share/agentvm
+B ?= build
+
+CC ?= gcc
+PKGS := json-c libnl-3.0 libnl-route-3.0 libnftables libseccomp
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wundef -Wstrict-prototypes \
+	-Wmissing-prototypes -Wno-unused-parameter -Wvla -Wpointer-arith
+CFLAGS ?= -O2 -g
+CFLAGS += -std=gnu17 -D_GNU_SOURCE -fstack-protector-strong -D_FORTIFY_SOURCE=2 $(WARN) \
+	-I. -Isrc -Iqmp -Iguest-init -DAVM_DATADIR='"$(DATADIR)"' $(PKG_CFLAGS)
+ifneq ($(SANITIZE),)
+CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+# --- sources -----------------------------------------------------------------------------------
+CORE_SRC := $(wildcard src/*.c)
+CLI_SRC := $(wildcard src/cli/*.c)
+QMP_SRC := $(wildcard qmp/*.c)
+NF_SRC := $(wildcard netfilter/*.c)
+PROTO_SRC := guest-init/proto.c
+GUEST_SRC := $(filter-out $(PROTO_SRC),$(wildcard guest-init/*.c))
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+
+obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
+
+LIBAGENTVM := $(B)/libagentvm.a
+LIBQMP := $(B)/libqmp.a
+LIBNF := $(B)/libnf.a
+LIBPROTO := $(B)/libproto.a
+LIBS_ALL := $(LIBAGENTVM) $(LIBQMP) $(if $(NF_SRC),$(LIBNF)) $(LIBPROTO)
+
+AGENTVM := $(B)/agentvm
+IMAGES := $(B)/images
+VMLINUX := $(IMAGES)/vmlinux
+INITRAMFS := $(IMAGES)/initramfs.cpio
+BASELINE_INITRAMFS := $(IMAGES)/baseline-initramfs.cpio
+GUEST_INIT := $(IMAGES)/agentvm-init
+UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
+
+.PHONY: all build images check check-unit check-integration fuzz bench install clean distclean
+all: build images
+build: $(AGENTVM)
+images: $(VMLINUX) $(INITRAMFS) $(BASELINE_INITRAMFS)
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIBAGENTVM): $(call obj,$(CORE_SRC))
+$(LIBQMP): $(call obj,$(QMP_SRC))
+$(LIBNF): $(call obj,$(NF_SRC))
+$(LIBPROTO): $(call obj,$(PROTO_SRC))
+$(B)/lib%.a:
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(AGENTVM): $(call obj,$(CLI_SRC)) $(LIBS_ALL)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(call obj,$(CLI_SRC)) $(LIBS_ALL) $(PKG_LIBS)
+
+# --- guest images ------------------------------------------------------------------------------
+# The guest PID 1 is static and built without sanitizers: it runs alone inside the VM.
+GUEST_CFLAGS := -std=gnu17 -D_GNU_SOURCE -O2 -static -Wall -Wextra -Werror -Iguest-init
+$(GUEST_INIT): $(GUEST_SRC) $(PROTO_SRC) $(wildcard guest-init/*.h)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CCLD    $@ (static)")
+	$(Q)$(CC) $(GUEST_CFLAGS) $(GUEST_SRC) $(PROTO_SRC) -o $@
+
+$(IMAGES)/baseline-init: images/baseline-init.c
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(GUEST_CFLAGS) $< -o $@
+
+$(INITRAMFS): $(GUEST_INIT) images/build-initramfs.sh
+	$(Q)sh images/build-initramfs.sh $(GUEST_INIT) $@
+
+$(BASELINE_INITRAMFS): $(IMAGES)/baseline-init images/build-initramfs.sh
+	$(Q)sh images/build-initramfs.sh --bare $(IMAGES)/baseline-init $@
+
+# The kernel build is cached outside the tree (keyed by a hash of its inputs) by the script.
+$(VMLINUX): images/build-kernel.sh images/kernel/agentvm.config
+	$(Q)sh images/build-kernel.sh $@
+
+# --- tests -------------------------------------------------------------------------------------
+$(B)/tests/%: tests/unit/%.c $(LIBS_ALL)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  TEST    $@")
+	$(Q)$(CC) $(CFLAGS) $< -o $@ $(LIBS_ALL) $(PKG_LIBS) $(CMOCKA_LIBS) $(LDFLAGS)
+
+check-unit: $(UNIT_BINS)
+	$(Q)sh tests/run-unit.sh $(UNIT_BINS)
+
+check-integration: all
+	$(Q)sh tests/integration/run.sh $(AGENTVM)
+
+check: check-unit check-integration
+
+FUZZ_CC ?= clang
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(B)/fuzz/%,$(FUZZ_SRC))
+$(B)/fuzz/%: tests/fuzz/%.c $(QMP_SRC) $(PROTO_SRC) $(CORE_SRC)
+	@mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) -g -O1 -std=gnu17 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -I. -Isrc \
+		-Iqmp -Iguest-init $(PKG_CFLAGS) $< $(QMP_SRC) $(PROTO_SRC) -o $@ $(PKG_LIBS)
+fuzz: $(FUZZ_BINS)
+	$(Q)sh tests/fuzz/run.sh $(or $(FUZZ_SECONDS),30) $(FUZZ_BINS)
+
+bench: all
+	$(Q)sh bench/run.sh $(AGENTVM)
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)
+	install -m 0755 $(AGENTVM) $(DESTDIR)$(BINDIR)/agentvm
+	install -m 0644 $(VMLINUX) $(INITRAMFS) $(DESTDIR)$(DATADIR)/
+
+clean:
+	rm -rf $(B)/obj $(B)/tests $(B)/fuzz $(B)/*.a $(AGENTVM)
+distclean:
+	rm -rf $(B)
+
+-include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: MIT */
+#include "host.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#ifndef AVM_DATADIR
+#define AVM_DATADIR "/usr/local/share/agentvm"
+#endif
+
+bool host_kvm_usable(void)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+int host_resolve_accel(enum vm_accel wanted, enum vm_accel *out, bool *fell_back,
+		       struct avm_error *err)
+{
+	bool kvm = host_kvm_usable();
+
+	*fell_back = false;
+	switch (wanted) {
+	case VM_ACCEL_KVM:
+		if (!kvm)
+			return avm_error_set(err, -ENODEV,
+					     "--accel kvm: /dev/kvm cannot be opened; enable "
+					     "virtualisation (kvm module, access to /dev/kvm) or use "
+					     "--accel tcg");
+		*out = VM_ACCEL_KVM;
+		return 0;
+	case VM_ACCEL_TCG:
+		*out = VM_ACCEL_TCG;
+		return 0;
+	default:
+		*out = kvm ? VM_ACCEL_KVM : VM_ACCEL_TCG;
+		*fell_back = !kvm;
+		return 0;
+	}
+}
+
+unsigned long host_tsc_khz(void)
+{
+	_cleanup_free_ char *buf = NULL;
+	const char *p;
+
+	/* Exact when the kernel exports it (some distributions do), else the cpuinfo MHz. */
+	if (read_file("/sys/devices/system/cpu/cpu0/tsc_freq_khz", &buf, 64) > 0)
+		return strtoul(buf, NULL, 10);
+	free(TAKE_PTR(buf));
+	if (read_file("/proc/cpuinfo", &buf, 1 << 20) < 0)
+		return 0;
+	p = strstr(buf, "cpu MHz");
+	if (!p || !(p = strchr(p, ':')))
+		return 0;
+	return (unsigned long)(strtod(p + 1, NULL) * 1000.0 + 0.5);
+}
+
+static int is_exec(const char *path)
+{
+	return access(path, X_OK) == 0;
+}
+
+int host_find_qemu(char **out, struct avm_error *err)
+{
+	const char *env = getenv("AGENTVM_QEMU");
+	const char *path = getenv("PATH");
+	char buf[PATH_MAX];
+
+	if (env && *env) {
+		if (!is_exec(env))
+			return avm_error_set(err, -ENOENT,
+					     "AGENTVM_QEMU=%s is not an executable; fix the variable "
+					     "or unset it",
+					     env);
+		*out = strdup(env);
+		return *out ? 0 : -ENOMEM;
+	}
+	if (!path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	while (*path) {
+		size_t n = strcspn(path, ":");
+		if (n > 0 && snprintf(buf, sizeof(buf), "%.*s/qemu-system-x86_64", (int)n, path) <
+				     (int)sizeof(buf) &&
+		    is_exec(buf)) {
+			*out = strdup(buf);
+			return *out ? 0 : -ENOMEM;
+		}
+		path += n;
+		if (*path == ':')
+			path++;
+	}
+	return avm_error_set(err, -ENOENT,
+			     "qemu-system-x86_64 not found on PATH; install it with: apt-get "
+			     "install qemu-system-x86");
+}
+
+static bool dir_has_kernel(const char *dir)
+{
+	char p[PATH_MAX];
+
+	if (snprintf(p, sizeof(p), "%s/vmlinux", dir) >= (int)sizeof(p))
+		return false;
+	return access(p, R_OK) == 0;
+}
+
+int host_find_images(char **out, struct avm_error *err)
+{
+	const char *env = getenv("AGENTVM_IMAGES");
+	char exe[PATH_MAX], cand[PATH_MAX];
+	ssize_t n;
+
+	if (env && *env) {
+		if (!dir_has_kernel(env))
+			return avm_error_set(err, -ENOENT,
+					     "AGENTVM_IMAGES=%s holds no vmlinux; run 'make images' "
+					     "or fix the variable",
+					     env);
+		*out = strdup(env);
+		return *out ? 0 : -ENOMEM;
+	}
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n > 0) {
+		exe[n] = '\0';
+		char *slash = strrchr(exe, '/');
+		if (slash)
+			*slash = '\0';
+		if (snprintf(cand, sizeof(cand), "%s/images", exe) < (int)sizeof(cand) &&
+		    dir_has_kernel(cand))
+			goto found;
+		if (snprintf(cand, sizeof(cand), "%s/../share/agentvm", exe) < (int)sizeof(cand) &&
+		    dir_has_kernel(cand))
+			goto found;
+	}
+	snprintf(cand, sizeof(cand), "%s", AVM_DATADIR);
+	if (dir_has_kernel(cand))
+		goto found;
+	return avm_error_set(err, -ENOENT,
+			     "no guest kernel found (looked in $AGENTVM_IMAGES, next to the agentvm "
+			     "binary and in %s); build the images with 'make' or pass --kernel",
+			     AVM_DATADIR);
+found:
+	*out = realpath(cand, NULL);
+	return *out ? 0 : -errno;
+}

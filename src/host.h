@@ -1,0 +1,36 @@
+/* SPDX-License-Identifier: MIT */
+/* What the host offers: KVM or not, the TSC rate, the QEMU binary, where the guest images are. */
+#ifndef AGENTVM_HOST_H
+#define AGENTVM_HOST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "error.h"
+#include "spec.h"
+
+/* True when /dev/kvm can be opened read-write (the test QEMU itself will make). */
+bool host_kvm_usable(void);
+
+/*
+ * Decide the accelerator for `wanted`. AUTO picks KVM when usable, else TCG and sets
+ * *fell_back so the caller can print its one-line warning. KVM without /dev/kvm is an error.
+ */
+int host_resolve_accel(enum vm_accel wanted, enum vm_accel *out, bool *fell_back,
+		       struct avm_error *err);
+
+/* The host TSC rate in kHz (for tsc_early_khz= under TCG), or 0 when unknown. */
+unsigned long host_tsc_khz(void);
+
+/* Path of qemu-system-x86_64: $AGENTVM_QEMU, else the first one on $PATH. Caller frees. */
+int host_find_qemu(char **out, struct avm_error *err);
+
+/*
+ * The directory holding the default guest images (vmlinux, initramfs.cpio), searched in order:
+ * $AGENTVM_IMAGES; <dir of the running binary>/images (the build tree: build/agentvm next to
+ * build/images); <dir of the binary>/../share/agentvm (an install prefix); AVM_DATADIR.
+ * The first that holds a vmlinux wins. Caller frees.
+ */
+int host_find_images(char **out, struct avm_error *err);
+
+#endif

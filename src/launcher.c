@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: MIT */
+#include "launcher.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+int pidfd_open_cloexec(pid_t pid)
+{
+	/* pidfds are always CLOEXEC. */
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+
+	return fd < 0 ? -errno : fd;
+}
+
+/* Runs in the child between fork and exec: only async-signal-safe calls. */
+static void child_setup(const struct launch_opts *o, pid_t parent, int errpipe)
+{
+	sigset_t none;
+	int fd, e;
+
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	for (int s = 1; s < NSIG; s++)
+		if (s != SIGKILL && s != SIGSTOP)
+			signal(s, SIG_DFL);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		goto fail;
+	if (setsid() < 0)
+		goto fail;
+
+	fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || dup2(fd, 0) < 0)
+		goto fail;
+	if (o->log_path)
+		fd = open(o->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	else
+		fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+		goto fail;
+
+	if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+		/* Older kernels: mark by hand up to the fd limit. */
+		long max = sysconf(_SC_OPEN_MAX);
+		for (long i = 3; i < max; i++)
+			fcntl((int)i, F_SETFD, FD_CLOEXEC);
+	}
+	for (size_t i = 0; i < o->n_keep; i++)
+		if (fcntl(o->keep_fds[i], F_SETFD, 0) < 0)
+			goto fail;
+	execv(o->argv[0], o->argv);
+fail:
+	e = errno;
+	(void)!write(errpipe, &e, sizeof(e));
+	_exit(127);
+}
+
+int launch_spawn(const struct launch_opts *o, pid_t *pid_out, int *pidfd_out,
+		 struct avm_error *err)
+{
+	int pfd[2], child_errno = 0, r;
+	pid_t parent = getpid(), pid;
+	ssize_t n;
+
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return avm_error_setx(err, -errno, "pipe");
+	pid = fork();
+	if (pid < 0) {
+		r = -errno;
+		close(pfd[0]);
+		close(pfd[1]);
+		return avm_error_setx(err, r, "fork");
+	}
+	if (pid == 0) {
+		close(pfd[0]);
+		child_setup(o, parent, pfd[1]);
+	}
+	close(pfd[1]);
+	do
+		n = read(pfd[0], &child_errno, sizeof(child_errno));
+	while (n < 0 && errno == EINTR);
+	close(pfd[0]);
+	if (n == sizeof(child_errno)) {
+		waitpid(pid, NULL, 0);
+		return avm_error_setx(err, -child_errno, "cannot start %s", o->argv[0]);
+	}
+	r = pidfd_open_cloexec(pid);
+	if (r < 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		return avm_error_setx(err, r, "pidfd_open");
+	}
+	*pid_out = pid;
+	*pidfd_out = r;
+	return 0;
+}

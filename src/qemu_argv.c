@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: MIT */
+#include "qemu_argv.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../guest-init/proto.h"
+
+char *qemu_kernel_cmdline(const struct qemu_config *c)
+{
+	char *s = NULL;
+	char tsc[64] = "";
+
+	/*
+	 * Under TCG the minimal kernel hangs at TSC calibration in a large share of boots unless it
+	 * is told the rate (tsc_early_khz) and skips the timer check; under KVM kvmclock makes both
+	 * moot. quiet: every console byte costs time under TCG. reboot=t + panic=-1 + QEMU's
+	 * -no-reboot: a guest reboot or panic ends QEMU at once (acpi=off has no power-off).
+	 */
+	if (c->accel == VM_ACCEL_TCG && c->tsc_khz > 0)
+		snprintf(tsc, sizeof(tsc), " no_timer_check tsc_early_khz=%lu", c->tsc_khz);
+	if (asprintf(&s, "console=hvc0 quiet reboot=t panic=-1 rdinit=/init%s%s%s", tsc,
+		     c->extra_cmdline ? " " : "", c->extra_cmdline ? c->extra_cmdline : "") < 0)
+		return NULL;
+	return s;
+}
+
+int qemu_build_argv(const struct qemu_config *c, struct strv *a, struct avm_error *err)
+{
+	char *cmdline;
+	int kvm = c->accel == VM_ACCEL_KVM;
+
+	if (c->accel != VM_ACCEL_KVM && c->accel != VM_ACCEL_TCG)
+		return avm_error_set(err, -EINVAL, "internal: accelerator not resolved");
+	cmdline = qemu_kernel_cmdline(c);
+	if (!cmdline)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+
+	strv_add(a, c->qemu);
+	/*
+	 * acpi=off selects qboot (faster than SeaBIOS) and makes QEMU append virtio_mmio.device=
+	 * entries to the cmdline; no PIT/PIC/ISA serial/option ROMs: the guest needs none of them.
+	 * rtc stays on: without it the kernel waits ~1 s under TCG.
+	 */
+	strv_addf(a, "-M");
+	strv_addf(a,
+		  "microvm,accel=%s,acpi=off,x-option-roms=off,pit=off,pic=off,isa-serial=off,"
+		  "rtc=on",
+		  kvm ? "kvm" : "tcg");
+	strv_add(a, "-cpu");
+	strv_add(a, kvm ? "host" : "max");
+	strv_add(a, "-smp");
+	strv_addf(a, "%u", c->cpus);
+	strv_add(a, "-m");
+	strv_addf(a, "%u", c->memory_mib);
+	strv_add(a, "-nodefaults");
+	strv_add(a, "-no-user-config");
+	strv_add(a, "-nographic");
+	strv_add(a, "-no-reboot");
+	/* Paused until the launcher has negotiated QMP and says cont. */
+	strv_add(a, "-S");
+	if (c->sandbox) {
+		strv_add(a, "-sandbox");
+		strv_add(a, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+	}
+	strv_add(a, "-kernel");
+	strv_add(a, c->kernel);
+	strv_add(a, "-initrd");
+	strv_add(a, c->initrd);
+	strv_add(a, "-append");
+	strv_add(a, cmdline);
+	free(cmdline);
+
+	/* QMP over an inherited, pre-connected socket: no socket file, no connect race. */
+	strv_add(a, "-chardev");
+	strv_addf(a, "socket,id=qmp0,fd=%d", c->qmp_fd);
+	strv_add(a, "-mon");
+	strv_add(a, "chardev=qmp0,mode=control");
+
+	/* One virtio-serial bus: port 0 the console (hvc0), port 1 the agent channel. */
+	strv_add(a, "-device");
+	strv_add(a, "virtio-serial-device,max_ports=2");
+	strv_add(a, "-chardev");
+	strv_addf(a, "file,id=con0,path=%s", c->console_path);
+	strv_add(a, "-device");
+	strv_add(a, "virtconsole,chardev=con0,nr=0");
+	strv_add(a, "-chardev");
+	strv_addf(a, "socket,id=agent0,fd=%d", c->agent_fd);
+	strv_add(a, "-device");
+	strv_addf(a, "virtserialport,chardev=agent0,nr=1,name=%s,id=agent", AVM_AGENT_PORT_NAME);
+
+	/* Fresh entropy for the guest from the host's RNG. */
+	strv_add(a, "-object");
+	strv_add(a, "rng-random,id=rng0,filename=/dev/urandom");
+	strv_add(a, "-device");
+	strv_add(a, "virtio-rng-device,rng=rng0");
+
+	if (a->failed) {
+		strv_release(a);
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	}
+	return 0;
+}

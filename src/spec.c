@@ -1,0 +1,272 @@
+/* SPDX-License-Identifier: MIT */
+#include "spec.h"
+
+#include <ctype.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "util.h"
+
+/* Sizes from the product spec. */
+const struct vm_profile vm_profiles[] = {
+	{ "light", 1, 512 },
+	{ "standard", 2, 2048 },
+	{ "intensive", 4, 4096 },
+	{ NULL, 0, 0 },
+};
+
+const struct vm_profile *vm_profile_find(const char *name)
+{
+	for (const struct vm_profile *p = vm_profiles; p->name; p++)
+		if (!strcmp(p->name, name))
+			return p;
+	return NULL;
+}
+
+struct vm_spec *vm_spec_new(void)
+{
+	struct vm_spec *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	if (vm_spec_set_profile(s, VM_SPEC_DEFAULT_PROFILE, NULL) < 0) {
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+static void strv_free(char **v)
+{
+	if (!v)
+		return;
+	for (char **p = v; *p; p++)
+		free(*p);
+	free(v);
+}
+
+void vm_spec_free(struct vm_spec *s)
+{
+	if (!s)
+		return;
+	free(s->name);
+	free(s->profile);
+	strv_free(s->env);
+	free(s->workdir);
+	free(s->kernel);
+	free(s->initrd);
+	strv_free(s->argv);
+	free(s);
+}
+
+int vm_spec_set_profile(struct vm_spec *s, const char *name, struct avm_error *err)
+{
+	const struct vm_profile *p = vm_profile_find(name);
+	char *copy;
+
+	if (!p)
+		return avm_error_set(err, -EINVAL,
+				     "unknown profile '%s'; use light, standard or intensive", name);
+	copy = strdup(p->name);
+	if (!copy)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	free(s->profile);
+	s->profile = copy;
+	s->cpus = p->cpus;
+	s->memory_mib = p->memory_mib;
+	return 0;
+}
+
+/* Once a size is given by hand the spec no longer matches a named profile. */
+static int mark_custom(struct vm_spec *s)
+{
+	char *c = strdup("custom");
+
+	if (!c)
+		return -ENOMEM;
+	free(s->profile);
+	s->profile = c;
+	return 0;
+}
+
+int vm_spec_set_cpus(struct vm_spec *s, const char *value, struct avm_error *err)
+{
+	long v;
+
+	if (parse_long(value, 1, VM_SPEC_MAX_CPUS, &v) < 0)
+		return avm_error_set(err, -EINVAL, "--cpus '%s' is not a number from 1 to %d", value,
+				     VM_SPEC_MAX_CPUS);
+	s->cpus = (unsigned)v;
+	return mark_custom(s);
+}
+
+int vm_spec_set_memory(struct vm_spec *s, const char *value, struct avm_error *err)
+{
+	long v;
+
+	if (parse_long(value, VM_SPEC_MIN_MEMORY_MIB, VM_SPEC_MAX_MEMORY_MIB, &v) < 0)
+		return avm_error_set(err, -EINVAL,
+				     "--memory '%s' is not a size in MiB from %d to %d", value,
+				     VM_SPEC_MIN_MEMORY_MIB, VM_SPEC_MAX_MEMORY_MIB);
+	s->memory_mib = (unsigned)v;
+	return mark_custom(s);
+}
+
+int vm_spec_set_timeout(struct vm_spec *s, const char *value, struct avm_error *err)
+{
+	long v;
+
+	if (parse_long(value, 0, VM_SPEC_MAX_TIMEOUT_S, &v) < 0)
+		return avm_error_set(err, -EINVAL,
+				     "--timeout '%s' is not a whole number of seconds from 0 to %d",
+				     value, VM_SPEC_MAX_TIMEOUT_S);
+	s->timeout_s = (unsigned)v;
+	return 0;
+}
+
+int vm_spec_set_accel(struct vm_spec *s, const char *value, struct avm_error *err)
+{
+	if (!strcmp(value, "kvm"))
+		s->accel = VM_ACCEL_KVM;
+	else if (!strcmp(value, "tcg"))
+		s->accel = VM_ACCEL_TCG;
+	else if (!strcmp(value, "auto"))
+		s->accel = VM_ACCEL_AUTO;
+	else
+		return avm_error_set(err, -EINVAL, "--accel '%s' is unknown; use kvm, tcg or auto",
+				     value);
+	return 0;
+}
+
+const char *vm_accel_name(enum vm_accel a)
+{
+	switch (a) {
+	case VM_ACCEL_KVM:
+		return "kvm";
+	case VM_ACCEL_TCG:
+		return "tcg";
+	default:
+		return "auto";
+	}
+}
+
+static int strv_append(char ***v, size_t *n, const char *s)
+{
+	char *copy = strdup(s);
+	char **nv;
+
+	if (!copy)
+		return -ENOMEM;
+	nv = realloc(*v, (*n + 2) * sizeof(char *));
+	if (!nv) {
+		free(copy);
+		return -ENOMEM;
+	}
+	nv[(*n)++] = copy;
+	nv[*n] = NULL;
+	*v = nv;
+	return 0;
+}
+
+int vm_spec_add_env(struct vm_spec *s, const char *kv, struct avm_error *err)
+{
+	const char *eq = strchr(kv, '=');
+
+	if (!eq || eq == kv)
+		return avm_error_set(err, -EINVAL, "--env '%s' must look like KEY=VALUE", kv);
+	for (const char *p = kv; p < eq; p++) {
+		if (!(isalnum((unsigned char)*p) || *p == '_') || (p == kv && isdigit((unsigned char)*p)))
+			return avm_error_set(err, -EINVAL,
+					     "--env '%s': the name must be letters, digits and _ "
+					     "and not start with a digit",
+					     kv);
+	}
+	if (s->n_env >= 4096)
+		return avm_error_set(err, -E2BIG, "too many --env values (at most 4096)");
+	if (strv_append(&s->env, &s->n_env, kv) < 0)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	return 0;
+}
+
+int vm_spec_set_workdir(struct vm_spec *s, const char *dir, struct avm_error *err)
+{
+	if (dir[0] != '/')
+		return avm_error_set(err, -EINVAL,
+				     "--workdir '%s' must be an absolute path inside the guest", dir);
+	return vm_spec_set_path(&s->workdir, "--workdir", dir, err);
+}
+
+int vm_spec_set_path(char **slot, const char *what, const char *path, struct avm_error *err)
+{
+	char *copy;
+
+	if (!*path)
+		return avm_error_set(err, -EINVAL, "%s needs a path", what);
+	copy = strdup(path);
+	if (!copy)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	free(*slot);
+	*slot = copy;
+	return 0;
+}
+
+int vm_spec_set_command(struct vm_spec *s, char *const *argv, size_t argc, struct avm_error *err)
+{
+	char **v = NULL;
+	size_t n = 0;
+
+	if (argc > 4096)
+		return avm_error_set(err, -E2BIG, "the command has too many arguments (at most 4096)");
+	for (size_t i = 0; i < argc; i++) {
+		if (strv_append(&v, &n, argv[i]) < 0) {
+			strv_free(v);
+			return avm_error_set(err, -ENOMEM, "out of memory");
+		}
+	}
+	strv_free(s->argv);
+	s->argv = v;
+	s->argc = n;
+	return 0;
+}
+
+int vm_spec_validate(const struct vm_spec *s, bool need_command, struct avm_error *err)
+{
+	if (need_command && (s->argc == 0 || !s->argv[0][0]))
+		return avm_error_set(err, -EINVAL,
+				     "no command given; put it after --, e.g. agentvm run -- uname -a");
+	return 0;
+}
+
+static struct json_object *strv_to_json(char **v)
+{
+	struct json_object *a = json_object_new_array();
+
+	for (char **p = v; p && *p; p++)
+		json_object_array_add(a, json_object_new_string(*p));
+	return a;
+}
+
+struct json_object *vm_spec_to_json(const struct vm_spec *s)
+{
+	struct json_object *o = json_object_new_object();
+
+	if (!o)
+		return NULL;
+	if (s->name)
+		json_object_object_add(o, "name", json_object_new_string(s->name));
+	json_object_object_add(o, "profile", json_object_new_string(s->profile));
+	json_object_object_add(o, "cpus", json_object_new_int((int)s->cpus));
+	json_object_object_add(o, "memory_mib", json_object_new_int((int)s->memory_mib));
+	json_object_object_add(o, "timeout_s", json_object_new_int((int)s->timeout_s));
+	json_object_object_add(o, "accel", json_object_new_string(vm_accel_name(s->accel)));
+	if (s->kernel)
+		json_object_object_add(o, "kernel", json_object_new_string(s->kernel));
+	if (s->initrd)
+		json_object_object_add(o, "initrd", json_object_new_string(s->initrd));
+	if (s->workdir)
+		json_object_object_add(o, "workdir", json_object_new_string(s->workdir));
+	json_object_object_add(o, "env", strv_to_json(s->env));
+	json_object_object_add(o, "command", strv_to_json(s->argv));
+	return o;
+}

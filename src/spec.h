@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The VM spec: what a user asked for (from flags or, later, a file), validated, and serialised
+ * to the state dir's spec.json. Pure data; knows nothing of QEMU or processes.
+ */
+#ifndef AGENTVM_SPEC_H
+#define AGENTVM_SPEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "error.h"
+
+struct json_object;
+
+enum vm_accel {
+	VM_ACCEL_AUTO = 0, /* KVM when /dev/kvm opens, else TCG with a warning */
+	VM_ACCEL_KVM,
+	VM_ACCEL_TCG,
+};
+
+#define VM_SPEC_MAX_CPUS 64
+#define VM_SPEC_MIN_MEMORY_MIB 64
+#define VM_SPEC_MAX_MEMORY_MIB (256 * 1024)
+#define VM_SPEC_MAX_TIMEOUT_S (7 * 24 * 3600)
+/* The profile `run` uses when none is given: the smallest one, because it boots fastest. */
+#define VM_SPEC_DEFAULT_PROFILE "light"
+
+struct vm_profile {
+	const char *name;
+	unsigned cpus;
+	unsigned memory_mib;
+};
+
+struct vm_spec {
+	char *name;    /* optional; NULL = generated */
+	char *profile; /* the profile the sizes came from ("custom" when overridden) */
+	unsigned cpus;
+	unsigned memory_mib;
+	unsigned timeout_s; /* 0 = no timeout */
+	char **env;         /* NULL-terminated "KEY=VALUE" list */
+	size_t n_env;
+	char *workdir; /* NULL = the agent's default */
+	char *kernel;  /* NULL = the default image */
+	char *initrd;
+	enum vm_accel accel;
+	char **argv; /* NULL-terminated command */
+	size_t argc;
+};
+
+/* The table of named profiles (light, standard, intensive), NULL-name terminated. */
+extern const struct vm_profile vm_profiles[];
+const struct vm_profile *vm_profile_find(const char *name);
+
+/* A new spec with the default profile applied. Caller owns; free with vm_spec_free(). */
+struct vm_spec *vm_spec_new(void);
+void vm_spec_free(struct vm_spec *s);
+
+int vm_spec_set_profile(struct vm_spec *s, const char *name, struct avm_error *err);
+int vm_spec_set_cpus(struct vm_spec *s, const char *value, struct avm_error *err);
+int vm_spec_set_memory(struct vm_spec *s, const char *value, struct avm_error *err);
+int vm_spec_set_timeout(struct vm_spec *s, const char *value, struct avm_error *err);
+int vm_spec_set_accel(struct vm_spec *s, const char *value, struct avm_error *err);
+/* Adds one KEY=VALUE; KEY must be a valid environment name. Copies the string. */
+int vm_spec_add_env(struct vm_spec *s, const char *kv, struct avm_error *err);
+int vm_spec_set_workdir(struct vm_spec *s, const char *dir, struct avm_error *err);
+int vm_spec_set_path(char **slot, const char *what, const char *path, struct avm_error *err);
+/* Copies argv[0..argc). */
+int vm_spec_set_command(struct vm_spec *s, char *const *argv, size_t argc, struct avm_error *err);
+/* Whole-spec checks that single setters cannot make (e.g. a command is present). */
+int vm_spec_validate(const struct vm_spec *s, bool need_command, struct avm_error *err);
+
+const char *vm_accel_name(enum vm_accel a);
+
+/* A new json-c object describing the spec (caller puts it). */
+struct json_object *vm_spec_to_json(const struct vm_spec *s);
+
+#endif

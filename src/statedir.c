@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: MIT */
+#include "statedir.h"
+
+#include <ctype.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util.h"
+
+const char *statedir_root(void)
+{
+	static char buf[PATH_MAX];
+	const char *env = getenv("AGENTVM_STATE_DIR");
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+
+	if (env && *env)
+		return env;
+	if (geteuid() != 0 && xdg && *xdg) {
+		snprintf(buf, sizeof(buf), "%s/agentvm", xdg);
+		return buf;
+	}
+	return "/run/agentvm";
+}
+
+int statedir_validate_name(const char *name, struct avm_error *err)
+{
+	size_t n = strlen(name);
+
+	if (n == 0 || n > STATEDIR_MAX_NAME || !isalnum((unsigned char)name[0]))
+		goto bad;
+	for (size_t i = 0; i < n; i++)
+		if (!isalnum((unsigned char)name[i]) && !strchr("_.-", name[i]))
+			goto bad;
+	return 0;
+bad:
+	return avm_error_set(err, -EINVAL,
+			     "invalid VM name '%s': use 1-%d letters, digits, '_', '.' or '-', "
+			     "starting with a letter or digit",
+			     name, STATEDIR_MAX_NAME);
+}
+
+void statedir_random_name(char *buf, size_t len)
+{
+	uint32_t r;
+
+	if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+		r = (uint32_t)getpid() ^ (uint32_t)now_ns();
+	snprintf(buf, len, "vm-%08x", r);
+}
+
+int statedir_file(char *buf, size_t len, const char *dir, const char *file)
+{
+	if (snprintf(buf, len, "%s/%s", dir, file) >= (int)len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+int statedir_create(const char *name, char **path, struct avm_error *err)
+{
+	const char *root = statedir_root();
+	char buf[PATH_MAX];
+	int r;
+
+	r = mkdir_p(root, 0700);
+	if (r < 0)
+		return avm_error_setx(err, r,
+				      "cannot create the state directory %s (set AGENTVM_STATE_DIR "
+				      "to a writable place, or run as root)",
+				      root);
+	if (snprintf(buf, sizeof(buf), "%s/%s", root, name) >= (int)sizeof(buf))
+		return avm_error_set(err, -ENAMETOOLONG, "state directory path too long");
+	if (mkdir(buf, 0700) < 0) {
+		r = -errno;
+		if (r == -EEXIST)
+			return avm_error_set(err, r,
+					     "a VM named '%s' already exists; pick another name or "
+					     "remove it with 'agentvm rm %s'",
+					     name, name);
+		return avm_error_setx(err, r, "cannot create %s", buf);
+	}
+	*path = strdup(buf);
+	if (!*path) {
+		rmdir(buf);
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+int statedir_remove(const char *dir)
+{
+	return remove_flat_dir(dir);
+}

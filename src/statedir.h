@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The per-VM state directory ($AGENTVM_STATE_DIR/<name>/): how every CLI call finds a VM without
+ * a daemon. Holds spec.json, state.json, qemu.pid, console.log and qemu.log.
+ */
+#ifndef AGENTVM_STATEDIR_H
+#define AGENTVM_STATEDIR_H
+
+#include <stddef.h>
+
+#include "error.h"
+
+#define STATEDIR_MAX_NAME 63
+
+/* The root: $AGENTVM_STATE_DIR, else /run/agentvm for root, else $XDG_RUNTIME_DIR/agentvm. */
+const char *statedir_root(void);
+
+/* Names: 1..63 chars of [a-zA-Z0-9_.-], starting with a letter or digit. */
+int statedir_validate_name(const char *name, struct avm_error *err);
+
+/* A fresh unique name "vm-<8 hex>" written into buf. */
+void statedir_random_name(char *buf, size_t len);
+
+/* Create <root>/<name> (0700). -EEXIST when a VM of that name exists. *path: caller frees. */
+int statedir_create(const char *name, char **path, struct avm_error *err);
+
+/* Path of a file inside a state dir, in buf. */
+int statedir_file(char *buf, size_t len, const char *dir, const char *file);
+
+/* Remove the directory and everything in it; 0 when it is gone. */
+int statedir_remove(const char *dir);
+
+#endif

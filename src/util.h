@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: MIT */
+/* Small helpers shared by the host side: cleanup attributes (systemd style), time, fd I/O. */
+#ifndef AGENTVM_UTIL_H
+#define AGENTVM_UTIL_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+static inline void freep(void *p)
+{
+	free(*(void **)p);
+}
+static inline void closep(int *fd)
+{
+	if (*fd >= 0) {
+		int saved = errno;
+		close(*fd);
+		errno = saved;
+	}
+}
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _cleanup_free_ _cleanup_(freep)
+#define _cleanup_close_ _cleanup_(closep)
+
+/* Ownership transfer out of a _cleanup_ variable. */
+#define TAKE_PTR(p)                                                                                \
+	({                                                                                         \
+		__typeof__(p) _p = (p);                                                            \
+		(p) = NULL;                                                                        \
+		_p;                                                                                \
+	})
+#define TAKE_FD(fd)                                                                                \
+	({                                                                                         \
+		int _fd = (fd);                                                                    \
+		(fd) = -1;                                                                         \
+		_fd;                                                                               \
+	})
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* CLOCK_MONOTONIC in milliseconds / microseconds / nanoseconds. */
+uint64_t now_ms(void);
+uint64_t now_us(void);
+uint64_t now_ns(void);
+
+/* Write all of buf to a (possibly non-blocking) fd, waiting with poll on EAGAIN. 0 or -errno. */
+int write_all(int fd, const void *buf, size_t len);
+/* Read a whole small file into a NUL-terminated string (caller frees). -errno on failure. */
+int read_file(const char *path, char **out, size_t max);
+/* Write a file atomically (tmp + rename) with mode 0644. */
+int write_file_atomic(const char *path, const char *data, size_t len);
+/* rm -rf of a directory that holds only regular files, sockets and links (a VM state dir). */
+int remove_flat_dir(const char *path);
+/* mkdir -p with mode 0700 for every component it creates. */
+int mkdir_p(const char *path, mode_t mode);
+
+int fd_set_nonblock(int fd, bool on);
+int fd_set_cloexec(int fd, bool on);
+
+/* Parse a decimal integer in [min, max]; 0 or -EINVAL / -ERANGE. */
+int parse_long(const char *s, long min, long max, long *out);
+
+#endif

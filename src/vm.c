@@ -1,0 +1,422 @@
+/* SPDX-License-Identifier: MIT */
+#include "vm.h"
+
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent_conn.h"
+#include "host.h"
+#include "launcher.h"
+#include "qemu_argv.h"
+#include "qmp.h"
+#include "statedir.h"
+#include "util.h"
+#include "vm_internal.h"
+
+/* Under TCG QEMU takes ~50 ms to greet; allow for a loaded CI machine. */
+#define QMP_HANDSHAKE_TIMEOUT_MS 15000
+#define QMP_COMMAND_TIMEOUT_MS 10000
+/* Grace after the guest-side timeout before the host gives up on the guest. */
+#define HOST_TIMEOUT_GRACE_MS 3000
+/* Stop reading the user's stdin while this much is queued for the guest. */
+#define STDIN_HIGH_WATER (1u << 20)
+#define QUIT_WAIT_MS 2000
+
+const char *vm_name(const struct vm *vm)
+{
+	return vm->name;
+}
+
+const char *vm_state_dir(const struct vm *vm)
+{
+	return vm->dir;
+}
+
+pid_t vm_qemu_pid(const struct vm *vm)
+{
+	return vm->pid;
+}
+
+uint64_t vm_boot_ms(const struct vm *vm)
+{
+	return vm->ready ? (vm->t_ready_us - vm->t_launch_us) / 1000 : 0;
+}
+
+int vm__ep_add(int epfd, int fd, uint32_t events, enum ev_tag tag)
+{
+	struct epoll_event ev = { .events = events, .data.u32 = tag };
+
+	return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+void vm__agent_want_out(struct vm *vm)
+{
+	uint32_t want = EPOLLIN | (agent_conn_pending(&vm->agent) ? EPOLLOUT : 0);
+	struct epoll_event ev = { .events = want, .data.u32 = EV_AGENT };
+
+	if (want != vm->agent_events && epoll_ctl(vm->epfd, EPOLL_CTL_MOD, vm->agent_fd, &ev) == 0)
+		vm->agent_events = want;
+}
+
+/* Reap QEMU if it has exited; true when it is gone. */
+static bool reap(struct vm *vm, bool block)
+{
+	if (vm->exited)
+		return true;
+	pid_t r = waitpid(vm->pid, &vm->wstatus, block ? 0 : WNOHANG);
+	if (r == vm->pid)
+		vm->exited = true;
+	return vm->exited;
+}
+
+/* The last line QEMU printed, for error messages ("could not open kernel..."). */
+static void qemu_log_tail(const struct vm *vm, char *out, size_t len)
+{
+	char path[PATH_MAX];
+	_cleanup_free_ char *buf = NULL;
+
+	out[0] = '\0';
+	if (statedir_file(path, sizeof(path), vm->dir, "qemu.log") < 0 ||
+	    read_file(path, &buf, 1 << 20) <= 0)
+		return;
+	size_t n = strlen(buf);
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		buf[--n] = '\0';
+	char *line = strrchr(buf, '\n');
+	snprintf(out, len, "%s", line ? line + 1 : buf);
+}
+
+int vm__qemu_died(struct vm *vm, const char *when, struct avm_error *err)
+{
+	char tail[512], how[64];
+
+	reap(vm, true);
+	qemu_log_tail(vm, tail, sizeof(tail));
+	if (WIFSIGNALED(vm->wstatus))
+		snprintf(how, sizeof(how), "killed by signal %d", WTERMSIG(vm->wstatus));
+	else
+		snprintf(how, sizeof(how), "exit status %d", WEXITSTATUS(vm->wstatus));
+	if (vm->guest_shutdown && !tail[0])
+		return avm_error_set(err, -ECHILD, "the guest shut down %s", when);
+	return avm_error_set(err, -ECHILD, "QEMU exited %s (%s)%s%s", when, how,
+			     tail[0] ? ": " : "; see the console log",
+			     tail[0] ? tail : "");
+}
+
+static void on_qmp_event(void *opaque, const char *event, struct json_object *data,
+			 int64_t ts_sec, int64_t ts_usec)
+{
+	struct vm *vm = opaque;
+
+	if (!strcmp(event, "SHUTDOWN") || !strcmp(event, "GUEST_PANICKED"))
+		vm->guest_shutdown = true;
+}
+
+static int write_state(struct vm *vm, const char *state)
+{
+	char path[PATH_MAX], buf[256];
+	int n = snprintf(buf, sizeof(buf), "{\"state\":\"%s\",\"qemu_pid\":%d}\n", state,
+			 (int)vm->pid);
+
+	if (statedir_file(path, sizeof(path), vm->dir, "state.json") < 0)
+		return -ENAMETOOLONG;
+	return write_file_atomic(path, buf, (size_t)n);
+}
+
+static int write_spec(struct vm *vm, const struct vm_spec *spec)
+{
+	char path[PATH_MAX];
+	struct json_object *o = vm_spec_to_json(spec);
+	const char *s;
+	int r;
+
+	if (!o)
+		return -ENOMEM;
+	json_object_object_add(o, "name", json_object_new_string(vm->name));
+	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
+	r = statedir_file(path, sizeof(path), vm->dir, "spec.json");
+	if (r == 0)
+		r = write_file_atomic(path, s, strlen(s));
+	json_object_put(o);
+	return r;
+}
+
+static void vm_free(struct vm *vm)
+{
+	if (!vm)
+		return;
+	qmp_client_free(vm->qmp);
+	agent_conn_release(&vm->agent);
+	if (vm->agent_fd >= 0)
+		close(vm->agent_fd);
+	if (vm->epfd >= 0)
+		close(vm->epfd);
+	if (vm->pidfd >= 0)
+		close(vm->pidfd);
+	if (vm->dir && !vm->keep_state)
+		statedir_remove(vm->dir);
+	free(vm->dir);
+	free(vm->name);
+	free(vm);
+}
+
+/* Wait for the pidfd to become readable (QEMU exited) for up to ms; true when reaped. */
+static bool wait_exit(struct vm *vm, int ms)
+{
+	uint64_t deadline = now_ms() + (uint64_t)ms;
+
+	while (!reap(vm, false)) {
+		int64_t left = (int64_t)(deadline - now_ms());
+		struct pollfd pfd = { .fd = vm->pidfd, .events = POLLIN };
+		if (left <= 0 || vm->pidfd < 0)
+			return false;
+		if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
+			return false;
+	}
+	return true;
+}
+
+void vm_destroy(struct vm *vm)
+{
+	if (!vm)
+		return;
+	if (vm->pid > 0 && !reap(vm, false)) {
+		/* quit is answered and QEMU exits at once; SIGKILL is the backstop. */
+		if (vm->qmp && qmp_client_send(vm->qmp, "quit", NULL, NULL, 0, 0, NULL, NULL, NULL) >= 0)
+			qmp_client_flush(vm->qmp, NULL);
+		if (!wait_exit(vm, QUIT_WAIT_MS)) {
+			kill(vm->pid, SIGKILL);
+			reap(vm, true);
+		}
+	}
+	vm_free(vm);
+}
+
+int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error *err)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+	int qmp_sp[2] = { -1, -1 }, agent_sp[2] = { -1, -1 };
+	char console[PATH_MAX], qlog[PATH_MAX], pidpath[PATH_MAX], namebuf[32], pidbuf[32];
+	struct strv argv = { 0 };
+	struct qmp_error qerr = { 0 };
+	int r;
+
+	if (!vm)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	vm->pidfd = vm->agent_fd = vm->epfd = -1;
+	vm->agent.fd = -1;
+	vm->keep_state = o->keep_state;
+	vm->t_launch_us = now_us();
+
+	if (o->spec->name) {
+		r = statedir_validate_name(o->spec->name, err);
+		if (r < 0)
+			goto fail;
+		vm->name = strdup(o->spec->name);
+	} else {
+		statedir_random_name(namebuf, sizeof(namebuf));
+		vm->name = strdup(namebuf);
+	}
+	if (!vm->name) {
+		r = avm_error_set(err, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	r = statedir_create(vm->name, &vm->dir, err);
+	if (r < 0)
+		goto fail;
+	r = write_spec(vm, o->spec);
+	if (r < 0) {
+		avm_error_setx(err, r, "cannot write %s/spec.json", vm->dir);
+		goto fail;
+	}
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qmp_sp) < 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, agent_sp) < 0) {
+		r = avm_error_setx(err, -errno, "socketpair");
+		goto fail;
+	}
+	statedir_file(console, sizeof(console), vm->dir, "console.log");
+	statedir_file(qlog, sizeof(qlog), vm->dir, "qemu.log");
+	struct qemu_config qc = {
+		.qemu = o->qemu,
+		.kernel = o->kernel,
+		.initrd = o->initrd,
+		.accel = o->accel,
+		.cpus = o->spec->cpus,
+		.memory_mib = o->spec->memory_mib,
+		.tsc_khz = o->accel == VM_ACCEL_TCG ? host_tsc_khz() : 0,
+		.qmp_fd = qmp_sp[1],
+		.agent_fd = agent_sp[1],
+		.console_path = console,
+		.sandbox = 1,
+	};
+	r = qemu_build_argv(&qc, &argv, err);
+	if (r < 0)
+		goto fail;
+	int keep[2] = { qmp_sp[1], agent_sp[1] };
+	struct launch_opts lo = { .argv = argv.v, .keep_fds = keep, .n_keep = 2, .log_path = qlog };
+	r = launch_spawn(&lo, &vm->pid, &vm->pidfd, err);
+	strv_release(&argv);
+	close(qmp_sp[1]);
+	close(agent_sp[1]);
+	qmp_sp[1] = agent_sp[1] = -1;
+	if (r < 0)
+		goto fail;
+	statedir_file(pidpath, sizeof(pidpath), vm->dir, "qemu.pid");
+	snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int)vm->pid);
+	write_file_atomic(pidpath, pidbuf, strlen(pidbuf));
+
+	vm->agent_fd = TAKE_FD(agent_sp[0]);
+	r = agent_conn_init(&vm->agent, vm->agent_fd);
+	if (r < 0) {
+		avm_error_setx(err, r, "agent channel");
+		goto fail;
+	}
+	vm->qmp = qmp_client_new(qmp_sp[0]);
+	if (!vm->qmp) {
+		close(qmp_sp[0]);
+		r = avm_error_set(err, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	qmp_sp[0] = -1;
+	qmp_client_set_event_cb(vm->qmp, on_qmp_event, vm);
+
+	vm->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (vm->epfd < 0 || vm__ep_add(vm->epfd, qmp_client_fd(vm->qmp), EPOLLIN, EV_QMP) < 0 ||
+	    vm__ep_add(vm->epfd, vm->agent_fd, EPOLLIN, EV_AGENT) < 0 ||
+	    vm__ep_add(vm->epfd, vm->pidfd, EPOLLIN, EV_PIDFD) < 0) {
+		r = avm_error_setx(err, -errno, "epoll");
+		goto fail;
+	}
+	vm->agent_events = EPOLLIN;
+
+	r = qmp_client_handshake(vm->qmp, QMP_HANDSHAKE_TIMEOUT_MS, &qerr);
+	if (r < 0) {
+		if (reap(vm, false) || r == -EPIPE || r == -ECONNRESET)
+			r = vm__qemu_died(vm, "while starting", err);
+		else
+			avm_error_set(err, r, "QMP handshake with QEMU failed: %s", qerr.desc);
+		goto fail;
+	}
+	r = qmp_client_execute(vm->qmp, "cont", NULL, NULL, 0, NULL, QMP_COMMAND_TIMEOUT_MS, &qerr);
+	if (r < 0) {
+		if (reap(vm, false) || r == -EPIPE || r == -ECONNRESET)
+			r = vm__qemu_died(vm, "while starting", err);
+		else
+			avm_error_set(err, r, "QMP cont failed: %s", qerr.desc);
+		goto fail;
+	}
+	write_state(vm, "starting");
+	*out = vm;
+	return 0;
+fail:
+	if (qmp_sp[0] >= 0)
+		close(qmp_sp[0]);
+	if (qmp_sp[1] >= 0)
+		close(qmp_sp[1]);
+	if (agent_sp[0] >= 0)
+		close(agent_sp[0]);
+	if (agent_sp[1] >= 0)
+		close(agent_sp[1]);
+	vm_destroy(vm);
+	return r;
+}
+
+/* Handle QMP input; a broken QMP connection means QEMU is going away. */
+int vm__pump_qmp(struct vm *vm, struct avm_error *err)
+{
+	struct qmp_error qerr = { 0 };
+	int r = qmp_client_process(vm->qmp, &qerr);
+
+	if (r == -EPIPE || r == -ECONNRESET) {
+		/* The pidfd will say why; stop listening to a dead socket. */
+		epoll_ctl(vm->epfd, EPOLL_CTL_DEL, qmp_client_fd(vm->qmp), NULL);
+		return 0;
+	}
+	return 0;
+}
+
+int vm__read_agent(struct vm *vm, const char *when, struct avm_error *err)
+{
+	int r = agent_conn_read(&vm->agent);
+
+	if (r == -EPIPE) {
+		if (wait_exit(vm, 1000))
+			return vm__qemu_died(vm, when, err);
+		return avm_error_set(err, -EPIPE, "the guest agent channel closed %s", when);
+	}
+	if (r < 0)
+		return avm_error_setx(err, r, "reading the agent channel");
+	return 0;
+}
+
+int vm_wait_ready(struct vm *vm, int timeout_ms, int sig_fd, struct avm_error *err)
+{
+	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+	struct epoll_event evs[8];
+	int r;
+
+	if (sig_fd >= 0 && vm__ep_add(vm->epfd, sig_fd, EPOLLIN, EV_SIG) < 0)
+		return avm_error_setx(err, -errno, "epoll");
+	r = 0;
+	while (!vm->ready && r == 0) {
+		int64_t left = (int64_t)(deadline - now_ms());
+		if (left <= 0) {
+			r = avm_error_set(err, -ETIMEDOUT,
+					  "the guest did not become ready within %d s; see %s/console.log "
+					  "(run with --keep-state to keep it)",
+					  timeout_ms / 1000, vm->dir);
+			break;
+		}
+		int n = epoll_wait(vm->epfd, evs, ARRAY_SIZE(evs), (int)left);
+		if (n < 0 && errno != EINTR) {
+			r = avm_error_setx(err, -errno, "epoll_wait");
+			break;
+		}
+		for (int i = 0; i < n && r == 0; i++) {
+			switch (evs[i].data.u32) {
+			case EV_PIDFD:
+				r = vm__qemu_died(vm, "before the guest was ready", err);
+				break;
+			case EV_QMP:
+				r = vm__pump_qmp(vm, err);
+				break;
+			case EV_SIG:
+				r = avm_error_set(err, -EINTR, "interrupted while booting");
+				break;
+			case EV_AGENT:
+				r = vm__read_agent(vm, "before the guest was ready", err);
+				break;
+			}
+		}
+		/* Take every complete frame: READY is the only one expected now. */
+		for (;;) {
+			struct avm_frame_hdr h;
+			const uint8_t *p;
+			const char *why;
+			int d = agent_conn_next(&vm->agent, &h, &p, &why);
+			if (d == AVM_DECODE_NEED_MORE)
+				break;
+			if (d == AVM_DECODE_FRAME && h.type == AVM_MSG_READY && !vm->ready) {
+				vm->ready = true;
+				vm->t_ready_us = now_us();
+			}
+		}
+	}
+	if (sig_fd >= 0)
+		epoll_ctl(vm->epfd, EPOLL_CTL_DEL, sig_fd, NULL);
+	if (r == 0)
+		write_state(vm, "running");
+	return r;
+}

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One microVM's lifecycle, owned by the calling process: launch QEMU (paused), negotiate QMP,
+ * cont, wait for the agent's READY, run commands, tear down. vm_destroy() leaves nothing behind
+ * on every path: the QEMU process is gone (quit, then SIGKILL) and the state dir is removed.
+ */
+#ifndef AGENTVM_VM_H
+#define AGENTVM_VM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../guest-init/proto.h"
+#include "error.h"
+#include "spec.h"
+
+struct vm;
+
+struct vm_launch_opts {
+	const struct vm_spec *spec; /* borrowed for the VM's lifetime */
+	const char *kernel;         /* resolved image paths (borrowed) */
+	const char *initrd;
+	const char *qemu;
+	enum vm_accel accel; /* resolved */
+	bool keep_state;     /* keep the state dir after destroy (debugging) */
+};
+
+/* Launch QEMU paused, negotiate QMP and resume. On failure nothing is left behind. */
+int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error *err);
+
+/*
+ * Wait until the guest agent sent READY. sig_fd (or -1) is a signalfd: a signal on it aborts
+ * the wait with -EINTR. -ETIMEDOUT after timeout_ms, -ECHILD when QEMU died.
+ */
+int vm_wait_ready(struct vm *vm, int timeout_ms, int sig_fd, struct avm_error *err);
+
+struct vm_exec_request {
+	char *const *argv;
+	char *const *env; /* extra KEY=VALUE, may be NULL */
+	const char *cwd;  /* may be NULL */
+	unsigned timeout_s; /* 0 = none */
+	int stdin_fd;       /* forwarded to the command; -1 = /dev/null in the guest */
+	int stdout_fd;      /* where the command's stdout goes */
+	int stderr_fd;
+	int sig_fd; /* signalfd or -1: SIGINT/SIGTERM/SIGHUP are forwarded to the command;
+		       a second one of them aborts with -EINTR */
+};
+
+struct vm_exec_result {
+	struct avm_exit_info info; /* from the guest's EXIT */
+	bool timed_out;            /* the timeout fired (guest- or host-side) */
+	uint64_t round_trip_us;    /* EXEC sent -> EXIT received */
+};
+
+/* Run one command to completion with its stdio forwarded. */
+int vm_exec(struct vm *vm, const struct vm_exec_request *req, struct vm_exec_result *res,
+	    struct avm_error *err);
+
+/* Ask the guest to power off and wait for QEMU to exit (up to timeout_ms); then destroy. */
+void vm_destroy(struct vm *vm);
+
+const char *vm_name(const struct vm *vm);
+const char *vm_state_dir(const struct vm *vm);
+pid_t vm_qemu_pid(const struct vm *vm);
+/* Milliseconds from launch start to READY (0 before READY). */
+uint64_t vm_boot_ms(const struct vm *vm);
+
+#endif

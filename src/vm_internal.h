@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/* The inside of struct vm, shared by vm.c (lifecycle) and vm_exec.c (running commands) only. */
+#ifndef AGENTVM_VM_INTERNAL_H
+#define AGENTVM_VM_INTERNAL_H
+
+#include "agent_conn.h"
+#include "qmp.h"
+#include "vm.h"
+
+enum ev_tag { EV_QMP = 1, EV_AGENT, EV_PIDFD, EV_SIG, EV_STDIN, EV_TIMER };
+
+struct vm {
+	char *name;
+	char *dir;
+	bool keep_state;
+	pid_t pid;
+	int pidfd;
+	bool exited; /* QEMU reaped */
+	int wstatus;
+	struct qmp_client *qmp;
+	int agent_fd;
+	struct agent_conn agent;
+	int epfd;
+	uint32_t agent_events; /* what the agent fd is registered for */
+	bool ready;
+	bool guest_shutdown; /* QMP SHUTDOWN seen */
+	uint32_t next_id;
+	uint64_t t_launch_us, t_ready_us;
+};
+
+int vm__ep_add(int epfd, int fd, uint32_t events, enum ev_tag tag);
+/* Register the agent fd for EPOLLOUT exactly while output is queued. */
+void vm__agent_want_out(struct vm *vm);
+/* Reap QEMU and describe its death in err (with the last line of qemu.log). Returns -ECHILD. */
+int vm__qemu_died(struct vm *vm, const char *when, struct avm_error *err);
+int vm__pump_qmp(struct vm *vm, struct avm_error *err);
+/* Read agent bytes into the decoder; an EOF becomes a QEMU-died or channel-closed error. */
+int vm__read_agent(struct vm *vm, const char *when, struct avm_error *err);
+
+#endif
