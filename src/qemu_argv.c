@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "qemu_argv.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 

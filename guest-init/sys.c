@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: MIT */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "sys.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct mnt {
+	const char *src, *dir, *type;
+	unsigned long flags;
+	const char *data;
+	mode_t mode; /* of the mount point, when it has to be created */
+};
+
+/*
+ * /dev first: the kernel does not automount devtmpfs for an initramfs (CONFIG_DEVTMPFS_MOUNT
+ * only applies to a real root), and fds 0-2 may need /dev/null. /dev/pts gets its own instance
+ * so ptys inside the guest never see another devpts.
+ */
+static const struct mnt early_mounts[] = {
+	{ "devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755", 0755 },
+	{ "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555 },
+	{ "sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555 },
+};
+
+static const struct mnt late_mounts[] = {
+	{ "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620",
+	  0755 },
+	{ "tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777 },
+	{ "tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777 },
+	{ "tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755", 0755 },
+};
+
+/* What shells and language runtimes expect under /dev that devtmpfs does not provide. */
+static const struct {
+	const char *target, *path;
+} dev_links[] = {
+	{ "/proc/self/fd", "/dev/fd" },
+	{ "/proc/self/fd/0", "/dev/stdin" },
+	{ "/proc/self/fd/1", "/dev/stdout" },
+	{ "/proc/self/fd/2", "/dev/stderr" },
+	{ "pts/ptmx", "/dev/ptmx" },
+};
+
+static void do_mounts(const struct mnt *m, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (mkdir(m[i].dir, m[i].mode) < 0 && errno != EEXIST)
+			log_msg("mkdir %s: %m", m[i].dir);
+		/* EBUSY: already mounted (the kernel may have done /dev itself). */
+		if (mount(m[i].src, m[i].dir, m[i].type, m[i].flags, m[i].data) < 0 &&
+		    errno != EBUSY)
+			log_msg("mount %s on %s: %m", m[i].type, m[i].dir);
+	}
+}
+
+/*
+ * The kernel opens /dev/console as fds 0-2 before running init; if that failed they are
+ * closed, and the first open() of PID 1 would silently become its stdin. Fill the gaps.
+ */
+static void fix_std_fds(void)
+{
+	for (int fd = 0; fd <= 2; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0)
+			continue;
+		int n = open("/dev/console", O_RDWR | O_NOCTTY);
+		if (n < 0)
+			n = open("/dev/null", O_RDWR | O_NOCTTY);
+		if (n >= 0 && n != fd) {
+			dup2(n, fd);
+			close(n);
+		}
+	}
+}
+
+void sys_setup(void)
+{
+	struct rlimit rl;
+
+	umask(022);
+	do_mounts(early_mounts, ARRAY_SIZE(early_mounts));
+	fix_std_fds();
+	do_mounts(late_mounts, ARRAY_SIZE(late_mounts));
+	for (size_t i = 0; i < ARRAY_SIZE(dev_links); i++) {
+		/* devtmpfs has a ptmx node for the initial devpts instance: replace it. */
+		if (strcmp(dev_links[i].path, "/dev/ptmx") == 0)
+			unlink(dev_links[i].path);
+		if (symlink(dev_links[i].target, dev_links[i].path) < 0 && errno != EEXIST)
+			log_msg("symlink %s: %m", dev_links[i].path);
+	}
+
+	/* The kernel hands init HOME=/ TERM=linux and any unknown cmdline key=value: drop them. */
+	clearenv();
+	setenv("PATH", SYS_DEFAULT_PATH, 1);
+	setenv("HOME", "/root", 1);
+
+	if (sethostname(SYS_HOSTNAME, strlen(SYS_HOSTNAME)) < 0)
+		log_msg("sethostname: %m");
+	if (chdir("/") < 0)
+		log_msg("chdir /: %m");
+
+	/* Each running command costs PID 1 three or four fds; 1024 would cap concurrency. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+int sys_signals(void)
+{
+	sigset_t set;
+	int fd;
+
+	/* Init only receives signals it has handlers for; SIGPIPE must still not kill us. */
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return -errno;
+	fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+void sys_cmdline(void)
+{
+	char buf[4096], *tok, *save = NULL;
+	ssize_t n;
+	int fd;
+
+	fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	/* Quoting is not handled: agentvm.* values never contain spaces. */
+	for (tok = strtok_r(buf, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save)) {
+		if (strncmp(tok, "agentvm.", 8) != 0)
+			continue;
+		if (strcmp(tok, "agentvm.debug=1") == 0)
+			log_debug_enabled = true;
+		/* Other agentvm.* keys (network config, ...) belong to later features. */
+	}
+}
+
+void sys_poweroff(void)
+{
+	log_debug("power-off");
+	/* SIGKILL to -1 reaches every process but PID 1 itself. */
+	kill(-1, SIGKILL);
+	sync();
+	/*
+	 * acpi=off: RB_POWER_OFF would do nothing. With reboot=t the reboot is a triple fault, and
+	 * QEMU's -no-reboot turns that into an immediate exit.
+	 */
+	reboot(RB_AUTOBOOT);
+	log_msg("reboot: %m");
+}

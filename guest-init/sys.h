@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: MIT */
+/* PID 1 system setup: filesystems, standard fds, environment, signals, power-off. */
+#ifndef AGENTVM_INIT_SYS_H
+#define AGENTVM_INIT_SYS_H
+
+/* Default PATH of PID 1 and of every command (unless an EXEC overrides it). */
+#define SYS_DEFAULT_PATH "/bin:/sbin:/usr/bin:/usr/sbin"
+#define SYS_HOSTNAME "agentvm"
+
+/*
+ * Mount /proc /sys /dev /dev/pts /dev/shm /tmp /run, make sure fds 0-2 are open, set the
+ * environment, hostname, umask and rlimits. Failures are logged and skipped: a half-set-up
+ * guest that can still answer the host is better than a kernel panic.
+ */
+void sys_setup(void);
+
+/*
+ * Block SIGCHLD and return a nonblocking CLOEXEC signalfd for it; SIGPIPE is ignored so a
+ * closed pipe or port shows up as EPIPE. Returns the fd or -errno.
+ */
+int sys_signals(void);
+
+/* Read the kernel cmdline's agentvm.* keys (only agentvm.debug for now; others are ignored). */
+void sys_cmdline(void);
+
+/* Kill everything, sync, and reboot (a triple fault that ends QEMU with -no-reboot). */
+void sys_poweroff(void);
+
+#endif

@@ -1,0 +1,88 @@
+#!/bin/sh
+# Helpers for integration tests: each test runs in a private state dir and must leave nothing.
+# shellcheck disable=SC2034
+
+AVM=${AVM:?AVM must point at the agentvm binary}
+TESTS_PASSED=0
+TESTS_FAILED=0
+TESTS_SKIPPED=0
+FAILED_NAMES=""
+
+tmp_root=$(mktemp -d /tmp/avm-it.XXXXXX)
+export AGENTVM_STATE_DIR="$tmp_root/state"
+
+cleanup_all() {
+	# Kill only QEMUs of this run (their console path is under our tmp dir).
+	pkill -9 -f "qemu-system-x86_64.*$tmp_root" 2>/dev/null || true
+	rm -rf "$tmp_root"
+}
+trap cleanup_all EXIT INT TERM
+
+fail() {
+	echo "    FAIL: $*"
+	CURRENT_OK=0
+}
+
+# Nothing of this run may remain: no QEMU process, no state dir entry.
+check_leftovers() {
+	i=0
+	while pgrep -f "qemu-system-x86_64.*$tmp_root" >/dev/null 2>&1; do
+		i=$((i + 1))
+		[ $i -gt 50 ] && { fail "a QEMU process was left running: $(pgrep -af "qemu-system-x86_64.*$tmp_root")"; pkill -9 -f "qemu-system-x86_64.*$tmp_root"; break; }
+		sleep 0.1
+	done
+	if [ -d "$AGENTVM_STATE_DIR" ] && [ -n "$(ls -A "$AGENTVM_STATE_DIR")" ]; then
+		fail "state dirs left behind: $(ls -A "$AGENTVM_STATE_DIR")"
+		rm -rf "${AGENTVM_STATE_DIR:?}"/*
+	fi
+}
+
+run_test() {
+	name=$1
+	shift
+	CURRENT_OK=1
+	CURRENT_SKIP=""
+	t0=$(date +%s%N)
+	"$name" "$@"
+	check_leftovers
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	if [ -n "$CURRENT_SKIP" ]; then
+		TESTS_SKIPPED=$((TESTS_SKIPPED + 1))
+		echo "  SKIP $name: $CURRENT_SKIP"
+	elif [ $CURRENT_OK -eq 1 ]; then
+		TESTS_PASSED=$((TESTS_PASSED + 1))
+		echo "  ok   $name (${ms} ms)"
+	else
+		TESTS_FAILED=$((TESTS_FAILED + 1))
+		FAILED_NAMES="$FAILED_NAMES $name"
+		echo "  FAIL $name (${ms} ms)"
+	fi
+}
+
+skip() {
+	CURRENT_SKIP=$*
+}
+
+expect_eq() { # what expected actual
+	[ "$2" = "$3" ] || fail "$1: expected '$2', got '$3'"
+}
+
+expect_contains() { # what needle haystack
+	case "$3" in
+	*"$2"*) ;;
+	*) fail "$1: expected to contain '$2', got '$3'" ;;
+	esac
+}
+
+# Run agentvm quietly under TCG; stdout/stderr to files $out/$err; rc in $rc.
+avm_run() {
+	out=$tmp_root/out
+	err=$tmp_root/err
+	"$AVM" run --accel tcg "$@" >"$out" 2>"$err"
+	rc=$?
+}
+
+summary() {
+	echo "integration: $TESTS_PASSED passed, $TESTS_FAILED failed, $TESTS_SKIPPED skipped${FAILED_NAMES:+ (failed:$FAILED_NAMES)}"
+	[ "$TESTS_FAILED" -eq 0 ]
+}

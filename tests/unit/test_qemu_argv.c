@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: MIT */
+/* The QEMU command line: accelerator, sizes, fds, the TCG cmdline workarounds. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "qemu_argv.h"
+
+static struct qemu_config base(enum vm_accel a)
+{
+	struct qemu_config c = {
+		.qemu = "/usr/bin/qemu-system-x86_64",
+		.kernel = "/k/vmlinux",
+		.initrd = "/k/initramfs.cpio",
+		.accel = a,
+		.cpus = 2,
+		.memory_mib = 512,
+		.tsc_khz = 2096014,
+		.qmp_fd = 5,
+		.agent_fd = 6,
+		.console_path = "/run/agentvm/x/console.log",
+		.sandbox = 1,
+	};
+	return c;
+}
+
+/* The value following flag `flag` (the n-th occurrence), or NULL. */
+static const char *after(char **v, const char *flag, int nth)
+{
+	for (; *v; v++)
+		if (!strcmp(*v, flag) && v[1] && nth-- == 0)
+			return v[1];
+	return NULL;
+}
+
+static void test_tcg_line(void **state)
+{
+	struct qemu_config c = base(VM_ACCEL_TCG);
+	struct strv a = { 0 };
+
+	assert_int_equal(qemu_build_argv(&c, &a, NULL), 0);
+	assert_string_equal(a.v[0], "/usr/bin/qemu-system-x86_64");
+	assert_non_null(strstr(after(a.v, "-M", 0), "microvm,accel=tcg,acpi=off"));
+	assert_non_null(strstr(after(a.v, "-M", 0), "rtc=on"));
+	assert_string_equal(after(a.v, "-cpu", 0), "max");
+	assert_string_equal(after(a.v, "-smp", 0), "2");
+	assert_string_equal(after(a.v, "-m", 0), "512");
+	assert_string_equal(after(a.v, "-kernel", 0), "/k/vmlinux");
+	assert_string_equal(after(a.v, "-initrd", 0), "/k/initramfs.cpio");
+	const char *append = after(a.v, "-append", 0);
+	assert_non_null(strstr(append, "tsc_early_khz=2096014"));
+	assert_non_null(strstr(append, "no_timer_check"));
+	assert_non_null(strstr(append, "reboot=t"));
+	assert_non_null(strstr(append, "console=hvc0"));
+	assert_string_equal(after(a.v, "-chardev", 0), "socket,id=qmp0,fd=5");
+	assert_string_equal(after(a.v, "-chardev", 2), "socket,id=agent0,fd=6");
+	assert_non_null(strstr(after(a.v, "-device", 2), "name=org.agentvm.agent"));
+	assert_non_null(after(a.v, "-sandbox", 0));
+	/* Paused start and no reboot are what teardown and the launcher rely on. */
+	int has_S = 0, has_noreboot = 0;
+	for (char **p = a.v; *p; p++) {
+		has_S |= !strcmp(*p, "-S");
+		has_noreboot |= !strcmp(*p, "-no-reboot");
+	}
+	assert_true(has_S && has_noreboot);
+	strv_release(&a);
+}
+
+static void test_kvm_line_has_no_tsc_workaround(void **state)
+{
+	struct qemu_config c = base(VM_ACCEL_KVM);
+	struct strv a = { 0 };
+
+	assert_int_equal(qemu_build_argv(&c, &a, NULL), 0);
+	assert_non_null(strstr(after(a.v, "-M", 0), "accel=kvm"));
+	assert_string_equal(after(a.v, "-cpu", 0), "host");
+	assert_null(strstr(after(a.v, "-append", 0), "tsc_early_khz"));
+	strv_release(&a);
+}
+
+static void test_unresolved_accel_rejected(void **state)
+{
+	struct qemu_config c = base(VM_ACCEL_AUTO);
+	struct strv a = { 0 };
+	struct avm_error err = { 0 };
+
+	assert_int_equal(qemu_build_argv(&c, &a, &err), -EINVAL);
+	assert_null(a.v);
+}
+
+static void test_cmdline_extra_and_unknown_tsc(void **state)
+{
+	struct qemu_config c = base(VM_ACCEL_TCG);
+	c.tsc_khz = 0;
+	c.extra_cmdline = "agentvm.test=1";
+	char *s = qemu_kernel_cmdline(&c);
+
+	assert_non_null(s);
+	assert_null(strstr(s, "tsc_early_khz"));
+	assert_non_null(strstr(s, " agentvm.test=1"));
+	free(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_tcg_line),
+		cmocka_unit_test(test_kvm_line_has_no_tsc_workaround),
+		cmocka_unit_test(test_unresolved_accel_rejected),
+		cmocka_unit_test(test_cmdline_extra_and_unknown_tsc),
+	};
+	return cmocka_run_group_tests_name("qemu_argv", tests, NULL, NULL);
+}

@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: MIT */
+/* The VM spec from flags: profiles, limits, env names, error messages. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <json-c/json.h>
+
+#include "spec.h"
+
+static void test_default_profile_is_light(void **state)
+{
+	struct vm_spec *s = vm_spec_new();
+
+	assert_non_null(s);
+	assert_string_equal(s->profile, "light");
+	assert_int_equal(s->cpus, 1);
+	assert_int_equal(s->memory_mib, 512);
+	assert_int_equal(s->accel, VM_ACCEL_AUTO);
+	vm_spec_free(s);
+}
+
+static void test_profiles_match_product_spec(void **state)
+{
+	struct vm_spec *s = vm_spec_new();
+	struct avm_error err = { 0 };
+
+	assert_int_equal(vm_spec_set_profile(s, "standard", &err), 0);
+	assert_int_equal(s->cpus, 2);
+	assert_int_equal(s->memory_mib, 2048);
+	assert_int_equal(vm_spec_set_profile(s, "intensive", &err), 0);
+	assert_int_equal(s->cpus, 4);
+	assert_int_equal(s->memory_mib, 4096);
+	assert_int_equal(vm_spec_set_profile(s, "huge", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "unknown profile 'huge'"));
+	vm_spec_free(s);
+}
+
+static void test_sizes_override_and_limits(void **state)
+{
+	struct vm_spec *s = vm_spec_new();
+	struct avm_error err = { 0 };
+
+	assert_int_equal(vm_spec_set_cpus(s, "3", &err), 0);
+	assert_int_equal(s->cpus, 3);
+	assert_string_equal(s->profile, "custom");
+	assert_int_equal(vm_spec_set_cpus(s, "0", &err), -EINVAL);
+	assert_int_equal(vm_spec_set_cpus(s, "65", &err), -EINVAL);
+	assert_int_equal(vm_spec_set_cpus(s, "2x", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "--cpus '2x'"));
+	assert_int_equal(vm_spec_set_memory(s, "63", &err), -EINVAL);
+	assert_int_equal(vm_spec_set_memory(s, "", &err), -EINVAL);
+	assert_int_equal(vm_spec_set_memory(s, "1024", &err), 0);
+	assert_int_equal(s->memory_mib, 1024);
+	assert_int_equal(vm_spec_set_timeout(s, "-1", &err), -EINVAL);
+	assert_int_equal(vm_spec_set_timeout(s, "30", &err), 0);
+	assert_int_equal(s->timeout_s, 30);
+	vm_spec_free(s);
+}
+
+static void test_env_validation(void **state)
+{
+	struct vm_spec *s = vm_spec_new();
+	struct avm_error err = { 0 };
+
+	assert_int_equal(vm_spec_add_env(s, "FOO=bar=baz", &err), 0);
+	assert_int_equal(vm_spec_add_env(s, "EMPTY=", &err), 0);
+	assert_int_equal(vm_spec_add_env(s, "NOEQUALS", &err), -EINVAL);
+	assert_int_equal(vm_spec_add_env(s, "=x", &err), -EINVAL);
+	assert_int_equal(vm_spec_add_env(s, "1X=y", &err), -EINVAL);
+	assert_int_equal(vm_spec_add_env(s, "A-B=y", &err), -EINVAL);
+	assert_int_equal(s->n_env, 2);
+	assert_string_equal(s->env[0], "FOO=bar=baz");
+	assert_null(s->env[2]);
+	vm_spec_free(s);
+}
+
+static void test_accel_and_workdir(void **state)
+{
+	struct vm_spec *s = vm_spec_new();
+	struct avm_error err = { 0 };
+
+	assert_int_equal(vm_spec_set_accel(s, "kvm", &err), 0);
+	assert_int_equal(s->accel, VM_ACCEL_KVM);
+	assert_int_equal(vm_spec_set_accel(s, "tcg", &err), 0);
+	assert_int_equal(s->accel, VM_ACCEL_TCG);
+	assert_int_equal(vm_spec_set_accel(s, "xen", &err), -EINVAL);
+	assert_int_equal(vm_spec_set_workdir(s, "relative", &err), -EINVAL);
+	assert_int_equal(vm_spec_set_workdir(s, "/tmp", &err), 0);
+	assert_string_equal(s->workdir, "/tmp");
+	vm_spec_free(s);
+}
+
+static void test_command_required_and_json(void **state)
+{
+	struct vm_spec *s = vm_spec_new();
+	struct avm_error err = { 0 };
+	char *argv[] = { "sh", "-c", "echo hi", NULL };
+
+	assert_int_equal(vm_spec_validate(s, true, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "no command given"));
+	assert_int_equal(vm_spec_set_command(s, argv, 3, &err), 0);
+	assert_int_equal(vm_spec_validate(s, true, &err), 0);
+	assert_int_equal(s->argc, 3);
+
+	struct json_object *o = vm_spec_to_json(s), *cmd, *cpus;
+	assert_non_null(o);
+	assert_true(json_object_object_get_ex(o, "command", &cmd));
+	assert_int_equal(json_object_array_length(cmd), 3);
+	assert_string_equal(json_object_get_string(json_object_array_get_idx(cmd, 2)), "echo hi");
+	assert_true(json_object_object_get_ex(o, "cpus", &cpus));
+	assert_int_equal(json_object_get_int(cpus), 1);
+	json_object_put(o);
+	vm_spec_free(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_default_profile_is_light),
+		cmocka_unit_test(test_profiles_match_product_spec),
+		cmocka_unit_test(test_sizes_override_and_limits),
+		cmocka_unit_test(test_env_validation),
+		cmocka_unit_test(test_accel_and_workdir),
+		cmocka_unit_test(test_command_required_and_json),
+	};
+	return cmocka_run_group_tests_name("spec", tests, NULL, NULL);
+}
