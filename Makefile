@@ -54,8 +54,26 @@ BASELINE_INITRAMFS := $(IMAGES)/baseline-initramfs.cpio
 GUEST_INIT := $(IMAGES)/agentvm-init
 UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 
-.PHONY: all build images check check-unit check-integration fuzz bench install clean distclean
+.PHONY: all build images check check-unit check-integration fuzz bench install clean distclean \
+	deps demo ci
 all: build images
+
+# Debian 12 packages for building, testing and running (apt-get, as root).
+DEB_PKGS := build-essential pkg-config clang libjson-c-dev libnl-3-dev libnl-route-3-dev \
+	libnftables-dev libseccomp-dev libcmocka-dev qemu-system-x86 linux-source-6.1 bc bison flex \
+	libelf-dev cpio busybox-static nftables iproute2 xz-utils
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
+		grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing$$(echo $$missing | sed 's/^/ /')"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	else echo "deps: all Debian packages present"; fi
+
+# The main job in one command: set up, build, boot a sandbox and run a command in it.
+demo: deps
+	$(MAKE) all
+	$(AGENTVM) run -- sh -c 'echo "hello from $$(uname -sr) in a microVM"; cat /proc/cpuinfo | grep -m1 "model name"' 
 build: $(AGENTVM)
 images: $(VMLINUX) $(INITRAMFS) $(BASELINE_INITRAMFS)
 
@@ -113,6 +131,10 @@ check-integration: all
 
 check: check-unit check-integration
 
+# The test job in one command: set up everything, then the whole suite (what .ci/run runs).
+ci: deps
+	$(MAKE) check
+
 FUZZ_CC ?= clang
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(B)/fuzz/%,$(FUZZ_SRC))
 $(B)/fuzz/%: tests/fuzz/%.c $(QMP_SRC) $(PROTO_SRC) $(CORE_SRC)
@@ -122,7 +144,11 @@ $(B)/fuzz/%: tests/fuzz/%.c $(QMP_SRC) $(PROTO_SRC) $(CORE_SRC)
 fuzz: $(FUZZ_BINS)
 	$(Q)sh tests/fuzz/run.sh $(or $(FUZZ_SECONDS),30) $(FUZZ_BINS)
 
-bench: all
+$(B)/bench/exec-rtt: bench/exec_rtt.c $(LIBS_ALL)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $< -o $@ $(LIBS_ALL) $(PKG_LIBS) $(LDFLAGS)
+
+bench: all $(B)/bench/exec-rtt
 	$(Q)sh bench/run.sh $(AGENTVM)
 
 install: all

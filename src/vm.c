@@ -27,10 +27,6 @@
 /* Under TCG QEMU takes ~50 ms to greet; allow for a loaded CI machine. */
 #define QMP_HANDSHAKE_TIMEOUT_MS 15000
 #define QMP_COMMAND_TIMEOUT_MS 10000
-/* Grace after the guest-side timeout before the host gives up on the guest. */
-#define HOST_TIMEOUT_GRACE_MS 3000
-/* Stop reading the user's stdin while this much is queued for the guest. */
-#define STDIN_HIGH_WATER (1u << 20)
 #define QUIT_WAIT_MS 2000
 
 const char *vm_name(const struct vm *vm)

@@ -7,6 +7,11 @@
 #include "qmp.h"
 #include "vm.h"
 
+/* Grace after the guest-side timeout before the host gives up on the guest. */
+#define HOST_TIMEOUT_GRACE_MS 3000
+/* Stop reading the user's stdin while this much is queued for the guest. */
+#define STDIN_HIGH_WATER (1u << 20)
+
 enum ev_tag { EV_QMP = 1, EV_AGENT, EV_PIDFD, EV_SIG, EV_STDIN, EV_TIMER };
 
 struct vm {

@@ -1,0 +1,92 @@
+#!/bin/sh
+# agentvm benchmark harness. Measures in ONE run, interleaved, so the machine's noise hits every
+# series alike:
+#   (a) cold `agentvm run -- true`
+#   (b) baseline: raw qemu-system-x86_64 -M microvm, same kernel and machine options, an
+#       initramfs whose init reboots (= exits QEMU) at once
+#   (c) exec round trip of `true` in a running VM (through libagentvm)
+# and writes bench/RESULTS.md. usage: bench/run.sh build/agentvm [N]
+set -eu
+AVM=$1
+N=${2:-${BENCH_N:-15}}
+B=$(dirname "$AVM")
+IMG=$B/images
+out=bench/RESULTS.md
+tmp=$(mktemp -d /tmp/avm-bench.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+export AGENTVM_STATE_DIR=$tmp/state
+
+accel=tcg
+[ -r /dev/kvm ] && [ -w /dev/kvm ] && accel=kvm
+khz=$(awk -F: '/cpu MHz/ {printf "%d", $2 * 1000 + 0.5; exit}' /proc/cpuinfo)
+if [ "$accel" = tcg ]; then
+	machine="microvm,accel=tcg,acpi=off,x-option-roms=off,pit=off,pic=off,isa-serial=off,rtc=on"
+	cpu=max
+	tsc=" no_timer_check tsc_early_khz=$khz"
+else
+	machine="microvm,accel=kvm,acpi=off,x-option-roms=off,pit=off,pic=off,isa-serial=off,rtc=on"
+	cpu=host
+	tsc=""
+fi
+
+ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+
+baseline() {
+	qemu-system-x86_64 -M "$machine" -cpu $cpu -smp 1 -m 512 -nodefaults -no-user-config \
+		-nographic -no-reboot -kernel "$IMG/vmlinux" -initrd "$IMG/baseline-initramfs.cpio" \
+		-append "console=hvc0 quiet reboot=t panic=-1 rdinit=/init$tsc" \
+		-device virtio-serial-device,max_ports=2 -chardev null,id=con0 \
+		-device virtconsole,chardev=con0,nr=0 </dev/null >/dev/null 2>&1
+}
+
+median() { sort -n "$1" | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+: >"$tmp/a"
+: >"$tmp/b"
+echo "bench: $N interleaved rounds (accel $accel)"
+i=0
+while [ $i -lt "$N" ]; do
+	t=$(date +%s%N)
+	baseline || { echo "bench: baseline QEMU failed" >&2; exit 1; }
+	ms_since "$t" >>"$tmp/b"
+	t=$(date +%s%N)
+	"$AVM" run --accel $accel -- true || { echo "bench: agentvm run failed" >&2; exit 1; }
+	ms_since "$t" >>"$tmp/a"
+	i=$((i + 1))
+done
+"$B/bench/exec-rtt" "$IMG/vmlinux" "$IMG/initramfs.cpio" $((N * 10)) >"$tmp/c_us" 2>"$tmp/c_err"
+awk '{printf "%.3f\n", $1 / 1000}' "$tmp/c_us" >"$tmp/c"
+
+ma=$(median "$tmp/a")
+mb=$(median "$tmp/b")
+mc=$(median "$tmp/c")
+ratio=$(awk -v a="$ma" -v b="$mb" 'BEGIN {printf "%.3f", a / b}')
+boot=$(awk '/boot_to_ready_ms/ {print $2}' "$tmp/c_err")
+cpu_model=$(awk -F: '/model name/ {sub(/^ /, "", $2); print $2; exit}' /proc/cpuinfo)
+qver=$(qemu-system-x86_64 --version | head -1)
+
+cat >"$out" <<MD
+# agentvm benchmark results
+
+Produced by \`make bench\` (bench/run.sh, N=$N interleaved rounds) on $(date -u +%Y-%m-%d).
+
+- Machine: $(nproc) cores ($cpu_model), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME"), kernel $(uname -r)
+- QEMU: $qver; accelerator: **$accel**
+- Guest: images/kernel/agentvm.config (linux-source-6.1, PVH vmlinux), initramfs with guest-init + busybox
+
+| what | median | samples | target |
+|---|---|---|---|
+| (a) cold \`agentvm run -- true\` (spawn, boot, READY, exec, teardown) | $ma ms | $N | <= 1.15 x (b) |
+| (b) baseline: raw \`qemu-system-x86_64 -M microvm\`, init reboots at once | $mb ms | $N | - |
+| ratio a / b | **$ratio** | | <= 1.15 |
+| (c) exec round trip of \`true\` in a running VM | $mc ms | $((N * 10)) | < 20 ms |
+| boot to READY inside (c)'s VM (one sample) | $boot ms | 1 | - |
+
+Commands:
+- (a) \`$AVM run --accel $accel -- true\`
+- (b) \`qemu-system-x86_64 -M $machine -cpu $cpu -smp 1 -m 512 -nodefaults -no-user-config -nographic -no-reboot -kernel vmlinux -initrd baseline-initramfs.cpio -append "console=hvc0 quiet reboot=t panic=-1 rdinit=/init$tsc" -device virtio-serial-device,max_ports=2 -chardev null,id=con0 -device virtconsole,chardev=con0,nr=0\`
+- (c) \`$B/bench/exec-rtt vmlinux initramfs.cpio $((N * 10))\` (libagentvm: vm_exec of \`true\`, stdout to /dev/null)
+
+Raw samples (ms): a = $(tr '\n' ' ' <"$tmp/a")/ b = $(tr '\n' ' ' <"$tmp/b")
+MD
+cat "$out"
