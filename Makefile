@@ -15,7 +15,7 @@ CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wundef -Wstrict-prototypes \
 	-Wmissing-prototypes -Wno-unused-parameter -Wvla -Wpointer-arith
 CFLAGS ?= -O2 -g
-CFLAGS += -std=gnu17 -D_GNU_SOURCE -fstack-protector-strong -D_FORTIFY_SOURCE=2 $(WARN) \
+CFLAGS += -std=gnu17 -D_GNU_SOURCE= -fstack-protector-strong -D_FORTIFY_SOURCE=2 $(WARN) \
 	-I. -Isrc -Iqmp -Iguest-init -DAVM_DATADIR='"$(DATADIR)"' $(PKG_CFLAGS)
 ifneq ($(SANITIZE),)
 CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
@@ -97,7 +97,7 @@ $(AGENTVM): $(call obj,$(CLI_SRC)) $(LIBS_ALL)
 
 # --- guest images ------------------------------------------------------------------------------
 # The guest PID 1 is static and built without sanitizers: it runs alone inside the VM.
-GUEST_CFLAGS := -std=gnu17 -D_GNU_SOURCE -O2 -static -Wall -Wextra -Werror -Iguest-init
+GUEST_CFLAGS := -std=gnu17 -D_GNU_SOURCE= -O2 -static -Wall -Wextra -Werror -Iguest-init
 $(GUEST_INIT): $(GUEST_SRC) $(PROTO_SRC) $(wildcard guest-init/*.h)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@ (static)")
@@ -139,7 +139,7 @@ FUZZ_CC ?= clang
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(B)/fuzz/%,$(FUZZ_SRC))
 $(B)/fuzz/%: tests/fuzz/%.c $(QMP_SRC) $(PROTO_SRC) $(CORE_SRC)
 	@mkdir -p $(dir $@)
-	$(Q)$(FUZZ_CC) -g -O1 -std=gnu17 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -I. -Isrc \
+	$(Q)$(FUZZ_CC) -g -O1 -std=gnu17 -D_GNU_SOURCE= -fsanitize=fuzzer,address,undefined -I. -Isrc \
 		-Iqmp -Iguest-init $(PKG_CFLAGS) $< $(QMP_SRC) $(PROTO_SRC) -o $@ $(PKG_LIBS)
 fuzz: $(FUZZ_BINS)
 	$(Q)sh tests/fuzz/run.sh $(or $(FUZZ_SECONDS),30) $(FUZZ_BINS)

@@ -20,11 +20,11 @@ accel=tcg
 [ -r /dev/kvm ] && [ -w /dev/kvm ] && accel=kvm
 khz=$(awk -F: '/cpu MHz/ {printf "%d", $2 * 1000 + 0.5; exit}' /proc/cpuinfo)
 if [ "$accel" = tcg ]; then
-	machine="microvm,accel=tcg,acpi=off,x-option-roms=off,pit=off,pic=off,isa-serial=off,rtc=on"
+	machine="microvm,accel=tcg,acpi=off,x-option-roms=off,isa-serial=off,rtc=on"
 	cpu=max
 	tsc=" no_timer_check tsc_early_khz=$khz"
 else
-	machine="microvm,accel=kvm,acpi=off,x-option-roms=off,pit=off,pic=off,isa-serial=off,rtc=on"
+	machine="microvm,accel=kvm,acpi=off,x-option-roms=off,isa-serial=off,rtc=on"
 	cpu=host
 	tsc=""
 fi

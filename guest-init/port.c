@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/netlink.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -36,7 +37,7 @@ static void (*hook_on_timeout)(void);
 /* Read a sysfs attribute into buf (NUL-terminated, trailing newline dropped). */
 static int read_attr(const char *dir, const char *name, char *buf, size_t size)
 {
-	char path[300];
+	char path[PATH_MAX];
 	ssize_t n;
 	int fd;
 
@@ -83,7 +84,7 @@ static int find_port(char *dev, size_t size)
 
 static int open_dev(const char *vport)
 {
-	char path[300], devno[32];
+	char path[PATH_MAX], devno[32];
 	unsigned int maj, min;
 	int fd;
 
@@ -120,7 +121,7 @@ static int uevent_socket(void)
 int port_open(void)
 {
 	uint64_t t0 = mono_ns(), last_log = t0;
-	char vport[64], junk[2048];
+	char vport[NAME_MAX + 1], junk[2048];
 	int nl = -1, fd, r, scans = 0;
 	struct epoll_event ev = { .events = EPOLLOUT | EPOLLIN | EPOLLET };
 

@@ -9,7 +9,7 @@
 #include "qmp.h"
 
 /*
- * A client with no fd: nothing is ever written (output stays queued until qmp_client_free()),
+ * A client with no fd: output is discarded as if written at once (so replies to it match),
  * input comes only from qmp_client_feed(). Blocking helpers return -ENOTCONN on it.
  * Returns NULL with errno = ENOMEM on failure.
  */

@@ -1,0 +1,557 @@
+/* SPDX-License-Identifier: MIT */
+/* Running commands: output streaming, stdin queues, reaping, timeouts, EXIT reports. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "exec.h"
+#include "loop.h"
+#include "port.h"
+#include "proto.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* At most this many commands at once: each costs PID 1 up to three fds. */
+#define MAX_EXECS 256
+/*
+ * After the main process was reaped, output pipes still open belong to a background process
+ * that inherited them; give it this long to finish, then kill the group and close the pipes.
+ */
+#define PIPE_GRACE_NS (250 * NSEC_PER_MSEC)
+/*
+ * Stdin flow control: beyond STDIN_HIGH queued bytes for one command, PID 1 stops reading the
+ * port (backpressure to the host, nothing lost). If that command then neither reads stdin nor
+ * writes output for STDIN_STALL_NS, its queue is dropped with an ERROR (ENOBUFS) and further
+ * stdin data for it is discarded until its EOF, so one command that never reads cannot wedge
+ * the channel for more than a few seconds.
+ */
+#define STDIN_HIGH (1024u * 1024u)
+#define STDIN_STALL_NS (5 * NSEC_PER_SEC)
+
+struct inq {
+	uint8_t *buf;
+	size_t head, len, cap;
+};
+
+struct exec {
+	struct exec *next;
+	uint32_t id;
+	pid_t pid; /* also the process group id */
+	int fd_out, fd_err, fd_in; /* our ends; -1 once closed */
+	struct watch w_out, w_err, w_in;
+	bool in_pipe;	  /* the command's stdin is a pipe fed by STDIN frames */
+	bool in_watched;  /* fd_in is in the epoll set (queue not empty) */
+	bool in_eof;	  /* the host sent EOF: close once the queue is written */
+	bool in_dropping; /* stalled: stdin data is discarded */
+	bool reaped, timed_out, dead;
+	int start_err; /* errno when it never ran */
+	int status;
+	struct rusage ru;
+	uint64_t start_ns, end_ns, deadline_ns, grace_ns, in_progress_ns;
+	struct inq q;
+};
+
+static struct exec *execs;     /* live */
+static struct exec *graveyard; /* finished, freed at the end of the loop iteration */
+static unsigned int n_execs;
+static int devnull = -1;
+
+static struct exec *find_id(uint32_t id)
+{
+	for (struct exec *e = execs; e; e = e->next)
+		if (e->id == id)
+			return e;
+	return NULL;
+}
+
+static struct exec *find_pid(pid_t pid)
+{
+	for (struct exec *e = execs; e; e = e->next)
+		if (e->pid == pid && !e->reaped)
+			return e;
+	return NULL;
+}
+
+static void unlink_exec(struct exec *ex)
+{
+	for (struct exec **pp = &execs; *pp; pp = &(*pp)->next)
+		if (*pp == ex) {
+			*pp = ex->next;
+			break;
+		}
+	ex->next = graveyard;
+	graveyard = ex;
+	n_execs--;
+}
+
+static void close_stdin(struct exec *ex)
+{
+	if (ex->fd_in >= 0) {
+		if (ex->in_watched)
+			loop_del(ex->fd_in);
+		close(ex->fd_in);
+		ex->fd_in = -1;
+	}
+	ex->in_watched = false;
+	free(ex->q.buf);
+	memset(&ex->q, 0, sizeof(ex->q));
+}
+
+/* EOF of one output stream: the empty frame tells the host. */
+static void close_output(struct exec *ex, int *fd, uint16_t type)
+{
+	if (*fd < 0)
+		return;
+	loop_del(*fd);
+	close(*fd);
+	*fd = -1;
+	port_send(type, ex->id, NULL, 0);
+}
+
+static uint64_t tv_us(const struct timeval *tv)
+{
+	return (uint64_t)tv->tv_sec * 1000000u + (uint64_t)tv->tv_usec;
+}
+
+/* Send EXIT once the process is reaped and both outputs hit EOF. */
+static void maybe_finish(struct exec *ex)
+{
+	struct avm_exit_info info = { 0 };
+	uint8_t buf[AVM_EXIT_INFO_SIZE];
+
+	if (ex->dead || !ex->reaped || ex->fd_out >= 0 || ex->fd_err >= 0)
+		return;
+	close_stdin(ex);
+	if (ex->start_err) {
+		info.kind = AVM_EXIT_START_FAILED;
+		info.code = ex->start_err;
+	} else if (WIFEXITED(ex->status)) {
+		info.kind = AVM_EXIT_CODE;
+		info.code = WEXITSTATUS(ex->status);
+	} else {
+		/* Killed by a signal: by us when the timeout fired, otherwise by anyone. */
+		info.kind = ex->timed_out ? AVM_EXIT_TIMEOUT : AVM_EXIT_SIGNAL;
+		info.code = WIFSIGNALED(ex->status) ? WTERMSIG(ex->status) : 0;
+	}
+	info.duration_us = (ex->end_ns - ex->start_ns) / 1000;
+	info.utime_us = tv_us(&ex->ru.ru_utime);
+	info.stime_us = tv_us(&ex->ru.ru_stime);
+	info.maxrss_kb = ex->ru.ru_maxrss > 0 ? (uint64_t)ex->ru.ru_maxrss : 0;
+	avm_exit_info_encode(&info, buf);
+	log_debug("exec %u: exit kind %u code %d after %llu us", ex->id, info.kind, info.code,
+		  (unsigned long long)info.duration_us);
+	port_send(AVM_MSG_EXIT, ex->id, buf, sizeof(buf));
+	ex->dead = true;
+	unlink_exec(ex);
+}
+
+static int make_pipe(int fds[2], bool parent_writes)
+{
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return -errno;
+	/* Only our end is nonblocking; the command gets an ordinary blocking pipe. */
+	return fd_set_nonblock(fds[parent_writes ? 1 : 0]);
+}
+
+static void close_pair(int fds[2])
+{
+	for (int i = 0; i < 2; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	fds[0] = fds[1] = -1;
+}
+
+void exec_start(uint32_t id, const uint8_t *p, size_t len)
+{
+	int pin[2] = { -1, -1 }, pout[2] = { -1, -1 }, perr[2] = { -1, -1 };
+	struct exec_req req;
+	struct exec *ex;
+	const char *why = NULL;
+	pid_t pid;
+	int r;
+
+	if (find_id(id)) {
+		port_send_error(id, EEXIST, "exec id %u is already running", id);
+		return;
+	}
+	if (n_execs >= MAX_EXECS) {
+		port_send_error(id, EAGAIN, "too many running commands (limit %d)", MAX_EXECS);
+		return;
+	}
+	r = exec_req_parse(p, len, &req, &why);
+	if (r < 0) {
+		port_send_error(id, -r, "bad EXEC request: %s", why ? why : "invalid");
+		return;
+	}
+	ex = calloc(1, sizeof(*ex));
+	if (!ex) {
+		exec_req_free(&req);
+		port_send_error(id, ENOMEM, "out of memory");
+		return;
+	}
+	if (devnull < 0)
+		devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	r = make_pipe(pout, false);
+	if (r == 0)
+		r = make_pipe(perr, false);
+	if (r == 0 && req.stdin_pipe)
+		r = make_pipe(pin, true);
+	if (r == 0 && !req.stdin_pipe && devnull < 0)
+		r = -ENOENT;
+	if (r < 0) {
+		/* No fds (or no /dev/null): refuse the request, nothing ran. */
+		close_pair(pin);
+		close_pair(pout);
+		close_pair(perr);
+		exec_req_free(&req);
+		free(ex);
+		port_send_error(id, -r, "cannot create pipes: %s", strerror(-r));
+		return;
+	}
+
+	ex->id = id;
+	ex->fd_out = pout[0];
+	ex->fd_err = perr[0];
+	ex->fd_in = pin[1];
+	ex->in_pipe = req.stdin_pipe;
+	ex->w_out = (struct watch){ WATCH_STDOUT, ex };
+	ex->w_err = (struct watch){ WATCH_STDERR, ex };
+	ex->w_in = (struct watch){ WATCH_STDIN, ex };
+	ex->start_ns = mono_ns();
+	if (req.timeout_ms)
+		ex->deadline_ns = ex->start_ns + (uint64_t)req.timeout_ms * NSEC_PER_MSEC;
+
+	pid = spawn_command(&req, req.stdin_pipe ? pin[0] : devnull, pout[1], perr[1]);
+	/* The command's ends belong to it now (or to nobody). */
+	if (pin[0] >= 0)
+		close(pin[0]);
+	close(pout[1]);
+	close(perr[1]);
+	exec_req_free(&req);
+
+	ex->next = execs;
+	execs = ex;
+	n_execs++;
+	if (pid < 0) {
+		log_debug("exec %u: start failed: %s", id, strerror(-pid));
+		ex->start_err = -pid;
+		ex->reaped = true;
+		ex->end_ns = ex->start_ns;
+		close_output(ex, &ex->fd_out, AVM_MSG_STDOUT);
+		close_output(ex, &ex->fd_err, AVM_MSG_STDERR);
+		maybe_finish(ex);
+		return;
+	}
+	ex->pid = pid;
+	if (loop_add(ex->fd_out, EPOLLIN, &ex->w_out) < 0 ||
+	    loop_add(ex->fd_err, EPOLLIN, &ex->w_err) < 0) {
+		/* Cannot watch its output: kill it, the host gets EOFs and the signal. */
+		log_msg("exec %u: epoll: %m", id);
+		kill(-pid, SIGKILL);
+		close_output(ex, &ex->fd_out, AVM_MSG_STDOUT);
+		close_output(ex, &ex->fd_err, AVM_MSG_STDERR);
+	}
+	log_debug("exec %u: pid %d", id, pid);
+}
+
+/* Read one chunk of output and forward it; one chunk per event keeps commands fair. */
+static void on_output(struct exec *ex, int *fd, uint16_t type)
+{
+	uint8_t *buf = port_tx_payload();
+	ssize_t n;
+
+	if (*fd < 0)
+		return;
+	n = read(*fd, buf, PORT_DATA_CHUNK);
+	if (n > 0) {
+		/* A command that produces output is alive: it is not stalling its stdin queue. */
+		ex->in_progress_ns = mono_ns();
+		port_send_tx(type, ex->id, (uint32_t)n);
+		return;
+	}
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	close_output(ex, fd, type);
+	maybe_finish(ex);
+}
+
+/* Drain what is left in a pipe (bounded) before closing it by force. */
+static void drain_output(struct exec *ex, int *fd, uint16_t type)
+{
+	for (int i = 0; i < 64 && *fd >= 0; i++) {
+		ssize_t n = read(*fd, port_tx_payload(), PORT_DATA_CHUNK);
+		if (n <= 0)
+			break;
+		port_send_tx(type, ex->id, (uint32_t)n);
+	}
+	close_output(ex, fd, type);
+}
+
+static void inq_drop(struct exec *ex)
+{
+	free(ex->q.buf);
+	memset(&ex->q, 0, sizeof(ex->q));
+}
+
+/* Write queued stdin; returns false when the pipe is gone. */
+static bool flush_stdin(struct exec *ex)
+{
+	while (ex->q.len > 0) {
+		ssize_t n = write(ex->fd_in, ex->q.buf + ex->q.head, ex->q.len);
+		if (n > 0) {
+			ex->q.head += (size_t)n;
+			ex->q.len -= (size_t)n;
+			ex->in_progress_ns = mono_ns();
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			break;
+		/* EPIPE: the command closed its stdin (or exited). Later data is dropped. */
+		close_stdin(ex);
+		return false;
+	}
+	if (ex->q.len == 0) {
+		ex->q.head = 0;
+		if (ex->q.cap > STDIN_HIGH) /* do not keep a burst's memory */
+			inq_drop(ex);
+		if (ex->in_eof) {
+			close_stdin(ex);
+			return false;
+		}
+	}
+	/* Watch for room only while something waits to be written. */
+	if (ex->q.len > 0 && !ex->in_watched) {
+		if (loop_add(ex->fd_in, EPOLLOUT, &ex->w_in) == 0)
+			ex->in_watched = true;
+	} else if (ex->q.len == 0 && ex->in_watched) {
+		loop_del(ex->fd_in);
+		ex->in_watched = false;
+	}
+	return true;
+}
+
+static int inq_append(struct inq *q, const uint8_t *p, size_t len)
+{
+	if (q->head + q->len + len > q->cap) {
+		if (q->head) {
+			memmove(q->buf, q->buf + q->head, q->len);
+			q->head = 0;
+		}
+		if (q->len + len > q->cap) {
+			size_t cap = q->cap ? q->cap : 64 * 1024;
+			uint8_t *nb;
+
+			while (cap < q->len + len)
+				cap *= 2;
+			nb = realloc(q->buf, cap);
+			if (!nb)
+				return -ENOMEM;
+			q->buf = nb;
+			q->cap = cap;
+		}
+	}
+	memcpy(q->buf + q->head + q->len, p, len);
+	q->len += len;
+	return 0;
+}
+
+void exec_stdin(uint32_t id, const uint8_t *p, size_t len)
+{
+	struct exec *ex = find_id(id);
+
+	if (!ex) {
+		port_send_error(id, ESRCH, "no running exec with id %u", id);
+		return;
+	}
+	if (!ex->in_pipe) {
+		if (len)
+			port_send_error(id, EBADF, "exec %u was started without a stdin pipe", id);
+		return;
+	}
+	/* Stdin already closed (EOF given, or the command stopped reading): drop quietly. */
+	if (ex->fd_in < 0 || ex->in_eof)
+		return;
+	if (len == 0) {
+		ex->in_eof = true;
+		if (ex->q.len == 0)
+			close_stdin(ex);
+		return;
+	}
+	if (ex->in_dropping)
+		return;
+	if (ex->q.len == 0)
+		ex->in_progress_ns = mono_ns();
+	if (inq_append(&ex->q, p, len) < 0) {
+		ex->in_dropping = true;
+		inq_drop(ex);
+		port_send_error(id, ENOMEM, "out of memory queueing stdin; stdin data dropped");
+		return;
+	}
+	flush_stdin(ex);
+}
+
+void exec_signal(uint32_t id, const uint8_t *p, size_t len)
+{
+	struct exec *ex = find_id(id);
+	uint32_t sig;
+
+	if (len != 4) {
+		port_send_error(id, EINVAL, "SIGNAL payload must be a u32");
+		return;
+	}
+	sig = avm_get_le32(p);
+	if (sig == 0 || sig >= (uint32_t)NSIG) {
+		port_send_error(id, EINVAL, "bad signal number %u", sig);
+		return;
+	}
+	if (!ex || ex->start_err)
+		return; /* already finished: a race the host cannot avoid, not an error */
+	/* The whole group: a shell's children get it too. ESRCH: everyone is gone already. */
+	if (kill(-ex->pid, (int)sig) < 0 && errno != ESRCH)
+		port_send_error(id, errno, "kill: %s", strerror(errno));
+}
+
+void exec_on_event(struct watch *w, uint32_t events)
+{
+	struct exec *ex = w->ex;
+
+	if (ex->dead)
+		return;
+	switch (w->kind) {
+	case WATCH_STDOUT:
+		on_output(ex, &ex->fd_out, AVM_MSG_STDOUT);
+		break;
+	case WATCH_STDERR:
+		on_output(ex, &ex->fd_err, AVM_MSG_STDERR);
+		break;
+	case WATCH_STDIN:
+		if (ex->fd_in >= 0 && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+			flush_stdin(ex);
+		break;
+	default:
+		break;
+	}
+}
+
+void exec_reap(void)
+{
+	struct rusage ru;
+	int status;
+	pid_t pid;
+
+	for (;;) {
+		pid = wait4(-1, &status, WNOHANG, &ru);
+		if (pid < 0 && errno == EINTR)
+			continue;
+		if (pid <= 0)
+			break;
+		/* Orphans reparented to PID 1 are simply reaped. */
+		struct exec *ex = find_pid(pid);
+		if (!ex)
+			continue;
+		ex->reaped = true;
+		ex->status = status;
+		ex->ru = ru;
+		ex->end_ns = mono_ns();
+		if (ex->fd_out >= 0 || ex->fd_err >= 0)
+			ex->grace_ns = ex->end_ns + PIPE_GRACE_NS;
+		maybe_finish(ex);
+	}
+}
+
+static uint64_t next_timer_ns(void)
+{
+	uint64_t t = UINT64_MAX;
+
+	for (struct exec *e = execs; e; e = e->next) {
+		if (!e->reaped && e->deadline_ns && !e->timed_out && e->deadline_ns < t)
+			t = e->deadline_ns;
+		if (e->reaped && e->grace_ns && e->grace_ns < t)
+			t = e->grace_ns;
+		if (e->q.len >= STDIN_HIGH && !e->in_dropping &&
+		    e->in_progress_ns + STDIN_STALL_NS < t)
+			t = e->in_progress_ns + STDIN_STALL_NS;
+	}
+	return t;
+}
+
+int exec_next_timer_ms(void)
+{
+	uint64_t t = next_timer_ns();
+
+	return t == UINT64_MAX ? -1 : ms_until(t, mono_ns());
+}
+
+void exec_kill_expired(void)
+{
+	uint64_t now = mono_ns();
+
+	for (struct exec *e = execs; e; e = e->next)
+		if (!e->reaped && e->deadline_ns && !e->timed_out && now >= e->deadline_ns) {
+			log_debug("exec %u: timeout", e->id);
+			e->timed_out = true;
+			kill(-e->pid, SIGKILL);
+		}
+}
+
+void exec_run_timers(void)
+{
+	uint64_t now = mono_ns();
+	struct exec *e, *next;
+
+	exec_kill_expired();
+	for (e = execs; e; e = next) {
+		next = e->next; /* maybe_finish() moves e to the graveyard */
+		if (e->reaped && e->grace_ns && now >= e->grace_ns) {
+			/* A background process still holds the pipes: end it and them. */
+			log_debug("exec %u: pipes still open after exit, killing group", e->id);
+			e->grace_ns = 0;
+			kill(-e->pid, SIGKILL);
+			drain_output(e, &e->fd_out, AVM_MSG_STDOUT);
+			drain_output(e, &e->fd_err, AVM_MSG_STDERR);
+			maybe_finish(e);
+			continue;
+		}
+		if (e->q.len >= STDIN_HIGH && !e->in_dropping &&
+		    now >= e->in_progress_ns + STDIN_STALL_NS) {
+			e->in_dropping = true;
+			inq_drop(e);
+			if (e->in_watched) {
+				loop_del(e->fd_in);
+				e->in_watched = false;
+			}
+			port_send_error(e->id, ENOBUFS,
+					"exec %u has not read its stdin for %llu s; stdin data dropped",
+					e->id, (unsigned long long)(STDIN_STALL_NS / NSEC_PER_SEC));
+		}
+	}
+}
+
+bool exec_stdin_backlogged(void)
+{
+	for (struct exec *e = execs; e; e = e->next)
+		if (e->q.len >= STDIN_HIGH && !e->in_dropping)
+			return true;
+	return false;
+}
+
+void exec_gc(void)
+{
+	while (graveyard) {
+		struct exec *e = graveyard;
+
+		graveyard = e->next;
+		free(e->q.buf);
+		free(e);
+	}
+}

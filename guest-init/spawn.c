@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Starting a command: clone(CLONE_VM | CLONE_VFORK) like posix_spawn, because copying PID 1's
+ * page tables for every command is measurable under TCG, and because the child can hand its
+ * errno back through shared memory: the parent resumes only once the child has exec'd (success)
+ * or exited (failure, errno already stored). That replaces the usual CLOEXEC error pipe.
+ *
+ * The child runs on its own stack in PID 1's memory, so it only makes raw system calls and
+ * touches nothing but its spawn_ctx and its own stack: no malloc, no stdio, no glibc setxid
+ * machinery (setuid & co are issued with syscall()).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "exec.h"
+#include "util.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define CHILD_STACK_SIZE (128 * 1024)
+
+struct spawn_ctx {
+	const struct exec_req *req;
+	int fds[3];
+	int err; /* set by the child before it gives up */
+};
+
+/* Only used while the parent is suspended by CLONE_VFORK, so one stack serves every spawn. */
+static char child_stack[CHILD_STACK_SIZE] __attribute__((aligned(64)));
+
+/* execvp's search, but over the command's PATH; leaves errno set when nothing ran. */
+static void exec_search(char **argv, char **envp, const char *path)
+{
+	const char *file = argv[0], *p = path, *end;
+	size_t flen = strlen(file), dlen;
+	char buf[PATH_MAX];
+	bool eacces = false;
+
+	if (strchr(file, '/')) {
+		execve(file, argv, envp);
+		if (errno == ENOEXEC) {
+			/* A script without #!: run it with sh, as execvp and shells do. */
+			argv[-1] = "/bin/sh";
+			execve("/bin/sh", argv - 1, envp);
+		}
+		return;
+	}
+	for (;; p = end + 1) {
+		end = strchrnul(p, ':');
+		dlen = (size_t)(end - p);
+		if (dlen == 0) { /* an empty PATH element means the current directory */
+			p = ".";
+			dlen = 1;
+		}
+		if (dlen + 1 + flen + 1 <= sizeof(buf)) {
+			memcpy(buf, p, dlen);
+			buf[dlen] = '/';
+			memcpy(buf + dlen + 1, file, flen + 1);
+			execve(buf, argv, envp);
+			switch (errno) {
+			case EACCES:
+				eacces = true;
+				break;
+			case ENOENT:
+			case ENOTDIR:
+			case ESTALE:
+			case ENODEV:
+			case ETIMEDOUT:
+			case ELOOP:
+			case ENAMETOOLONG:
+				break;
+			case ENOEXEC:
+				argv[-1] = "/bin/sh";
+				argv[0] = buf;
+				execve("/bin/sh", argv - 1, envp);
+				return;
+			default:
+				return; /* found but unrunnable (ETXTBSY, ENOMEM, ...): report that */
+			}
+		}
+		if (*end == '\0')
+			break;
+	}
+	errno = eacces ? EACCES : ENOENT;
+}
+
+static int child_main(void *arg)
+{
+	struct spawn_ctx *c = arg;
+	const struct exec_req *req = c->req;
+	sigset_t none;
+
+	/* Own session and process group: timeouts and SIGNAL hit everything it starts. */
+	if (setsid() < 0)
+		goto fail;
+	for (int i = 0; i < 3; i++)
+		if (dup2(c->fds[i], i) < 0)
+			goto fail;
+	if (req->set_ids) {
+		/* Groups first: after setuid we could no longer drop them. */
+		if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setgid, req->gid) < 0 ||
+		    syscall(SYS_setuid, req->uid) < 0)
+			goto fail;
+	}
+	/* After dropping privileges, so a directory the user may not enter fails here. */
+	if (chdir(req->cwd) < 0)
+		goto fail;
+	/* PID 1 ignores SIGPIPE and blocks SIGCHLD; a command must start with clean signals. */
+	if (signal(SIGPIPE, SIG_DFL) == SIG_ERR)
+		goto fail;
+	sigemptyset(&none);
+	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+		goto fail;
+	exec_search(req->argv, req->envp, req->path);
+fail:
+	c->err = errno ? errno : EINVAL;
+	_exit(127);
+}
+
+pid_t spawn_command(const struct exec_req *req, int in, int out, int err)
+{
+	struct spawn_ctx c = { .req = req, .fds = { in, out, err }, .err = 0 };
+	pid_t pid;
+
+	pid = clone(child_main, child_stack + sizeof(child_stack),
+		    CLONE_VM | CLONE_VFORK | SIGCHLD, &c);
+	if (pid < 0)
+		return -errno;
+	/* CLONE_VFORK: the child has exec'd or exited by now. */
+	if (__atomic_load_n(&c.err, __ATOMIC_SEQ_CST) != 0) {
+		/* It is on its way out; reap it here so the reaper never sees a stray pid. */
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		return -c.err;
+	}
+	return pid;
+}

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * SYNC: a restored or cloned VM learns who and when it is. Clones share RNG state and a stale
+ * clock with their template, so fresh entropy must also force a CRNG reseed, not just be mixed
+ * into the input pool.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "agent.h"
+#include "proto.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/random.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ENTROPY_MAX (64u * 1024u)
+#define HOSTNAME_MAX 64
+
+static int add_entropy(const uint8_t *p, uint32_t len)
+{
+	struct rand_pool_info *info;
+	int fd, r = 0;
+
+	info = malloc(sizeof(*info) + len);
+	if (!info)
+		return -ENOMEM;
+	info->entropy_count = (int)(len * 8);
+	info->buf_size = (int)len;
+	memcpy(info->buf, p, len);
+	fd = open("/dev/urandom", O_RDWR | O_CLOEXEC);
+	if (fd < 0 || ioctl(fd, RNDADDENTROPY, info) < 0)
+		r = -errno;
+	/* Make the CRNG use it now; older kernels without RNDRESEEDCRNG still got the bytes. */
+	if (r == 0)
+		(void)ioctl(fd, RNDRESEEDCRNG);
+	if (fd >= 0)
+		close(fd);
+	explicit_bzero(info->buf, len);
+	free(info);
+	return r;
+}
+
+int sync_apply(const uint8_t *p, size_t len, const char **why)
+{
+	const uint8_t *time_v = NULL, *ent = NULL, *host = NULL;
+	uint32_t ent_len = 0, host_len = 0;
+	struct avm_tlv_iter it;
+	const uint8_t *val;
+	uint32_t vlen;
+	uint16_t tag;
+	uint64_t ns = 0;
+	int r;
+
+	/* Validate everything before changing anything. */
+	avm_tlv_iter_init(&it, p, len);
+	while ((r = avm_tlv_next(&it, &tag, &val, &vlen)) > 0) {
+		switch (tag) {
+		case AVM_TAG_TIME_NS:
+			if (avm_tlv_u64(val, vlen, &ns) < 0 || ns > (uint64_t)INT64_MAX) {
+				*why = "time must be a u64 of nanoseconds";
+				return -EINVAL;
+			}
+			time_v = val;
+			break;
+		case AVM_TAG_ENTROPY:
+			if (vlen == 0 || vlen > ENTROPY_MAX) {
+				*why = "entropy must be 1..65536 bytes";
+				return -EINVAL;
+			}
+			ent = val;
+			ent_len = vlen;
+			break;
+		case AVM_TAG_HOSTNAME:
+			if (vlen == 0 || vlen > HOSTNAME_MAX || !mem_nul_free(val, vlen)) {
+				*why = "hostname must be 1..64 bytes without NUL";
+				return -EINVAL;
+			}
+			host = val;
+			host_len = vlen;
+			break;
+		default:
+			break; /* newer hosts may send more (network identity, ...) */
+		}
+	}
+	if (r < 0) {
+		*why = "truncated TLV record";
+		return -EBADMSG;
+	}
+
+	if (time_v) {
+		struct timespec ts = { .tv_sec = (time_t)(ns / NSEC_PER_SEC),
+				       .tv_nsec = (long)(ns % NSEC_PER_SEC) };
+		if (clock_settime(CLOCK_REALTIME, &ts) < 0) {
+			*why = "clock_settime failed";
+			return -errno;
+		}
+	}
+	if (ent && (r = add_entropy(ent, ent_len)) < 0) {
+		*why = "RNDADDENTROPY failed";
+		return r;
+	}
+	if (host && sethostname((const char *)host, host_len) < 0) {
+		*why = "sethostname failed";
+		return -errno;
+	}
+	return 0;
+}
