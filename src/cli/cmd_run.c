@@ -262,6 +262,8 @@ int cmd_run(int argc, char **argv)
 	enum vm_accel accel;
 	bool fell_back;
 	int r, code;
+	/* AGENTVM_TRACE=1: one line of phase timings on stderr, for benchmarks and debugging. */
+	bool trace = getenv("AGENTVM_TRACE") && *getenv("AGENTVM_TRACE") == '1';
 
 	if (!a.spec) {
 		cli_error("out of memory");
@@ -324,6 +326,7 @@ int cmd_run(int argc, char **argv)
 		.sig_fd = sig_fd,
 	};
 	struct vm_exec_result res;
+	uint64_t boot_ms = vm_boot_ms(vm);
 	r = vm_exec(vm, &req, &res, &err);
 	if (r < 0) {
 		cli_error("%s", err.msg);
@@ -331,7 +334,13 @@ int cmd_run(int argc, char **argv)
 	} else {
 		code = exit_code_of(&res, a.spec->argv[0], a.spec->timeout_s);
 	}
+	uint64_t t_exec = now_us();
 	vm_destroy(vm);
+	if (trace)
+		fprintf(stderr,
+			"agentvm: trace: launch+boot to READY %llu ms, exec %llu us (in guest %llu us), teardown %llu us\n",
+			(unsigned long long)boot_ms, (unsigned long long)res.round_trip_us, (unsigned long long)res.info.duration_us,
+			(unsigned long long)(now_us() - t_exec));
 	vm_spec_free(a.spec);
 	return code;
 }
