@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #define MAX_EVENTS 64
+#define NO_SIGNALFD_POLL_MS 50
 
 static int ep = -1;
 
@@ -76,7 +77,12 @@ void loop_run(int port_fd, int sig_fd)
 
 	for (;;) {
 		int timeout = agent_has_work(port_readable) ? 0 : exec_next_timer_ms();
-		int n = epoll_wait(ep, evs, MAX_EVENTS, timeout);
+		int n;
+
+		/* Without a signalfd nothing announces exits: poll for them instead. */
+		if (sig_fd < 0 && (timeout < 0 || timeout > NO_SIGNALFD_POLL_MS))
+			timeout = NO_SIGNALFD_POLL_MS;
+		n = epoll_wait(ep, evs, MAX_EVENTS, timeout);
 
 		if (n < 0 && errno != EINTR) {
 			log_msg("epoll_wait: %m");
@@ -98,6 +104,8 @@ void loop_run(int port_fd, int sig_fd)
 				break;
 			}
 		}
+		if (sig_fd < 0)
+			exec_reap();
 		exec_run_timers();
 		if (agent_has_work(port_readable))
 			agent_pump(&port_readable);

@@ -2,8 +2,9 @@
 /*
  * agentvm-init: the guest's PID 1 and its agent.
  *
- * Boot order is what matters for speed: mount what commands need, find the agent port, say
- * READY, then serve the host forever from one epoll loop. PID 1 must never exit (the kernel
+ * Boot order is what matters for speed: mount only what finding the agent port needs, find it,
+ * say READY, finish setting up while the host prepares its first request, then serve the host
+ * forever from one epoll loop. PID 1 must never exit (the kernel
  * would panic), so every failure below is logged and survived.
  */
 #ifndef _GNU_SOURCE
@@ -15,20 +16,28 @@
 #include "sys.h"
 #include "util.h"
 
+#include <stdint.h>
 #include <unistd.h>
 
 int main(void)
 {
+	uint64_t t0 = boottime_ns(), t1;
 	int sig_fd, port_fd;
 
-	sys_setup();
-	sys_cmdline();
-	log_debug("setup done at %llu us since boot", (unsigned long long)boottime_ns() / 1000);
-	sig_fd = sys_signals();
-	if (sig_fd < 0)
-		log_msg("signalfd failed; children are reaped only when the port wakes us");
+	sys_setup_early();
 	port_fd = port_open();
 	agent_ready();
+	t1 = boottime_ns();
+	/* Before the first request is read, so every command sees the finished system. */
+	sys_setup_late();
+	sys_cmdline();
+	log_debug("init started %llu us after boot, READY after %llu us, late setup %llu us",
+		  (unsigned long long)t0 / 1000, (unsigned long long)(t1 - t0) / 1000,
+		  (unsigned long long)(boottime_ns() - t1) / 1000);
+	port_log_stats();
+	sig_fd = sys_signals();
+	if (sig_fd < 0)
+		log_msg("signalfd failed; children are reaped only when something else wakes us");
 	loop_run(port_fd, sig_fd);
 	/* not reached; if it were, PID 1 still must not return */
 	for (;;)

@@ -21,6 +21,8 @@
 
 /* Find the agent port (waiting for it to appear if needed) and open it. Returns the fd. */
 int port_open(void);
+/* Log (debug) how long finding the port took. */
+void port_log_stats(void);
 
 /*
  * The transmit buffer's payload area (AVM_PROTO_MAX_PAYLOAD bytes). Fill it and call

@@ -25,17 +25,17 @@ struct mnt {
 };
 
 /*
- * /dev first: the kernel does not automount devtmpfs for an initramfs (CONFIG_DEVTMPFS_MOUNT
- * only applies to a real root), and fds 0-2 may need /dev/null. /dev/pts gets its own instance
- * so ptys inside the guest never see another devpts.
+ * Before READY only what finding the port needs: /dev and /sys. The kernel does not automount
+ * devtmpfs for an initramfs (CONFIG_DEVTMPFS_MOUNT only applies to a real root).
  */
 static const struct mnt early_mounts[] = {
 	{ "devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755", 0755 },
-	{ "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555 },
 	{ "sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555 },
 };
 
+/* /dev/pts gets its own instance so ptys inside the guest never see another devpts. */
 static const struct mnt late_mounts[] = {
+	{ "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555 },
 	{ "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620",
 	  0755 },
 	{ "tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777 },
@@ -67,17 +67,16 @@ static void do_mounts(const struct mnt *m, size_t n)
 }
 
 /*
- * The kernel opens /dev/console as fds 0-2 before running init; if that failed they are
- * closed, and the first open() of PID 1 would silently become its stdin. Fill the gaps.
+ * Without /dev/console in the initramfs the kernel starts init with fds 0-2 closed, and the
+ * first open() of PID 1 would silently become its stdin. Fill the gaps with /dev/null; the
+ * console is opened only if something is ever logged (opening hvc0 costs milliseconds).
  */
 static void fix_std_fds(void)
 {
 	for (int fd = 0; fd <= 2; fd++) {
 		if (fcntl(fd, F_GETFD) >= 0)
 			continue;
-		int n = open("/dev/console", O_RDWR | O_NOCTTY);
-		if (n < 0)
-			n = open("/dev/null", O_RDWR | O_NOCTTY);
+		int n = open("/dev/null", O_RDWR | O_NOCTTY);
 		if (n >= 0 && n != fd) {
 			dup2(n, fd);
 			close(n);
@@ -85,13 +84,17 @@ static void fix_std_fds(void)
 	}
 }
 
-void sys_setup(void)
+void sys_setup_early(void)
 {
-	struct rlimit rl;
-
 	umask(022);
 	do_mounts(early_mounts, ARRAY_SIZE(early_mounts));
 	fix_std_fds();
+}
+
+void sys_setup_late(void)
+{
+	struct rlimit rl;
+
 	do_mounts(late_mounts, ARRAY_SIZE(late_mounts));
 	for (size_t i = 0; i < ARRAY_SIZE(dev_links); i++) {
 		/* devtmpfs has a ptmx node for the initial devpts instance: replace it. */

@@ -8,11 +8,15 @@
 #define SYS_HOSTNAME "agentvm"
 
 /*
- * Mount /proc /sys /dev /dev/pts /dev/shm /tmp /run, make sure fds 0-2 are open, set the
- * environment, hostname, umask and rlimits. Failures are logged and skipped: a half-set-up
- * guest that can still answer the host is better than a kernel panic.
+ * Boot is split around READY: sys_setup_early() does only what finding the agent port needs
+ * (/dev, /sys, fds 0-2); sys_setup_late() runs right after READY and before the first request
+ * is read (/proc /dev/pts /dev/shm /tmp /run, /dev links, environment, hostname, rlimits), so
+ * commands see the same system either way while READY leaves a few milliseconds earlier.
+ * Failures are logged and skipped: a half-set-up guest that can still answer the host is
+ * better than a kernel panic.
  */
-void sys_setup(void);
+void sys_setup_early(void);
+void sys_setup_late(void);
 
 /*
  * Block SIGCHLD and return a nonblocking CLOEXEC signalfd for it; SIGPIPE is ignored so a
@@ -20,7 +24,7 @@ void sys_setup(void);
  */
 int sys_signals(void);
 
-/* Read the kernel cmdline's agentvm.* keys (only agentvm.debug for now; others are ignored). */
+/* Read the kernel cmdline's agentvm.* keys (needs /proc; only agentvm.debug for now). */
 void sys_cmdline(void);
 
 /* Kill everything, sync, and reboot (a triple fault that ends QEMU with -no-reboot). */

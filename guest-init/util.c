@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 bool log_debug_enabled;
+static int log_fd = -1;
 
 static uint64_t clock_ns(clockid_t id)
 {
@@ -55,8 +56,11 @@ static void log_va(const char *fmt, va_list ap)
 	if (n > (int)sizeof(line) - 2)
 		n = (int)sizeof(line) - 2;
 	line[n++] = '\n';
+	/* Opened on first use: most boots log nothing, and opening hvc0 is not free. */
+	if (log_fd < 0)
+		log_fd = open("/dev/console", O_WRONLY | O_NOCTTY | O_CLOEXEC);
 	/* One write per line so lines from PID 1 never interleave with each other. */
-	(void)!write(STDERR_FILENO, line, (size_t)n);
+	(void)!write(log_fd >= 0 ? log_fd : STDERR_FILENO, line, (size_t)n);
 	errno = e;
 }
 

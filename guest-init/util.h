@@ -23,7 +23,7 @@ uint64_t boottime_ns(void);
 int ms_until(uint64_t deadline_ns, uint64_t now_ns);
 
 /*
- * One line to the console (fd 2 of PID 1), prefixed with "agentvm-init: ". Never blocks for
+ * One line to /dev/console, prefixed with "agentvm-init: ". Never blocks for
  * long and never fails loudly: the console is for humans debugging a boot, not for the host.
  * log_debug() prints only when the kernel cmdline has agentvm.debug=1.
  */

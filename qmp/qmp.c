@@ -129,6 +129,7 @@ struct qmp_client {
 	size_t in_len, in_cap;
 	size_t scanned; /* in[0..scanned) holds no '\n' */
 
+	size_t max_msg;	 /* QMP_MAX_MESSAGE, lowered only by tests and the fuzzer */
 	bool discarding; /* inside an oversize line: drop until '\n' */
 	size_t discard_len;
 	char head[QMP_EDGE], tail[QMP_EDGE];
@@ -840,16 +841,16 @@ static void discard_end(struct qmp_client *c)
 	c->discarding = false;
 	if (edge_id(c, &id))
 		cmd = find_sent_cmd(c, id);
-	soft_error(c, -EMSGSIZE, "QMP message of %zu bytes exceeds the %u-byte cap, dropped%s",
-		   c->discard_len, QMP_MAX_MESSAGE, cmd ? " (reply to a pending command)" : "");
+	soft_error(c, -EMSGSIZE, "QMP message of %zu bytes exceeds the %zu-byte cap, dropped%s",
+		   c->discard_len, c->max_msg, cmd ? " (reply to a pending command)" : "");
 	if (cmd) {
 		struct qmp_error e;
 
 		list_del(&cmd->link);
 		c->st.replies++;
 		set_err(&e, -EMSGSIZE, "",
-			"%s (" QMP_ID_PREFIX "%llu): reply of %zu bytes exceeds the %u-byte cap",
-			cmd->name, (unsigned long long)id, c->discard_len, QMP_MAX_MESSAGE);
+			"%s (" QMP_ID_PREFIX "%llu): reply of %zu bytes exceeds the %zu-byte cap",
+			cmd->name, (unsigned long long)id, c->discard_len, c->max_msg);
 		cmd_complete(c, cmd, -EMSGSIZE, NULL, &e);
 	}
 }
@@ -881,7 +882,7 @@ static void consume(struct qmp_client *c)
 			from = c->scanned;
 		nl = memchr(p + from, '\n', avail - from);
 		if (!nl) {
-			if (avail > QMP_MAX_MESSAGE) {
+			if (avail > c->max_msg) {
 				discard_begin(c, p, avail);
 				start = c->in_len;
 			} else if (start == 0) {
@@ -889,7 +890,7 @@ static void consume(struct qmp_client *c)
 			}
 			break;
 		}
-		if ((size_t)(nl - p) > QMP_MAX_MESSAGE) {
+		if ((size_t)(nl - p) > c->max_msg) {
 			discard_begin(c, p, (size_t)(nl - p));
 			discard_end(c);
 		} else {
@@ -1100,6 +1101,7 @@ static struct qmp_client *client_alloc(int fd)
 	}
 	json_tokener_set_flags(c->tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
 	c->fd = fd;
+	c->max_msg = QMP_MAX_MESSAGE;
 	c->next_id = 1;
 	c->state = QMP_ST_GREETING;
 	list_init(&c->cmds);
@@ -1119,19 +1121,11 @@ struct qmp_client *qmp_client_new(int fd)
 	fl = fcntl(fd, F_GETFL);
 	fdfl = fcntl(fd, F_GETFD);
 	if (fl < 0 || fdfl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
-	    fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0) {
-		int e = errno;
-
-		close(fd);
-		errno = e;
+	    fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0)
 		return NULL;
-	}
 	c = client_alloc(fd);
-	if (!c) {
-		close(fd);
+	if (!c)
 		errno = ENOMEM;
-		return NULL;
-	}
 	return c;
 }
 
@@ -1228,6 +1222,12 @@ int qmp_client_version(const struct qmp_client *c, int *major, int *minor, int *
 	if (micro)
 		*micro = c->ver_micro;
 	return 0;
+}
+
+void qmp_client_set_max_message(struct qmp_client *c, size_t max)
+{
+	if (c)
+		c->max_msg = max && max < QMP_MAX_MESSAGE ? max : QMP_MAX_MESSAGE;
 }
 
 void qmp_client_get_stats(const struct qmp_client *c, struct qmp_client_stats *st)

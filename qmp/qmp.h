@@ -80,10 +80,11 @@ struct qmp_client_stats {
 };
 
 /*
- * Create a client on a connected stream socket to a QMP monitor (e.g. one end of a socketpair whose
- * other end QEMU got as -chardev socket,fd=N). Takes ownership of fd in every case: it is closed
- * by qmp_client_free(), or at once if this fails. The fd is made O_NONBLOCK and FD_CLOEXEC.
- * Returns NULL with errno set (EBADF, ENOMEM) on failure.
+ * Create a client on a connected stream socket to a QMP monitor (e.g. one end of a socketpair
+ * whose other end QEMU got as -chardev socket,fd=N). On success the client owns fd and
+ * qmp_client_free() closes it; the fd is made O_NONBLOCK and FD_CLOEXEC. On failure returns NULL
+ * with errno set (EBADF, ENOMEM) and fd still belongs to the caller (its flags may have changed).
+ * Not thread-safe: one client belongs to one thread (the event loop).
  */
 struct qmp_client *qmp_client_new(int fd);
 

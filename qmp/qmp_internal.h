@@ -25,6 +25,10 @@ int qmp_client_feed(struct qmp_client *c, const void *data, size_t len, struct q
 /* Behave as if QEMU closed the connection: pending commands get -EPIPE. Returns -EPIPE. */
 int qmp_client_feed_eof(struct qmp_client *c, struct qmp_error *err);
 
+/* Lower the per-message cap (0 or > QMP_MAX_MESSAGE: back to QMP_MAX_MESSAGE), so the fuzzer
+ * reaches the oversize path with small inputs. */
+void qmp_client_set_max_message(struct qmp_client *c, size_t max);
+
 /* Bytes queued for writing but not yet written (held commands included). */
 size_t qmp_client_pending_output(const struct qmp_client *c);
 

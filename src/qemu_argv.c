@@ -78,6 +78,13 @@ int qemu_build_argv(const struct qemu_config *c, struct strv *a, struct avm_erro
 	strv_addf(a, "socket,id=qmp0,fd=%d", c->qmp_fd);
 	strv_add(a, "-mon");
 	strv_add(a, "chardev=qmp0,mode=control");
+	if (c->qmp_sock_path) {
+		/* For other CLI calls (pause, resume, qmp): events go to every monitor. */
+		strv_add(a, "-chardev");
+		strv_addf(a, "socket,id=qmp1,path=%s,server=on,wait=off", c->qmp_sock_path);
+		strv_add(a, "-mon");
+		strv_add(a, "chardev=qmp1,mode=control");
+	}
 
 	/* One virtio-serial bus: port 0 the console (hvc0), port 1 the agent channel. */
 	strv_add(a, "-device");

@@ -23,6 +23,7 @@ struct qemu_config {
 	const char *console_path; /* guest console (hvc0) goes to this file */
 	const char *extra_cmdline; /* appended to the kernel cmdline; may be NULL */
 	int sandbox;               /* nonzero: QEMU's own -sandbox (seccomp) */
+	const char *qmp_sock_path; /* a second QMP monitor on this Unix socket (server), or NULL */
 };
 
 /* The guest kernel command line for this config (caller frees). */

@@ -95,3 +95,19 @@ int statedir_remove(const char *dir)
 {
 	return remove_flat_dir(dir);
 }
+
+int statedir_find(const char *name, char **path, struct avm_error *err)
+{
+	char buf[PATH_MAX];
+	struct stat st;
+	int r = statedir_validate_name(name, err);
+
+	if (r < 0)
+		return r;
+	if (snprintf(buf, sizeof(buf), "%s/%s", statedir_root(), name) >= (int)sizeof(buf))
+		return avm_error_set(err, -ENAMETOOLONG, "state directory path too long");
+	if (stat(buf, &st) < 0 || !S_ISDIR(st.st_mode))
+		return avm_error_set(err, -ENOENT, "no VM named '%s' (see 'agentvm ls')", name);
+	*path = strdup(buf);
+	return *path ? 0 : avm_error_set(err, -ENOMEM, "out of memory");
+}

@@ -24,6 +24,9 @@ void statedir_random_name(char *buf, size_t len);
 /* Create <root>/<name> (0700). -EEXIST when a VM of that name exists. *path: caller frees. */
 int statedir_create(const char *name, char **path, struct avm_error *err);
 
+/* The state dir of an existing VM (caller frees); -ENOENT with a message when there is none. */
+int statedir_find(const char *name, char **path, struct avm_error *err);
+
 /* Path of a file inside a state dir, in buf. */
 int statedir_file(char *buf, size_t len, const char *dir, const char *file);
 

@@ -11,6 +11,7 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -70,6 +71,13 @@ static bool reap(struct vm *vm, bool block)
 {
 	if (vm->exited)
 		return true;
+	if (vm->attached) {
+		/* Not our child: the pidfd turning readable is all we can know. */
+		struct pollfd pfd = { .fd = vm->pidfd, .events = POLLIN };
+		if (vm->pidfd >= 0 && poll(&pfd, 1, block ? -1 : 0) == 1)
+			vm->exited = true;
+		return vm->exited;
+	}
 	pid_t r = waitpid(vm->pid, &vm->wstatus, block ? 0 : WNOHANG);
 	if (r == vm->pid)
 		vm->exited = true;
@@ -98,6 +106,8 @@ int vm__qemu_died(struct vm *vm, const char *when, struct avm_error *err)
 	char tail[512], how[64];
 
 	reap(vm, true);
+	if (vm->attached)
+		return avm_error_set(err, -ECHILD, "the VM '%s' stopped %s", vm->name, when);
 	qemu_log_tail(vm, tail, sizeof(tail));
 	if (WIFSIGNALED(vm->wstatus))
 		snprintf(how, sizeof(how), "killed by signal %d", WTERMSIG(vm->wstatus));
@@ -119,15 +129,11 @@ static void on_qmp_event(void *opaque, const char *event, struct json_object *da
 		vm->guest_shutdown = true;
 }
 
-static int write_state(struct vm *vm, const char *state)
+void vm__set_state(struct vm *vm, const char *state)
 {
-	char path[PATH_MAX], buf[256];
-	int n = snprintf(buf, sizeof(buf), "{\"state\":\"%s\",\"qemu_pid\":%d}\n", state,
-			 (int)vm->pid);
-
-	if (statedir_file(path, sizeof(path), vm->dir, "state.json") < 0)
-		return -ENAMETOOLONG;
-	return write_file_atomic(path, buf, (size_t)n);
+	snprintf(vm->st.state, sizeof(vm->st.state), "%s", state);
+	if (!vm->attached)
+		vmstate_write(vm->dir, &vm->st);
 }
 
 static int write_spec(struct vm *vm, const struct vm_spec *spec)
@@ -187,7 +193,7 @@ void vm_destroy(struct vm *vm)
 {
 	if (!vm)
 		return;
-	if (vm->pid > 0 && !reap(vm, false)) {
+	if (vm->pid > 0 && !vm->attached && !reap(vm, false)) {
 		/* quit is answered and QEMU exits at once; SIGKILL is the backstop. */
 		if (vm->qmp && qmp_client_send(vm->qmp, "quit", NULL, NULL, 0, 0, NULL, NULL, NULL) >= 0)
 			qmp_client_flush(vm->qmp, NULL);
@@ -203,7 +209,7 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 {
 	struct vm *vm = calloc(1, sizeof(*vm));
 	int qmp_sp[2] = { -1, -1 }, agent_sp[2] = { -1, -1 };
-	char console[PATH_MAX], qlog[PATH_MAX], pidpath[PATH_MAX], namebuf[32], pidbuf[32];
+	char console[PATH_MAX], qlog[PATH_MAX], qmp_sock[PATH_MAX], pidpath[PATH_MAX], namebuf[32], pidbuf[32];
 	struct strv argv = { 0 };
 	struct qmp_error qerr = { 0 };
 	int r;
@@ -212,7 +218,7 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		return avm_error_set(err, -ENOMEM, "out of memory");
 	vm->pidfd = vm->agent_fd = vm->epfd = -1;
 	vm->agent.fd = -1;
-	vm->keep_state = o->keep_state;
+	vm->keep_state = o->keep_state || o->detached;
 	vm->t_launch_us = now_us();
 
 	if (o->spec->name) {
@@ -244,6 +250,7 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	}
 	statedir_file(console, sizeof(console), vm->dir, "console.log");
 	statedir_file(qlog, sizeof(qlog), vm->dir, "qemu.log");
+	statedir_file(qmp_sock, sizeof(qmp_sock), vm->dir, "qmp.sock");
 	struct qemu_config qc = {
 		.qemu = o->qemu,
 		.kernel = o->kernel,
@@ -256,6 +263,7 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		.agent_fd = agent_sp[1],
 		.console_path = console,
 		.sandbox = 1,
+		.qmp_sock_path = o->detached ? qmp_sock : NULL,
 	};
 	r = qemu_build_argv(&qc, &argv, err);
 	if (r < 0)
@@ -269,6 +277,11 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	qmp_sp[1] = agent_sp[1] = -1;
 	if (r < 0)
 		goto fail;
+	vm->st.qemu_pid = vm->pid;
+	vm->st.supervisor_pid = o->detached ? getpid() : 0;
+	vm->st.created_ms = realtime_ms();
+	snprintf(vm->st.accel, sizeof(vm->st.accel), "%s", vm_accel_name(o->accel));
+	vm__set_state(vm, "created");
 	statedir_file(pidpath, sizeof(pidpath), vm->dir, "qemu.pid");
 	snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int)vm->pid);
 	write_file_atomic(pidpath, pidbuf, strlen(pidbuf));
@@ -313,7 +326,7 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 			avm_error_set(err, r, "QMP cont failed: %s", qerr.desc);
 		goto fail;
 	}
-	write_state(vm, "starting");
+	vm__set_state(vm, "starting");
 	*out = vm;
 	return 0;
 fail:
@@ -412,7 +425,66 @@ int vm_wait_ready(struct vm *vm, int timeout_ms, int sig_fd, struct avm_error *e
 	}
 	if (sig_fd >= 0)
 		epoll_ctl(vm->epfd, EPOLL_CTL_DEL, sig_fd, NULL);
-	if (r == 0)
-		write_state(vm, "running");
+	if (r == 0) {
+		vm->st.ready_ms = realtime_ms();
+		vm__set_state(vm, "running");
+	}
+	return r;
+}
+
+int vm_attach(const char *name, struct vm **out, struct avm_error *err)
+{
+	struct vm *vm = calloc(1, sizeof(*vm));
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int r;
+
+	if (!vm)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	vm->pidfd = vm->agent_fd = vm->epfd = -1;
+	vm->attached = vm->keep_state = true;
+	r = statedir_find(name, &vm->dir, err);
+	if (r < 0)
+		goto fail;
+	vm->name = strdup(name);
+	r = vmstate_read(vm->dir, &vm->st, err);
+	if (r < 0)
+		goto fail;
+	vmstate_effective(vm->dir, &vm->st);
+	if (!strcmp(vm->st.state, "paused")) {
+		r = avm_error_set(err, -EAGAIN, "VM '%s' is paused; resume it with 'agentvm resume %s'",
+				  name, name);
+		goto fail;
+	}
+	if (strcmp(vm->st.state, "running") != 0) {
+		r = avm_error_set(err, -ESRCH, "VM '%s' is %s%s%s, not running", name, vm->st.state,
+				  vm->st.exit_reason[0] ? " " : "", vm->st.exit_reason);
+		goto fail;
+	}
+	vm->pid = vm->st.qemu_pid;
+	vm->pidfd = pidfd_open_cloexec(vm->pid);
+	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/agent.sock", vm->dir) >=
+	    (int)sizeof(sa.sun_path)) {
+		r = avm_error_set(err, -ENAMETOOLONG, "state dir path too long for a socket");
+		goto fail;
+	}
+	vm->agent_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (vm->agent_fd < 0 || connect(vm->agent_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		r = avm_error_setx(err, -errno, "cannot reach the supervisor of VM '%s' (%s)", name,
+				   sa.sun_path);
+		goto fail;
+	}
+	agent_conn_init(&vm->agent, vm->agent_fd);
+	vm->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (vm->epfd < 0 || vm__ep_add(vm->epfd, vm->agent_fd, EPOLLIN, EV_AGENT) < 0 ||
+	    (vm->pidfd >= 0 && vm__ep_add(vm->epfd, vm->pidfd, EPOLLIN, EV_PIDFD) < 0)) {
+		r = avm_error_setx(err, -errno, "epoll");
+		goto fail;
+	}
+	vm->agent_events = EPOLLIN;
+	vm->ready = true;
+	*out = vm;
+	return 0;
+fail:
+	vm_free(vm);
 	return r;
 }

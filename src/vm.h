@@ -24,6 +24,8 @@ struct vm_launch_opts {
 	const char *qemu;
 	enum vm_accel accel; /* resolved */
 	bool keep_state;     /* keep the state dir after destroy (debugging) */
+	bool detached;       /* owned by a supervisor: keep the state dir, add a QMP socket
+				(qmp.sock) for other CLI calls, record the supervisor pid */
 };
 
 /* Launch QEMU paused, negotiate QMP and resume. On failure nothing is left behind. */
@@ -56,6 +58,13 @@ struct vm_exec_result {
 /* Run one command to completion with its stdio forwarded. */
 int vm_exec(struct vm *vm, const struct vm_exec_request *req, struct vm_exec_result *res,
 	    struct avm_error *err);
+
+/*
+ * Attach to a detached VM (one with a supervisor) by name, to run commands in it through the
+ * supervisor's agent socket. Fails at once, with a clear message, when the VM is paused or not
+ * running. vm_destroy() on an attached VM only detaches.
+ */
+int vm_attach(const char *name, struct vm **out, struct avm_error *err);
 
 /* Ask the guest to power off and wait for QEMU to exit (up to timeout_ms); then destroy. */
 void vm_destroy(struct vm *vm);

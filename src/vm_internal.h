@@ -6,6 +6,7 @@
 #include "agent_conn.h"
 #include "qmp.h"
 #include "vm.h"
+#include "vmstate.h"
 
 /* Grace after the guest-side timeout before the host gives up on the guest. */
 #define HOST_TIMEOUT_GRACE_MS 3000
@@ -31,6 +32,8 @@ struct vm {
 	bool guest_shutdown; /* QMP SHUTDOWN seen */
 	uint32_t next_id;
 	uint64_t t_launch_us, t_ready_us;
+	bool attached;       /* a client of a detached VM's supervisor, not QEMU's parent */
+	struct vm_state st;  /* mirrored to state.json by its owner */
 };
 
 int vm__ep_add(int epfd, int fd, uint32_t events, enum ev_tag tag);
@@ -41,5 +44,8 @@ int vm__qemu_died(struct vm *vm, const char *when, struct avm_error *err);
 int vm__pump_qmp(struct vm *vm, struct avm_error *err);
 /* Read agent bytes into the decoder; an EOF becomes a QEMU-died or channel-closed error. */
 int vm__read_agent(struct vm *vm, const char *when, struct avm_error *err);
+
+/* Set the state, mirror it to state.json (owners only). */
+void vm__set_state(struct vm *vm, const char *state);
 
 #endif

@@ -24,6 +24,49 @@ enum cli_exit {
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+#include <stdbool.h>
+
+#include "error.h"
+#include "spec.h"
+
+#define CLI_DEFAULT_BOOT_TIMEOUT_S 60
+
+/* Options common to run and start. */
+struct vm_args {
+	struct vm_spec *spec;
+	long boot_timeout_s;
+	bool keep_state;
+};
+
+/*
+ * Parse VM flags into a->spec (the profile first, then sizes, whatever the order). Returns 0,
+ * 1 for --help, or -errno with err filled. need_command: a CMD after the flags is required (run)
+ * or refused (start).
+ */
+int cli_parse_vm_args(int argc, char **argv, struct vm_args *a, bool need_command,
+		      struct avm_error *err);
+/* Resolve QEMU, kernel and initrd paths, checking each is there (caller frees). */
+int cli_resolve_paths(struct vm_spec *spec, char **qemu, char **kernel, char **initrd,
+		      struct avm_error *err);
+/* Block SIGINT/SIGTERM/SIGHUP/SIGQUIT and return a signalfd for them (-errno on failure). */
+int cli_block_signals(void);
+
+struct vm_exec_result;
+/* CMD's result -> agentvm's exit code (printing a line for timeouts and start failures). */
+int cli_exit_code_of(const struct vm_exec_result *res, const char *cmd, unsigned timeout_s);
+
 int cmd_run(int argc, char **argv);
+int cmd_start(int argc, char **argv);
+int cmd_exec(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_pause(int argc, char **argv);
+int cmd_resume(int argc, char **argv);
+int cmd_stop(int argc, char **argv);
+int cmd_kill(int argc, char **argv);
+int cmd_rm(int argc, char **argv);
+int cmd_wait(int argc, char **argv);
+int cmd_logs(int argc, char **argv);
+int cmd_gc(int argc, char **argv);
 
 #endif

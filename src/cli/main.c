@@ -35,6 +35,17 @@ static void usage(FILE *f)
 	      "\n"
 	      "verbs:\n"
 	      "  run [OPTIONS] -- CMD [ARG]...   boot a fresh microVM, run CMD in it, tear it down\n"
+	      "  start [--name NAME] [OPTIONS]   start a detached VM; prints its name when ready\n"
+	      "  exec NAME [OPTS] -- CMD...      run CMD in a detached VM\n"
+	      "  ls [--json]                     list VMs and their state\n"
+	      "  inspect NAME                    JSON: spec, state, pids, files, uptime, accel\n"
+	      "  pause NAME | resume NAME        stop / continue the vCPUs (QMP)\n"
+	      "  stop NAME [--grace S]           agent power-off, then ACPI, then kill\n"
+	      "  kill NAME                       kill QEMU at once\n"
+	      "  rm [--force] NAME               remove a stopped VM (--force: kill it first)\n"
+	      "  wait NAME [--state S] [--timeout S]  wait for running|paused|stopped\n"
+	      "  logs NAME [--follow]            the guest console\n"
+	      "  gc                              remove VMs whose processes are gone\n"
 	      "  version                         print the version\n"
 	      "  help                            this text\n"
 	      "\n"
@@ -49,8 +60,19 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	const char *verb = argv[1];
-	if (!strcmp(verb, "run"))
-		return cmd_run(argc - 1, argv + 1);
+	static const struct {
+		const char *name;
+		int (*fn)(int, char **);
+	} verbs[] = {
+		{ "run", cmd_run },	    { "start", cmd_start },   { "exec", cmd_exec },
+		{ "ls", cmd_ls },	    { "inspect", cmd_inspect }, { "pause", cmd_pause },
+		{ "resume", cmd_resume }, { "stop", cmd_stop },     { "kill", cmd_kill },
+		{ "rm", cmd_rm },	    { "wait", cmd_wait },     { "logs", cmd_logs },
+		{ "gc", cmd_gc },
+	};
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+		if (!strcmp(verb, verbs[i].name))
+			return verbs[i].fn(argc - 1, argv + 1);
 	if (!strcmp(verb, "version") || !strcmp(verb, "--version")) {
 		printf("agentvm %s\n", AGENTVM_VERSION);
 		return 0;

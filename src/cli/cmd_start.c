@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: MIT */
+/* agentvm start / exec: a detached VM owned by its supervisor, and commands run in it. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "host.h"
+#include "statedir.h"
+#include "supervisor.h"
+#include "util.h"
+#include "vm.h"
+
+int cmd_start(int argc, char **argv)
+{
+	struct avm_error err = { 0 };
+	struct vm_args a = { .spec = vm_spec_new() };
+	_cleanup_free_ char *qemu = NULL, *kernel = NULL, *initrd = NULL;
+	char namebuf[32];
+	enum vm_accel accel;
+	bool fell_back;
+	pid_t sup;
+	int r;
+
+	if (!a.spec)
+		return EXIT_INTERNAL;
+	r = cli_parse_vm_args(argc, argv, &a, false, &err);
+	if (r > 0) {
+		puts("usage: agentvm start [--name NAME] [--profile P] [--cpus N] [--memory MIB]\n"
+		     "                     [--kernel PATH] [--initrd PATH] [--accel kvm|tcg]\n"
+		     "                     [--boot-timeout S]\n"
+		     "Start a detached VM; prints its name once the guest is ready.");
+		vm_spec_free(a.spec);
+		return 0;
+	}
+	if (r < 0) {
+		cli_error("%s", err.msg);
+		vm_spec_free(a.spec);
+		return EXIT_USAGE;
+	}
+	if (!a.spec->name) {
+		statedir_random_name(namebuf, sizeof(namebuf));
+		a.spec->name = strdup(namebuf);
+	}
+	r = statedir_validate_name(a.spec->name, &err);
+	if (r == 0)
+		r = host_resolve_accel(a.spec->accel, &accel, &fell_back, &err);
+	if (r == 0)
+		r = cli_resolve_paths(a.spec, &qemu, &kernel, &initrd, &err);
+	if (r < 0) {
+		cli_error("%s", err.msg);
+		vm_spec_free(a.spec);
+		return r == -EINVAL ? EXIT_USAGE : EXIT_HOST_MISSING;
+	}
+	if (fell_back)
+		cli_warn("/dev/kvm is not available, using TCG software emulation (much slower); "
+			 "pass --accel tcg to silence this");
+	struct vm_launch_opts lo = {
+		.spec = a.spec, .kernel = kernel, .initrd = initrd, .qemu = qemu, .accel = accel,
+		.detached = true,
+	};
+	r = supervisor_start(&lo, (int)a.boot_timeout_s * 1000, &sup, &err);
+	if (r < 0) {
+		cli_error("%s", err.msg);
+		vm_spec_free(a.spec);
+		return r == -EEXIST ? EXIT_USAGE : EXIT_BOOT_FAILED;
+	}
+	printf("%s\n", a.spec->name);
+	vm_spec_free(a.spec);
+	return 0;
+}
+
+int cmd_exec(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "timeout", required_argument, NULL, 't' },
+		{ "env", required_argument, NULL, 'e' },
+		{ "workdir", required_argument, NULL, 'w' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct avm_error err = { 0 };
+	struct vm_spec *spec = vm_spec_new();
+	_cleanup_close_ int sig_fd = -1;
+	struct vm *vm = NULL;
+	int c, r = 0, code;
+
+	if (!spec)
+		return EXIT_INTERNAL;
+	optind = 1;
+	opterr = 0;
+	while (r == 0 && (c = getopt_long(argc, argv, "+e:w:t:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 't':
+			r = vm_spec_set_timeout(spec, optarg, &err);
+			break;
+		case 'e':
+			r = vm_spec_add_env(spec, optarg, &err);
+			break;
+		case 'w':
+			r = vm_spec_set_workdir(spec, optarg, &err);
+			break;
+		case 'h':
+			puts("usage: agentvm exec NAME [--timeout S] [--env K=V]... [--workdir D] -- CMD [ARG]...");
+			vm_spec_free(spec);
+			return 0;
+		default:
+			r = avm_error_set(&err, -EINVAL, "unknown or incomplete option '%s'",
+					  argv[optind - 1]);
+		}
+	}
+	if (r == 0 && optind >= argc)
+		r = avm_error_set(&err, -EINVAL, "missing VM name; usage: agentvm exec NAME -- CMD");
+	const char *name = r == 0 ? argv[optind++] : NULL;
+	if (r == 0 && optind < argc && !strcmp(argv[optind], "--"))
+		optind++;
+	if (r == 0)
+		r = vm_spec_set_command(spec, argv + optind, (size_t)(argc - optind), &err);
+	if (r == 0)
+		r = vm_spec_validate(spec, true, &err);
+	if (r < 0) {
+		cli_error("%s", err.msg);
+		vm_spec_free(spec);
+		return EXIT_USAGE;
+	}
+	r = vm_attach(name, &vm, &err);
+	if (r < 0) {
+		cli_error("%s", err.msg);
+		vm_spec_free(spec);
+		return r == -ENOENT ? EXIT_USAGE : EXIT_VM_LOST;
+	}
+	sig_fd = cli_block_signals();
+	struct vm_exec_request req = {
+		.argv = spec->argv, .env = spec->env, .cwd = spec->workdir,
+		.timeout_s = spec->timeout_s, .stdin_fd = STDIN_FILENO, .stdout_fd = STDOUT_FILENO,
+		.stderr_fd = STDERR_FILENO, .sig_fd = sig_fd,
+	};
+	struct vm_exec_result res;
+	r = vm_exec(vm, &req, &res, &err);
+	if (r < 0) {
+		cli_error("%s", err.msg);
+		code = r == -EINTR ? EXIT_INTERRUPTED : EXIT_VM_LOST;
+	} else {
+		code = cli_exit_code_of(&res, spec->argv[0], spec->timeout_s);
+	}
+	vm_destroy(vm);
+	vm_spec_free(spec);
+	return code;
+}

@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: MIT */
+/* VM options shared by run and start: flags -> spec, image/QEMU paths, signal set-up. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "host.h"
+#include "util.h"
+#include "vm.h"
+
+enum {
+	OPT_CPUS = 1000,
+	OPT_MEMORY,
+	OPT_PROFILE,
+	OPT_TIMEOUT,
+	OPT_KERNEL,
+	OPT_INITRD,
+	OPT_ACCEL,
+	OPT_NAME,
+	OPT_BOOT_TIMEOUT,
+	OPT_KEEP_STATE,
+};
+
+static const struct option run_opts[] = {
+	{ "cpus", required_argument, NULL, OPT_CPUS },
+	{ "memory", required_argument, NULL, OPT_MEMORY },
+	{ "profile", required_argument, NULL, OPT_PROFILE },
+	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+	{ "env", required_argument, NULL, 'e' },
+	{ "workdir", required_argument, NULL, 'w' },
+	{ "kernel", required_argument, NULL, OPT_KERNEL },
+	{ "initrd", required_argument, NULL, OPT_INITRD },
+	{ "accel", required_argument, NULL, OPT_ACCEL },
+	{ "name", required_argument, NULL, OPT_NAME },
+	{ "boot-timeout", required_argument, NULL, OPT_BOOT_TIMEOUT },
+	{ "keep-state", no_argument, NULL, OPT_KEEP_STATE },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+
+/*
+ * Flags -> spec. The profile is applied first whatever the order of flags, so --cpus and
+ * --memory always override it.
+ */
+int cli_parse_vm_args(int argc, char **argv, struct vm_args *a, bool need_command,
+		      struct avm_error *err)
+{
+	const char *profile = NULL, *cpus = NULL, *memory = NULL;
+	int c, r = 0;
+
+	a->boot_timeout_s = CLI_DEFAULT_BOOT_TIMEOUT_S;
+	optind = 1;
+	opterr = 0;
+	/* '+': stop at the first non-option, so CMD's own flags are never ours. */
+	while (r == 0 && (c = getopt_long(argc, argv, "+e:w:h", run_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_PROFILE:
+			profile = optarg;
+			break;
+		case OPT_CPUS:
+			cpus = optarg;
+			break;
+		case OPT_MEMORY:
+			memory = optarg;
+			break;
+		case OPT_TIMEOUT:
+			r = vm_spec_set_timeout(a->spec, optarg, err);
+			break;
+		case 'e':
+			r = vm_spec_add_env(a->spec, optarg, err);
+			break;
+		case 'w':
+			r = vm_spec_set_workdir(a->spec, optarg, err);
+			break;
+		case OPT_KERNEL:
+			r = vm_spec_set_path(&a->spec->kernel, "--kernel", optarg, err);
+			break;
+		case OPT_INITRD:
+			r = vm_spec_set_path(&a->spec->initrd, "--initrd", optarg, err);
+			break;
+		case OPT_ACCEL:
+			r = vm_spec_set_accel(a->spec, optarg, err);
+			break;
+		case OPT_NAME:
+			r = vm_spec_set_path(&a->spec->name, "--name", optarg, err);
+			break;
+		case OPT_BOOT_TIMEOUT:
+			if (parse_long(optarg, 1, 3600, &a->boot_timeout_s) < 0)
+				r = avm_error_set(err, -EINVAL,
+						  "--boot-timeout '%s' is not a number of seconds from "
+						  "1 to 3600",
+						  optarg);
+			break;
+		case OPT_KEEP_STATE:
+			a->keep_state = true;
+			break;
+		case 'h':
+			return 1;
+		case ':':
+			return avm_error_set(err, -EINVAL, "option '%s' needs a value",
+					     argv[optind - 1]);
+		default:
+			return avm_error_set(err, -EINVAL,
+					     "unknown option '%s'; see 'agentvm help'",
+					     argv[optind - 1]);
+		}
+	}
+	if (r < 0)
+		return r;
+	if (profile && (r = vm_spec_set_profile(a->spec, profile, err)) < 0)
+		return r;
+	if (cpus && (r = vm_spec_set_cpus(a->spec, cpus, err)) < 0)
+		return r;
+	if (memory && (r = vm_spec_set_memory(a->spec, memory, err)) < 0)
+		return r;
+	if (!need_command && optind < argc)
+		return avm_error_set(err, -EINVAL, "unexpected argument '%s'", argv[optind]);
+	r = vm_spec_set_command(a->spec, argv + optind, (size_t)(argc - optind), err);
+	if (r < 0)
+		return r;
+	return vm_spec_validate(a->spec, need_command, err);
+}
+
+/* Every input file must exist before QEMU is asked to use it: a clear error beats QEMU's. */
+int cli_resolve_paths(struct vm_spec *spec, char **qemu, char **kernel, char **initrd,
+			 struct avm_error *err)
+{
+	_cleanup_free_ char *images = NULL;
+	int r = host_find_qemu(qemu, err);
+
+	if (r < 0)
+		return r;
+	if (!spec->kernel || !spec->initrd) {
+		r = host_find_images(&images, err);
+		if (r < 0)
+			return r;
+	}
+	if (asprintf(kernel, "%s", spec->kernel ? spec->kernel : "") < 0 ||
+	    asprintf(initrd, "%s", spec->initrd ? spec->initrd : "") < 0)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	if (!spec->kernel) {
+		free(*kernel);
+		if (asprintf(kernel, "%s/vmlinux", images) < 0)
+			return avm_error_set(err, -ENOMEM, "out of memory");
+	}
+	if (!spec->initrd) {
+		free(*initrd);
+		if (asprintf(initrd, "%s/initramfs.cpio", images) < 0)
+			return avm_error_set(err, -ENOMEM, "out of memory");
+	}
+	if (access(*kernel, R_OK) < 0)
+		return avm_error_setx(err, -errno,
+				      "guest kernel %s is not readable (build it with 'make images' "
+				      "or pass --kernel PATH)",
+				      *kernel);
+	if (access(*initrd, R_OK) < 0)
+		return avm_error_setx(err, -errno,
+				      "guest initramfs %s is not readable (build it with 'make "
+				      "images' or pass --initrd PATH)",
+				      *initrd);
+	return 0;
+}
+
+int cli_block_signals(void)
+{
+	sigset_t set;
+
+	/* Ctrl-C and friends are forwarded to the command in the guest, not acted on here. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGQUIT);
+	/* A non-interactive shell starts background jobs with SIGINT ignored, and an ignored signal
+	 * is discarded even while blocked: restore the default so the signalfd sees it. */
+	signal(SIGINT, SIG_DFL);
+	signal(SIGQUIT, SIG_DFL);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return -errno;
+	signal(SIGPIPE, SIG_IGN);
+	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+
+int cli_exit_code_of(const struct vm_exec_result *res, const char *cmd, unsigned timeout_s)
+{
+	const struct avm_exit_info *x = &res->info;
+
+	if (res->timed_out) {
+		cli_error("'%s' timed out after %u s and was killed", cmd, timeout_s);
+		return EXIT_TIMEOUT;
+	}
+	switch (x->kind) {
+	case AVM_EXIT_CODE:
+		return x->code & 0xff;
+	case AVM_EXIT_SIGNAL:
+		return 128 + (x->code & 0x7f);
+	case AVM_EXIT_START_FAILED:
+		if (x->code == ENOENT) {
+			cli_error("%s: command not found in the guest", cmd);
+			return EXIT_NOT_FOUND;
+		}
+		cli_error("%s: cannot run in the guest: %s", cmd, strerror(x->code));
+		return EXIT_CANNOT_EXEC;
+	default:
+		cli_error("the guest reported an unknown exit kind %u", x->kind);
+		return EXIT_VM_LOST;
+	}
+}
+

@@ -1,0 +1,494 @@
+/* SPDX-License-Identifier: MIT */
+#include "supervisor.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "statedir.h"
+#include "util.h"
+#include "vm_internal.h"
+
+#define MAX_CLIENTS 64
+#define MAX_ROUTES 1024
+#define EV_LISTEN 100
+#define EV_CLIENT0 1000 /* EV_CLIENT0 + slot */
+
+struct client {
+	bool used;
+	int fd;
+	struct agent_conn conn;
+	uint32_t events;
+};
+
+/* One request in flight: which client asked, under which id, and our id towards the guest. */
+struct route {
+	bool used;
+	int client; /* slot, or -1 once the client went away */
+	uint32_t client_id;
+	uint32_t guest_id;
+	uint16_t type; /* EXEC, PING, SYNC, POWEROFF */
+};
+
+struct sup {
+	struct vm *vm;
+	int listen_fd;
+	int sig_fd;
+	struct client clients[MAX_CLIENTS];
+	struct route routes[MAX_ROUTES];
+	uint32_t next_guest_id;
+	bool poweroff_requested;
+	bool quit_requested;
+	FILE *events;
+};
+
+static void client_want_out(struct sup *s, int slot)
+{
+	struct client *c = &s->clients[slot];
+	uint32_t want = EPOLLIN | (agent_conn_pending(&c->conn) ? EPOLLOUT : 0);
+	struct epoll_event ev = { .events = want, .data.u32 = EV_CLIENT0 + (uint32_t)slot };
+
+	if (want != c->events && epoll_ctl(s->vm->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
+		c->events = want;
+}
+
+static void client_close(struct sup *s, int slot)
+{
+	struct client *c = &s->clients[slot];
+	uint8_t sig[4];
+
+	if (!c->used)
+		return;
+	/* A vanished `agentvm exec` must not leave its command running in the guest. */
+	avm_put_le32(sig, SIGKILL);
+	for (int i = 0; i < MAX_ROUTES; i++) {
+		struct route *r = &s->routes[i];
+		if (!r->used || r->client != slot)
+			continue;
+		if (r->type == AVM_MSG_EXEC) {
+			agent_conn_send(&s->vm->agent, AVM_MSG_SIGNAL, r->guest_id, sig, sizeof(sig));
+			r->client = -1; /* keep the route until EXIT so the id is not reused early */
+		} else {
+			r->used = false;
+		}
+	}
+	vm__agent_want_out(s->vm);
+	epoll_ctl(s->vm->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	agent_conn_release(&c->conn);
+	close(c->fd);
+	memset(c, 0, sizeof(*c));
+}
+
+static struct route *route_find_client(struct sup *s, int slot, uint32_t id)
+{
+	for (int i = 0; i < MAX_ROUTES; i++)
+		if (s->routes[i].used && s->routes[i].client == slot && s->routes[i].client_id == id)
+			return &s->routes[i];
+	return NULL;
+}
+
+static struct route *route_find_guest(struct sup *s, uint32_t id)
+{
+	for (int i = 0; i < MAX_ROUTES; i++)
+		if (s->routes[i].used && s->routes[i].guest_id == id)
+			return &s->routes[i];
+	return NULL;
+}
+
+static void client_error(struct sup *s, int slot, uint32_t id, int e, const char *msg)
+{
+	uint8_t buf[256];
+	size_t n = strlen(msg);
+
+	if (n > sizeof(buf) - 4)
+		n = sizeof(buf) - 4;
+	avm_put_le32(buf, (uint32_t)e);
+	memcpy(buf + 4, msg, n);
+	agent_conn_send(&s->clients[slot].conn, AVM_MSG_ERROR, id, buf, (uint32_t)(n + 4));
+	client_want_out(s, slot);
+}
+
+/* A frame from a client: re-number it and pass it to the guest. */
+static void from_client(struct sup *s, int slot, const struct avm_frame_hdr *h, const uint8_t *p)
+{
+	struct route *r = route_find_client(s, slot, h->id);
+
+	switch (h->type) {
+	case AVM_MSG_EXEC:
+	case AVM_MSG_PING:
+	case AVM_MSG_SYNC:
+	case AVM_MSG_POWEROFF:
+		if (r) {
+			client_error(s, slot, h->id, EEXIST, "request id already in use");
+			return;
+		}
+		for (int i = 0; i < MAX_ROUTES && !r; i++)
+			if (!s->routes[i].used)
+				r = &s->routes[i];
+		if (!r) {
+			client_error(s, slot, h->id, EBUSY, "too many requests in flight");
+			return;
+		}
+		*r = (struct route){ .used = true, .client = slot, .client_id = h->id,
+				     .guest_id = ++s->next_guest_id, .type = h->type };
+		if (h->type == AVM_MSG_POWEROFF)
+			s->poweroff_requested = true;
+		break;
+	case AVM_MSG_STDIN:
+	case AVM_MSG_SIGNAL:
+		if (!r) {
+			client_error(s, slot, h->id, ENOENT, "no such request");
+			return;
+		}
+		break;
+	default:
+		client_error(s, slot, h->id, EPROTO, "unexpected message type");
+		return;
+	}
+	agent_conn_send(&s->vm->agent, h->type, r->guest_id, p, h->len);
+	vm__agent_want_out(s->vm);
+}
+
+/* A frame from the guest: back to the client that asked, under its own id. */
+static void from_guest(struct sup *s, const struct avm_frame_hdr *h, const uint8_t *p)
+{
+	struct route *r = route_find_guest(s, h->id);
+	bool final;
+
+	if (!r)
+		return; /* READY after a reboot, or a frame for a client long gone */
+	/* The guest answers every request with exactly one of these last. */
+	final = h->type == AVM_MSG_EXIT || h->type == AVM_MSG_PONG ||
+		h->type == AVM_MSG_SYNC_DONE || h->type == AVM_MSG_ERROR;
+	if (r->client >= 0) {
+		agent_conn_send(&s->clients[r->client].conn, h->type, r->client_id, p, h->len);
+		client_want_out(s, r->client);
+	}
+	if (final)
+		r->used = false;
+}
+
+static void on_event(void *opaque, const char *event, struct json_object *data, int64_t sec,
+		     int64_t usec)
+{
+	struct sup *s = opaque;
+	struct vm *vm = s->vm;
+
+	if (s->events) {
+		fprintf(s->events, "{\"event\":\"%s\",\"timestamp\":{\"seconds\":%lld,\"microseconds\":%lld},\"data\":%s}\n",
+			event, (long long)sec, (long long)usec,
+			data ? json_object_to_json_string_ext(data, JSON_C_TO_STRING_PLAIN) : "{}");
+		fflush(s->events);
+	}
+	if (!strcmp(event, "STOP"))
+		vm__set_state(vm, "paused");
+	else if (!strcmp(event, "RESUME"))
+		vm__set_state(vm, "running");
+	else if (!strcmp(event, "SHUTDOWN") || !strcmp(event, "GUEST_PANICKED")) {
+		vm->guest_shutdown = true;
+		vm__set_state(vm, "stopping");
+	}
+}
+
+static int listen_agent(struct sup *s)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/agent.sock", s->vm->dir) >=
+	    (int)sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	unlink(sa.sun_path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	s->listen_fd = fd;
+	return vm__ep_add(s->vm->epfd, fd, EPOLLIN, EV_LISTEN);
+}
+
+static void accept_client(struct sup *s)
+{
+	int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+
+	if (fd < 0)
+		return;
+	for (int i = 0; i < MAX_CLIENTS; i++) {
+		struct client *c = &s->clients[i];
+		if (c->used)
+			continue;
+		c->used = true;
+		c->fd = fd;
+		agent_conn_init(&c->conn, fd);
+		c->events = EPOLLIN;
+		if (vm__ep_add(s->vm->epfd, fd, EPOLLIN, EV_CLIENT0 + (uint32_t)i) < 0)
+			client_close(s, i);
+		return;
+	}
+	close(fd); /* full: the client sees EOF and reports it */
+}
+
+static void pump_client(struct sup *s, int slot, uint32_t events)
+{
+	struct client *c = &s->clients[slot];
+	struct avm_frame_hdr h;
+	const uint8_t *p;
+	const char *why;
+	int d;
+
+	if (events & EPOLLOUT) {
+		if (agent_conn_flush(&c->conn) < 0) {
+			client_close(s, slot);
+			return;
+		}
+		client_want_out(s, slot);
+	}
+	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+		return;
+	if (agent_conn_read(&c->conn) < 0) {
+		client_close(s, slot);
+		return;
+	}
+	while ((d = agent_conn_next(&c->conn, &h, &p, &why)) != AVM_DECODE_NEED_MORE) {
+		if (d == AVM_DECODE_FRAME)
+			from_client(s, slot, &h, p);
+		else
+			client_error(s, slot, h.id, EBADMSG, why);
+		if (!c->used)
+			return;
+	}
+}
+
+static void pump_guest(struct sup *s)
+{
+	struct avm_frame_hdr h;
+	const uint8_t *p;
+	const char *why;
+	int d;
+
+	if (agent_conn_read(&s->vm->agent) == -EPIPE)
+		epoll_ctl(s->vm->epfd, EPOLL_CTL_DEL, s->vm->agent_fd, NULL); /* QEMU is going away */
+	while ((d = agent_conn_next(&s->vm->agent, &h, &p, &why)) != AVM_DECODE_NEED_MORE)
+		if (d == AVM_DECODE_FRAME)
+			from_guest(s, &h, p);
+}
+
+/* QEMU is gone: write down why, drop the sockets, keep the rest for `ls`/`logs`/`rm`. */
+static void record_exit(struct sup *s)
+{
+	struct vm *vm = s->vm;
+	char path[PATH_MAX];
+	int st;
+
+	if (waitpid(vm->pid, &st, 0) == vm->pid) {
+		vm->exited = true;
+		vm->wstatus = st;
+	}
+	st = vm->wstatus;
+	vm->st.exit_status = WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st);
+	vm->st.stopped_ms = realtime_ms();
+	const char *reason, *state = "stopped";
+	if (s->poweroff_requested && !WIFSIGNALED(st))
+		reason = "poweroff";
+	else if (s->quit_requested)
+		reason = "stopped";
+	else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)
+		reason = "killed";
+	else if (vm->guest_shutdown && !WIFSIGNALED(st))
+		reason = "guest-shutdown";
+	else {
+		reason = "crashed";
+		state = "crashed";
+	}
+	snprintf(vm->st.exit_reason, sizeof(vm->st.exit_reason), "%s", reason);
+	vm__set_state(vm, state);
+	statedir_file(path, sizeof(path), vm->dir, "agent.sock");
+	unlink(path);
+	statedir_file(path, sizeof(path), vm->dir, "qmp.sock");
+	unlink(path);
+}
+
+static void on_signal(struct sup *s)
+{
+	struct signalfd_siginfo si;
+
+	if (read(s->sig_fd, &si, sizeof(si)) != sizeof(si))
+		return;
+	/* SIGTERM/SIGINT to the supervisor: stop the VM, then exit through the pidfd path. */
+	s->quit_requested = true;
+	vm__set_state(s->vm, "stopping");
+	if (qmp_client_send(s->vm->qmp, "quit", NULL, NULL, 0, 0, NULL, NULL, NULL) >= 0)
+		qmp_client_flush(s->vm->qmp, NULL);
+	else
+		kill(s->vm->pid, SIGKILL);
+}
+
+static void serve(struct sup *s)
+{
+	struct epoll_event evs[16];
+
+	for (;;) {
+		int n = epoll_wait(s->vm->epfd, evs, ARRAY_SIZE(evs), -1);
+		if (n < 0 && errno != EINTR)
+			return;
+		for (int i = 0; i < n; i++) {
+			uint32_t tag = evs[i].data.u32;
+			if (tag == EV_PIDFD) {
+				record_exit(s);
+				return;
+			} else if (tag == EV_QMP) {
+				vm__pump_qmp(s->vm, NULL);
+			} else if (tag == EV_AGENT) {
+				if (evs[i].events & EPOLLOUT) {
+					agent_conn_flush(&s->vm->agent);
+					vm__agent_want_out(s->vm);
+				}
+				if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+					pump_guest(s);
+			} else if (tag == EV_LISTEN) {
+				accept_client(s);
+			} else if (tag == EV_SIG) {
+				on_signal(s);
+			} else if (tag >= EV_CLIENT0 && tag < EV_CLIENT0 + MAX_CLIENTS) {
+				if (s->clients[tag - EV_CLIENT0].used)
+					pump_client(s, (int)(tag - EV_CLIENT0), evs[i].events);
+			}
+		}
+	}
+}
+
+static void notify(int fd, const char *msg)
+{
+	(void)!write(fd, msg, strlen(msg));
+	close(fd);
+}
+
+/* Runs in the daemonised grandchild. Never returns. */
+static void supervisor_main(const struct vm_launch_opts *o, int boot_timeout_ms, int notify_fd)
+{
+	struct sup s = { .listen_fd = -1, .sig_fd = -1 };
+	struct avm_error err = { 0 };
+	char msg[sizeof(err.msg) + 32], path[PATH_MAX];
+	sigset_t set;
+	int r;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	s.sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+
+	r = vm_launch(o, &s.vm, &err);
+	if (r == 0) {
+		s.vm->keep_state = false; /* until READY: a failed start leaves nothing */
+		statedir_file(path, sizeof(path), s.vm->dir, "events.jsonl");
+		s.events = fopen(path, "ae");
+		qmp_client_set_event_cb(s.vm->qmp, on_event, &s);
+		r = vm_wait_ready(s.vm, boot_timeout_ms, s.sig_fd, &err);
+	}
+	if (r == 0 && (r = listen_agent(&s)) < 0)
+		avm_error_setx(&err, r, "cannot listen on the agent socket");
+	if (r == 0 && vm__ep_add(s.vm->epfd, s.sig_fd, EPOLLIN, EV_SIG) < 0)
+		r = avm_error_setx(&err, -errno, "epoll");
+	if (r < 0) {
+		snprintf(msg, sizeof(msg), "ERR %d %s", -r, err.msg);
+		if (s.events)
+			fclose(s.events);
+		vm_destroy(s.vm);
+		notify(notify_fd, msg);
+		_exit(1);
+	}
+	s.vm->keep_state = true;
+	notify(notify_fd, "OK");
+	serve(&s);
+	if (s.events)
+		fclose(s.events);
+	if (s.listen_fd >= 0)
+		close(s.listen_fd);
+	for (int i = 0; i < MAX_CLIENTS; i++)
+		client_close(&s, i);
+	vm_destroy(s.vm);
+	_exit(0);
+}
+
+int supervisor_start(const struct vm_launch_opts *o, int boot_timeout_ms, pid_t *supervisor_pid,
+		     struct avm_error *err)
+{
+	int p[2];
+	char buf[sizeof(err->msg) + 32];
+	pid_t child;
+	ssize_t n;
+	size_t len = 0;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return avm_error_setx(err, -errno, "pipe");
+	child = fork();
+	if (child < 0) {
+		close(p[0]);
+		close(p[1]);
+		return avm_error_setx(err, -errno, "fork");
+	}
+	if (child == 0) {
+		/* Double fork + setsid: the supervisor is nobody's child and has no terminal. */
+		close(p[0]);
+		if (setsid() < 0)
+			_exit(1);
+		pid_t gc = fork();
+		if (gc < 0)
+			_exit(1);
+		if (gc > 0)
+			_exit(0);
+		/* One writer on the pipe: our pid first, then OK or ERR when the guest is up. */
+		char pidmsg[32];
+		int m = snprintf(pidmsg, sizeof(pidmsg), "PID %d\n", (int)getpid());
+		(void)!write(p[1], pidmsg, (size_t)m);
+		int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (nul >= 0) {
+			dup2(nul, 0);
+			dup2(nul, 1);
+			dup2(nul, 2);
+		}
+		if (chdir("/") < 0)
+			_exit(1);
+		supervisor_main(o, boot_timeout_ms, p[1]);
+	}
+	close(p[1]);
+	waitpid(child, NULL, 0);
+	while (len < sizeof(buf) - 1 && (n = read(p[0], buf + len, sizeof(buf) - 1 - len)) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		len += (size_t)n;
+	}
+	close(p[0]);
+	buf[len] = '\0';
+	char *line2 = strchr(buf, '\n');
+	if (strncmp(buf, "PID ", 4) != 0 || !line2)
+		return avm_error_set(err, -EIO, "the supervisor died before reporting");
+	*supervisor_pid = (pid_t)atoi(buf + 4);
+	line2++;
+	if (!strncmp(line2, "OK", 2))
+		return 0;
+	if (!strncmp(line2, "ERR ", 4)) {
+		char *sp = strchr(line2 + 4, ' ');
+		return avm_error_set(err, -atoi(line2 + 4), "%s", sp ? sp + 1 : "start failed");
+	}
+	return avm_error_set(err, -EIO, "the supervisor died while starting the VM");
+}

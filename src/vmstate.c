@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: MIT */
+#include "vmstate.h"
+
+#include <json-c/json.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "statedir.h"
+#include "util.h"
+
+int64_t realtime_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int vmstate_write(const char *dir, const struct vm_state *s)
+{
+	char path[PATH_MAX];
+	struct json_object *o = json_object_new_object();
+	const char *str;
+	int r;
+
+	if (!o)
+		return -ENOMEM;
+	json_object_object_add(o, "state", json_object_new_string(s->state));
+	json_object_object_add(o, "accel", json_object_new_string(s->accel));
+	json_object_object_add(o, "supervisor_pid", json_object_new_int(s->supervisor_pid));
+	json_object_object_add(o, "qemu_pid", json_object_new_int(s->qemu_pid));
+	json_object_object_add(o, "created_ms", json_object_new_int64(s->created_ms));
+	json_object_object_add(o, "ready_ms", json_object_new_int64(s->ready_ms));
+	json_object_object_add(o, "stopped_ms", json_object_new_int64(s->stopped_ms));
+	json_object_object_add(o, "exit_reason", json_object_new_string(s->exit_reason));
+	json_object_object_add(o, "exit_status", json_object_new_int(s->exit_status));
+	str = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	r = statedir_file(path, sizeof(path), dir, "state.json");
+	if (r == 0)
+		r = write_file_atomic(path, str, strlen(str));
+	json_object_put(o);
+	return r;
+}
+
+static void get_str(struct json_object *o, const char *k, char *out, size_t len)
+{
+	struct json_object *v;
+
+	if (json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string))
+		snprintf(out, len, "%s", json_object_get_string(v));
+}
+
+static int64_t get_int(struct json_object *o, const char *k)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, k, &v) ? json_object_get_int64(v) : 0;
+}
+
+int vmstate_read(const char *dir, struct vm_state *s, struct avm_error *err)
+{
+	char path[PATH_MAX];
+	_cleanup_free_ char *buf = NULL;
+	struct json_object *o;
+	int r;
+
+	memset(s, 0, sizeof(*s));
+	snprintf(s->state, sizeof(s->state), "created");
+	r = statedir_file(path, sizeof(path), dir, "state.json");
+	if (r == 0)
+		r = read_file(path, &buf, 64 * 1024);
+	if (r < 0)
+		return avm_error_setx(err, r, "cannot read %s", path);
+	o = json_tokener_parse(buf);
+	if (!o || !json_object_is_type(o, json_type_object)) {
+		json_object_put(o);
+		return avm_error_set(err, -EBADMSG, "%s is not valid JSON", path);
+	}
+	get_str(o, "state", s->state, sizeof(s->state));
+	get_str(o, "accel", s->accel, sizeof(s->accel));
+	get_str(o, "exit_reason", s->exit_reason, sizeof(s->exit_reason));
+	s->supervisor_pid = (pid_t)get_int(o, "supervisor_pid");
+	s->qemu_pid = (pid_t)get_int(o, "qemu_pid");
+	s->created_ms = get_int(o, "created_ms");
+	s->ready_ms = get_int(o, "ready_ms");
+	s->stopped_ms = get_int(o, "stopped_ms");
+	s->exit_status = (int)get_int(o, "exit_status");
+	json_object_put(o);
+	return 0;
+}
+
+bool pid_alive_with(pid_t pid, const char *needle)
+{
+	char path[64];
+	_cleanup_free_ char *buf = NULL;
+	int n;
+
+	if (pid <= 0 || kill(pid, 0) < 0)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	n = read_file(path, &buf, 64 * 1024);
+	if (n <= 0)
+		return false;
+	/* cmdline is NUL-separated: search across the arguments. */
+	for (int i = 0; i < n; i++)
+		if (buf[i] == '\0')
+			buf[i] = ' ';
+	return strstr(buf, needle) != NULL;
+}
+
+void vmstate_effective(const char *dir, struct vm_state *s)
+{
+	bool live_state = !strcmp(s->state, "running") || !strcmp(s->state, "paused") ||
+			  !strcmp(s->state, "starting") || !strcmp(s->state, "stopping");
+
+	if (!live_state)
+		return;
+	if (s->supervisor_pid > 0 && !pid_alive_with(s->supervisor_pid, "agentvm")) {
+		snprintf(s->state, sizeof(s->state), "crashed");
+		snprintf(s->exit_reason, sizeof(s->exit_reason), "supervisor-killed");
+	} else if (s->qemu_pid > 0 && !pid_alive_with(s->qemu_pid, dir)) {
+		snprintf(s->state, sizeof(s->state), "crashed");
+		snprintf(s->exit_reason, sizeof(s->exit_reason), "qemu-gone");
+	}
+}

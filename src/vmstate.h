@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * state.json: what is true of a VM now. Written atomically by whoever owns the VM (the `run`
+ * process or a detached VM's supervisor), read by every other CLI call. Liveness is checked
+ * against the recorded pids, so a VM whose supervisor was killed is reported as such, not as
+ * "running".
+ */
+#ifndef AGENTVM_VMSTATE_H
+#define AGENTVM_VMSTATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "error.h"
+
+struct vm_state {
+	char state[16];       /* created, starting, running, paused, stopping, stopped, crashed */
+	char accel[8];        /* kvm | tcg */
+	pid_t supervisor_pid; /* 0 for `run` (the CLI itself) */
+	pid_t qemu_pid;
+	int64_t created_ms;   /* CLOCK_REALTIME ms */
+	int64_t ready_ms;     /* CLOCK_REALTIME ms at READY, 0 before */
+	int64_t stopped_ms;
+	char exit_reason[32]; /* poweroff, guest-shutdown, killed, crashed, supervisor-killed */
+	int exit_status;      /* QEMU's wait status decoded: exit code, or 128+signal */
+};
+
+int vmstate_write(const char *dir, const struct vm_state *s);
+int vmstate_read(const char *dir, struct vm_state *s, struct avm_error *err);
+int64_t realtime_ms(void);
+/* True when pid exists and its cmdline mentions `needle` (guards against recycled pids). */
+bool pid_alive_with(pid_t pid, const char *needle);
+/*
+ * The state as a user should see it: the recorded state, corrected when the processes that
+ * should exist do not (a killed supervisor: "crashed", reason "supervisor-killed").
+ */
+void vmstate_effective(const char *dir, struct vm_state *s);
+
+#endif
