@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Running commands: output streaming, stdin queues, reaping, timeouts, EXIT reports. */
+/* Running commands: the exec table, starting, signals, reaping, timeouts, EXIT reports. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "exec.h"
-#include "loop.h"
+#include "exec_int.h"
 #include "port.h"
 #include "proto.h"
 #include "util.h"
@@ -19,55 +18,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* At most this many commands at once: each costs PID 1 up to three fds. */
-#define MAX_EXECS 256
-/*
- * After the main process was reaped, output pipes still open belong to a background process
- * that inherited them; give it this long to finish, then kill the group and close the pipes.
- */
-#define PIPE_GRACE_NS (250 * NSEC_PER_MSEC)
-/*
- * Stdin flow control: beyond STDIN_HIGH queued bytes for one command, PID 1 stops reading the
- * port (backpressure to the host, nothing lost). If that command then neither reads stdin nor
- * writes output for STDIN_STALL_NS, its queue is dropped with an ERROR (ENOBUFS) and further
- * stdin data for it is discarded until its EOF, so one command that never reads cannot wedge
- * the channel for more than a few seconds.
- */
-#define STDIN_HIGH (1024u * 1024u)
-/* Output pipes are enlarged so a busy writer wakes PID 1 less often under TCG. */
-#define OUTPUT_PIPE_SIZE (256 * 1024)
-#define OUTPUT_CHUNKS_PER_EVENT 8
-#define STDIN_STALL_NS (5 * NSEC_PER_SEC)
-
-struct inq {
-	uint8_t *buf;
-	size_t head, len, cap;
-};
-
-struct exec {
-	struct exec *next;
-	uint32_t id;
-	pid_t pid; /* also the process group id */
-	int fd_out, fd_err, fd_in; /* our ends; -1 once closed */
-	struct watch w_out, w_err, w_in;
-	bool in_pipe;	  /* the command's stdin is a pipe fed by STDIN frames */
-	bool in_watched;  /* fd_in is in the epoll set (queue not empty) */
-	bool in_eof;	  /* the host sent EOF: close once the queue is written */
-	bool in_dropping; /* stalled: stdin data is discarded */
-	bool reaped, timed_out, dead;
-	int start_err; /* errno when it never ran */
-	int status;
-	struct rusage ru;
-	uint64_t start_ns, end_ns, deadline_ns, grace_ns, in_progress_ns;
-	struct inq q;
-};
-
 static struct exec *execs;     /* live */
 static struct exec *graveyard; /* finished, freed at the end of the loop iteration */
 static unsigned int n_execs;
 static int devnull = -1;
 
-static struct exec *find_id(uint32_t id)
+struct exec *exec_find(uint32_t id)
 {
 	for (struct exec *e = execs; e; e = e->next)
 		if (e->id == id)
@@ -95,44 +51,19 @@ static void unlink_exec(struct exec *ex)
 	n_execs--;
 }
 
-static void close_stdin(struct exec *ex)
-{
-	if (ex->fd_in >= 0) {
-		if (ex->in_watched)
-			loop_del(ex->fd_in);
-		close(ex->fd_in);
-		ex->fd_in = -1;
-	}
-	ex->in_watched = false;
-	free(ex->q.buf);
-	memset(&ex->q, 0, sizeof(ex->q));
-}
-
-/* EOF of one output stream: the empty frame tells the host. */
-static void close_output(struct exec *ex, int *fd, uint16_t type)
-{
-	if (*fd < 0)
-		return;
-	loop_del(*fd);
-	close(*fd);
-	*fd = -1;
-	port_send(type, ex->id, NULL, 0);
-}
-
 static uint64_t tv_us(const struct timeval *tv)
 {
 	return (uint64_t)tv->tv_sec * 1000000u + (uint64_t)tv->tv_usec;
 }
 
-/* Send EXIT once the process is reaped and both outputs hit EOF. */
-static void maybe_finish(struct exec *ex)
+void exec_maybe_finish(struct exec *ex)
 {
 	struct avm_exit_info info = { 0 };
 	uint8_t buf[AVM_EXIT_INFO_SIZE];
 
 	if (ex->dead || !ex->reaped || ex->fd_out >= 0 || ex->fd_err >= 0)
 		return;
-	close_stdin(ex);
+	exec_close_stdin(ex);
 	if (ex->start_err) {
 		info.kind = AVM_EXIT_START_FAILED;
 		info.code = ex->start_err;
@@ -181,7 +112,7 @@ void exec_start(uint32_t id, const uint8_t *p, size_t len)
 	pid_t pid;
 	int r;
 
-	if (find_id(id)) {
+	if (exec_find(id)) {
 		port_send_error(id, EEXIST, "exec id %u is already running", id);
 		return;
 	}
@@ -251,9 +182,9 @@ void exec_start(uint32_t id, const uint8_t *p, size_t len)
 		ex->start_err = -pid;
 		ex->reaped = true;
 		ex->end_ns = ex->start_ns;
-		close_output(ex, &ex->fd_out, AVM_MSG_STDOUT);
-		close_output(ex, &ex->fd_err, AVM_MSG_STDERR);
-		maybe_finish(ex);
+		exec_close_output(ex, &ex->fd_out, AVM_MSG_STDOUT);
+		exec_close_output(ex, &ex->fd_err, AVM_MSG_STDERR);
+		exec_maybe_finish(ex);
 		return;
 	}
 	ex->pid = pid;
@@ -262,156 +193,15 @@ void exec_start(uint32_t id, const uint8_t *p, size_t len)
 		/* Cannot watch its output: kill it, the host gets EOFs and the signal. */
 		log_msg("exec %u: epoll: %m", id);
 		kill(-pid, SIGKILL);
-		close_output(ex, &ex->fd_out, AVM_MSG_STDOUT);
-		close_output(ex, &ex->fd_err, AVM_MSG_STDERR);
+		exec_close_output(ex, &ex->fd_out, AVM_MSG_STDOUT);
+		exec_close_output(ex, &ex->fd_err, AVM_MSG_STDERR);
 	}
 	log_debug("exec %u: pid %d", id, pid);
 }
 
-/*
- * Forward what the pipe has, a few chunks at most: enough to empty a full pipe in one wakeup,
- * few enough that other commands and the host's requests still get their turn.
- */
-static void on_output(struct exec *ex, int *fd, uint16_t type)
-{
-	for (int i = 0; i < OUTPUT_CHUNKS_PER_EVENT && *fd >= 0; i++) {
-		ssize_t n = read(*fd, port_tx_payload(), PORT_DATA_CHUNK);
-
-		if (n > 0) {
-			/* A command that produces output is alive: it is not stalling its stdin. */
-			ex->in_progress_ns = mono_ns();
-			port_send_tx(type, ex->id, (uint32_t)n);
-			if (n < (ssize_t)PORT_DATA_CHUNK)
-				return; /* pipe drained: save a read that would say EAGAIN */
-			continue;
-		}
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return;
-		close_output(ex, fd, type);
-		maybe_finish(ex);
-	}
-}
-
-/* Drain what is left in a pipe (bounded) before closing it by force. */
-static void drain_output(struct exec *ex, int *fd, uint16_t type)
-{
-	for (int i = 0; i < 64 && *fd >= 0; i++) {
-		ssize_t n = read(*fd, port_tx_payload(), PORT_DATA_CHUNK);
-		if (n <= 0)
-			break;
-		port_send_tx(type, ex->id, (uint32_t)n);
-	}
-	close_output(ex, fd, type);
-}
-
-static void inq_drop(struct exec *ex)
-{
-	free(ex->q.buf);
-	memset(&ex->q, 0, sizeof(ex->q));
-}
-
-/* Write queued stdin; returns false when the pipe is gone. */
-static bool flush_stdin(struct exec *ex)
-{
-	while (ex->q.len > 0) {
-		ssize_t n = write(ex->fd_in, ex->q.buf + ex->q.head, ex->q.len);
-		if (n > 0) {
-			ex->q.head += (size_t)n;
-			ex->q.len -= (size_t)n;
-			ex->in_progress_ns = mono_ns();
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EAGAIN)
-			break;
-		/* EPIPE: the command closed its stdin (or exited). Later data is dropped. */
-		close_stdin(ex);
-		return false;
-	}
-	if (ex->q.len == 0) {
-		ex->q.head = 0;
-		if (ex->q.cap > STDIN_HIGH) /* do not keep a burst's memory */
-			inq_drop(ex);
-		if (ex->in_eof) {
-			close_stdin(ex);
-			return false;
-		}
-	}
-	/* Watch for room only while something waits to be written. */
-	if (ex->q.len > 0 && !ex->in_watched) {
-		if (loop_add(ex->fd_in, EPOLLOUT, &ex->w_in) == 0)
-			ex->in_watched = true;
-	} else if (ex->q.len == 0 && ex->in_watched) {
-		loop_del(ex->fd_in);
-		ex->in_watched = false;
-	}
-	return true;
-}
-
-static int inq_append(struct inq *q, const uint8_t *p, size_t len)
-{
-	if (q->head + q->len + len > q->cap) {
-		if (q->head) {
-			memmove(q->buf, q->buf + q->head, q->len);
-			q->head = 0;
-		}
-		if (q->len + len > q->cap) {
-			size_t cap = q->cap ? q->cap : 64 * 1024;
-			uint8_t *nb;
-
-			while (cap < q->len + len)
-				cap *= 2;
-			nb = realloc(q->buf, cap);
-			if (!nb)
-				return -ENOMEM;
-			q->buf = nb;
-			q->cap = cap;
-		}
-	}
-	memcpy(q->buf + q->head + q->len, p, len);
-	q->len += len;
-	return 0;
-}
-
-void exec_stdin(uint32_t id, const uint8_t *p, size_t len)
-{
-	struct exec *ex = find_id(id);
-
-	if (!ex) {
-		port_send_error(id, ESRCH, "no running exec with id %u", id);
-		return;
-	}
-	if (!ex->in_pipe) {
-		if (len)
-			port_send_error(id, EBADF, "exec %u was started without a stdin pipe", id);
-		return;
-	}
-	/* Stdin already closed (EOF given, or the command stopped reading): drop quietly. */
-	if (ex->fd_in < 0 || ex->in_eof)
-		return;
-	if (len == 0) {
-		ex->in_eof = true;
-		if (ex->q.len == 0)
-			close_stdin(ex);
-		return;
-	}
-	if (ex->in_dropping)
-		return;
-	if (ex->q.len == 0)
-		ex->in_progress_ns = mono_ns();
-	if (inq_append(&ex->q, p, len) < 0) {
-		ex->in_dropping = true;
-		inq_drop(ex);
-		port_send_error(id, ENOMEM, "out of memory queueing stdin; stdin data dropped");
-		return;
-	}
-	flush_stdin(ex);
-}
-
 void exec_signal(uint32_t id, const uint8_t *p, size_t len)
 {
-	struct exec *ex = find_id(id);
+	struct exec *ex = exec_find(id);
 	uint32_t sig;
 
 	if (len != 4) {
@@ -438,14 +228,14 @@ void exec_on_event(struct watch *w, uint32_t events)
 		return;
 	switch (w->kind) {
 	case WATCH_STDOUT:
-		on_output(ex, &ex->fd_out, AVM_MSG_STDOUT);
+		exec_forward_output(ex, &ex->fd_out, AVM_MSG_STDOUT);
 		break;
 	case WATCH_STDERR:
-		on_output(ex, &ex->fd_err, AVM_MSG_STDERR);
+		exec_forward_output(ex, &ex->fd_err, AVM_MSG_STDERR);
 		break;
 	case WATCH_STDIN:
 		if (ex->fd_in >= 0 && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
-			flush_stdin(ex);
+			exec_flush_stdin(ex);
 		break;
 	default:
 		break;
@@ -474,7 +264,7 @@ void exec_reap(void)
 		ex->end_ns = mono_ns();
 		if (ex->fd_out >= 0 || ex->fd_err >= 0)
 			ex->grace_ns = ex->end_ns + PIPE_GRACE_NS;
-		maybe_finish(ex);
+		exec_maybe_finish(ex);
 	}
 }
 
@@ -520,25 +310,20 @@ void exec_run_timers(void)
 
 	exec_kill_expired();
 	for (e = execs; e; e = next) {
-		next = e->next; /* maybe_finish() moves e to the graveyard */
+		next = e->next; /* exec_maybe_finish() moves e to the graveyard */
 		if (e->reaped && e->grace_ns && now >= e->grace_ns) {
 			/* A background process still holds the pipes: end it and them. */
 			log_debug("exec %u: pipes still open after exit, killing group", e->id);
 			e->grace_ns = 0;
 			kill(-e->pid, SIGKILL);
-			drain_output(e, &e->fd_out, AVM_MSG_STDOUT);
-			drain_output(e, &e->fd_err, AVM_MSG_STDERR);
-			maybe_finish(e);
+			exec_drain_output(e, &e->fd_out, AVM_MSG_STDOUT);
+			exec_drain_output(e, &e->fd_err, AVM_MSG_STDERR);
+			exec_maybe_finish(e);
 			continue;
 		}
 		if (e->q.len >= STDIN_HIGH && !e->in_dropping &&
 		    now >= e->in_progress_ns + STDIN_STALL_NS) {
-			e->in_dropping = true;
-			inq_drop(e);
-			if (e->in_watched) {
-				loop_del(e->fd_in);
-				e->in_watched = false;
-			}
+			exec_drop_stdin(e);
 			port_send_error(e->id, ENOBUFS,
 					"exec %u has not read its stdin for %llu s; stdin data dropped",
 					e->id, (unsigned long long)(STDIN_STALL_NS / NSEC_PER_SEC));

@@ -38,24 +38,24 @@ check_leftovers() {
 }
 
 run_test() {
-	name=$1
+	_tname=$1
 	shift
 	CURRENT_OK=1
 	CURRENT_SKIP=""
 	t0=$(date +%s%N)
-	"$name" "$@"
+	"$_tname" "$@"
 	check_leftovers
 	ms=$((($(date +%s%N) - t0) / 1000000))
 	if [ -n "$CURRENT_SKIP" ]; then
 		TESTS_SKIPPED=$((TESTS_SKIPPED + 1))
-		echo "  SKIP $name: $CURRENT_SKIP"
+		echo "  SKIP $_tname: $CURRENT_SKIP"
 	elif [ $CURRENT_OK -eq 1 ]; then
 		TESTS_PASSED=$((TESTS_PASSED + 1))
-		echo "  ok   $name (${ms} ms)"
+		echo "  ok   $_tname (${ms} ms)"
 	else
 		TESTS_FAILED=$((TESTS_FAILED + 1))
-		FAILED_NAMES="$FAILED_NAMES $name"
-		echo "  FAIL $name (${ms} ms)"
+		FAILED_NAMES="$FAILED_NAMES $_tname"
+		echo "  FAIL $_tname (${ms} ms)"
 	fi
 }
 
