@@ -29,7 +29,7 @@
 #define QMP_READ_CHUNK (64u << 10)
 #define QMP_JSON_DEPTH 64
 /* Bytes kept from both ends of an oversize line to recover its "id". */
-#define QMP_EDGE 96
+#define QMP_EDGE      96
 #define QMP_ID_PREFIX "avm-"
 
 struct qmp_list {
@@ -187,8 +187,8 @@ int qmp_error_class_to_errno(const char *klass)
 		const char *klass;
 		int code;
 	} map[] = {
-		{ "GenericError", -EIO },      { "CommandNotFound", -ENOSYS },
-		{ "DeviceNotFound", -ENODEV }, { "DeviceNotActive", -ENXIO },
+		{ "GenericError", -EIO },	  { "CommandNotFound", -ENOSYS },
+		{ "DeviceNotFound", -ENODEV },	  { "DeviceNotActive", -ENXIO },
 		{ "KVMMissingCap", -EOPNOTSUPP },
 	};
 
@@ -400,7 +400,8 @@ static int queue_cmd(struct qmp_client *c, const char *cmd, struct json_object *
 		if (d < 0) {
 			int rc = -errno;
 
-			set_err(err, rc, "", "%s: cannot dup fd %d: %s", cmd, fds[i], strerror(errno));
+			set_err(err, rc, "", "%s: cannot dup fd %d: %s", cmd, fds[i],
+				strerror(errno));
 			out_free(o);
 			free(pc);
 			return rc;
@@ -432,8 +433,8 @@ nomem:
 	return set_err(err, -ENOMEM, "", "%s: out of memory", cmd ? cmd : "?");
 }
 
-int qmp_client_send(struct qmp_client *c, const char *cmd, struct json_object *args,
-		    const int *fds, size_t nfds, int timeout_ms, qmp_reply_cb cb, void *opaque,
+int qmp_client_send(struct qmp_client *c, const char *cmd, struct json_object *args, const int *fds,
+		    size_t nfds, int timeout_ms, qmp_reply_cb cb, void *opaque,
 		    struct qmp_error *err)
 {
 	int rc;
@@ -654,8 +655,9 @@ static void handle_reply(struct qmp_client *c, struct json_object *msg)
 			set_err(&e, qmp_error_class_to_errno(json_object_get_string(k)),
 				json_object_get_string(k), "%s", desc);
 		} else {
-			set_err(&e, -EBADMSG, "", "%s (" QMP_ID_PREFIX "%llu): malformed error reply",
-				cmd->name, (unsigned long long)id);
+			set_err(&e, -EBADMSG, "",
+				"%s (" QMP_ID_PREFIX "%llu): malformed error reply", cmd->name,
+				(unsigned long long)id);
 		}
 		cmd_complete(c, cmd, e.code, NULL, &e);
 		return;
@@ -720,8 +722,8 @@ static void handle_line(struct qmp_client *c, const char *p, size_t n)
 	jerr = json_tokener_get_error(c->tok);
 	if (!msg) {
 		soft_error(c, -EBADMSG, "malformed QMP message: %s",
-			   jerr == json_tokener_continue ? "truncated JSON" :
-							   json_tokener_error_desc(jerr));
+			   jerr == json_tokener_continue ? "truncated JSON"
+							 : json_tokener_error_desc(jerr));
 		return;
 	}
 	if (json_tokener_get_parse_end(c->tok) != n) {
@@ -911,7 +913,8 @@ static void consume(struct qmp_client *c)
 	}
 	/* Give back the memory of a huge reply once it is gone. */
 	if (c->in_cap > 4 * QMP_READ_CHUNK && c->in_len < c->in_cap / 8) {
-		size_t ncap = c->in_len * 2 > 2 * QMP_READ_CHUNK ? c->in_len * 2 : 2 * QMP_READ_CHUNK;
+		size_t ncap =
+			c->in_len * 2 > 2 * QMP_READ_CHUNK ? c->in_len * 2 : 2 * QMP_READ_CHUNK;
 		char *nb = realloc(c->in, ncap);
 
 		if (nb) {
@@ -1286,7 +1289,8 @@ int qmp_client_handshake(struct qmp_client *c, int timeout_ms, struct qmp_error 
 	if (!c)
 		return set_err(err, -EINVAL, "", "no client");
 	if (c->busy)
-		return set_err(err, -EDEADLK, "", "qmp_client_handshake called from a QMP callback");
+		return set_err(err, -EDEADLK, "",
+			       "qmp_client_handshake called from a QMP callback");
 	if (c->fd < 0)
 		return set_err(err, -ENOTCONN, "", "QMP client has no socket");
 	for (;;) {

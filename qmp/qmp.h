@@ -6,8 +6,9 @@
  * asynchronous and made for a single-threaded event loop: qmp_client_send() queues a command with
  * a completion callback, the caller polls qmp_client_fd() for qmp_client_poll_events() with a
  * timeout of qmp_client_next_timeout_ms(), and calls qmp_client_process() when the fd is ready or
- * the timeout has passed. Blocking helpers (handshake, execute, the typed commands) are thin poll
- * loops over the same machinery.
+ * the timeout has passed (with epoll, keep EPOLLOUT registered only while poll_events() asks for
+ * it; small commands normally go out whole inside qmp_client_send()). Blocking helpers
+ * (handshake, execute, the typed commands) are thin poll loops over the same machinery.
  *
  * Depends on libc and json-c only. Never prints, never logs, never exits, never raises SIGPIPE
  * (writes use MSG_NOSIGNAL). Fallible functions return >= 0 on success or -errno, and fill the
@@ -31,7 +32,8 @@
  *
  * errno mapping of QMP error classes (struct qmp_error.klass keeps the class verbatim):
  *   GenericError      -> -EIO
- *   CommandNotFound   -> -ENOSYS   (also what QEMU answers before/after negotiation)
+ *   CommandNotFound   -> -ENOSYS   ("not implemented" is what it means: this QEMU lacks the
+ *                                   command; -ENOENT stays free for callers' own not-found)
  *   DeviceNotFound    -> -ENODEV
  *   DeviceNotActive   -> -ENXIO
  *   KVMMissingCap     -> -EOPNOTSUPP
@@ -42,8 +44,11 @@
  *   -ECONNRESET  the connection was reset (returned by qmp_client_process(); callbacks get -EPIPE)
  *   -ECANCELED   the client was freed with the command still pending
  *   -EMSGSIZE    the reply was larger than QMP_MAX_MESSAGE (the callback gets it when the id
- *                could be recovered from the discarded line; process() always reports it)
- *   -EBADMSG     malformed JSON, or a well-formed message that is not QMP
+ *                could be recovered from the discarded line, i.e. it was a top-level member at
+ *                either end, as QEMU writes it; otherwise the command ends by its timeout or EOF;
+ *                process() always reports it)
+ *   -EBADMSG     malformed JSON, or a well-formed message that is not QMP (process()); an error
+ *                reply without a string "class" (callback)
  *   -EPROTO      capabilities negotiation failed (the client is then unusable)
  *   -EINVAL      bad arguments; -ENOMEM out of memory; -EDEADLK nested blocking call
  */
@@ -70,13 +75,13 @@ struct qmp_client;
 
 /* Counters, for tests and for an engineer wondering where a reply went. */
 struct qmp_client_stats {
-	uint64_t commands_sent;	   /* commands accepted by qmp_client_send() (incl. negotiation) */
-	uint64_t replies;	   /* replies matched to a pending command */
-	uint64_t unknown_replies;  /* replies with a missing or unknown id: dropped */
-	uint64_t events;	   /* events dispatched (counted even with no event callback) */
-	uint64_t bad_messages;	   /* malformed JSON / non-QMP messages: dropped */
+	uint64_t commands_sent;	    /* accepted by qmp_client_send(), plus negotiation */
+	uint64_t replies;	    /* replies matched to a pending command */
+	uint64_t unknown_replies;   /* replies with a missing or unknown id: dropped */
+	uint64_t events;	    /* events dispatched (counted even with no event callback) */
+	uint64_t bad_messages;	    /* malformed JSON / non-QMP messages: dropped */
 	uint64_t oversize_messages; /* messages over QMP_MAX_MESSAGE: dropped */
-	uint64_t timeouts;	   /* commands completed with -ETIMEDOUT */
+	uint64_t timeouts;	    /* commands completed with -ETIMEDOUT */
 };
 
 /*
@@ -126,8 +131,8 @@ typedef void (*qmp_reply_cb)(void *opaque, int status, struct json_object *ret,
  * the header comment. On a dead connection returns its error
  * (-EPIPE, -ECONNRESET, -EPROTO). Returns 0 on success.
  */
-int qmp_client_send(struct qmp_client *c, const char *cmd, struct json_object *args,
-		    const int *fds, size_t nfds, int timeout_ms, qmp_reply_cb cb, void *opaque,
+int qmp_client_send(struct qmp_client *c, const char *cmd, struct json_object *args, const int *fds,
+		    size_t nfds, int timeout_ms, qmp_reply_cb cb, void *opaque,
 		    struct qmp_error *err);
 
 /*

@@ -68,5 +68,7 @@ int cmd_rm(int argc, char **argv);
 int cmd_wait(int argc, char **argv);
 int cmd_logs(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
+int cmd_qmp(int argc, char **argv);
+int cmd_events(int argc, char **argv);
 
 #endif

@@ -46,6 +46,9 @@ static void usage(FILE *f)
 	      "  wait NAME [--state S] [--timeout S]  wait for running|paused|stopped\n"
 	      "  logs NAME [--follow]            the guest console\n"
 	      "  gc                              remove VMs whose processes are gone\n"
+	      "  qmp NAME CMD ['{ARGS}']         any QMP command; prints the reply JSON\n"
+	      "  qmp NAME --shell                one QMP command per line, events as they come\n"
+	      "  events NAME [--follow] [--json] the VM's QMP events, past and live\n"
 	      "  version                         print the version\n"
 	      "  help                            this text\n"
 	      "\n"
@@ -68,7 +71,7 @@ int main(int argc, char **argv)
 		{ "ls", cmd_ls },	    { "inspect", cmd_inspect }, { "pause", cmd_pause },
 		{ "resume", cmd_resume }, { "stop", cmd_stop },     { "kill", cmd_kill },
 		{ "rm", cmd_rm },	    { "wait", cmd_wait },     { "logs", cmd_logs },
-		{ "gc", cmd_gc },
+		{ "gc", cmd_gc },	    { "qmp", cmd_qmp },	      { "events", cmd_events },
 	};
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
 		if (!strcmp(verb, verbs[i].name))

@@ -49,7 +49,8 @@ static void on_reply(void *opaque, int status, struct json_object *ret, const st
 	if (status == 0) {
 		touch(ret);
 	} else {
-		if (!e || e->code != status || strnlen(e->desc, sizeof(e->desc)) == sizeof(e->desc) ||
+		if (!e || e->code != status ||
+		    strnlen(e->desc, sizeof(e->desc)) == sizeof(e->desc) ||
 		    strnlen(e->klass, sizeof(e->klass)) == sizeof(e->klass))
 			abort();
 	}

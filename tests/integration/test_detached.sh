@@ -130,10 +130,41 @@ t_twenty_concurrent_vms() {
 	wait
 }
 
+t_qmp_verbs_and_events() {
+	avm start --accel tcg --name qm >/dev/null || fail "start"
+	out=$(avm qmp qm query-status)
+	expect_eq "qmp exit" 0 $?
+	expect_contains "query-status" '"status": "running"' "$out"
+	out=$(avm qmp qm no-such-command)
+	expect_eq "invalid command exit" 1 $?
+	expect_contains "invalid command class" "CommandNotFound" "$out"
+	avm qmp qm query-status 'not json' >/dev/null 2>&1
+	[ $? -ne 0 ] || fail "bad argument JSON must fail"
+
+	avm events qm --follow >"$tmp_root/ev" 2>&1 &
+	evpid=$!
+	avm pause qm && avm resume qm || fail "pause/resume"
+	out=$(printf 'stop\nquery-status\ncont\n' | avm qmp qm --shell)
+	expect_contains "shell shows events" "event STOP" "$out"
+	expect_contains "shell runs commands" '"status": "paused"' "$out"
+	avm stop qm || fail "stop"
+	i=0
+	while kill -0 $evpid 2>/dev/null; do
+		i=$((i + 1))
+		[ $i -gt 100 ] && { fail "events --follow did not end with the VM"; kill $evpid; break; }
+		sleep 0.05
+	done
+	wait $evpid 2>/dev/null
+	expect_eq "followed STOP events" 2 "$(grep -c ' STOP ' "$tmp_root/ev")"
+	expect_eq "followed RESUME events" 2 "$(grep -c ' RESUME ' "$tmp_root/ev")"
+	expect_contains "json events" '"event":"STOP"' "$(avm events qm --json)"
+	avm rm qm || fail "rm"
+}
+
 filter=${1:-}
 for t in t_start_exec_pause_resume_stop t_duplicate_and_bad_names t_kill_qemu_is_recorded \
 	t_kill_supervisor_leaves_nothing_after_gc t_avm_kill_verb t_logs_and_inspect \
-	t_twenty_concurrent_vms; do
+	t_qmp_verbs_and_events t_twenty_concurrent_vms; do
 	case "$t" in *"$filter"*) run_test "$t" ;; esac
 done
 summary

@@ -32,8 +32,8 @@
 #include "qmp.h"
 #include "qmp_internal.h"
 
-#define GREETING                                                                                 \
-	"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, "       \
+#define GREETING                                                                           \
+	"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, " \
 	"\"package\": \"Debian\"}, \"capabilities\": [\"oob\"]}}\r\n"
 #define IO_TIMEOUT_MS 3000
 
@@ -220,8 +220,8 @@ static char *srv_read_line(struct srv *s)
 
 				for (size_t i = 0; i < k; i++) {
 					assert_true(s->nrfds < 32);
-					memcpy(&s->rfds[s->nrfds++], CMSG_DATA(cm) + i * sizeof(int),
-					       sizeof(int));
+					memcpy(&s->rfds[s->nrfds++],
+					       CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
 				}
 			}
 		}
@@ -408,14 +408,14 @@ static void test_command_before_negotiation(void **state)
 
 	rec_reset(&a, "A");
 	rec_reset(&b, "B");
-	assert_int_equal(qmp_client_send(f->c, "qmp_capabilities", NULL, NULL, 0, 0, reply_cb, &a,
-					 &err),
-			 -EINVAL);
+	assert_int_equal(
+		qmp_client_send(f->c, "qmp_capabilities", NULL, NULL, 0, 0, reply_cb, &a, &err),
+		-EINVAL);
 	assert_int_equal(err.code, -EINVAL);
 
 	/* Queued: nothing is written before the greeting, and nothing to poll out for. */
-	assert_int_equal(qmp_client_send(f->c, "query-status", NULL, NULL, 0, 0, reply_cb, &a, NULL),
-			 0);
+	assert_int_equal(
+		qmp_client_send(f->c, "query-status", NULL, NULL, 0, 0, reply_cb, &a, NULL), 0);
 	assert_int_equal(qmp_client_poll_events(f->c), POLLIN);
 	assert_int_equal(qmp_client_process(f->c, NULL), 0);
 	assert_true(srv_idle(&f->s));
@@ -461,14 +461,15 @@ static void test_negotiation_refused(void **state)
 	char id[32];
 
 	rec_reset(&a, "A");
-	assert_int_equal(qmp_client_send(f->c, "query-status", NULL, NULL, 0, 0, reply_cb, &a, NULL),
-			 0);
+	assert_int_equal(
+		qmp_client_send(f->c, "query-status", NULL, NULL, 0, 0, reply_cb, &a, NULL), 0);
 	srv_write(&f->s, GREETING, strlen(GREETING));
 	assert_int_equal(qmp_client_process(f->c, NULL), 0);
 	srv_expect_put(&f->s, "qmp_capabilities", id);
-	srv_writef(&f->s,
-		   "{\"id\": \"%s\", \"error\": {\"class\": \"GenericError\", \"desc\": \"no\"}}\r\n",
-		   id);
+	srv_writef(
+		&f->s,
+		"{\"id\": \"%s\", \"error\": {\"class\": \"GenericError\", \"desc\": \"no\"}}\r\n",
+		id);
 	assert_int_equal(qmp_client_process(f->c, &err), -EPROTO);
 	assert_int_equal(err.code, -EPROTO);
 	assert_string_equal(err.klass, "GenericError");
@@ -497,14 +498,15 @@ static void test_events_between_replies(void **state)
 	srv_expect_put(&f->s, "stop", ida);
 	srv_expect_put(&f->s, "cont", idb);
 	/* All in one write: several messages in one read. */
-	srv_writef(&f->s,
-		   "{\"timestamp\": {\"seconds\": 1234, \"microseconds\": 5678}, \"event\": \"STOP\"}\r\n"
-		   "{\"return\": {}, \"id\": \"%s\"}\r\n"
-		   "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}, \"event\": \"RESUME\"}\r\n"
-		   "{\"timestamp\": {\"seconds\": 3, \"microseconds\": 4}, \"event\": \"SHUTDOWN\", "
-		   "\"data\": {\"guest\": false, \"reason\": \"host-qmp-quit\"}}\r\n"
-		   "{\"return\": {}, \"id\": \"%s\"}\r\n",
-		   ida, idb);
+	srv_writef(
+		&f->s,
+		"{\"timestamp\": {\"seconds\": 1234, \"microseconds\": 5678}, \"event\": \"STOP\"}\r\n"
+		"{\"return\": {}, \"id\": \"%s\"}\r\n"
+		"{\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}, \"event\": \"RESUME\"}\r\n"
+		"{\"timestamp\": {\"seconds\": 3, \"microseconds\": 4}, \"event\": \"SHUTDOWN\", "
+		"\"data\": {\"guest\": false, \"reason\": \"host-qmp-quit\"}}\r\n"
+		"{\"return\": {}, \"id\": \"%s\"}\r\n",
+		ida, idb);
 	assert_int_equal(qmp_client_process(f->c, NULL), 0);
 	assert_string_equal(g_log, "E:STOP R:A:0 E:RESUME E:SHUTDOWN R:B:0 ");
 	assert_int_equal(f->ev.n, 3);
@@ -589,9 +591,9 @@ static void test_malformed_recovery(void **state)
 				  "{\"foo\": 1}\r\n"
 				  "{\"return\": {}} trailing\r\n"
 				  "{\"return\": \"\xff\xfe\"}\r\n" /* invalid UTF-8 */
-				  "{\"ret\0urn\": 1}\r\n"	  /* NUL byte */
-				  "\r\n"			  /* blank: harmless */
-				  "{\"return\": {}\r\n";	  /* unterminated object */
+				  "{\"ret\0urn\": 1}\r\n"	   /* NUL byte */
+				  "\r\n"			   /* blank: harmless */
+				  "{\"return\": {}\r\n";	   /* unterminated object */
 
 	rec_reset(&a, "A");
 	rec_reset(&b, "B");
@@ -820,8 +822,8 @@ static void test_qmp_error(void **state)
 		const char *klass;
 		int code;
 	} cases[] = {
-		{ "GenericError", -EIO },	 { "CommandNotFound", -ENOSYS },
-		{ "DeviceNotFound", -ENODEV },	 { "DeviceNotActive", -ENXIO },
+		{ "GenericError", -EIO },	  { "CommandNotFound", -ENOSYS },
+		{ "DeviceNotFound", -ENODEV },	  { "DeviceNotActive", -ENXIO },
 		{ "KVMMissingCap", -EOPNOTSUPP }, { "SomethingNew", -EIO },
 	};
 	static struct rec r = { 0 };
@@ -831,12 +833,14 @@ static void test_qmp_error(void **state)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		rec_reset(&r, "E");
 		assert_int_equal(qmp_error_class_to_errno(cases[i].klass), cases[i].code);
-		assert_int_equal(qmp_client_send(f->c, "x", NULL, NULL, 0, 0, reply_cb, &r, NULL), 0);
+		assert_int_equal(qmp_client_send(f->c, "x", NULL, NULL, 0, 0, reply_cb, &r, NULL),
+				 0);
 		srv_expect_put(&f->s, "x", id);
-		srv_writef(&f->s,
-			   "{\"id\": \"%s\", \"error\": {\"class\": \"%s\", \"desc\": \"went wrong %zu\"}}"
-			   "\r\n",
-			   id, cases[i].klass, i);
+		srv_writef(
+			&f->s,
+			"{\"id\": \"%s\", \"error\": {\"class\": \"%s\", \"desc\": \"went wrong %zu\"}}"
+			"\r\n",
+			id, cases[i].klass, i);
 		assert_int_equal(qmp_client_process(f->c, NULL), 0);
 		assert_int_equal(r.n, 1);
 		assert_int_equal(r.status, cases[i].code);
@@ -886,7 +890,8 @@ static void test_disconnect_mid_command(void **state)
 	assert_int_equal(qmp_client_next_timeout_ms(f->c), -1);
 	assert_int_equal(qmp_client_pending_commands(f->c), 0);
 	/* Dead for good: sends fail synchronously and never call back. */
-	assert_int_equal(qmp_client_send(f->c, "c", NULL, NULL, 0, 0, reply_cb, &late, &err), -EPIPE);
+	assert_int_equal(qmp_client_send(f->c, "c", NULL, NULL, 0, 0, reply_cb, &late, &err),
+			 -EPIPE);
 	assert_int_equal(err.code, -EPIPE);
 	assert_int_equal(qmp_client_process(f->c, NULL), -EPIPE);
 	assert_int_equal(late.n, 0);
@@ -996,8 +1001,8 @@ static void test_fd_passing(void **state)
 	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
 	args = json_object_new_object();
 	json_object_object_add(args, "fdname", json_object_new_string("tap0"));
-	assert_int_equal(qmp_client_send(f->c, "query-status", NULL, NULL, 0, 0, reply_cb, &b, NULL),
-			 0);
+	assert_int_equal(
+		qmp_client_send(f->c, "query-status", NULL, NULL, 0, 0, reply_cb, &b, NULL), 0);
 	assert_int_equal(qmp_client_send(f->c, "getfd", args, &p[1], 1, 0, reply_cb, &a, NULL), 0);
 	json_object_put(args);
 	/* fds are borrowed: ours can go at once, the client holds a dup until it is sent. */
@@ -1032,11 +1037,12 @@ static void test_fd_passing(void **state)
 	/* Argument checks. */
 	for (int i = 0; i <= QMP_MAX_FDS; i++)
 		fds[i] = 0;
-	assert_int_equal(qmp_client_send(f->c, "getfd", NULL, fds, QMP_MAX_FDS + 1, 0, reply_cb, &a,
-					 &err),
-			 -EINVAL);
+	assert_int_equal(
+		qmp_client_send(f->c, "getfd", NULL, fds, QMP_MAX_FDS + 1, 0, reply_cb, &a, &err),
+		-EINVAL);
 	fds[0] = 1000;
-	assert_int_equal(qmp_client_send(f->c, "getfd", NULL, fds, 1, 0, reply_cb, &a, &err), -EBADF);
+	assert_int_equal(qmp_client_send(f->c, "getfd", NULL, fds, 1, 0, reply_cb, &a, &err),
+			 -EBADF);
 	assert_int_equal(err.code, -EBADF);
 	assert_int_equal(a.n, 1);
 	rec_reset(&a, NULL);
@@ -1158,7 +1164,8 @@ static void test_oversize_id_recovery(void **state)
 {
 	struct qmp_client *c = qmp_client_new_detached();
 	static struct rec a = { 0 }, b = { 0 };
-	static const char pad[] = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+	static const char pad[] =
+		"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
 	char *m;
 	struct qmp_client_stats st;
 
@@ -1179,7 +1186,8 @@ static void test_oversize_id_recovery(void **state)
 	assert_int_equal(qmp_client_send(c, "b", NULL, NULL, 0, 0, reply_cb, &b, NULL), 0);
 
 	/* Nested "id" at the end or the start of the payload: not ours. */
-	assert_true(asprintf(&m, "{\"return\": {\"pad\": \"%s\", \"id\": \"avm-2\"}}\r\n", pad) > 0);
+	assert_true(asprintf(&m, "{\"return\": {\"pad\": \"%s\", \"id\": \"avm-2\"}}\r\n", pad) >
+		    0);
 	assert_int_equal(qmp_client_feed(c, m, strlen(m), NULL), -EMSGSIZE);
 	free(m);
 	assert_true(asprintf(&m, "{\"return\": [{\"id\": \"avm-2\", \"p\": \"%s\"}]}\n", pad) > 0);
@@ -1247,7 +1255,11 @@ static int child_writef(int fd, const char *fmt, ...)
 	return write(fd, buf, (size_t)n) == n ? 0 : -1;
 }
 
-enum script { SCRIPT_OK, SCRIPT_DIE_MID_COMMAND, SCRIPT_SILENT };
+enum script {
+	SCRIPT_OK,
+	SCRIPT_DIE_MID_COMMAND,
+	SCRIPT_SILENT
+};
 
 static void child_main(int fd, enum script sc)
 {
@@ -1259,7 +1271,8 @@ static void child_main(int fd, enum script sc)
 			;
 		_exit(0);
 	}
-	if (child_writef(fd, GREETING) || child_read_cmd(fd, buf, sizeof(buf), id, "qmp_capabilities") ||
+	if (child_writef(fd, GREETING) ||
+	    child_read_cmd(fd, buf, sizeof(buf), id, "qmp_capabilities") ||
 	    child_writef(fd, "{\"return\": {}, \"id\": \"%s\"}\r\n", id))
 		_exit(1);
 	if (child_read_cmd(fd, buf, sizeof(buf), id, "query-status"))
@@ -1268,9 +1281,11 @@ static void child_main(int fd, enum script sc)
 		child_writef(fd, "{\"event\": \"STOP\"}\r\n{\"return\": {\"status\": ");
 		_exit(0);
 	}
-	if (child_writef(fd, "{\"event\": \"RESUME\"}\r\n"
-			     "{\"return\": {\"status\": \"running\", \"running\": true}, \"id\": \"%s\"}\r\n",
-			 id))
+	if (child_writef(
+		    fd,
+		    "{\"event\": \"RESUME\"}\r\n"
+		    "{\"return\": {\"status\": \"running\", \"running\": true}, \"id\": \"%s\"}\r\n",
+		    id))
 		_exit(3);
 	if (child_read_cmd(fd, buf, sizeof(buf), id, "bogus") ||
 	    child_writef(fd,
@@ -1484,9 +1499,18 @@ static void test_real_qemu(void **state)
 	q->pid = fork();
 	assert_true(q->pid >= 0);
 	if (q->pid == 0) {
-		char *argv[] = { qemu,	  "-M",	     "microvm,accel=tcg", "-nodefaults",
-				 "-no-user-config", "-display", "none",		     "-S",
-				 "-chardev", fdarg,	"-mon",	     "chardev=qmp0,mode=control",
+		char *argv[] = { qemu,
+				 "-M",
+				 "microvm,accel=tcg",
+				 "-nodefaults",
+				 "-no-user-config",
+				 "-display",
+				 "none",
+				 "-S",
+				 "-chardev",
+				 fdarg,
+				 "-mon",
+				 "chardev=qmp0,mode=control",
 				 NULL };
 
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -1509,9 +1533,9 @@ static void test_real_qemu(void **state)
 	assert_int_equal(qmp_query_status(q->c, status, sizeof(status), 10000, &err), 0);
 	assert_true(!strcmp(status, "prelaunch") || !strcmp(status, "paused"));
 
-	assert_int_equal(qmp_client_execute(q->c, "no-such-command", NULL, NULL, 0, &ret, 10000,
-					    &err),
-			 -ENOSYS);
+	assert_int_equal(
+		qmp_client_execute(q->c, "no-such-command", NULL, NULL, 0, &ret, 10000, &err),
+		-ENOSYS);
 	assert_string_equal(err.klass, "CommandNotFound");
 	assert_non_null(strstr(err.desc, "no-such-command"));
 
