@@ -54,7 +54,7 @@ BASELINE_INITRAMFS := $(IMAGES)/baseline-initramfs.cpio
 GUEST_INIT := $(IMAGES)/agentvm-init
 UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 
-.PHONY: all build images check check-unit check-integration fuzz bench install clean distclean \
+.PHONY: all build images check check-unit check-fuzz check-integration fuzz bench install clean distclean \
 	deps demo ci
 all: build images
 
@@ -129,7 +129,11 @@ check-unit: $(UNIT_BINS)
 check-integration: all
 	$(Q)sh tests/integration/run.sh $(AGENTVM)
 
-check: check-unit check-integration
+check: check-unit check-fuzz check-integration
+
+# A short fuzz pass of every parser of untrusted bytes; `make fuzz FUZZ_SECONDS=600` for long runs.
+check-fuzz: $(FUZZ_BINS)
+	$(Q)sh tests/fuzz/run.sh $(or $(FUZZ_SECONDS),10) $(FUZZ_BINS)
 
 # The test job in one command: set up everything, then the whole suite (what .ci/run runs).
 ci: deps
@@ -137,10 +141,14 @@ ci: deps
 
 FUZZ_CC ?= clang
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(B)/fuzz/%,$(FUZZ_SRC))
-$(B)/fuzz/%: tests/fuzz/%.c $(QMP_SRC) $(PROTO_SRC) $(CORE_SRC)
+# Each target links the parser it exercises and nothing that touches the machine.
+FUZZ_LINK_fuzz_proto := $(PROTO_SRC)
+FUZZ_LINK_fuzz_qmp := $(QMP_SRC)
+FUZZ_LINK_fuzz_guest_exec := $(PROTO_SRC) guest-init/request.c guest-init/util.c
+$(B)/fuzz/%: tests/fuzz/%.c $(QMP_SRC) $(PROTO_SRC) $(GUEST_SRC)
 	@mkdir -p $(dir $@)
 	$(Q)$(FUZZ_CC) -g -O1 -std=gnu17 -D_GNU_SOURCE= -fsanitize=fuzzer,address,undefined -I. -Isrc \
-		-Iqmp -Iguest-init $(PKG_CFLAGS) $< $(QMP_SRC) $(PROTO_SRC) -o $@ $(PKG_LIBS)
+		-Iqmp -Iguest-init $(PKG_CFLAGS) $< $(FUZZ_LINK_$*) -o $@ $(PKG_LIBS)
 fuzz: $(FUZZ_BINS)
 	$(Q)sh tests/fuzz/run.sh $(or $(FUZZ_SECONDS),30) $(FUZZ_BINS)
 
@@ -148,7 +156,11 @@ $(B)/bench/exec-rtt: bench/exec_rtt.c $(LIBS_ALL)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) $< -o $@ $(LIBS_ALL) $(PKG_LIBS) $(LDFLAGS)
 
-bench: all $(B)/bench/exec-rtt
+$(B)/bench/qmp-rtt: bench/qmp_rtt.c $(LIBS_ALL)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $< -o $@ $(LIBS_ALL) $(PKG_LIBS) $(LDFLAGS)
+
+bench: all $(B)/bench/exec-rtt $(B)/bench/qmp-rtt
 	$(Q)sh bench/run.sh $(AGENTVM)
 
 install: all

@@ -43,6 +43,7 @@ median() { sort -n "$1" | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; el
 
 : >"$tmp/a"
 : >"$tmp/b"
+: >"$tmp/s"
 echo "bench: $N interleaved rounds (accel $accel)"
 i=0
 while [ $i -lt "$N" ]; do
@@ -52,15 +53,28 @@ while [ $i -lt "$N" ]; do
 	t=$(date +%s%N)
 	"$AVM" run --accel $accel -- true || { echo "bench: agentvm run failed" >&2; exit 1; }
 	ms_since "$t" >>"$tmp/a"
+	t=$(date +%s%N)
+	"$AVM" start --accel $accel --name "bench-$i" >/dev/null || { echo "bench: start failed" >&2; exit 1; }
+	ms_since "$t" >>"$tmp/s"
+	"$AVM" rm --force "bench-$i"
 	i=$((i + 1))
 done
 "$B/bench/exec-rtt" "$IMG/vmlinux" "$IMG/initramfs.cpio" $((N * 10)) >"$tmp/c_us" 2>"$tmp/c_err"
 awk '{printf "%.3f\n", $1 / 1000}' "$tmp/c_us" >"$tmp/c"
+"$AVM" start --accel $accel --name bench-qmp >/dev/null
+"$B/bench/qmp-rtt" "$AGENTVM_STATE_DIR/bench-qmp/qmp.sock" $((N * 10)) >"$tmp/q_us"
+"$AVM" rm --force bench-qmp
+awk '$1 == "stop" {printf "%.3f\n", $2 / 1000}' "$tmp/q_us" >"$tmp/qs"
+awk '$1 == "cont" {printf "%.3f\n", $2 / 1000}' "$tmp/q_us" >"$tmp/qc"
 
 ma=$(median "$tmp/a")
 mb=$(median "$tmp/b")
 mc=$(median "$tmp/c")
 ratio=$(awk -v a="$ma" -v b="$mb" 'BEGIN {printf "%.3f", a / b}')
+ms=$(median "$tmp/s")
+sratio=$(awk -v a="$ms" -v b="$mb" 'BEGIN {printf "%.3f", a / b}')
+mqs=$(median "$tmp/qs")
+mqc=$(median "$tmp/qc")
 boot=$(awk '/boot_to_ready_ms/ {print $2}' "$tmp/c_err")
 cpu_model=$(awk -F: '/model name/ {sub(/^ /, "", $2); print $2; exit}' /proc/cpuinfo)
 qver=$(qemu-system-x86_64 --version | head -1)
@@ -80,13 +94,19 @@ Produced by \`make bench\` (bench/run.sh, N=$N interleaved rounds) on $(date -u 
 | (b) baseline: raw \`qemu-system-x86_64 -M microvm\`, init reboots at once | $mb ms | $N | - |
 | ratio a / b | **$ratio** | | <= 1.15 |
 | (c) exec round trip of \`true\` in a running VM | $mc ms | $((N * 10)) | < 20 ms |
+| (d) \`agentvm start\` until the guest is READY (supervisor, detached) | $ms ms | $N | <= 1.15 x (b) |
+| ratio d / b | **$sratio** | | <= 1.15 |
+| (e) pause: QMP \`stop\` round trip | $mqs ms | $((N * 10)) | < 5 ms |
+| (f) resume: QMP \`cont\` round trip | $mqc ms | $((N * 10)) | < 5 ms |
 | boot to READY inside (c)'s VM (one sample) | $boot ms | 1 | - |
 
 Commands:
 - (a) \`$AVM run --accel $accel -- true\`
 - (b) \`qemu-system-x86_64 -M $machine -cpu $cpu -smp 1 -m 512 -nodefaults -no-user-config -nographic -no-reboot -kernel vmlinux -initrd baseline-initramfs.cpio -append "console=hvc0 quiet reboot=t panic=-1 rdinit=/init$tsc" -device virtio-serial-device,max_ports=2 -chardev null,id=con0 -device virtconsole,chardev=con0,nr=0\`
+- (d) \`$AVM start --accel $accel --name bench-N\` (then \`rm --force\`, not timed)
+- (e, f) \`$B/bench/qmp-rtt STATE/bench-qmp/qmp.sock $((N * 10))\` (stop/cont pairs over the VM's QMP socket)
 - (c) \`$B/bench/exec-rtt vmlinux initramfs.cpio $((N * 10))\` (libagentvm: vm_exec of \`true\`, stdout to /dev/null)
 
-Raw samples (ms): a = $(tr '\n' ' ' <"$tmp/a")/ b = $(tr '\n' ' ' <"$tmp/b")
+Raw samples (ms): a = $(tr '\n' ' ' <"$tmp/a")/ b = $(tr '\n' ' ' <"$tmp/b")/ d = $(tr '\n' ' ' <"$tmp/s")
 MD
 cat "$out"

@@ -268,13 +268,16 @@ void exec_reap(void)
 	}
 }
 
-static uint64_t next_timer_ns(void)
+/* The next deadline: timeouts only, or also pipe grace periods and stdin stalls. */
+static uint64_t next_timer_ns(bool kill_only)
 {
 	uint64_t t = UINT64_MAX;
 
 	for (struct exec *e = execs; e; e = e->next) {
 		if (!e->reaped && e->deadline_ns && !e->timed_out && e->deadline_ns < t)
 			t = e->deadline_ns;
+		if (kill_only)
+			continue;
 		if (e->reaped && e->grace_ns && e->grace_ns < t)
 			t = e->grace_ns;
 		if (e->q.len >= STDIN_HIGH && !e->in_dropping &&
@@ -286,7 +289,14 @@ static uint64_t next_timer_ns(void)
 
 int exec_next_timer_ms(void)
 {
-	uint64_t t = next_timer_ns();
+	uint64_t t = next_timer_ns(false);
+
+	return t == UINT64_MAX ? -1 : ms_until(t, mono_ns());
+}
+
+int exec_next_kill_ms(void)
+{
+	uint64_t t = next_timer_ns(true);
 
 	return t == UINT64_MAX ? -1 : ms_until(t, mono_ns());
 }

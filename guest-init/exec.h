@@ -51,7 +51,11 @@ void exec_reap(void);
 /* ms until the next timer (timeout, grace, stalled stdin), -1 for none. */
 int exec_next_timer_ms(void);
 void exec_run_timers(void);
-/* Only SIGKILLs commands whose timeout passed: safe while a send is waiting. */
+/*
+ * For a send that waits on the host: ms until the next command timeout (-1 for none), and
+ * exec_kill_expired() that only SIGKILLs commands whose timeout passed (no frames, no frees).
+ */
+int exec_next_kill_ms(void);
 void exec_kill_expired(void);
 /* true while some command's stdin queue is full: stop reading the port. */
 bool exec_stdin_backlogged(void);

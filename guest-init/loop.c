@@ -47,11 +47,6 @@ static void drain_signalfd(int fd)
 		;
 }
 
-static int wait_hook_timeout(void)
-{
-	return exec_next_timer_ms();
-}
-
 void loop_run(int port_fd, int sig_fd)
 {
 	static struct watch w_port = { WATCH_PORT, NULL }, w_sig = { WATCH_SIGNAL, NULL };
@@ -71,7 +66,7 @@ void loop_run(int port_fd, int sig_fd)
 		log_msg("epoll port: %m");
 	if (sig_fd >= 0 && loop_add(sig_fd, EPOLLIN, &w_sig) < 0)
 		log_msg("epoll signalfd: %m");
-	port_set_wait_hook(wait_hook_timeout, exec_kill_expired);
+	port_set_wait_hook(exec_next_kill_ms, exec_kill_expired);
 	/* Children may have exited before the signalfd existed. */
 	exec_reap();
 
