@@ -22,6 +22,7 @@ static struct exec *execs;     /* live */
 static struct exec *graveyard; /* finished, freed at the end of the loop iteration */
 static unsigned int n_execs;
 static int devnull = -1;
+static bool unfinished; /* reaped during a send, EXIT not sent yet */
 
 struct exec *exec_find(uint32_t id)
 {
@@ -242,7 +243,11 @@ void exec_on_event(struct watch *w, uint32_t events)
 	}
 }
 
-void exec_reap(void)
+/*
+ * Collect exit statuses. With finish, also send EXIT for the commands that are done; without
+ * (while a send waits on the host) only record them, and exec_run_timers() finishes them.
+ */
+static void reap(bool finish)
 {
 	struct rusage ru;
 	int status;
@@ -264,8 +269,21 @@ void exec_reap(void)
 		ex->end_ns = mono_ns();
 		if (ex->fd_out >= 0 || ex->fd_err >= 0)
 			ex->grace_ns = ex->end_ns + PIPE_GRACE_NS;
-		exec_maybe_finish(ex);
+		if (finish)
+			exec_maybe_finish(ex);
+		else
+			unfinished = true;
 	}
+}
+
+void exec_reap(void)
+{
+	reap(true);
+}
+
+void exec_reap_quiet(void)
+{
+	reap(false);
 }
 
 /* The next deadline: timeouts only, or also pipe grace periods and stdin stalls. */
@@ -291,6 +309,8 @@ int exec_next_timer_ms(void)
 {
 	uint64_t t = next_timer_ns(false);
 
+	if (unfinished)
+		return 0; /* exits reaped during a send still need their EXIT */
 	return t == UINT64_MAX ? -1 : ms_until(t, mono_ns());
 }
 
@@ -339,6 +359,7 @@ void exec_run_timers(void)
 					e->id, (unsigned long long)(STDIN_STALL_NS / NSEC_PER_SEC));
 		}
 	}
+	unfinished = false;
 }
 
 bool exec_stdin_backlogged(void)

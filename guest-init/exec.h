@@ -48,6 +48,8 @@ void exec_signal(uint32_t id, const uint8_t *p, size_t len);
 struct watch;
 void exec_on_event(struct watch *w, uint32_t events);
 void exec_reap(void);
+/* Reap without sending anything: safe while a send is waiting (see exec_kill_expired()). */
+void exec_reap_quiet(void);
 /* ms until the next timer (timeout, grace, stalled stdin), -1 for none. */
 int exec_next_timer_ms(void);
 void exec_run_timers(void);

@@ -47,6 +47,17 @@ static void drain_signalfd(int fd)
 		;
 }
 
+static int sig_fd_global = -1;
+
+/* Runs inside a port send that waits for the host: reap and time out, but send nothing. */
+static void on_send_wait(void)
+{
+	if (sig_fd_global >= 0)
+		drain_signalfd(sig_fd_global);
+	exec_reap_quiet();
+	exec_kill_expired();
+}
+
 void loop_run(int port_fd, int sig_fd)
 {
 	static struct watch w_port = { WATCH_PORT, NULL }, w_sig = { WATCH_SIGNAL, NULL };
@@ -66,7 +77,8 @@ void loop_run(int port_fd, int sig_fd)
 		log_msg("epoll port: %m");
 	if (sig_fd >= 0 && loop_add(sig_fd, EPOLLIN, &w_sig) < 0)
 		log_msg("epoll signalfd: %m");
-	port_set_wait_hook(exec_next_kill_ms, exec_kill_expired);
+	port_set_wait_hook(sig_fd, exec_next_kill_ms, on_send_wait);
+	sig_fd_global = sig_fd;
 	/* Children may have exited before the signalfd existed. */
 	exec_reap();
 

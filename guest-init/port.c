@@ -37,7 +37,7 @@ static struct {
 	uint64_t us;
 } stats;
 static int (*hook_timeout_ms)(void);
-static void (*hook_on_timeout)(void);
+static void (*hook_on_wake)(void);
 
 /* Read a sysfs attribute into buf (NUL-terminated, trailing newline dropped). */
 static int read_attr(const char *dir, const char *name, char *buf, size_t size)
@@ -182,6 +182,7 @@ int port_open(void)
 	stats.scans = scans;
 	stats.us = (mono_ns() - t0) / 1000;
 
+	ev.data.fd = fd;
 	wait_ep = epoll_create1(EPOLL_CLOEXEC);
 	if (wait_ep < 0 || epoll_ctl(wait_ep, EPOLL_CTL_ADD, fd, &ev) < 0)
 		log_msg("port wait epoll: %m"); /* sends then spin on EAGAIN; still correct */
@@ -195,10 +196,14 @@ void port_log_stats(void)
 		  (unsigned long long)stats.us);
 }
 
-void port_set_wait_hook(int (*timeout_ms)(void), void (*on_timeout)(void))
+void port_set_wait_hook(int wake_fd, int (*timeout_ms)(void), void (*on_wake)(void))
 {
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = wake_fd };
+
 	hook_timeout_ms = timeout_ms;
-	hook_on_timeout = on_timeout;
+	hook_on_wake = on_wake;
+	if (wake_fd >= 0 && wait_ep >= 0 && epoll_ctl(wait_ep, EPOLL_CTL_ADD, wake_fd, &ev) < 0)
+		log_msg("port wait epoll: %m");
 }
 
 int port_read(void)
@@ -236,22 +241,31 @@ void port_stash_clear(void)
 /*
  * The port is full (the host is slow to read) or the host side is not connected yet. Sleep
  * until the port's wait queue wakes (buffer consumed, host connected, data in), keeping
- * timeouts alive and taking in what the host sends meanwhile.
+ * timeouts and reaping alive (the hook) and taking in what the host sends meanwhile.
  */
 static void wait_writable(void)
 {
-	struct epoll_event ev;
+	struct epoll_event evs[2];
 	int timeout = hook_timeout_ms ? hook_timeout_ms() : -1;
+	bool port_in = false, wake = false;
 	int n;
 
 	if (wait_ep < 0) {
 		usleep(1000);
 		return;
 	}
-	n = epoll_wait(wait_ep, &ev, 1, timeout);
-	if (n == 0 && hook_on_timeout)
-		hook_on_timeout();
-	if (n > 0 && (ev.events & EPOLLIN))
+	n = epoll_wait(wait_ep, evs, 2, timeout);
+	if (n == 0)
+		wake = true;
+	for (int i = 0; i < n; i++) {
+		if (evs[i].data.fd == port_fd)
+			port_in |= (evs[i].events & EPOLLIN) != 0;
+		else
+			wake = true;
+	}
+	if (wake && hook_on_wake)
+		hook_on_wake();
+	if (port_in)
 		while (port_read() > 0)
 			;
 }

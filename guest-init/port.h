@@ -48,9 +48,10 @@ const uint8_t *port_stash(size_t *len);
 void port_stash_clear(void);
 
 /*
- * While a send waits for the host: timeout_ms() says how long it may wait before on_timeout()
- * must run (-1 = forever). on_timeout must not send frames.
+ * While a send waits for the host: it also wakes when wake_fd is readable (or -1 for none) and
+ * after timeout_ms() milliseconds (-1 = no limit), and then calls on_wake(), which must not
+ * send frames (it runs in the middle of a send).
  */
-void port_set_wait_hook(int (*timeout_ms)(void), void (*on_timeout)(void));
+void port_set_wait_hook(int wake_fd, int (*timeout_ms)(void), void (*on_wake)(void));
 
 #endif

@@ -51,6 +51,12 @@ int cli_resolve_paths(struct vm_spec *spec, char **qemu, char **kernel, char **i
 /* Block SIGINT/SIGTERM/SIGHUP/SIGQUIT and return a signalfd for them (-errno on failure). */
 int cli_block_signals(void);
 
+struct qmp_client;
+/* Connect to a VM's qmp.sock (in its state dir) and negotiate capabilities. */
+int cli_qmp_open(const char *dir, struct qmp_client **out, struct avm_error *err);
+/* The one warning line printed when AUTO fell back to TCG. */
+void cli_warn_tcg(void);
+
 struct vm_exec_result;
 /* CMD's result -> agentvm's exit code (printing a line for timeouts and start failures). */
 int cli_exit_code_of(const struct vm_exec_result *res, const char *cmd, unsigned timeout_s);

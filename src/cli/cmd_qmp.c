@@ -33,31 +33,9 @@ static void print_event(void *opaque, const char *event, struct json_object *dat
 static int connect_qmp(const char *name, struct qmp_client **out, struct avm_error *err)
 {
 	_cleanup_free_ char *dir = NULL;
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct qmp_error qe = { 0 };
-	int fd, r = statedir_find(name, &dir, err);
+	int r = statedir_find(name, &dir, err);
 
-	if (r < 0)
-		return r;
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/qmp.sock", dir);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		r = -errno;
-		if (fd >= 0)
-			close(fd);
-		return avm_error_setx(err, r, "VM '%s' has no QMP socket (is it running?)", name);
-	}
-	*out = qmp_client_new(fd);
-	if (!*out) {
-		close(fd);
-		return avm_error_set(err, -ENOMEM, "out of memory");
-	}
-	r = qmp_client_handshake(*out, QMP_CLI_TIMEOUT_MS, &qe);
-	if (r < 0) {
-		qmp_client_free(*out);
-		return avm_error_set(err, r, "QMP handshake with VM '%s' failed: %s", name, qe.desc);
-	}
-	return 0;
+	return r < 0 ? r : cli_qmp_open(dir, out, err);
 }
 
 /* One command; prints the reply (or the QMP error) as JSON. 0 ok, 1 QMP error, <0 other. */

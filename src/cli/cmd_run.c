@@ -85,8 +85,7 @@ int cmd_run(int argc, char **argv)
 		return EXIT_HOST_MISSING;
 	}
 	if (fell_back)
-		cli_warn("/dev/kvm is not available, using TCG software emulation (much slower); "
-			 "pass --accel tcg to silence this");
+		cli_warn_tcg();
 	sig_fd = cli_block_signals();
 	if (sig_fd < 0) {
 		cli_error("cannot set up signal handling: %s", strerror(-sig_fd));

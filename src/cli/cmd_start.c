@@ -55,8 +55,7 @@ int cmd_start(int argc, char **argv)
 		return r == -EINVAL ? EXIT_USAGE : EXIT_HOST_MISSING;
 	}
 	if (fell_back)
-		cli_warn("/dev/kvm is not available, using TCG software emulation (much slower); "
-			 "pass --accel tcg to silence this");
+		cli_warn_tcg();
 	struct vm_launch_opts lo = {
 		.spec = a.spec, .kernel = kernel, .initrd = initrd, .qemu = qemu, .accel = accel,
 		.detached = true,

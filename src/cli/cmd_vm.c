@@ -78,7 +78,7 @@ static bool wait_not_live(const char *dir, long ms)
 	}
 }
 
-static int qmp_open(const char *dir, struct qmp_client **out, struct avm_error *err)
+int cli_qmp_open(const char *dir, struct qmp_client **out, struct avm_error *err)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct qmp_error qe = { 0 };
@@ -90,7 +90,8 @@ static int qmp_open(const char *dir, struct qmp_client **out, struct avm_error *
 		r = -errno;
 		if (fd >= 0)
 			close(fd);
-		return avm_error_setx(err, r, "cannot connect to %s", sa.sun_path);
+		return avm_error_setx(err, r, "cannot connect to %s (is the VM running?)",
+				      sa.sun_path);
 	}
 	*out = qmp_client_new(fd);
 	if (!*out) {
@@ -130,7 +131,7 @@ static int qmp_simple(const char *verb, const char *cmd, int argc, char **argv)
 			  verb);
 		return 1;
 	}
-	r = qmp_open(dir, &q, &err);
+	r = cli_qmp_open(dir, &q, &err);
 	if (r == 0)
 		r = qmp_client_execute(q, cmd, NULL, NULL, 0, NULL, 5000, &qe);
 	qmp_client_free(q);
@@ -241,7 +242,7 @@ int cmd_stop(int argc, char **argv)
 		return 0;
 	/* 2: ACPI power button (a no-op for guests without ACPI, like ours; kept for others). */
 	struct qmp_client *q = NULL;
-	if (qmp_open(dir, &q, NULL) == 0) {
+	if (cli_qmp_open(dir, &q, NULL) == 0) {
 		qmp_client_execute(q, "system_powerdown", NULL, NULL, 0, NULL, 2000, NULL);
 		qmp_client_free(q);
 		if (wait_not_live(dir, grace_ms / 2))

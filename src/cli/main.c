@@ -29,6 +29,12 @@ void cli_warn(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+void cli_warn_tcg(void)
+{
+	cli_warn("/dev/kvm is not available, using TCG software emulation (much slower); "
+		 "pass --accel tcg to silence this");
+}
+
 static void usage(FILE *f)
 {
 	fputs("usage: agentvm VERB [OPTIONS] ...\n"

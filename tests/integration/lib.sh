@@ -82,6 +82,16 @@ avm_run() {
 	rc=$?
 }
 
+# Wait (up to 60 s) until file $1 contains $2.
+wait_for_text() {
+	i=0
+	while ! grep -q "$2" "$1" 2>/dev/null; do
+		i=$((i + 1))
+		[ $i -gt 600 ] && { fail "'$2' never appeared in $1"; return 1; }
+		sleep 0.1
+	done
+}
+
 summary() {
 	echo "integration: $TESTS_PASSED passed, $TESTS_FAILED failed, $TESTS_SKIPPED skipped${FAILED_NAMES:+ (failed:$FAILED_NAMES)}"
 	[ "$TESTS_FAILED" -eq 0 ]

@@ -91,12 +91,7 @@ t_output_streams_before_exit() {
 	"$AVM" run --accel tcg -- sh -c 'echo first; read x; echo "second $x"' <"$fifo" >"$tmp_root/out" 2>"$tmp_root/err" &
 	pid=$!
 	exec 9>"$fifo"
-	i=0
-	while ! grep -q first "$tmp_root/out" 2>/dev/null; do
-		i=$((i + 1))
-		[ $i -gt 600 ] && { fail "first line never arrived while the command ran"; break; }
-		sleep 0.1
-	done
+	wait_for_text "$tmp_root/out" first
 	echo go >&9
 	exec 9>&-
 	wait $pid
@@ -114,12 +109,7 @@ t_timeout_kills_and_tears_down() {
 t_sigint_forwarded() {
 	"$AVM" run --accel tcg -- sh -c 'echo ready; sleep 60' >"$tmp_root/out" 2>"$tmp_root/err" &
 	pid=$!
-	i=0
-	while ! grep -q ready "$tmp_root/out" 2>/dev/null; do
-		i=$((i + 1))
-		[ $i -gt 600 ] && break
-		sleep 0.1
-	done
+	wait_for_text "$tmp_root/out" ready
 	kill -INT $pid
 	wait $pid
 	expect_eq "exit after SIGINT" 130 $?
@@ -128,12 +118,7 @@ t_sigint_forwarded() {
 t_qemu_crash_reported() {
 	"$AVM" run --accel tcg -- sh -c 'echo ready; sleep 60' >"$tmp_root/out" 2>"$tmp_root/err" &
 	pid=$!
-	i=0
-	while ! grep -q ready "$tmp_root/out" 2>/dev/null; do
-		i=$((i + 1))
-		[ $i -gt 600 ] && break
-		sleep 0.1
-	done
+	wait_for_text "$tmp_root/out" ready
 	pkill -9 -f "qemu-system-x86_64.*$tmp_root"
 	wait $pid
 	rc=$?
