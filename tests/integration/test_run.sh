@@ -170,6 +170,12 @@ t_hundred_runs_no_hang() {
 		"$AVM" run --accel tcg --boot-timeout 30 -- true >/dev/null 2>"$tmp_root/err"
 		r=$?
 		[ $r -eq 0 ] || { fail "run $i exited $r: $(cat "$tmp_root/err")"; break; }
+		# Nothing may outlive a run: no state dir, no QEMU of ours.
+		if [ -n "$(ls -A "$AGENTVM_STATE_DIR" 2>/dev/null)" ] ||
+			pgrep -f "qemu-system-x86_64.*$tmp_root" >/dev/null; then
+			fail "run $i left something behind: $(ls -A "$AGENTVM_STATE_DIR") $(pgrep -af "qemu-system-x86_64.*$tmp_root")"
+			break
+		fi
 		i=$((i + 1))
 	done
 	echo "    $i runs"
