@@ -359,7 +359,6 @@ void exec_run_timers(void)
 					e->id, (unsigned long long)(STDIN_STALL_NS / NSEC_PER_SEC));
 		}
 	}
-	unfinished = false;
 }
 
 bool exec_stdin_backlogged(void)

@@ -77,8 +77,8 @@ void loop_run(int port_fd, int sig_fd)
 		log_msg("epoll port: %m");
 	if (sig_fd >= 0 && loop_add(sig_fd, EPOLLIN, &w_sig) < 0)
 		log_msg("epoll signalfd: %m");
-	port_set_wait_hook(sig_fd, exec_next_kill_ms, on_send_wait);
 	sig_fd_global = sig_fd;
+	port_set_wait_hook(sig_fd, exec_next_kill_ms, on_send_wait);
 	/* Children may have exited before the signalfd existed. */
 	exec_reap();
 

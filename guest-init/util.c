@@ -50,7 +50,9 @@ static void log_va(const char *fmt, va_list ap)
 	char line[512];
 	int n, e = errno; /* so callers can log with %m and still look at errno afterwards */
 
-	n = snprintf(line, sizeof(line), "agentvm-init: [%llu] ", (unsigned long long)(boottime_ns() / 1000));
+	/* Microseconds since boot, like the kernel's own log, to line up with dmesg. */
+	n = snprintf(line, sizeof(line), "agentvm-init: [%llu] ",
+		     (unsigned long long)(boottime_ns() / 1000));
 	errno = e;
 	n += vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
 	if (n > (int)sizeof(line) - 2)

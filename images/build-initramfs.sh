@@ -30,7 +30,27 @@ if [ ! -f "$init" ]; then
 	exit 1
 fi
 if [ "$bare" = 0 ] && ! "$busybox" true 2>/dev/null; then
-	echo "build-initramfs: $busybox missing or not runnable; install it with: apt-get install busybox-static" >&2
+	echo "build-initramfs: $busybox missing or not runnable;" \
+		"install it with: apt-get install busybox-static" >&2
+	exit 1
+fi
+# Debian's plain busybox package installs a dynamically linked /bin/busybox: useless in a
+# guest without libc. A dynamic ELF has a PT_INTERP (type 3) program header.
+has_interp() {
+	phoff=$(od -An -t u8 -j 32 -N 8 "$1" | tr -d ' ')
+	phentsize=$(od -An -t u2 -j 54 -N 2 "$1" | tr -d ' ')
+	phnum=$(od -An -t u2 -j 56 -N 2 "$1" | tr -d ' ')
+	i=0
+	while [ "$i" -lt "$phnum" ]; do
+		type=$(od -An -t u4 -j $((phoff + i * phentsize)) -N 4 "$1" | tr -d ' ')
+		[ "$type" = 3 ] && return 0
+		i=$((i + 1))
+	done
+	return 1
+}
+if [ "$bare" = 0 ] && has_interp "$busybox"; then
+	echo "build-initramfs: $busybox is dynamically linked;" \
+		"install the static one with: apt-get install busybox-static" >&2
 	exit 1
 fi
 if ! command -v cpio >/dev/null 2>&1; then

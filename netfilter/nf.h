@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * nf.h - host-side networking for agentvm: address leases, nftables rules, tap devices.
+ *
+ * Four parts, usable on their own:
+ *   pool   a /30 per VM out of a pool (default 10.213.0.0/16), leased through one file per lease in
+ *          a directory, so many processes can allocate at once without a daemon.
+ *   rules  pure text generation of the nft transactions (no syscalls; unit-testable).
+ *   nft    applying those transactions with libnftables, reading per-VM counters back.
+ *   tap    /dev/net/tun taps, link/address setup through libnl-route, per-interface forwarding.
+ *
+ * Never prints, never logs, never exits. Fallible functions return >= 0 on success or -errno, and
+ * fill the optional last argument `err` (may be NULL) with a one-line reason; libnl NLE_* codes and
+ * libnftables error text are converted here. Every fd this module opens is O_CLOEXEC.
+ *
+ * Ruleset model (one table `inet agentvm`, see DESIGN.md §5 and rules.c for the why):
+ *   base chains forward / input / output (filter, priority 0, policy accept) and postrouting
+ *   (nat, srcnat) act ONLY on interfaces named avm-*: they dispatch through verdict maps keyed by
+ *   interface name into per-VM chains, and drop avm-* traffic that has no per-VM entry (fail
+ *   closed). Traffic of other interfaces falls through untouched.
+ *   Per VM (tap avm-X): chains out-avm-X (VM -> world), in-avm-X (world -> VM), host-avm-X
+ *   (VM -> host), drop-avm-X (log with a rate limit + count + drop); counters avm-X-{tx,rx}-{ok,drop};
+ *   its guest address in the set nat_src (masquerade out of non-avm interfaces).
+ *   Adding or removing one VM is ONE nft transaction; both are idempotent (add replaces).
+ */
+#ifndef AGENTVM_NF_H
+#define AGENTVM_NF_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct nf_error {
+	int code;	/* -errno */
+	char msg[512];	/* one line, human-readable */
+};
+
+/* ---- address pool --------------------------------------------------------------------------- */
+
+#define NF_POOL_DEFAULT	 "10.213.0.0/16"
+#define NF_OWNER_MAX	 64 /* VM name, [A-Za-z0-9._-], not starting with '.' */
+
+struct nf_lease {
+	uint32_t index;		/* k: the k-th /30 of the pool */
+	struct in_addr network; /* base + 4k */
+	struct in_addr host;	/* network + 1: the tap's address, the guest's gateway */
+	struct in_addr guest;	/* network + 2 */
+	unsigned prefixlen;	/* always 30 */
+	char owner[NF_OWNER_MAX + 1];
+};
+
+struct nf_pool;
+
+/*
+ * Parse `cidr` ("A.B.C.D/N", N <= 30, no host bits set; NULL = NF_POOL_DEFAULT) and bind the pool
+ * to the lease directory `dir` (created 0700 if missing, parents must exist). The caller owns
+ * *out and frees it with nf_pool_free(). Bad strings: -EINVAL with the reason.
+ */
+int nf_pool_new(const char *cidr, const char *dir, struct nf_pool **out, struct nf_error *err);
+void nf_pool_free(struct nf_pool *pool);
+/* Number of /30s in the pool. */
+uint32_t nf_pool_size(const struct nf_pool *pool);
+/* Addresses of the k-th /30 (no lease involved); -ERANGE when k is outside the pool. */
+int nf_pool_addr(const struct nf_pool *pool, uint32_t k, struct nf_lease *out, struct nf_error *err);
+
+/*
+ * Lease a free /30 for `owner` (the VM name). Safe across processes: the lease file is published
+ * with link(2), which is atomic and fails if the name exists, and it holds the owner from its
+ * first visible instant. Fills *out and returns k. -ENOSPC when every /30 is leased.
+ */
+int nf_pool_alloc(struct nf_pool *pool, const char *owner, struct nf_lease *out,
+		  struct nf_error *err);
+/* Release lease k. -ENOENT if it was not leased (callers tearing down may ignore that). */
+int nf_pool_release(struct nf_pool *pool, uint32_t k, struct nf_error *err);
+/* Find the lease of `owner`; returns k, or -ENOENT. */
+int nf_pool_find(struct nf_pool *pool, const char *owner, struct nf_lease *out,
+		 struct nf_error *err);
+/*
+ * List the leases of this pool, sorted by k. *out is a malloc'ed array the caller frees (NULL
+ * when there are none). Returns the count.
+ */
+int nf_pool_list(struct nf_pool *pool, struct nf_lease **out, struct nf_error *err);
+
+typedef bool (*nf_is_alive_fn)(const char *owner, void *userdata);
+/*
+ * Remove every lease whose owner is_alive() says is gone, and stale temporary files of crashed
+ * allocators. Returns the number of leases removed.
+ */
+int nf_pool_gc(struct nf_pool *pool, nf_is_alive_fn is_alive, void *userdata,
+	       struct nf_error *err);
+
+/* ---- policy and rule generation (pure) -------------------------------------------------------- */
+
+struct nf_port {
+	uint8_t proto;	/* IPPROTO_TCP or IPPROTO_UDP */
+	uint16_t port;	/* 1..65535 */
+};
+
+/* The default egress allowlist: udp 53, tcp 53, 80, 443, 22, 9418. Returns the count. */
+size_t nf_default_allow(const struct nf_port **out);
+/* Parse "tcp:5432" / "udp:53" (as given to --allow). -EINVAL with the reason. */
+int nf_port_parse(const char *s, struct nf_port *out, struct nf_error *err);
+
+#define NF_TAP_PREFIX "avm-"
+
+struct nf_vm {
+	const char *name;	/* VM name: log prefix; [A-Za-z0-9._-], at most NF_OWNER_MAX */
+	const char *tap;	/* "avm-" + 1..11 of [A-Za-z0-9_] (fits IFNAMSIZ) */
+	struct in_addr guest;	/* the only source address accepted from the VM */
+	struct in_addr host;	/* the tap's address (gateway) */
+	bool check_mac;		/* also drop frames whose Ethernet source is not `mac` */
+	uint8_t mac[6];
+	const struct nf_port *allow; /* egress allowlist; n_allow == 0 = deny all egress */
+	size_t n_allow;
+	const struct nf_port *host_allow; /* VM -> host (its gateway address) ports; may be empty */
+	size_t n_host_allow;
+};
+
+/*
+ * Text of the transaction that (re)asserts the base table and chains. Idempotent: it flushes and
+ * refills the base chains, so running it again never duplicates a rule. *out is malloc'ed.
+ */
+int nf_rules_base(char **out, struct nf_error *err);
+/* Base + everything of one VM, replacing a previous version of that VM. *out is malloc'ed. */
+int nf_rules_vm_add(const struct nf_vm *vm, char **out, struct nf_error *err);
+/*
+ * Removal of everything of one VM (needs vm->tap and vm->guest only). Idempotent: it succeeds
+ * whether the VM's rules exist or not. *out is malloc'ed.
+ */
+int nf_rules_vm_del(const struct nf_vm *vm, char **out, struct nf_error *err);
+
+/* ---- applying rules (libnftables) ------------------------------------------------------------- */
+
+#define NF_TABLE "agentvm"
+
+struct nf_nft;
+
+struct nf_counters {
+	uint64_t tx_ok_packets, tx_ok_bytes;	 /* VM -> anywhere, accepted (incl. replies to it) */
+	uint64_t tx_drop_packets, tx_drop_bytes; /* VM -> anywhere, dropped */
+	uint64_t rx_ok_packets, rx_ok_bytes;	 /* anywhere -> VM, accepted */
+	uint64_t rx_drop_packets, rx_drop_bytes; /* anywhere -> VM, dropped */
+};
+
+/* A libnftables context with buffered output and error (nothing is ever printed). */
+int nf_nft_new(struct nf_nft **out, struct nf_error *err);
+void nf_nft_free(struct nf_nft *nft);
+/*
+ * Run `cmds` as one transaction. Error text is converted: no CAP_NET_ADMIN -> -EPERM
+ * "needs root (CAP_NET_ADMIN)", nf_tables missing -> -EPROTONOSUPPORT, else -EINVAL/-EIO with
+ * nft's first error line.
+ */
+int nf_nft_run(struct nf_nft *nft, const char *cmds, struct nf_error *err);
+int nf_nft_ensure_base(struct nf_nft *nft, struct nf_error *err);
+int nf_nft_vm_add(struct nf_nft *nft, const struct nf_vm *vm, struct nf_error *err);
+int nf_nft_vm_del(struct nf_nft *nft, const struct nf_vm *vm, struct nf_error *err);
+/* Counters of tap `tap`; -ENOENT when that VM has no rules. */
+int nf_nft_vm_counters(struct nf_nft *nft, const char *tap, struct nf_counters *out,
+		       struct nf_error *err);
+/*
+ * Taps that currently have rules (keys of the dispatch map), for gc. *out is a malloc'ed array of
+ * malloc'ed strings; free with nf_strv_free(). Returns the count (0 when the table is absent).
+ */
+int nf_nft_vm_list(struct nf_nft *nft, char ***out, struct nf_error *err);
+void nf_strv_free(char **v, size_t n);
+/* Delete the whole table (gc when no VM is left). Succeeds when it does not exist. */
+int nf_nft_table_delete(struct nf_nft *nft, struct nf_error *err);
+
+/* ---- tap devices and links (/dev/net/tun, libnl-route) ---------------------------------------- */
+
+/*
+ * Create tap `name` (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR), persistent so it outlives the fd until
+ * nf_link_delete(), and return its fd (O_CLOEXEC: the launcher clears that on the copy it hands to
+ * QEMU as -netdev tap,fd=N). -EEXIST if an interface of that name exists. Caller owns the fd.
+ */
+int nf_tap_create(const char *name, struct nf_error *err);
+/*
+ * Bring `ifname` up, give it host/prefixlen (the /30's gateway address), and enable IPv4
+ * forwarding on it only (/proc/sys/net/ipv4/conf/IF/forwarding). Idempotent.
+ */
+int nf_link_configure(const char *ifname, struct in_addr host, unsigned prefixlen,
+		      struct nf_error *err);
+/* Set /proc/sys/net/ipv4/conf/IFNAME/forwarding. */
+int nf_if_forwarding(const char *ifname, bool on, struct nf_error *err);
+/* Delete the interface; -ENODEV when it does not exist. */
+int nf_link_delete(const char *ifname, struct nf_error *err);
+/* Whether an interface exists: 1 yes, 0 no, < 0 error. */
+int nf_link_exists(const char *ifname, struct nf_error *err);
+
+/* Validation shared by all parts (0 or -EINVAL with the reason). */
+int nf_check_tap_name(const char *tap, struct nf_error *err);
+int nf_check_owner(const char *owner, struct nf_error *err);
+
+#endif /* AGENTVM_NF_H */

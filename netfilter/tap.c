@@ -1,0 +1,238 @@
+// SPDX-License-Identifier: MIT
+/*
+ * tap.c - tap devices through /dev/net/tun, link state and addresses through libnl-route, and the
+ * per-interface forwarding switch. No shelling out to ip(8).
+ *
+ * Forwarding: IPv4 checks the forwarding flag of the interface a packet ARRIVES on, so the tap's
+ * flag is what lets the VM's packets be routed out. Replies come in through the uplink, whose flag
+ * (or the global net.ipv4.ip_forward, which sets every interface's) must be on too; that is a host
+ * setting this module does not touch on its own (see netfilter/README.md).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <netlink/netlink.h>
+#include <netlink/route/addr.h>
+#include <netlink/route/link.h>
+
+#include "nf_internal.h"
+
+static int nle_to_errno(int nle)
+{
+	switch (nle < 0 ? -nle : nle) {
+	case NLE_PERM:
+		return -EPERM;
+	case NLE_NOMEM:
+		return -ENOMEM;
+	case NLE_EXIST:
+		return -EEXIST;
+	case NLE_OBJ_NOTFOUND:
+	case NLE_NODEV:
+		return -ENODEV;
+	case NLE_INVAL:
+	case NLE_RANGE:
+		return -EINVAL;
+	case NLE_BUSY:
+		return -EBUSY;
+	case NLE_AF_NOSUPPORT:
+	case NLE_OPNOTSUPP:
+		return -EOPNOTSUPP;
+	default:
+		return -EIO;
+	}
+}
+
+static int nl_error(struct nf_error *err, int nle, const char *what, const char *ifname)
+{
+	int code = nle_to_errno(nle);
+
+	if (code == -EPERM)
+		return nf_set_error(err, code, "%s %s: needs root (CAP_NET_ADMIN)", what, ifname);
+	return nf_set_error(err, code, "%s %s: %s", what, ifname, nl_geterror(nle));
+}
+
+static void sockp(struct nl_sock **s)
+{
+	if (*s)
+		nl_socket_free(*s);
+}
+
+static void linkp(struct rtnl_link **l)
+{
+	if (*l)
+		rtnl_link_put(*l);
+}
+
+static int route_socket(struct nl_sock **out, struct nf_error *err)
+{
+	struct nl_sock *s = nl_socket_alloc();
+	int r;
+
+	if (!s)
+		return nf_set_error(err, -ENOMEM, "out of memory");
+	/* nl_connect() opens its socket with SOCK_CLOEXEC (libnl >= 3.2.26). */
+	r = nl_connect(s, NETLINK_ROUTE);
+	if (r < 0) {
+		nl_socket_free(s);
+		return nl_error(err, r, "netlink connect for", "rtnetlink");
+	}
+	*out = s;
+	return 0;
+}
+
+static int check_ifname(const char *ifname, struct nf_error *err)
+{
+	if (!ifname || !*ifname || strlen(ifname) >= IFNAMSIZ || strchr(ifname, '/') ||
+	    strcmp(ifname, ".") == 0 || strcmp(ifname, "..") == 0)
+		return nf_set_error(err, -EINVAL, "bad interface name '%s'",
+				    ifname ? ifname : "(null)");
+	return 0;
+}
+
+int nf_link_exists(const char *ifname, struct nf_error *err)
+{
+	__attribute__((cleanup(sockp))) struct nl_sock *s = NULL;
+	__attribute__((cleanup(linkp))) struct rtnl_link *l = NULL;
+	int r = check_ifname(ifname, err);
+
+	if (r < 0)
+		return r;
+	r = route_socket(&s, err);
+	if (r < 0)
+		return r;
+	r = rtnl_link_get_kernel(s, 0, ifname, &l);
+	if (r == -NLE_OBJ_NOTFOUND || r == -NLE_NODEV)
+		return 0;
+	if (r < 0)
+		return nl_error(err, r, "cannot look up", ifname);
+	return 1;
+}
+
+int nf_tap_create(const char *name, struct nf_error *err)
+{
+	_nf_cleanup_close_ int fd = -1;
+	struct ifreq ifr = { 0 };
+	int r;
+
+	r = nf_check_tap_name(name, err);
+	if (r < 0)
+		return r;
+	/* TUNSETIFF would silently attach to an existing tap of that name: refuse instead. */
+	r = nf_link_exists(name, err);
+	if (r < 0)
+		return r;
+	if (r > 0)
+		return nf_set_error(err, -EEXIST, "interface %s already exists", name);
+	fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return nf_set_error(err, -errno, "cannot open /dev/net/tun: %s%s", strerror(errno),
+				    errno == EACCES || errno == EPERM ? " (needs CAP_NET_ADMIN)" : "");
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0)
+		return nf_set_error(err, -errno, "cannot create tap %s: %s%s", name, strerror(errno),
+				    errno == EPERM ? " (needs root, CAP_NET_ADMIN)" : "");
+	/* Persistent so the tap survives the window where the fd is handed over to QEMU. */
+	if (ioctl(fd, TUNSETPERSIST, 1) < 0) {
+		r = -errno;
+		return nf_set_error(err, r, "cannot make tap %s persistent: %s", name, strerror(-r));
+	}
+	return NF_TAKE_FD(fd);
+}
+
+int nf_if_forwarding(const char *ifname, bool on, struct nf_error *err)
+{
+	_nf_cleanup_close_ int fd = -1;
+	char path[96];
+	int r = check_ifname(ifname, err);
+
+	if (r < 0)
+		return r;
+	snprintf(path, sizeof(path), "/proc/sys/net/ipv4/conf/%s/forwarding", ifname);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return nf_set_error(err, -errno, "cannot open %s: %s", path, strerror(errno));
+	if (write(fd, on ? "1\n" : "0\n", 2) != 2)
+		return nf_set_error(err, errno ? -errno : -EIO, "cannot write %s: %s", path,
+				    strerror(errno));
+	return 0;
+}
+
+int nf_link_configure(const char *ifname, struct in_addr host, unsigned prefixlen,
+		      struct nf_error *err)
+{
+	__attribute__((cleanup(sockp))) struct nl_sock *s = NULL;
+	__attribute__((cleanup(linkp))) struct rtnl_link *l = NULL;
+	__attribute__((cleanup(linkp))) struct rtnl_link *change = NULL;
+	struct rtnl_addr *addr = NULL;
+	struct nl_addr *local = NULL;
+	int r, ifindex;
+
+	r = check_ifname(ifname, err);
+	if (r < 0)
+		return r;
+	if (prefixlen < 1 || prefixlen > 32)
+		return nf_set_error(err, -EINVAL, "bad prefix length /%u", prefixlen);
+	r = route_socket(&s, err);
+	if (r < 0)
+		return r;
+	r = rtnl_link_get_kernel(s, 0, ifname, &l);
+	if (r < 0)
+		return nl_error(err, r, "cannot find interface", ifname);
+	ifindex = rtnl_link_get_ifindex(l);
+
+	/* Address first, then up: the connected route exists by the time traffic can flow. */
+	addr = rtnl_addr_alloc();
+	local = nl_addr_build(AF_INET, &host, sizeof(host));
+	if (!addr || !local) {
+		rtnl_addr_put(addr);
+		nl_addr_put(local);
+		return nf_set_error(err, -ENOMEM, "out of memory");
+	}
+	nl_addr_set_prefixlen(local, (int)prefixlen);
+	rtnl_addr_set_ifindex(addr, ifindex);
+	rtnl_addr_set_family(addr, AF_INET);
+	r = rtnl_addr_set_local(addr, local);
+	if (r >= 0)
+		r = rtnl_addr_add(s, addr, 0);
+	rtnl_addr_put(addr);
+	nl_addr_put(local);
+	if (r < 0 && r != -NLE_EXIST)
+		return nl_error(err, r, "cannot add address to", ifname);
+
+	change = rtnl_link_alloc();
+	if (!change)
+		return nf_set_error(err, -ENOMEM, "out of memory");
+	rtnl_link_set_flags(change, IFF_UP);
+	r = rtnl_link_change(s, l, change, 0);
+	if (r < 0)
+		return nl_error(err, r, "cannot bring up", ifname);
+	return nf_if_forwarding(ifname, true, err);
+}
+
+int nf_link_delete(const char *ifname, struct nf_error *err)
+{
+	__attribute__((cleanup(sockp))) struct nl_sock *s = NULL;
+	__attribute__((cleanup(linkp))) struct rtnl_link *l = NULL;
+	int r = check_ifname(ifname, err);
+
+	if (r < 0)
+		return r;
+	r = route_socket(&s, err);
+	if (r < 0)
+		return r;
+	l = rtnl_link_alloc();
+	if (!l)
+		return nf_set_error(err, -ENOMEM, "out of memory");
+	rtnl_link_set_name(l, ifname);
+	r = rtnl_link_delete(s, l);
+	if (r < 0)
+		return nl_error(err, r, "cannot delete interface", ifname);
+	return 0;
+}

@@ -1,0 +1,388 @@
+// SPDX-License-Identifier: MIT
+/*
+ * test_nf_rules.c - the generated nft transactions: every element of the policy (DESIGN.md §5),
+ * the port lists, deny-all, idempotent removal, input validation, port parsing, and (when the
+ * process may create a network namespace) that nft itself accepts the text, inside a private
+ * namespace. Nothing touches the machine's own network.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "netfilter/nf.h"
+
+static struct nf_vm make_vm(void)
+{
+	struct nf_vm vm = { .name = "vm1", .tap = "avm-ab12", .check_mac = true,
+			    .mac = { 0x52, 0x54, 0, 0x12, 0x34, 0x56 } };
+	const struct nf_port *d;
+
+	inet_pton(AF_INET, "10.213.0.6", &vm.guest);
+	inet_pton(AF_INET, "10.213.0.5", &vm.host);
+	vm.n_allow = nf_default_allow(&d);
+	vm.allow = d;
+	return vm;
+}
+
+static char *gen_add(const struct nf_vm *vm)
+{
+	struct nf_error e = { 0 };
+	char *t = NULL;
+
+	assert_int_equal(nf_rules_vm_add(vm, &t, &e), 0);
+	assert_non_null(t);
+	return t;
+}
+
+#define HAS(t, s)                                                             \
+	do {                                                                  \
+		if (!strstr((t), (s)))                                        \
+			fail_msg("missing: %s\n--- in ---\n%s", (s), (t));    \
+	} while (0)
+#define HASNT(t, s)                                                           \
+	do {                                                                  \
+		if (strstr((t), (s)))                                         \
+			fail_msg("unexpected: %s\n--- in ---\n%s", (s), (t)); \
+	} while (0)
+
+static int count(const char *t, const char *s)
+{
+	int n = 0;
+
+	for (const char *p = t; (p = strstr(p, s)); p += strlen(s))
+		n++;
+	return n;
+}
+
+static void test_default_allow(void **state)
+{
+	const struct nf_port *d;
+	size_t n = nf_default_allow(&d);
+	int tcp = 0, udp = 0;
+
+	assert_int_equal(n, 6);
+	for (size_t i = 0; i < n; i++) {
+		if (d[i].proto == IPPROTO_UDP) {
+			udp++;
+			assert_int_equal(d[i].port, 53);
+		} else {
+			tcp++;
+		}
+	}
+	assert_int_equal(tcp, 5);
+	assert_int_equal(udp, 1);
+}
+
+static void test_base_only_touches_avm(void **state)
+{
+	struct nf_error e = { 0 };
+	char *t = NULL;
+
+	assert_int_equal(nf_rules_base(&t, &e), 0);
+	HAS(t, "add table inet agentvm\n");
+	HAS(t, "add chain inet agentvm forward { type filter hook forward priority 0; policy accept; }");
+	HAS(t, "add chain inet agentvm input { type filter hook input priority 0; policy accept; }");
+	HAS(t, "type nat hook postrouting priority 100; policy accept;");
+	/* Idempotent: base chains are flushed and refilled in the same transaction. */
+	HAS(t, "flush chain inet agentvm forward\n");
+	HAS(t, "flush chain inet agentvm input\n");
+	HAS(t, "flush chain inet agentvm postrouting\n");
+	HAS(t, "forward iifname vmap @fwd_from_vm\n");
+	HAS(t, "forward oifname vmap @fwd_to_vm\n");
+	HAS(t, "input iifname vmap @host_from_vm\n");
+	HAS(t, "forward iifname \"avm-*\" drop\n"); /* fail closed for unknown taps */
+	HAS(t, "input iifname \"avm-*\" drop\n");
+	HAS(t, "output oifname \"avm-*\" drop\n");
+	HAS(t, "postrouting oifname != \"avm-*\" ip saddr @nat_src masquerade\n");
+	/* Every base rule matches an avm-* interface or one of our own sets: nothing else changes. */
+	for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n")) {
+		if (strncmp(line, "add rule ", 9) != 0)
+			continue;
+		if (!strstr(line, "avm-*") && !strstr(line, "vmap @"))
+			fail_msg("base rule not restricted to avm-*: %s", line);
+		HASNT(line, "policy drop");
+	}
+	free(t);
+}
+
+static void test_vm_add_elements(void **state)
+{
+	struct nf_vm vm = make_vm();
+	char *t = gen_add(&vm);
+
+	/* One transaction that also ensures the base. */
+	HAS(t, "add table inet agentvm\n");
+	/* Counters, chains, and replace semantics (add + flush). */
+	HAS(t, "add counter inet agentvm avm-ab12-tx-ok\n");
+	HAS(t, "add counter inet agentvm avm-ab12-tx-drop\n");
+	HAS(t, "add counter inet agentvm avm-ab12-rx-ok\n");
+	HAS(t, "add counter inet agentvm avm-ab12-rx-drop\n");
+	HAS(t, "flush chain inet agentvm out-avm-ab12\n");
+	HAS(t, "flush chain inet agentvm in-avm-ab12\n");
+	HAS(t, "flush chain inet agentvm host-avm-ab12\n");
+	/* Anti-spoofing in both chains the VM's packets reach. */
+	HAS(t, "out-avm-ab12 ip saddr != 10.213.0.6 goto drop-tx-avm-ab12\n");
+	HAS(t, "host-avm-ab12 ip saddr != 10.213.0.6 goto drop-tx-avm-ab12\n");
+	HAS(t, "out-avm-ab12 ether saddr != 52:54:00:12:34:56 goto drop-tx-avm-ab12\n");
+	HAS(t, "out-avm-ab12 meta nfproto != ipv4 goto drop-tx-avm-ab12\n");
+	/* No VM-to-VM, checked before the established rule. */
+	HAS(t, "out-avm-ab12 oifname \"avm-*\" goto drop-tx-avm-ab12\n");
+	assert_true(strstr(t, "out-avm-ab12 oifname \"avm-*\"") <
+		    strstr(t, "out-avm-ab12 ct state established,related"));
+	HAS(t, "out-avm-ab12 ct state established,related counter name \"avm-ab12-tx-ok\" accept\n");
+	/* The allowlist, new connections only. */
+	HAS(t, "out-avm-ab12 ct state new tcp dport { 53, 80, 443, 22, 9418 } counter name "
+	       "\"avm-ab12-tx-ok\" accept\n");
+	HAS(t, "out-avm-ab12 ct state new udp dport { 53 } counter name \"avm-ab12-tx-ok\" accept\n");
+	HAS(t, "add rule inet agentvm out-avm-ab12 goto drop-tx-avm-ab12\n");
+	/* Nothing NEW in: only established/related, then drop. */
+	HAS(t, "in-avm-ab12 ct state established,related counter name \"avm-ab12-rx-ok\" accept\n");
+	HAS(t, "add rule inet agentvm in-avm-ab12 goto drop-rx-avm-ab12\n");
+	assert_int_equal(count(t, "add rule inet agentvm in-avm-ab12 "), 2);
+	/* VM -> host: nothing new without host ports. */
+	HASNT(t, "host-avm-ab12 ip daddr");
+	HAS(t, "add rule inet agentvm host-avm-ab12 goto drop-tx-avm-ab12\n");
+	/* Logged, rate-limited, counted drops with the VM's name. */
+	HAS(t, "drop-tx-avm-ab12 limit rate 10/second burst 20 packets log prefix \"avm-drop vm1 out: \"\n");
+	HAS(t, "drop-rx-avm-ab12 limit rate 10/second burst 20 packets log prefix \"avm-drop vm1 in: \"\n");
+	HAS(t, "drop-tx-avm-ab12 counter name \"avm-ab12-tx-drop\" drop\n");
+	HAS(t, "drop-rx-avm-ab12 counter name \"avm-ab12-rx-drop\" drop\n");
+	/* Dispatch + NAT membership, last. */
+	HAS(t, "add element inet agentvm fwd_from_vm { \"avm-ab12\" : jump out-avm-ab12 }\n");
+	HAS(t, "add element inet agentvm fwd_to_vm { \"avm-ab12\" : jump in-avm-ab12 }\n");
+	HAS(t, "add element inet agentvm host_from_vm { \"avm-ab12\" : jump host-avm-ab12 }\n");
+	HAS(t, "add element inet agentvm nat_src { 10.213.0.6 }\n");
+	assert_true(strstr(t, "add element") > strstr(t, "add rule inet agentvm in-avm-ab12"));
+	free(t);
+}
+
+static void test_vm_add_deny_all_and_custom(void **state)
+{
+	struct nf_vm vm = make_vm();
+	struct nf_port custom[] = { { IPPROTO_TCP, 8080 }, { IPPROTO_UDP, 9999 } };
+	struct nf_port host[] = { { IPPROTO_TCP, 2222 } };
+	char *t;
+
+	vm.allow = NULL;
+	vm.n_allow = 0;
+	vm.check_mac = false;
+	t = gen_add(&vm);
+	HASNT(t, "dport");
+	HASNT(t, "ether saddr");
+	HAS(t, "out-avm-ab12 ct state established,related"); /* replies to nothing: harmless */
+	HAS(t, "add rule inet agentvm out-avm-ab12 goto drop-tx-avm-ab12\n");
+	free(t);
+
+	vm.allow = custom;
+	vm.n_allow = 2;
+	vm.host_allow = host;
+	vm.n_host_allow = 1;
+	t = gen_add(&vm);
+	HAS(t, "out-avm-ab12 ct state new tcp dport { 8080 } counter");
+	HAS(t, "out-avm-ab12 ct state new udp dport { 9999 } counter");
+	HASNT(t, "443");
+	HAS(t, "host-avm-ab12 ip daddr 10.213.0.5 ct state new tcp dport { 2222 } counter name "
+	       "\"avm-ab12-tx-ok\" accept\n");
+	free(t);
+}
+
+static void test_vm_del(void **state)
+{
+	struct nf_vm vm = { .tap = "avm-ab12" };
+	struct nf_error e = { 0 };
+	char *t = NULL;
+
+	inet_pton(AF_INET, "10.213.0.6", &vm.guest);
+	assert_int_equal(nf_rules_vm_del(&vm, &t, &e), 0);
+	/* Everything of the VM goes, and every delete is preceded by an add (idempotence). */
+	const char *objs[] = { "counter inet agentvm avm-ab12-tx-ok", "counter inet agentvm avm-ab12-tx-drop",
+			       "counter inet agentvm avm-ab12-rx-ok", "counter inet agentvm avm-ab12-rx-drop",
+			       "chain inet agentvm out-avm-ab12", "chain inet agentvm in-avm-ab12",
+			       "chain inet agentvm host-avm-ab12", "chain inet agentvm drop-tx-avm-ab12",
+			       "chain inet agentvm drop-rx-avm-ab12" };
+	for (size_t i = 0; i < sizeof(objs) / sizeof(objs[0]); i++) {
+		char add[128], del[128];
+
+		snprintf(add, sizeof(add), "add %s\n", objs[i]);
+		snprintf(del, sizeof(del), "delete %s\n", objs[i]);
+		HAS(t, add);
+		HAS(t, del);
+		assert_true(strstr(t, add) < strstr(t, del));
+	}
+	HAS(t, "delete element inet agentvm fwd_from_vm { \"avm-ab12\" }\n");
+	HAS(t, "delete element inet agentvm fwd_to_vm { \"avm-ab12\" }\n");
+	HAS(t, "delete element inet agentvm host_from_vm { \"avm-ab12\" }\n");
+	HAS(t, "delete element inet agentvm nat_src { 10.213.0.6 }\n");
+	/* Chains are emptied before they are deleted (rules reference counters and drop chains). */
+	assert_true(strstr(t, "flush chain inet agentvm out-avm-ab12") <
+		    strstr(t, "delete chain inet agentvm out-avm-ab12"));
+	HASNT(t, "delete table");
+	free(t);
+}
+
+static void test_validation(void **state)
+{
+	struct nf_error e = { 0 };
+	struct nf_vm vm;
+	char *t = (char *)1;
+	const char *bad_taps[] = { "eth0", "avm-", "avm-123456789012", "avm-a b", "avm-a\"b",
+				   "avm-x;drop" };
+	struct nf_port bad_port[] = { { IPPROTO_TCP, 0 } }, bad_proto[] = { { IPPROTO_ICMP, 1 } };
+
+	for (size_t i = 0; i < sizeof(bad_taps) / sizeof(bad_taps[0]); i++) {
+		vm = make_vm();
+		vm.tap = bad_taps[i];
+		assert_int_equal(nf_rules_vm_add(&vm, &t, &e), -EINVAL);
+		assert_null(t);
+		assert_int_equal(nf_rules_vm_del(&vm, &t, &e), -EINVAL);
+	}
+	vm = make_vm();
+	vm.tap = "avm-12345678901"; /* 15 bytes: the longest that fits IFNAMSIZ */
+	t = gen_add(&vm);
+	free(t);
+	vm = make_vm();
+	vm.name = "vm\" accept";
+	assert_int_equal(nf_rules_vm_add(&vm, &t, &e), -EINVAL);
+	vm = make_vm();
+	vm.guest.s_addr = 0;
+	assert_int_equal(nf_rules_vm_add(&vm, &t, &e), -EINVAL);
+	vm = make_vm();
+	vm.host = vm.guest;
+	assert_int_equal(nf_rules_vm_add(&vm, &t, &e), -EINVAL);
+	vm = make_vm();
+	vm.allow = bad_port;
+	vm.n_allow = 1;
+	assert_int_equal(nf_rules_vm_add(&vm, &t, &e), -EINVAL);
+	vm.allow = bad_proto;
+	assert_int_equal(nf_rules_vm_add(&vm, &t, &e), -EINVAL);
+	assert_non_null(strstr(e.msg, "tcp and udp"));
+}
+
+static void test_port_parse(void **state)
+{
+	struct nf_error e = { 0 };
+	struct nf_port p;
+	const char *bad[] = { "", "tcp", "tcp:", "tcp:0", "tcp:65536", "tcp:-1", "tcp:+5", "tcp:80x",
+			      "sctp:80", "TCP:80", "tcp: 80", "udp:99999999999999999999" };
+
+	assert_int_equal(nf_port_parse("tcp:5432", &p, &e), 0);
+	assert_int_equal(p.proto, IPPROTO_TCP);
+	assert_int_equal(p.port, 5432);
+	assert_int_equal(nf_port_parse("udp:65535", &p, &e), 0);
+	assert_int_equal(p.proto, IPPROTO_UDP);
+	assert_int_equal(p.port, 65535);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(nf_port_parse(bad[i], &p, &e), -EINVAL);
+		assert_non_null(strstr(e.msg, "port"));
+	}
+	assert_int_equal(nf_port_parse(NULL, &p, &e), -EINVAL);
+}
+
+/*
+ * nft accepts what we generate (syntax and kernel semantics), applied in a fresh network
+ * namespace of a child process. Skipped without the privilege to create one.
+ */
+static void test_applies_in_private_netns(void **state)
+{
+	pid_t pid;
+	int st;
+
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct nf_vm vm = make_vm(), vm2 = make_vm();
+		struct nf_counters c;
+		struct nf_error e = { 0 };
+		struct nf_nft *nft;
+		char **v;
+		int n;
+
+		if (unshare(CLONE_NEWNET) < 0)
+			_exit(77);
+		/* From here on only this process's private namespace can be changed. */
+		bool inherited[64];
+
+		for (int fd = 0; fd < 64; fd++)
+			inherited[fd] = fcntl(fd, F_GETFD) >= 0;
+		if (nf_nft_new(&nft, &e) < 0)
+			_exit(10);
+		/* Every fd the context added is close-on-exec (libnftables' own socket is not). */
+		for (int fd = 0; fd < 64; fd++) {
+			int fl = fcntl(fd, F_GETFD);
+
+			if (!inherited[fd] && fl >= 0 && !(fl & FD_CLOEXEC))
+				_exit(9);
+		}
+		if (nf_nft_vm_add(nft, &vm, &e) < 0 || nf_nft_vm_add(nft, &vm, &e) < 0)
+			_exit((fprintf(stderr, "%s\n", e.msg), 11));
+		vm2.tap = "avm-cd34";
+		vm2.name = "vm2";
+		inet_pton(AF_INET, "10.213.0.10", &vm2.guest);
+		inet_pton(AF_INET, "10.213.0.9", &vm2.host);
+		if (nf_nft_vm_add(nft, &vm2, &e) < 0)
+			_exit(12);
+		if (nf_nft_vm_counters(nft, "avm-ab12", &c, &e) < 0 || c.tx_ok_packets != 0)
+			_exit(13);
+		n = nf_nft_vm_list(nft, &v, &e);
+		if (n != 2 || strcmp(v[0], "avm-ab12") || strcmp(v[1], "avm-cd34"))
+			_exit(14);
+		nf_strv_free(v, (size_t)n);
+		if (nf_nft_vm_del(nft, &vm, &e) < 0 || nf_nft_vm_del(nft, &vm, &e) < 0)
+			_exit((fprintf(stderr, "%s\n", e.msg), 15));
+		if (nf_nft_vm_counters(nft, "avm-ab12", &c, &e) != -ENOENT)
+			_exit(16);
+		if (nf_nft_run(nft, "add rule inet agentvm forward bogus", &e) != -EINVAL ||
+		    !strstr(e.msg, "Error") || strchr(e.msg, '\n'))
+			_exit(17);
+		if (nf_nft_table_delete(nft, &e) < 0 || nf_nft_table_delete(nft, &e) < 0)
+			_exit(18);
+		if (nf_nft_vm_list(nft, &v, &e) != 0)
+			_exit(19);
+		if (nf_nft_vm_counters(nft, "avm-ab12", &c, &e) != -ENOENT)
+			_exit(20);
+		nf_nft_free(nft);
+		/* Without CAP_NET_ADMIN: the one-line reason. */
+		if (nf_nft_new(&nft, &e) < 0)
+			_exit(21);
+		if (setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(22);
+		if (nf_nft_ensure_base(nft, &e) != -EPERM || !strstr(e.msg, "needs root (CAP_NET_ADMIN)"))
+			_exit((fprintf(stderr, "%d %s\n", e.code, e.msg), 23));
+		nf_nft_free(nft);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 77)
+		skip();
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_default_allow),
+		cmocka_unit_test(test_base_only_touches_avm),
+		cmocka_unit_test(test_vm_add_elements),
+		cmocka_unit_test(test_vm_add_deny_all_and_custom),
+		cmocka_unit_test(test_vm_del),
+		cmocka_unit_test(test_validation),
+		cmocka_unit_test(test_port_parse),
+		cmocka_unit_test(test_applies_in_private_netns),
+	};
+
+	return cmocka_run_group_tests_name("nf_rules", tests, NULL, NULL);
+}
