@@ -53,6 +53,7 @@ INITRAMFS := $(IMAGES)/initramfs.cpio
 BASELINE_INITRAMFS := $(IMAGES)/baseline-initramfs.cpio
 GUEST_INIT := $(IMAGES)/agentvm-init
 UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
+FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(B)/fuzz/%,$(FUZZ_SRC))
 
 .PHONY: all build images check check-unit check-fuzz check-integration fuzz bench install clean distclean \
 	deps demo ci
@@ -140,7 +141,6 @@ ci: deps
 	$(MAKE) check
 
 FUZZ_CC ?= clang
-FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(B)/fuzz/%,$(FUZZ_SRC))
 # Each target links the parser it exercises and nothing that touches the machine.
 FUZZ_LINK_fuzz_proto := $(PROTO_SRC)
 FUZZ_LINK_fuzz_qmp := $(QMP_SRC)
