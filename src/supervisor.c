@@ -166,9 +166,11 @@ static void from_guest(struct sup *s, const struct avm_frame_hdr *h, const uint8
 
 	if (!r)
 		return; /* READY after a reboot, or a frame for a client long gone */
-	/* The guest answers every request with exactly one of these last. */
+	/* The guest answers every request with exactly one of these last (an ENOBUFS ERROR only
+	 * says unread stdin was dropped; the command goes on). */
 	final = h->type == AVM_MSG_EXIT || h->type == AVM_MSG_PONG ||
-		h->type == AVM_MSG_SYNC_DONE || h->type == AVM_MSG_ERROR;
+		h->type == AVM_MSG_SYNC_DONE ||
+		(h->type == AVM_MSG_ERROR && !(h->len >= 4 && avm_get_le32(p) == ENOBUFS));
 	if (r->client >= 0) {
 		agent_conn_send(&s->clients[r->client].conn, h->type, r->client_id, p, h->len);
 		client_want_out(s, r->client);

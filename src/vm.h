@@ -52,6 +52,7 @@ struct vm_exec_request {
 struct vm_exec_result {
 	struct avm_exit_info info; /* from the guest's EXIT */
 	bool timed_out;            /* the timeout fired (guest- or host-side) */
+	bool stdin_dropped;        /* the command left stdin unread; the guest dropped the rest */
 	uint64_t round_trip_us;    /* EXEC sent -> EXIT received */
 };
 

@@ -138,6 +138,12 @@ static int on_frame(struct exec_state *s, const struct avm_frame_hdr *h, const u
 		return 0;
 	case AVM_MSG_ERROR: {
 		uint32_t e = h->len >= 4 ? avm_get_le32(p) : EPROTO;
+		if (e == ENOBUFS) {
+			/* The guest dropped stdin the command never read; the command goes on. */
+			s->res->stdin_dropped = true;
+			stdin_close(s);
+			return 0;
+		}
 		int mlen = h->len > 4 ? (int)(h->len - 4) : 0;
 		return avm_error_set(err, -(int)(e ? e : EPROTO), "the guest agent refused the command: %.*s",
 				     mlen, mlen ? (const char *)p + 4 : "no reason given");

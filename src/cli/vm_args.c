@@ -192,6 +192,8 @@ int cli_exit_code_of(const struct vm_exec_result *res, const char *cmd, unsigned
 {
 	const struct avm_exit_info *x = &res->info;
 
+	if (res->stdin_dropped)
+		cli_warn("'%s' did not read its stdin; the guest dropped the unread part", cmd);
 	if (res->timed_out) {
 		cli_error("'%s' timed out after %u s and was killed", cmd, timeout_s);
 		return EXIT_TIMEOUT;

@@ -44,6 +44,16 @@ after-eof" "$(tr -d ' ' <"$out")"
 	expect_eq "file stdin md5" "$(md5sum <"$tmp_root/in.txt" | cut -d' ' -f1)" "$(cut -d' ' -f1 <"$out")"
 }
 
+t_unread_stdin_does_not_end_the_command() {
+	# The guest drops stdin a command leaves unread (over 1 MiB for 5 s) and says so; the
+	# command must still finish normally with its own output and exit code.
+	head -c 3000000 /dev/zero | "$AVM" run --accel tcg -- sh -c 'sleep 7; echo done; exit 3' \
+		>"$tmp_root/out" 2>"$tmp_root/err"
+	expect_eq "exit" 3 $?
+	expect_eq "stdout" "done" "$(cat "$tmp_root/out")"
+	expect_contains "warning" "did not read its stdin" "$(cat "$tmp_root/err")"
+}
+
 t_killed_by_signal() {
 	avm_run -- sh -c 'kill -TERM $$'
 	expect_eq "128+SIGTERM" 143 "$rc"
@@ -182,7 +192,7 @@ t_hundred_runs_no_hang() {
 }
 
 filter=${1:-}
-for t in t_echo_and_exit_zero t_exit_code_passthrough t_stderr_separated t_stdin_forwarded_with_eof \
+for t in t_echo_and_exit_zero t_exit_code_passthrough t_stderr_separated t_stdin_forwarded_with_eof t_unread_stdin_does_not_end_the_command \
 	t_killed_by_signal t_command_not_found t_env_and_workdir t_profiles_and_sizes \
 	t_output_10mib_intact t_output_streams_before_exit t_timeout_kills_and_tears_down \
 	t_sigint_forwarded t_qemu_crash_reported t_tcg_warning_once t_bad_input_clear_errors \
