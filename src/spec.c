@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "strv.h"
 #include "util.h"
 
 /* Sizes from the product spec. */
@@ -151,21 +152,16 @@ const char *vm_accel_name(enum vm_accel a)
 	}
 }
 
+/* Append a copy of s to a NULL-terminated vector through the shared strv helper. */
 static int strv_append(char ***v, size_t *n, const char *s)
 {
-	char *copy = strdup(s);
-	char **nv;
+	struct strv sv = { .v = *v, .n = *n };
 
-	if (!copy)
+	strv_add(&sv, s);
+	if (sv.failed)
 		return -ENOMEM;
-	nv = realloc(*v, (*n + 2) * sizeof(char *));
-	if (!nv) {
-		free(copy);
-		return -ENOMEM;
-	}
-	nv[(*n)++] = copy;
-	nv[*n] = NULL;
-	*v = nv;
+	*v = sv.v;
+	*n = sv.n;
 	return 0;
 }
 

@@ -45,9 +45,12 @@ struct vm_args {
  */
 int cli_parse_vm_args(int argc, char **argv, struct vm_args *a, bool need_command,
 		      struct avm_error *err);
-/* Resolve QEMU, kernel and initrd paths, checking each is there (caller frees). */
-int cli_resolve_paths(struct vm_spec *spec, char **qemu, char **kernel, char **initrd,
-		      struct avm_error *err);
+/*
+ * Resolve the accelerator (printing the one TCG warning when AUTO falls back) and the QEMU,
+ * kernel and initrd paths, checking each is there (caller frees the strings).
+ */
+int cli_prepare_host(struct vm_spec *spec, enum vm_accel *accel, char **qemu, char **kernel,
+		     char **initrd, struct avm_error *err);
 /* Block SIGINT/SIGTERM/SIGHUP/SIGQUIT and return a signalfd for them (-errno on failure). */
 int cli_block_signals(void);
 

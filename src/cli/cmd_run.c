@@ -57,7 +57,6 @@ int cmd_run(int argc, char **argv)
 	_cleanup_close_ int sig_fd = -1;
 	struct vm *vm = NULL;
 	enum vm_accel accel;
-	bool fell_back;
 	int r, code;
 	/* AGENTVM_TRACE=1: one line of phase timings on stderr, for benchmarks and debugging. */
 	bool trace = getenv("AGENTVM_TRACE") && *getenv("AGENTVM_TRACE") == '1';
@@ -76,16 +75,12 @@ int cmd_run(int argc, char **argv)
 		cli_error("%s", err.msg);
 		return EXIT_USAGE;
 	}
-	r = host_resolve_accel(a.spec->accel, &accel, &fell_back, &err);
-	if (r == 0)
-		r = cli_resolve_paths(a.spec, &qemu, &kernel, &initrd, &err);
+	r = cli_prepare_host(a.spec, &accel, &qemu, &kernel, &initrd, &err);
 	if (r < 0) {
 		cli_error("%s", err.msg);
 		vm_spec_free(a.spec);
 		return EXIT_HOST_MISSING;
 	}
-	if (fell_back)
-		cli_warn_tcg();
 	sig_fd = cli_block_signals();
 	if (sig_fd < 0) {
 		cli_error("cannot set up signal handling: %s", strerror(-sig_fd));

@@ -20,7 +20,6 @@ int cmd_start(int argc, char **argv)
 	_cleanup_free_ char *qemu = NULL, *kernel = NULL, *initrd = NULL;
 	char namebuf[32];
 	enum vm_accel accel;
-	bool fell_back;
 	pid_t sup;
 	int r;
 
@@ -45,17 +44,17 @@ int cmd_start(int argc, char **argv)
 		a.spec->name = strdup(namebuf);
 	}
 	r = statedir_validate_name(a.spec->name, &err);
-	if (r == 0)
-		r = host_resolve_accel(a.spec->accel, &accel, &fell_back, &err);
-	if (r == 0)
-		r = cli_resolve_paths(a.spec, &qemu, &kernel, &initrd, &err);
 	if (r < 0) {
 		cli_error("%s", err.msg);
 		vm_spec_free(a.spec);
-		return r == -EINVAL ? EXIT_USAGE : EXIT_HOST_MISSING;
+		return EXIT_USAGE;
 	}
-	if (fell_back)
-		cli_warn_tcg();
+	r = cli_prepare_host(a.spec, &accel, &qemu, &kernel, &initrd, &err);
+	if (r < 0) {
+		cli_error("%s", err.msg);
+		vm_spec_free(a.spec);
+		return EXIT_HOST_MISSING;
+	}
 	struct vm_launch_opts lo = {
 		.spec = a.spec, .kernel = kernel, .initrd = initrd, .qemu = qemu, .accel = accel,
 		.detached = true,

@@ -272,7 +272,6 @@ int cmd_kill(int argc, char **argv)
 	kill_qemu(dir, &st);
 	if (!wait_not_live(dir, 5000))
 		record_if_orphaned(dir, "killed");
-	record_if_orphaned(dir, "killed");
 	return 0;
 }
 

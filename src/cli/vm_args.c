@@ -128,11 +128,18 @@ int cli_parse_vm_args(int argc, char **argv, struct vm_args *a, bool need_comman
 }
 
 /* Every input file must exist before QEMU is asked to use it: a clear error beats QEMU's. */
-int cli_resolve_paths(struct vm_spec *spec, char **qemu, char **kernel, char **initrd,
-			 struct avm_error *err)
+int cli_prepare_host(struct vm_spec *spec, enum vm_accel *accel, char **qemu, char **kernel,
+		     char **initrd, struct avm_error *err)
 {
 	_cleanup_free_ char *images = NULL;
-	int r = host_find_qemu(qemu, err);
+	bool fell_back;
+	int r = host_resolve_accel(spec->accel, accel, &fell_back, err);
+
+	if (r < 0)
+		return r;
+	if (fell_back)
+		cli_warn_tcg();
+	r = host_find_qemu(qemu, err);
 
 	if (r < 0)
 		return r;
