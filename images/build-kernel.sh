@@ -25,6 +25,11 @@ srcver=$(dpkg-query -W -f='${Version}' linux-source-6.1 2>/dev/null || stat -c %
 key=$( (echo "$srcver"; cat "$frag" "$0") | sha256sum | cut -c1-16)
 dir=$cache/kernel-$key
 
+# One build per key at a time (parallel make runs, CI jobs): the others wait, then copy.
+mkdir -p "$cache"
+exec 9>"$cache/kernel-$key.lock"
+flock 9
+
 if [ ! -f "$dir/vmlinux" ]; then
 	echo "build-kernel: building kernel $key (linux-source $srcver), cache $dir"
 	work=$cache/kernel-build-$key

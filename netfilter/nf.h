@@ -185,6 +185,13 @@ int nf_link_configure(const char *ifname, struct in_addr host, unsigned prefixle
 int nf_if_forwarding(const char *ifname, bool on, struct nf_error *err);
 /* Delete the interface; -ENODEV when it does not exist. */
 int nf_link_delete(const char *ifname, struct nf_error *err);
+/* Attach `ifname` to the existing bridge `bridge` and bring it up (-ENODEV: no such bridge). */
+int nf_link_set_master(const char *ifname, const char *bridge, struct nf_error *err);
+/*
+ * The interface of this namespace's IPv4 default route (out, IFNAMSIZ bytes): where NATed VM
+ * traffic leaves and its replies arrive. -ENOENT when there is no default route.
+ */
+int nf_uplink(char *out, struct nf_error *err);
 /* Whether an interface exists: 1 yes, 0 no, < 0 error. */
 int nf_link_exists(const char *ifname, struct nf_error *err);
 

@@ -20,6 +20,7 @@
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
+#include <netlink/route/route.h>
 
 #include "nf_internal.h"
 
@@ -235,4 +236,71 @@ int nf_link_delete(const char *ifname, struct nf_error *err)
 	if (r < 0)
 		return nl_error(err, r, "cannot delete interface", ifname);
 	return 0;
+}
+
+int nf_link_set_master(const char *ifname, const char *bridge, struct nf_error *err)
+{
+	__attribute__((cleanup(sockp))) struct nl_sock *s = NULL;
+	__attribute__((cleanup(linkp))) struct rtnl_link *l = NULL;
+	__attribute__((cleanup(linkp))) struct rtnl_link *br = NULL;
+	__attribute__((cleanup(linkp))) struct rtnl_link *change = NULL;
+	int r;
+
+	if ((r = check_ifname(ifname, err)) < 0 || (r = check_ifname(bridge, err)) < 0)
+		return r;
+	r = route_socket(&s, err);
+	if (r < 0)
+		return r;
+	r = rtnl_link_get_kernel(s, 0, bridge, &br);
+	if (r < 0)
+		return nl_error(err, r, "cannot find bridge", bridge);
+	if (!rtnl_link_get_type(br) || strcmp(rtnl_link_get_type(br), "bridge") != 0)
+		return nf_set_error(err, -EINVAL, "%s is not a bridge", bridge);
+	r = rtnl_link_get_kernel(s, 0, ifname, &l);
+	if (r < 0)
+		return nl_error(err, r, "cannot find interface", ifname);
+	change = rtnl_link_alloc();
+	if (!change)
+		return nf_set_error(err, -ENOMEM, "out of memory");
+	rtnl_link_set_master(change, rtnl_link_get_ifindex(br));
+	rtnl_link_set_flags(change, IFF_UP);
+	r = rtnl_link_change(s, l, change, 0);
+	if (r < 0)
+		return nl_error(err, r, "cannot attach to the bridge:", ifname);
+	return 0;
+}
+
+/* The first IPv4 default route of the main table; its nexthop's interface is the uplink. */
+int nf_uplink(char *out, struct nf_error *err)
+{
+	__attribute__((cleanup(sockp))) struct nl_sock *s = NULL;
+	struct nl_cache *routes = NULL, *links = NULL;
+	int r, ifindex = 0;
+
+	out[0] = '\0';
+	r = route_socket(&s, err);
+	if (r < 0)
+		return r;
+	r = rtnl_route_alloc_cache(s, AF_INET, 0, &routes);
+	if (r < 0)
+		return nl_error(err, r, "cannot read the routes of", "this namespace");
+	for (struct nl_object *o = nl_cache_get_first(routes); o && !ifindex;
+	     o = nl_cache_get_next(o)) {
+		struct rtnl_route *rt = (struct rtnl_route *)o;
+		struct nl_addr *dst = rtnl_route_get_dst(rt);
+		if (rtnl_route_get_table(rt) != RT_TABLE_MAIN || (dst && nl_addr_get_prefixlen(dst)))
+			continue;
+		if (rtnl_route_get_nnexthops(rt) > 0)
+			ifindex = rtnl_route_nh_get_ifindex(rtnl_route_nexthop_n(rt, 0));
+	}
+	nl_cache_free(routes);
+	if (!ifindex)
+		return -ENOENT;
+	r = rtnl_link_alloc_cache(s, AF_UNSPEC, &links);
+	if (r < 0)
+		return nl_error(err, r, "cannot read the links of", "this namespace");
+	if (!rtnl_link_i2name(links, ifindex, out, IFNAMSIZ))
+		r = nf_set_error(err, -ENODEV, "the default route's interface %d vanished", ifindex);
+	nl_cache_free(links);
+	return r < 0 ? r : 0;
 }
