@@ -64,6 +64,10 @@ enum avm_tag {
 	AVM_TAG_TIME_NS = 20,   /* SYNC: u64 CLOCK_REALTIME nanoseconds */
 	AVM_TAG_ENTROPY = 21,   /* SYNC: bytes to credit to the guest RNG */
 	AVM_TAG_HOSTNAME = 22,  /* SYNC: hostname */
+	AVM_TAG_NET_ADDR = 23,  /* SYNC: eth0's IPv4 address "A.B.C.D/PREFIX" */
+	AVM_TAG_NET_GW = 24,    /* SYNC: default gateway "A.B.C.D" */
+	AVM_TAG_NET_DNS = 25,   /* SYNC: resolver "A.B.C.D" (written to /etc/resolv.conf) */
+	AVM_TAG_NET_MAC = 26,   /* SYNC: eth0's new MAC, 6 bytes */
 	AVM_TAG_VERSION = 30,   /* READY: agent version string */
 	AVM_TAG_BOOT_NS = 31,   /* READY: u64 CLOCK_BOOTTIME at READY, nanoseconds */
 };
