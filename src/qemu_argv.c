@@ -55,6 +55,19 @@ int qemu_build_argv(const struct qemu_config *c, struct strv *a, struct avm_erro
 	strv_addf(a, "%u", c->cpus);
 	strv_add(a, "-m");
 	strv_addf(a, "%u", c->memory_mib);
+	if (c->mem_path) {
+		/* Guest RAM from a file (snapshot template or copy-on-write clone). The backend's id
+		 * is the machine's default RAM id, so migration streams of ordinary VMs fit it. */
+		strv_add(a, "-object");
+		strv_addf(a, "memory-backend-file,id=microvm.ram,size=%uM,mem-path=%s,share=%s",
+			  c->memory_mib, c->mem_path, c->mem_share ? "on" : "off");
+		strv_add(a, "-M");
+		strv_add(a, "memory-backend=microvm.ram");
+	}
+	if (c->incoming) {
+		strv_add(a, "-incoming");
+		strv_add(a, "defer");
+	}
 	strv_add(a, "-nodefaults");
 	strv_add(a, "-no-user-config");
 	strv_add(a, "-nographic");

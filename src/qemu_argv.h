@@ -20,6 +20,9 @@ struct qemu_config {
 	unsigned long tsc_khz; /* host TSC kHz; used under TCG only; 0 = unknown */
 	int qmp_fd;            /* fd QEMU inherits for its QMP monitor */
 	int agent_fd;          /* fd QEMU inherits for the agent's virtio-serial port */
+	int incoming;          /* nonzero: -incoming defer (a restore loads a migration stream) */
+	const char *mem_path;  /* guest RAM from this file (snapshot clones), or NULL */
+	int mem_share;         /* with mem_path: share=on (template) or off (copy-on-write) */
 	const char *console_path; /* guest console (hvc0) goes to this file */
 	const char *extra_cmdline; /* appended to the kernel cmdline; may be NULL */
 	int sandbox;               /* nonzero: QEMU's own -sandbox (seccomp) */

@@ -258,6 +258,9 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		.accel = o->accel,
 		.cpus = o->spec->cpus,
 		.memory_mib = o->spec->memory_mib,
+		.incoming = o->incoming != NULL,
+		.mem_path = o->incoming ? o->incoming->mem_path : NULL,
+		.mem_share = o->incoming && o->incoming->mem_share,
 		.tsc_khz = o->accel == VM_ACCEL_TCG ? host_tsc_khz() : 0,
 		.qmp_fd = qmp_sp[1],
 		.agent_fd = agent_sp[1],
@@ -318,6 +321,12 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 			avm_error_set(err, r, "QMP handshake with QEMU failed: %s", qerr.desc);
 		goto fail;
 	}
+	if (o->incoming) {
+		r = vm__incoming(vm, o->incoming, err);
+		if (r < 0)
+			goto fail;
+		goto started;
+	}
 	r = qmp_client_execute(vm->qmp, "cont", NULL, NULL, 0, NULL, QMP_COMMAND_TIMEOUT_MS, &qerr);
 	if (r < 0) {
 		if (reap(vm, false) || r == -EPIPE || r == -ECONNRESET)
@@ -326,6 +335,7 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 			avm_error_set(err, r, "QMP cont failed: %s", qerr.desc);
 		goto fail;
 	}
+started:
 	vm__set_state(vm, "starting");
 	*out = vm;
 	return 0;
@@ -376,6 +386,8 @@ int vm_wait_ready(struct vm *vm, int timeout_ms, int sig_fd, struct avm_error *e
 	struct epoll_event evs[8];
 	int r;
 
+	if (vm->restored) /* READY is sent once per boot; a restored guest is asked instead */
+		return vm__wait_synced(vm, timeout_ms, sig_fd, err);
 	if (sig_fd >= 0 && vm__ep_add(vm->epfd, sig_fd, EPOLLIN, EV_SIG) < 0)
 		return avm_error_setx(err, -errno, "epoll");
 	r = 0;

@@ -17,6 +17,15 @@
 
 struct vm;
 
+/* Start from a snapshot instead of booting (vm_restore.c). Borrowed for vm_launch(). */
+struct vm_incoming {
+	const char *state_path;   /* the migration stream to load */
+	const char *mem_path;     /* copy-on-write clones: guest RAM file; NULL = plain stream */
+	bool mem_share;           /* with mem_path: share=on (building the template) */
+	bool stay_paused;         /* no cont and no SYNC (building the template) */
+	const char *qemu_version; /* the snapshot's "major.minor.micro"; NULL = do not check */
+};
+
 struct vm_launch_opts {
 	const struct vm_spec *spec; /* borrowed for the VM's lifetime */
 	const char *kernel;         /* resolved image paths (borrowed) */
@@ -26,6 +35,7 @@ struct vm_launch_opts {
 	bool keep_state;     /* keep the state dir after destroy (debugging) */
 	bool detached;       /* owned by a supervisor: keep the state dir, add a QMP socket
 				(qmp.sock) for other CLI calls, record the supervisor pid */
+	const struct vm_incoming *incoming; /* NULL: cold boot */
 };
 
 /* Launch QEMU paused, negotiate QMP and resume. On failure nothing is left behind. */

@@ -29,6 +29,7 @@ struct vm {
 	int epfd;
 	uint32_t agent_events; /* what the agent fd is registered for */
 	bool ready;
+	bool restored;       /* started from a snapshot: ready means SYNC_DONE, not READY */
 	bool guest_shutdown; /* QMP SHUTDOWN seen */
 	uint32_t next_id;
 	uint64_t t_launch_us, t_ready_us;
@@ -47,5 +48,10 @@ int vm__read_agent(struct vm *vm, const char *when, struct avm_error *err);
 
 /* Set the state, mirror it to state.json (owners only). */
 void vm__set_state(struct vm *vm, const char *state);
+
+/* vm_restore.c: load a snapshot into the just-started QEMU (-incoming defer), then cont. */
+int vm__incoming(struct vm *vm, const struct vm_incoming *in, struct avm_error *err);
+/* vm_restore.c: tell a restored guest its new identity (SYNC) and wait for SYNC_DONE. */
+int vm__wait_synced(struct vm *vm, int timeout_ms, int sig_fd, struct avm_error *err);
 
 #endif

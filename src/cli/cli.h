@@ -79,5 +79,26 @@ int cmd_logs(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
 int cmd_qmp(int argc, char **argv);
 int cmd_events(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+int cmd_reset(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_pool(int argc, char **argv);
+
+/* A snapshot checked and ready to restore from (cmd_snapshot.c; used by restore, reset, serve). */
+#include <limits.h>
+#include "snapshot.h"
+struct cli_restore {
+	struct snap_meta meta;
+	char *qemu;
+	char state_path[PATH_MAX];
+};
+/* Load and check the snapshot (meta.json, inputs unchanged, accel available). */
+int cli_restore_prepare(const char *snap, struct cli_restore *rs, struct avm_error *err);
+void cli_restore_release(struct cli_restore *rs);
+/* Start one detached VM `name` from it; returns once the guest answered SYNC (or failed, with
+ * nothing left). */
+int cli_restore_one(const struct cli_restore *rs, const char *name, long boot_timeout_s,
+		    struct avm_error *err);
 
 #endif

@@ -55,6 +55,12 @@ static void usage(FILE *f)
 	      "  qmp NAME CMD ['{ARGS}']         any QMP command; prints the reply JSON\n"
 	      "  qmp NAME --shell                one QMP command per line, events as they come\n"
 	      "  events NAME [--follow] [--json] the VM's QMP events, past and live\n"
+	      "  snapshot save VM SNAP [--description T]  snapshot a running VM (RAM + devices)\n"
+	      "  snapshot ls [--json] | snapshot rm SNAP  list / remove snapshots\n"
+	      "  restore SNAP [--name N] [--count N]      new VM(s) from a snapshot\n"
+	      "  reset NAME                      back to the snapshot the VM came from\n"
+	      "  serve --pool SNAP --pool-min N --pool-max M [--pool-ttl S]  warm pool daemon\n"
+	      "  pool acquire [--timeout S] | release NAME | status [--json]\n"
 	      "  version                         print the version\n"
 	      "  help                            this text\n"
 	      "\n"
@@ -78,6 +84,8 @@ int main(int argc, char **argv)
 		{ "resume", cmd_resume }, { "stop", cmd_stop },     { "kill", cmd_kill },
 		{ "rm", cmd_rm },	    { "wait", cmd_wait },     { "logs", cmd_logs },
 		{ "gc", cmd_gc },	    { "qmp", cmd_qmp },	      { "events", cmd_events },
+		{ "snapshot", cmd_snapshot }, { "restore", cmd_restore }, { "reset", cmd_reset },
+		{ "serve", cmd_serve },   { "pool", cmd_pool },
 	};
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
 		if (!strcmp(verb, verbs[i].name))

@@ -1,0 +1,723 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * agentvm snapshot save|ls|rm, restore, reset: snapshots of detached VMs and new VMs from them.
+ * A save stops the VM, migrates it over QMP into a file QEMU gets with getfd (SCM_RIGHTS), and
+ * resumes it; a restore starts a supervised VM whose QEMU loads that stream (vm_restore.c).
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <json-c/json.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "host.h"
+#include "qmp.h"
+#include "snapshot.h"
+#include "statedir.h"
+#include "supervisor.h"
+#include "util.h"
+#include "vm.h"
+#include "vmstate.h"
+
+#define SAVE_TIMEOUT_MS 120000
+#define ORIGIN_FILE "snapshot" /* in a restored VM's state dir: the snapshot it came from */
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+static struct json_object *read_json(const char *dir, const char *file)
+{
+	char path[PATH_MAX];
+	_cleanup_free_ char *buf = NULL;
+
+	if (statedir_file(path, sizeof(path), dir, file) < 0 || read_file(path, &buf, 1 << 20) < 0)
+		return NULL;
+	return json_tokener_parse(buf);
+}
+
+static const char *json_str(struct json_object *o, const char *k)
+{
+	struct json_object *v;
+
+	if (o && json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string))
+		return json_object_get_string(v);
+	return NULL;
+}
+
+static int json_int(struct json_object *o, const char *k)
+{
+	struct json_object *v;
+
+	return o && json_object_object_get_ex(o, k, &v) ? json_object_get_int(v) : 0;
+}
+
+static int qmp_caps_events(struct qmp_client *q, struct qmp_error *qe)
+{
+	struct json_object *args = json_object_new_object(), *caps = json_object_new_array();
+	struct json_object *cap = json_object_new_object();
+	int r;
+
+	json_object_object_add(cap, "capability", json_object_new_string("events"));
+	json_object_object_add(cap, "state", json_object_new_boolean(1));
+	json_object_array_add(caps, cap);
+	json_object_object_add(args, "capabilities", caps);
+	r = qmp_client_execute(q, "migrate-set-capabilities", args, NULL, 0, NULL, 5000, qe);
+	json_object_put(args);
+	if (r < 0)
+		return r;
+	/* The default cap is 32 MiB/s: a stopped VM should go at disk speed. */
+	args = json_object_new_object();
+	json_object_object_add(args, "max-bandwidth", json_object_new_int64(INT64_C(1) << 40));
+	r = qmp_client_execute(q, "migrate-set-parameters", args, NULL, 0, NULL, 5000, qe);
+	json_object_put(args);
+	return r;
+}
+
+/* Migrate the (stopped) VM into fd; wait for the end. 0, or -errno with err filled. */
+static int migrate_to_fd(struct qmp_client *q, int fd, struct avm_error *err)
+{
+	struct qmp_error qe = { 0 };
+	struct json_object *args, *ret = NULL, *v;
+	int r;
+
+	args = json_object_new_object();
+	json_object_object_add(args, "fdname", json_object_new_string("avm-snapshot"));
+	r = qmp_client_execute(q, "getfd", args, &fd, 1, NULL, 5000, &qe);
+	json_object_put(args);
+	if (r < 0)
+		return avm_error_set(err, r, "QMP getfd failed: %s", qe.desc);
+	args = json_object_new_object();
+	json_object_object_add(args, "uri", json_object_new_string("fd:avm-snapshot"));
+	r = qmp_client_execute(q, "migrate", args, NULL, 0, NULL, 5000, &qe);
+	json_object_put(args);
+	if (r < 0)
+		return avm_error_set(err, r, "QMP migrate failed: %s", qe.desc);
+	for (uint64_t deadline = now_ms() + SAVE_TIMEOUT_MS;; sleep_ms(2)) {
+		r = qmp_client_execute(q, "query-migrate", NULL, NULL, 0, &ret, 5000, &qe);
+		if (r < 0)
+			return avm_error_set(err, r, "QMP query-migrate failed: %s", qe.desc);
+		const char *st = json_str(ret, "status");
+		if (st && !strcmp(st, "completed")) {
+			json_object_put(ret);
+			return 0;
+		}
+		if (st && (!strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
+			const char *desc = json_str(ret, "error-desc");
+			r = avm_error_set(err, -EIO, "%s", desc ? desc : "migration failed");
+			json_object_put(ret);
+			return r;
+		}
+		json_object_put(ret);
+		ret = NULL;
+		if (now_ms() > deadline) {
+			qmp_client_execute(q, "migrate_cancel", NULL, NULL, 0, NULL, 5000, NULL);
+			return avm_error_set(err, -ETIMEDOUT, "the save took over %d s",
+					     SAVE_TIMEOUT_MS / 1000);
+		}
+		(void)v;
+	}
+}
+
+/* Fill the inputs of m from the VM's spec and this host (the paths `start` used). */
+static int record_inputs(struct snap_meta *m, struct json_object *spec, struct avm_error *err)
+{
+	_cleanup_free_ char *qemu = NULL, *images = NULL, *k = NULL, *i = NULL;
+	const char *ks = json_str(spec, "kernel"), *is = json_str(spec, "initrd");
+	int r;
+
+	if ((r = host_find_qemu(&qemu, err)) < 0)
+		return r;
+	if ((!ks || !is) && (r = host_find_images(&images, err)) < 0)
+		return r;
+	if (asprintf(&k, "%s%s", ks ? ks : images, ks ? "" : "/vmlinux") < 0 ||
+	    asprintf(&i, "%s%s", is ? is : images, is ? "" : "/initramfs.cpio") < 0)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	if ((r = snap_input_record(&m->kernel, k, err)) < 0 ||
+	    (r = snap_input_record(&m->initrd, i, err)) < 0 ||
+	    (r = snap_input_record(&m->qemu, qemu, err)) < 0)
+		return r;
+	return 0;
+}
+
+static int fsync_path(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+static int snapshot_save(const char *vm, const char *snap, const char *desc)
+{
+	struct avm_error err = { 0 };
+	struct qmp_error qe = { 0 };
+	struct snap_meta m = { 0 };
+	struct qmp_client *q = NULL;
+	struct vm_state st;
+	struct json_object *spec = NULL;
+	_cleanup_free_ char *dir = NULL;
+	_cleanup_close_ int lock = -1, fd = -1;
+	char tmp[PATH_MAX - 64], final[PATH_MAX], path[PATH_MAX], created[64], status[32];
+	_cleanup_free_ char *text = NULL;
+	bool was_running, tmp_made = false;
+	int r, code = EXIT_INTERNAL;
+
+	if (snap_validate_name(snap, &err) < 0 || statedir_find(vm, &dir, &err) < 0) {
+		cli_error("%s", err.msg);
+		return EXIT_USAGE;
+	}
+	statedir_file(path, sizeof(path), dir, "lock");
+	lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lock < 0 || flock(lock, LOCK_EX) < 0 || vmstate_read(dir, &st, &err) < 0) {
+		cli_error("cannot lock or read VM '%s'%s%s", vm, err.msg[0] ? ": " : "", err.msg);
+		return EXIT_INTERNAL;
+	}
+	vmstate_effective(dir, &st);
+	if (strcmp(st.state, "running") != 0 && strcmp(st.state, "paused") != 0) {
+		cli_error("VM '%s' is %s; only a running or paused VM can be saved", vm, st.state);
+		return 1;
+	}
+	snap_path(final, sizeof(final), snap, NULL);
+	if (access(final, F_OK) == 0) {
+		cli_error("a snapshot named '%s' already exists; pick another name or remove it with "
+			  "'agentvm snapshot rm %s'",
+			  snap, snap);
+		return EXIT_USAGE;
+	}
+	spec = read_json(dir, "spec.json");
+	if (!spec) {
+		cli_error("cannot read %s/spec.json", dir);
+		return EXIT_INTERNAL;
+	}
+	m.name = strdup(snap);
+	m.description = strdup(desc ? desc : "");
+	m.source_vm = strdup(vm);
+	m.profile = strdup(json_str(spec, "profile") ? json_str(spec, "profile") : "custom");
+	m.cpus = (unsigned)json_int(spec, "cpus");
+	m.memory_mib = (unsigned)json_int(spec, "memory_mib");
+	snprintf(m.accel, sizeof(m.accel), "%s", st.accel);
+	statedir_file(path, sizeof(path), dir, "net.json");
+	m.network = access(path, F_OK) == 0; /* the VM has a NIC exactly when it has a net.json */
+	m.spec = spec;
+	snap_time_ny(time(NULL), created, sizeof(created));
+	m.created = strdup(created);
+	if ((r = record_inputs(&m, spec, &err)) < 0) {
+		cli_error("%s", err.msg);
+		code = EXIT_HOST_MISSING;
+		goto out;
+	}
+
+	r = mkdir_p(snap_root(), 0700);
+	if (r < 0) {
+		cli_error("cannot create the snapshot directory %s: %s (set AGENTVM_SNAPSHOT_DIR)",
+			  snap_root(), strerror(-r));
+		goto out;
+	}
+	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp-XXXXXX", snap_root(), snap);
+	if (!mkdtemp(tmp)) {
+		cli_error("cannot create a directory in %s: %s", snap_root(), strerror(errno));
+		goto out;
+	}
+	tmp_made = true;
+	snprintf(path, sizeof(path), "%s/state", tmp);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		cli_error("cannot create %s: %s", path, strerror(errno));
+		goto out;
+	}
+
+	if ((r = cli_qmp_open(dir, &q, &err)) < 0) {
+		cli_error("%s", err.msg);
+		code = EXIT_VM_LOST;
+		goto out;
+	}
+	if ((r = qmp_query_status(q, status, sizeof(status), 5000, &qe)) < 0 ||
+	    (r = qmp_caps_events(q, &qe)) < 0) {
+		cli_error("QMP: %s", qe.desc);
+		code = EXIT_VM_LOST;
+		goto out;
+	}
+	was_running = !strcmp(status, "running");
+	{
+		int ma = 0, mi = 0, mc = 0;
+		qmp_client_version(q, &ma, &mi, &mc);
+		snprintf(m.qemu_version, sizeof(m.qemu_version), "%d.%d.%d", ma, mi, mc);
+	}
+	uint64_t t0 = now_ms();
+	if (was_running && (r = qmp_stop(q, 5000, &qe)) < 0) {
+		cli_error("QMP stop: %s", qe.desc);
+		code = EXIT_VM_LOST;
+		goto out;
+	}
+	r = migrate_to_fd(q, fd, &err);
+	m.save_ms = (int64_t)(now_ms() - t0);
+	if (was_running && qmp_cont(q, 5000, &qe) < 0)
+		cli_warn("VM '%s' could not be resumed after the save: %s", vm, qe.desc);
+	if (r < 0) {
+		if (strstr(err.msg, "No space") || strstr(err.msg, "space left"))
+			cli_error("cannot save snapshot '%s': the disk holding %s is full (%s)", snap,
+				  snap_root(), err.msg);
+		else
+			cli_error("cannot save snapshot '%s': %s", snap, err.msg);
+		goto out;
+	}
+	struct stat sst;
+	if (fsync(fd) < 0 || fstat(fd, &sst) < 0) {
+		cli_error("cannot save snapshot '%s': %s%s", snap, strerror(errno),
+			  errno == ENOSPC ? " (the disk is full)" : "");
+		goto out;
+	}
+	m.state_size = sst.st_size;
+	text = snap_meta_to_string(&m);
+	snprintf(path, sizeof(path), "%s/meta.json", tmp);
+	if (!text || (r = write_file_atomic(path, text, strlen(text))) < 0 ||
+	    (r = fsync_path(path)) < 0) {
+		cli_error("cannot write %s: %s%s", path, strerror(text ? -r : ENOMEM),
+			  r == -ENOSPC ? " (the disk is full)" : "");
+		goto out;
+	}
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, final, RENAME_NOREPLACE) < 0) {
+		cli_error("cannot create snapshot '%s': %s", snap,
+			  errno == EEXIST || errno == ENOTEMPTY ? "it was created meanwhile"
+								: strerror(errno));
+		goto out;
+	}
+	tmp_made = false;
+	fsync_path(snap_root());
+	code = 0;
+out:
+	qmp_client_free(q);
+	if (tmp_made)
+		remove_flat_dir(tmp);
+	m.spec = NULL;
+	json_object_put(spec);
+	snap_meta_release(&m);
+	return code;
+}
+
+static int cmd_snapshot_save(int argc, char **argv)
+{
+	const char *desc = NULL, *pos[2];
+	int n = 0;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--description") || !strcmp(argv[i], "-d")) {
+			if (++i >= argc) {
+				cli_error("--description needs a value");
+				return EXIT_USAGE;
+			}
+			desc = argv[i];
+		} else if (!strncmp(argv[i], "--description=", 14)) {
+			desc = argv[i] + 14;
+		} else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			puts("usage: agentvm snapshot save VM SNAPSHOT [--description TEXT]");
+			return 0;
+		} else if (argv[i][0] == '-' || n == 2) {
+			cli_error("unexpected argument '%s'; usage: agentvm snapshot save VM SNAPSHOT "
+				  "[--description TEXT]",
+				  argv[i]);
+			return EXIT_USAGE;
+		} else {
+			pos[n++] = argv[i];
+		}
+	}
+	if (n != 2) {
+		cli_error("usage: agentvm snapshot save VM SNAPSHOT [--description TEXT]");
+		return EXIT_USAGE;
+	}
+	return snapshot_save(pos[0], pos[1], desc);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int cmd_snapshot_ls(int argc, char **argv)
+{
+	bool json = argc >= 2 && !strcmp(argv[1], "--json");
+	struct json_object *arr = json_object_new_array();
+	DIR *d = opendir(snap_root());
+	struct dirent *e;
+	char *names[4096];
+	size_t n = 0;
+
+	if (argc >= 2 && !json) {
+		cli_error("usage: agentvm snapshot ls [--json]");
+		return EXIT_USAGE;
+	}
+	while (d && (e = readdir(d)) && n < ARRAY_SIZE(names))
+		if (e->d_name[0] != '.' && snap_validate_name(e->d_name, NULL) == 0)
+			names[n++] = strdup(e->d_name);
+	if (d)
+		closedir(d);
+	qsort(names, n, sizeof(names[0]), cmp_str);
+	if (!json)
+		printf("%-24s %-25s %9s %6s %-16s %s\n", "NAME", "CREATED", "SIZE", "ACCEL", "VM",
+		       "DESCRIPTION");
+	for (size_t i = 0; i < n; i++) {
+		struct snap_meta m;
+		struct avm_error err = { 0 };
+		char path[PATH_MAX];
+		_cleanup_free_ char *text = NULL;
+		int ok = snap_load(names[i], &m, &err) == 0;
+
+		if (json) {
+			struct json_object *o = NULL;
+			snap_path(path, sizeof(path), names[i], "meta.json");
+			if (ok && read_file(path, &text, 1 << 20) >= 0)
+				o = json_tokener_parse(text);
+			if (!o) {
+				o = json_object_new_object();
+				json_object_object_add(o, "name", json_object_new_string(names[i]));
+			}
+			json_object_object_add(o, "damaged", json_object_new_boolean(!ok));
+			if (!ok)
+				json_object_object_add(o, "error", json_object_new_string(err.msg));
+			json_object_array_add(arr, o);
+		} else if (ok) {
+			printf("%-24s %-25s %8.1fM %6s %-16s %s\n", names[i], m.created,
+			       (double)m.state_size / (1024.0 * 1024.0), m.accel, m.source_vm,
+			       m.description);
+		} else {
+			printf("%-24s %-25s %9s %6s %-16s (damaged: %s)\n", names[i], "-", "-", "-", "-",
+			       err.msg);
+		}
+		if (ok)
+			snap_meta_release(&m);
+		free(names[i]);
+	}
+	if (json)
+		puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY |
+								 JSON_C_TO_STRING_SPACED |
+								 JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(arr);
+	return 0;
+}
+
+static int cmd_snapshot_rm(int argc, char **argv)
+{
+	struct avm_error err = { 0 };
+	char path[PATH_MAX];
+
+	if (argc != 2) {
+		cli_error("usage: agentvm snapshot rm SNAPSHOT");
+		return EXIT_USAGE;
+	}
+	if (snap_validate_name(argv[1], &err) < 0) {
+		cli_error("%s", err.msg);
+		return EXIT_USAGE;
+	}
+	snap_path(path, sizeof(path), argv[1], NULL);
+	if (access(path, F_OK) < 0) {
+		cli_error("no snapshot named '%s' (see 'agentvm snapshot ls')", argv[1]);
+		return EXIT_USAGE;
+	}
+	if (remove_flat_dir(path) < 0) {
+		cli_error("cannot remove %s: %s", path, strerror(errno));
+		return EXIT_INTERNAL;
+	}
+	return 0;
+}
+
+int cmd_snapshot(int argc, char **argv)
+{
+	if (argc >= 2 && !strcmp(argv[1], "save"))
+		return cmd_snapshot_save(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "ls"))
+		return cmd_snapshot_ls(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "rm"))
+		return cmd_snapshot_rm(argc - 1, argv + 1);
+	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		puts("usage: agentvm snapshot save VM SNAPSHOT [--description TEXT]\n"
+		     "       agentvm snapshot ls [--json]\n"
+		     "       agentvm snapshot rm SNAPSHOT");
+		return 0;
+	}
+	cli_error("usage: agentvm snapshot save|ls|rm ...; see 'agentvm snapshot --help'");
+	return EXIT_USAGE;
+}
+
+/* --- restore -------------------------------------------------------------------------------- */
+
+int cli_restore_prepare(const char *snap, struct cli_restore *rs, struct avm_error *err)
+{
+	_cleanup_free_ char *qemu = NULL;
+	int r;
+
+	memset(rs, 0, sizeof(*rs));
+	r = snap_load(snap, &rs->meta, err);
+	if (r < 0)
+		return r;
+	if (rs->meta.network) {
+		/* TODO(networking): give each clone its own tap/lease and send them in SYNC. */
+		r = avm_error_set(err, -EOPNOTSUPP,
+				  "snapshot '%s' has a network device; restoring networked snapshots "
+				  "is not supported yet (save a VM started with --network isolated)",
+				  snap);
+		goto fail;
+	}
+	if (!strcmp(rs->meta.accel, "kvm") && !host_kvm_usable()) {
+		r = avm_error_set(err, -ENODEV,
+				  "snapshot '%s' was taken under KVM and /dev/kvm cannot be opened "
+				  "here; restore it on a KVM host or take a TCG snapshot",
+				  snap);
+		goto fail;
+	}
+	if ((r = host_find_qemu(&qemu, err)) < 0 ||
+	    (r = snap_input_check(&rs->meta.qemu, qemu, "QEMU binary", snap, err)) < 0 ||
+	    (r = snap_input_check(&rs->meta.kernel, rs->meta.kernel.path, "guest kernel", snap,
+				  err)) < 0 ||
+	    (r = snap_input_check(&rs->meta.initrd, rs->meta.initrd.path, "guest initramfs", snap,
+				  err)) < 0)
+		goto fail;
+	rs->qemu = TAKE_PTR(qemu);
+	snap_path(rs->state_path, sizeof(rs->state_path), snap, "state");
+	return 0;
+fail:
+	snap_meta_release(&rs->meta);
+	return r;
+}
+
+void cli_restore_release(struct cli_restore *rs)
+{
+	snap_meta_release(&rs->meta);
+	free(rs->qemu);
+	rs->qemu = NULL;
+}
+
+int cli_restore_one(const struct cli_restore *rs, const char *name, long boot_timeout_s,
+		    struct avm_error *err)
+{
+	struct vm_spec *spec = snap_spec_new(&rs->meta);
+	_cleanup_free_ char *dir = NULL;
+	char path[PATH_MAX];
+	pid_t sup;
+	int r;
+
+	if (!spec)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	spec->name = strdup(name);
+	struct vm_incoming in = {
+		.state_path = rs->state_path,
+		.qemu_version = rs->meta.qemu_version,
+	};
+	struct vm_launch_opts lo = {
+		.spec = spec, .kernel = rs->meta.kernel.path, .initrd = rs->meta.initrd.path,
+		.qemu = rs->qemu, .accel = spec->accel, .detached = true, .incoming = &in,
+	};
+	r = spec->name ? supervisor_start(&lo, (int)boot_timeout_s * 1000, &sup, err)
+		       : avm_error_set(err, -ENOMEM, "out of memory");
+	vm_spec_free(spec);
+	if (r < 0)
+		return r;
+	/* Where `reset` goes back to. */
+	if (statedir_find(name, &dir, NULL) == 0 &&
+	    statedir_file(path, sizeof(path), dir, ORIGIN_FILE) == 0)
+		write_file_atomic(path, rs->meta.name, strlen(rs->meta.name));
+	return 0;
+}
+
+static void rm_vm(const char *name)
+{
+	char *av[] = { "rm", "--force", (char *)name, NULL };
+	int saved = dup(STDERR_FILENO), nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
+
+	if (nul >= 0)
+		dup2(nul, STDERR_FILENO);
+	cmd_rm(3, av);
+	if (saved >= 0) {
+		dup2(saved, STDERR_FILENO);
+		close(saved);
+	}
+	if (nul >= 0)
+		close(nul);
+}
+
+static int restore_exit_code(int r)
+{
+	if (r == -EEXIST || r == -EINVAL)
+		return EXIT_USAGE;
+	return EXIT_BOOT_FAILED;
+}
+
+int cmd_restore(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "name", required_argument, NULL, 'n' },
+		{ "count", required_argument, NULL, 'c' },
+		{ "boot-timeout", required_argument, NULL, 'b' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct avm_error err = { 0 };
+	struct cli_restore rs;
+	const char *name = NULL;
+	long count = 1, boot_timeout_s = CLI_DEFAULT_BOOT_TIMEOUT_S;
+	int c, code = 0;
+
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'n':
+			name = optarg;
+			break;
+		case 'c':
+			if (parse_long(optarg, 1, 256, &count) < 0) {
+				cli_error("--count '%s' is not a number from 1 to 256", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'b':
+			if (parse_long(optarg, 1, 3600, &boot_timeout_s) < 0) {
+				cli_error("--boot-timeout '%s' is not a number of seconds", optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'h':
+			puts("usage: agentvm restore SNAPSHOT [--name NAME] [--count N] "
+			     "[--boot-timeout S]\n"
+			     "Start new VMs from a snapshot; prints their names once they are ready.\n"
+			     "With --count N and --name NAME the VMs are NAME-1 .. NAME-N.");
+			return 0;
+		default:
+			cli_error("unknown or incomplete option '%s'; see 'agentvm restore --help'",
+				  argv[optind - 1]);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 1) {
+		cli_error("usage: agentvm restore SNAPSHOT [--name NAME] [--count N]");
+		return EXIT_USAGE;
+	}
+	const char *snap = argv[optind];
+	char (*names)[STATEDIR_MAX_NAME + 1] = calloc((size_t)count, sizeof(*names));
+	pid_t *pids = calloc((size_t)count, sizeof(*pids));
+	if (!names || !pids)
+		return EXIT_INTERNAL;
+	for (long i = 0; i < count; i++) {
+		if (name && count == 1)
+			snprintf(names[i], sizeof(names[i]), "%s", name);
+		else if (name && snprintf(names[i], sizeof(names[i]), "%s-%ld", name, i + 1) >=
+					 (int)sizeof(names[i]))
+			names[i][0] = '\0';
+		else if (!name)
+			statedir_random_name(names[i], sizeof(names[i]));
+		if (statedir_validate_name(names[i], &err) < 0) {
+			cli_error("%s", err.msg);
+			return EXIT_USAGE;
+		}
+	}
+	if (cli_restore_prepare(snap, &rs, &err) < 0) {
+		cli_error("%s", err.msg);
+		return err.code == -ENOENT || err.code == -EINVAL ? EXIT_USAGE
+			: err.code == -EBADMSG || err.code == -ESTALE || err.code == -EPROTO ||
+					  err.code == -EOPNOTSUPP
+				? 1
+				: EXIT_HOST_MISSING;
+	}
+	if (count == 1) {
+		int r = cli_restore_one(&rs, names[0], boot_timeout_s, &err);
+		if (r < 0) {
+			cli_error("%s", err.msg);
+			code = restore_exit_code(r);
+		} else {
+			printf("%s\n", names[0]);
+		}
+		goto out;
+	}
+	/* Several: one child each, concurrently; all or nothing. */
+	fflush(NULL);
+	for (long i = 0; i < count; i++) {
+		pids[i] = fork();
+		if (pids[i] == 0) {
+			int r = cli_restore_one(&rs, names[i], boot_timeout_s, &err);
+			if (r < 0)
+				cli_error("%s: %s", names[i], err.msg);
+			_exit(r < 0 ? restore_exit_code(r) : 0);
+		}
+	}
+	bool failed = false;
+	for (long i = 0; i < count; i++) {
+		int st = 0;
+		if (pids[i] < 0 || waitpid(pids[i], &st, 0) < 0 || !WIFEXITED(st) ||
+		    WEXITSTATUS(st) != 0) {
+			failed = true;
+			if (!code)
+				code = pids[i] > 0 && WIFEXITED(st) ? WEXITSTATUS(st) : EXIT_INTERNAL;
+			pids[i] = -1;
+		}
+	}
+	for (long i = 0; i < count; i++) {
+		if (failed && pids[i] > 0)
+			rm_vm(names[i]);
+		else if (!failed)
+			printf("%s\n", names[i]);
+	}
+out:
+	cli_restore_release(&rs);
+	free(names);
+	free(pids);
+	return code;
+}
+
+int cmd_reset(int argc, char **argv)
+{
+	struct avm_error err = { 0 };
+	struct cli_restore rs;
+	_cleanup_free_ char *dir = NULL, *snap = NULL;
+	char path[PATH_MAX];
+	int r;
+
+	if (argc != 2 || argv[1][0] == '-') {
+		if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+			puts("usage: agentvm reset NAME\nRestore the VM from the snapshot it came from.");
+			return 0;
+		}
+		cli_error("usage: agentvm reset NAME");
+		return EXIT_USAGE;
+	}
+	const char *name = argv[1];
+	if (statedir_find(name, &dir, &err) < 0) {
+		cli_error("%s", err.msg);
+		return EXIT_USAGE;
+	}
+	statedir_file(path, sizeof(path), dir, ORIGIN_FILE);
+	if (read_file(path, &snap, 4096) < 0) {
+		cli_error("VM '%s' was not restored from a snapshot, so there is nothing to reset it "
+			  "to; use 'agentvm restore SNAPSHOT --name %s'",
+			  name, name);
+		return 1;
+	}
+	/* Check the snapshot before destroying anything. */
+	if (cli_restore_prepare(snap, &rs, &err) < 0) {
+		cli_error("cannot reset VM '%s': %s", name, err.msg);
+		return 1;
+	}
+	rm_vm(name);
+	r = cli_restore_one(&rs, name, CLI_DEFAULT_BOOT_TIMEOUT_S, &err);
+	cli_restore_release(&rs);
+	if (r < 0) {
+		cli_error("cannot reset VM '%s' (it is gone now): %s", name, err.msg);
+		return restore_exit_code(r);
+	}
+	return 0;
+}
