@@ -348,6 +348,8 @@ fail:
 		close(agent_sp[0]);
 	if (agent_sp[1] >= 0)
 		close(agent_sp[1]);
+	/* A detached VM that never started leaves nothing either (--keep-state aside). */
+	vm->keep_state = o->keep_state;
 	vm_destroy(vm);
 	return r;
 }

@@ -1,0 +1,161 @@
+#!/bin/sh
+# Integration tests for snapshots: save, restore (clones), reset, bad input, full disk.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+export AGENTVM_SNAPSHOT_DIR="$tmp_root/snaps"
+avm() { "$AVM" "$@"; }
+# Start VMs without a NIC where networking exists (restoring networked snapshots comes later).
+NET=""
+"$AVM" start --help 2>/dev/null | grep -q -- --network && NET="--network isolated"
+
+rm_all() {
+	for n in "$@"; do avm rm --force "$n" >/dev/null 2>&1; done
+}
+
+# One golden snapshot for the tests below: /root/before exists in it, /root/after does not.
+make_base() {
+	# shellcheck disable=SC2086
+	avm start --accel tcg --name golden $NET >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return 1; }
+	avm exec golden -- sh -c 'echo before >/root/before' || fail "write before"
+	avm snapshot save golden base --description "test base" 2>"$tmp_root/err" || fail "save: $(cat "$tmp_root/err")"
+	avm exec golden -- sh -c 'echo after >/root/after' || fail "VM must keep running after save"
+}
+
+t_save_then_restore() {
+	make_base || return
+	[ -f "$AGENTVM_SNAPSHOT_DIR/base/state" ] || fail "no state file"
+	grep -q '"created":"[0-9T:-]*-0[45]:00"' "$AGENTVM_SNAPSHOT_DIR/base/meta.json" || fail "created is not New York RFC 3339: $(grep created "$AGENTVM_SNAPSHOT_DIR/base/meta.json")"
+	expect_contains "ls lists it" "test base" "$(avm snapshot ls)"
+	expect_contains "ls --json" '"name": "base"' "$(avm snapshot ls --json)"
+	name=$(avm restore base --name r1 2>"$tmp_root/err")
+	expect_eq "restore prints the name" "r1" "$name"
+	host_t=$(date +%s)
+	guest_t=$(avm exec r1 -- date +%s)
+	d=$((guest_t - host_t))
+	[ "$d" -le 1 ] && [ "$d" -ge -1 ] || fail "guest clock off by $d s right after restore"
+	expect_eq "file written before save" "before" "$(avm exec r1 -- cat /root/before)"
+	avm exec r1 -- test -e /root/after && fail "file written after save exists in the clone"
+	expect_eq "source still has its later file" "after" "$(avm exec golden -- cat /root/after)"
+	expect_eq "hostname is the new name" "r1" "$(avm exec r1 -- hostname)"
+	rm_all r1 golden
+}
+
+t_clones_are_distinct() {
+	out=$(avm restore base --count 2 --name cl 2>"$tmp_root/err")
+	expect_eq "two names" "cl-1 cl-2" "$(echo $out)"
+	a=$(avm exec cl-1 -- sh -c 'head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n"')
+	b=$(avm exec cl-2 -- sh -c 'head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n"')
+	[ -n "$a" ] && [ "$a" != "$b" ] || fail "clones gave the same random bytes: $a"
+	expect_eq "hostname 1" "cl-1" "$(avm exec cl-1 -- hostname)"
+	expect_eq "hostname 2" "cl-2" "$(avm exec cl-2 -- hostname)"
+	rm_all cl-1 cl-2
+}
+
+t_reset() {
+	avm restore base --name rs >/dev/null 2>"$tmp_root/err" || fail "restore: $(cat "$tmp_root/err")"
+	avm exec rs -- sh -c 'echo dirty >/root/dirty; rm /root/before' || fail "dirty"
+	avm reset rs 2>"$tmp_root/err" || fail "reset: $(cat "$tmp_root/err")"
+	expect_eq "file from the snapshot is back" "before" "$(avm exec rs -- cat /root/before)"
+	avm exec rs -- test -e /root/dirty && fail "file written after restore survived reset"
+	expect_eq "hostname after reset" "rs" "$(avm exec rs -- hostname)"
+	# A VM that was not restored has nothing to reset to.
+	# shellcheck disable=SC2086
+	avm start --accel tcg --name plain $NET >/dev/null 2>&1
+	avm reset plain 2>"$tmp_root/err"
+	[ $? -ne 0 ] || fail "reset of a booted VM must fail"
+	expect_contains "reset message" "not restored from a snapshot" "$(cat "$tmp_root/err")"
+	rm_all rs plain
+}
+
+t_ten_concurrent_clones() {
+	t0=$(date +%s%N)
+	out=$(avm restore base --count 10 --name ten 2>"$tmp_root/err")
+	rc=$?
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	echo "    10 clones restored concurrently in $ms ms"
+	expect_eq "restore --count 10" 0 $rc
+	ok=0
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		[ "$(avm exec "ten-$i" -- cat /root/before 2>/dev/null)" = before ] && ok=$((ok + 1))
+	done
+	expect_eq "clones answering exec" 10 $ok
+	rm_all ten-1 ten-2 ten-3 ten-4 ten-5 ten-6 ten-7 ten-8 ten-9 ten-10
+}
+
+# Copy the base snapshot as $1 (name fixed up in meta.json).
+copy_base() {
+	cp -r "$AGENTVM_SNAPSHOT_DIR/base" "$AGENTVM_SNAPSHOT_DIR/$1"
+	sed -i "s/\"name\": *\"base\"/\"name\":\"$1\"/" "$AGENTVM_SNAPSHOT_DIR/$1/meta.json"
+}
+
+expect_clean_failure() { # what args...
+	what=$1
+	shift
+	avm restore "$@" >"$tmp_root/out" 2>"$tmp_root/err"
+	rc=$?
+	[ $rc -ne 0 ] || fail "$what: restore succeeded"
+	[ "$(wc -l <"$tmp_root/err")" -eq 1 ] || fail "$what: expected one line, got: $(cat "$tmp_root/err")"
+	echo "    $what -> $rc: $(cat "$tmp_root/err")"
+}
+
+t_bad_input() {
+	expect_clean_failure "missing snapshot" nosuch --name b0
+	copy_base nostate
+	rm "$AGENTVM_SNAPSHOT_DIR/nostate/state"
+	expect_clean_failure "missing state file" nostate --name b1
+	copy_base corrupt
+	dd if=/dev/urandom of="$AGENTVM_SNAPSHOT_DIR/corrupt/state" bs=4096 count=512 seek=64 conv=notrunc 2>/dev/null
+	expect_clean_failure "corrupt state file" corrupt --name b2
+	copy_base trunc
+	truncate -s 1000000 "$AGENTVM_SNAPSHOT_DIR/trunc/state"
+	expect_clean_failure "truncated state file" trunc --name b3
+	copy_base oldqemu
+	sed -i 's/"version": *"[^"]*"/"version":"6.2.0"/' "$AGENTVM_SNAPSHOT_DIR/oldqemu/meta.json"
+	expect_clean_failure "another QEMU version" oldqemu --name b4
+	expect_contains "version message" "QEMU 6.2.0" "$(cat "$tmp_root/err")"
+	copy_base badmeta
+	echo '{"format":1,' >"$AGENTVM_SNAPSHOT_DIR/badmeta/meta.json"
+	expect_clean_failure "corrupt meta.json" badmeta --name b5
+	copy_base badhash
+	sed -i '0,/"sha256": *"[0-9a-f]*"/s//"sha256":"0000000000000000000000000000000000000000000000000000000000000000"/; 0,/"mtime_ns": *[0-9]*/s//"mtime_ns":1/' "$AGENTVM_SNAPSHOT_DIR/badhash/meta.json"
+	expect_clean_failure "changed kernel" badhash --name b6
+	expect_contains "input message" "another guest kernel" "$(cat "$tmp_root/err")"
+	for s in nostate corrupt trunc oldqemu badmeta badhash; do avm snapshot rm "$s" || fail "snapshot rm $s"; done
+	[ -z "$(ls "$AGENTVM_SNAPSHOT_DIR" | grep -v '^base$')" ] || fail "snapshots left: $(ls "$AGENTVM_SNAPSHOT_DIR")"
+}
+
+t_full_disk() {
+	if ! mkdir -p "$tmp_root/small" || ! mount -t tmpfs -o size=4m tmpfs "$tmp_root/small" 2>/dev/null; then
+		skip "cannot mount a small tmpfs (needs root)"
+		return
+	fi
+	# shellcheck disable=SC2086
+	avm start --accel tcg --name full $NET >/dev/null 2>&1 || fail "start"
+	AGENTVM_SNAPSHOT_DIR="$tmp_root/small" avm snapshot save full s1 >"$tmp_root/out" 2>"$tmp_root/err"
+	rc=$?
+	echo "    full disk -> $rc: $(cat "$tmp_root/err")"
+	[ $rc -ne 0 ] || fail "save onto a full disk succeeded"
+	expect_contains "full disk message" "full" "$(cat "$tmp_root/err")"
+	[ -z "$(ls -A "$tmp_root/small")" ] || fail "left behind: $(ls -A "$tmp_root/small")"
+	expect_eq "VM still runs after a failed save" "ok" "$(avm exec full -- echo ok)"
+	umount "$tmp_root/small"
+	rm_all full
+}
+
+t_snapshot_rm() {
+	avm snapshot rm base || fail "rm"
+	avm snapshot rm base 2>/dev/null && fail "second rm must fail"
+	[ -z "$(ls -A "$AGENTVM_SNAPSHOT_DIR")" ] || fail "left: $(ls -A "$AGENTVM_SNAPSHOT_DIR")"
+}
+
+echo "snapshot tests (TCG)"
+run_test t_save_then_restore
+run_test t_clones_are_distinct
+run_test t_reset
+run_test t_ten_concurrent_clones
+run_test t_bad_input
+run_test t_full_disk
+run_test t_snapshot_rm
+summary
