@@ -170,11 +170,14 @@ int nf_nft_table_delete(struct nf_nft *nft, struct nf_error *err);
 /* ---- tap devices and links (/dev/net/tun, libnl-route) ---------------------------------------- */
 
 /*
- * Create tap `name` (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR), persistent so it outlives the fd until
- * nf_link_delete(), and return its fd (O_CLOEXEC: the launcher clears that on the copy it hands to
- * QEMU as -netdev tap,fd=N). -EEXIST if an interface of that name exists. Caller owns the fd.
+ * Create tap `name` (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR) and return its fd (O_CLOEXEC: the
+ * launcher clears that on the copy it hands to QEMU as -netdev tap,fd=N). -EEXIST if an
+ * interface of that name exists. Caller owns the fd.
+ * persist = false: the tap lives exactly as long as an fd refers to it, so it vanishes with
+ * QEMU however QEMU ends (even kill -9) and its removal costs the caller nothing. persist =
+ * true: it stays until nf_link_delete().
  */
-int nf_tap_create(const char *name, struct nf_error *err);
+int nf_tap_create(const char *name, bool persist, struct nf_error *err);
 /*
  * Bring `ifname` up, give it host/prefixlen (the /30's gateway address), and enable IPv4
  * forwarding on it only (/proc/sys/net/ipv4/conf/IF/forwarding). Idempotent.

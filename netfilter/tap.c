@@ -115,7 +115,7 @@ int nf_link_exists(const char *ifname, struct nf_error *err)
 	return 1;
 }
 
-int nf_tap_create(const char *name, struct nf_error *err)
+int nf_tap_create(const char *name, bool persist, struct nf_error *err)
 {
 	_nf_cleanup_close_ int fd = -1;
 	struct ifreq ifr = { 0 };
@@ -139,8 +139,7 @@ int nf_tap_create(const char *name, struct nf_error *err)
 	if (ioctl(fd, TUNSETIFF, &ifr) < 0)
 		return nf_set_error(err, -errno, "cannot create tap %s: %s%s", name, strerror(errno),
 				    errno == EPERM ? " (needs root, CAP_NET_ADMIN)" : "");
-	/* Persistent so the tap survives the window where the fd is handed over to QEMU. */
-	if (ioctl(fd, TUNSETPERSIST, 1) < 0) {
+	if (persist && ioctl(fd, TUNSETPERSIST, 1) < 0) {
 		r = -errno;
 		return nf_set_error(err, r, "cannot make tap %s persistent: %s", name, strerror(-r));
 	}

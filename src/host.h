@@ -9,7 +9,11 @@
 #include "error.h"
 #include "spec.h"
 
-/* True when /dev/kvm can be opened read-write (the test QEMU itself will make). */
+/*
+ * NULL when KVM can run guests here, else why not: /dev/kvm cannot be opened read-write, or it
+ * can but the CPU has no vmx/svm (a nested hypervisor that crashes guests).
+ */
+const char *host_kvm_problem(void);
 bool host_kvm_usable(void);
 
 /*

@@ -111,6 +111,20 @@ int qemu_build_argv(const struct qemu_config *c, struct strv *a, struct avm_erro
 	strv_add(a, "-device");
 	strv_addf(a, "virtserialport,chardev=agent0,nr=1,name=%s,id=agent", AVM_AGENT_PORT_NAME);
 
+	/*
+	 * The NIC: a tap agentvm created and configured, inherited as an fd, so QEMU needs no
+	 * privilege and never runs a helper script. vhost=off: there is no vhost-net here, and
+	 * with it QEMU would need /dev/vhost-net (documented as the KVM-host speed-up).
+	 */
+	if (c->nic) {
+		const unsigned char *m = c->mac;
+		strv_add(a, "-netdev");
+		strv_addf(a, "tap,id=net0,fd=%d,vhost=off", c->tap_fd);
+		strv_add(a, "-device");
+		strv_addf(a, "virtio-net-device,netdev=net0,mac=%02x:%02x:%02x:%02x:%02x:%02x", m[0],
+			  m[1], m[2], m[3], m[4], m[5]);
+	}
+
 	/* Fresh entropy for the guest from the host's RNG. */
 	strv_add(a, "-object");
 	strv_add(a, "rng-random,id=rng0,filename=/dev/urandom");

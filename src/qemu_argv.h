@@ -6,6 +6,8 @@
 #ifndef AGENTVM_QEMU_ARGV_H
 #define AGENTVM_QEMU_ARGV_H
 
+#include <stdbool.h>
+
 #include "error.h"
 #include "spec.h"
 #include "strv.h"
@@ -27,6 +29,9 @@ struct qemu_config {
 	const char *extra_cmdline; /* appended to the kernel cmdline; may be NULL */
 	int sandbox;               /* nonzero: QEMU's own -sandbox (seccomp) */
 	const char *qmp_sock_path; /* a second QMP monitor on this Unix socket (server), or NULL */
+	bool nic;                  /* a virtio-net NIC backed by the inherited tap_fd */
+	int tap_fd;
+	const unsigned char *mac;  /* the NIC's MAC (6 bytes) */
 };
 
 /* The guest kernel command line for this config (caller frees). */

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 #include "spec.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <json-c/json.h>
+#include <net/if.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "../netfilter/nf.h"
 #include "strv.h"
 #include "util.h"
 
@@ -38,14 +41,6 @@ struct vm_spec *vm_spec_new(void)
 	return s;
 }
 
-static void strv_free(char **v)
-{
-	if (!v)
-		return;
-	for (char **p = v; *p; p++)
-		free(*p);
-	free(v);
-}
 
 void vm_spec_free(struct vm_spec *s)
 {
@@ -58,6 +53,9 @@ void vm_spec_free(struct vm_spec *s)
 	free(s->kernel);
 	free(s->initrd);
 	strv_free(s->argv);
+	free(s->bridge);
+	strv_free(s->allow);
+	free(s->dns);
 	free(s);
 }
 
@@ -226,8 +224,74 @@ int vm_spec_set_command(struct vm_spec *s, char *const *argv, size_t argc, struc
 	return 0;
 }
 
+const char *vm_net_mode_name(enum vm_net_mode m)
+{
+	switch (m) {
+	case VM_NET_ISOLATED:
+		return "isolated";
+	case VM_NET_BRIDGE:
+		return "bridge";
+	default:
+		return "nat-filtered";
+	}
+}
+
+int vm_spec_set_network(struct vm_spec *s, const char *value, struct avm_error *err)
+{
+	if (!strcmp(value, "nat-filtered") || !strcmp(value, "isolated")) {
+		s->net_mode = value[0] == 'n' ? VM_NET_NAT_FILTERED : VM_NET_ISOLATED;
+		return 0;
+	}
+	if (!strncmp(value, "bridge:", 7)) {
+		const char *br = value + 7;
+		if (!*br || strlen(br) >= IFNAMSIZ || strchr(br, '/') || strchr(br, ' '))
+			return avm_error_set(err, -EINVAL,
+					     "--network '%s': the bridge name must be 1..%d "
+					     "characters without '/' or spaces",
+					     value, IFNAMSIZ - 1);
+		s->net_mode = VM_NET_BRIDGE;
+		return vm_spec_set_path(&s->bridge, "--network bridge:", br, err);
+	}
+	return avm_error_set(err, -EINVAL,
+			     "--network '%s' is not a mode; use nat-filtered, isolated or "
+			     "bridge:BRIDGE",
+			     value);
+}
+
+int vm_spec_add_allow(struct vm_spec *s, const char *value, struct avm_error *err)
+{
+	struct nf_port port;
+	struct nf_error nerr = { 0 };
+
+	if (nf_port_parse(value, &port, &nerr) < 0)
+		return avm_error_set(err, -EINVAL, "--allow: %s", nerr.msg);
+	if (s->n_allow >= VM_SPEC_MAX_ALLOW)
+		return avm_error_set(err, -E2BIG, "too many --allow values (at most %d)",
+				     VM_SPEC_MAX_ALLOW);
+	if (strv_append(&s->allow, &s->n_allow, value) < 0)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	return 0;
+}
+
+int vm_spec_set_dns(struct vm_spec *s, const char *value, struct avm_error *err)
+{
+	struct in_addr a;
+
+	if (inet_pton(AF_INET, value, &a) != 1)
+		return avm_error_set(err, -EINVAL, "--dns '%s' is not an IPv4 address", value);
+	return vm_spec_set_path(&s->dns, "--dns", value, err);
+}
+
 int vm_spec_validate(const struct vm_spec *s, bool need_command, struct avm_error *err)
 {
+	if (s->net_mode == VM_NET_ISOLATED && (s->n_allow || s->deny_all_egress || s->dns))
+		return avm_error_set(err, -EINVAL,
+				     "--allow, --deny-all-egress and --dns need a network; "
+				     "--network isolated has none");
+	if (s->net_mode == VM_NET_BRIDGE && (s->n_allow || s->deny_all_egress))
+		return avm_error_set(err, -EINVAL,
+				     "--allow and --deny-all-egress filter nat-filtered VMs only; "
+				     "a bridged VM is not filtered");
 	if (need_command && (s->argc == 0 || !s->argv[0][0]))
 		return avm_error_set(err, -EINVAL,
 				     "no command given; put it after --, e.g. agentvm run -- uname -a");
@@ -264,5 +328,14 @@ struct json_object *vm_spec_to_json(const struct vm_spec *s)
 		json_object_object_add(o, "workdir", json_object_new_string(s->workdir));
 	json_object_object_add(o, "env", strv_to_json(s->env));
 	json_object_object_add(o, "command", strv_to_json(s->argv));
+	struct json_object *net = json_object_new_object();
+	json_object_object_add(net, "mode", json_object_new_string(vm_net_mode_name(s->net_mode)));
+	if (s->bridge)
+		json_object_object_add(net, "bridge", json_object_new_string(s->bridge));
+	json_object_object_add(net, "allow", strv_to_json(s->allow));
+	json_object_object_add(net, "deny_all_egress", json_object_new_boolean(s->deny_all_egress));
+	if (s->dns)
+		json_object_object_add(net, "dns", json_object_new_string(s->dns));
+	json_object_object_add(o, "network", net);
 	return o;
 }

@@ -19,7 +19,14 @@ enum vm_accel {
 	VM_ACCEL_TCG,
 };
 
+enum vm_net_mode {
+	VM_NET_NAT_FILTERED = 0, /* default: tap, /30 lease, NAT + egress allowlist */
+	VM_NET_ISOLATED,         /* no NIC in the guest */
+	VM_NET_BRIDGE,           /* tap on an existing bridge, no filtering (advanced) */
+};
+
 #define VM_SPEC_MAX_CPUS 64
+#define VM_SPEC_MAX_ALLOW 64
 #define VM_SPEC_MIN_MEMORY_MIB 64
 #define VM_SPEC_MAX_MEMORY_MIB (256 * 1024)
 #define VM_SPEC_MAX_TIMEOUT_S (7 * 24 * 3600)
@@ -46,6 +53,12 @@ struct vm_spec {
 	enum vm_accel accel;
 	char **argv; /* NULL-terminated command */
 	size_t argc;
+	enum vm_net_mode net_mode;
+	char *bridge;         /* VM_NET_BRIDGE only */
+	char **allow;         /* extra egress ports, "tcp:8080" (validated), NULL-terminated */
+	size_t n_allow;
+	bool deny_all_egress; /* start from an empty allowlist instead of the default one */
+	char *dns;            /* resolver for the guest; NULL = the host's */
 };
 
 /* The table of named profiles (light, standard, intensive), NULL-name terminated. */
@@ -65,6 +78,13 @@ int vm_spec_set_accel(struct vm_spec *s, const char *value, struct avm_error *er
 int vm_spec_add_env(struct vm_spec *s, const char *kv, struct avm_error *err);
 int vm_spec_set_workdir(struct vm_spec *s, const char *dir, struct avm_error *err);
 int vm_spec_set_path(char **slot, const char *what, const char *path, struct avm_error *err);
+/* "nat-filtered", "isolated" or "bridge:NAME". */
+int vm_spec_set_network(struct vm_spec *s, const char *value, struct avm_error *err);
+/* One "tcp:PORT" / "udp:PORT" for the egress allowlist. */
+int vm_spec_add_allow(struct vm_spec *s, const char *value, struct avm_error *err);
+/* An IPv4 address. */
+int vm_spec_set_dns(struct vm_spec *s, const char *value, struct avm_error *err);
+const char *vm_net_mode_name(enum vm_net_mode m);
 /* Copies argv[0..argc). */
 int vm_spec_set_command(struct vm_spec *s, char *const *argv, size_t argc, struct avm_error *err);
 /* Whole-spec checks that single setters cannot make (e.g. a command is present). */

@@ -2,6 +2,7 @@
 #include "statedir.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "strv.h"
 #include "util.h"
 
 const char *statedir_root(void)
@@ -110,4 +112,32 @@ int statedir_find(const char *name, char **path, struct avm_error *err)
 		return avm_error_set(err, -ENOENT, "no VM named '%s' (see 'agentvm ls')", name);
 	*path = strdup(buf);
 	return *path ? 0 : avm_error_set(err, -ENOMEM, "out of memory");
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int statedir_list(char ***out)
+{
+	struct strv v = { 0 };
+	DIR *d = opendir(statedir_root());
+	struct dirent *e;
+
+	*out = NULL;
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((e = readdir(d)))
+		if (statedir_validate_name(e->d_name, NULL) == 0)
+			strv_add(&v, e->d_name);
+	closedir(d);
+	if (v.failed) {
+		strv_release(&v);
+		return -ENOMEM;
+	}
+	if (v.n)
+		qsort(v.v, v.n, sizeof(v.v[0]), cmp_name);
+	*out = v.v;
+	return (int)v.n;
 }

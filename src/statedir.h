@@ -30,6 +30,8 @@ int statedir_find(const char *name, char **path, struct avm_error *err);
 /* Path of a file inside a state dir, in buf. */
 int statedir_file(char *buf, size_t len, const char *dir, const char *file);
 
+/* Names of every VM under the root, sorted; *out is a NULL-terminated strv (strv_free). */
+int statedir_list(char ***out);
 /* Remove the directory and everything in it; 0 when it is gone. */
 int statedir_remove(const char *dir);
 

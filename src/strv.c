@@ -76,3 +76,12 @@ char *strv_join(char *const *v, const char *sep)
 	*p = '\0';
 	return out;
 }
+
+void strv_free(char **v)
+{
+	if (!v)
+		return;
+	for (char **p = v; *p; p++)
+		free(*p);
+	free(v);
+}

@@ -16,6 +16,8 @@ void strv_add(struct strv *sv, const char *s);
 void strv_addf(struct strv *sv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Free every string and the vector. */
 void strv_release(struct strv *sv);
+/* Free a NULL-terminated vector of malloc'ed strings (NULL is fine). */
+void strv_free(char **v);
 /* Join with spaces into a new string (for logs; no quoting). */
 char *strv_join(char *const *v, const char *sep);
 

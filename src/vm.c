@@ -158,6 +158,13 @@ static void vm_free(struct vm *vm)
 {
 	if (!vm)
 		return;
+	/* Only once QEMU is gone: the tap must not vanish under a running VM. */
+	if (!vm->attached && vm->dir && (vm->exited || vm->pid <= 0)) {
+		bool had_net = vm->net.tap[0] && !vm->net.torn_down;
+		net_teardown(&vm->net);
+		if (had_net && vm->keep_state)
+			net_save(&vm->net, vm->dir);
+	}
 	qmp_client_free(vm->qmp);
 	agent_conn_release(&vm->agent);
 	if (vm->agent_fd >= 0)
@@ -197,6 +204,8 @@ void vm_destroy(struct vm *vm)
 		/* quit is answered and QEMU exits at once; SIGKILL is the backstop. */
 		if (vm->qmp && qmp_client_send(vm->qmp, "quit", NULL, NULL, 0, 0, NULL, NULL, NULL) >= 0)
 			qmp_client_flush(vm->qmp, NULL);
+		/* While QEMU exits: the kernel's clean-up of both overlaps. */
+		net_release_rules(&vm->net);
 		if (!wait_exit(vm, QUIT_WAIT_MS)) {
 			kill(vm->pid, SIGKILL);
 			reap(vm, true);
@@ -210,6 +219,7 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	struct vm *vm = calloc(1, sizeof(*vm));
 	int qmp_sp[2] = { -1, -1 }, agent_sp[2] = { -1, -1 };
 	char console[PATH_MAX], qlog[PATH_MAX], qmp_sock[PATH_MAX], pidpath[PATH_MAX], namebuf[32], pidbuf[32];
+	char net_cmdline[256];
 	struct strv argv = { 0 };
 	struct qmp_error qerr = { 0 };
 	int r;
@@ -218,6 +228,7 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		return avm_error_set(err, -ENOMEM, "out of memory");
 	vm->pidfd = vm->agent_fd = vm->epfd = -1;
 	vm->agent.fd = -1;
+	net_init(&vm->net, "");
 	vm->keep_state = o->keep_state || o->detached;
 	vm->t_launch_us = now_us();
 
@@ -240,6 +251,20 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	r = write_spec(vm, o->spec);
 	if (r < 0) {
 		avm_error_setx(err, r, "cannot write %s/spec.json", vm->dir);
+		goto fail;
+	}
+
+	net_init(&vm->net, vm->name);
+	r = net_setup(&vm->net, o->spec, err);
+	if (r < 0)
+		goto fail;
+	if (vm->net.mode != VM_NET_ISOLATED && (r = net_save(&vm->net, vm->dir)) < 0) {
+		avm_error_setx(err, r, "cannot write %s/net.json", vm->dir);
+		goto fail;
+	}
+	r = net_guest_cmdline(&vm->net, vm->name, net_cmdline, sizeof(net_cmdline));
+	if (r < 0) {
+		avm_error_set(err, r, "internal: guest network cmdline too long");
 		goto fail;
 	}
 
@@ -267,17 +292,27 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		.console_path = console,
 		.sandbox = 1,
 		.qmp_sock_path = o->detached ? qmp_sock : NULL,
+		.extra_cmdline = net_cmdline,
+		.nic = vm->net.tap_fd >= 0,
+		.tap_fd = vm->net.tap_fd,
+		.mac = vm->net.mac,
 	};
 	r = qemu_build_argv(&qc, &argv, err);
 	if (r < 0)
 		goto fail;
-	int keep[2] = { qmp_sp[1], agent_sp[1] };
-	struct launch_opts lo = { .argv = argv.v, .keep_fds = keep, .n_keep = 2, .log_path = qlog };
+	int keep[3] = { qmp_sp[1], agent_sp[1], vm->net.tap_fd };
+	struct launch_opts lo = { .argv = argv.v, .keep_fds = keep, .n_keep = qc.nic ? 3 : 2,
+				  .log_path = qlog };
 	r = launch_spawn(&lo, &vm->pid, &vm->pidfd, err);
 	strv_release(&argv);
 	close(qmp_sp[1]);
 	close(agent_sp[1]);
 	qmp_sp[1] = agent_sp[1] = -1;
+	/* QEMU holds the tap now; the tap itself is persistent until teardown deletes it. */
+	if (vm->net.tap_fd >= 0) {
+		close(vm->net.tap_fd);
+		vm->net.tap_fd = -1;
+	}
 	if (r < 0)
 		goto fail;
 	vm->st.qemu_pid = vm->pid;
@@ -455,6 +490,7 @@ int vm_attach(const char *name, struct vm **out, struct avm_error *err)
 	if (!vm)
 		return avm_error_set(err, -ENOMEM, "out of memory");
 	vm->pidfd = vm->agent_fd = vm->epfd = -1;
+	net_init(&vm->net, "");
 	vm->attached = vm->keep_state = true;
 	r = statedir_find(name, &vm->dir, err);
 	if (r < 0)

@@ -4,6 +4,7 @@
 #define AGENTVM_VM_INTERNAL_H
 
 #include "agent_conn.h"
+#include "net.h"
 #include "qmp.h"
 #include "vm.h"
 #include "vmstate.h"
@@ -35,6 +36,7 @@ struct vm {
 	uint64_t t_launch_us, t_ready_us;
 	bool attached;       /* a client of a detached VM's supervisor, not QEMU's parent */
 	struct vm_state st;  /* mirrored to state.json by its owner */
+	struct vm_net net;   /* torn down once QEMU is gone (owners only) */
 };
 
 int vm__ep_add(int epfd, int fd, uint32_t events, enum ev_tag tag);

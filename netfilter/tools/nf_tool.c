@@ -136,7 +136,7 @@ int main(int argc, char **argv)
 		return r < 0 ? die(&e, r) : 0;
 	}
 	if (strcmp(cmd, "tap-create") == 0 && argc == 3) {
-		r = nf_tap_create(argv[2], &e);
+		r = nf_tap_create(argv[2], true, &e);
 		if (r < 0)
 			return die(&e, r);
 		close(r);

@@ -78,6 +78,7 @@ int cmd_wait(int argc, char **argv);
 int cmd_logs(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
 int cmd_qmp(int argc, char **argv);
+int cmd_net(int argc, char **argv);
 int cmd_events(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_restore(int argc, char **argv);

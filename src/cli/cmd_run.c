@@ -36,7 +36,14 @@ static void run_usage(FILE *f)
 		"                       warning\n"
 		"  --name NAME          name of the VM (state dir); default: generated\n"
 		"  --boot-timeout S     give up if the guest is not ready after S seconds (default %d)\n"
-		"  --keep-state         keep the state dir (console.log, qemu.log) for debugging\n",
+		"  --keep-state         keep the state dir (console.log, qemu.log) for debugging\n"
+		"  --network MODE       nat-filtered (default: NAT + egress allowlist), isolated (no\n"
+		"                       NIC), bridge:BRIDGE (tap on an existing bridge, unfiltered)\n"
+		"  --allow PROTO:PORT   add to the egress allowlist (default: udp:53 tcp:53 tcp:80\n"
+		"                       tcp:443 tcp:22 tcp:9418), e.g. --allow tcp:5432 (repeatable)\n"
+		"  --deny-all-egress    start from an empty allowlist (only --allow ports go out)\n"
+		"  --dns ADDR           resolver for the guest; default: the host's first non-local\n"
+		"                       nameserver\n",
 		CLI_DEFAULT_BOOT_TIMEOUT_S);
 }
 
@@ -44,7 +51,7 @@ static int boot_error_exit(int r)
 {
 	if (r == -EINTR)
 		return EXIT_INTERRUPTED;
-	if (r == -ENOENT || r == -EACCES || r == -EPERM || r == -ENODEV)
+	if (r == -ENOENT || r == -EACCES || r == -EPERM || r == -ENODEV || r == -EPROTONOSUPPORT)
 		return EXIT_HOST_MISSING;
 	return EXIT_BOOT_FAILED;
 }

@@ -10,12 +10,15 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "agent_conn.h"
 #include "cli.h"
+#include "net.h"
+#include "strv.h"
 #include "qmp.h"
 #include "statedir.h"
 #include "util.h"
@@ -297,6 +300,8 @@ static int remove_vm(const char *name, const char *dir, bool force)
 		     i++)
 			sleep_ms(20);
 	}
+	/* A killed supervisor never tore down its VM's tap, rules and lease. */
+	net_teardown_dir(dir);
 	if (statedir_remove(dir) < 0) {
 		cli_error("cannot remove %s: %s", dir, strerror(errno));
 		return EXIT_INTERNAL;
@@ -327,6 +332,16 @@ int cmd_rm(int argc, char **argv)
 	return remove_vm(argv[i], dir, force);
 }
 
+/* A state dir without state.json this young may belong to a VM being set up right now. */
+#define STARTING_GRACE_S 120
+
+static long dir_age_s(const char *dir)
+{
+	struct stat sb;
+
+	return stat(dir, &sb) == 0 ? (long)(time(NULL) - sb.st_mtime) : LONG_MAX;
+}
+
 int cmd_gc(int argc, char **argv)
 {
 	const char *root = statedir_root();
@@ -346,6 +361,8 @@ int cmd_gc(int argc, char **argv)
 			vmstate_effective(dir, &st);
 			if (state_is_live(st.state))
 				continue;
+		} else if (dir_age_s(dir) < STARTING_GRACE_S) {
+			continue; /* no state.json yet: maybe a VM being set up right now */
 		}
 		if (remove_vm(e->d_name, dir, true) == 0)
 			removed++;
@@ -400,6 +417,9 @@ static struct json_object *vm_json(const char *name, const char *dir)
 	json_object_object_add(o, "files", socks);
 	if (spec)
 		json_object_object_add(o, "spec", spec);
+	struct json_object *net = read_json_file(dir, "net.json");
+	if (net)
+		json_object_object_add(o, "network", net);
 	return o;
 }
 
@@ -421,35 +441,23 @@ int cmd_inspect(int argc, char **argv)
 	return 0;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 int cmd_ls(int argc, char **argv)
 {
 	bool json = argc >= 2 && !strcmp(argv[1], "--json");
 	const char *root = statedir_root();
 	struct json_object *arr = json_object_new_array();
-	char *names[4096];
-	size_t n = 0;
-	DIR *d = opendir(root);
-	struct dirent *e;
+	char **names = NULL;
+	int n;
 
 	if (argc >= 2 && !json) {
 		cli_error("usage: agentvm ls [--json]");
 		return EXIT_USAGE;
 	}
-	while (d && (e = readdir(d)) && n < ARRAY_SIZE(names))
-		if (e->d_name[0] != '.' && statedir_validate_name(e->d_name, NULL) == 0)
-			names[n++] = strdup(e->d_name);
-	if (d)
-		closedir(d);
-	qsort(names, n, sizeof(names[0]), cmp_str);
+	n = statedir_list(&names);
 	if (!json)
 		printf("%-24s %-9s %-6s %5s %7s %9s %s\n", "NAME", "STATE", "ACCEL", "CPUS", "MEM",
 		       "UPTIME", "REASON");
-	for (size_t i = 0; i < n; i++) {
+	for (int i = 0; i < n; i++) {
 		char dir[PATH_MAX];
 		snprintf(dir, sizeof(dir), "%s/%s", root, names[i]);
 		struct json_object *o = vm_json(names[i], dir), *spec, *v;
@@ -474,8 +482,8 @@ int cmd_ls(int argc, char **argv)
 			       mem, up, json_object_get_string(v));
 			json_object_put(o);
 		}
-		free(names[i]);
 	}
+	strv_free(names);
 	if (json)
 		puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(arr);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "host.h"
 
 #define AGENTVM_VERSION "0.1.0"
 
@@ -31,8 +32,9 @@ void cli_warn(const char *fmt, ...)
 
 void cli_warn_tcg(void)
 {
-	cli_warn("/dev/kvm is not available, using TCG software emulation (much slower); "
-		 "pass --accel tcg to silence this");
+	cli_warn("%s, using TCG software emulation (much slower); pass --accel tcg to silence "
+		 "this",
+		 host_kvm_problem() ? host_kvm_problem() : "KVM is not usable");
 }
 
 static void usage(FILE *f)
@@ -52,6 +54,8 @@ static void usage(FILE *f)
 	      "  wait NAME [--state S] [--timeout S]  wait for running|paused|stopped\n"
 	      "  logs NAME [--follow]            the guest console\n"
 	      "  gc                              remove VMs whose processes are gone\n"
+	      "  net ls [--json]                 taps, addresses, egress policies, counters\n"
+	      "  net gc                          remove taps, rules, leases of VMs that are gone\n"
 	      "  qmp NAME CMD ['{ARGS}']         any QMP command; prints the reply JSON\n"
 	      "  qmp NAME --shell                one QMP command per line, events as they come\n"
 	      "  events NAME [--follow] [--json] the VM's QMP events, past and live\n"
@@ -86,6 +90,7 @@ int main(int argc, char **argv)
 		{ "gc", cmd_gc },	    { "qmp", cmd_qmp },	      { "events", cmd_events },
 		{ "snapshot", cmd_snapshot }, { "restore", cmd_restore }, { "reset", cmd_reset },
 		{ "serve", cmd_serve },   { "pool", cmd_pool },
+		{ "net", cmd_net },
 	};
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
 		if (!strcmp(verb, verbs[i].name))

@@ -24,6 +24,10 @@ enum {
 	OPT_NAME,
 	OPT_BOOT_TIMEOUT,
 	OPT_KEEP_STATE,
+	OPT_NETWORK,
+	OPT_ALLOW,
+	OPT_DENY_ALL_EGRESS,
+	OPT_DNS,
 };
 
 static const struct option run_opts[] = {
@@ -39,6 +43,10 @@ static const struct option run_opts[] = {
 	{ "name", required_argument, NULL, OPT_NAME },
 	{ "boot-timeout", required_argument, NULL, OPT_BOOT_TIMEOUT },
 	{ "keep-state", no_argument, NULL, OPT_KEEP_STATE },
+	{ "network", required_argument, NULL, OPT_NETWORK },
+	{ "allow", required_argument, NULL, OPT_ALLOW },
+	{ "deny-all-egress", no_argument, NULL, OPT_DENY_ALL_EGRESS },
+	{ "dns", required_argument, NULL, OPT_DNS },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -99,6 +107,18 @@ int cli_parse_vm_args(int argc, char **argv, struct vm_args *a, bool need_comman
 			break;
 		case OPT_KEEP_STATE:
 			a->keep_state = true;
+			break;
+		case OPT_NETWORK:
+			r = vm_spec_set_network(a->spec, optarg, err);
+			break;
+		case OPT_ALLOW:
+			r = vm_spec_add_allow(a->spec, optarg, err);
+			break;
+		case OPT_DENY_ALL_EGRESS:
+			a->spec->deny_all_egress = true;
+			break;
+		case OPT_DNS:
+			r = vm_spec_set_dns(a->spec, optarg, err);
 			break;
 		case 'h':
 			return 1;

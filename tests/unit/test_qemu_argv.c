@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -107,6 +108,29 @@ static void test_cmdline_extra_and_unknown_tsc(void **state)
 	free(s);
 }
 
+static void test_nic_only_when_asked(void **state)
+{
+	static const unsigned char mac[6] = { 0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x0e };
+	struct qemu_config c = base(VM_ACCEL_TCG);
+	struct strv a = { 0 };
+
+	assert_int_equal(qemu_build_argv(&c, &a, NULL), 0);
+	assert_null(after(a.v, "-netdev", 0));
+	strv_release(&a);
+
+	c.nic = true;
+	c.tap_fd = 9;
+	c.mac = mac;
+	assert_int_equal(qemu_build_argv(&c, &a, NULL), 0);
+	assert_string_equal(after(a.v, "-netdev", 0), "tap,id=net0,fd=9,vhost=off");
+	bool found = false;
+	for (int i = 0; after(a.v, "-device", i); i++)
+		found |= !strcmp(after(a.v, "-device", i),
+				 "virtio-net-device,netdev=net0,mac=02:aa:bb:cc:dd:0e");
+	assert_true(found);
+	strv_release(&a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -114,6 +138,7 @@ int main(void)
 		cmocka_unit_test(test_kvm_line_has_no_tsc_workaround),
 		cmocka_unit_test(test_unresolved_accel_rejected),
 		cmocka_unit_test(test_cmdline_extra_and_unknown_tsc),
+		cmocka_unit_test(test_nic_only_when_asked),
 	};
 	return cmocka_run_group_tests_name("qemu_argv", tests, NULL, NULL);
 }

@@ -118,6 +118,49 @@ static void test_command_required_and_json(void **state)
 	vm_spec_free(s);
 }
 
+static void test_network_flags(void **state)
+{
+	struct vm_spec *s = vm_spec_new();
+	struct avm_error err = { 0 };
+	struct json_object *o, *net, *mode;
+
+	assert_int_equal(s->net_mode, VM_NET_NAT_FILTERED); /* the default */
+	assert_int_equal(vm_spec_set_network(s, "isolated", &err), 0);
+	assert_int_equal(s->net_mode, VM_NET_ISOLATED);
+	assert_int_equal(vm_spec_set_network(s, "bridge:br0", &err), 0);
+	assert_int_equal(s->net_mode, VM_NET_BRIDGE);
+	assert_string_equal(s->bridge, "br0");
+	assert_int_equal(vm_spec_set_network(s, "bridge:", &err), -EINVAL);
+	assert_int_equal(vm_spec_set_network(s, "bridge:averyveryverylongname", &err), -EINVAL);
+	assert_int_equal(vm_spec_set_network(s, "nat", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "nat-filtered, isolated or bridge:BRIDGE"));
+
+	assert_int_equal(vm_spec_set_network(s, "nat-filtered", &err), 0);
+	assert_int_equal(vm_spec_add_allow(s, "tcp:8080", &err), 0);
+	assert_int_equal(vm_spec_add_allow(s, "udp:9999", &err), 0);
+	assert_int_equal(vm_spec_add_allow(s, "tcp:0", &err), -EINVAL);
+	assert_int_equal(vm_spec_add_allow(s, "tcp:65536", &err), -EINVAL);
+	assert_int_equal(vm_spec_add_allow(s, "sctp:80", &err), -EINVAL);
+	assert_int_equal(vm_spec_add_allow(s, "8080", &err), -EINVAL);
+	assert_int_equal(s->n_allow, 2);
+	assert_int_equal(vm_spec_set_dns(s, "192.0.2.53", &err), 0);
+	assert_int_equal(vm_spec_set_dns(s, "dns.example", &err), -EINVAL);
+	assert_int_equal(vm_spec_validate(s, false, &err), 0);
+
+	o = vm_spec_to_json(s);
+	assert_true(json_object_object_get_ex(o, "network", &net));
+	assert_true(json_object_object_get_ex(net, "mode", &mode));
+	assert_string_equal(json_object_get_string(mode), "nat-filtered");
+	json_object_put(o);
+
+	/* Filtering flags make no sense without a filtered NIC. */
+	assert_int_equal(vm_spec_set_network(s, "isolated", &err), 0);
+	assert_int_equal(vm_spec_validate(s, false, &err), -EINVAL);
+	assert_int_equal(vm_spec_set_network(s, "bridge:br0", &err), 0);
+	assert_int_equal(vm_spec_validate(s, false, &err), -EINVAL);
+	vm_spec_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -127,6 +170,7 @@ int main(void)
 		cmocka_unit_test(test_env_validation),
 		cmocka_unit_test(test_accel_and_workdir),
 		cmocka_unit_test(test_command_required_and_json),
+		cmocka_unit_test(test_network_flags),
 	};
 	return cmocka_run_group_tests_name("spec", tests, NULL, NULL);
 }

@@ -1,0 +1,236 @@
+/* SPDX-License-Identifier: MIT */
+/* agentvm net ls | gc: the host side of every VM's network, and cleaning up after crashes. */
+#include <arpa/inet.h>
+#include <json-c/json.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cli.h"
+#include "net.h"
+#include "statedir.h"
+#include "strv.h"
+#include "util.h"
+#include "vmstate.h"
+
+/* A state dir without state.json this young may be a VM being set up right now. */
+#define STARTING_GRACE_S 120
+
+static bool state_live(const char *s)
+{
+	return !strcmp(s, "created") || !strcmp(s, "starting") || !strcmp(s, "running") ||
+	       !strcmp(s, "paused") || !strcmp(s, "stopping");
+}
+
+/* Whether the VM whose state dir is `dir` may still use its network. */
+static bool vm_dir_live(const char *dir)
+{
+	struct vm_state st;
+	struct stat sb;
+
+	if (vmstate_read(dir, &st, NULL) < 0)
+		return stat(dir, &sb) == 0 && time(NULL) - sb.st_mtime < STARTING_GRACE_S;
+	vmstate_effective(dir, &st);
+	return state_live(st.state);
+}
+
+static bool owner_alive(const char *owner, void *userdata)
+{
+	char dir[PATH_MAX];
+
+	snprintf(dir, sizeof(dir), "%s/%s", statedir_root(), owner);
+	return access(dir, F_OK) == 0 && vm_dir_live(dir);
+}
+
+static void put_counter(struct json_object *c, const char *k, uint64_t v)
+{
+	json_object_object_add(c, k, json_object_new_int64((int64_t)v));
+}
+
+static struct json_object *net_json(const char *name, const struct vm_net *n, struct nf_nft *nft)
+{
+	struct json_object *o = json_object_new_object(), *allow = json_object_new_array();
+	char a[INET_ADDRSTRLEN], mac[18];
+	struct nf_counters c = { 0 };
+
+	json_object_object_add(o, "vm", json_object_new_string(name));
+	json_object_object_add(o, "mode", json_object_new_string(vm_net_mode_name(n->mode)));
+	json_object_object_add(o, "tap", json_object_new_string(n->tap));
+	if (n->mode == VM_NET_BRIDGE)
+		json_object_object_add(o, "bridge", json_object_new_string(n->bridge));
+	if (n->has_lease) {
+		inet_ntop(AF_INET, &n->lease.guest, a, sizeof(a));
+		json_object_object_add(o, "guest", json_object_new_string(a));
+		inet_ntop(AF_INET, &n->lease.host, a, sizeof(a));
+		json_object_object_add(o, "gateway", json_object_new_string(a));
+	}
+	snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", n->mac[0], n->mac[1], n->mac[2],
+		 n->mac[3], n->mac[4], n->mac[5]);
+	json_object_object_add(o, "mac", json_object_new_string(mac));
+	json_object_object_add(o, "active", json_object_new_boolean(!n->torn_down));
+	for (size_t i = 0; n->mode == VM_NET_NAT_FILTERED && i < n->n_allow; i++) {
+		char p[16];
+		snprintf(p, sizeof(p), "%s:%u", n->allow[i].proto == IPPROTO_UDP ? "udp" : "tcp",
+			 n->allow[i].port);
+		json_object_array_add(allow, json_object_new_string(p));
+	}
+	json_object_object_add(o, "allow", allow);
+	if (nft && n->rules && !n->torn_down && nf_nft_vm_counters(nft, n->tap, &c, NULL) == 0) {
+		struct json_object *cj = json_object_new_object();
+		put_counter(cj, "tx_ok_packets", c.tx_ok_packets);
+		put_counter(cj, "tx_ok_bytes", c.tx_ok_bytes);
+		put_counter(cj, "tx_drop_packets", c.tx_drop_packets);
+		put_counter(cj, "tx_drop_bytes", c.tx_drop_bytes);
+		put_counter(cj, "rx_ok_packets", c.rx_ok_packets);
+		put_counter(cj, "rx_ok_bytes", c.rx_ok_bytes);
+		put_counter(cj, "rx_drop_packets", c.rx_drop_packets);
+		put_counter(cj, "rx_drop_bytes", c.rx_drop_bytes);
+		json_object_object_add(o, "counters", cj);
+	}
+	return o;
+}
+
+static uint64_t counter(struct json_object *o, const char *k)
+{
+	struct json_object *c, *v;
+
+	if (json_object_object_get_ex(o, "counters", &c) && json_object_object_get_ex(c, k, &v))
+		return (uint64_t)json_object_get_int64(v);
+	return 0;
+}
+
+static int net_ls(bool json)
+{
+	struct json_object *arr = json_object_new_array();
+	struct nf_nft *nft = NULL;
+	char **names = NULL;
+	int n = statedir_list(&names);
+
+	nf_nft_new(&nft, NULL);
+	if (!json)
+		printf("%-20s %-12s %-12s %-15s %-10s %-22s %s\n", "VM", "MODE", "TAP", "GUEST",
+		       "TX OK/DROP", "RX OK/DROP (packets)", "ALLOW");
+	for (int i = 0; i < n; i++) {
+		char dir[PATH_MAX], allow[512];
+		struct vm_net net;
+		snprintf(dir, sizeof(dir), "%s/%s", statedir_root(), names[i]);
+		if (net_load(&net, dir, NULL) < 0 || net.torn_down)
+			continue;
+		struct json_object *o = net_json(names[i], &net, nft), *v;
+		if (json) {
+			json_object_array_add(arr, o);
+			continue;
+		}
+		char tx[32], rx[32];
+		snprintf(tx, sizeof(tx), "%llu/%llu", (unsigned long long)counter(o, "tx_ok_packets"),
+			 (unsigned long long)counter(o, "tx_drop_packets"));
+		snprintf(rx, sizeof(rx), "%llu/%llu", (unsigned long long)counter(o, "rx_ok_packets"),
+			 (unsigned long long)counter(o, "rx_drop_packets"));
+		net_allow_string(&net, allow, sizeof(allow));
+		printf("%-20s %-12s %-12s %-15s %-10s %-22s %s\n", names[i],
+		       vm_net_mode_name(net.mode), net.tap,
+		       json_object_object_get_ex(o, "guest", &v) ? json_object_get_string(v) : "-", tx,
+		       rx, net.mode == VM_NET_NAT_FILTERED ? allow : "(unfiltered)");
+		json_object_put(o);
+	}
+	if (json)
+		puts(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PRETTY |
+								 JSON_C_TO_STRING_SPACED |
+								 JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(arr);
+	nf_nft_free(nft);
+	strv_free(names);
+	return 0;
+}
+
+/* Is `tap` the tap of a VM that may still use it? */
+static bool tap_claimed(const char *tap, char **names, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char dir[PATH_MAX];
+		struct vm_net net;
+		snprintf(dir, sizeof(dir), "%s/%s", statedir_root(), names[i]);
+		if (net_load(&net, dir, NULL) == 0 && !strcmp(net.tap, tap))
+			return vm_dir_live(dir);
+	}
+	return false;
+}
+
+static int net_gc(void)
+{
+	struct nf_pool *pool = NULL;
+	struct nf_nft *nft = NULL;
+	struct nf_error nerr = { 0 };
+	struct avm_error err = { 0 };
+	char **names = NULL, **taps = NULL;
+	int n = statedir_list(&names), ntaps, removed = 0, r;
+
+	/* 1: VMs that are gone but whose network was never torn down (killed supervisors). */
+	for (int i = 0; i < n; i++) {
+		char dir[PATH_MAX];
+		struct vm_net net;
+		snprintf(dir, sizeof(dir), "%s/%s", statedir_root(), names[i]);
+		if (net_load(&net, dir, NULL) < 0 || net.torn_down || vm_dir_live(dir))
+			continue;
+		net_teardown_dir(dir);
+		printf("removed the network of VM %s (tap %s)\n", names[i], net.tap);
+		removed++;
+	}
+	/* 2: rules and taps no VM claims (a VM dir removed by hand, a crash mid-setup). */
+	r = nf_nft_new(&nft, &nerr);
+	ntaps = r < 0 ? r : nf_nft_vm_list(nft, &taps, &nerr);
+	if (ntaps < 0) {
+		cli_error("cannot read the firewall rules: %s", nerr.msg);
+		nf_nft_free(nft);
+		strv_free(names);
+		return nerr.code == -EPERM ? EXIT_HOST_MISSING : EXIT_INTERNAL;
+	}
+	for (int i = 0; i < ntaps; i++) {
+		if (tap_claimed(taps[i], names, n))
+			continue;
+		/* Any never-leased address will do: the element delete is idempotent. */
+		struct nf_vm v = { .tap = taps[i], .guest = { htonl(0xffffffffu) } };
+		if (nf_nft_vm_del(nft, &v, &nerr) == 0)
+			printf("removed the rules of orphaned tap %s\n", taps[i]);
+		if (nf_link_delete(taps[i], NULL) == 0)
+			printf("removed orphaned tap %s\n", taps[i]);
+		removed++;
+	}
+	/* 3: the table itself once no VM has rules in it. */
+	nf_strv_free(taps, (size_t)(ntaps > 0 ? ntaps : 0));
+	taps = NULL;
+	if (nf_nft_vm_list(nft, &taps, NULL) == 0)
+		nf_nft_table_delete(nft, NULL);
+	nf_nft_free(nft);
+	/* 4: leases whose owner is gone. */
+	if (net_pool_open(&pool, &err) == 0) {
+		r = nf_pool_gc(pool, owner_alive, NULL, &nerr);
+		if (r > 0) {
+			printf("released %d lease%s\n", r, r == 1 ? "" : "s");
+			removed += r;
+		}
+		nf_pool_free(pool);
+	}
+	strv_free(names);
+	if (!removed)
+		puts("nothing to remove");
+	return 0;
+}
+
+int cmd_net(int argc, char **argv)
+{
+	if (argc >= 2 && !strcmp(argv[1], "ls") &&
+	    (argc == 2 || (argc == 3 && !strcmp(argv[2], "--json"))))
+		return net_ls(argc == 3);
+	if (argc == 2 && !strcmp(argv[1], "gc"))
+		return net_gc();
+	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "help"))) {
+		puts("usage: agentvm net ls [--json]   taps, addresses, policies and counters\n"
+		     "       agentvm net gc            remove taps, rules and leases of VMs that are gone");
+		return 0;
+	}
+	cli_error("usage: agentvm net ls [--json] | agentvm net gc");
+	return EXIT_USAGE;
+}

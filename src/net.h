@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A VM's network, from its spec to a tap fd QEMU can use, and back to nothing: the glue between
+ * the spec, the netfilter/ library (leases, taps, nftables) and the state dir (net.json).
+ *
+ * nat-filtered: a /30 lease from the pool, a tap with the lease's host address, forwarding on
+ * the tap and the uplink only, and the VM's rules in `table inet agentvm`, all before QEMU starts.
+ * bridge: a tap attached to an existing bridge, nothing else. isolated: nothing at all.
+ *
+ * Teardown is idempotent and safe to run from any process that finds the VM's state dir (the
+ * `run` process, the supervisor, `rm`, `net gc`): it deletes the VM's rules, its tap and its lease,
+ * and touches a lease only while it is still owned by this VM's name.
+ */
+#ifndef AGENTVM_NET_H
+#define AGENTVM_NET_H
+
+#include <net/if.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../netfilter/nf.h"
+#include "error.h"
+#include "spec.h"
+
+/* Where leases live: <state root>/.net/leases; the pool: $AGENTVM_NET_POOL or NF_POOL_DEFAULT. */
+#define NET_POOL_ENV "AGENTVM_NET_POOL"
+
+struct vm_net {
+	enum vm_net_mode mode;
+	char vm[NF_OWNER_MAX + 1]; /* owner of the lease, log prefix of the rules */
+	char tap[IFNAMSIZ];
+	char bridge[IFNAMSIZ];
+	uint8_t mac[6];
+	bool has_lease;
+	struct nf_lease lease;
+	char dns[64];              /* "" = none */
+	struct nf_port allow[VM_SPEC_MAX_ALLOW + 8];
+	size_t n_allow;
+	int tap_fd;                /* -1 once handed to QEMU and closed */
+	struct nf_nft *nft;        /* kept open from setup to teardown (see net.c) */
+	bool rules;                /* the VM's nft rules were installed */
+	bool torn_down;
+};
+
+/* A vm_net for `mode` with nothing allocated (tap_fd -1). */
+void net_init(struct vm_net *n, const char *vm_name);
+
+/*
+ * Build the VM's network from its spec. On failure everything built so far is removed and err
+ * says what and how to fix it (no root, no nf_tables, no such bridge, pool exhausted...).
+ */
+int net_setup(struct vm_net *n, const struct vm_spec *spec, struct avm_error *err);
+
+/* Kernel cmdline keys for the guest ("" for isolated): agentvm.ip/gw/dns/hostname. */
+int net_guest_cmdline(const struct vm_net *n, const char *hostname, char *buf, size_t len);
+
+/* net.json in the VM's state dir: what teardown and `net ls` need. */
+int net_save(const struct vm_net *n, const char *dir);
+/* -ENOENT when the VM has no net.json (isolated, or older). */
+int net_load(struct vm_net *n, const char *dir, struct avm_error *err);
+
+/*
+ * Remove the VM's rules now (the VM is going away; its tap, if still there, is dropped by the
+ * base chains). Lets the kernel's deferred clean-up of the transaction overlap QEMU's exit.
+ */
+void net_release_rules(struct vm_net *n);
+/* Remove rules, tap and lease (those still owned by this VM). Idempotent; never fails loudly. */
+void net_teardown(struct vm_net *n);
+/* net_load + net_teardown + mark net.json torn down. 0 also when there was nothing to do. */
+int net_teardown_dir(const char *dir);
+
+/* "tcp:80,udp:53" (or "none") into buf. */
+void net_allow_string(const struct vm_net *n, char *buf, size_t len);
+
+/* The lease pool of this state root; the caller frees it with nf_pool_free(). */
+int net_pool_open(struct nf_pool **out, struct avm_error *err);
+
+#endif
