@@ -147,6 +147,12 @@ struct nf_counters {
 int nf_nft_new(struct nf_nft **out, struct nf_error *err);
 void nf_nft_free(struct nf_nft *nft);
 /*
+ * The context's netlink socket, or -1 when unknown. For callers that hand its last close to
+ * another process: after a commit that close waits for the kernel's transaction clean-up (an
+ * RCU grace period, ~18 ms measured).
+ */
+int nf_nft_fd(const struct nf_nft *nft);
+/*
  * Run `cmds` as one transaction. Error text is converted: no CAP_NET_ADMIN -> -EPERM
  * "needs root (CAP_NET_ADMIN)", nf_tables missing -> -EPROTONOSUPPORT, else -EINVAL/-EIO with
  * nft's first error line.

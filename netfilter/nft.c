@@ -26,6 +26,7 @@
 
 struct nf_nft {
 	struct nft_ctx *ctx;
+	int sock_fd; /* the context's netlink socket, -1 when it could not be told apart */
 };
 
 /* Bitmap of the fds open now (the first 1024 are enough to spot what nft_ctx_new() adds). */
@@ -52,7 +53,7 @@ static void open_fds(uint8_t map[128])
  * the whole process when that socket cannot be opened (no nfnetlink). So: probe the socket first,
  * and afterwards mark whatever fds nft_ctx_new() opened close-on-exec.
  */
-static int ctx_new_cloexec(struct nft_ctx **out, struct nf_error *err)
+static int ctx_new_cloexec(struct nft_ctx **out, int *sock_fd, struct nf_error *err)
 {
 	uint8_t before[128], after[128];
 	struct nft_ctx *ctx;
@@ -75,9 +76,13 @@ static int ctx_new_cloexec(struct nft_ctx **out, struct nf_error *err)
 	if (!ctx)
 		return nf_set_error(err, -ENOMEM, "cannot create an nftables context");
 	open_fds(after);
-	for (int fd = 0; fd < 1024; fd++)
-		if ((after[fd / 8] & ~before[fd / 8]) & (1u << (fd % 8)))
+	*sock_fd = -1;
+	for (int fd = 0, n = 0; fd < 1024; fd++) {
+		if ((after[fd / 8] & ~before[fd / 8]) & (1u << (fd % 8))) {
 			fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
+			*sock_fd = n++ == 0 ? fd : -1; /* exactly one new fd, or we cannot tell */
+		}
+	}
 	*out = ctx;
 	return 0;
 }
@@ -90,7 +95,7 @@ int nf_nft_new(struct nf_nft **out, struct nf_error *err)
 	*out = NULL;
 	if (!n)
 		return nf_set_error(err, -ENOMEM, "out of memory");
-	r = ctx_new_cloexec(&n->ctx, err);
+	r = ctx_new_cloexec(&n->ctx, &n->sock_fd, err);
 	if (r < 0) {
 		free(n);
 		return r;
@@ -102,6 +107,11 @@ int nf_nft_new(struct nf_nft **out, struct nf_error *err)
 	}
 	*out = n;
 	return 0;
+}
+
+int nf_nft_fd(const struct nf_nft *nft)
+{
+	return nft ? nft->sock_fd : -1;
 }
 
 void nf_nft_free(struct nf_nft *nft)

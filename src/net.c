@@ -2,16 +2,40 @@
 #include "net.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <json-c/json.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 
 #include "statedir.h"
 #include "util.h"
 
 #define NET_JSON "net.json"
+/*
+ * Serialises "add a VM" against "remove the table once it holds no VM", so a VM that starts
+ * while the last one stops never loses its rules. One lock for the host: it is held ~1 ms.
+ */
+#define NET_NFT_LOCK "/run/agentvm-nft.lock"
+
+static int nft_lock(void)
+{
+	int fd = open(NET_NFT_LOCK, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+
+	if (fd >= 0 && flock(fd, LOCK_EX) < 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+static void nft_unlock(int fd)
+{
+	if (fd >= 0)
+		close(fd);
+}
 
 void net_init(struct vm_net *n, const char *vm_name)
 {
@@ -178,7 +202,9 @@ static int setup_nat(struct vm_net *n, const struct vm_spec *spec, struct avm_er
 		goto out;
 	}
 	fill_nf_vm(n, &v);
+	int lock = nft_lock();
 	r = nf_nft_vm_add(n->nft, &v, &nerr);
+	nft_unlock(lock);
 	if (r < 0) {
 		r = nf_fail(err, &nerr, "cannot install the VM's firewall rules");
 		goto out;
@@ -392,8 +418,18 @@ void net_release_rules(struct vm_net *n)
 	/* The rules name the guest address: only while the lease is ours, is it ours to remove. */
 	if (net_pool_open(&pool, NULL) == 0 && lease_is_ours(n, pool)) {
 		fill_nf_vm(n, &v);
-		if (n->nft || nf_nft_new(&n->nft, NULL) == 0)
+		if (n->nft || nf_nft_new(&n->nft, NULL) == 0) {
+			char **taps = NULL;
+			int lock = nft_lock();
 			nf_nft_vm_del(n->nft, &v, NULL);
+			/* The last VM out removes the table: agentvm leaves no trace in the ruleset. */
+			int left = nf_nft_vm_list(n->nft, &taps, NULL);
+			if (left == 0)
+				nf_nft_table_delete(n->nft, NULL);
+			else if (left > 0)
+				nf_strv_free(taps, (size_t)left);
+			nft_unlock(lock);
+		}
 	}
 	nf_pool_free(pool);
 	n->rules = false;
@@ -402,23 +438,31 @@ void net_release_rules(struct vm_net *n)
 void net_teardown(struct vm_net *n)
 {
 	struct nf_pool *pool = NULL;
+	int slow[2], nfd;
+	size_t n_slow = 0;
 
-	if (n->tap_fd >= 0) {
-		close(n->tap_fd);
-		n->tap_fd = -1;
-	}
 	if (n->mode != VM_NET_ISOLATED && !n->torn_down) {
 		net_release_rules(n);
-		/* Gone already when QEMU held the last fd of a non-persistent tap. */
-		if (n->tap[0] && nf_link_exists(n->tap, NULL) > 0)
+		/*
+		 * A tap nobody holds is gone already (it is not persistent); one we still hold goes
+		 * with our fd below. An explicit delete is for a tap left by an older agentvm.
+		 */
+		if (n->tap[0] && n->tap_fd < 0 && nf_link_exists(n->tap, NULL) > 0)
 			nf_link_delete(n->tap, NULL);
 		if (n->has_lease && net_pool_open(&pool, NULL) == 0 && lease_is_ours(n, pool))
 			nf_pool_release(pool, n->lease.index, NULL);
 		nf_pool_free(pool);
 		n->torn_down = true;
 	}
+	/* Both last closes wait for an RCU grace period: hand them to a grandchild. */
+	if (n->tap_fd >= 0)
+		slow[n_slow++] = TAKE_FD(n->tap_fd);
+	nfd = nf_nft_fd(n->nft);
+	if (nfd >= 0 && (slow[n_slow] = fcntl(nfd, F_DUPFD_CLOEXEC, 0)) >= 0)
+		n_slow++;
 	nf_nft_free(n->nft);
 	n->nft = NULL;
+	close_async(slow, n_slow);
 }
 
 int net_teardown_dir(const char *dir)

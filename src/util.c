@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 
 uint64_t now_ns(void)
@@ -176,4 +177,54 @@ int parse_long(const char *s, long min, long max, long *out)
 		return -ERANGE;
 	*out = v;
 	return 0;
+}
+
+static bool fd_in(int fd, const int *fds, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (fds[i] == fd)
+			return true;
+	return false;
+}
+
+void close_async(const int *fds, size_t n)
+{
+	int gate[2];
+	pid_t pid;
+
+	if (n == 0)
+		return;
+	if (pipe2(gate, O_CLOEXEC) < 0)
+		goto sync;
+	pid = fork();
+	if (pid < 0) {
+		close(gate[0]);
+		close(gate[1]);
+		goto sync;
+	}
+	if (pid == 0) {
+		/* The middle child exits at once, so nobody has to reap the one doing the work. */
+		if (fork() != 0)
+			_exit(0);
+		/* Hold nothing else: a pipe reader must not wait for our copy of its write end. */
+		for (int fd = 0; fd < 1024; fd++)
+			if (fd != gate[0] && !fd_in(fd, fds, n))
+				close(fd);
+		/* Wait until the parent has dropped its copies: ours must be the last ones. */
+		char c;
+		while (read(gate[0], &c, 1) < 0 && errno == EINTR)
+			;
+		for (size_t i = 0; i < n; i++)
+			close(fds[i]);
+		_exit(0);
+	}
+	close(gate[0]);
+	waitpid(pid, NULL, 0);
+	for (size_t i = 0; i < n; i++)
+		close(fds[i]);
+	close(gate[1]); /* now the grandchild closes the last copies */
+	return;
+sync:
+	for (size_t i = 0; i < n; i++)
+		close(fds[i]);
 }

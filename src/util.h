@@ -59,6 +59,14 @@ int remove_flat_dir(const char *path);
 /* mkdir -p with mode 0700 for every component it creates. */
 int mkdir_p(const char *path, mode_t mode);
 
+/*
+ * Close fds whose last close is slow (a tap's unregister, an nftables socket right after a
+ * commit: an RCU grace period each, 15-20 ms measured) in a short-lived grandchild, the way
+ * systemd's asynchronous_close() does; the caller's copies are closed before it returns. Below
+ * fd 1024 only; the grandchild holds nothing else.
+ */
+void close_async(const int *fds, size_t n);
+
 int fd_set_nonblock(int fd, bool on);
 int fd_set_cloexec(int fd, bool on);
 

@@ -308,11 +308,10 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	close(qmp_sp[1]);
 	close(agent_sp[1]);
 	qmp_sp[1] = agent_sp[1] = -1;
-	/* QEMU holds the tap now; the tap itself is persistent until teardown deletes it. */
-	if (vm->net.tap_fd >= 0) {
-		close(vm->net.tap_fd);
-		vm->net.tap_fd = -1;
-	}
+	/*
+	 * vm->net.tap_fd stays open: with our copy the tap outlives QEMU by the moment teardown
+	 * needs, and its slow unregister happens off every waiting path (see net_teardown()).
+	 */
 	if (r < 0)
 		goto fail;
 	vm->st.qemu_pid = vm->pid;
