@@ -19,7 +19,7 @@ void agent_pump(bool *readable);
 /* true when agent_pump() has something to do right now (so the loop must not sleep). */
 bool agent_has_work(bool readable);
 
-/* SYNC: apply time, entropy and hostname. Returns 0 or -errno with *why set. */
+/* SYNC: apply time, entropy, hostname and network identity. Returns 0 or -errno with *why set. */
 int sync_apply(const uint8_t *p, size_t len, const char **why);
 
 #endif

@@ -12,6 +12,7 @@
 #endif
 #include "agent.h"
 #include "loop.h"
+#include "net.h"
 #include "port.h"
 #include "sys.h"
 #include "util.h"
@@ -21,7 +22,8 @@
 
 int main(void)
 {
-	uint64_t t0 = boottime_ns(), t1;
+	uint64_t t0 = boottime_ns(), t1, t2, t3;
+	struct net_cfg net;
 	int sig_fd, port_fd;
 
 	sys_setup_early();
@@ -30,10 +32,15 @@ int main(void)
 	t1 = boottime_ns();
 	/* Before the first request is read, so every command sees the finished system. */
 	sys_setup_late();
-	sys_cmdline();
-	log_debug("init started %llu us after boot, READY after %llu us, late setup %llu us",
+	sys_cmdline(&net);
+	t2 = boottime_ns();
+	/* Also before the first request: the first command must find eth0 configured. */
+	net_setup(&net);
+	t3 = boottime_ns();
+	log_debug("init started %llu us after boot, READY after %llu us, late setup %llu us"
+		  " (network %llu us)",
 		  (unsigned long long)t0 / 1000, (unsigned long long)(t1 - t0) / 1000,
-		  (unsigned long long)(boottime_ns() - t1) / 1000);
+		  (unsigned long long)(t3 - t1) / 1000, (unsigned long long)(t3 - t2) / 1000);
 	port_log_stats();
 	sig_fd = sys_signals();
 	if (sig_fd < 0)

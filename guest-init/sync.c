@@ -8,6 +8,8 @@
 #define _GNU_SOURCE
 #endif
 #include "agent.h"
+#include "net.h"
+#include "netcfg.h"
 #include "proto.h"
 #include "util.h"
 
@@ -55,10 +57,13 @@ int sync_apply(const uint8_t *p, size_t len, const char **why)
 	const uint8_t *val;
 	uint32_t vlen;
 	uint16_t tag;
-	uint64_t ns = 0;
+	uint64_t ns = 0, t0;
+	struct net_cfg net;
 	int r;
 
 	/* Validate everything before changing anything. */
+	if ((r = netcfg_parse_sync(p, len, &net, why)) < 0)
+		return r;
 	avm_tlv_iter_init(&it, p, len);
 	while ((r = avm_tlv_next(&it, &tag, &val, &vlen)) > 0) {
 		switch (tag) {
@@ -86,12 +91,18 @@ int sync_apply(const uint8_t *p, size_t len, const char **why)
 			host_len = vlen;
 			break;
 		default:
-			break; /* newer hosts may send more (network identity, ...) */
+			break; /* network identity: netcfg_parse_sync(); newer hosts may send more */
 		}
 	}
 	if (r < 0) {
 		*why = "truncated TLV record";
 		return -EBADMSG;
+	}
+	/* An isolated VM has no NIC: refuse before the clock or anything else moved. */
+	if (netcfg_has_net(&net) && (r = net_eth_index()) < 0) {
+		*why = r == -ENODEV ? "network identity sent but the VM has no network interface"
+				    : "listing network links failed";
+		return r;
 	}
 
 	if (time_v) {
@@ -109,6 +120,13 @@ int sync_apply(const uint8_t *p, size_t len, const char **why)
 	if (host && sethostname((const char *)host, host_len) < 0) {
 		*why = "sethostname failed";
 		return -errno;
+	}
+	if (netcfg_has_net(&net)) {
+		t0 = boottime_ns();
+		if ((r = net_reidentify(&net, why)) < 0)
+			return r;
+		log_debug("SYNC: network re-identified in %llu us",
+			  (unsigned long long)(boottime_ns() - t0) / 1000);
 	}
 	return 0;
 }

@@ -136,12 +136,14 @@ int sys_signals(void)
 	return fd < 0 ? -errno : fd;
 }
 
-void sys_cmdline(void)
+void sys_cmdline(struct net_cfg *net)
 {
 	char buf[4096], *tok, *save = NULL;
+	const char *why = NULL;
 	ssize_t n;
 	int fd;
 
+	memset(net, 0, sizeof(*net));
 	fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
@@ -150,13 +152,13 @@ void sys_cmdline(void)
 	if (n <= 0)
 		return;
 	buf[n] = '\0';
+	/* Before strtok_r cuts buf up. Always logged: a guest without its network is no detail. */
+	if (netcfg_parse_cmdline(buf, net, &why) < 0)
+		log_msg("kernel cmdline: %s; ignored", why);
 	/* Quoting is not handled: agentvm.* values never contain spaces. */
 	for (tok = strtok_r(buf, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save)) {
-		if (strncmp(tok, "agentvm.", 8) != 0)
-			continue;
 		if (strcmp(tok, "agentvm.debug=1") == 0)
 			log_debug_enabled = true;
-		/* Other agentvm.* keys (network config, ...) belong to later features. */
 	}
 }
 

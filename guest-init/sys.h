@@ -3,6 +3,8 @@
 #ifndef AGENTVM_INIT_SYS_H
 #define AGENTVM_INIT_SYS_H
 
+#include "netcfg.h"
+
 /* Default PATH of PID 1 and of every command (unless an EXEC overrides it). */
 #define SYS_DEFAULT_PATH "/bin:/sbin:/usr/bin:/usr/sbin"
 #define SYS_HOSTNAME "agentvm"
@@ -24,8 +26,11 @@ void sys_setup_late(void);
  */
 int sys_signals(void);
 
-/* Read the kernel cmdline's agentvm.* keys (needs /proc; only agentvm.debug for now). */
-void sys_cmdline(void);
+/*
+ * Read the kernel cmdline's agentvm.* keys (needs /proc): agentvm.debug=1 turns on log_debug(),
+ * the network keys fill *net (see netcfg_parse_cmdline(); what it rejects is logged).
+ */
+void sys_cmdline(struct net_cfg *net);
 
 /* Kill everything, sync, and reboot (a triple fault that ends QEMU with -no-reboot). */
 void sys_poweroff(void);
