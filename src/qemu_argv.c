@@ -20,7 +20,11 @@ char *qemu_kernel_cmdline(const struct qemu_config *c)
 	 */
 	if (c->accel == VM_ACCEL_TCG && c->tsc_khz > 0)
 		snprintf(tsc, sizeof(tsc), " no_timer_check tsc_early_khz=%lu", c->tsc_khz);
-	if (asprintf(&s, "console=hvc0 quiet reboot=t panic=-1 rdinit=/init%s%s%s", tsc,
+	/*
+	 * ipv6.disable=1: the guest network is IPv4 only (addresses, routes and the egress filter
+	 * are IPv4), and it spares ~5 ms of guest network set-up under TCG (measured).
+	 */
+	if (asprintf(&s, "console=hvc0 quiet reboot=t panic=-1 ipv6.disable=1 rdinit=/init%s%s%s", tsc,
 		     c->extra_cmdline ? " " : "", c->extra_cmdline ? c->extra_cmdline : "") < 0)
 		return NULL;
 	return s;

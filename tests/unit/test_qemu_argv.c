@@ -58,6 +58,7 @@ static void test_tcg_line(void **state)
 	assert_non_null(strstr(append, "tsc_early_khz=2096014"));
 	assert_non_null(strstr(append, "no_timer_check"));
 	assert_non_null(strstr(append, "reboot=t"));
+	assert_non_null(strstr(append, "ipv6.disable=1"));
 	assert_non_null(strstr(append, "console=hvc0"));
 	assert_string_equal(after(a.v, "-chardev", 0), "socket,id=qmp0,fd=5");
 	assert_string_equal(after(a.v, "-chardev", 2), "socket,id=agent0,fd=6");
