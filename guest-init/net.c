@@ -294,31 +294,52 @@ static int route_default_add(struct nl *nl, int ifindex, const char *name, struc
 }
 
 /* Written next to it and renamed over it, so a reader never sees half a file. */
-static int resolv_write(struct in_addr dns)
+static int etc_write(const char *path, const char *text)
 {
-	static const char tmp[] = RESOLV_CONF ".agentvm";
-	char line[64], a[INET_ADDRSTRLEN];
-	int fd, n, r = 0;
+	char tmp[64];
+	size_t n = strlen(text);
+	int fd, r = 0;
 	ssize_t w;
 
-	n = snprintf(line, sizeof(line), "nameserver %s\n", inet_ntop(AF_INET, &dns, a, sizeof(a)));
+	snprintf(tmp, sizeof(tmp), "%s.agentvm", path);
 	if (mkdir("/etc", 0755) < 0 && errno != EEXIST)
 		return fail(NULL, -errno, "creating /etc");
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (fd < 0)
 		return fail(NULL, -errno, "creating %s", tmp);
-	w = write(fd, line, (size_t)n);
-	if (w != n)
+	w = write(fd, text, n);
+	if (w < 0 || (size_t)w != n)
 		r = w < 0 ? -errno : -EIO;
 	if (close(fd) < 0 && r == 0)
 		r = -errno;
-	if (r == 0 && rename(tmp, RESOLV_CONF) < 0)
+	if (r == 0 && rename(tmp, path) < 0)
 		r = -errno;
 	if (r < 0) {
 		unlink(tmp);
-		return fail(NULL, r, "writing " RESOLV_CONF);
+		return fail(NULL, r, "writing %s", path);
 	}
 	return 0;
+}
+
+static int resolv_write(struct in_addr dns)
+{
+	char line[64], a[INET_ADDRSTRLEN];
+
+	snprintf(line, sizeof(line), "nameserver %s\n", inet_ntop(AF_INET, &dns, a, sizeof(a)));
+	return etc_write(RESOLV_CONF, line);
+}
+
+int net_set_hostname(const char *name, size_t len)
+{
+	char hosts[160];
+
+	if (len == 0 || len > 64)
+		return -EINVAL;
+	if (sethostname(name, len) < 0)
+		return fail(NULL, -errno, "sethostname");
+	/* So the name resolves, as tools like sudo and git expect of their own host. */
+	snprintf(hosts, sizeof(hosts), "127.0.0.1\tlocalhost\n127.0.1.1\t%.*s\n", (int)len, name);
+	return etc_write("/etc/hosts", hosts);
 }
 
 void net_setup(const struct net_cfg *cfg)
@@ -327,8 +348,8 @@ void net_setup(const struct net_cfg *cfg)
 	struct nl nl;
 	int r;
 
-	if (cfg->hostname[0] && sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
-		log_msg("sethostname %s: %m", cfg->hostname);
+	if (cfg->hostname[0])
+		net_set_hostname(cfg->hostname, strlen(cfg->hostname));
 	r = nl_open(&nl);
 	if (r < 0) {
 		log_msg("network: netlink socket: %s", strerror(-r));

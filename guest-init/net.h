@@ -15,6 +15,9 @@
  */
 void net_setup(const struct net_cfg *cfg);
 
+/* sethostname + /etc/hosts naming it at 127.0.1.1. 0 or -errno (logged). */
+int net_set_hostname(const char *name, size_t len);
+
 /* eth0's ifindex, or -ENODEV when the VM has none (isolated), or another -errno. */
 int net_eth_index(void);
 

@@ -117,9 +117,9 @@ int sync_apply(const uint8_t *p, size_t len, const char **why)
 		*why = "RNDADDENTROPY failed";
 		return r;
 	}
-	if (host && sethostname((const char *)host, host_len) < 0) {
-		*why = "sethostname failed";
-		return -errno;
+	if (host && (r = net_set_hostname((const char *)host, host_len)) < 0) {
+		*why = "setting the hostname failed";
+		return r;
 	}
 	if (netcfg_has_net(&net)) {
 		t0 = boottime_ns();
