@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -32,6 +33,7 @@
 
 #include "agent_conn.h"
 #include "cli.h"
+#include "launcher.h"
 #include "statedir.h"
 #include "util.h"
 #include "vmstate.h"
@@ -52,10 +54,15 @@ struct pvm {
 	char name[STATEDIR_MAX_NAME + 1];
 	uint64_t ready_ms; /* monotonic */
 	pid_t worker;
-	int worker_fd;
-	char msg[512];
-	size_t msg_len;
+	int worker_fd; /* pidfd of the restore worker */
 };
+
+/*
+ * A worker's result message lives in memory shared with the daemon, not in a pipe: the
+ * supervisor the worker forks would inherit a pipe and hold it open forever.
+ */
+#define MSG_LEN 1100
+static char (*worker_msgs)[MSG_LEN];
 
 struct conn {
 	bool used;
@@ -75,6 +82,7 @@ struct pool {
 	struct pvm vms[MAX_VMS];
 	struct conn conns[MAX_CONNS];
 	unsigned ping_rr;
+	unsigned ticks;
 	unsigned failures; /* consecutive restore failures: back off */
 	uint64_t backoff_until_ms;
 	bool stopping;
@@ -137,12 +145,12 @@ static void count(const struct pool *p, int *starting, int *ready, int *leased)
 
 static void spawn_restore(struct pool *p)
 {
-	int slot = -1, fds[2];
+	int slot = -1;
 
 	for (int i = 0; i < MAX_VMS && slot < 0; i++)
 		if (p->vms[i].state == PVM_FREE)
 			slot = i;
-	if (slot < 0 || pipe2(fds, O_CLOEXEC) < 0)
+	if (slot < 0)
 		return;
 	struct pvm *v = &p->vms[slot];
 	memset(v, 0, sizeof(*v));
@@ -152,30 +160,25 @@ static void spawn_restore(struct pool *p)
 		snprintf(v->name, sizeof(v->name), "pool-%s", tmp + 3);
 	}
 	fflush(NULL);
+	worker_msgs[slot][0] = '\0';
 	pid_t pid = fork();
-	if (pid < 0) {
-		close(fds[0]);
-		close(fds[1]);
+	if (pid < 0)
 		return;
-	}
 	if (pid == 0) {
 		struct avm_error err = { 0 };
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
-		close(fds[0]);
-		worker_fds(fds[1]);
+		worker_fds(-1);
 		int r = cli_restore_one(&p->rs, v->name, p->boot_timeout_s, &err);
-		char out[1100];
-		int n = snprintf(out, sizeof(out), "%s", r < 0 ? err.msg : "OK");
-		(void)!write(3, out, (size_t)n);
+		snprintf(worker_msgs[slot], MSG_LEN, "%s", r < 0 ? err.msg : "OK");
 		_exit(r < 0 ? 1 : 0);
 	}
-	close(fds[1]);
 	v->state = PVM_STARTING;
 	v->worker = pid;
-	v->worker_fd = fds[0];
-	ep_add(p->ep, fds[0], TAG_WORKER + (uint32_t)slot);
+	v->worker_fd = pidfd_open_cloexec(pid);
+	if (v->worker_fd >= 0)
+		ep_add(p->ep, v->worker_fd, TAG_WORKER + (uint32_t)slot);
 }
 
 static int waiters(const struct pool *p)
@@ -379,13 +382,8 @@ static void accept_conn(struct pool *p)
 static void worker_done(struct pool *p, int slot)
 {
 	struct pvm *v = &p->vms[slot];
-	ssize_t n = read(v->worker_fd, v->msg + v->msg_len, sizeof(v->msg) - 1 - v->msg_len);
+	const char *msg = worker_msgs[slot];
 
-	if (n > 0) {
-		v->msg_len += (size_t)n;
-		return;
-	}
-	v->msg[v->msg_len] = '\0';
 	epoll_ctl(p->ep, EPOLL_CTL_DEL, v->worker_fd, NULL);
 	close(v->worker_fd);
 	v->worker_fd = -1;
@@ -393,7 +391,7 @@ static void worker_done(struct pool *p, int slot)
 	waitpid(v->worker, &st, 0);
 	if (v->state != PVM_STARTING)
 		return;
-	if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && !strcmp(v->msg, "OK")) {
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && !strcmp(msg, "OK")) {
 		v->state = PVM_READY;
 		v->ready_ms = now_ms();
 		p->failures = 0;
@@ -402,7 +400,7 @@ static void worker_done(struct pool *p, int slot)
 		else
 			serve_waiters(p);
 	} else {
-		plog("restore of %s failed: %s", v->name, v->msg[0] ? v->msg : "worker died");
+		plog("restore of %s failed: %s", v->name, msg[0] ? msg : "worker died");
 		v->state = PVM_FREE;
 		/* Do not spin on a broken snapshot: back off up to 10 s. */
 		p->failures++;
@@ -461,6 +459,9 @@ static void tick(struct pool *p)
 			reply(p, i, "ERR TIMEOUT no VM became free in time (the pool has %ld at most)",
 			      p->max);
 	}
+	/* Waiter deadlines every 100 ms; the health check once a second. */
+	if (++p->ticks % 10 != 0)
+		return;
 	int ready_idx[MAX_VMS], n_ready = 0;
 	for (int i = 0; i < MAX_VMS; i++) {
 		struct pvm *v = &p->vms[i];
@@ -577,6 +578,13 @@ int cmd_serve(int argc, char **argv)
 		cli_error("%s", err.msg);
 		return 1;
 	}
+	worker_msgs = mmap(NULL, (size_t)MAX_VMS * MSG_LEN, PROT_READ | PROT_WRITE,
+			   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (worker_msgs == MAP_FAILED) {
+		cli_error("out of memory");
+		cli_restore_release(&p->rs);
+		return EXIT_INTERNAL;
+	}
 	if (listen_sock(p, &err) < 0) {
 		cli_error("%s", err.msg);
 		cli_restore_release(&p->rs);
@@ -591,7 +599,7 @@ int cmd_serve(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	p->sig_fd = signalfd(-1, &set, SFD_CLOEXEC);
 	p->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
-	struct itimerspec its = { .it_interval = { 1, 0 }, .it_value = { 1, 0 } };
+	struct itimerspec its = { .it_interval = { 0, 100000000 }, .it_value = { 0, 100000000 } };
 	timerfd_settime(p->timer_fd, 0, &its, NULL);
 	p->ep = epoll_create1(EPOLL_CLOEXEC);
 	ep_add(p->ep, p->listen_fd, TAG_LISTEN);

@@ -1,0 +1,121 @@
+#!/bin/sh
+# Integration tests for the warm pool: agentvm serve --pool, pool acquire/release/status.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+export AGENTVM_SNAPSHOT_DIR="$tmp_root/snaps"
+avm() { "$AVM" "$@"; }
+NET=""
+"$AVM" start --help 2>/dev/null | grep -q -- --network && NET="--network isolated"
+serve_pid=""
+
+stop_serve() {
+	[ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
+	serve_pid=""
+}
+
+# Pool counts from `pool status --json`: ready starting leased.
+counts() {
+	avm pool status --json | tr -d ' \n' | sed 's/.*"ready":\([0-9]*\),"starting":\([0-9]*\),"leased":\([0-9]*\).*/\1 \2 \3/'
+}
+
+# Wait (up to 60 s) until the pool has $1 ready VMs.
+wait_ready() {
+	w=0
+	while [ "$(counts | cut -d' ' -f1)" != "$1" ]; do
+		w=$((w + 1))
+		[ $w -gt 600 ] && { fail "pool never had $1 ready (has: $(counts))"; return 1; }
+		sleep 0.1
+	done
+}
+
+t_pool() {
+	# shellcheck disable=SC2086
+	avm start --accel tcg --name golden $NET >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	avm exec golden -- sh -c 'echo gold >/root/mark' || fail "mark"
+	avm snapshot save golden gold >/dev/null 2>"$tmp_root/err" || fail "save: $(cat "$tmp_root/err")"
+	avm rm --force golden >/dev/null
+	avm pool status 2>/dev/null && fail "status without a daemon must fail"
+
+	# Not through the avm function: $! must be agentvm itself, not a subshell.
+	"$AVM" serve --pool gold --pool-min 2 --pool-max 3 --pool-ttl 600 2>"$tmp_root/serve.log" &
+	serve_pid=$!
+	wait_ready 2 || { stop_serve; return; }
+
+	# Acquire: a ready VM at once, from the snapshot, ours to use.
+	a=$(avm pool acquire --timeout 10)
+	expect_eq "acquired VM has the snapshot's file" "gold" "$(avm exec "$a" -- cat /root/mark)"
+	expect_eq "hostname is the pool VM's name" "$a" "$(avm exec "$a" -- hostname)"
+	b=$(avm pool acquire --timeout 30)
+	c=$(avm pool acquire --timeout 30)
+	[ -n "$b" ] && [ -n "$c" ] && [ "$a" != "$b" ] && [ "$b" != "$c" ] || fail "three distinct VMs: '$a' '$b' '$c'"
+	# Max (3) reached: the next acquire waits out its timeout.
+	t0=$(date +%s%N)
+	avm pool acquire --timeout 1 >/dev/null 2>"$tmp_root/err"
+	rc=$?
+	ms=$((($(date +%s%N) - t0) / 1000000))
+	expect_eq "acquire beyond max times out" 124 $rc
+	[ $ms -ge 900 ] && [ $ms -lt 2500 ] || fail "acquire --timeout 1 took $ms ms"
+	total=$(counts | awk '{print $1 + $2 + $3}')
+	[ "$total" -le 3 ] || fail "pool above max: $(counts)"
+
+	# A blocked acquire gets the VM a release frees up (the pool refills).
+	avm pool acquire --timeout 60 >"$tmp_root/late" 2>&1 &
+	late=$!
+	sleep 0.3
+	avm pool release "$a" || fail "release"
+	wait $late || fail "blocked acquire failed: $(cat "$tmp_root/late")"
+	d=$(cat "$tmp_root/late")
+	expect_eq "released VM is gone" "" "$(avm ls | awk -v n="$a" '$1 == n')"
+	avm pool release "$a" 2>/dev/null && fail "double release must fail"
+
+	for v in $b $c $d; do avm pool release "$v" || fail "release $v"; done
+	wait_ready 2
+	total=$(counts | awk '{print $1 + $2 + $3}')
+	[ "$total" -le 3 ] && [ "$(counts | cut -d' ' -f1)" -ge 2 ] || fail "bounds after release: $(counts)"
+
+	# Acquire latency with a warm pool (one VM, released again after each round).
+	for round in 1 2 3 4 5; do
+		wait_ready 2 || break
+		t0=$(date +%s%N)
+		v=$(avm pool acquire --timeout 5)
+		us=$((($(date +%s%N) - t0) / 1000))
+		echo "    acquire $round: ${us} us (process start included)"
+		avm pool release "$v" >/dev/null
+	done
+
+	# A VM killed inside the pool is replaced.
+	wait_ready 2
+	victim=$(avm pool status --json | grep -o '"name": "pool-[0-9a-f]*"' | head -1 | cut -d'"' -f4)
+	qpid=$(sed -n 's/.*"qemu_pid":\([0-9]*\).*/\1/p' "$AGENTVM_STATE_DIR/$victim/state.json")
+	kill -9 "$qpid"
+	i=0
+	while avm pool status --json | grep -q "\"$victim\""; do
+		i=$((i + 1))
+		[ $i -gt 100 ] && { fail "killed VM $victim still in the pool"; break; }
+		sleep 0.1
+	done
+	wait_ready 2
+	grep -q "removing $victim: died" "$tmp_root/serve.log" || fail "no log line for the dead VM"
+
+	stop_serve
+	[ -e "$AGENTVM_STATE_DIR/.pool.sock" ] && fail "serve left its socket"
+	w=0
+	while [ -n "$(ls -A "$AGENTVM_STATE_DIR")" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
+	avm snapshot rm gold
+}
+
+t_bad_serve() {
+	avm serve --pool nosuch --pool-min 1 --pool-max 2 2>"$tmp_root/err"
+	[ $? -ne 0 ] || fail "serve of a missing snapshot must fail"
+	expect_contains "message" "no snapshot named 'nosuch'" "$(cat "$tmp_root/err")"
+	avm serve --pool x --pool-min 3 --pool-max 2 2>/dev/null
+	expect_eq "min > max" 125 $?
+}
+
+echo "pool tests (TCG)"
+run_test t_pool
+stop_serve
+run_test t_bad_serve
+summary
