@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: MIT */
+/* Snapshot meta.json: round trip, validation of every field, New York timestamps, SHA-256. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <json-c/json.h>
+
+#include "sha256.h"
+#include "snapshot.h"
+
+#define HEX_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+
+static void fill(struct snap_meta *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->name = strdup("base");
+	m->description = strdup("a \"quoted\" description");
+	m->created = strdup("2026-11-29T06:05:41-05:00");
+	m->source_vm = strdup("dev");
+	snprintf(m->accel, sizeof(m->accel), "tcg");
+	m->cpus = 2;
+	m->memory_mib = 512;
+	m->profile = strdup("light");
+	m->state_size = 12345;
+	m->save_ms = 99;
+	struct snap_input *ins[] = { &m->kernel, &m->initrd, &m->qemu };
+	const char *paths[] = { "/k/vmlinux", "/k/initramfs.cpio", "/usr/bin/qemu" };
+	for (int i = 0; i < 3; i++) {
+		ins[i]->path = strdup(paths[i]);
+		memset(ins[i]->sha256, 'a' + i, 64);
+		ins[i]->size = 1000 + i;
+		ins[i]->mtime_ns = 1700000000123456789LL + i;
+	}
+	snprintf(m->qemu_version, sizeof(m->qemu_version), "7.2.22");
+	m->spec = json_tokener_parse("{\"cpus\":2,\"memory_mib\":512}");
+}
+
+static void test_round_trip(void **state)
+{
+	struct snap_meta m, back;
+	struct avm_error err = { 0 };
+
+	fill(&m);
+	char *text = snap_meta_to_string(&m);
+	assert_non_null(text);
+	assert_int_equal(snap_meta_parse(text, &back, &err), 0);
+	assert_string_equal(back.name, "base");
+	assert_string_equal(back.description, "a \"quoted\" description");
+	assert_string_equal(back.created, m.created);
+	assert_string_equal(back.accel, "tcg");
+	assert_false(back.network);
+	assert_int_equal(back.cpus, 2);
+	assert_int_equal(back.memory_mib, 512);
+	assert_int_equal(back.state_size, 12345);
+	assert_string_equal(back.kernel.path, "/k/vmlinux");
+	assert_string_equal(back.initrd.sha256, m.initrd.sha256);
+	assert_int_equal(back.qemu.mtime_ns, m.qemu.mtime_ns);
+	assert_string_equal(back.qemu_version, "7.2.22");
+	assert_non_null(back.spec);
+	assert_non_null(strstr(text, "\"disk\""));
+	free(text);
+	snap_meta_release(&m);
+	snap_meta_release(&back);
+}
+
+/* Serialise a good meta, apply one edit to the JSON, expect a parse error mentioning `needle`. */
+static void expect_bad(void (*edit)(struct json_object *), const char *needle)
+{
+	struct snap_meta m, back;
+	struct avm_error err = { 0 };
+
+	fill(&m);
+	char *text = snap_meta_to_string(&m);
+	struct json_object *o = json_tokener_parse(text);
+	edit(o);
+	int r = snap_meta_parse(json_object_to_json_string(o), &back, &err);
+	if (r == 0 || !strstr(err.msg, needle))
+		fail_msg("expected an error with '%s', got %d '%s'", needle, r, err.msg);
+	json_object_put(o);
+	free(text);
+	snap_meta_release(&m);
+}
+
+static struct json_object *inputs(struct json_object *o, const char *k)
+{
+	struct json_object *in, *v;
+	json_object_object_get_ex(o, "inputs", &in);
+	json_object_object_get_ex(in, k, &v);
+	return v;
+}
+
+static void e_format(struct json_object *o) { json_object_object_add(o, "format", json_object_new_int(2)); }
+static void e_noname(struct json_object *o) { json_object_object_del(o, "name"); }
+static void e_badname(struct json_object *o) { json_object_object_add(o, "name", json_object_new_string("../x")); }
+static void e_accel(struct json_object *o) { json_object_object_add(o, "accel", json_object_new_string("hvf")); }
+static void e_cpus(struct json_object *o) { json_object_object_add(o, "cpus", json_object_new_int(0)); }
+static void e_mem(struct json_object *o) { json_object_object_add(o, "memory_mib", json_object_new_string("512")); }
+static void e_size(struct json_object *o) { json_object_object_add(o, "state_size", json_object_new_int(0)); }
+static void e_net(struct json_object *o) { json_object_object_add(o, "network", json_object_new_string("yes")); }
+static void e_noinputs(struct json_object *o) { json_object_object_del(o, "inputs"); }
+static void e_sha(struct json_object *o) { json_object_object_add(inputs(o, "kernel"), "sha256", json_object_new_string("xyz")); }
+static void e_shaupper(struct json_object *o)
+{
+	json_object_object_add(inputs(o, "initrd"), "sha256", json_object_new_string(HEX_A));
+	json_object_object_add(inputs(o, "initrd"), "sha256",
+			       json_object_new_string("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+}
+static void e_relpath(struct json_object *o) { json_object_object_add(inputs(o, "qemu"), "path", json_object_new_string("qemu")); }
+static void e_nover(struct json_object *o) { json_object_object_del(inputs(o, "qemu"), "version"); }
+
+static void test_validation(void **state)
+{
+	expect_bad(e_format, "format 2");
+	expect_bad(e_noname, "\"name\" is missing");
+	expect_bad(e_badname, "invalid snapshot name");
+	expect_bad(e_accel, "neither kvm nor tcg");
+	expect_bad(e_cpus, "\"cpus\" is out of range");
+	expect_bad(e_mem, "\"memory_mib\" is missing or not an int");
+	expect_bad(e_size, "\"state_size\" is out of range");
+	expect_bad(e_net, "\"network\"");
+	expect_bad(e_noinputs, "\"inputs\"");
+	expect_bad(e_sha, "inputs.kernel.sha256");
+	expect_bad(e_shaupper, "inputs.initrd.sha256");
+	expect_bad(e_relpath, "inputs.qemu.path must be absolute");
+	expect_bad(e_nover, "\"version\"");
+}
+
+static void test_not_json(void **state)
+{
+	struct snap_meta m;
+	struct avm_error err = { 0 };
+
+	assert_int_equal(snap_meta_parse("{", &m, &err), -EBADMSG);
+	assert_int_equal(snap_meta_parse("[1]", &m, &err), -EBADMSG);
+	assert_int_equal(snap_meta_parse("", &m, &err), -EBADMSG);
+}
+
+static void test_new_york_time(void **state)
+{
+	char buf[64];
+
+	setenv("TZ", "UTC", 1);
+	snap_time_ny(1795950000, buf, sizeof(buf)); /* 2026-11-29 11:00:00 UTC: EST */
+	assert_string_equal(buf, "2026-11-29T06:00:00-05:00");
+	snap_time_ny(1783000000, buf, sizeof(buf)); /* 2026-07-02 13:46:40 UTC: EDT */
+	assert_string_equal(buf, "2026-07-02T09:46:40-04:00");
+	assert_string_equal(getenv("TZ"), "UTC"); /* the caller's zone is left alone */
+}
+
+static void test_sha256(void **state)
+{
+	struct sha256 s;
+	uint8_t d[32];
+	char hex[65];
+	static const char *abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+	sha256_init(&s);
+	sha256_update(&s, "abc", 3);
+	sha256_final(&s, d);
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", d[i]);
+	assert_string_equal(hex, abc);
+	/* Two blocks, fed in odd pieces. */
+	const char *m2 = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+	sha256_init(&s);
+	for (size_t i = 0; i < strlen(m2); i += 7)
+		sha256_update(&s, m2 + i, strlen(m2) - i < 7 ? strlen(m2) - i : 7);
+	sha256_final(&s, d);
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", d[i]);
+	assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+}
+
+static void test_names(void **state)
+{
+	assert_int_equal(snap_validate_name("base-1.2_x", NULL), 0);
+	assert_int_equal(snap_validate_name("", NULL), -EINVAL);
+	assert_int_equal(snap_validate_name(".hidden", NULL), -EINVAL);
+	assert_int_equal(snap_validate_name("a/b", NULL), -EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_round_trip),   cmocka_unit_test(test_validation),
+		cmocka_unit_test(test_not_json),     cmocka_unit_test(test_new_york_time),
+		cmocka_unit_test(test_sha256),       cmocka_unit_test(test_names),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
