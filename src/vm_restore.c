@@ -20,6 +20,7 @@
 #include "statedir.h"
 #include "util.h"
 #include "vm_internal.h"
+#include "vm_restore.h"
 
 #define INCOMING_TIMEOUT_MS 60000
 #define QMP_TIMEOUT_MS 10000
@@ -82,13 +83,17 @@ int vm__incoming(struct vm *vm, const struct vm_incoming *in, struct avm_error *
 	if (fd < 0)
 		return avm_error_setx(err, -errno, "cannot open %s", in->state_path);
 
-	/* events: MIGRATION events instead of polling; x-ignore-shared: the RAM is in mem_path. */
+	/*
+	 * events: MIGRATION events instead of polling. x-ignore-shared for a copy-on-write clone:
+	 * its stream has no RAM (the RAM is in mem_path). A template (share=on) loads a full
+	 * stream of an ordinary VM, so not there; it turns it on before its own save.
+	 */
 	caps = json_object_new_array();
 	cap = json_object_new_object();
 	json_object_object_add(cap, "capability", json_object_new_string("events"));
 	json_object_object_add(cap, "state", json_object_new_boolean(1));
 	json_object_array_add(caps, cap);
-	if (in->mem_path) {
+	if (in->mem_path && !in->mem_share) {
 		cap = json_object_new_object();
 		json_object_object_add(cap, "capability", json_object_new_string("x-ignore-shared"));
 		json_object_object_add(cap, "state", json_object_new_boolean(1));
@@ -271,5 +276,80 @@ int vm__wait_synced(struct vm *vm, int timeout_ms, int sig_fd, struct avm_error 
 		vm->st.ready_ms = realtime_ms();
 		vm__set_state(vm, "running");
 	}
+	return r;
+}
+
+int vm_build_cow_template(const struct vm_launch_opts *o, const char *devstate_path,
+			  struct avm_error *err)
+{
+	struct vm *vm = NULL;
+	struct qmp_error qe = { 0 };
+	struct json_object *args, *ret = NULL, *v;
+	_cleanup_close_ int fd = -1;
+	int r;
+
+	r = vm_launch(o, &vm, err);
+	if (r < 0)
+		return r;
+	args = json_tokener_parse(
+		"{\"capabilities\":[{\"capability\":\"x-ignore-shared\",\"state\":true}]}");
+	r = qmp_client_execute(vm->qmp, "migrate-set-capabilities", args, NULL, 0, NULL,
+			       QMP_TIMEOUT_MS, &qe);
+	json_object_put(args);
+	if (r < 0) {
+		avm_error_set(err, r, "QMP migrate-set-capabilities failed: %s", qe.desc);
+		goto out;
+	}
+	fd = open(devstate_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = avm_error_setx(err, -errno, "cannot create %s", devstate_path);
+		goto out;
+	}
+	args = json_object_new_object();
+	json_object_object_add(args, "fdname", json_object_new_string("avm-template"));
+	r = qmp_client_execute(vm->qmp, "getfd", args, &fd, 1, NULL, QMP_TIMEOUT_MS, &qe);
+	json_object_put(args);
+	if (r < 0) {
+		avm_error_set(err, r, "QMP getfd failed: %s", qe.desc);
+		goto out;
+	}
+	args = json_object_new_object();
+	json_object_object_add(args, "uri", json_object_new_string("fd:avm-template"));
+	r = qmp_client_execute(vm->qmp, "migrate", args, NULL, 0, NULL, QMP_TIMEOUT_MS, &qe);
+	json_object_put(args);
+	if (r < 0) {
+		avm_error_set(err, r, "QMP migrate failed: %s", qe.desc);
+		goto out;
+	}
+	for (uint64_t deadline = now_ms() + INCOMING_TIMEOUT_MS;;) {
+		r = qmp_client_execute(vm->qmp, "query-migrate", NULL, NULL, 0, &ret,
+				       QMP_TIMEOUT_MS, &qe);
+		if (r < 0) {
+			avm_error_set(err, r, "QMP query-migrate failed: %s", qe.desc);
+			goto out;
+		}
+		const char *st = json_object_object_get_ex(ret, "status", &v) ?
+					 json_object_get_string(v) :
+					 "";
+		if (!strcmp(st, "completed")) {
+			r = 0;
+			break;
+		}
+		if (!strcmp(st, "failed") || !strcmp(st, "cancelled") || now_ms() > deadline) {
+			r = avm_error_set(err, -EIO, "building the copy-on-write template failed: %s",
+					  json_object_object_get_ex(ret, "error-desc", &v) ?
+						  json_object_get_string(v) :
+						  st);
+			break;
+		}
+		json_object_put(ret);
+		ret = NULL;
+		usleep(1000);
+	}
+	if (r == 0 && fsync(fd) < 0)
+		r = avm_error_setx(err, -errno, "fsync %s", devstate_path);
+out:
+	json_object_put(ret);
+	vm_destroy(vm);
 	return r;
 }

@@ -92,7 +92,8 @@ int cmd_pool(int argc, char **argv);
 struct cli_restore {
 	struct snap_meta meta;
 	char *qemu;
-	char state_path[PATH_MAX];
+	char state_path[PATH_MAX]; /* the stream to load: the full one, or the CoW device state */
+	char mem_path[PATH_MAX];   /* copy-on-write: the template's RAM file; "" = plain */
 };
 /* Load and check the snapshot (meta.json, inputs unchanged, accel available). */
 int cli_restore_prepare(const char *snap, struct cli_restore *rs, struct avm_error *err);

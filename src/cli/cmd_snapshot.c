@@ -27,9 +27,12 @@
 #include "supervisor.h"
 #include "util.h"
 #include "vm.h"
+#include "vm_restore.h"
 #include "vmstate.h"
 
 #define SAVE_TIMEOUT_MS 120000
+
+static bool restore_cow(void);
 #define ORIGIN_FILE "snapshot" /* in a restored VM's state dir: the snapshot it came from */
 
 static void sleep_ms(long ms)
@@ -302,6 +305,14 @@ static int snapshot_save(const char *vm, const char *snap, const char *desc)
 	tmp_made = false;
 	fsync_path(snap_root());
 	code = 0;
+	/* Build the copy-on-write template now, so the first restore is as fast as the rest. */
+	if (restore_cow()) {
+		struct cli_restore rs;
+		if (cli_restore_prepare(snap, &rs, &err) < 0)
+			cli_warn("snapshot '%s' saved; %s", snap, err.msg);
+		else
+			cli_restore_release(&rs);
+	}
 out:
 	qmp_client_free(q);
 	if (tmp_made)
@@ -457,6 +468,66 @@ int cmd_snapshot(int argc, char **argv)
 
 /* --- restore -------------------------------------------------------------------------------- */
 
+/*
+ * Restore mode: "cow" (default) maps a template RAM file copy-on-write and loads only the
+ * device state; "plain" loads the whole migration stream. AGENTVM_RESTORE_MODE chooses.
+ */
+static bool restore_cow(void)
+{
+	const char *m = getenv("AGENTVM_RESTORE_MODE");
+	return !(m && !strcmp(m, "plain"));
+}
+
+
+/* Build <snap>/cow-mem + cow-devstate once (under a lock); point rs at them. */
+static int ensure_cow(struct cli_restore *rs, const char *snap, struct avm_error *err)
+{
+	char mem[PATH_MAX - 64], dev[PATH_MAX - 64], lockp[PATH_MAX], tmem[PATH_MAX], tdev[PATH_MAX];
+	char name[32];
+	_cleanup_close_ int lock = -1;
+	int r;
+
+	snap_path(mem, sizeof(mem), snap, "cow-mem");
+	snap_path(dev, sizeof(dev), snap, "cow-devstate");
+	if (access(dev, R_OK) == 0 && access(mem, R_OK) == 0)
+		goto done;
+	snap_path(lockp, sizeof(lockp), snap, ".cow.lock");
+	lock = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lock < 0 || flock(lock, LOCK_EX) < 0)
+		return avm_error_setx(err, -errno, "cannot lock %s", lockp);
+	if (access(dev, R_OK) == 0 && access(mem, R_OK) == 0)
+		goto done;
+	statedir_random_name(name, sizeof(name));
+	snprintf(tmem, sizeof(tmem), "%s.tmp-%s", mem, name + 3);
+	snprintf(tdev, sizeof(tdev), "%s.tmp-%s", dev, name + 3);
+	struct vm_spec *spec = snap_spec_new(&rs->meta);
+	if (!spec)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	spec->name = strdup(name);
+	memcpy(spec->name, "tm", 2); /* "tm-xxxxxxxx": a transient VM */
+	struct vm_incoming in = {
+		.state_path = rs->state_path, .mem_path = tmem, .mem_share = true,
+		.stay_paused = true, .qemu_version = rs->meta.qemu_version,
+	};
+	struct vm_launch_opts lo = {
+		.spec = spec, .kernel = rs->meta.kernel.path, .initrd = rs->meta.initrd.path,
+		.qemu = rs->qemu, .accel = spec->accel, .incoming = &in,
+	};
+	r = vm_build_cow_template(&lo, tdev, err);
+	vm_spec_free(spec);
+	if (r == 0 && (rename(tmem, mem) < 0 || rename(tdev, dev) < 0))
+		r = avm_error_setx(err, -errno, "cannot rename the template files in %s", snap);
+	if (r < 0) {
+		unlink(tmem);
+		unlink(tdev);
+		return avm_error_wrap(err, "preparing copy-on-write restores of '%s'", snap);
+	}
+done:
+	snprintf(rs->state_path, sizeof(rs->state_path), "%s", dev);
+	snprintf(rs->mem_path, sizeof(rs->mem_path), "%s", mem);
+	return 0;
+}
+
 int cli_restore_prepare(const char *snap, struct cli_restore *rs, struct avm_error *err)
 {
 	_cleanup_free_ char *qemu = NULL;
@@ -490,9 +561,11 @@ int cli_restore_prepare(const char *snap, struct cli_restore *rs, struct avm_err
 		goto fail;
 	rs->qemu = TAKE_PTR(qemu);
 	snap_path(rs->state_path, sizeof(rs->state_path), snap, "state");
+	if (restore_cow() && (r = ensure_cow(rs, snap, err)) < 0)
+		goto fail;
 	return 0;
 fail:
-	snap_meta_release(&rs->meta);
+	cli_restore_release(rs);
 	return r;
 }
 
@@ -517,6 +590,7 @@ int cli_restore_one(const struct cli_restore *rs, const char *name, long boot_ti
 	spec->name = strdup(name);
 	struct vm_incoming in = {
 		.state_path = rs->state_path,
+		.mem_path = rs->mem_path[0] ? rs->mem_path : NULL,
 		.qemu_version = rs->meta.qemu_version,
 	};
 	struct vm_launch_opts lo = {
@@ -632,6 +706,8 @@ int cmd_restore(int argc, char **argv)
 			: err.code == -EBADMSG || err.code == -ESTALE || err.code == -EPROTO ||
 					  err.code == -EOPNOTSUPP
 				? 1
+			: err.code == -ECHILD || err.code == -ETIMEDOUT || err.code == -EIO
+				? EXIT_BOOT_FAILED
 				: EXIT_HOST_MISSING;
 	}
 	if (count == 1) {

@@ -86,7 +86,8 @@ t_ten_concurrent_clones() {
 
 # Copy the base snapshot as $1 (name fixed up in meta.json).
 copy_base() {
-	cp -r "$AGENTVM_SNAPSHOT_DIR/base" "$AGENTVM_SNAPSHOT_DIR/$1"
+	mkdir "$AGENTVM_SNAPSHOT_DIR/$1"
+	cp "$AGENTVM_SNAPSHOT_DIR/base/meta.json" "$AGENTVM_SNAPSHOT_DIR/base/state" "$AGENTVM_SNAPSHOT_DIR/$1/"
 	sed -i "s/\"name\": *\"base\"/\"name\":\"$1\"/" "$AGENTVM_SNAPSHOT_DIR/$1/meta.json"
 }
 
@@ -108,6 +109,13 @@ t_bad_input() {
 	copy_base corrupt
 	dd if=/dev/urandom of="$AGENTVM_SNAPSHOT_DIR/corrupt/state" bs=4096 count=512 seek=64 conv=notrunc 2>/dev/null
 	expect_clean_failure "corrupt state file" corrupt --name b2
+	if [ -e "$AGENTVM_SNAPSHOT_DIR/base/cow-devstate" ]; then
+		copy_base badcow
+		cp "$AGENTVM_SNAPSHOT_DIR/base/cow-mem" "$AGENTVM_SNAPSHOT_DIR/badcow/"
+		head -c 20000 /dev/urandom >"$AGENTVM_SNAPSHOT_DIR/badcow/cow-devstate"
+		expect_clean_failure "corrupt copy-on-write device state" badcow --name b7
+		avm snapshot rm badcow || fail "snapshot rm badcow"
+	fi
 	copy_base trunc
 	truncate -s 1000000 "$AGENTVM_SNAPSHOT_DIR/trunc/state"
 	expect_clean_failure "truncated state file" trunc --name b3
