@@ -51,10 +51,10 @@ t_pool() {
 	c=$(avm pool acquire --timeout 30)
 	[ -n "$b" ] && [ -n "$c" ] && [ "$a" != "$b" ] && [ "$b" != "$c" ] || fail "three distinct VMs: '$a' '$b' '$c'"
 	# Max (3) reached: the next acquire waits out its timeout.
-	t0=$(date +%s%N)
+	ts0=$(date +%s%N)
 	avm pool acquire --timeout 1 >/dev/null 2>"$tmp_root/err"
 	rc=$?
-	ms=$((($(date +%s%N) - t0) / 1000000))
+	ms=$((($(date +%s%N) - ts0) / 1000000))
 	expect_eq "acquire beyond max times out" 124 $rc
 	[ $ms -ge 900 ] && [ $ms -lt 2500 ] || fail "acquire --timeout 1 took $ms ms"
 	total=$(counts | awk '{print $1 + $2 + $3}')
@@ -78,9 +78,9 @@ t_pool() {
 	# Acquire latency with a warm pool (one VM, released again after each round).
 	for round in 1 2 3 4 5; do
 		wait_ready 2 || break
-		t0=$(date +%s%N)
+		ts0=$(date +%s%N)
 		v=$(avm pool acquire --timeout 5)
-		us=$((($(date +%s%N) - t0) / 1000))
+		us=$((($(date +%s%N) - ts0) / 1000))
 		echo "    acquire $round: ${us} us (process start included)"
 		avm pool release "$v" >/dev/null
 	done

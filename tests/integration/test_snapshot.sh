@@ -70,10 +70,10 @@ t_reset() {
 }
 
 t_ten_concurrent_clones() {
-	t0=$(date +%s%N)
+	ts0=$(date +%s%N)
 	out=$(avm restore base --count 10 --name ten 2>"$tmp_root/err")
 	rc=$?
-	ms=$((($(date +%s%N) - t0) / 1000000))
+	ms=$((($(date +%s%N) - ts0) / 1000000))
 	echo "    10 clones restored concurrently in $ms ms"
 	expect_eq "restore --count 10" 0 $rc
 	ok=0
