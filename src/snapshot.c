@@ -378,6 +378,34 @@ int snap_input_check(const struct snap_input *in, const char *path, const char *
 	return 0;
 }
 
+static int net_from_spec(struct vm_spec *s, struct json_object *spec)
+{
+	struct json_object *net = NULL, *v;
+	const char *mode = NULL;
+	int r = 0;
+
+	s->net_mode = VM_NET_NAT_FILTERED;
+	if (!spec || !json_object_object_get_ex(spec, "network", &net))
+		return 0;
+	if (json_object_object_get_ex(net, "mode", &v))
+		mode = json_object_get_string(v);
+	if (mode && !strcmp(mode, "bridge") && json_object_object_get_ex(net, "bridge", &v)) {
+		char buf[64];
+		snprintf(buf, sizeof(buf), "bridge:%s", json_object_get_string(v));
+		return vm_spec_set_network(s, buf, NULL);
+	}
+	if (json_object_object_get_ex(net, "allow", &v) && json_object_is_type(v, json_type_array))
+		for (size_t i = 0; r == 0 && i < json_object_array_length(v); i++)
+			r = vm_spec_add_allow(s, json_object_get_string(json_object_array_get_idx(v, i)),
+					      NULL);
+	if (r == 0 && json_object_object_get_ex(net, "deny_all_egress", &v))
+		s->deny_all_egress = json_object_get_boolean(v);
+	if (r == 0 && json_object_object_get_ex(net, "dns", &v) &&
+	    json_object_is_type(v, json_type_string))
+		r = vm_spec_set_dns(s, json_object_get_string(v), NULL);
+	return r;
+}
+
 struct vm_spec *snap_spec_new(const struct snap_meta *m)
 {
 	struct vm_spec *s = vm_spec_new();
@@ -391,10 +419,15 @@ struct vm_spec *snap_spec_new(const struct snap_meta *m)
 	s->accel = !strcmp(m->accel, "kvm") ? VM_ACCEL_KVM : VM_ACCEL_TCG;
 	s->kernel = strdup(m->kernel.path);
 	s->initrd = strdup(m->initrd.path);
-#ifdef VM_SPEC_MAX_ALLOW
-	/* Networking is in the spec: a clone has a NIC exactly when its snapshot had one. */
-	s->net_mode = m->network ? VM_NET_NAT_FILTERED : VM_NET_ISOLATED;
-#endif
+	/*
+	 * A clone has a NIC exactly when its snapshot had one (no hotplug on microvm: the device
+	 * set must match), with the source VM's network policy from its spec.
+	 */
+	s->net_mode = VM_NET_ISOLATED;
+	if (m->network && net_from_spec(s, m->spec) < 0) {
+		vm_spec_free(s);
+		return NULL;
+	}
 	if (!s->profile || !s->kernel || !s->initrd) {
 		vm_spec_free(s);
 		return NULL;

@@ -6,6 +6,7 @@
  * a CRNG reseed, so clones never share random output) and its hostname (the new VM's name).
  * READY is sent once per boot, so SYNC_DONE is the restored VM's "ready".
  */
+#include <arpa/inet.h>
 #include <json-c/json.h>
 #include <limits.h>
 #include <poll.h>
@@ -192,10 +193,22 @@ static int send_sync(struct vm *vm, uint32_t id, struct avm_error *err)
 	if (r == 0)
 		r = avm_tlv_put_str(&b, AVM_TAG_HOSTNAME, vm->name);
 	/*
-	 * TODO(networking): a clone with a NIC also needs its own identity here: AVM_TAG_NET_MAC,
-	 * AVM_TAG_NET_ADDR, AVM_TAG_NET_GW, AVM_TAG_NET_DNS from vm->net's lease. Restores of
-	 * snapshots with a network are refused until then (cmd_snapshot.c).
+	 * A clone with a NIC has its own tap, MAC and (nat-filtered) /30 lease, made by vm_launch
+	 * like any VM's; the guest still has the template's, so it is told the new ones.
 	 */
+	if (r == 0 && vm->net.tap[0])
+		r = avm_tlv_put(&b, AVM_TAG_NET_MAC, vm->net.mac, 6);
+	if (r == 0 && vm->net.mode == VM_NET_NAT_FILTERED && vm->net.has_lease) {
+		char a[INET_ADDRSTRLEN], cidr[INET_ADDRSTRLEN + 4], gw[INET_ADDRSTRLEN];
+		inet_ntop(AF_INET, &vm->net.lease.guest, a, sizeof(a));
+		inet_ntop(AF_INET, &vm->net.lease.host, gw, sizeof(gw));
+		snprintf(cidr, sizeof(cidr), "%s/%u", a, vm->net.lease.prefixlen);
+		r = avm_tlv_put_str(&b, AVM_TAG_NET_ADDR, cidr);
+		if (r == 0)
+			r = avm_tlv_put_str(&b, AVM_TAG_NET_GW, gw);
+		if (r == 0 && vm->net.dns[0])
+			r = avm_tlv_put_str(&b, AVM_TAG_NET_DNS, vm->net.dns);
+	}
 	explicit_bzero(ent, sizeof(ent));
 	if (r == 0)
 		r = agent_conn_send(&vm->agent, AVM_MSG_SYNC, id, b.data, (uint32_t)b.len);

@@ -537,14 +537,6 @@ int cli_restore_prepare(const char *snap, struct cli_restore *rs, struct avm_err
 	r = snap_load(snap, &rs->meta, err);
 	if (r < 0)
 		return r;
-	if (rs->meta.network) {
-		/* TODO(networking): give each clone its own tap/lease and send them in SYNC. */
-		r = avm_error_set(err, -EOPNOTSUPP,
-				  "snapshot '%s' has a network device; restoring networked snapshots "
-				  "is not supported yet (save a VM started with --network isolated)",
-				  snap);
-		goto fail;
-	}
 	if (!strcmp(rs->meta.accel, "kvm") && !host_kvm_usable()) {
 		r = avm_error_set(err, -ENODEV,
 				  "snapshot '%s' was taken under KVM and /dev/kvm cannot be opened "

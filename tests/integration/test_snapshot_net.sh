@@ -1,0 +1,54 @@
+#!/bin/sh
+# Networked clones: two VMs restored from one snapshot of a nat-filtered VM get their own tap,
+# /30 lease and MAC, learn them through SYNC, and both reach the (fake) internet through the
+# filter. Runs inside the throwaway namespaces of netns.sh; never touches the machine's network.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+if [ ! -f "$here/netns.sh" ]; then
+	echo "  SKIP t_networked_clones: tests/integration/netns.sh is missing"
+	exit 0
+fi
+. "$here/netns.sh"
+trap 'net_down; cleanup_all' EXIT
+trap 'exit 130' INT TERM
+
+export AGENTVM_SNAPSHOT_DIR="$tmp_root/snaps"
+S=$NET_SERVER
+avm() { ip netns exec "$NS_HOST" "$AVM" "$@"; }
+gx() { avm exec --timeout 120 "$1" -- sh -c "$2" 2>&1; }
+
+t_networked_clones() {
+	avm start --accel tcg --boot-timeout 180 --name golden >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	gaddr=$(gx golden 'ip -4 -o addr show dev eth0' | awk '{print $4}')
+	gmac=$(gx golden 'cat /sys/class/net/eth0/address')
+	expect_eq "golden reaches the internet" "internet:80" "$(gx golden "wget -q -O - http://$S:80/")"
+	avm snapshot save golden netbase >/dev/null 2>"$tmp_root/err" || fail "save: $(cat "$tmp_root/err")"
+	grep -q '"network":true' "$AGENTVM_SNAPSHOT_DIR/netbase/meta.json" || fail "meta.json: network is not true"
+	avm restore netbase --count 2 --name nc >"$tmp_root/out" 2>"$tmp_root/err" || { fail "restore: $(cat "$tmp_root/err")"; avm rm --force golden >/dev/null; return; }
+	a1=$(gx nc-1 'ip -4 -o addr show dev eth0' | awk '{print $4}')
+	a2=$(gx nc-2 'ip -4 -o addr show dev eth0' | awk '{print $4}')
+	m1=$(gx nc-1 'cat /sys/class/net/eth0/address')
+	m2=$(gx nc-2 'cat /sys/class/net/eth0/address')
+	echo "    golden $gaddr $gmac; nc-1 $a1 $m1; nc-2 $a2 $m2"
+	[ -n "$a1" ] && [ "$a1" != "$a2" ] && [ "$a1" != "$gaddr" ] && [ "$a2" != "$gaddr" ] || fail "addresses not distinct: golden $gaddr, $a1, $a2"
+	[ -n "$m1" ] && [ "$m1" != "$m2" ] && [ "$m1" != "$gmac" ] || fail "MACs not distinct: golden $gmac, $m1, $m2"
+	expect_eq "clone 1 reaches the internet" "internet:80" "$(gx nc-1 "wget -q -O - http://$S:80/")"
+	expect_eq "clone 2 reaches the internet" "internet:443" "$(gx nc-2 "wget -q -O - http://$S:443/")"
+	expect_eq "clone 1 is still filtered" "blocked" "$(gx nc-1 "timeout 5 wget -q -O - http://$S:8080/ 2>/dev/null || echo blocked" | tail -1)"
+	expect_eq "clone hostname" "nc-2" "$(gx nc-2 hostname)"
+	for v in nc-1 nc-2 golden; do avm rm --force "$v" >/dev/null || fail "rm $v"; done
+	avm snapshot rm netbase
+}
+
+if ! why=$(net_missing); then
+	echo "  SKIP t_networked_clones: $why"
+	exit 0
+fi
+if ! net_up "$tmp_root/net" >"$tmp_root/net_up.log" 2>&1; then
+	echo "  FAIL topology: $(tr '\n' ' ' <"$tmp_root/net_up.log")"
+	exit 1
+fi
+echo "networked snapshot tests (TCG)"
+run_test t_networked_clones
+summary
