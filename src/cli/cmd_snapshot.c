@@ -515,6 +515,9 @@ static int ensure_cow(struct cli_restore *rs, const char *snap, struct avm_error
 	};
 	r = vm_build_cow_template(&lo, tdev, err);
 	vm_spec_free(spec);
+	/* Guest RAM: as private as the migration stream (QEMU created it with its umask). */
+	if (r == 0 && chmod(tmem, 0600) < 0)
+		r = avm_error_setx(err, -errno, "chmod %s", tmem);
 	if (r == 0 && (rename(tmem, mem) < 0 || rename(tdev, dev) < 0))
 		r = avm_error_setx(err, -errno, "cannot rename the template files in %s", snap);
 	if (r < 0) {
