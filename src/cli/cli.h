@@ -94,6 +94,10 @@ struct cli_restore {
 	char *qemu;
 	char state_path[PATH_MAX]; /* the stream to load: the full one, or the CoW device state */
 	char mem_path[PATH_MAX];   /* copy-on-write: the template's RAM file; "" = plain */
+	/* Network flags given to restore (borrowed; NULL = the snapshot's): net_mode when
+	 * net_mode_given, the egress policy (allow, deny_all_egress, dns) when policy_given. */
+	const struct vm_spec *net_override;
+	bool net_mode_given, policy_given;
 };
 /* Load and check the snapshot (meta.json, inputs unchanged, accel available). */
 int cli_restore_prepare(const char *snap, struct cli_restore *rs, struct avm_error *err);

@@ -24,6 +24,7 @@
 #include "qmp.h"
 #include "snapshot.h"
 #include "statedir.h"
+#include "strv.h"
 #include "supervisor.h"
 #include "util.h"
 #include "vm.h"
@@ -571,6 +572,44 @@ void cli_restore_release(struct cli_restore *rs)
 	rs->qemu = NULL;
 }
 
+/* restore's network flags over the snapshot's network (the NIC itself cannot come or go). */
+static int apply_net_override(struct vm_spec *s, const struct cli_restore *rs,
+			      struct avm_error *err)
+{
+	const struct vm_spec *o = rs->net_override;
+	int r = 0;
+
+	if (!o)
+		return 0;
+	if (rs->net_mode_given) {
+		bool nic = o->net_mode != VM_NET_ISOLATED;
+		if (nic != rs->meta.network)
+			return avm_error_set(err, -EINVAL,
+					     "snapshot '%s' %s a network device and microvm cannot %s "
+					     "one; restore it %s",
+					     rs->meta.name, rs->meta.network ? "has" : "has no",
+					     rs->meta.network ? "remove" : "add",
+					     rs->meta.network ? "with --network nat-filtered or "
+								"bridge:BRIDGE"
+							      : "with --network isolated (the default "
+								"for it)");
+		s->net_mode = o->net_mode;
+		free(s->bridge);
+		s->bridge = o->bridge ? strdup(o->bridge) : NULL;
+	}
+	if (rs->policy_given) {
+		strv_free(s->allow);
+		s->allow = NULL;
+		s->n_allow = 0;
+		for (size_t i = 0; r == 0 && i < o->n_allow; i++)
+			r = vm_spec_add_allow(s, o->allow[i], err);
+		s->deny_all_egress = o->deny_all_egress;
+		free(s->dns);
+		s->dns = o->dns ? strdup(o->dns) : NULL;
+	}
+	return r < 0 ? r : vm_spec_validate(s, false, err);
+}
+
 int cli_restore_one(const struct cli_restore *rs, const char *name, long boot_timeout_s,
 		    struct avm_error *err)
 {
@@ -583,6 +622,10 @@ int cli_restore_one(const struct cli_restore *rs, const char *name, long boot_ti
 	if (!spec)
 		return avm_error_set(err, -ENOMEM, "out of memory");
 	spec->name = strdup(name);
+	if ((r = apply_net_override(spec, rs, err)) < 0) {
+		vm_spec_free(spec);
+		return r;
+	}
 	struct vm_incoming in = {
 		.state_path = rs->state_path,
 		.mem_path = rs->mem_path[0] ? rs->mem_path : NULL,
@@ -633,11 +676,17 @@ int cmd_restore(int argc, char **argv)
 		{ "name", required_argument, NULL, 'n' },
 		{ "count", required_argument, NULL, 'c' },
 		{ "boot-timeout", required_argument, NULL, 'b' },
+		{ "network", required_argument, NULL, 'N' },
+		{ "allow", required_argument, NULL, 'A' },
+		{ "deny-all-egress", no_argument, NULL, 'D' },
+		{ "dns", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct avm_error err = { 0 };
 	struct cli_restore rs;
+	struct vm_spec *ov = vm_spec_new();
+	bool mode_given = false, policy_given = false;
 	const char *name = NULL;
 	long count = 1, boot_timeout_s = CLI_DEFAULT_BOOT_TIMEOUT_S;
 	int c, code = 0;
@@ -661,11 +710,34 @@ int cmd_restore(int argc, char **argv)
 				return EXIT_USAGE;
 			}
 			break;
+		case 'N':
+		case 'A':
+		case 'D':
+		case 'S': {
+			int r = !ov ? -ENOMEM
+				: c == 'N' ? vm_spec_set_network(ov, optarg, &err)
+				: c == 'A' ? vm_spec_add_allow(ov, optarg, &err)
+				: c == 'S' ? vm_spec_set_dns(ov, optarg, &err)
+					   : (ov->deny_all_egress = true, 0);
+			if (r < 0) {
+				cli_error("%s", err.msg);
+				vm_spec_free(ov);
+				return EXIT_USAGE;
+			}
+			mode_given |= c == 'N';
+			policy_given |= c != 'N';
+			break;
+		}
 		case 'h':
 			puts("usage: agentvm restore SNAPSHOT [--name NAME] [--count N] "
 			     "[--boot-timeout S]\n"
+			     "       [--network nat-filtered|bridge:BR|isolated] [--allow PROTO:PORT]... "
+			     "[--deny-all-egress] [--dns ADDR]\n"
 			     "Start new VMs from a snapshot; prints their names once they are ready.\n"
-			     "With --count N and --name NAME the VMs are NAME-1 .. NAME-N.");
+			     "With --count N and --name NAME the VMs are NAME-1 .. NAME-N.\n"
+			     "A clone keeps its snapshot's network policy unless the flags say "
+			     "otherwise; a NIC can be neither added nor removed.");
+			vm_spec_free(ov);
 			return 0;
 		default:
 			cli_error("unknown or incomplete option '%s'; see 'agentvm restore --help'",
@@ -705,6 +777,9 @@ int cmd_restore(int argc, char **argv)
 				? EXIT_BOOT_FAILED
 				: EXIT_HOST_MISSING;
 	}
+	rs.net_override = ov;
+	rs.net_mode_given = mode_given;
+	rs.policy_given = policy_given;
 	if (count == 1) {
 		int r = cli_restore_one(&rs, names[0], boot_timeout_s, &err);
 		if (r < 0) {
@@ -745,6 +820,7 @@ int cmd_restore(int argc, char **argv)
 	}
 out:
 	cli_restore_release(&rs);
+	vm_spec_free(ov);
 	free(names);
 	free(pids);
 	return code;

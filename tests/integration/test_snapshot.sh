@@ -39,6 +39,8 @@ t_save_then_restore() {
 	avm exec r1 -- test -e /root/after && fail "file written after save exists in the clone"
 	expect_eq "source still has its later file" "after" "$(avm exec golden -- cat /root/after)"
 	expect_eq "hostname is the new name" "r1" "$(avm exec r1 -- hostname)"
+	avm restore base --name r2 --network nat-filtered >/dev/null 2>"$tmp_root/err" && fail "NIC on a clone of an isolated snapshot"
+	expect_contains "NIC message" "cannot add" "$(cat "$tmp_root/err")"
 	rm_all r1 golden
 }
 

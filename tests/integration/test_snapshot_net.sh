@@ -37,7 +37,12 @@ t_networked_clones() {
 	expect_eq "clone 2 reaches the internet" "internet:443" "$(gx nc-2 "wget -q -O - http://$S:443/")"
 	expect_eq "clone 1 is still filtered" "blocked" "$(gx nc-1 "timeout 5 wget -q -O - http://$S:8080/ 2>/dev/null || echo blocked" | tail -1)"
 	expect_eq "clone hostname" "nc-2" "$(gx nc-2 hostname)"
-	for v in nc-1 nc-2 golden; do avm rm --force "$v" >/dev/null || fail "rm $v"; done
+	# restore's policy flags replace the snapshot's; the NIC itself cannot go.
+	avm restore netbase --name wide --allow tcp:8080 >/dev/null 2>"$tmp_root/err" || fail "restore --allow: $(cat "$tmp_root/err")"
+	expect_eq "--allow tcp:8080 opens it" "internet:8080" "$(gx wide "wget -q -O - http://$S:8080/")"
+	avm restore netbase --name nonic --network isolated >/dev/null 2>"$tmp_root/err" && fail "isolated clone of a NIC snapshot"
+	expect_contains "no-NIC message" "cannot remove" "$(cat "$tmp_root/err")"
+	for v in nc-1 nc-2 wide golden; do avm rm --force "$v" >/dev/null || fail "rm $v"; done
 	avm snapshot rm netbase
 }
 
