@@ -103,6 +103,19 @@ t_pool() {
 	[ -e "$AGENTVM_STATE_DIR/.pool.sock" ] && fail "serve left its socket"
 	w=0
 	while [ -n "$(ls -A "$AGENTVM_STATE_DIR")" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
+
+	# TTL: ready VMs older than it are replaced by fresh ones.
+	"$AVM" serve --pool gold --pool-min 1 --pool-max 2 --pool-ttl 2 2>"$tmp_root/serve.log" &
+	serve_pid=$!
+	wait_ready 1
+	first=$(avm pool status --json | grep -o '"name": "pool-[0-9a-f]*"' | cut -d'"' -f4)
+	w=0
+	while avm pool status --json | grep -q "\"$first\"" && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
+	grep -q "removing $first: older than the TTL" "$tmp_root/serve.log" || fail "no TTL eviction of $first"
+	wait_ready 1
+	stop_serve
+	w=0
+	while [ -n "$(ls -A "$AGENTVM_STATE_DIR")" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
 	avm snapshot rm gold
 }
 
