@@ -378,7 +378,7 @@ int snap_input_check(const struct snap_input *in, const char *path, const char *
 	return 0;
 }
 
-static int net_from_spec(struct vm_spec *s, struct json_object *spec)
+int snap_spec_net_from_json(struct vm_spec *s, struct json_object *spec)
 {
 	struct json_object *net = NULL, *v;
 	const char *mode = NULL;
@@ -389,6 +389,10 @@ static int net_from_spec(struct vm_spec *s, struct json_object *spec)
 		return 0;
 	if (json_object_object_get_ex(net, "mode", &v))
 		mode = json_object_get_string(v);
+	if (mode && !strcmp(mode, "isolated")) {
+		s->net_mode = VM_NET_ISOLATED;
+		return 0;
+	}
 	if (mode && !strcmp(mode, "bridge") && json_object_object_get_ex(net, "bridge", &v)) {
 		char buf[64];
 		snprintf(buf, sizeof(buf), "bridge:%s", json_object_get_string(v));
@@ -424,7 +428,7 @@ struct vm_spec *snap_spec_new(const struct snap_meta *m)
 	 * set must match), with the source VM's network policy from its spec.
 	 */
 	s->net_mode = VM_NET_ISOLATED;
-	if (m->network && net_from_spec(s, m->spec) < 0) {
+	if (m->network && snap_spec_net_from_json(s, m->spec) < 0) {
 		vm_spec_free(s);
 		return NULL;
 	}

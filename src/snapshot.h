@@ -76,7 +76,9 @@ int snap_input_check(const struct snap_input *in, const char *path, const char *
 /* RFC 3339 local time of t in America/New_York, e.g. 2026-11-29T06:12:00-05:00. */
 void snap_time_ny(time_t t, char *buf, size_t len);
 
-/* A vm_spec for a clone of this snapshot (sizes, accel, images); caller frees. */
+/* A vm_spec for a clone of this snapshot (sizes, accel, images, network); caller frees. */
 struct vm_spec *snap_spec_new(const struct snap_meta *m);
+/* The network mode and policy of a spec.json object into s (nat-filtered when it has none). */
+int snap_spec_net_from_json(struct vm_spec *s, struct json_object *spec);
 
 #endif

@@ -859,9 +859,18 @@ int cmd_reset(int argc, char **argv)
 		cli_error("cannot reset VM '%s': %s", name, err.msg);
 		return 1;
 	}
+	/* The same network policy as now (restore may have been given flags). */
+	struct vm_spec *ov = vm_spec_new();
+	struct json_object *spec = read_json(dir, "spec.json");
+	if (ov && spec && snap_spec_net_from_json(ov, spec) == 0) {
+		rs.net_override = ov;
+		rs.net_mode_given = rs.policy_given = true;
+	}
+	json_object_put(spec);
 	rm_vm(name);
 	r = cli_restore_one(&rs, name, CLI_DEFAULT_BOOT_TIMEOUT_S, &err);
 	cli_restore_release(&rs);
+	vm_spec_free(ov);
 	if (r < 0) {
 		cli_error("cannot reset VM '%s' (it is gone now): %s", name, err.msg);
 		return restore_exit_code(r);

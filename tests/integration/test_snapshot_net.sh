@@ -40,6 +40,8 @@ t_networked_clones() {
 	# restore's policy flags replace the snapshot's; the NIC itself cannot go.
 	avm restore netbase --name wide --allow tcp:8080 >/dev/null 2>"$tmp_root/err" || fail "restore --allow: $(cat "$tmp_root/err")"
 	expect_eq "--allow tcp:8080 opens it" "internet:8080" "$(gx wide "wget -q -O - http://$S:8080/")"
+	avm reset wide 2>"$tmp_root/err" || fail "reset wide: $(cat "$tmp_root/err")"
+	expect_eq "reset keeps restore's --allow" "internet:8080" "$(gx wide "wget -q -O - http://$S:8080/")"
 	avm restore netbase --name nonic --network isolated >/dev/null 2>"$tmp_root/err" && fail "isolated clone of a NIC snapshot"
 	expect_contains "no-NIC message" "cannot remove" "$(cat "$tmp_root/err")"
 	for v in nc-1 nc-2 wide golden; do avm rm --force "$v" >/dev/null || fail "rm $v"; done
