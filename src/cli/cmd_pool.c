@@ -249,6 +249,9 @@ static bool vm_alive(const char *name)
 	return !strcmp(st.state, "running");
 }
 
+static void drop_vm(struct pool *p, int i, const char *why);
+static void refill(struct pool *p);
+
 /* Hand ready VMs to waiting acquirers, oldest waiter first, oldest VM first. */
 static void serve_waiters(struct pool *p)
 {
@@ -266,6 +269,11 @@ static void serve_waiters(struct pool *p)
 				v = i;
 		if (v < 0)
 			return;
+		if (!vm_alive(p->vms[v].name)) { /* died since the last health check */
+			drop_vm(p, v, "died");
+			refill(p);
+			continue;
+		}
 		p->vms[v].state = PVM_LEASED;
 		reply(p, w, "OK %s", p->vms[v].name);
 	}
