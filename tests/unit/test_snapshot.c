@@ -12,6 +12,7 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
+#include "qemu_argv.h"
 #include "sha256.h"
 #include "snapshot.h"
 
@@ -186,12 +187,55 @@ static void test_names(void **state)
 	assert_int_equal(snap_validate_name("a/b", NULL), -EINVAL);
 }
 
+static int argv_has(char **v, const char *a, const char *b)
+{
+	for (; v[0] && v[1]; v++)
+		if (!strcmp(v[0], a) && (!b || !strcmp(v[1], b)))
+			return 1;
+	return 0;
+}
+
+/* A restore's QEMU: the same device set plus -incoming defer; CoW clones map RAM from a file
+ * under the machine's default RAM id, so streams of ordinary VMs load into the template. */
+static void test_restore_argv(void **state)
+{
+	struct qemu_config c = {
+		.qemu = "/usr/bin/qemu-system-x86_64", .kernel = "/k", .initrd = "/i",
+		.accel = VM_ACCEL_TCG, .cpus = 1, .memory_mib = 512, .qmp_fd = 3, .agent_fd = 4,
+		.console_path = "/c",
+	};
+	struct strv a = { 0 };
+
+	assert_int_equal(qemu_build_argv(&c, &a, NULL), 0);
+	assert_false(argv_has(a.v, "-incoming", NULL));
+	assert_false(argv_has(a.v, "-object", "memory-backend-file,id=microvm.ram,size=512M,"
+					     "mem-path=/s/cow-mem,share=off"));
+	strv_release(&a);
+
+	c.incoming = 1;
+	c.mem_path = "/s/cow-mem";
+	assert_int_equal(qemu_build_argv(&c, &a, NULL), 0);
+	assert_true(argv_has(a.v, "-incoming", "defer"));
+	assert_true(argv_has(a.v, "-object", "memory-backend-file,id=microvm.ram,size=512M,"
+					    "mem-path=/s/cow-mem,share=off"));
+	assert_true(argv_has(a.v, "-M", "memory-backend=microvm.ram"));
+	assert_true(argv_has(a.v, "-S", NULL));
+	strv_release(&a);
+
+	c.mem_share = 1;
+	assert_int_equal(qemu_build_argv(&c, &a, NULL), 0);
+	assert_true(argv_has(a.v, "-object", "memory-backend-file,id=microvm.ram,size=512M,"
+					    "mem-path=/s/cow-mem,share=on"));
+	strv_release(&a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_round_trip),   cmocka_unit_test(test_validation),
 		cmocka_unit_test(test_not_json),     cmocka_unit_test(test_new_york_time),
 		cmocka_unit_test(test_sha256),       cmocka_unit_test(test_names),
+		cmocka_unit_test(test_restore_argv),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
