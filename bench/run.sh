@@ -7,6 +7,16 @@
 #   (c) exec round trip of `true` in a running VM (through libagentvm)
 # and writes bench/RESULTS.md. usage: bench/run.sh build/agentvm [N]
 set -eu
+# As root, measure inside a network namespace of our own (lo + a veth "uplink" with the default
+# route), like the integration tests: the default --network nat-filtered then builds its taps
+# and nftables table there, never in the machine's own namespace.
+if [ "$(id -u)" = 0 ] && [ -z "${AVM_BENCH_NETNS:-}" ] && unshare --net true 2>/dev/null; then
+	export AVM_BENCH_NETNS=1
+	exec unshare --net -- sh -c 'ip link set lo up &&
+		ip link add up0 type veth peer name up1 &&
+		ip addr add 198.51.100.1/24 dev up0 && ip link set up0 up && ip link set up1 up &&
+		ip route add default via 198.51.100.254 && exec sh "$0" "$@"' "$0" "$@"
+fi
 AVM=$1
 N=${2:-${BENCH_N:-15}}
 B=$(dirname "$AVM")
@@ -16,8 +26,9 @@ tmp=$(mktemp -d /tmp/avm-bench.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 export AGENTVM_STATE_DIR=$tmp/state
 
+# The same rule as agentvm's own (src/host.c): KVM needs /dev/kvm and vmx/svm in the CPU flags.
 accel=tcg
-[ -r /dev/kvm ] && [ -w /dev/kvm ] && accel=kvm
+[ -r /dev/kvm ] && [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo && accel=kvm
 khz=$(awk -F: '/cpu MHz/ {printf "%d", $2 * 1000 + 0.5; exit}' /proc/cpuinfo)
 if [ "$accel" = tcg ]; then
 	machine="microvm,accel=tcg,acpi=off,x-option-roms=off,isa-serial=off,rtc=on"
