@@ -122,6 +122,14 @@ void vmstate_effective(const char *dir, struct vm_state *s)
 		snprintf(s->state, sizeof(s->state), "crashed");
 		snprintf(s->exit_reason, sizeof(s->exit_reason), "supervisor-killed");
 	} else if (s->qemu_pid > 0 && !pid_alive_with(s->qemu_pid, dir)) {
+		/*
+		 * A live supervisor is about to write down why QEMU ended (it reaps it first, and a
+		 * loaded host can take a moment): until then the VM is stopping, not crashed.
+		 */
+		if (s->supervisor_pid > 0) {
+			snprintf(s->state, sizeof(s->state), "stopping");
+			return;
+		}
 		snprintf(s->state, sizeof(s->state), "crashed");
 		snprintf(s->exit_reason, sizeof(s->exit_reason), "qemu-gone");
 	}
