@@ -86,25 +86,4 @@ int cmd_reset(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_pool(int argc, char **argv);
 
-/* A snapshot checked and ready to restore from (cmd_snapshot.c; used by restore, reset, serve). */
-#include <limits.h>
-#include "snapshot.h"
-struct cli_restore {
-	struct snap_meta meta;
-	char *qemu;
-	char state_path[PATH_MAX]; /* the stream to load: the full one, or the CoW device state */
-	char mem_path[PATH_MAX];   /* copy-on-write: the template's RAM file; "" = plain */
-	/* Network flags given to restore (borrowed; NULL = the snapshot's): net_mode when
-	 * net_mode_given, the egress policy (allow, deny_all_egress, dns) when policy_given. */
-	const struct vm_spec *net_override;
-	bool net_mode_given, policy_given;
-};
-/* Load and check the snapshot (meta.json, inputs unchanged, accel available). */
-int cli_restore_prepare(const char *snap, struct cli_restore *rs, struct avm_error *err);
-void cli_restore_release(struct cli_restore *rs);
-/* Start one detached VM `name` from it; returns once the guest answered SYNC (or failed, with
- * nothing left). */
-int cli_restore_one(const struct cli_restore *rs, const char *name, long boot_timeout_s,
-		    struct avm_error *err);
-
 #endif

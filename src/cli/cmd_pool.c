@@ -34,6 +34,7 @@
 #include "agent_conn.h"
 #include "cli.h"
 #include "launcher.h"
+#include "restore.h"
 #include "statedir.h"
 #include "util.h"
 #include "vmstate.h"
@@ -76,7 +77,7 @@ struct conn {
 
 struct pool {
 	const char *snap;
-	struct cli_restore rs;
+	struct restore rs;
 	long min, max, ttl_s, boot_timeout_s;
 	int ep, listen_fd, sig_fd, timer_fd;
 	struct pvm vms[MAX_VMS];
@@ -170,7 +171,7 @@ static void spawn_restore(struct pool *p)
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
 		worker_fds(-1);
-		int r = cli_restore_one(&p->rs, v->name, p->boot_timeout_s, &err);
+		int r = restore_one(&p->rs, v->name, p->boot_timeout_s, &err);
 		snprintf(worker_msgs[slot], MSG_LEN, "%s", r < 0 ? err.msg : "OK");
 		_exit(r < 0 ? 1 : 0);
 	}
@@ -582,7 +583,7 @@ int cmd_serve(int argc, char **argv)
 			  p->min, p->max);
 		return EXIT_USAGE;
 	}
-	if (cli_restore_prepare(p->snap, &p->rs, &err) < 0) {
+	if (restore_prepare(p->snap, &p->rs, &err) < 0) {
 		cli_error("%s", err.msg);
 		return 1;
 	}
@@ -590,12 +591,12 @@ int cmd_serve(int argc, char **argv)
 			   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (worker_msgs == MAP_FAILED) {
 		cli_error("out of memory");
-		cli_restore_release(&p->rs);
+		restore_release(&p->rs);
 		return EXIT_INTERNAL;
 	}
 	if (listen_sock(p, &err) < 0) {
 		cli_error("%s", err.msg);
-		cli_restore_release(&p->rs);
+		restore_release(&p->rs);
 		return 1;
 	}
 	sigset_t set;
@@ -652,7 +653,7 @@ int cmd_serve(int argc, char **argv)
 	unlink(p->sock_path);
 	while (wait(NULL) > 0)
 		; /* the destroy workers */
-	cli_restore_release(&p->rs);
+	restore_release(&p->rs);
 	return 0;
 }
 

@@ -22,19 +22,15 @@
 #include "cli.h"
 #include "host.h"
 #include "qmp.h"
+#include "restore.h"
 #include "snapshot.h"
 #include "statedir.h"
-#include "strv.h"
-#include "supervisor.h"
 #include "util.h"
 #include "vm.h"
-#include "vm_restore.h"
 #include "vmstate.h"
 
 #define SAVE_TIMEOUT_MS 120000
 
-static bool restore_cow(void);
-#define ORIGIN_FILE "snapshot" /* in a restored VM's state dir: the snapshot it came from */
 
 static void sleep_ms(long ms)
 {
@@ -308,11 +304,11 @@ static int snapshot_save(const char *vm, const char *snap, const char *desc)
 	code = 0;
 	/* Build the copy-on-write template now, so the first restore is as fast as the rest. */
 	if (restore_cow()) {
-		struct cli_restore rs;
-		if (cli_restore_prepare(snap, &rs, &err) < 0)
+		struct restore rs;
+		if (restore_prepare(snap, &rs, &err) < 0)
 			cli_warn("snapshot '%s' saved; %s", snap, err.msg);
 		else
-			cli_restore_release(&rs);
+			restore_release(&rs);
 	}
 out:
 	qmp_client_free(q);
@@ -469,184 +465,6 @@ int cmd_snapshot(int argc, char **argv)
 
 /* --- restore -------------------------------------------------------------------------------- */
 
-/*
- * Restore mode: "cow" (default) maps a template RAM file copy-on-write and loads only the
- * device state; "plain" loads the whole migration stream. AGENTVM_RESTORE_MODE chooses.
- */
-static bool restore_cow(void)
-{
-	const char *m = getenv("AGENTVM_RESTORE_MODE");
-	return !(m && !strcmp(m, "plain"));
-}
-
-
-/* Build <snap>/cow-mem + cow-devstate once (under a lock); point rs at them. */
-static int ensure_cow(struct cli_restore *rs, const char *snap, struct avm_error *err)
-{
-	char mem[PATH_MAX - 64], dev[PATH_MAX - 64], lockp[PATH_MAX], tmem[PATH_MAX], tdev[PATH_MAX];
-	char name[32];
-	_cleanup_close_ int lock = -1;
-	int r;
-
-	snap_path(mem, sizeof(mem), snap, "cow-mem");
-	snap_path(dev, sizeof(dev), snap, "cow-devstate");
-	if (access(dev, R_OK) == 0 && access(mem, R_OK) == 0)
-		goto done;
-	snap_path(lockp, sizeof(lockp), snap, ".cow.lock");
-	lock = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (lock < 0 || flock(lock, LOCK_EX) < 0)
-		return avm_error_setx(err, -errno, "cannot lock %s", lockp);
-	if (access(dev, R_OK) == 0 && access(mem, R_OK) == 0)
-		goto done;
-	statedir_random_name(name, sizeof(name));
-	snprintf(tmem, sizeof(tmem), "%s.tmp-%s", mem, name + 3);
-	snprintf(tdev, sizeof(tdev), "%s.tmp-%s", dev, name + 3);
-	struct vm_spec *spec = snap_spec_new(&rs->meta);
-	if (!spec)
-		return avm_error_set(err, -ENOMEM, "out of memory");
-	spec->name = strdup(name);
-	memcpy(spec->name, "tm", 2); /* "tm-xxxxxxxx": a transient VM */
-	struct vm_incoming in = {
-		.state_path = rs->state_path, .mem_path = tmem, .mem_share = true,
-		.stay_paused = true, .qemu_version = rs->meta.qemu_version,
-	};
-	struct vm_launch_opts lo = {
-		.spec = spec, .kernel = rs->meta.kernel.path, .initrd = rs->meta.initrd.path,
-		.qemu = rs->qemu, .accel = spec->accel, .incoming = &in,
-	};
-	r = vm_build_cow_template(&lo, tdev, err);
-	vm_spec_free(spec);
-	/* Guest RAM: as private as the migration stream (QEMU created it with its umask). */
-	if (r == 0 && chmod(tmem, 0600) < 0)
-		r = avm_error_setx(err, -errno, "chmod %s", tmem);
-	if (r == 0 && (rename(tmem, mem) < 0 || rename(tdev, dev) < 0))
-		r = avm_error_setx(err, -errno, "cannot rename the template files in %s", snap);
-	if (r < 0) {
-		unlink(tmem);
-		unlink(tdev);
-		return avm_error_wrap(err, "preparing copy-on-write restores of '%s'", snap);
-	}
-done:
-	snprintf(rs->state_path, sizeof(rs->state_path), "%s", dev);
-	snprintf(rs->mem_path, sizeof(rs->mem_path), "%s", mem);
-	return 0;
-}
-
-int cli_restore_prepare(const char *snap, struct cli_restore *rs, struct avm_error *err)
-{
-	_cleanup_free_ char *qemu = NULL;
-	int r;
-
-	memset(rs, 0, sizeof(*rs));
-	r = snap_load(snap, &rs->meta, err);
-	if (r < 0)
-		return r;
-	if (!strcmp(rs->meta.accel, "kvm") && !host_kvm_usable()) {
-		r = avm_error_set(err, -ENODEV,
-				  "snapshot '%s' was taken under KVM and /dev/kvm cannot be opened "
-				  "here; restore it on a KVM host or take a TCG snapshot",
-				  snap);
-		goto fail;
-	}
-	if ((r = host_find_qemu(&qemu, err)) < 0 ||
-	    (r = snap_input_check(&rs->meta.qemu, qemu, "QEMU binary", snap, err)) < 0 ||
-	    (r = snap_input_check(&rs->meta.kernel, rs->meta.kernel.path, "guest kernel", snap,
-				  err)) < 0 ||
-	    (r = snap_input_check(&rs->meta.initrd, rs->meta.initrd.path, "guest initramfs", snap,
-				  err)) < 0)
-		goto fail;
-	rs->qemu = TAKE_PTR(qemu);
-	snap_path(rs->state_path, sizeof(rs->state_path), snap, "state");
-	if (restore_cow() && (r = ensure_cow(rs, snap, err)) < 0)
-		goto fail;
-	return 0;
-fail:
-	cli_restore_release(rs);
-	return r;
-}
-
-void cli_restore_release(struct cli_restore *rs)
-{
-	snap_meta_release(&rs->meta);
-	free(rs->qemu);
-	rs->qemu = NULL;
-}
-
-/* restore's network flags over the snapshot's network (the NIC itself cannot come or go). */
-static int apply_net_override(struct vm_spec *s, const struct cli_restore *rs,
-			      struct avm_error *err)
-{
-	const struct vm_spec *o = rs->net_override;
-	int r = 0;
-
-	if (!o)
-		return 0;
-	if (rs->net_mode_given) {
-		bool nic = o->net_mode != VM_NET_ISOLATED;
-		if (nic != rs->meta.network)
-			return avm_error_set(err, -EINVAL,
-					     "snapshot '%s' %s a network device and microvm cannot %s "
-					     "one; restore it %s",
-					     rs->meta.name, rs->meta.network ? "has" : "has no",
-					     rs->meta.network ? "remove" : "add",
-					     rs->meta.network ? "with --network nat-filtered or "
-								"bridge:BRIDGE"
-							      : "with --network isolated (the default "
-								"for it)");
-		s->net_mode = o->net_mode;
-		free(s->bridge);
-		s->bridge = o->bridge ? strdup(o->bridge) : NULL;
-	}
-	if (rs->policy_given) {
-		strv_free(s->allow);
-		s->allow = NULL;
-		s->n_allow = 0;
-		for (size_t i = 0; r == 0 && i < o->n_allow; i++)
-			r = vm_spec_add_allow(s, o->allow[i], err);
-		s->deny_all_egress = o->deny_all_egress;
-		free(s->dns);
-		s->dns = o->dns ? strdup(o->dns) : NULL;
-	}
-	return r < 0 ? r : vm_spec_validate(s, false, err);
-}
-
-int cli_restore_one(const struct cli_restore *rs, const char *name, long boot_timeout_s,
-		    struct avm_error *err)
-{
-	struct vm_spec *spec = snap_spec_new(&rs->meta);
-	_cleanup_free_ char *dir = NULL;
-	char path[PATH_MAX];
-	pid_t sup;
-	int r;
-
-	if (!spec)
-		return avm_error_set(err, -ENOMEM, "out of memory");
-	spec->name = strdup(name);
-	if ((r = apply_net_override(spec, rs, err)) < 0) {
-		vm_spec_free(spec);
-		return r;
-	}
-	struct vm_incoming in = {
-		.state_path = rs->state_path,
-		.mem_path = rs->mem_path[0] ? rs->mem_path : NULL,
-		.qemu_version = rs->meta.qemu_version,
-	};
-	struct vm_launch_opts lo = {
-		.spec = spec, .kernel = rs->meta.kernel.path, .initrd = rs->meta.initrd.path,
-		.qemu = rs->qemu, .accel = spec->accel, .detached = true, .incoming = &in,
-	};
-	r = spec->name ? supervisor_start(&lo, (int)boot_timeout_s * 1000, &sup, err)
-		       : avm_error_set(err, -ENOMEM, "out of memory");
-	vm_spec_free(spec);
-	if (r < 0)
-		return r;
-	/* Where `reset` goes back to. */
-	if (statedir_find(name, &dir, NULL) == 0 &&
-	    statedir_file(path, sizeof(path), dir, ORIGIN_FILE) == 0)
-		write_file_atomic(path, rs->meta.name, strlen(rs->meta.name));
-	return 0;
-}
-
 static void rm_vm(const char *name)
 {
 	char *av[] = { "rm", "--force", (char *)name, NULL };
@@ -684,7 +502,7 @@ int cmd_restore(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct avm_error err = { 0 };
-	struct cli_restore rs;
+	struct restore rs;
 	struct vm_spec *ov = vm_spec_new();
 	bool mode_given = false, policy_given = false;
 	const char *name = NULL;
@@ -767,7 +585,7 @@ int cmd_restore(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (cli_restore_prepare(snap, &rs, &err) < 0) {
+	if (restore_prepare(snap, &rs, &err) < 0) {
 		cli_error("%s", err.msg);
 		return err.code == -ENOENT || err.code == -EINVAL ? EXIT_USAGE
 			: err.code == -EBADMSG || err.code == -ESTALE || err.code == -EPROTO ||
@@ -781,7 +599,7 @@ int cmd_restore(int argc, char **argv)
 	rs.net_mode_given = mode_given;
 	rs.policy_given = policy_given;
 	if (count == 1) {
-		int r = cli_restore_one(&rs, names[0], boot_timeout_s, &err);
+		int r = restore_one(&rs, names[0], boot_timeout_s, &err);
 		if (r < 0) {
 			cli_error("%s", err.msg);
 			code = restore_exit_code(r);
@@ -795,7 +613,7 @@ int cmd_restore(int argc, char **argv)
 	for (long i = 0; i < count; i++) {
 		pids[i] = fork();
 		if (pids[i] == 0) {
-			int r = cli_restore_one(&rs, names[i], boot_timeout_s, &err);
+			int r = restore_one(&rs, names[i], boot_timeout_s, &err);
 			if (r < 0)
 				cli_error("%s: %s", names[i], err.msg);
 			_exit(r < 0 ? restore_exit_code(r) : 0);
@@ -819,7 +637,7 @@ int cmd_restore(int argc, char **argv)
 			printf("%s\n", names[i]);
 	}
 out:
-	cli_restore_release(&rs);
+	restore_release(&rs);
 	vm_spec_free(ov);
 	free(names);
 	free(pids);
@@ -829,7 +647,7 @@ out:
 int cmd_reset(int argc, char **argv)
 {
 	struct avm_error err = { 0 };
-	struct cli_restore rs;
+	struct restore rs;
 	_cleanup_free_ char *dir = NULL, *snap = NULL;
 	char path[PATH_MAX];
 	int r;
@@ -847,7 +665,7 @@ int cmd_reset(int argc, char **argv)
 		cli_error("%s", err.msg);
 		return EXIT_USAGE;
 	}
-	statedir_file(path, sizeof(path), dir, ORIGIN_FILE);
+	statedir_file(path, sizeof(path), dir, RESTORE_ORIGIN_FILE);
 	if (read_file(path, &snap, 4096) < 0) {
 		cli_error("VM '%s' was not restored from a snapshot, so there is nothing to reset it "
 			  "to; use 'agentvm restore SNAPSHOT --name %s'",
@@ -855,7 +673,7 @@ int cmd_reset(int argc, char **argv)
 		return 1;
 	}
 	/* Check the snapshot before destroying anything. */
-	if (cli_restore_prepare(snap, &rs, &err) < 0) {
+	if (restore_prepare(snap, &rs, &err) < 0) {
 		cli_error("cannot reset VM '%s': %s", name, err.msg);
 		return 1;
 	}
@@ -868,8 +686,8 @@ int cmd_reset(int argc, char **argv)
 	}
 	json_object_put(spec);
 	rm_vm(name);
-	r = cli_restore_one(&rs, name, CLI_DEFAULT_BOOT_TIMEOUT_S, &err);
-	cli_restore_release(&rs);
+	r = restore_one(&rs, name, CLI_DEFAULT_BOOT_TIMEOUT_S, &err);
+	restore_release(&rs);
 	vm_spec_free(ov);
 	if (r < 0) {
 		cli_error("cannot reset VM '%s' (it is gone now): %s", name, err.msg);

@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * New VMs from a snapshot: check it (meta.json, unchanged inputs, the accelerator), build its
+ * copy-on-write template once, and start supervised clones that load its state (vm_restore.c
+ * has the QEMU side). Used by restore, reset and the pool.
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "host.h"
+#include "restore.h"
+#include "statedir.h"
+#include "strv.h"
+#include "supervisor.h"
+#include "util.h"
+#include "vm_restore.h"
+
+bool restore_cow(void)
+{
+	const char *m = getenv("AGENTVM_RESTORE_MODE");
+	return !(m && !strcmp(m, "plain"));
+}
+
+/* Build <snap>/cow-mem + cow-devstate once (under a lock); point rs at them. */
+static int ensure_cow(struct restore *rs, const char *snap, struct avm_error *err)
+{
+	char mem[PATH_MAX - 64], dev[PATH_MAX - 64], lockp[PATH_MAX], tmem[PATH_MAX], tdev[PATH_MAX];
+	char name[32];
+	_cleanup_close_ int lock = -1;
+	int r;
+
+	snap_path(mem, sizeof(mem), snap, "cow-mem");
+	snap_path(dev, sizeof(dev), snap, "cow-devstate");
+	if (access(dev, R_OK) == 0 && access(mem, R_OK) == 0)
+		goto done;
+	snap_path(lockp, sizeof(lockp), snap, ".cow.lock");
+	lock = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lock < 0 || flock(lock, LOCK_EX) < 0)
+		return avm_error_setx(err, -errno, "cannot lock %s", lockp);
+	if (access(dev, R_OK) == 0 && access(mem, R_OK) == 0)
+		goto done;
+	statedir_random_name(name, sizeof(name));
+	snprintf(tmem, sizeof(tmem), "%s.tmp-%s", mem, name + 3);
+	snprintf(tdev, sizeof(tdev), "%s.tmp-%s", dev, name + 3);
+	struct vm_spec *spec = snap_spec_new(&rs->meta);
+	if (!spec)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	spec->name = strdup(name);
+	memcpy(spec->name, "tm", 2); /* "tm-xxxxxxxx": a transient VM */
+	struct vm_incoming in = {
+		.state_path = rs->state_path, .mem_path = tmem, .mem_share = true,
+		.stay_paused = true, .qemu_version = rs->meta.qemu_version,
+	};
+	struct vm_launch_opts lo = {
+		.spec = spec, .kernel = rs->meta.kernel.path, .initrd = rs->meta.initrd.path,
+		.qemu = rs->qemu, .accel = spec->accel, .incoming = &in,
+	};
+	r = vm_build_cow_template(&lo, tdev, err);
+	vm_spec_free(spec);
+	/* Guest RAM: as private as the migration stream (QEMU created it with its umask). */
+	if (r == 0 && chmod(tmem, 0600) < 0)
+		r = avm_error_setx(err, -errno, "chmod %s", tmem);
+	if (r == 0 && (rename(tmem, mem) < 0 || rename(tdev, dev) < 0))
+		r = avm_error_setx(err, -errno, "cannot rename the template files in %s", snap);
+	if (r < 0) {
+		unlink(tmem);
+		unlink(tdev);
+		return avm_error_wrap(err, "preparing copy-on-write restores of '%s'", snap);
+	}
+done:
+	snprintf(rs->state_path, sizeof(rs->state_path), "%s", dev);
+	snprintf(rs->mem_path, sizeof(rs->mem_path), "%s", mem);
+	return 0;
+}
+
+int restore_prepare(const char *snap, struct restore *rs, struct avm_error *err)
+{
+	_cleanup_free_ char *qemu = NULL;
+	int r;
+
+	memset(rs, 0, sizeof(*rs));
+	r = snap_load(snap, &rs->meta, err);
+	if (r < 0)
+		return r;
+	if (!strcmp(rs->meta.accel, "kvm") && !host_kvm_usable()) {
+		r = avm_error_set(err, -ENODEV,
+				  "snapshot '%s' was taken under KVM and /dev/kvm cannot be opened "
+				  "here; restore it on a KVM host or take a TCG snapshot",
+				  snap);
+		goto fail;
+	}
+	if ((r = host_find_qemu(&qemu, err)) < 0 ||
+	    (r = snap_input_check(&rs->meta.qemu, qemu, "QEMU binary", snap, err)) < 0 ||
+	    (r = snap_input_check(&rs->meta.kernel, rs->meta.kernel.path, "guest kernel", snap,
+				  err)) < 0 ||
+	    (r = snap_input_check(&rs->meta.initrd, rs->meta.initrd.path, "guest initramfs", snap,
+				  err)) < 0)
+		goto fail;
+	rs->qemu = TAKE_PTR(qemu);
+	snap_path(rs->state_path, sizeof(rs->state_path), snap, "state");
+	if (restore_cow() && (r = ensure_cow(rs, snap, err)) < 0)
+		goto fail;
+	return 0;
+fail:
+	restore_release(rs);
+	return r;
+}
+
+void restore_release(struct restore *rs)
+{
+	snap_meta_release(&rs->meta);
+	free(rs->qemu);
+	rs->qemu = NULL;
+}
+
+/* restore's network flags over the snapshot's network (the NIC itself cannot come or go). */
+static int apply_net_override(struct vm_spec *s, const struct restore *rs,
+			      struct avm_error *err)
+{
+	const struct vm_spec *o = rs->net_override;
+	int r = 0;
+
+	if (!o)
+		return 0;
+	if (rs->net_mode_given) {
+		bool nic = o->net_mode != VM_NET_ISOLATED;
+		if (nic != rs->meta.network)
+			return avm_error_set(err, -EINVAL,
+					     "snapshot '%s' %s a network device and microvm cannot %s "
+					     "one; restore it %s",
+					     rs->meta.name, rs->meta.network ? "has" : "has no",
+					     rs->meta.network ? "remove" : "add",
+					     rs->meta.network ? "with --network nat-filtered or "
+								"bridge:BRIDGE"
+							      : "with --network isolated (the default "
+								"for it)");
+		s->net_mode = o->net_mode;
+		free(s->bridge);
+		s->bridge = o->bridge ? strdup(o->bridge) : NULL;
+	}
+	if (rs->policy_given) {
+		strv_free(s->allow);
+		s->allow = NULL;
+		s->n_allow = 0;
+		for (size_t i = 0; r == 0 && i < o->n_allow; i++)
+			r = vm_spec_add_allow(s, o->allow[i], err);
+		s->deny_all_egress = o->deny_all_egress;
+		free(s->dns);
+		s->dns = o->dns ? strdup(o->dns) : NULL;
+	}
+	return r < 0 ? r : vm_spec_validate(s, false, err);
+}
+
+int restore_one(const struct restore *rs, const char *name, long boot_timeout_s,
+		    struct avm_error *err)
+{
+	struct vm_spec *spec = snap_spec_new(&rs->meta);
+	_cleanup_free_ char *dir = NULL;
+	char path[PATH_MAX];
+	pid_t sup;
+	int r;
+
+	if (!spec)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	spec->name = strdup(name);
+	if ((r = apply_net_override(spec, rs, err)) < 0) {
+		vm_spec_free(spec);
+		return r;
+	}
+	struct vm_incoming in = {
+		.state_path = rs->state_path,
+		.mem_path = rs->mem_path[0] ? rs->mem_path : NULL,
+		.qemu_version = rs->meta.qemu_version,
+	};
+	struct vm_launch_opts lo = {
+		.spec = spec, .kernel = rs->meta.kernel.path, .initrd = rs->meta.initrd.path,
+		.qemu = rs->qemu, .accel = spec->accel, .detached = true, .incoming = &in,
+	};
+	r = spec->name ? supervisor_start(&lo, (int)boot_timeout_s * 1000, &sup, err)
+		       : avm_error_set(err, -ENOMEM, "out of memory");
+	vm_spec_free(spec);
+	if (r < 0)
+		return r;
+	/* Where `reset` goes back to. */
+	if (statedir_find(name, &dir, NULL) == 0 &&
+	    statedir_file(path, sizeof(path), dir, RESTORE_ORIGIN_FILE) == 0)
+		write_file_atomic(path, rs->meta.name, strlen(rs->meta.name));
+	return 0;
+}
+

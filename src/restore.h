@@ -1,0 +1,52 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Restoring VMs from a snapshot: a checked snapshot (struct restore) and the clones started
+ * from it. Used by `restore`, `reset`, `snapshot save` (to build the template early) and the
+ * pool's workers.
+ */
+#ifndef AGENTVM_RESTORE_H
+#define AGENTVM_RESTORE_H
+
+#include <limits.h>
+#include <stdbool.h>
+
+#include "error.h"
+#include "snapshot.h"
+#include "spec.h"
+
+/* In a restored VM's state dir: the name of the snapshot it came from (where `reset` goes). */
+#define RESTORE_ORIGIN_FILE "snapshot"
+
+struct restore {
+	struct snap_meta meta;
+	char *qemu;
+	char state_path[PATH_MAX]; /* the stream to load: the full one, or the CoW device state */
+	char mem_path[PATH_MAX];   /* copy-on-write: the template's RAM file; "" = plain */
+	/* Network flags given to restore (borrowed; NULL = the snapshot's): net_mode when
+	 * net_mode_given, the egress policy (allow, deny_all_egress, dns) when policy_given. */
+	const struct vm_spec *net_override;
+	bool net_mode_given, policy_given;
+};
+
+/*
+ * Restore mode: "cow" (default) maps a template RAM file copy-on-write and loads only the
+ * device state; "plain" loads the whole migration stream. AGENTVM_RESTORE_MODE chooses.
+ */
+bool restore_cow(void);
+
+/*
+ * Load and check the snapshot (meta.json, inputs unchanged, accel available) into *rs and, in
+ * cow mode, build its template if there is none yet. rs is released on failure; on success the
+ * caller releases it with restore_release().
+ */
+int restore_prepare(const char *snap, struct restore *rs, struct avm_error *err);
+void restore_release(struct restore *rs);
+
+/*
+ * Start one detached VM `name` from it; returns once the guest answered SYNC (or failed, with
+ * nothing left). Records the snapshot in RESTORE_ORIGIN_FILE.
+ */
+int restore_one(const struct restore *rs, const char *name, long boot_timeout_s,
+		struct avm_error *err);
+
+#endif
