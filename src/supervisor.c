@@ -384,16 +384,9 @@ static void supervisor_main(const struct vm_launch_opts *o, int boot_timeout_ms,
 	struct sup s = { .listen_fd = -1, .sig_fd = -1 };
 	struct avm_error err = { 0 };
 	char msg[sizeof(err.msg) + 32], path[PATH_MAX];
-	sigset_t set;
 	int r;
 
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	sigprocmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	s.sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	s.sig_fd = daemon_signalfd(SFD_NONBLOCK);
 
 	r = vm_launch(o, &s.vm, &err);
 	if (r == 0) {

@@ -67,6 +67,12 @@ int mkdir_p(const char *path, mode_t mode);
  */
 void close_async(const int *fds, size_t n);
 
+/*
+ * A daemon's stop signals (the supervisor, the pool): block SIGTERM, SIGINT and SIGHUP, ignore
+ * SIGPIPE, and return a signalfd for the three (SFD_CLOEXEC | sfd_flags), or -1 with errno.
+ */
+int daemon_signalfd(int sfd_flags);
+
 int fd_set_nonblock(int fd, bool on);
 int fd_set_cloexec(int fd, bool on);
 
