@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The warm pool: `agentvm serve --pool SNAP` keeps min..max VMs restored from a snapshot and
+ * hands them out over a Unix socket (<state root>/.pool.sock, one line per request and reply):
+ *   ACQUIRE <timeout_ms>  ->  OK <name> | ERR <message>   (ERR TIMEOUT ... when none came free)
+ *   RELEASE <name>        ->  OK | ERR <message>
+ *   STATUS                ->  one line of JSON
+ * An acquired VM belongs to the caller until RELEASE (it still counts towards max).
+ */
+#ifndef AGENTVM_POOL_H
+#define AGENTVM_POOL_H
+
+#include <stddef.h>
+
+#include "error.h"
+
+#define POOL_SOCK ".pool.sock" /* in the state root */
+#define POOL_MAX_VMS 256
+
+struct pool_opts {
+	const char *snap; /* the snapshot to restore from */
+	long min, max;    /* 0 <= min <= max, 1 <= max <= POOL_MAX_VMS */
+	long ttl_s;       /* ready VMs older than this are replaced; 0 = never */
+	long boot_timeout_s;
+	/*
+	 * Remove the VM `name` whatever its state (like `agentvm rm --force`). Called in a forked
+	 * child whose stderr is /dev/null; the child exits with its return value.
+	 */
+	int (*remove_vm)(const char *name);
+};
+
+/*
+ * Serve the pool until SIGTERM, SIGINT or SIGHUP, logging to stderr; blocks those signals and
+ * ignores SIGPIPE. Returns 0 after a clean stop (ready VMs removed, acquired ones left to their
+ * callers), or -errno with err filled when it cannot start (a bad snapshot, a pool already
+ * serving, -ENOMEM when out of memory).
+ */
+int pool_serve(const struct pool_opts *o, struct avm_error *err);
+
+/*
+ * One request line (with its '\n') to the pool serving in the state root; the reply line,
+ * without its '\n', into out (len bytes). 0, or -errno with err filled (-ECONNREFUSED: no pool).
+ */
+int pool_request(const char *req, char *out, size_t len, struct avm_error *err);
+
+#endif

@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The pool's work on single VMs, away from its loop: restores and removals run in forked
+ * children (so the loop always answers at once), and the health probes (state, agent PING).
+ */
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "agent_conn.h"
+#include "launcher.h"
+#include "pool_internal.h"
+#include "util.h"
+#include "vmstate.h"
+
+/* In a forked worker: keep stdio and `keep`, close everything else the daemon holds. */
+static void worker_fds(int keep)
+{
+	if (keep >= 0 && keep != 3) {
+		dup2(keep, 3);
+		close(keep);
+	}
+	syscall(SYS_close_range, keep >= 0 ? 4U : 3U, ~0U, 0);
+}
+
+void pool_vm_destroy(const struct pool *p, const char *name)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		int nul = open("/dev/null", O_WRONLY);
+		worker_fds(-1);
+		if (nul >= 0)
+			dup2(nul, 2);
+		_exit(p->remove_vm(name));
+	}
+}
+
+void pool_vm_spawn(struct pool *p)
+{
+	int slot = -1;
+
+	for (int i = 0; i < MAX_VMS && slot < 0; i++)
+		if (p->vms[i].state == PVM_FREE)
+			slot = i;
+	if (slot < 0)
+		return;
+	struct pvm *v = &p->vms[slot];
+	memset(v, 0, sizeof(*v));
+	{
+		char tmp[32];
+		statedir_random_name(tmp, sizeof(tmp));
+		snprintf(v->name, sizeof(v->name), "pool-%s", tmp + 3);
+	}
+	fflush(NULL);
+	p->worker_msgs[slot][0] = '\0';
+	pid_t pid = fork();
+	if (pid < 0)
+		return;
+	if (pid == 0) {
+		struct avm_error err = { 0 };
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		worker_fds(-1);
+		int r = restore_one(&p->rs, v->name, p->boot_timeout_s, &err);
+		snprintf(p->worker_msgs[slot], MSG_LEN, "%s", r < 0 ? err.msg : "OK");
+		_exit(r < 0 ? 1 : 0);
+	}
+	v->state = PVM_STARTING;
+	v->worker = pid;
+	v->worker_fd = pidfd_open_cloexec(pid);
+	if (v->worker_fd >= 0)
+		pool_ep_add(p->ep, v->worker_fd, TAG_WORKER + (uint32_t)slot);
+}
+
+bool pool_vm_alive(const char *name)
+{
+	char dir[PATH_MAX];
+	struct vm_state st;
+
+	snprintf(dir, sizeof(dir), "%s/%s", statedir_root(), name);
+	if (vmstate_read(dir, &st, NULL) < 0)
+		return false;
+	vmstate_effective(dir, &st);
+	return !strcmp(st.state, "running");
+}
+
+bool pool_vm_ping(const char *name)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct agent_conn c;
+	bool ok = false;
+	int fd;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s/agent.sock", statedir_root(), name);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return true; /* our problem, not the VM's */
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		close(fd);
+		return false;
+	}
+	agent_conn_init(&c, fd);
+	agent_conn_send(&c, AVM_MSG_PING, 1, "hc", 2);
+	for (uint64_t end = now_ms() + 2000; !ok && now_ms() < end;) {
+		struct pollfd pf = { .fd = fd, .events = POLLIN | (agent_conn_pending(&c) ? POLLOUT : 0) };
+		if (poll(&pf, 1, 50) <= 0)
+			continue;
+		if (pf.revents & POLLOUT)
+			agent_conn_flush(&c);
+		if ((pf.revents & (POLLIN | POLLHUP)) && agent_conn_read(&c) < 0)
+			break;
+		struct avm_frame_hdr h;
+		const uint8_t *pl;
+		const char *why;
+		int d;
+		while ((d = agent_conn_next(&c, &h, &pl, &why)) != AVM_DECODE_NEED_MORE)
+			if (d == AVM_DECODE_FRAME && h.type == AVM_MSG_PONG)
+				ok = true;
+	}
+	agent_conn_release(&c);
+	close(fd);
+	return ok;
+}
