@@ -416,24 +416,16 @@ int vm__read_agent(struct vm *vm, const char *when, struct avm_error *err)
 	return 0;
 }
 
-int vm_wait_ready(struct vm *vm, int timeout_ms, int sig_fd, struct avm_error *err)
+int vm__wait_guest(struct vm *vm, const struct vm_wait *w, uint64_t deadline, int timeout_ms,
+		   int sig_fd, int r, struct avm_error *err)
 {
-	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
 	struct epoll_event evs[8];
-	int r;
 
-	if (vm->restored) /* READY is sent once per boot; a restored guest is asked instead */
-		return vm__wait_synced(vm, timeout_ms, sig_fd, err);
-	if (sig_fd >= 0 && vm__ep_add(vm->epfd, sig_fd, EPOLLIN, EV_SIG) < 0)
-		return avm_error_setx(err, -errno, "epoll");
-	r = 0;
 	while (!vm->ready && r == 0) {
 		int64_t left = (int64_t)(deadline - now_ms());
 		if (left <= 0) {
-			r = avm_error_set(err, -ETIMEDOUT,
-					  "the guest did not become ready within %d s; see %s/console.log "
-					  "(run with --keep-state to keep it)",
-					  timeout_ms / 1000, vm->dir);
+			r = avm_error_set(err, -ETIMEDOUT, "%s within %d s; see %s/console.log%s",
+					  w->timeout_msg, timeout_ms / 1000, vm->dir, w->timeout_hint);
 			break;
 		}
 		int n = epoll_wait(vm->epfd, evs, ARRAY_SIZE(evs), (int)left);
@@ -444,20 +436,26 @@ int vm_wait_ready(struct vm *vm, int timeout_ms, int sig_fd, struct avm_error *e
 		for (int i = 0; i < n && r == 0; i++) {
 			switch (evs[i].data.u32) {
 			case EV_PIDFD:
-				r = vm__qemu_died(vm, "before the guest was ready", err);
+				r = vm__qemu_died(vm, w->when, err);
 				break;
 			case EV_QMP:
 				r = vm__pump_qmp(vm, err);
 				break;
 			case EV_SIG:
-				r = avm_error_set(err, -EINTR, "interrupted while booting");
+				r = avm_error_set(err, -EINTR, "%s", w->interrupted);
 				break;
 			case EV_AGENT:
-				r = vm__read_agent(vm, "before the guest was ready", err);
+				/* EPOLLOUT only while something is queued (a SYNC), never at boot. */
+				if (evs[i].events & EPOLLOUT) {
+					agent_conn_flush(&vm->agent);
+					vm__agent_want_out(vm);
+				}
+				if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+					r = vm__read_agent(vm, w->when, err);
 				break;
 			}
 		}
-		/* Take every complete frame: READY is the only one expected now. */
+		/* Take every complete frame: only the one w waits for matters now. */
 		for (;;) {
 			struct avm_frame_hdr h;
 			const uint8_t *p;
@@ -465,10 +463,8 @@ int vm_wait_ready(struct vm *vm, int timeout_ms, int sig_fd, struct avm_error *e
 			int d = agent_conn_next(&vm->agent, &h, &p, &why);
 			if (d == AVM_DECODE_NEED_MORE)
 				break;
-			if (d == AVM_DECODE_FRAME && h.type == AVM_MSG_READY && !vm->ready) {
-				vm->ready = true;
-				vm->t_ready_us = now_us();
-			}
+			if (d == AVM_DECODE_FRAME)
+				r = w->on_frame(vm, &h, p, w->ctx, r, err);
 		}
 	}
 	if (sig_fd >= 0)
@@ -478,6 +474,34 @@ int vm_wait_ready(struct vm *vm, int timeout_ms, int sig_fd, struct avm_error *e
 		vm__set_state(vm, "running");
 	}
 	return r;
+}
+
+static int on_ready_frame(struct vm *vm, const struct avm_frame_hdr *h, const uint8_t *p,
+			  void *ctx, int r, struct avm_error *err)
+{
+	if (h->type == AVM_MSG_READY && !vm->ready) {
+		vm->ready = true;
+		vm->t_ready_us = now_us();
+	}
+	return r;
+}
+
+int vm_wait_ready(struct vm *vm, int timeout_ms, int sig_fd, struct avm_error *err)
+{
+	static const struct vm_wait w = {
+		.when = "before the guest was ready",
+		.interrupted = "interrupted while booting",
+		.timeout_msg = "the guest did not become ready",
+		.timeout_hint = " (run with --keep-state to keep it)",
+		.on_frame = on_ready_frame,
+	};
+	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+
+	if (vm->restored) /* READY is sent once per boot; a restored guest is asked instead */
+		return vm__wait_synced(vm, timeout_ms, sig_fd, err);
+	if (sig_fd >= 0 && vm__ep_add(vm->epfd, sig_fd, EPOLLIN, EV_SIG) < 0)
+		return avm_error_setx(err, -errno, "epoll");
+	return vm__wait_guest(vm, &w, deadline, timeout_ms, sig_fd, 0, err);
 }
 
 int vm_attach(const char *name, struct vm **out, struct avm_error *err)

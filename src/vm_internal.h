@@ -48,6 +48,28 @@ int vm__pump_qmp(struct vm *vm, struct avm_error *err);
 /* Read agent bytes into the decoder; an EOF becomes a QEMU-died or channel-closed error. */
 int vm__read_agent(struct vm *vm, const char *when, struct avm_error *err);
 
+/*
+ * How to wait for a guest to become ready (vm.c: READY after a boot; vm_restore.c: SYNC_DONE
+ * after a restore). on_frame sees every complete agent frame with the current result r and
+ * returns the new one; it sets vm->ready when the awaited frame came.
+ */
+struct vm_wait {
+	const char *when;         /* "before the guest was ready": in QEMU-died messages */
+	const char *interrupted;  /* the message when sig_fd fires */
+	const char *timeout_msg;  /* "<timeout_msg> within N s; see DIR/console.log<timeout_hint>" */
+	const char *timeout_hint;
+	int (*on_frame)(struct vm *vm, const struct avm_frame_hdr *h, const uint8_t *p, void *ctx,
+			int r, struct avm_error *err);
+	void *ctx;
+};
+/*
+ * Pump QEMU, QMP and the agent until vm->ready, a failure, sig_fd (already on the epoll set;
+ * taken off it here) or the deadline (CLOCK_MONOTONIC ms; timeout_ms is for the message). r:
+ * the result so far (a failure skips the wait). Ready: the VM is "running".
+ */
+int vm__wait_guest(struct vm *vm, const struct vm_wait *w, uint64_t deadline, int timeout_ms,
+		   int sig_fd, int r, struct avm_error *err);
+
 /* Set the state, mirror it to state.json (owners only). */
 void vm__set_state(struct vm *vm, const char *state);
 

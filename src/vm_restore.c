@@ -219,77 +219,39 @@ static int send_sync(struct vm *vm, uint32_t id, struct avm_error *err)
 	return 0;
 }
 
+/* SYNC_DONE for our SYNC (ctx: its id) makes the guest ready; an ERROR for it is a refusal. */
+static int on_sync_frame(struct vm *vm, const struct avm_frame_hdr *h, const uint8_t *p,
+			 void *ctx, int r, struct avm_error *err)
+{
+	if (h->id != *(const uint32_t *)ctx)
+		return r;
+	if (h->type == AVM_MSG_SYNC_DONE) {
+		vm->ready = true;
+		vm->t_ready_us = now_us();
+	} else if (h->type == AVM_MSG_ERROR && r == 0) {
+		r = avm_error_set(err, -EPROTO, "the restored guest refused SYNC: %.*s",
+				  h->len > 4 ? (int)h->len - 4 : 0,
+				  h->len > 4 ? (const char *)p + 4 : "");
+	}
+	return r;
+}
+
 int vm__wait_synced(struct vm *vm, int timeout_ms, int sig_fd, struct avm_error *err)
 {
 	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-	struct epoll_event evs[8];
 	uint32_t id = ++vm->next_id;
-	int r;
+	const struct vm_wait w = {
+		.when = "right after the restore",
+		.interrupted = "interrupted while restoring",
+		.timeout_msg = "the restored guest did not answer",
+		.timeout_hint = "",
+		.on_frame = on_sync_frame,
+		.ctx = &id,
+	};
 
 	if (sig_fd >= 0 && vm__ep_add(vm->epfd, sig_fd, EPOLLIN, EV_SIG) < 0)
 		return avm_error_setx(err, -errno, "epoll");
-	r = send_sync(vm, id, err);
-	while (!vm->ready && r == 0) {
-		int64_t left = (int64_t)(deadline - now_ms());
-		if (left <= 0) {
-			r = avm_error_set(err, -ETIMEDOUT,
-					  "the restored guest did not answer within %d s; see "
-					  "%s/console.log",
-					  timeout_ms / 1000, vm->dir);
-			break;
-		}
-		int n = epoll_wait(vm->epfd, evs, ARRAY_SIZE(evs), (int)left);
-		if (n < 0 && errno != EINTR) {
-			r = avm_error_setx(err, -errno, "epoll_wait");
-			break;
-		}
-		for (int i = 0; i < n && r == 0; i++) {
-			switch (evs[i].data.u32) {
-			case EV_PIDFD:
-				r = vm__qemu_died(vm, "right after the restore", err);
-				break;
-			case EV_QMP:
-				r = vm__pump_qmp(vm, err);
-				break;
-			case EV_SIG:
-				r = avm_error_set(err, -EINTR, "interrupted while restoring");
-				break;
-			case EV_AGENT:
-				if (evs[i].events & EPOLLOUT) {
-					agent_conn_flush(&vm->agent);
-					vm__agent_want_out(vm);
-				}
-				if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-					r = vm__read_agent(vm, "right after the restore", err);
-				break;
-			}
-		}
-		for (;;) {
-			struct avm_frame_hdr h;
-			const uint8_t *p;
-			const char *why;
-			int d = agent_conn_next(&vm->agent, &h, &p, &why);
-			if (d == AVM_DECODE_NEED_MORE)
-				break;
-			if (d != AVM_DECODE_FRAME || h.id != id)
-				continue;
-			if (h.type == AVM_MSG_SYNC_DONE) {
-				vm->ready = true;
-				vm->t_ready_us = now_us();
-			} else if (h.type == AVM_MSG_ERROR && r == 0) {
-				r = avm_error_set(err, -EPROTO, "the restored guest refused SYNC: %.*s",
-						  h.len > 4 ? (int)h.len - 4 : 0,
-						  h.len > 4 ? (const char *)p + 4 : "");
-			}
-		}
-	}
-	if (sig_fd >= 0)
-		epoll_ctl(vm->epfd, EPOLL_CTL_DEL, sig_fd, NULL);
-	if (r == 0) {
-		vm->st.ready_ms = realtime_ms();
-		vm__set_state(vm, "running");
-	}
-	return r;
+	return vm__wait_guest(vm, &w, deadline, timeout_ms, sig_fd, send_sync(vm, id, err), err);
 }
 
 int vm_build_cow_template(const struct vm_launch_opts *o, const char *devstate_path,
