@@ -183,3 +183,24 @@ found:
 	*out = realpath(cand, NULL);
 	return *out ? 0 : -errno;
 }
+
+int host_guest_images(const char *kernel, const char *initrd, char **kernel_out,
+		      char **initrd_out, struct avm_error *err)
+{
+	_cleanup_free_ char *images = NULL;
+	int r;
+
+	*kernel_out = *initrd_out = NULL;
+	if ((!kernel || !initrd) && (r = host_find_images(&images, err)) < 0)
+		return r;
+	if (asprintf(kernel_out, "%s%s", kernel ? kernel : images, kernel ? "" : "/vmlinux") < 0) {
+		*kernel_out = NULL;
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	}
+	if (asprintf(initrd_out, "%s%s", initrd ? initrd : images,
+		     initrd ? "" : "/initramfs.cpio") < 0) {
+		*initrd_out = NULL;
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	}
+	return 0;
+}

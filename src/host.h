@@ -37,4 +37,11 @@ int host_find_qemu(char **out, struct avm_error *err);
  */
 int host_find_images(char **out, struct avm_error *err);
 
+/*
+ * The guest kernel and initramfs to use: kernel/initrd when given (NULL: not given), else
+ * vmlinux / initramfs.cpio in host_find_images(). Caller frees both (NULL when not set).
+ */
+int host_guest_images(const char *kernel, const char *initrd, char **kernel_out,
+		      char **initrd_out, struct avm_error *err);
+
 #endif

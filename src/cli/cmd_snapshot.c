@@ -134,17 +134,13 @@ static int migrate_to_fd(struct qmp_client *q, int fd, struct avm_error *err)
 /* Fill the inputs of m from the VM's spec and this host (the paths `start` used). */
 static int record_inputs(struct snap_meta *m, struct json_object *spec, struct avm_error *err)
 {
-	_cleanup_free_ char *qemu = NULL, *images = NULL, *k = NULL, *i = NULL;
-	const char *ks = json_str(spec, "kernel"), *is = json_str(spec, "initrd");
+	_cleanup_free_ char *qemu = NULL, *k = NULL, *i = NULL;
 	int r;
 
-	if ((r = host_find_qemu(&qemu, err)) < 0)
+	if ((r = host_find_qemu(&qemu, err)) < 0 ||
+	    (r = host_guest_images(json_str(spec, "kernel"), json_str(spec, "initrd"), &k, &i,
+				   err)) < 0)
 		return r;
-	if ((!ks || !is) && (r = host_find_images(&images, err)) < 0)
-		return r;
-	if (asprintf(&k, "%s%s", ks ? ks : images, ks ? "" : "/vmlinux") < 0 ||
-	    asprintf(&i, "%s%s", is ? is : images, is ? "" : "/initramfs.cpio") < 0)
-		return avm_error_set(err, -ENOMEM, "out of memory");
 	if ((r = snap_input_record(&m->kernel, k, err)) < 0 ||
 	    (r = snap_input_record(&m->initrd, i, err)) < 0 ||
 	    (r = snap_input_record(&m->qemu, qemu, err)) < 0)

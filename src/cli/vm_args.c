@@ -151,7 +151,6 @@ int cli_parse_vm_args(int argc, char **argv, struct vm_args *a, bool need_comman
 int cli_prepare_host(struct vm_spec *spec, enum vm_accel *accel, char **qemu, char **kernel,
 		     char **initrd, struct avm_error *err)
 {
-	_cleanup_free_ char *images = NULL;
 	bool fell_back;
 	int r = host_resolve_accel(spec->accel, accel, &fell_back, err);
 
@@ -163,24 +162,9 @@ int cli_prepare_host(struct vm_spec *spec, enum vm_accel *accel, char **qemu, ch
 
 	if (r < 0)
 		return r;
-	if (!spec->kernel || !spec->initrd) {
-		r = host_find_images(&images, err);
-		if (r < 0)
-			return r;
-	}
-	if (asprintf(kernel, "%s", spec->kernel ? spec->kernel : "") < 0 ||
-	    asprintf(initrd, "%s", spec->initrd ? spec->initrd : "") < 0)
-		return avm_error_set(err, -ENOMEM, "out of memory");
-	if (!spec->kernel) {
-		free(*kernel);
-		if (asprintf(kernel, "%s/vmlinux", images) < 0)
-			return avm_error_set(err, -ENOMEM, "out of memory");
-	}
-	if (!spec->initrd) {
-		free(*initrd);
-		if (asprintf(initrd, "%s/initramfs.cpio", images) < 0)
-			return avm_error_set(err, -ENOMEM, "out of memory");
-	}
+	r = host_guest_images(spec->kernel, spec->initrd, kernel, initrd, err);
+	if (r < 0)
+		return r;
 	if (access(*kernel, R_OK) < 0)
 		return avm_error_setx(err, -errno,
 				      "guest kernel %s is not readable (build it with 'make images' "
