@@ -51,15 +51,8 @@ const char *snap_root(void)
 
 int snap_validate_name(const char *name, struct avm_error *err)
 {
-	size_t n = strlen(name);
-
-	if (n == 0 || n > SNAP_MAX_NAME || !isalnum((unsigned char)name[0]))
-		goto bad;
-	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)name[i]) && !strchr("_.-", name[i]))
-			goto bad;
-	return 0;
-bad:
+	if (name_is_valid(name, SNAP_MAX_NAME))
+		return 0;
 	return avm_error_set(err, -EINVAL,
 			     "invalid snapshot name '%s': use 1-%d letters, digits, '_', '.' or "
 			     "'-', starting with a letter or digit",

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "statedir.h"
 
-#include <ctype.h>
 #include <dirent.h>
 #include <limits.h>
 #include <stdio.h>
@@ -31,15 +30,8 @@ const char *statedir_root(void)
 
 int statedir_validate_name(const char *name, struct avm_error *err)
 {
-	size_t n = strlen(name);
-
-	if (n == 0 || n > STATEDIR_MAX_NAME || !isalnum((unsigned char)name[0]))
-		goto bad;
-	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)name[i]) && !strchr("_.-", name[i]))
-			goto bad;
-	return 0;
-bad:
+	if (name_is_valid(name, STATEDIR_MAX_NAME))
+		return 0;
 	return avm_error_set(err, -EINVAL,
 			     "invalid VM name '%s': use 1-%d letters, digits, '_', '.' or '-', "
 			     "starting with a letter or digit",

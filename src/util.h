@@ -76,6 +76,9 @@ int daemon_signalfd(int sfd_flags);
 int fd_set_nonblock(int fd, bool on);
 int fd_set_cloexec(int fd, bool on);
 
+/* VM and snapshot names: 1..max chars of [a-zA-Z0-9_.-], starting with a letter or digit. */
+bool name_is_valid(const char *name, size_t max);
+
 /* Parse a decimal integer in [min, max]; 0 or -EINVAL / -ERANGE. */
 int parse_long(const char *s, long min, long max, long *out);
 
