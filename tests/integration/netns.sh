@@ -141,12 +141,14 @@ EOF
 	net_wait_listen "$NS_INET" tcp "$1"
 }
 
-# What agentvm left in the host namespace: avm-* links, per-VM nft objects, lease files.
-# Prints one line per thing; nothing when clean. LEASES is the lease directory.
+# What agentvm left in the host namespace: avm-* links, per-VM nft objects, the table itself (the
+# last VM out removes it), lease files. Prints one line per thing; nothing when clean.
 net_leftovers() { # [leases-dir]
 	ip -n "$NS_HOST" -o link show 2>/dev/null | awk -F': ' '$2 ~ /^avm-/ {print "link " $2}'
-	hx nft list table inet agentvm 2>/dev/null | grep -o 'avm-[0-9a-f]\{4,\}' | sort -u |
-		sed 's/^/nft /'
+	if hx nft list table inet agentvm >"$net_dir/nft.list" 2>/dev/null; then
+		echo "nft table inet agentvm"
+		grep -o 'avm-[0-9a-f]\{4,\}' "$net_dir/nft.list" | sort -u | sed 's/^/nft /'
+	fi
 	if [ -n "${1:-}" ] && [ -d "$1" ]; then
 		for f in "$1"/* "$1"/.tmp.*; do [ -e "$f" ] && echo "lease $(basename "$f")"; done
 	fi

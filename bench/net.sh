@@ -1,0 +1,170 @@
+#!/bin/sh
+# agentvm networking benchmark (issue 4), in ONE run, inside the throwaway two-namespace topology
+# of tests/integration/netns.sh (agentvm in a "host" ns, servers in an "internet" ns; nothing in
+# the machine's own namespace, no traffic leaves the two):
+#   (n1) `agentvm start` + `agentvm rm --force`, --network isolated vs nat-filtered, N rounds,
+#        interleaved with the order alternating; the median of the per-round differences is the
+#        cost of network set-up + teardown (tap, /30 lease, nft transaction, and their removal)
+#   (n2) throughput guest -> internet host through the filter: guest `dd | nc` into a socat sink,
+#        timed by the sink with the host clock (accept to EOF)
+#   (n3) throughput internet host -> guest: guest `wget -O /dev/null` of a file, timed on the host
+#        around `agentvm exec`, minus the median exec round trip of `true`
+# Prints a markdown table for bench/RESULTS.md. usage: bench/net.sh build/agentvm [N] [MIB]
+set -u
+AVM=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+N=${2:-${BENCH_N:-10}}
+MIB=${3:-64}
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../tests/integration/netns.sh"
+
+tmp=$(mktemp -d /tmp/avm-bench-net.XXXXXX)
+trap 'net_down; rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM
+export AGENTVM_STATE_DIR=$tmp/state
+
+if ! why=$(net_missing); then
+	echo "bench/net: skipped: $why" >&2
+	exit 0
+fi
+# agentvm's own rule (src/host.c): KVM needs /dev/kvm and vmx/svm in the CPU flags.
+accel=tcg
+[ -r /dev/kvm ] && [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo && accel=kvm
+
+die() {
+	echo "bench/net: $*" >&2
+	exit 1
+}
+avm() { ip netns exec "$NS_HOST" "$AVM" "$@"; }
+ns_now() { date +%s%N; }
+median() { sort -n "$1" | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+net_up "$tmp/net" >"$tmp/net_up.log" 2>&1 || die "topology: $(cat "$tmp/net_up.log")"
+net_resolv_conf "nameserver $NET_SERVER"
+S=$NET_SERVER
+echo "bench/net: $N interleaved rounds (accel $accel)"
+
+# (n1) start + rm, both modes, one pair per round; order alternates so drift hits both alike.
+one() { # mode name -> appends start ms, rm ms to $tmp/<mode>.start / .rm
+	_t=$(ns_now)
+	avm start --accel $accel --network "$1" --name "$2" >/dev/null 2>"$tmp/err" ||
+		die "start --network $1: $(cat "$tmp/err")"
+	_t1=$(ns_now)
+	# Set-up without the boot's noise: spec.json is written just before the network is set up,
+	# qemu.pid just after QEMU is spawned (src/vm.c); the mtimes have ns resolution.
+	stat -c '%.9Y' "$AGENTVM_STATE_DIR/$2/spec.json" "$AGENTVM_STATE_DIR/$2/qemu.pid" |
+		awk 'NR == 1 {a = $1} NR == 2 {printf "%d\n", ($1 - a) * 1e6}' >>"$tmp/$1.setup"
+	avm rm --force "$2" >/dev/null 2>"$tmp/err" || die "rm: $(cat "$tmp/err")"
+	_t2=$(ns_now)
+	echo $(((_t1 - _t) / 1000)) >>"$tmp/$1.start"
+	echo $(((_t2 - _t1) / 1000)) >>"$tmp/$1.rm"
+	echo $(((_t2 - _t) / 1000)) >>"$tmp/$1.total"
+}
+for m in isolated nat-filtered; do : >"$tmp/$m.start"; : >"$tmp/$m.rm"; : >"$tmp/$m.total"; : >"$tmp/$m.setup"; done
+# One warm-up round of each (page cache, first nft table creation) that is not counted.
+one isolated warm-i
+one nat-filtered warm-n
+for m in isolated nat-filtered; do : >"$tmp/$m.start"; : >"$tmp/$m.rm"; : >"$tmp/$m.total"; : >"$tmp/$m.setup"; done
+i=0
+while [ $i -lt "$N" ]; do
+	if [ $((i % 2)) = 0 ]; then
+		one isolated "iso-$i"
+		one nat-filtered "nat-$i"
+	else
+		one nat-filtered "nat-$i"
+		one isolated "iso-$i"
+	fi
+	i=$((i + 1))
+done
+[ -z "$(net_leftovers "$AGENTVM_STATE_DIR/.net/leases")" ] ||
+	die "leftovers after the start/rm rounds: $(net_leftovers "$AGENTVM_STATE_DIR/.net/leases" | tr '\n' ' ')"
+for k in start rm total setup; do
+	paste "$tmp/nat-filtered.$k" "$tmp/isolated.$k" | awk '{print $1 - $2}' >"$tmp/diff.$k"
+done
+# Per round: set-up (spawn window) + teardown (rm) added by the network.
+paste "$tmp/diff.setup" "$tmp/diff.rm" | awk '{print $1 + $2}' >"$tmp/diff.cost"
+us2ms() { awk -v v="$1" 'BEGIN {printf "%.1f", v / 1000}'; }
+
+# (n2, n3) one nat-filtered VM; a sink on 5001 (allowed by --allow) and a file on :80.
+# Baseline without agentvm's filter and NAT: a VM in --network bridge:avmt-br0, its tap on a bridge
+# in the host ns that routes to the internet ns (forwarding on for the bridge, set here inside the
+# host ns), so both VMs send through the same host stack, with and without `table inet agentvm`.
+net_sink_up 5001 "$tmp/sink.log" || die "sink did not start"
+head -c $((MIB * 1048576)) /dev/zero >"$net_dir/www-80/big"
+ip -n "$NS_HOST" link add avmt-br0 type bridge || die "bridge"
+ip -n "$NS_HOST" addr add 192.168.77.1/24 dev avmt-br0 && ip -n "$NS_HOST" link set avmt-br0 up || die "bridge up"
+hx sh -c 'echo 1 >/proc/sys/net/ipv4/conf/avmt-br0/forwarding && echo 1 >/proc/sys/net/ipv4/conf/up0/forwarding' || die "forwarding"
+ip -n "$NS_INET" route add 192.168.77.0/24 via "$NET_UP_HOST" || die "route"
+R=3
+et=""
+tput() { # vm tag: R uploads and R downloads -> $tmp/up.<tag>, $tmp/down.<tag>
+	: >"$tmp/sink.log"
+	_i=0
+	while [ $_i -lt $R ]; do
+		avm exec --timeout 600 "$1" -- sh -c "dd if=/dev/zero bs=64k count=$((MIB * 16)) 2>/dev/null | nc $S 5001" ||
+			die "upload $_i from $1 failed"
+		_i=$((_i + 1))
+	done
+	sleep 0.5
+	awk -v want=$((MIB * 1048576)) '$1 != want {bad = 1} END {exit bad}' "$tmp/sink.log" ||
+		die "the sink got short uploads from $1: $(cat "$tmp/sink.log")"
+	awk '{printf "%.1f\n", $1 / (($3 - $2) / 1e9) / 1e6}' "$tmp/sink.log" >"$tmp/up.$2"
+	if [ -z "$et" ]; then
+		: >"$tmp/exec_true"
+		_i=0
+		while [ $_i -lt 10 ]; do
+			_t=$(ns_now)
+			avm exec "$1" -- true || die "exec true"
+			echo $((($(ns_now) - _t) / 1000)) >>"$tmp/exec_true"
+			_i=$((_i + 1))
+		done
+		et=$(median "$tmp/exec_true")
+	fi
+	: >"$tmp/down.$2"
+	_i=0
+	while [ $_i -lt $R ]; do
+		_t=$(ns_now)
+		_got=$(avm exec --timeout 600 "$1" -- sh -c "wget -q -O - http://$S/big | wc -c") || die "download $_i to $1 failed"
+		_us=$((($(ns_now) - _t) / 1000))
+		[ "$(echo "$_got" | tr -d ' ')" = $((MIB * 1048576)) ] || die "download $_i to $1 got $_got bytes"
+		awk -v b=$((MIB * 1048576)) -v us="$_us" -v et="$et" 'BEGIN {printf "%.1f\n", b / ((us - et) / 1e6) / 1e6}' >>"$tmp/down.$2"
+		_i=$((_i + 1))
+	done
+}
+avm start --accel $accel --name tput --allow tcp:5001 >/dev/null 2>"$tmp/err" || die "start tput: $(cat "$tmp/err")"
+tput tput nat
+cnt=$(avm net ls --json | tr -d ' \n' | sed -n 's/.*"tx_ok_bytes":\([0-9]*\).*/\1/p')
+avm rm --force tput >/dev/null || die "rm tput"
+avm start --accel $accel --name tbr --network bridge:avmt-br0 >/dev/null 2>"$tmp/err" || die "start tbr: $(cat "$tmp/err")"
+avm exec tbr -- sh -c 'ip addr add 192.168.77.2/24 dev eth0 && ip route add default via 192.168.77.1' ||
+	die "bridge guest address"
+tput tbr br
+avm rm --force tbr >/dev/null || die "rm tbr"
+[ -z "$(net_leftovers "$AGENTVM_STATE_DIR/.net/leases")" ] ||
+	die "leftovers: $(net_leftovers "$AGENTVM_STATE_DIR/.net/leases" | tr '\n' ' ')"
+
+d_cost=$(median "$tmp/diff.cost")
+verdict=$(awk -v d="$d_cost" 'BEGIN {print (d / 1000 < 20) ? "yes" : "NO"}')
+cat <<MD
+
+### Networking (bench/net.sh, N=$N interleaved rounds, accel $accel, $(date -u +%Y-%m-%d))
+
+| what | median | samples | target |
+|---|---|---|---|
+| (n1) \`start\` + \`rm --force\`, \`--network isolated\` | $(us2ms "$(median "$tmp/isolated.total")") ms | $N | - |
+| (n1) \`start\` + \`rm --force\`, \`--network nat-filtered\` | $(us2ms "$(median "$tmp/nat-filtered.total")") ms | $N | - |
+| (n1a) set-up: start's spec.json -> qemu.pid window, nat-filtered - isolated | $(us2ms "$(median "$tmp/diff.setup")") ms | $N | - |
+| (n1b) teardown: \`rm --force\` wall time, nat-filtered - isolated | $(us2ms "$(median "$tmp/diff.rm")") ms | $N | - |
+| (n1) **network set-up + teardown** (median of per-round n1a + n1b) | **$(us2ms "$d_cost") ms** | $N | < 20 ms ($verdict) |
+| (n1c) whole start + rm, nat-filtered - isolated (boot noise included) | $(us2ms "$(median "$tmp/diff.total")") ms | $N | - |
+| (n2) throughput guest -> internet host through the filter (\`dd \| nc\`, $MIB MiB) | $(median "$tmp/up.nat") MB/s | $R | measured |
+| (n2b) same, \`--network bridge\` routed by the host (no agentvm filter, no NAT) | $(median "$tmp/up.br") MB/s | $R | baseline |
+| (n3) throughput internet host -> guest through the filter (\`wget\`, $MIB MiB) | $(median "$tmp/down.nat") MB/s | $R | measured |
+| (n3b) same, \`--network bridge\` (no agentvm filter, no NAT) | $(median "$tmp/down.br") MB/s | $R | baseline |
+
+- Topology: tests/integration/netns.sh (veth uplink "host" ns -> "internet" ns); servers: socat sink (n2), busybox httpd (n3).
+- (n2) is timed by the sink with the host clock (accept to EOF); (n3) on the host around \`agentvm exec\` minus the median \`exec true\` ($(us2ms "$et") ms).
+- The nat-filtered VM's tx_ok byte counter after (n2)+(n3): ${cnt:-?} (the filter counted the uploads).
+- Per-round differences nat-filtered - isolated, sorted (ms): n1a $(sort -n "$tmp/diff.setup" | awk '{printf "%.1f ", $1 / 1000}')/ n1b $(sort -n "$tmp/diff.rm" | awk '{printf "%.1f ", $1 / 1000}')/ n1c $(sort -n "$tmp/diff.total" | awk '{printf "%.0f ", $1 / 1000}')
+- n1a: spec.json is written just before the network is set up and qemu.pid just after QEMU is spawned (src/vm.c), so the window holds the tap, lease, nft transaction and net.json and none of the boot (file times tick with the kernel's coarse clock, 4 ms at HZ=250: n1a is quantised); n1b includes \`rm\`'s 20 ms polling for the supervisor's exit (the bimodal samples).
+- Raw (ms, isolated/nat-filtered totals): $(awk '{printf "%.0f ", $1 / 1000}' "$tmp/isolated.total")/ $(awk '{printf "%.0f ", $1 / 1000}' "$tmp/nat-filtered.total"); MB/s up: $(tr '\n' ' ' <"$tmp/up.nat")(bridge $(tr '\n' ' ' <"$tmp/up.br"))/ down: $(tr '\n' ' ' <"$tmp/down.nat")(bridge $(tr '\n' ' ' <"$tmp/down.br"))
+MD
