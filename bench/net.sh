@@ -41,7 +41,7 @@ median() { sort -n "$1" | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; el
 net_up "$tmp/net" >"$tmp/net_up.log" 2>&1 || die "topology: $(cat "$tmp/net_up.log")"
 net_resolv_conf "nameserver $NET_SERVER"
 S=$NET_SERVER
-echo "bench/net: $N interleaved rounds (accel $accel)"
+echo "bench/net: $N interleaved rounds (accel $accel)" >&2
 
 # (n1) start + rm, both modes, one pair per round; order alternates so drift hits both alike.
 one() { # mode name -> appends start ms, rm ms to $tmp/<mode>.start / .rm
