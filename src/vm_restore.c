@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 
+#include "migrate.h"
 #include "statedir.h"
 #include "util.h"
 #include "vm_internal.h"
@@ -259,7 +260,7 @@ int vm_build_cow_template(const struct vm_launch_opts *o, const char *devstate_p
 {
 	struct vm *vm = NULL;
 	struct qmp_error qe = { 0 };
-	struct json_object *args, *ret = NULL, *v;
+	struct json_object *args;
 	_cleanup_close_ int fd = -1;
 	int r;
 
@@ -280,51 +281,18 @@ int vm_build_cow_template(const struct vm_launch_opts *o, const char *devstate_p
 		r = avm_error_setx(err, -errno, "cannot create %s", devstate_path);
 		goto out;
 	}
-	args = json_object_new_object();
-	json_object_object_add(args, "fdname", json_object_new_string("avm-template"));
-	r = qmp_client_execute(vm->qmp, "getfd", args, &fd, 1, NULL, QMP_TIMEOUT_MS, &qe);
-	json_object_put(args);
-	if (r < 0) {
-		avm_error_set(err, r, "QMP getfd failed: %s", qe.desc);
-		goto out;
-	}
-	args = json_object_new_object();
-	json_object_object_add(args, "uri", json_object_new_string("fd:avm-template"));
-	r = qmp_client_execute(vm->qmp, "migrate", args, NULL, 0, NULL, QMP_TIMEOUT_MS, &qe);
-	json_object_put(args);
-	if (r < 0) {
-		avm_error_set(err, r, "QMP migrate failed: %s", qe.desc);
-		goto out;
-	}
-	for (uint64_t deadline = now_ms() + INCOMING_TIMEOUT_MS;;) {
-		r = qmp_client_execute(vm->qmp, "query-migrate", NULL, NULL, 0, &ret,
-				       QMP_TIMEOUT_MS, &qe);
-		if (r < 0) {
-			avm_error_set(err, r, "QMP query-migrate failed: %s", qe.desc);
-			goto out;
-		}
-		const char *st = json_object_object_get_ex(ret, "status", &v) ?
-					 json_object_get_string(v) :
-					 "";
-		if (!strcmp(st, "completed")) {
-			r = 0;
-			break;
-		}
-		if (!strcmp(st, "failed") || !strcmp(st, "cancelled") || now_ms() > deadline) {
-			r = avm_error_set(err, -EIO, "building the copy-on-write template failed: %s",
-					  json_object_object_get_ex(ret, "error-desc", &v) ?
-						  json_object_get_string(v) :
-						  st);
-			break;
-		}
-		json_object_put(ret);
-		ret = NULL;
-		usleep(1000);
-	}
+	static const struct migrate_req rq = {
+		.fdname = "avm-template", .timeout_ms = INCOMING_TIMEOUT_MS, .poll_ms = 1,
+		.qmp_timeout_ms = QMP_TIMEOUT_MS,
+	};
+	struct migrate_end end;
+	r = migrate_to_fd(vm->qmp, fd, &rq, &end, err);
+	if (r < 0 && end.ended)
+		r = avm_error_set(err, -EIO, "building the copy-on-write template failed: %s",
+				  end.has_desc ? end.desc : end.status);
 	if (r == 0 && fsync(fd) < 0)
 		r = avm_error_setx(err, -errno, "fsync %s", devstate_path);
 out:
-	json_object_put(ret);
 	vm_destroy(vm);
 	return r;
 }

@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "host.h"
+#include "migrate.h"
 #include "qmp.h"
 #include "restore.h"
 #include "snapshot.h"
@@ -31,12 +31,6 @@
 
 #define SAVE_TIMEOUT_MS 120000
 
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
 
 static struct json_object *read_json(const char *dir, const char *file)
 {
@@ -64,88 +58,24 @@ static int json_int(struct json_object *o, const char *k)
 	return o && json_object_object_get_ex(o, k, &v) ? json_object_get_int(v) : 0;
 }
 
-static int qmp_caps_events(struct qmp_client *q, struct qmp_error *qe)
-{
-	struct json_object *args = json_object_new_object(), *caps = json_object_new_array();
-	struct json_object *cap = json_object_new_object();
-	int r;
-
-	json_object_object_add(cap, "capability", json_object_new_string("events"));
-	json_object_object_add(cap, "state", json_object_new_boolean(1));
-	json_object_array_add(caps, cap);
-	json_object_object_add(args, "capabilities", caps);
-	r = qmp_client_execute(q, "migrate-set-capabilities", args, NULL, 0, NULL, 5000, qe);
-	json_object_put(args);
-	if (r < 0)
-		return r;
-	/* The default cap is 32 MiB/s: a stopped VM should go at disk speed. */
-	args = json_object_new_object();
-	json_object_object_add(args, "max-bandwidth", json_object_new_int64(INT64_C(1) << 40));
-	r = qmp_client_execute(q, "migrate-set-parameters", args, NULL, 0, NULL, 5000, qe);
-	json_object_put(args);
-	return r;
-}
-
 /* Migrate the (stopped) VM into fd; wait for the end. 0, or -errno with err filled. */
-static int migrate_to_fd(struct qmp_client *q, int fd, struct avm_error *err)
+static int save_stream(struct qmp_client *q, int fd, struct avm_error *err)
 {
-	struct qmp_error qe = { 0 };
-	struct json_object *args, *ret = NULL, *v;
-	int r;
+	static const struct migrate_req rq = {
+		.fdname = "avm-snapshot", .timeout_ms = SAVE_TIMEOUT_MS, .poll_ms = 2,
+		.qmp_timeout_ms = 5000,
+	};
+	struct migrate_end end;
+	int r = migrate_to_fd(q, fd, &rq, &end, err);
 
-	args = json_object_new_object();
-	json_object_object_add(args, "fdname", json_object_new_string("avm-snapshot"));
-	r = qmp_client_execute(q, "getfd", args, &fd, 1, NULL, 5000, &qe);
-	json_object_put(args);
-	if (r < 0)
-		return avm_error_set(err, r, "QMP getfd failed: %s", qe.desc);
-	args = json_object_new_object();
-	json_object_object_add(args, "uri", json_object_new_string("fd:avm-snapshot"));
-	r = qmp_client_execute(q, "migrate", args, NULL, 0, NULL, 5000, &qe);
-	json_object_put(args);
-	if (r < 0)
-		return avm_error_set(err, r, "QMP migrate failed: %s", qe.desc);
-	for (uint64_t deadline = now_ms() + SAVE_TIMEOUT_MS;; sleep_ms(2)) {
-		r = qmp_client_execute(q, "query-migrate", NULL, NULL, 0, &ret, 5000, &qe);
-		if (r < 0)
-			return avm_error_set(err, r, "QMP query-migrate failed: %s", qe.desc);
-		const char *st = json_str(ret, "status");
-		if (st && !strcmp(st, "completed")) {
-			json_object_put(ret);
-			return 0;
-		}
-		if (st && (!strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
-			const char *desc = json_str(ret, "error-desc");
-			r = avm_error_set(err, -EIO, "%s", desc ? desc : "migration failed");
-			json_object_put(ret);
-			return r;
-		}
-		json_object_put(ret);
-		ret = NULL;
-		if (now_ms() > deadline) {
-			qmp_client_execute(q, "migrate_cancel", NULL, NULL, 0, NULL, 5000, NULL);
-			return avm_error_set(err, -ETIMEDOUT, "the save took over %d s",
-					     SAVE_TIMEOUT_MS / 1000);
-		}
-		(void)v;
+	if (r == -EIO && end.ended)
+		return avm_error_set(err, -EIO, "%s", end.has_desc ? end.desc : "migration failed");
+	if (r == -ETIMEDOUT && end.ended) {
+		qmp_client_execute(q, "migrate_cancel", NULL, NULL, 0, NULL, 5000, NULL);
+		return avm_error_set(err, -ETIMEDOUT, "the save took over %d s",
+				     SAVE_TIMEOUT_MS / 1000);
 	}
-}
-
-/* Fill the inputs of m from the VM's spec and this host (the paths `start` used). */
-static int record_inputs(struct snap_meta *m, struct json_object *spec, struct avm_error *err)
-{
-	_cleanup_free_ char *qemu = NULL, *k = NULL, *i = NULL;
-	int r;
-
-	if ((r = host_find_qemu(&qemu, err)) < 0 ||
-	    (r = host_guest_images(json_str(spec, "kernel"), json_str(spec, "initrd"), &k, &i,
-				   err)) < 0)
-		return r;
-	if ((r = snap_input_record(&m->kernel, k, err)) < 0 ||
-	    (r = snap_input_record(&m->initrd, i, err)) < 0 ||
-	    (r = snap_input_record(&m->qemu, qemu, err)) < 0)
-		return r;
-	return 0;
+	return r;
 }
 
 static int fsync_path(const char *path)
@@ -214,7 +144,8 @@ static int snapshot_save(const char *vm, const char *snap, const char *desc)
 	m.spec = spec;
 	snap_time_ny(time(NULL), created, sizeof(created));
 	m.created = strdup(created);
-	if ((r = record_inputs(&m, spec, &err)) < 0) {
+	if ((r = snap_record_inputs(&m, json_str(spec, "kernel"), json_str(spec, "initrd"),
+				      &err)) < 0) {
 		cli_error("%s", err.msg);
 		code = EXIT_HOST_MISSING;
 		goto out;
@@ -245,7 +176,7 @@ static int snapshot_save(const char *vm, const char *snap, const char *desc)
 		goto out;
 	}
 	if ((r = qmp_query_status(q, status, sizeof(status), 5000, &qe)) < 0 ||
-	    (r = qmp_caps_events(q, &qe)) < 0) {
+	    (r = migrate_set_fast(q, 5000, &qe)) < 0) {
 		cli_error("QMP: %s", qe.desc);
 		code = EXIT_VM_LOST;
 		goto out;
@@ -262,7 +193,7 @@ static int snapshot_save(const char *vm, const char *snap, const char *desc)
 		code = EXIT_VM_LOST;
 		goto out;
 	}
-	r = migrate_to_fd(q, fd, &err);
+	r = save_stream(q, fd, &err);
 	m.save_ms = (int64_t)(now_ms() - t0);
 	if (was_running && qmp_cont(q, 5000, &qe) < 0)
 		cli_warn("VM '%s' could not be resumed after the save: %s", vm, qe.desc);

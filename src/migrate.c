@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+#include "migrate.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "util.h"
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	nanosleep(&ts, NULL);
+}
+
+static int execute_fd(struct qmp_client *q, const char *cmd, const char *key, const char *val,
+		      int *fd, int timeout_ms, struct avm_error *err)
+{
+	struct qmp_error qe = { 0 };
+	struct json_object *args = json_object_new_object();
+	int r;
+
+	json_object_object_add(args, key, json_object_new_string(val));
+	r = qmp_client_execute(q, cmd, args, fd, fd ? 1 : 0, NULL, timeout_ms, &qe);
+	json_object_put(args);
+	if (r < 0)
+		return avm_error_set(err, r, "QMP %s failed: %s", cmd, qe.desc);
+	return 0;
+}
+
+int migrate_set_fast(struct qmp_client *q, int timeout_ms, struct qmp_error *qe)
+{
+	struct json_object *args = json_object_new_object(), *caps = json_object_new_array();
+	struct json_object *cap = json_object_new_object();
+	int r;
+
+	json_object_object_add(cap, "capability", json_object_new_string("events"));
+	json_object_object_add(cap, "state", json_object_new_boolean(1));
+	json_object_array_add(caps, cap);
+	json_object_object_add(args, "capabilities", caps);
+	r = qmp_client_execute(q, "migrate-set-capabilities", args, NULL, 0, NULL, timeout_ms, qe);
+	json_object_put(args);
+	if (r < 0)
+		return r;
+	/* The default cap is 32 MiB/s: a stopped VM should go at disk speed. */
+	args = json_object_new_object();
+	json_object_object_add(args, "max-bandwidth", json_object_new_int64(INT64_C(1) << 40));
+	r = qmp_client_execute(q, "migrate-set-parameters", args, NULL, 0, NULL, timeout_ms, qe);
+	json_object_put(args);
+	return r;
+}
+
+int migrate_to_fd(struct qmp_client *q, int fd, const struct migrate_req *rq,
+		  struct migrate_end *end, struct avm_error *err)
+{
+	struct qmp_error qe = { 0 };
+	struct json_object *ret = NULL, *v;
+	char uri[128];
+	int r;
+
+	memset(end, 0, sizeof(*end));
+	snprintf(uri, sizeof(uri), "fd:%s", rq->fdname);
+	if ((r = execute_fd(q, "getfd", "fdname", rq->fdname, &fd, rq->qmp_timeout_ms, err)) < 0 ||
+	    (r = execute_fd(q, "migrate", "uri", uri, NULL, rq->qmp_timeout_ms, err)) < 0)
+		return r;
+	for (uint64_t deadline = now_ms() + (uint64_t)rq->timeout_ms;; sleep_ms(rq->poll_ms)) {
+		r = qmp_client_execute(q, "query-migrate", NULL, NULL, 0, &ret, rq->qmp_timeout_ms,
+				       &qe);
+		if (r < 0)
+			return avm_error_set(err, r, "QMP query-migrate failed: %s", qe.desc);
+		const char *st = json_object_object_get_ex(ret, "status", &v) &&
+						 json_object_is_type(v, json_type_string) ?
+					 json_object_get_string(v) :
+					 "";
+		if (!strcmp(st, "completed")) {
+			json_object_put(ret);
+			return 0;
+		}
+		bool failed = !strcmp(st, "failed") || !strcmp(st, "cancelled");
+		if (failed || now_ms() > deadline) {
+			end->ended = true;
+			snprintf(end->status, sizeof(end->status), "%s", st);
+			end->has_desc = json_object_object_get_ex(ret, "error-desc", &v) &&
+					json_object_is_type(v, json_type_string);
+			snprintf(end->desc, sizeof(end->desc), "%s",
+				 end->has_desc ? json_object_get_string(v) : "");
+			json_object_put(ret);
+			return failed ? -EIO : -ETIMEDOUT;
+		}
+		json_object_put(ret);
+		ret = NULL;
+	}
+}
