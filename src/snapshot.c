@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "host.h"
 #include "sha256.h"
 #include "statedir.h"
 #include "util.h"
@@ -430,4 +431,20 @@ struct vm_spec *snap_spec_new(const struct snap_meta *m)
 		return NULL;
 	}
 	return s;
+}
+
+int snap_record_inputs(struct snap_meta *m, const char *kernel, const char *initrd,
+		       struct avm_error *err)
+{
+	_cleanup_free_ char *qemu = NULL, *k = NULL, *i = NULL;
+	int r;
+
+	if ((r = host_find_qemu(&qemu, err)) < 0 ||
+	    (r = host_guest_images(kernel, initrd, &k, &i, err)) < 0)
+		return r;
+	if ((r = snap_input_record(&m->kernel, k, err)) < 0 ||
+	    (r = snap_input_record(&m->initrd, i, err)) < 0 ||
+	    (r = snap_input_record(&m->qemu, qemu, err)) < 0)
+		return r;
+	return 0;
 }

@@ -67,6 +67,12 @@ int snap_load(const char *name, struct snap_meta *m, struct avm_error *err);
 /* Record path's identity and sha256 into in. */
 int snap_input_record(struct snap_input *in, const char *path, struct avm_error *err);
 /*
+ * Record m's inputs as this host has them: QEMU, and the kernel and initramfs the VM was started
+ * with (NULL: the default images, as `start` resolves them).
+ */
+int snap_record_inputs(struct snap_meta *m, const char *kernel, const char *initrd,
+		       struct avm_error *err);
+/*
  * Is the file at path still the one recorded? Size + mtime equal: yes without hashing; else the
  * sha256 decides. what names it in the message ("guest kernel").
  */
