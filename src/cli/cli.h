@@ -51,6 +51,8 @@ int cli_parse_vm_args(int argc, char **argv, struct vm_args *a, bool need_comman
  */
 int cli_prepare_host(struct vm_spec *spec, enum vm_accel *accel, char **qemu, char **kernel,
 		     char **initrd, struct avm_error *err);
+/* A failed launch (-errno) as agentvm's exit code: 120 host lacks something, 121, 130. */
+int cli_boot_error_exit(int r);
 /* Block SIGINT/SIGTERM/SIGHUP/SIGQUIT and return a signalfd for them (-errno on failure). */
 int cli_block_signals(void);
 

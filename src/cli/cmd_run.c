@@ -47,14 +47,6 @@ static void run_usage(FILE *f)
 		CLI_DEFAULT_BOOT_TIMEOUT_S);
 }
 
-static int boot_error_exit(int r)
-{
-	if (r == -EINTR)
-		return EXIT_INTERRUPTED;
-	if (r == -ENOENT || r == -EACCES || r == -EPERM || r == -ENODEV || r == -EPROTONOSUPPORT)
-		return EXIT_HOST_MISSING;
-	return EXIT_BOOT_FAILED;
-}
 
 int cmd_run(int argc, char **argv)
 {
@@ -110,7 +102,7 @@ int cmd_run(int argc, char **argv)
 		cli_error("%s", err.msg);
 		vm_destroy(vm);
 		vm_spec_free(a.spec);
-		return boot_error_exit(r);
+		return cli_boot_error_exit(r);
 	}
 
 	struct vm_exec_request req = {

@@ -64,7 +64,7 @@ int cmd_start(int argc, char **argv)
 	if (r < 0) {
 		cli_error("%s", err.msg);
 		vm_spec_free(a.spec);
-		return r == -EEXIST ? EXIT_USAGE : EXIT_BOOT_FAILED;
+		return r == -EEXIST ? EXIT_USAGE : cli_boot_error_exit(r);
 	}
 	printf("%s\n", a.spec->name);
 	vm_spec_free(a.spec);
@@ -88,6 +88,13 @@ int cmd_exec(int argc, char **argv)
 
 	if (!spec)
 		return EXIT_INTERNAL;
+	/* Both `exec NAME [OPTS] -- CMD` (as documented) and `exec [OPTS] NAME -- CMD`. */
+	const char *name = NULL;
+	if (argc >= 2 && argv[1][0] != '-') {
+		name = argv[1];
+		argc--;
+		argv++; /* getopt skips argv[0], which is now NAME */
+	}
 	optind = 1;
 	opterr = 0;
 	while (r == 0 && (c = getopt_long(argc, argv, "+e:w:t:h", opts, NULL)) != -1) {
@@ -110,9 +117,10 @@ int cmd_exec(int argc, char **argv)
 					  argv[optind - 1]);
 		}
 	}
-	if (r == 0 && optind >= argc)
+	if (r == 0 && !name && optind >= argc)
 		r = avm_error_set(&err, -EINVAL, "missing VM name; usage: agentvm exec NAME -- CMD");
-	const char *name = r == 0 ? argv[optind++] : NULL;
+	if (r == 0 && !name)
+		name = argv[optind++];
 	if (r == 0 && optind < argc && !strcmp(argv[optind], "--"))
 		optind++;
 	if (r == 0)

@@ -178,6 +178,16 @@ int cli_prepare_host(struct vm_spec *spec, enum vm_accel *accel, char **qemu, ch
 	return 0;
 }
 
+int cli_boot_error_exit(int r)
+{
+	if (r == -EINTR)
+		return EXIT_INTERRUPTED;
+	/* What the host lacks: a file, a right, a device (KVM, a bridge), nf_tables. */
+	if (r == -ENOENT || r == -EACCES || r == -EPERM || r == -ENODEV || r == -EPROTONOSUPPORT)
+		return EXIT_HOST_MISSING;
+	return EXIT_BOOT_FAILED;
+}
+
 int cli_block_signals(void)
 {
 	sigset_t set;
