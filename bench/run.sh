@@ -120,4 +120,16 @@ Commands:
 
 Raw samples (ms): a = $(tr '\n' ' ' <"$tmp/a")/ b = $(tr '\n' ' ' <"$tmp/b")/ d = $(tr '\n' ' ' <"$tmp/s")
 MD
+# Networking and snapshots: their own scripts, each with its cold baseline measured in its run.
+for part in net snapshot; do
+	[ -f "bench/$part.sh" ] || continue
+	echo "bench: bench/$part.sh"
+	{
+		echo
+		echo "## $part (\`sh bench/$part.sh $AVM $N\`)"
+		echo
+		sh "bench/$part.sh" "$AVM" "$N"
+	} >"$tmp/part" || { echo "bench: bench/$part.sh failed" >&2; exit 1; }
+	cat "$tmp/part" >>"$out"
+done
 cat "$out"
