@@ -3,12 +3,14 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <json-c/json.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 
 #include "statedir.h"
 #include "util.h"
@@ -35,6 +37,49 @@ static void nft_unlock(int fd)
 {
 	if (fd >= 0)
 		close(fd);
+}
+
+/*
+ * Forwarding agentvm switched on for an uplink is switched off again by the last VM out, so a
+ * host is left as it was found. A marker per network namespace (keyed by its inode) and uplink
+ * remembers that it was off. Both run under the nft lock.
+ */
+static int fwd_marker(char *buf, size_t len, const char *ifname)
+{
+	struct stat st;
+
+	if (stat("/proc/self/ns/net", &st) < 0)
+		return -errno;
+	snprintf(buf, len, "/run/agentvm-forwarding.%lu.%s", (unsigned long)st.st_ino, ifname);
+	return 0;
+}
+
+static int uplink_forwarding_on(const char *ifname, struct nf_error *nerr)
+{
+	char path[96], marker[PATH_MAX];
+	_cleanup_free_ char *cur = NULL;
+
+	snprintf(path, sizeof(path), "/proc/sys/net/ipv4/conf/%s/forwarding", ifname);
+	if (read_file(path, &cur, 16) > 0 && cur[0] == '1')
+		return 0; /* on already: someone else's setting, not ours to undo */
+	if (fwd_marker(marker, sizeof(marker), ifname) == 0)
+		write_file_atomic(marker, "", 0);
+	return nf_if_forwarding(ifname, true, nerr);
+}
+
+static void uplink_forwarding_restore(void)
+{
+	char pattern[PATH_MAX];
+	glob_t g;
+
+	if (fwd_marker(pattern, sizeof(pattern), "*") < 0 || glob(pattern, 0, NULL, &g) != 0)
+		return;
+	for (size_t i = 0; i < g.gl_pathc; i++) {
+		const char *ifname = strrchr(g.gl_pathv[i], '.') + 1;
+		nf_if_forwarding(ifname, false, NULL);
+		unlink(g.gl_pathv[i]);
+	}
+	globfree(&g);
 }
 
 void net_init(struct vm_net *n, const char *vm_name)
@@ -196,13 +241,14 @@ static int setup_nat(struct vm_net *n, const struct vm_spec *spec, struct avm_er
 		r = nf_fail(err, &nerr, "cannot configure the VM's tap");
 		goto out;
 	}
+	fill_nf_vm(n, &v);
+	int lock = nft_lock();
 	/* Replies come back through the uplink: IPv4 forwarding is per ingress interface. */
-	if (nf_uplink(uplink, NULL) == 0 && (r = nf_if_forwarding(uplink, true, &nerr)) < 0) {
+	if (nf_uplink(uplink, NULL) == 0 && (r = uplink_forwarding_on(uplink, &nerr)) < 0) {
+		nft_unlock(lock);
 		r = nf_fail(err, &nerr, "cannot enable forwarding on the uplink");
 		goto out;
 	}
-	fill_nf_vm(n, &v);
-	int lock = nft_lock();
 	r = nf_nft_vm_add(n->nft, &v, &nerr);
 	nft_unlock(lock);
 	if (r < 0) {
@@ -408,6 +454,35 @@ static bool lease_is_ours(const struct vm_net *n, struct nf_pool *pool)
 	       cur.index == n->lease.index;
 }
 
+/* Under the nft lock. The last VM out leaves no trace: no table, no forwarding we turned on. */
+static bool last_vm_out(struct nf_nft *nft)
+{
+	char **taps = NULL;
+	int left = nf_nft_vm_list(nft, &taps, NULL);
+
+	if (left > 0)
+		nf_strv_free(taps, (size_t)left);
+	if (left != 0)
+		return false;
+	nf_nft_table_delete(nft, NULL);
+	uplink_forwarding_restore();
+	return true;
+}
+
+bool net_host_gc(void)
+{
+	struct nf_nft *nft = NULL;
+	bool removed = false;
+
+	if (nf_nft_new(&nft, NULL) == 0) {
+		int lock = nft_lock();
+		removed = last_vm_out(nft);
+		nft_unlock(lock);
+	}
+	nf_nft_free(nft);
+	return removed;
+}
+
 void net_release_rules(struct vm_net *n)
 {
 	struct nf_pool *pool = NULL;
@@ -419,15 +494,9 @@ void net_release_rules(struct vm_net *n)
 	if (net_pool_open(&pool, NULL) == 0 && lease_is_ours(n, pool)) {
 		fill_nf_vm(n, &v);
 		if (n->nft || nf_nft_new(&n->nft, NULL) == 0) {
-			char **taps = NULL;
 			int lock = nft_lock();
 			nf_nft_vm_del(n->nft, &v, NULL);
-			/* The last VM out removes the table: agentvm leaves no trace in the ruleset. */
-			int left = nf_nft_vm_list(n->nft, &taps, NULL);
-			if (left == 0)
-				nf_nft_table_delete(n->nft, NULL);
-			else if (left > 0)
-				nf_strv_free(taps, (size_t)left);
+			last_vm_out(n->nft);
 			nft_unlock(lock);
 		}
 	}

@@ -69,6 +69,12 @@ void net_teardown(struct vm_net *n);
 /* net_load + net_teardown + mark net.json torn down. 0 also when there was nothing to do. */
 int net_teardown_dir(const char *dir);
 
+/*
+ * When no VM in this network namespace has rules left: remove table inet agentvm and switch
+ * off the uplink forwarding agentvm switched on. True when it did (net gc).
+ */
+bool net_host_gc(void);
+
 /* "tcp:80,udp:53" (or "none") into buf. */
 void net_allow_string(const struct vm_net *n, char *buf, size_t len);
 

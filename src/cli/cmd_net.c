@@ -198,12 +198,10 @@ static int net_gc(void)
 			printf("removed orphaned tap %s\n", taps[i]);
 		removed++;
 	}
-	/* 3: the table itself once no VM has rules in it. */
+	/* 3: the table itself, and uplink forwarding, once no VM has rules left. */
 	nf_strv_free(taps, (size_t)(ntaps > 0 ? ntaps : 0));
-	taps = NULL;
-	if (nf_nft_vm_list(nft, &taps, NULL) == 0)
-		nf_nft_table_delete(nft, NULL);
 	nf_nft_free(nft);
+	net_host_gc();
 	/* 4: leases whose owner is gone. */
 	if (net_pool_open(&pool, &err) == 0) {
 		r = nf_pool_gc(pool, owner_alive, NULL, &nerr);

@@ -131,6 +131,7 @@ expect_blocked() { # tag: the probe failed and no server answered it
 # --- tests --------------------------------------------------------------------------------------
 
 t_guest_network_identity() {
+	fwd_before=$(hx cat /proc/sys/net/ipv4/conf/up0/forwarding)
 	vm_start ident || return
 	guest=$(netls ident guest) gw=$(netls ident gateway) tap=$(netls ident tap) mac=$(netls ident mac)
 	expect_eq "mode" nat-filtered "$(netls ident mode)"
@@ -155,6 +156,9 @@ t_guest_network_identity() {
 	[ -f "$LEASES/$(echo "$guest" | awk -F. '{printf "%s.%s.%s.%d", $1, $2, $3, $4 - 2}')" ] ||
 		fail "no lease file for $guest in $LEASES ($(ls -A "$LEASES" 2>&1 | tr '\n' ' '))"
 	avm rm --force ident >/dev/null || fail "rm"
+	# The last VM out leaves the host as it found it.
+	expect_eq "uplink forwarding restored after the last VM" "$fwd_before" \
+		"$(hx cat /proc/sys/net/ipv4/conf/up0/forwarding)"
 }
 
 t_default_allowed_ports_and_dns() {
