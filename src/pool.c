@@ -108,8 +108,9 @@ void pool_serve_waiters(struct pool *p)
 			pool_refill(p);
 			continue;
 		}
-		p->vms[v].state = PVM_LEASED;
-		pool_reply(p, w, "OK %s", p->vms[v].name);
+		/* A client gone before it heard the name never got the VM: keep it ready. */
+		p->vms[v].state =
+			pool_reply(p, w, "OK %s", p->vms[v].name) == 0 ? PVM_LEASED : PVM_READY;
 	}
 }
 
@@ -135,6 +136,8 @@ static void worker_done(struct pool *p, int slot)
 			pool_serve_waiters(p);
 	} else {
 		pool_log("restore of %s failed: %s", v->name, msg[0] ? msg : "worker died");
+		/* A worker killed halfway may leave a VM its supervisor went on to start. */
+		pool_vm_destroy(p, v->name);
 		v->state = PVM_FREE;
 		/* Do not spin on a broken snapshot: back off up to 10 s. */
 		p->failures++;
@@ -164,7 +167,13 @@ static void tick(struct pool *p)
 		if (v->state != PVM_READY && v->state != PVM_LEASED)
 			continue;
 		if (!pool_vm_alive(v->name)) {
-			pool_drop_vm(p, i, v->state == PVM_LEASED ? "died while acquired" : "died");
+			if (v->state == PVM_LEASED) {
+				/* The caller's VM (it may be mid-reset): stop counting it, touch nothing. */
+				pool_log("%s, acquired, is gone or stopped: no longer counted", v->name);
+				v->state = PVM_FREE;
+			} else {
+				pool_drop_vm(p, i, "died");
+			}
 			continue;
 		}
 		if (v->state == PVM_READY && p->ttl_s > 0 &&

@@ -29,22 +29,23 @@ static void conn_close(struct pool *p, int slot)
 }
 
 
-void pool_reply(struct pool *p, int slot, const char *fmt, ...)
+int pool_reply(struct pool *p, int slot, const char *fmt, ...)
 {
 	char buf[65536];
 	va_list ap;
-	int n;
+	int n, r;
 
 	va_start(ap, fmt);
 	n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
 	va_end(ap);
 	if (n < 0)
-		return;
+		n = snprintf(buf, sizeof(buf), "ERR internal formatting error");
 	if (n > (int)sizeof(buf) - 2)
 		n = (int)sizeof(buf) - 2;
 	buf[n++] = '\n';
-	write_all(p->conns[slot].fd, buf, (size_t)n);
+	r = write_all(p->conns[slot].fd, buf, (size_t)n);
 	conn_close(p, slot);
+	return r;
 }
 
 

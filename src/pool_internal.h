@@ -77,8 +77,8 @@ void pool_drop_vm(struct pool *p, int i, const char *why);
 int pool_listen(struct pool *p, struct avm_error *err);
 void pool_accept(struct pool *p);
 void pool_conn_read(struct pool *p, int slot);
-/* Send one line to the client and close its connection. */
-void pool_reply(struct pool *p, int slot, const char *fmt, ...)
+/* Send one line to the client and close its connection; 0, or -errno when it could not. */
+int pool_reply(struct pool *p, int slot, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
 /* pool_vm.c */
@@ -86,7 +86,7 @@ void pool_reply(struct pool *p, int slot, const char *fmt, ...)
 void pool_vm_spawn(struct pool *p);
 /* Remove the VM in a forked child (reaped by the loop). */
 void pool_vm_destroy(const struct pool *p, const char *name);
-/* Its recorded state is "running". */
+/* Its recorded state is "running" or "paused". */
 bool pool_vm_alive(const char *name);
 /* Its agent answers PING within 2 s (true also when we cannot even ask: our problem). */
 bool pool_vm_ping(const char *name);

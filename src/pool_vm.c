@@ -66,9 +66,12 @@ void pool_vm_spawn(struct pool *p)
 		return;
 	if (pid == 0) {
 		struct avm_error err = { 0 };
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
+		/*
+		 * The stop signals stay blocked (inherited from the loop) and the worker leaves the
+		 * terminal's process group: a Ctrl-C meant for `serve` must not kill a worker halfway,
+		 * orphaning the VM its supervisor goes on to start. `serve` removes what it started.
+		 */
+		setpgid(0, 0);
 		worker_fds(-1);
 		int r = restore_one(&p->rs, v->name, p->boot_timeout_s, &err);
 		snprintf(p->worker_msgs[slot], MSG_LEN, "%s", r < 0 ? err.msg : "OK");
@@ -90,7 +93,8 @@ bool pool_vm_alive(const char *name)
 	if (vmstate_read(dir, &st, NULL) < 0)
 		return false;
 	vmstate_effective(dir, &st);
-	return !strcmp(st.state, "running");
+	/* Paused is alive: a caller may pause or snapshot (stop + migrate) a VM it acquired. */
+	return !strcmp(st.state, "running") || !strcmp(st.state, "paused");
 }
 
 bool pool_vm_ping(const char *name)

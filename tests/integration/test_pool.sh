@@ -85,6 +85,17 @@ t_pool() {
 		avm pool release "$v" >/dev/null
 	done
 
+	# An acquired VM is the caller's: pausing it (as snapshot save does) must not make the pool
+	# remove it (it did: only "running" counted as alive).
+	wait_ready 2
+	mine=$(avm pool acquire --timeout 5)
+	avm pause "$mine" || fail "pause $mine"
+	sleep 2.5 # more than one health check
+	expect_eq "acquired VM left alone while paused" "paused" "$(avm ls | awk -v n="$mine" '$1 == n {print $2}')"
+	avm resume "$mine" || fail "resume $mine"
+	expect_eq "and it still runs commands" "alive" "$(avm exec "$mine" -- echo alive)"
+	avm pool release "$mine" >/dev/null || fail "release $mine"
+
 	# A VM killed inside the pool is replaced.
 	wait_ready 2
 	victim=$(avm pool status --json | grep -o '"name": "pool-[0-9a-f]*"' | head -1 | cut -d'"' -f4)
