@@ -143,7 +143,7 @@ static int check_net(const struct net_cfg *c, const char **why)
 }
 
 /* Letters, digits, '-', '.', '_': what a VM name can be, and nothing a shell prompt chokes on. */
-static bool hostname_ok(const char *s, size_t len)
+bool netcfg_hostname_ok(const char *s, size_t len)
 {
 	if (len == 0 || len > NETCFG_HOSTNAME_MAX)
 		return false;
@@ -258,7 +258,7 @@ int netcfg_parse_cmdline(const char *cmdline, struct net_cfg *cfg, const char **
 			cfg->has_dns = r == 0;
 			break;
 		case KEY_HOSTNAME:
-			r = hostname_ok(val, vlen) ? 0 : -EINVAL;
+			r = netcfg_hostname_ok(val, vlen) ? 0 : -EINVAL;
 			if (r == 0)
 				memcpy(cfg->hostname, val, vlen);
 			break;

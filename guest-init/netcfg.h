@@ -26,6 +26,8 @@ struct net_cfg {
 
 /* true when the config changes anything about eth0 or resolv.conf (not just the hostname). */
 bool netcfg_has_net(const struct net_cfg *cfg);
+/* 1..64 of [A-Za-z0-9._-]: for the cmdline and SYNC alike (it goes into /etc/hosts). */
+bool netcfg_hostname_ok(const char *s, size_t len);
 
 /*
  * Strict dotted quad: exactly four decimal octets 0..255, no leading zeros, no spaces, s[0..len)

@@ -23,7 +23,6 @@
 #include <unistd.h>
 
 #define ENTROPY_MAX (64u * 1024u)
-#define HOSTNAME_MAX 64
 
 static int add_entropy(const uint8_t *p, uint32_t len)
 {
@@ -83,8 +82,8 @@ int sync_apply(const uint8_t *p, size_t len, const char **why)
 			ent_len = vlen;
 			break;
 		case AVM_TAG_HOSTNAME:
-			if (vlen == 0 || vlen > HOSTNAME_MAX || !mem_nul_free(val, vlen)) {
-				*why = "hostname must be 1..64 bytes without NUL";
+			if (!netcfg_hostname_ok((const char *)val, vlen)) {
+				*why = "hostname must be 1..64 of [A-Za-z0-9._-]";
 				return -EINVAL;
 			}
 			host = val;

@@ -62,25 +62,35 @@ static int uplink_forwarding_on(const char *ifname, struct nf_error *nerr)
 	snprintf(path, sizeof(path), "/proc/sys/net/ipv4/conf/%s/forwarding", ifname);
 	if (read_file(path, &cur, 16) > 0 && cur[0] == '1')
 		return 0; /* on already: someone else's setting, not ours to undo */
-	if (fwd_marker(marker, sizeof(marker), ifname) == 0)
-		write_file_atomic(marker, "", 0);
+	/* Without the marker the last VM out could not undo it: then do not do it either. */
+	if (fwd_marker(marker, sizeof(marker), ifname) < 0 ||
+	    write_file_atomic(marker, "", 0) < 0) {
+		nerr->code = -EIO;
+		snprintf(nerr->msg, sizeof(nerr->msg),
+			 "cannot record the forwarding state of %s in /run", ifname);
+		return nerr->code;
+	}
 	return nf_if_forwarding(ifname, true, nerr);
 }
 
 static void uplink_forwarding_restore(void)
 {
-	char pattern[PATH_MAX];
+	char pattern[PATH_MAX], prefix[PATH_MAX];
 	glob_t g;
 
-	if (fwd_marker(pattern, sizeof(pattern), "*") < 0 || glob(pattern, 0, NULL, &g) != 0)
+	if (fwd_marker(prefix, sizeof(prefix), "") < 0 ||
+	    fwd_marker(pattern, sizeof(pattern), "*") < 0 || glob(pattern, 0, NULL, &g) != 0)
 		return;
 	for (size_t i = 0; i < g.gl_pathc; i++) {
-		const char *ifname = strrchr(g.gl_pathv[i], '.') + 1;
+		/* After the prefix, not after the last dot: uplinks like eth0.100 have dots. */
+		const char *ifname = g.gl_pathv[i] + strlen(prefix);
 		nf_if_forwarding(ifname, false, NULL);
 		unlink(g.gl_pathv[i]);
 	}
 	globfree(&g);
 }
+
+static bool last_vm_out(struct nf_nft *nft);
 
 void net_init(struct vm_net *n, const char *vm_name)
 {
@@ -109,13 +119,23 @@ int net_pool_open(struct nf_pool **out, struct avm_error *err)
 }
 
 /* The host's first IPv4 resolver that a guest can reach (not loopback), or "". */
+static void resolver_from(const char *path, char *out, size_t len);
+
 static void host_resolver(char *out, size_t len)
+{
+	out[0] = '\0';
+	resolver_from("/etc/resolv.conf", out, len);
+	/* systemd-resolved's stub (127.0.0.53) is unreachable from a guest; its upstreams are not. */
+	if (!out[0])
+		resolver_from("/run/systemd/resolve/resolv.conf", out, len);
+}
+
+static void resolver_from(const char *path, char *out, size_t len)
 {
 	_cleanup_free_ char *conf = NULL;
 	struct in_addr a;
 
-	out[0] = '\0';
-	if (read_file("/etc/resolv.conf", &conf, 64 * 1024) < 0)
+	if (read_file(path, &conf, 64 * 1024) < 0)
 		return;
 	for (char *save = NULL, *line = strtok_r(conf, "\n", &save); line;
 	     line = strtok_r(NULL, "\n", &save)) {
@@ -224,7 +244,9 @@ static int setup_nat(struct vm_net *n, const struct vm_spec *spec, struct avm_er
 	r = net_pool_open(&pool, err);
 	if (r < 0)
 		goto out;
+	int lk = nft_lock(); /* against a teardown's check-then-release of the same index */
 	r = nf_pool_alloc(pool, n->vm, &n->lease, &nerr);
+	nft_unlock(lk);
 	if (r < 0) {
 		r = nf_fail(err, &nerr, "cannot lease an address");
 		goto out;
@@ -250,6 +272,8 @@ static int setup_nat(struct vm_net *n, const struct vm_spec *spec, struct avm_er
 		goto out;
 	}
 	r = nf_nft_vm_add(n->nft, &v, &nerr);
+	if (r < 0)
+		last_vm_out(n->nft); /* undo the forwarding (and table) when no VM is left */
 	nft_unlock(lock);
 	if (r < 0) {
 		r = nf_fail(err, &nerr, "cannot install the VM's firewall rules");
@@ -496,7 +520,6 @@ void net_release_rules(struct vm_net *n)
 		if (n->nft || nf_nft_new(&n->nft, NULL) == 0) {
 			int lock = nft_lock();
 			nf_nft_vm_del(n->nft, &v, NULL);
-			last_vm_out(n->nft);
 			nft_unlock(lock);
 		}
 	}
@@ -518,8 +541,16 @@ void net_teardown(struct vm_net *n)
 		 */
 		if (n->tap[0] && n->tap_fd < 0 && nf_link_exists(n->tap, NULL) > 0)
 			nf_link_delete(n->tap, NULL);
+		int lock = nft_lock(); /* check-then-release, against another teardown and alloc */
 		if (n->has_lease && net_pool_open(&pool, NULL) == 0 && lease_is_ours(n, pool))
 			nf_pool_release(pool, n->lease.index, NULL);
+		/*
+		 * Only now, with QEMU gone: the base chains' drop of unknown avm-* interfaces must
+		 * outlive every VM (an early release while the guest still ran left it unfiltered).
+		 */
+		if (n->mode == VM_NET_NAT_FILTERED && (n->nft || nf_nft_new(&n->nft, NULL) == 0))
+			last_vm_out(n->nft);
+		nft_unlock(lock);
 		nf_pool_free(pool);
 		n->torn_down = true;
 	}

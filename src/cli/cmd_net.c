@@ -188,14 +188,16 @@ static int net_gc(void)
 		return nerr.code == -EPERM ? EXIT_HOST_MISSING : EXIT_INTERNAL;
 	}
 	for (int i = 0; i < ntaps; i++) {
-		if (tap_claimed(taps[i], names, n))
+		/*
+		 * Taps are not persistent: one whose link exists is held open by a live process,
+		 * e.g. a VM between net_setup() and writing its net.json. Not an orphan.
+		 */
+		if (tap_claimed(taps[i], names, n) || nf_link_exists(taps[i], NULL) > 0)
 			continue;
 		/* Any never-leased address will do: the element delete is idempotent. */
 		struct nf_vm v = { .tap = taps[i], .guest = { htonl(0xffffffffu) } };
 		if (nf_nft_vm_del(nft, &v, &nerr) == 0)
 			printf("removed the rules of orphaned tap %s\n", taps[i]);
-		if (nf_link_delete(taps[i], NULL) == 0)
-			printf("removed orphaned tap %s\n", taps[i]);
 		removed++;
 	}
 	/* 3: the table itself, and uplink forwarding, once no VM has rules left. */
