@@ -99,13 +99,14 @@ void net_init(struct vm_net *n, const char *vm_name)
 	snprintf(n->vm, sizeof(n->vm), "%s", vm_name);
 }
 
-int net_pool_open(struct nf_pool **out, struct avm_error *err)
+int net_pool_open(const char *cidr, struct nf_pool **out, struct avm_error *err)
 {
 	char dir[PATH_MAX];
 	struct nf_error nerr = { 0 };
-	const char *cidr = getenv(NET_POOL_ENV);
 	int r;
 
+	if (!cidr || !*cidr)
+		cidr = getenv(NET_POOL_ENV);
 	if (snprintf(dir, sizeof(dir), "%s/.net/leases", statedir_root()) >= (int)sizeof(dir))
 		return avm_error_set(err, -ENAMETOOLONG, "state dir path too long");
 	r = mkdir_p(dir, 0700);
@@ -241,7 +242,9 @@ static int setup_nat(struct vm_net *n, const struct vm_spec *spec, struct avm_er
 	r = nf_nft_new(&n->nft, &nerr);
 	if (r < 0)
 		return nf_fail(err, &nerr, "cannot set up the VM's firewall");
-	r = net_pool_open(&pool, err);
+	/* Teardown must find the lease in the same pool, whatever its caller's environment. */
+	snprintf(n->pool, sizeof(n->pool), "%s", getenv(NET_POOL_ENV) ? getenv(NET_POOL_ENV) : "");
+	r = net_pool_open(n->pool, &pool, err);
 	if (r < 0)
 		goto out;
 	int lk = nft_lock(); /* against a teardown's check-then-release of the same index */
@@ -389,6 +392,7 @@ int net_save(const struct vm_net *n, const char *dir)
 		json_object_object_add(o, "prefixlen", json_object_new_int((int)n->lease.prefixlen));
 	}
 	add_str(o, "dns", n->dns);
+	add_str(o, "pool", n->pool);
 	for (size_t i = 0; i < n->n_allow; i++) {
 		char p[16];
 		snprintf(p, sizeof(p), "%s:%u", n->allow[i].proto == IPPROTO_UDP ? "udp" : "tcp",
@@ -443,6 +447,7 @@ int net_load(struct vm_net *n, const char *dir, struct avm_error *err)
 	snprintf(n->tap, sizeof(n->tap), "%s", get_s(o, "tap"));
 	snprintf(n->bridge, sizeof(n->bridge), "%s", get_s(o, "bridge"));
 	snprintf(n->dns, sizeof(n->dns), "%s", get_s(o, "dns"));
+	snprintf(n->pool, sizeof(n->pool), "%s", get_s(o, "pool"));
 	if (sscanf(get_s(o, "mac"), "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4],
 		   &m[5]) == 6)
 		for (int i = 0; i < 6; i++)
@@ -515,7 +520,7 @@ void net_release_rules(struct vm_net *n)
 	if (n->mode != VM_NET_NAT_FILTERED || !n->rules || n->torn_down)
 		return;
 	/* The rules name the guest address: only while the lease is ours, is it ours to remove. */
-	if (net_pool_open(&pool, NULL) == 0 && lease_is_ours(n, pool)) {
+	if (net_pool_open(n->pool, &pool, NULL) == 0 && lease_is_ours(n, pool)) {
 		fill_nf_vm(n, &v);
 		if (n->nft || nf_nft_new(&n->nft, NULL) == 0) {
 			int lock = nft_lock();
@@ -542,7 +547,7 @@ void net_teardown(struct vm_net *n)
 		if (n->tap[0] && n->tap_fd < 0 && nf_link_exists(n->tap, NULL) > 0)
 			nf_link_delete(n->tap, NULL);
 		int lock = nft_lock(); /* check-then-release, against another teardown and alloc */
-		if (n->has_lease && net_pool_open(&pool, NULL) == 0 && lease_is_ours(n, pool))
+		if (n->has_lease && net_pool_open(n->pool, &pool, NULL) == 0 && lease_is_ours(n, pool))
 			nf_pool_release(pool, n->lease.index, NULL);
 		/*
 		 * Only now, with QEMU gone: the base chains' drop of unknown avm-* interfaces must

@@ -34,6 +34,7 @@ struct vm_net {
 	bool has_lease;
 	struct nf_lease lease;
 	char dns[64];              /* "" = none */
+	char pool[64];             /* the pool CIDR the lease came from; "" = the default */
 	struct nf_port allow[VM_SPEC_MAX_ALLOW + 8];
 	size_t n_allow;
 	int tap_fd;                /* -1 once handed to QEMU and closed */
@@ -78,7 +79,10 @@ bool net_host_gc(void);
 /* "tcp:80,udp:53" (or "none") into buf. */
 void net_allow_string(const struct vm_net *n, char *buf, size_t len);
 
-/* The lease pool of this state root; the caller frees it with nf_pool_free(). */
-int net_pool_open(struct nf_pool **out, struct avm_error *err);
+/*
+ * The lease pool `cidr` ("" or NULL: $AGENTVM_NET_POOL, else the default) of this state root;
+ * the caller frees it with nf_pool_free().
+ */
+int net_pool_open(const char *cidr, struct nf_pool **out, struct avm_error *err);
 
 #endif

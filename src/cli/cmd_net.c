@@ -205,7 +205,7 @@ static int net_gc(void)
 	nf_nft_free(nft);
 	net_host_gc();
 	/* 4: leases whose owner is gone. */
-	if (net_pool_open(&pool, &err) == 0) {
+	if (net_pool_open(NULL, &pool, &err) == 0) {
 		r = nf_pool_gc(pool, owner_alive, NULL, &nerr);
 		if (r > 0) {
 			printf("released %d lease%s\n", r, r == 1 ? "" : "s");

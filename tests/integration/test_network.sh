@@ -541,11 +541,23 @@ host-own-service" "$gout"
 
 # --- main ---------------------------------------------------------------------------------------
 
+# The pool a VM leased from is the one its teardown releases into, whatever the environment of
+# the process that tears it down (rm from another shell left the lease behind before).
+t_pool_env_is_remembered() {
+	AGENTVM_NET_POOL=10.214.0.0/24 vm_start poolenv || return
+	case "$(netls poolenv guest)" in 10.214.0.*) ;; *) fail "guest not from AGENTVM_NET_POOL: $(netls poolenv guest)" ;; esac
+	# No supervisor (it had the environment): rm, without it, does the teardown.
+	spid=$(sed -n 's/.*"supervisor_pid":\([0-9]*\).*/\1/p' "$AGENTVM_STATE_DIR/poolenv/state.json")
+	kill -9 "$spid"
+	env -u AGENTVM_NET_POOL ip netns exec "$NS_HOST" "$AVM" rm --force poolenv >/dev/null || fail "rm"
+	expect_eq "no lease left" "" "$(ls -A "$LEASES" 2>/dev/null)"
+}
+
 all_tests="t_guest_network_identity t_default_allowed_ports_and_dns t_default_blocked_ports
 t_no_inbound_no_host_services t_vm_to_vm_blocked t_isolated_has_no_nic
 t_allow_tcp_8080_opens_exactly_that t_allow_udp_9999 t_deny_all_egress t_counters_grow_with_traffic
 t_ten_vms_at_once t_bad_input_leaves_nothing t_kill9_then_net_gc t_teardown_on_stop_and_run_paths
-t_dns_flag t_antispoof_from_the_guest t_bridge_mode"
+t_dns_flag t_antispoof_from_the_guest t_bridge_mode t_pool_env_is_remembered"
 
 why=""
 if ! why=$(net_missing); then
