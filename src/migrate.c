@@ -2,6 +2,7 @@
 #include "migrate.h"
 
 #include <json-c/json.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -51,6 +52,40 @@ int migrate_set_fast(struct qmp_client *q, int timeout_ms, struct qmp_error *qe)
 	return r;
 }
 
+/* A stop signal the caller blocked (to clean up after it) is waiting: give up at once. */
+static bool stop_pending(void)
+{
+	sigset_t set;
+
+	return sigpending(&set) == 0 &&
+	       (sigismember(&set, SIGINT) == 1 || sigismember(&set, SIGTERM) == 1 ||
+		sigismember(&set, SIGHUP) == 1);
+}
+
+/* Cancel the migration and wait (up to 5 s) until QEMU has left it, so a `cont` works. */
+static void cancel_and_wait(struct qmp_client *q, int qmp_timeout_ms)
+{
+	struct json_object *ret = NULL, *v;
+
+	qmp_client_execute(q, "migrate_cancel", NULL, NULL, 0, NULL, qmp_timeout_ms, NULL);
+	for (uint64_t end = now_ms() + 5000; now_ms() < end; sleep_ms(5)) {
+		if (qmp_client_execute(q, "query-migrate", NULL, NULL, 0, &ret, qmp_timeout_ms,
+				       NULL) < 0)
+			return;
+		const char *st = json_object_object_get_ex(ret, "status", &v) &&
+						 json_object_is_type(v, json_type_string) ?
+					 json_object_get_string(v) :
+					 "";
+		bool over = strcmp(st, "active") && strcmp(st, "cancelling") &&
+			    strcmp(st, "setup") && strcmp(st, "device") &&
+			    strcmp(st, "pre-switchover");
+		json_object_put(ret);
+		ret = NULL;
+		if (over)
+			return;
+	}
+}
+
 int migrate_to_fd(struct qmp_client *q, int fd, const struct migrate_req *rq,
 		  struct migrate_end *end, struct avm_error *err)
 {
@@ -61,6 +96,8 @@ int migrate_to_fd(struct qmp_client *q, int fd, const struct migrate_req *rq,
 
 	memset(end, 0, sizeof(*end));
 	snprintf(uri, sizeof(uri), "fd:%s", rq->fdname);
+	if (stop_pending())
+		return avm_error_set(err, -EINTR, "interrupted");
 	if ((r = execute_fd(q, "getfd", "fdname", rq->fdname, &fd, rq->qmp_timeout_ms, err)) < 0 ||
 	    (r = execute_fd(q, "migrate", "uri", uri, NULL, rq->qmp_timeout_ms, err)) < 0)
 		return r;
@@ -76,6 +113,11 @@ int migrate_to_fd(struct qmp_client *q, int fd, const struct migrate_req *rq,
 		if (!strcmp(st, "completed")) {
 			json_object_put(ret);
 			return 0;
+		}
+		if (stop_pending()) {
+			json_object_put(ret);
+			cancel_and_wait(q, rq->qmp_timeout_ms);
+			return avm_error_set(err, -EINTR, "interrupted");
 		}
 		bool failed = !strcmp(st, "failed") || !strcmp(st, "cancelled");
 		if (failed || now_ms() > deadline) {

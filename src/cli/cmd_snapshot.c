@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -30,6 +31,9 @@
 #include "vmstate.h"
 
 #define SAVE_TIMEOUT_MS 120000
+#define EXIT_INTERRUPTED 130
+/* A save's temp dir older than this whose saver is gone (no flock on it) is removed. */
+#define STALE_TMP_S 600
 
 
 static struct json_object *read_json(const char *dir, const char *file)
@@ -90,6 +94,46 @@ static int fsync_path(const char *path)
 	return r;
 }
 
+/* A stop signal came in on sig_fd (blocked by cli_block_signals); sticky once seen. */
+static bool got_stop(int sig_fd, bool *seen)
+{
+	struct signalfd_siginfo si;
+
+	while (sig_fd >= 0 && read(sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+		*seen = true;
+	return *seen;
+}
+
+/*
+ * Remove the temp dirs (".NAME.tmp-XXXXXX") of saves that died: no saver holds their flock and
+ * they are older than STALE_TMP_S (a saver from before the flock was taken never held one).
+ */
+static void remove_stale_tmp(void)
+{
+	DIR *d = opendir(snap_root());
+	struct dirent *e;
+	time_t now = time(NULL);
+
+	while (d && (e = readdir(d))) {
+		struct stat st;
+		char path[PATH_MAX];
+		if (e->d_name[0] != '.' || !strstr(e->d_name, ".tmp-") ||
+		    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISDIR(st.st_mode) || now - st.st_mtime < STALE_TMP_S)
+			continue;
+		int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+		    snprintf(path, sizeof(path), "%s/%s", snap_root(), e->d_name) <
+			    (int)sizeof(path))
+			remove_flat_dir(path);
+		close(fd);
+	}
+	if (d)
+		closedir(d);
+}
+
 static int snapshot_save(const char *vm, const char *snap, const char *desc)
 {
 	struct avm_error err = { 0 };
@@ -99,10 +143,10 @@ static int snapshot_save(const char *vm, const char *snap, const char *desc)
 	struct vm_state st;
 	struct json_object *spec = NULL;
 	_cleanup_free_ char *dir = NULL;
-	_cleanup_close_ int lock = -1, fd = -1;
+	_cleanup_close_ int lock = -1, fd = -1, sig_fd = -1, tmp_lock = -1;
 	char tmp[PATH_MAX - 64], final[PATH_MAX], path[PATH_MAX], created[64], status[32];
 	_cleanup_free_ char *text = NULL;
-	bool was_running, tmp_made = false;
+	bool was_running = false, tmp_made = false, saved = false, intr = false;
 	int r, code = EXIT_INTERNAL;
 
 	if (snap_validate_name(snap, &err) < 0 || statedir_find(vm, &dir, &err) < 0) {
@@ -157,12 +201,23 @@ static int snapshot_save(const char *vm, const char *snap, const char *desc)
 			  snap_root(), strerror(-r));
 		goto out;
 	}
+	remove_stale_tmp();
+	/*
+	 * From here a Ctrl-C, SIGTERM or SIGHUP waits in sig_fd: the save is aborted cleanly (the
+	 * migration cancelled, the VM resumed, the temp dir removed) instead of leaving the VM
+	 * paused and a RAM-sized temp dir behind.
+	 */
+	sig_fd = cli_block_signals();
 	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp-XXXXXX", snap_root(), snap);
 	if (!mkdtemp(tmp)) {
 		cli_error("cannot create a directory in %s: %s", snap_root(), strerror(errno));
 		goto out;
 	}
 	tmp_made = true;
+	/* Held while we live: a later save's clean-up leaves this dir alone. */
+	tmp_lock = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (tmp_lock >= 0)
+		flock(tmp_lock, LOCK_EX);
 	snprintf(path, sizeof(path), "%s/state", tmp);
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
@@ -187,16 +242,22 @@ static int snapshot_save(const char *vm, const char *snap, const char *desc)
 		qmp_client_version(q, &ma, &mi, &mc);
 		snprintf(m.qemu_version, sizeof(m.qemu_version), "%d.%d.%d", ma, mi, mc);
 	}
+	if (got_stop(sig_fd, &intr))
+		goto out;
 	uint64_t t0 = now_ms();
 	if (was_running && (r = qmp_stop(q, 5000, &qe)) < 0) {
 		cli_error("QMP stop: %s", qe.desc);
 		code = EXIT_VM_LOST;
 		goto out;
 	}
-	r = save_stream(q, fd, &err);
+	r = save_stream(q, fd, &err); /* -EINTR (cancelled) on a stop signal */
 	m.save_ms = (int64_t)(now_ms() - t0);
 	if (was_running && qmp_cont(q, 5000, &qe) < 0)
 		cli_warn("VM '%s' could not be resumed after the save: %s", vm, qe.desc);
+	if (got_stop(sig_fd, &intr) || r == -EINTR) {
+		intr = true;
+		goto out;
+	}
 	if (r < 0) {
 		if (strstr(err.msg, "No space") || strstr(err.msg, "space left"))
 			cli_error("cannot save snapshot '%s': the disk holding %s is full (%s)", snap,
@@ -220,6 +281,8 @@ static int snapshot_save(const char *vm, const char *snap, const char *desc)
 			  r == -ENOSPC ? " (the disk is full)" : "");
 		goto out;
 	}
+	if (got_stop(sig_fd, &intr))
+		goto out;
 	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, final, RENAME_NOREPLACE) < 0) {
 		cli_error("cannot create snapshot '%s': %s", snap,
 			  errno == EEXIST || errno == ENOTEMPTY ? "it was created meanwhile"
@@ -227,20 +290,32 @@ static int snapshot_save(const char *vm, const char *snap, const char *desc)
 		goto out;
 	}
 	tmp_made = false;
+	saved = true;
 	fsync_path(snap_root());
 	code = 0;
 	/* Build the copy-on-write template now, so the first restore is as fast as the rest. */
-	if (restore_cow()) {
+	if (restore_cow() && !got_stop(sig_fd, &intr)) {
 		struct restore rs;
-		if (restore_prepare(snap, &rs, &err) < 0)
-			cli_warn("snapshot '%s' saved; %s", snap, err.msg);
-		else
+		if (restore_prepare(snap, &rs, &err) < 0) {
+			if (!got_stop(sig_fd, &intr))
+				cli_warn("snapshot '%s' saved; %s", snap, err.msg);
+		} else {
 			restore_release(&rs);
+		}
 	}
 out:
 	qmp_client_free(q);
 	if (tmp_made)
 		remove_flat_dir(tmp);
+	if (got_stop(sig_fd, &intr)) {
+		if (saved)
+			cli_error("interrupted; snapshot '%s' was saved", snap);
+		else
+			cli_error("interrupted; snapshot '%s' was not saved and VM '%s' is %s as "
+				  "before",
+				  snap, vm, was_running ? "running" : "paused");
+		code = EXIT_INTERRUPTED;
+	}
 	m.spec = NULL;
 	json_object_put(spec);
 	snap_meta_release(&m);
@@ -298,6 +373,7 @@ static int cmd_snapshot_ls(int argc, char **argv)
 		cli_error("usage: agentvm snapshot ls [--json]");
 		return EXIT_USAGE;
 	}
+	remove_stale_tmp(); /* of saves that died (a SIGKILL, a crash) */
 	while (d && (e = readdir(d)) && n < ARRAY_SIZE(names))
 		if (e->d_name[0] != '.' && snap_validate_name(e->d_name, NULL) == 0)
 			names[n++] = strdup(e->d_name);

@@ -154,6 +154,50 @@ t_full_disk() {
 	rm_all full
 }
 
+# SIGTERM (Ctrl-C is the same) during a save: the save is abandoned cleanly, exit 130, the VM
+# runs on and nothing is left in the snapshot dir (a hidden temp dir with the RAM copy was).
+t_save_interrupted() {
+	# shellcheck disable=SC2086
+	avm start --accel tcg --name sv $NET >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	"$AVM" snapshot save sv int1 2>"$tmp_root/err" &
+	pid=$!
+	i=0 # signal it once the migration writes its stream
+	until [ -n "$(find "$AGENTVM_SNAPSHOT_DIR" -path '*/.int1.tmp-*/state' -size +0 2>/dev/null)" ] || [ $i -gt 1000 ]; do
+		i=$((i + 1))
+		sleep 0.005
+	done
+	kill -TERM "$pid"
+	wait "$pid"
+	rc=$?
+	echo "    interrupted save -> $rc: $(cat "$tmp_root/err")"
+	expect_eq "interrupted save exits" 130 $rc
+	expect_contains "message" "interrupted" "$(cat "$tmp_root/err")"
+	[ "$(wc -l <"$tmp_root/err")" -eq 1 ] || fail "expected one line, got: $(cat "$tmp_root/err")"
+	expect_eq "nothing left in the snapshot dir" "" "$(ls -A "$AGENTVM_SNAPSHOT_DIR" | grep -e int1 -e '\.tmp-')"
+	expect_eq "VM still running" "running" "$(avm ls | awk '$1 == "sv" {print $2}')"
+	expect_eq "and runs commands" "ok" "$(avm exec sv -- echo ok)"
+	rm_all sv
+}
+
+# Temp dirs of saves that died are removed once stale, unless their saver still holds them.
+t_stale_save_tmp() {
+	s=$AGENTVM_SNAPSHOT_DIR
+	mkdir -p "$s/.old.tmp-AAAAAA" "$s/.new.tmp-BBBBBB" "$s/.busy.tmp-CCCCCC"
+	head -c 65536 /dev/zero >"$s/.old.tmp-AAAAAA/state"
+	touch -d '-20 minutes' "$s/.old.tmp-AAAAAA" "$s/.busy.tmp-CCCCCC"
+	sh -c 'exec 9<"$1"; flock -x 9; exec sleep 30' sh "$s/.busy.tmp-CCCCCC" &
+	holder=$!
+	sleep 0.2
+	avm snapshot ls >/dev/null || fail "snapshot ls"
+	[ -e "$s/.old.tmp-AAAAAA" ] && fail "stale temp dir not removed"
+	[ -e "$s/.new.tmp-BBBBBB" ] || fail "a fresh temp dir was removed"
+	[ -e "$s/.busy.tmp-CCCCCC" ] || fail "a temp dir its saver holds was removed"
+	kill "$holder"
+	wait "$holder" 2>/dev/null
+	rm -rf "$s/.old.tmp-AAAAAA" "$s/.new.tmp-BBBBBB" "$s/.busy.tmp-CCCCCC"
+}
+
+
 t_snapshot_rm() {
 	avm snapshot rm base || fail "rm"
 	avm snapshot rm base 2>/dev/null && fail "second rm must fail"
@@ -165,6 +209,8 @@ run_test t_save_then_restore
 run_test t_clones_are_distinct
 run_test t_reset
 run_test t_ten_concurrent_clones
+run_test t_save_interrupted
+run_test t_stale_save_tmp
 run_test t_bad_input
 run_test t_full_disk
 run_test t_snapshot_rm
