@@ -601,9 +601,21 @@ int cmd_restore(int argc, char **argv)
 	rs.net_override = ov;
 	rs.net_mode_given = mode_given;
 	rs.policy_given = policy_given;
+	/*
+	 * A Ctrl-C (SIGTERM, SIGHUP) from here waits in sig_fd, for us and for the children: a
+	 * child killed halfway would leave a supervisor that goes on to start its VM. Once every
+	 * restore has ended, an interrupt removes all the VMs they started.
+	 */
+	_cleanup_close_ int sig_fd = cli_block_signals();
+	bool intr = false;
 	if (count == 1) {
 		int r = restore_one(&rs, names[0], boot_timeout_s, &err);
-		if (r < 0) {
+		if (got_stop(sig_fd, &intr)) {
+			if (r == 0)
+				rm_vm(names[0]);
+			cli_error("interrupted; no VM was restored from '%s'", snap);
+			code = EXIT_INTERRUPTED;
+		} else if (r < 0) {
 			cli_error("%s", err.msg);
 			code = restore_exit_code(r);
 		} else {
@@ -616,6 +628,7 @@ int cmd_restore(int argc, char **argv)
 	for (long i = 0; i < count; i++) {
 		pids[i] = fork();
 		if (pids[i] == 0) {
+			close(sig_fd);
 			int r = restore_one(&rs, names[i], boot_timeout_s, &err);
 			if (r < 0)
 				cli_error("%s: %s", names[i], err.msg);
@@ -632,6 +645,14 @@ int cmd_restore(int argc, char **argv)
 				code = pids[i] > 0 && WIFEXITED(st) ? WEXITSTATUS(st) : EXIT_INTERNAL;
 			pids[i] = -1;
 		}
+	}
+	if (got_stop(sig_fd, &intr)) {
+		for (long i = 0; i < count; i++)
+			if (pids[i] > 0) /* started it (a failed one may have met another's VM) */
+				rm_vm(names[i]);
+		cli_error("interrupted; none of the %ld VMs restored from '%s' was kept", count, snap);
+		code = EXIT_INTERRUPTED;
+		goto out;
 	}
 	for (long i = 0; i < count; i++) {
 		if (failed && pids[i] > 0)

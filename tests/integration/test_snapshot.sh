@@ -197,6 +197,27 @@ t_stale_save_tmp() {
 	rm -rf "$s/.old.tmp-AAAAAA" "$s/.new.tmp-BBBBBB" "$s/.busy.tmp-CCCCCC"
 }
 
+# SIGTERM to restore --count and its children (as Ctrl-C hits the process group) while VMs
+# start: it waits for them and removes every one (their supervisors went on to start them).
+t_restore_count_interrupted() {
+	setsid "$AVM" restore base --count 3 --name ci >"$tmp_root/out" 2>"$tmp_root/err" &
+	pid=$!
+	i=0
+	until [ -d "$AGENTVM_STATE_DIR/ci-1" ] || [ $i -gt 1000 ]; do
+		i=$((i + 1))
+		sleep 0.005
+	done
+	kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
+	wait "$pid"
+	rc=$?
+	echo "    interrupted restore --count 3 -> $rc: $(cat "$tmp_root/err")"
+	expect_eq "interrupted restore exits" 130 $rc
+	expect_eq "prints no names" "" "$(cat "$tmp_root/out")"
+	sleep 1 # a supervisor of a killed child would be starting its VM now
+	expect_eq "no clone left" "" "$(avm ls | awk '$1 ~ /^ci-/ {print $1}')"
+	rm_all ci-1 ci-2 ci-3
+}
+
 
 t_snapshot_rm() {
 	avm snapshot rm base || fail "rm"
@@ -211,6 +232,7 @@ run_test t_reset
 run_test t_ten_concurrent_clones
 run_test t_save_interrupted
 run_test t_stale_save_tmp
+run_test t_restore_count_interrupted
 run_test t_bad_input
 run_test t_full_disk
 run_test t_snapshot_rm
