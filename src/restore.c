@@ -4,6 +4,7 @@
  * copy-on-write template once, and start supervised clones that load its state (vm_restore.c
  * has the QEMU side). Used by restore, reset and the pool.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -27,6 +28,25 @@ bool restore_cow(void)
 	return !(m && !strcmp(m, "plain"));
 }
 
+/*
+ * Under the template lock, any cow-*.tmp-* is the (RAM-sized) leftover of a build that was
+ * interrupted: remove it.
+ */
+static void remove_stale_cow_tmp(const char *snap)
+{
+	char dir[PATH_MAX];
+	DIR *d;
+	struct dirent *e;
+
+	snap_path(dir, sizeof(dir), snap, NULL);
+	d = opendir(dir);
+	while (d && (e = readdir(d)))
+		if (!strncmp(e->d_name, "cow-", 4) && strstr(e->d_name, ".tmp-"))
+			unlinkat(dirfd(d), e->d_name, 0);
+	if (d)
+		closedir(d);
+}
+
 /* Build <snap>/cow-mem + cow-devstate once (under a lock); point rs at them. */
 static int ensure_cow(struct restore *rs, const char *snap, struct avm_error *err)
 {
@@ -45,6 +65,7 @@ static int ensure_cow(struct restore *rs, const char *snap, struct avm_error *er
 		return avm_error_setx(err, -errno, "cannot lock %s", lockp);
 	if (access(dev, R_OK) == 0 && access(mem, R_OK) == 0)
 		goto done;
+	remove_stale_cow_tmp(snap);
 	statedir_random_name(name, sizeof(name));
 	snprintf(tmem, sizeof(tmem), "%s.tmp-%s", mem, name + 3);
 	snprintf(tdev, sizeof(tdev), "%s.tmp-%s", dev, name + 3);

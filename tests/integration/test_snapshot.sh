@@ -218,6 +218,17 @@ t_restore_count_interrupted() {
 	rm_all ci-1 ci-2 ci-3
 }
 
+# A copy-on-write template build that was interrupted left a RAM-sized cow-mem.tmp-*: the next
+# build (under the template lock) removes it.
+t_stale_cow_tmp() {
+	copy_base sc
+	head -c 65536 /dev/zero >"$AGENTVM_SNAPSHOT_DIR/sc/cow-mem.tmp-deadbeef"
+	head -c 100 /dev/zero >"$AGENTVM_SNAPSHOT_DIR/sc/cow-devstate.tmp-deadbeef"
+	avm restore sc --name sc1 >/dev/null 2>"$tmp_root/err" || fail "restore: $(cat "$tmp_root/err")"
+	expect_eq "stale template files removed" "" "$(ls "$AGENTVM_SNAPSHOT_DIR/sc" | grep '\.tmp-')"
+	rm_all sc1
+	avm snapshot rm sc || fail "snapshot rm sc"
+}
 
 t_snapshot_rm() {
 	avm snapshot rm base || fail "rm"
@@ -233,6 +244,7 @@ run_test t_ten_concurrent_clones
 run_test t_save_interrupted
 run_test t_stale_save_tmp
 run_test t_restore_count_interrupted
+run_test t_stale_cow_tmp
 run_test t_bad_input
 run_test t_full_disk
 run_test t_snapshot_rm
