@@ -3,8 +3,9 @@
  * The pool daemon's loop (see pool.h for the protocol). Restores and removals run in forked
  * workers (pool_vm.c), so the loop (epoll + timerfd + signalfd, one thread) always answers at
  * once: an acquire with a ready VM is one round trip. Every second the loop checks that its
- * VMs' processes live (a dead one is removed and replaced) and PINGs one ready VM's agent;
- * ready VMs older than the TTL are replaced.
+ * VMs' processes live (a dead one is removed and replaced) and PINGs one ready VM's agent
+ * (one that misses PING_MISSES in a row is replaced); ready VMs older than the TTL are
+ * replaced.
  */
 #include <errno.h>
 #include <signal.h>
@@ -23,6 +24,11 @@
 #include "pool_internal.h"
 #include "snapshot.h"
 #include "util.h"
+
+#define PING_MISSES 3 /* the message in tick() says 3 */
+
+/* Consecutive PINGs the ready VM in each slot did not answer (a busy guest may miss one). */
+static unsigned char ping_misses[MAX_VMS];
 
 int pool_ep_add(int ep, int fd, uint32_t tag)
 {
@@ -129,6 +135,7 @@ static void worker_done(struct pool *p, int slot)
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 0 && !strcmp(msg, "OK")) {
 		v->state = PVM_READY;
 		v->ready_ms = now_ms();
+		ping_misses[slot] = 0;
 		p->failures = 0;
 		if (p->stopping)
 			pool_drop_vm(p, slot, "shutting down");
@@ -187,8 +194,13 @@ static void tick(struct pool *p)
 	/* One agent PING per tick, round robin over the ready VMs. */
 	if (n_ready > 0) {
 		int i = ready_idx[p->ping_rr++ % (unsigned)n_ready];
-		if (!pool_vm_ping(p->vms[i].name))
-			pool_drop_vm(p, i, "its agent did not answer PING");
+		if (pool_vm_ping(p->vms[i].name))
+			ping_misses[i] = 0;
+		else if (++ping_misses[i] >= PING_MISSES)
+			pool_drop_vm(p, i, "its agent did not answer 3 PINGs in a row");
+		else
+			pool_log("%s: its agent did not answer PING (%d in a row)", p->vms[i].name,
+				 ping_misses[i]);
 	}
 	while (waitpid(-1, NULL, WNOHANG) > 0)
 		; /* destroy workers */

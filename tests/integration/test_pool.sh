@@ -127,6 +127,34 @@ t_pool() {
 	stop_serve
 	w=0
 	while [ -n "$(ls -A "$AGENTVM_STATE_DIR")" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
+}
+
+# The health check drops a ready VM only after 3 missed PINGs in a row (one, e.g. from a guest
+# busy for a moment, dropped it). A missing agent socket makes a PING miss at once.
+t_pool_ping_misses() {
+	"$AVM" serve --pool gold --pool-min 1 --pool-max 1 --pool-ttl 600 2>"$tmp_root/serve.log" &
+	serve_pid=$!
+	wait_ready 1 || { stop_serve; return; }
+	v=$(avm pool status --json | grep -o '"name": "pool-[0-9a-f]*"' | cut -d'"' -f4)
+	sock=$AGENTVM_STATE_DIR/$v/agent.sock
+	mv "$sock" "$sock.away"
+	sleep 1.2 # one or two health checks
+	mv "$sock.away" "$sock"
+	grep -q "$v: its agent did not answer PING (1 in a row)" "$tmp_root/serve.log" || fail "no missed PING logged"
+	sleep 1.5 # an answered PING resets the count
+	avm pool status --json | grep -q "\"$v\"" || { fail "$v dropped after a missed PING: $(cat "$tmp_root/serve.log")"; stop_serve; return; }
+	mv "$sock" "$sock.away"
+	i=0
+	while ! grep -q "removing $v: its agent did not answer 3 PINGs in a row" "$tmp_root/serve.log"; do
+		i=$((i + 1))
+		[ $i -gt 100 ] && { fail "$v not dropped after 3 missed PINGs"; break; }
+		sleep 0.1
+	done
+	[ "$(grep -c "$v: its agent did not answer PING (1 in a row)" "$tmp_root/serve.log")" -ge 2 ] || fail "an answered PING did not reset the count: $(grep "$v" "$tmp_root/serve.log")"
+	wait_ready 1
+	stop_serve
+	w=0
+	while [ -n "$(ls -A "$AGENTVM_STATE_DIR")" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
 	avm snapshot rm gold
 }
 
@@ -140,6 +168,8 @@ t_bad_serve() {
 
 echo "pool tests (TCG)"
 run_test t_pool
+stop_serve
+run_test t_pool_ping_misses
 stop_serve
 run_test t_bad_serve
 summary
