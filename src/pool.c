@@ -5,7 +5,7 @@
  * once: an acquire with a ready VM is one round trip. Every second the loop checks that its
  * VMs' processes live (a dead one is removed and replaced) and PINGs one ready VM's agent
  * (one that misses PING_MISSES in a row is replaced); ready VMs older than the TTL are
- * replaced.
+ * replaced. Connections idle for CONN_IDLE_MS without a request are closed.
  */
 #include <errno.h>
 #include <signal.h>
@@ -26,6 +26,7 @@
 #include "util.h"
 
 #define PING_MISSES 3 /* the message in tick() says 3 */
+#define CONN_IDLE_MS 10000
 
 /* Consecutive PINGs the ready VM in each slot did not answer (a busy guest may miss one). */
 static unsigned char ping_misses[MAX_VMS];
@@ -164,6 +165,8 @@ static void tick(struct pool *p)
 		if (c->used && c->waiting && now >= c->deadline_ms)
 			pool_reply(p, i, "ERR TIMEOUT no VM became free in time (the pool has %ld at most)",
 			      p->max);
+		else if (c->used && !c->waiting && now - c->since_ms > CONN_IDLE_MS)
+			pool_reply(p, i, "ERR no request for %d s; closing", CONN_IDLE_MS / 1000);
 	}
 	/* Waiter deadlines every 100 ms; the health check once a second. */
 	if (++p->ticks % 10 != 0)

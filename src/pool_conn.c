@@ -2,7 +2,8 @@
 /*
  * The pool's socket: connections, one request line each (ACQUIRE, RELEASE, STATUS; see
  * pool.h), one reply line, then the connection closes. An ACQUIRE with no ready VM waits (the
- * loop answers it when one is ready or its deadline passes).
+ * loop answers it when one is ready or its deadline passes). A connection beyond MAX_CONNS is
+ * told so and closed; one idle too long without a request is closed by the loop (tick).
  */
 #include <errno.h>
 #include <json-c/json.h>
@@ -124,6 +125,8 @@ void pool_conn_read(struct pool *p, int slot)
 	}
 	c->in_len += (size_t)n;
 	c->in[c->in_len] = '\0';
+	if (!c->waiting)
+		c->since_ms = now_ms(); /* the idle clock (a waiter's is its place in the queue) */
 	char *nl = strchr(c->in, '\n');
 	if (!nl) {
 		if (c->in_len >= sizeof(c->in) - 1)
@@ -143,10 +146,12 @@ void pool_accept(struct pool *p)
 	for (int i = 0; i < MAX_CONNS; i++) {
 		if (p->conns[i].used)
 			continue;
-		p->conns[i] = (struct conn){ .used = true, .fd = fd };
+		p->conns[i] = (struct conn){ .used = true, .fd = fd, .since_ms = now_ms() };
 		pool_ep_add(p->ep, fd, TAG_CONN + (uint32_t)i);
 		return;
 	}
+	/* A new socket's send buffer is empty: this short line does not block. */
+	dprintf(fd, "ERR too many connections (%d); try again\n", MAX_CONNS);
 	close(fd);
 }
 

@@ -129,6 +129,35 @@ t_pool() {
 	while [ -n "$(ls -A "$AGENTVM_STATE_DIR")" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
 }
 
+# The socket: a connection beyond its 128 is told so (it was closed without a word), and one
+# that sends no request is closed after 10 s (it was kept forever, holding a slot).
+t_pool_conns() {
+	"$AVM" serve --pool gold --pool-min 1 --pool-max 1 --pool-ttl 600 2>"$tmp_root/serve.log" &
+	serve_pid=$!
+	wait_ready 1 || { stop_serve; return; }
+	sock=$AGENTVM_STATE_DIR/.pool.sock
+	pids=""
+	ts0=$(date +%s%N)
+	n=0
+	while [ $n -lt 128 ]; do
+		n=$((n + 1))
+		timeout 30 socat -u "UNIX-CONNECT:$sock" - >"$tmp_root/idle.$n" 2>&1 &
+		pids="$pids $!"
+	done
+	sleep 2
+	expect_eq "connection 129" "ERR too many connections (128); try again" "$(timeout 5 socat -u "UNIX-CONNECT:$sock" - 2>&1)"
+	for pid in $pids; do wait "$pid"; done
+	ms=$((($(date +%s%N) - ts0) / 1000000))
+	echo "    128 idle connections closed after $ms ms"
+	[ $ms -ge 9000 ] && [ $ms -lt 15000 ] || fail "idle connections closed after $ms ms, not 10 s"
+	expect_eq "idle reply" "ERR no request for 10 s; closing" "$(cat "$tmp_root/idle.1")"
+	expect_eq "serving again" "1" "$(counts | cut -d' ' -f1)"
+	stop_serve
+	w=0
+	while [ -n "$(ls -A "$AGENTVM_STATE_DIR")" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
+	rm -f "$tmp_root"/idle.*
+}
+
 # The health check drops a ready VM only after 3 missed PINGs in a row (one, e.g. from a guest
 # busy for a moment, dropped it). A missing agent socket makes a PING miss at once.
 t_pool_ping_misses() {
@@ -168,6 +197,8 @@ t_bad_serve() {
 
 echo "pool tests (TCG)"
 run_test t_pool
+stop_serve
+run_test t_pool_conns
 stop_serve
 run_test t_pool_ping_misses
 stop_serve
