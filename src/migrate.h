@@ -36,7 +36,8 @@ int migrate_set_fast(struct qmp_client *q, int timeout_ms, struct qmp_error *qe)
 /*
  * Migrate the VM behind q (stopped or not) into fd. 0 when QEMU says "completed"; -EIO when
  * it says "failed" or "cancelled", and -ETIMEDOUT after timeout_ms (nothing is cancelled), both
- * with end->ended and err untouched; else -errno from a QMP command, with err filled.
+ * with end->ended and err untouched; -EINTR when a blocked SIGINT/SIGTERM/SIGHUP is pending
+ * (the migration is cancelled first); else -errno from a QMP command, with err filled.
  */
 int migrate_to_fd(struct qmp_client *q, int fd, const struct migrate_req *rq,
 		  struct migrate_end *end, struct avm_error *err);

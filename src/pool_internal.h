@@ -88,7 +88,7 @@ void pool_vm_spawn(struct pool *p);
 void pool_vm_destroy(const struct pool *p, const char *name);
 /* Its recorded state is "running" or "paused". */
 bool pool_vm_alive(const char *name);
-/* Its agent answers PING within 2 s (true also when we cannot even ask: our problem). */
+/* Its agent answers PING within 500 ms (true also when we cannot even ask: our problem). */
 bool pool_vm_ping(const char *name);
 
 #endif
