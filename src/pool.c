@@ -254,6 +254,9 @@ int pool_serve(const struct pool_opts *o, struct avm_error *err)
 	p->listen_fd = p->sig_fd = p->timer_fd = -1;
 	if ((r = restore_prepare(p->snap, &p->rs, err)) < 0)
 		return r;
+	p->rs.net_override = o->net_override;
+	p->rs.net_mode_given = o->net_mode_given;
+	p->rs.policy_given = o->policy_given;
 	p->worker_msgs = mmap(NULL, (size_t)MAX_VMS * MSG_LEN, PROT_READ | PROT_WRITE,
 			      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (p->worker_msgs == MAP_FAILED) {

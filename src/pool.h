@@ -10,9 +10,11 @@
 #ifndef AGENTVM_POOL_H
 #define AGENTVM_POOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "error.h"
+#include "spec.h"
 
 #define POOL_SOCK ".pool.sock" /* in the state root */
 #define POOL_MAX_VMS 256
@@ -27,6 +29,9 @@ struct pool_opts {
 	 * child whose stderr is /dev/null; the child exits with its return value.
 	 */
 	int (*remove_vm)(const char *name);
+	/* Network flags replacing the snapshot's for every pool VM (borrowed; NULL = none). */
+	const struct vm_spec *net_override;
+	bool net_mode_given, policy_given;
 };
 
 /*

@@ -26,54 +26,73 @@ int cmd_serve(int argc, char **argv)
 		{ "pool-max", required_argument, NULL, 'M' },
 		{ "pool-ttl", required_argument, NULL, 't' },
 		{ "boot-timeout", required_argument, NULL, 'b' },
+		CLI_NET_OPTIONS,
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct pool_opts o = { .min = 1, .max = 4, .boot_timeout_s = CLI_DEFAULT_BOOT_TIMEOUT_S,
 			       .remove_vm = rm_force };
 	struct pool_opts *p = &o;
+	struct cli_net_override no = { .spec = vm_spec_new() };
 	struct avm_error err = { 0 };
-	int c;
+	int c, r;
 
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		long *slot = c == 'm' ? &p->min : c == 'M' ? &p->max : c == 't' ? &p->ttl_s :
 			     c == 'b' ? &p->boot_timeout_s : NULL;
-		if (c == 'p') {
+		if ((r = cli_net_override_flag(&no, c, optarg, &err)) != 0) {
+			if (r < 0) {
+				cli_error("%s", err.msg);
+				vm_spec_free(no.spec);
+				return EXIT_USAGE;
+			}
+		} else if (c == 'p') {
 			p->snap = optarg;
 		} else if (slot) {
 			if (parse_long(optarg, 0, c == 't' ? 30 * 86400 : POOL_MAX_VMS, slot) < 0) {
 				cli_error("'%s' is not a valid value for %s", optarg,
 					  argv[optind - 1]);
+				vm_spec_free(no.spec);
 				return EXIT_USAGE;
 			}
 		} else if (c == 'h') {
 			puts("usage: agentvm serve --pool SNAPSHOT [--pool-min N] [--pool-max M] "
 			     "[--pool-ttl SECONDS]\n"
-			     "Keep N..M VMs restored from SNAPSHOT ready for 'agentvm pool acquire'.");
+			     "       [--network MODE] [--allow PROTO:PORT]... [--deny-all-egress] "
+			     "[--dns ADDR]\n"
+			     "Keep N..M VMs restored from SNAPSHOT ready for 'agentvm pool acquire'.\n"
+			     "The network flags replace the snapshot's policy, as for restore.");
+			vm_spec_free(no.spec);
 			return 0;
 		} else {
 			cli_error("unknown or incomplete option '%s'; see 'agentvm serve --help'",
 				  argv[optind - 1]);
+			vm_spec_free(no.spec);
 			return EXIT_USAGE;
 		}
 	}
+	int code = 0;
 	if (!p->snap || optind != argc) {
 		cli_error("usage: agentvm serve --pool SNAPSHOT --pool-min N --pool-max M "
-			  "[--pool-ttl S]");
-		return EXIT_USAGE;
-	}
-	if (p->max < 1 || p->min > p->max) {
+			  "[--pool-ttl S] [network flags]");
+		code = EXIT_USAGE;
+	} else if (p->max < 1 || p->min > p->max) {
 		cli_error("--pool-min (%ld) must not exceed --pool-max (%ld), and max must be >= 1",
 			  p->min, p->max);
-		return EXIT_USAGE;
+		code = EXIT_USAGE;
+	} else {
+		p->net_override = no.spec;
+		p->net_mode_given = no.mode_given;
+		p->policy_given = no.policy_given;
+		if (pool_serve(p, &err) < 0) {
+			cli_error("%s", err.msg);
+			code = err.code == -ENOMEM ? EXIT_INTERNAL : 1;
+		}
 	}
-	if (pool_serve(p, &err) < 0) {
-		cli_error("%s", err.msg);
-		return err.code == -ENOMEM ? EXIT_INTERNAL : 1;
-	}
-	return 0;
+	vm_spec_free(no.spec);
+	return code;
 }
 
 int cmd_pool(int argc, char **argv)

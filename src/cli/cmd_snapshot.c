@@ -497,17 +497,14 @@ int cmd_restore(int argc, char **argv)
 		{ "name", required_argument, NULL, 'n' },
 		{ "count", required_argument, NULL, 'c' },
 		{ "boot-timeout", required_argument, NULL, 'b' },
-		{ "network", required_argument, NULL, 'N' },
-		{ "allow", required_argument, NULL, 'A' },
-		{ "deny-all-egress", no_argument, NULL, 'D' },
-		{ "dns", required_argument, NULL, 'S' },
+		CLI_NET_OPTIONS,
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct avm_error err = { 0 };
 	struct restore rs;
-	struct vm_spec *ov = vm_spec_new();
-	bool mode_given = false, policy_given = false;
+	struct cli_net_override no = { .spec = vm_spec_new() };
+	struct vm_spec *ov = no.spec;
 	const char *name = NULL;
 	long count = 1, boot_timeout_s = CLI_DEFAULT_BOOT_TIMEOUT_S;
 	int c, code = 0;
@@ -534,21 +531,13 @@ int cmd_restore(int argc, char **argv)
 		case 'N':
 		case 'A':
 		case 'D':
-		case 'S': {
-			int r = !ov ? -ENOMEM
-				: c == 'N' ? vm_spec_set_network(ov, optarg, &err)
-				: c == 'A' ? vm_spec_add_allow(ov, optarg, &err)
-				: c == 'S' ? vm_spec_set_dns(ov, optarg, &err)
-					   : (ov->deny_all_egress = true, 0);
-			if (r < 0) {
+		case 'S':
+			if (cli_net_override_flag(&no, c, optarg, &err) < 0) {
 				cli_error("%s", err.msg);
 				vm_spec_free(ov);
 				return EXIT_USAGE;
 			}
-			mode_given |= c == 'N';
-			policy_given |= c != 'N';
 			break;
-		}
 		case 'h':
 			puts("usage: agentvm restore SNAPSHOT [--name NAME] [--count N] "
 			     "[--boot-timeout S]\n"
@@ -599,8 +588,8 @@ int cmd_restore(int argc, char **argv)
 				: EXIT_HOST_MISSING;
 	}
 	rs.net_override = ov;
-	rs.net_mode_given = mode_given;
-	rs.policy_given = policy_given;
+	rs.net_mode_given = no.mode_given;
+	rs.policy_given = no.policy_given;
 	/*
 	 * A Ctrl-C (SIGTERM, SIGHUP) from here waits in sig_fd, for us and for the children: a
 	 * child killed halfway would leave a supervisor that goes on to start its VM. Once every

@@ -178,6 +178,26 @@ int cli_prepare_host(struct vm_spec *spec, enum vm_accel *accel, char **qemu, ch
 	return 0;
 }
 
+int cli_net_override_flag(struct cli_net_override *o, int c, const char *arg,
+			  struct avm_error *err)
+{
+	int r;
+
+	if (c != 'N' && c != 'A' && c != 'D' && c != 'S')
+		return 0;
+	if (!o->spec)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	r = c == 'N'   ? vm_spec_set_network(o->spec, arg, err)
+	    : c == 'A' ? vm_spec_add_allow(o->spec, arg, err)
+	    : c == 'S' ? vm_spec_set_dns(o->spec, arg, err)
+		       : (o->spec->deny_all_egress = true, 0);
+	if (r < 0)
+		return r;
+	o->mode_given |= c == 'N';
+	o->policy_given |= c != 'N';
+	return 1;
+}
+
 int cli_boot_error_exit(int r)
 {
 	if (r == -EINTR)

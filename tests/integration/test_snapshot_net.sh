@@ -45,6 +45,24 @@ t_networked_clones() {
 	avm restore netbase --name nonic --network isolated >/dev/null 2>"$tmp_root/err" && fail "isolated clone of a NIC snapshot"
 	expect_contains "no-NIC message" "cannot remove" "$(cat "$tmp_root/err")"
 	for v in nc-1 nc-2 wide golden; do avm rm --force "$v" >/dev/null || fail "rm $v"; done
+	# serve takes the same network flags: every pool VM gets the policy.
+	# Not through avm(): $! must be serve itself (ip netns exec execs it), not a subshell.
+	ip netns exec "$NS_HOST" "$AVM" serve --pool netbase --pool-min 1 --pool-max 1 --allow tcp:8080 \
+		>"$tmp_root/serve.log" 2>&1 &
+	spid=$!
+	i=0
+	until avm pool status >/dev/null 2>&1; do
+		i=$((i + 1))
+		[ $i -gt 100 ] && { fail "serve did not come up: $(cat "$tmp_root/serve.log")"; break; }
+		sleep 0.1
+	done
+	pv=$(avm pool acquire --timeout 120 2>"$tmp_root/err") || fail "acquire: $(cat "$tmp_root/err") $(cat "$tmp_root/serve.log")"
+	if [ -n "$pv" ]; then
+		expect_eq "pool VM has serve's --allow" "internet:8080" "$(gx "$pv" "wget -q -O - http://$S:8080/")"
+		avm pool release "$pv" >/dev/null || fail "release"
+	fi
+	kill "$spid"
+	wait "$spid"
 	avm snapshot rm netbase
 }
 
