@@ -2,6 +2,7 @@
 #include "vmstate.h"
 
 #include <json-c/json.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -133,4 +134,24 @@ void vmstate_effective(const char *dir, struct vm_state *s)
 		snprintf(s->state, sizeof(s->state), "crashed");
 		snprintf(s->exit_reason, sizeof(s->exit_reason), "qemu-gone");
 	}
+}
+
+bool vmstate_is_live(const char *s)
+{
+	return !strcmp(s, "created") || !strcmp(s, "starting") || !strcmp(s, "running") ||
+	       !strcmp(s, "paused") || !strcmp(s, "stopping");
+}
+
+/* A state dir without state.json this young may belong to a VM being set up right now. */
+#define STARTING_GRACE_S 120
+
+bool vmstate_dir_may_be_live(const char *dir)
+{
+	struct vm_state st;
+	struct stat sb;
+
+	if (vmstate_read(dir, &st, NULL) < 0)
+		return stat(dir, &sb) == 0 && time(NULL) - sb.st_mtime < STARTING_GRACE_S;
+	vmstate_effective(dir, &st);
+	return vmstate_is_live(st.state);
 }

@@ -36,5 +36,12 @@ bool pid_alive_with(pid_t pid, const char *needle);
  * should exist do not (a killed supervisor: "crashed", reason "supervisor-killed").
  */
 void vmstate_effective(const char *dir, struct vm_state *s);
+/* created, starting, running, paused or stopping: processes of the VM may still exist. */
+bool vmstate_is_live(const char *state);
+/*
+ * Whether the VM of state dir `dir` may still be live: its effective state is live, or it has
+ * no state.json yet and the dir is young (a VM being set up right now). gc must spare both.
+ */
+bool vmstate_dir_may_be_live(const char *dir);
 
 #endif

@@ -5,8 +5,6 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 
 #include "cli.h"
 #include "net.h"
@@ -15,33 +13,12 @@
 #include "util.h"
 #include "vmstate.h"
 
-/* A state dir without state.json this young may be a VM being set up right now. */
-#define STARTING_GRACE_S 120
-
-static bool state_live(const char *s)
-{
-	return !strcmp(s, "created") || !strcmp(s, "starting") || !strcmp(s, "running") ||
-	       !strcmp(s, "paused") || !strcmp(s, "stopping");
-}
-
-/* Whether the VM whose state dir is `dir` may still use its network. */
-static bool vm_dir_live(const char *dir)
-{
-	struct vm_state st;
-	struct stat sb;
-
-	if (vmstate_read(dir, &st, NULL) < 0)
-		return stat(dir, &sb) == 0 && time(NULL) - sb.st_mtime < STARTING_GRACE_S;
-	vmstate_effective(dir, &st);
-	return state_live(st.state);
-}
-
 static bool owner_alive(const char *owner, void *userdata)
 {
 	char dir[PATH_MAX];
 
 	snprintf(dir, sizeof(dir), "%s/%s", statedir_root(), owner);
-	return access(dir, F_OK) == 0 && vm_dir_live(dir);
+	return access(dir, F_OK) == 0 && vmstate_dir_may_be_live(dir);
 }
 
 static void put_counter(struct json_object *c, const char *k, uint64_t v)
@@ -153,7 +130,7 @@ static bool tap_claimed(const char *tap, char **names, int n)
 		struct vm_net net;
 		snprintf(dir, sizeof(dir), "%s/%s", statedir_root(), names[i]);
 		if (net_load(&net, dir, NULL) == 0 && !strcmp(net.tap, tap))
-			return vm_dir_live(dir);
+			return vmstate_dir_may_be_live(dir);
 	}
 	return false;
 }
@@ -172,7 +149,7 @@ static int net_gc(void)
 		char dir[PATH_MAX];
 		struct vm_net net;
 		snprintf(dir, sizeof(dir), "%s/%s", statedir_root(), names[i]);
-		if (net_load(&net, dir, NULL) < 0 || net.torn_down || vm_dir_live(dir))
+		if (net_load(&net, dir, NULL) < 0 || net.torn_down || vmstate_dir_may_be_live(dir))
 			continue;
 		net_teardown_dir(dir);
 		printf("removed the network of VM %s (tap %s)\n", names[i], net.tap);

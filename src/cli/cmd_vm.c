@@ -10,7 +10,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,11 +23,6 @@
 #include "util.h"
 #include "vmstate.h"
 
-static bool state_is_live(const char *s)
-{
-	return !strcmp(s, "created") || !strcmp(s, "starting") || !strcmp(s, "running") ||
-	       !strcmp(s, "paused") || !strcmp(s, "stopping");
-}
 
 static void sleep_ms(long ms)
 {
@@ -73,7 +67,7 @@ static bool wait_not_live(const char *dir, long ms)
 		if (vmstate_read(dir, &st, NULL) < 0)
 			return true;
 		vmstate_effective(dir, &st);
-		if (!state_is_live(st.state))
+		if (!vmstate_is_live(st.state))
 			return true;
 		if (waited >= ms)
 			return false;
@@ -200,7 +194,7 @@ static void record_if_orphaned(const char *dir, const char *reason)
 {
 	struct vm_state st;
 
-	if (vmstate_read(dir, &st, NULL) < 0 || !state_is_live(st.state))
+	if (vmstate_read(dir, &st, NULL) < 0 || !vmstate_is_live(st.state))
 		return;
 	if (st.supervisor_pid > 0 && pid_alive_with(st.supervisor_pid, "agentvm"))
 		return;
@@ -237,7 +231,7 @@ int cmd_stop(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	vmstate_effective(dir, &st);
-	if (!state_is_live(st.state))
+	if (!vmstate_is_live(st.state))
 		return 0; /* already stopped: stop is idempotent */
 	/* 1: ask the guest agent (clean: syncs, then the VM exits). A paused guest cannot answer. */
 	if (strcmp(st.state, "paused") != 0 && agent_poweroff(dir) == 0 &&
@@ -285,7 +279,7 @@ static int remove_vm(const char *name, const char *dir, bool force)
 
 	if (vmstate_read(dir, &st, NULL) == 0) {
 		vmstate_effective(dir, &st);
-		if (state_is_live(st.state) && !force) {
+		if (vmstate_is_live(st.state) && !force) {
 			cli_error("VM '%s' is %s; stop it first ('agentvm stop %s') or use rm --force",
 				  name, st.state, name);
 			return 1;
@@ -332,16 +326,6 @@ int cmd_rm(int argc, char **argv)
 	return remove_vm(argv[i], dir, force);
 }
 
-/* A state dir without state.json this young may belong to a VM being set up right now. */
-#define STARTING_GRACE_S 120
-
-static long dir_age_s(const char *dir)
-{
-	struct stat sb;
-
-	return stat(dir, &sb) == 0 ? (long)(time(NULL) - sb.st_mtime) : LONG_MAX;
-}
-
 int cmd_gc(int argc, char **argv)
 {
 	const char *root = statedir_root();
@@ -353,17 +337,11 @@ int cmd_gc(int argc, char **argv)
 		return 0;
 	while ((e = readdir(d))) {
 		char dir[PATH_MAX];
-		struct vm_state st;
 		if (e->d_name[0] == '.' || statedir_validate_name(e->d_name, NULL) < 0)
 			continue;
 		snprintf(dir, sizeof(dir), "%s/%s", root, e->d_name);
-		if (vmstate_read(dir, &st, NULL) == 0) {
-			vmstate_effective(dir, &st);
-			if (state_is_live(st.state))
-				continue;
-		} else if (dir_age_s(dir) < STARTING_GRACE_S) {
-			continue; /* no state.json yet: maybe a VM being set up right now */
-		}
+		if (vmstate_dir_may_be_live(dir))
+			continue;
 		if (remove_vm(e->d_name, dir, true) == 0)
 			removed++;
 	}
@@ -400,7 +378,7 @@ static struct json_object *vm_json(const char *name, const char *dir)
 	json_object_object_add(o, "exit_status", json_object_new_int(st.exit_status));
 	json_object_object_add(o, "supervisor_pid", json_object_new_int(st.supervisor_pid));
 	json_object_object_add(o, "qemu_pid", json_object_new_int(st.qemu_pid));
-	int64_t end = state_is_live(st.state) ? realtime_ms() : st.stopped_ms;
+	int64_t end = vmstate_is_live(st.state) ? realtime_ms() : st.stopped_ms;
 	json_object_object_add(o, "uptime_s",
 			       json_object_new_double(st.created_ms && end > st.created_ms ?
 							      (double)(end - st.created_ms) / 1000.0 :
@@ -532,7 +510,7 @@ int cmd_wait(int argc, char **argv)
 			return 1;
 		}
 		vmstate_effective(dir, &st);
-		bool stopped = !state_is_live(st.state);
+		bool stopped = !vmstate_is_live(st.state);
 		if (!strcmp(st.state, want) || (!strcmp(want, "stopped") && stopped)) {
 			printf("%s\n", st.state);
 			return 0;
@@ -583,7 +561,7 @@ int cmd_logs(int argc, char **argv)
 		if (vmstate_read(dir, &st, NULL) < 0)
 			return 0;
 		vmstate_effective(dir, &st);
-		if (!state_is_live(st.state)) {
+		if (!vmstate_is_live(st.state)) {
 			/* One last read for what was written just before the end. */
 			while ((n = read(fd, buf, sizeof(buf))) > 0)
 				write_all(STDOUT_FILENO, buf, (size_t)n);

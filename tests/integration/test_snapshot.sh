@@ -6,7 +6,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 export AGENTVM_SNAPSHOT_DIR="$tmp_root/snaps"
 avm() { "$AVM" "$@"; }
-# Start VMs without a NIC where networking exists (restoring networked snapshots comes later).
+# VMs without a NIC: these tests are about RAM and identity; networked clones are in
+# test_snapshot_net.sh.
 NET=""
 "$AVM" start --help 2>/dev/null | grep -q -- --network && NET="--network isolated"
 
