@@ -21,6 +21,7 @@ id=$$
 H=avmt-h-$id G=avmt-g-$id G2=avmt-g2-$id I=avmt-i-$id
 tmp=$(mktemp -d /tmp/avmt-nf.XXXXXX)
 PIDS=""
+SERVER_LOGS=""
 TOOL=$B/nf_tool
 
 cleanup() {
@@ -113,8 +114,13 @@ sys.exit(0 if data else 1)
 PY
 start_server() { # netns addr specs...
 	_ns=$1; shift
-	ip netns exec "$_ns" python3 "$tmp/srv.py" "$@" >"$tmp/srv.$_ns.$1" 2>&1 &
+	# The log is named explicitly and waited for by name: a glob over "$tmp"/srv.* also
+	# matched srv.py itself (which contains "ready") and could run before the background
+	# shell had created the logs, so the first check raced the server's bind (CI: "tcp 22
+	# allowed: Connection refused").
+	ip netns exec "$_ns" python3 "$tmp/srv.py" "$@" >"$tmp/log.$_ns.$1" 2>&1 &
 	PIDS="$PIDS $!"
+	SERVER_LOGS="$SERVER_LOGS $tmp/log.$_ns.$1"
 }
 wait_ready() {
 	for _ in $(seq 50); do grep -q ready "$1" 2>/dev/null && return 0; sleep 0.1; done
@@ -150,7 +156,7 @@ setup() {
 	start_server "$G" 0.0.0.0 tcp:22
 	start_server "$G2" 0.0.0.0 tcp:22
 	start_server "$H" 0.0.0.0 tcp:2222
-	for f in "$tmp"/srv.*; do wait_ready "$f" || return 1; done
+	for f in $SERVER_LOGS; do wait_ready "$f" || return 1; done
 }
 
 vm1_add() { inh "$TOOL" vm-add avm-t1 vm1 "$GUEST1" "$HOST1" 52:54:00:00:00:01 "$@"; }
