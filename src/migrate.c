@@ -39,6 +39,16 @@ int migrate_set_fast(struct qmp_client *q, int timeout_ms, struct qmp_error *qe)
 	json_object_object_add(cap, "capability", json_object_new_string("events"));
 	json_object_object_add(cap, "state", json_object_new_boolean(1));
 	json_object_array_add(caps, cap);
+	/*
+	 * Off, explicitly: a copy-on-write clone still has it on from its own restore, and with it
+	 * every RAM block header in the stream carries an extra field that a loader without the
+	 * capability misreads ("load of migration failed: Invalid argument"). A snapshot is
+	 * always an ordinary full stream.
+	 */
+	cap = json_object_new_object();
+	json_object_object_add(cap, "capability", json_object_new_string("x-ignore-shared"));
+	json_object_object_add(cap, "state", json_object_new_boolean(0));
+	json_object_array_add(caps, cap);
 	json_object_object_add(args, "capabilities", caps);
 	r = qmp_client_execute(q, "migrate-set-capabilities", args, NULL, 0, NULL, timeout_ms, qe);
 	json_object_put(args);

@@ -28,8 +28,9 @@ struct migrate_end {
 };
 
 /*
- * Before a save: migration events on, and no bandwidth cap (QEMU's default is 32 MiB/s; a
- * stopped VM should go at disk speed). 0 or -errno with qe filled.
+ * Before a save: migration events on, x-ignore-shared off (a clone has it on from its restore;
+ * a snapshot is a full stream), and no bandwidth cap (QEMU's default is 32 MiB/s; a stopped VM
+ * should go at disk speed). 0 or -errno with qe filled.
  */
 int migrate_set_fast(struct qmp_client *q, int timeout_ms, struct qmp_error *qe);
 

@@ -72,6 +72,24 @@ t_reset() {
 	rm_all rs plain
 }
 
+# A snapshot of a clone (restore, change, save again) restores, in both modes. A clone had
+# x-ignore-shared on from its own restore, and the stream it saved could not be loaded
+# ("load of migration failed: Invalid argument") before the save turned it off.
+t_snapshot_of_a_clone() {
+	avm restore base --name sc >/dev/null 2>"$tmp_root/err" || { fail "restore: $(cat "$tmp_root/err")"; return; }
+	avm exec sc -- sh -c 'echo second >/root/second' || fail "write in the clone"
+	avm snapshot save sc base2 2>"$tmp_root/err" || fail "save of a clone: $(cat "$tmp_root/err")"
+	expect_eq "no warning from the save" "" "$(cat "$tmp_root/err")"
+	for mode in cow plain; do
+		AGENTVM_RESTORE_MODE=$mode avm restore base2 --name sc2 >/dev/null 2>"$tmp_root/err" || { fail "$mode restore of a clone's snapshot: $(cat "$tmp_root/err")"; continue; }
+		expect_eq "$mode: the clone's file" "second" "$(avm exec sc2 -- cat /root/second)"
+		expect_eq "$mode: the first snapshot's file" "before" "$(avm exec sc2 -- cat /root/before)"
+		rm_all sc2
+	done
+	rm_all sc
+	avm snapshot rm base2 >/dev/null 2>&1
+}
+
 t_ten_concurrent_clones() {
 	ts0=$(date +%s%N)
 	out=$(avm restore base --count 10 --name ten 2>"$tmp_root/err")
@@ -241,6 +259,7 @@ echo "snapshot tests (TCG)"
 run_test t_save_then_restore
 run_test t_clones_are_distinct
 run_test t_reset
+run_test t_snapshot_of_a_clone
 run_test t_ten_concurrent_clones
 run_test t_save_interrupted
 run_test t_stale_save_tmp
