@@ -61,8 +61,9 @@ all: build images
 
 # Debian 12 packages for building, testing and running (apt-get, as root).
 DEB_PKGS := build-essential pkg-config clang libjson-c-dev libnl-3-dev libnl-route-3-dev \
-	libnftables-dev libseccomp-dev libcmocka-dev qemu-system-x86 linux-source-6.1 bc bison flex \
-	libelf-dev cpio busybox-static nftables iproute2 xz-utils socat dnsmasq-base python3
+	libnftables-dev libseccomp-dev libcmocka-dev qemu-system-x86 qemu-utils linux-source-6.1 \
+	bc bison flex libelf-dev cpio busybox-static nftables iproute2 xz-utils socat dnsmasq-base \
+	python3 e2fsprogs
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
 		grep -q 'install ok installed' || echo $$p; done); \

@@ -101,18 +101,18 @@ static int is_exec(const char *path)
 	return access(path, X_OK) == 0;
 }
 
-int host_find_qemu(char **out, struct avm_error *err)
+int host_find_tool(const char *name, const char *env_var, const char *package, char **out,
+		   struct avm_error *err)
 {
-	const char *env = getenv("AGENTVM_QEMU");
+	const char *env = getenv(env_var);
 	const char *path = getenv("PATH");
 	char buf[PATH_MAX];
 
 	if (env && *env) {
 		if (!is_exec(env))
 			return avm_error_set(err, -ENOENT,
-					     "AGENTVM_QEMU=%s is not an executable; fix the variable "
-					     "or unset it",
-					     env);
+					     "%s=%s is not an executable; fix the variable or unset it",
+					     env_var, env);
 		*out = strdup(env);
 		return *out ? 0 : -ENOMEM;
 	}
@@ -120,7 +120,7 @@ int host_find_qemu(char **out, struct avm_error *err)
 		path = "/usr/local/bin:/usr/bin:/bin";
 	while (*path) {
 		size_t n = strcspn(path, ":");
-		if (n > 0 && snprintf(buf, sizeof(buf), "%.*s/qemu-system-x86_64", (int)n, path) <
+		if (n > 0 && snprintf(buf, sizeof(buf), "%.*s/%s", (int)n, path, name) <
 				     (int)sizeof(buf) &&
 		    is_exec(buf)) {
 			*out = strdup(buf);
@@ -130,9 +130,13 @@ int host_find_qemu(char **out, struct avm_error *err)
 		if (*path == ':')
 			path++;
 	}
-	return avm_error_set(err, -ENOENT,
-			     "qemu-system-x86_64 not found on PATH; install it with: apt-get "
-			     "install qemu-system-x86");
+	return avm_error_set(err, -ENOENT, "%s not found on PATH; install it with: apt-get install %s",
+			     name, package);
+}
+
+int host_find_qemu(char **out, struct avm_error *err)
+{
+	return host_find_tool("qemu-system-x86_64", "AGENTVM_QEMU", "qemu-system-x86", out, err);
 }
 
 static bool dir_has_kernel(const char *dir)

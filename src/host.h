@@ -26,6 +26,12 @@ int host_resolve_accel(enum vm_accel wanted, enum vm_accel *out, bool *fell_back
 /* The host TSC rate in kHz (for tsc_early_khz= under TCG), or 0 when unknown. */
 unsigned long host_tsc_khz(void);
 
+/*
+ * Path of the executable name: $env_var when set (it must be executable), else the first one on
+ * $PATH; the error names the Debian package to install. Caller frees.
+ */
+int host_find_tool(const char *name, const char *env_var, const char *package, char **out,
+		   struct avm_error *err);
 /* Path of qemu-system-x86_64: $AGENTVM_QEMU, else the first one on $PATH. Caller frees. */
 int host_find_qemu(char **out, struct avm_error *err);
 

@@ -4,13 +4,48 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "../guest-init/proto.h"
+#include "disk.h"
+
+/* One agentvm.disk=SERIAL:DIR:rw|ro word per disk, for guest-init's mounts. */
+static char *disk_words(const struct qemu_config *c)
+{
+	char *s = strdup(""), *t;
+
+	for (size_t i = 0; s && i < c->n_disks; i++) {
+		if (asprintf(&t, "%s agentvm.disk=" DISK_SERIAL_PREFIX "%zu:%s:%s", s, i,
+			     c->disks[i].guest_dir, c->disks[i].readonly ? "ro" : "rw") < 0)
+			t = NULL;
+		free(s);
+		s = t;
+	}
+	return s;
+}
+
+/* QEMU option values double a ',' (the option separator). */
+static char *opt_escape(const char *v)
+{
+	char *o = malloc(strlen(v) * 2 + 1), *p = o;
+
+	for (; o && *v; v++) {
+		*p++ = *v;
+		if (*v == ',')
+			*p++ = ',';
+	}
+	if (o)
+		*p = '\0';
+	return o;
+}
 
 char *qemu_kernel_cmdline(const struct qemu_config *c)
 {
-	char *s = NULL;
+	char *s = NULL, *disks = disk_words(c);
 	char tsc[64] = "";
+
+	if (!disks)
+		return NULL;
 
 	/*
 	 * Under TCG the minimal kernel hangs at TSC calibration in a large share of boots unless it
@@ -24,9 +59,11 @@ char *qemu_kernel_cmdline(const struct qemu_config *c)
 	 * ipv6.disable=1: the guest network is IPv4 only (addresses, routes and the egress filter
 	 * are IPv4), and it spares ~5 ms of guest network set-up under TCG (measured).
 	 */
-	if (asprintf(&s, "console=hvc0 quiet reboot=t panic=-1 ipv6.disable=1 rdinit=/init%s%s%s", tsc,
-		     c->extra_cmdline ? " " : "", c->extra_cmdline ? c->extra_cmdline : "") < 0)
-		return NULL;
+	if (asprintf(&s, "console=hvc0 quiet reboot=t panic=-1 ipv6.disable=1 rdinit=/init%s%s%s%s",
+		     tsc, c->extra_cmdline && *c->extra_cmdline ? " " : "",
+		     c->extra_cmdline ? c->extra_cmdline : "", disks) < 0)
+		s = NULL;
+	free(disks);
 	return s;
 }
 
@@ -134,6 +171,25 @@ int qemu_build_argv(const struct qemu_config *c, struct strv *a, struct avm_erro
 	strv_add(a, "rng-random,id=rng0,filename=/dev/urandom");
 	strv_add(a, "-device");
 	strv_add(a, "virtio-rng-device,rng=rng0");
+
+	/*
+	 * Workspace disks last, so a VM without them keeps the device (and virtio-mmio slot)
+	 * layout its snapshots were taken with. The serial is how guest-init finds each one.
+	 * cache=unsafe would be faster but a snapshot copies the overlay after QEMU flushed it;
+	 * writeback (the default) keeps that flush meaningful.
+	 */
+	for (size_t i = 0; i < c->n_disks; i++) {
+		char *file = opt_escape(c->disks[i].overlay);
+		strv_add(a, "-drive");
+		strv_addf(a, "file=%s,format=qcow2,if=none,id=disk%zu,discard=unmap%s",
+			  file ? file : "", i, c->disks[i].readonly ? ",readonly=on" : "");
+		free(file);
+		strv_add(a, "-device");
+		strv_addf(a, "virtio-blk-device,drive=disk%zu,serial=" DISK_SERIAL_PREFIX "%zu", i,
+			  i);
+		if (!file)
+			a->failed = true;
+	}
 
 	if (a->failed) {
 		strv_release(a);

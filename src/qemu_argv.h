@@ -12,6 +12,13 @@
 #include "spec.h"
 #include "strv.h"
 
+/* One workspace disk as QEMU sees it (see disk.h). */
+struct qemu_disk {
+	const char *overlay;   /* this VM's qcow2 overlay */
+	const char *guest_dir; /* where guest-init mounts it */
+	bool readonly;
+};
+
 struct qemu_config {
 	const char *qemu;   /* binary path */
 	const char *kernel; /* PVH vmlinux */
@@ -32,6 +39,8 @@ struct qemu_config {
 	bool nic;                  /* a virtio-net NIC backed by the inherited tap_fd */
 	int tap_fd;
 	const unsigned char *mac;  /* the NIC's MAC (6 bytes) */
+	const struct qemu_disk *disks; /* virtio-blk devices, serial DISK_SERIAL_PREFIX<index> */
+	size_t n_disks;
 };
 
 /* The guest kernel command line for this config (caller frees). */

@@ -77,6 +77,7 @@ static int ensure_cow(struct restore *rs, const char *snap, struct avm_error *er
 	struct vm_incoming in = {
 		.state_path = rs->state_path, .mem_path = tmem, .mem_share = true,
 		.stay_paused = true, .qemu_version = rs->meta.qemu_version,
+		.disk_dir = rs->snap_dir,
 	};
 	struct vm_launch_opts lo = {
 		.spec = spec, .kernel = rs->meta.kernel.path, .initrd = rs->meta.initrd.path,
@@ -123,7 +124,12 @@ int restore_prepare(const char *snap, struct restore *rs, struct avm_error *err)
 	    (r = snap_input_check(&rs->meta.initrd, rs->meta.initrd.path, "guest initramfs", snap,
 				  err)) < 0)
 		goto fail;
+	for (size_t i = 0; i < rs->meta.n_disks; i++)
+		if ((r = snap_input_check(&rs->meta.disks[i], rs->meta.disks[i].path, "disk image",
+					  snap, err)) < 0)
+			goto fail;
 	rs->qemu = TAKE_PTR(qemu);
+	snap_path(rs->snap_dir, sizeof(rs->snap_dir), snap, NULL);
 	snap_path(rs->state_path, sizeof(rs->state_path), snap, "state");
 	if (restore_cow() && (r = ensure_cow(rs, snap, err)) < 0)
 		goto fail;
@@ -198,6 +204,7 @@ int restore_one(const struct restore *rs, const char *name, long boot_timeout_s,
 		.state_path = rs->state_path,
 		.mem_path = rs->mem_path[0] ? rs->mem_path : NULL,
 		.qemu_version = rs->meta.qemu_version,
+		.disk_dir = rs->snap_dir,
 	};
 	struct vm_launch_opts lo = {
 		.spec = spec, .kernel = rs->meta.kernel.path, .initrd = rs->meta.initrd.path,

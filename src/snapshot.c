@@ -27,6 +27,8 @@ void snap_meta_release(struct snap_meta *m)
 	free(m->kernel.path);
 	free(m->initrd.path);
 	free(m->qemu.path);
+	for (size_t i = 0; i < m->n_disks; i++)
+		free(m->disks[i].path);
 	json_object_put(m->spec);
 	memset(m, 0, sizeof(*m));
 }
@@ -122,9 +124,18 @@ char *snap_meta_to_string(const struct snap_meta *m)
 	json_object_object_add(o, "save_ms", json_object_new_int64(m->save_ms));
 	json_object_object_add(
 		o, "disk",
-		json_object_new_string("none: the root file system is the initramfs in guest RAM, "
-				       "so the RAM state holds it"));
+		json_object_new_string(
+			m->n_disks ? "the root file system is the initramfs in guest RAM (in the RAM "
+				     "state); workspace disks: disk<N>.qcow2, copies of the VM's "
+				     "overlays backed by inputs.disk<N>"
+				   : "none: the root file system is the initramfs in guest RAM, so "
+				     "the RAM state holds it"));
 	json_object_object_add(in, "kernel", input_json(&m->kernel));
+	for (size_t i = 0; i < m->n_disks; i++) {
+		char k[32];
+		snprintf(k, sizeof(k), "disk%zu", i);
+		json_object_object_add(in, k, input_json(&m->disks[i]));
+	}
 	json_object_object_add(in, "initrd", input_json(&m->initrd));
 	struct json_object *q = input_json(&m->qemu);
 	json_object_object_add(q, "version", json_object_new_string(m->qemu_version));
@@ -270,6 +281,23 @@ int snap_meta_parse(const char *text, struct snap_meta *m, struct avm_error *err
 	snprintf(m->qemu_version, sizeof(m->qemu_version), "%s", ver);
 	if (json_object_object_get_ex(o, "spec", &v) && json_object_is_type(v, json_type_object))
 		m->spec = json_object_get(v);
+	/* One input per disk of the spec: a restore needs each user image unchanged. */
+	if (m->spec && json_object_object_get_ex(m->spec, "disks", &v)) {
+		if (!json_object_is_type(v, json_type_array) ||
+		    json_object_array_length(v) > VM_SPEC_MAX_DISKS) {
+			r = avm_error_set(err, -EBADMSG, "meta.json: spec.disks is not a list of "
+							 "at most %d disks",
+					  VM_SPEC_MAX_DISKS);
+			goto out;
+		}
+		for (size_t d = 0; d < json_object_array_length(v); d++) {
+			char k[32];
+			snprintf(k, sizeof(k), "disk%zu", d);
+			if ((r = parse_input(inputs, k, &m->disks[d], err)) < 0)
+				goto out;
+			m->n_disks = d + 1;
+		}
+	}
 	r = 0;
 out:
 	json_object_put(o);
@@ -315,6 +343,19 @@ int snap_load(const char *name, struct snap_meta *m, struct avm_error *err)
 				  (long long)m->state_size, name);
 		snap_meta_release(m);
 		return r;
+	}
+	for (size_t i = 0; i < m->n_disks; i++) {
+		char f[32];
+		snprintf(f, sizeof(f), "disk%zu.qcow2", i);
+		snap_path(path, sizeof(path), name, f);
+		if (access(path, R_OK) < 0) {
+			r = avm_error_set(err, -EBADMSG,
+					  "snapshot '%s' is damaged: %s is missing; remove it with "
+					  "'agentvm snapshot rm %s'",
+					  name, path, name);
+			snap_meta_release(m);
+			return r;
+		}
 	}
 	return 0;
 }
@@ -426,11 +467,24 @@ struct vm_spec *snap_spec_new(const struct snap_meta *m)
 		vm_spec_free(s);
 		return NULL;
 	}
-	if (!s->profile || !s->kernel || !s->initrd) {
+	if (vm_spec_disks_from_json(s, m->spec, NULL) < 0 || s->n_disks != m->n_disks ||
+	    !s->profile || !s->kernel || !s->initrd) {
 		vm_spec_free(s);
 		return NULL;
 	}
 	return s;
+}
+
+int snap_record_disks(struct snap_meta *m, const struct vm_spec *spec, struct avm_error *err)
+{
+	int r;
+
+	for (size_t i = 0; i < spec->n_disks; i++) {
+		if ((r = snap_input_record(&m->disks[i], spec->disks[i].file, err)) < 0)
+			return r;
+		m->n_disks = i + 1;
+	}
+	return 0;
 }
 
 int snap_record_inputs(struct snap_meta *m, const char *kernel, const char *initrd,

@@ -6,8 +6,10 @@
  *   meta.json  name, description, created (RFC 3339, America/New_York), the VM spec, accel,
  *              network or not, and the inputs (kernel, initramfs, QEMU: path, size, mtime,
  *              sha256; QEMU's version) that a restore must find unchanged.
- * There is no disk image today: the root file system is the initramfs unpacked into guest RAM,
- * so the RAM in `state` holds the whole file system (meta.json says so in "disk").
+ *   disk<N>.qcow2  per workspace disk: a copy of the VM's overlay at the moment of the save,
+ *              backed by the user's image (recorded in inputs.disk<N>; see disk.h)
+ * The root file system is the initramfs unpacked into guest RAM, so the RAM in `state` holds
+ * it; workspace disks are the only block devices.
  *
  * A snapshot directory appears atomically (written as .<name>.tmp-XXXXXX, then renamed), so a
  * failed save leaves nothing and a listed snapshot is always complete.
@@ -45,6 +47,8 @@ struct snap_meta {
 	int64_t state_size; /* bytes of `state` */
 	int64_t save_ms;
 	struct snap_input kernel, initrd, qemu;
+	struct snap_input disks[VM_SPEC_MAX_DISKS]; /* the user's images, one per spec disk */
+	size_t n_disks;
 	char qemu_version[32]; /* "7.2.22" */
 	struct json_object *spec; /* the source VM's spec.json (owned) */
 };
@@ -72,6 +76,8 @@ int snap_input_record(struct snap_input *in, const char *path, struct avm_error 
  */
 int snap_record_inputs(struct snap_meta *m, const char *kernel, const char *initrd,
 		       struct avm_error *err);
+/* Record the user's image of each disk of spec into m->disks. */
+int snap_record_disks(struct snap_meta *m, const struct vm_spec *spec, struct avm_error *err);
 /*
  * Is the file at path still the one recorded? Size + mtime equal: yes without hashing; else the
  * sha256 decides. what names it in the message ("guest kernel").

@@ -4,9 +4,13 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <net/if.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "../netfilter/nf.h"
 #include "strv.h"
@@ -56,6 +60,10 @@ void vm_spec_free(struct vm_spec *s)
 	free(s->bridge);
 	strv_free(s->allow);
 	free(s->dns);
+	for (size_t i = 0; i < s->n_disks; i++) {
+		free(s->disks[i].file);
+		free(s->disks[i].guest_dir);
+	}
 	free(s);
 }
 
@@ -273,6 +281,161 @@ int vm_spec_add_allow(struct vm_spec *s, const char *value, struct avm_error *er
 	return 0;
 }
 
+/* guest-init's own mounts, and the root: a disk over them would hide the system. */
+static bool guest_dir_reserved(const char *d)
+{
+	static const char *const sys[] = { "/proc", "/sys", "/dev", "/run", "/bin", "/sbin",
+					   "/lib", "/usr", "/etc", "/init" };
+
+	if (!strcmp(d, "/"))
+		return true;
+	for (size_t i = 0; i < ARRAY_SIZE(sys); i++) {
+		size_t n = strlen(sys[i]);
+		if (!strncmp(d, sys[i], n) && (d[n] == '\0' || d[n] == '/'))
+			return true;
+	}
+	return false;
+}
+
+/* Absolute, [A-Za-z0-9._/-], no empty, "." or ".." component, no trailing '/'. */
+static bool guest_dir_ok(const char *d)
+{
+	size_t n = strlen(d);
+
+	if (n < 2 || n > VM_SPEC_MAX_GUEST_DIR || d[0] != '/' || d[n - 1] == '/')
+		return false;
+	for (const char *p = d; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("._/-", *p))
+			return false;
+	for (const char *c = d; c; c = strchr(c + 1, '/')) {
+		size_t len = strcspn(c + 1, "/");
+		if (len == 0 || (len == 1 && c[1] == '.') || (len == 2 && !strncmp(c + 1, "..", 2)))
+			return false;
+	}
+	return true;
+}
+
+static int add_disk(struct vm_spec *s, const char *file, const char *dir, bool ro,
+		    struct avm_error *err)
+{
+	struct vm_disk *d;
+
+	if (s->n_disks >= VM_SPEC_MAX_DISKS)
+		return avm_error_set(err, -E2BIG, "too many --disk values (at most %d)",
+				     VM_SPEC_MAX_DISKS);
+	if (!guest_dir_ok(dir))
+		return avm_error_set(err, -EINVAL,
+				     "--disk: guest directory '%s' must be an absolute path of "
+				     "[A-Za-z0-9._/-] without '.' or '..' (at most %d characters)",
+				     dir, VM_SPEC_MAX_GUEST_DIR);
+	if (guest_dir_reserved(dir))
+		return avm_error_set(err, -EINVAL,
+				     "--disk: '%s' is a system directory of the guest; mount the "
+				     "disk elsewhere, e.g. /workspace",
+				     dir);
+	for (size_t i = 0; i < s->n_disks; i++)
+		if (!strcmp(s->disks[i].guest_dir, dir))
+			return avm_error_set(err, -EINVAL,
+					     "--disk: two disks are mounted at %s; give each its "
+					     "own directory",
+					     dir);
+	d = &s->disks[s->n_disks];
+	d->file = strdup(file);
+	d->guest_dir = strdup(dir);
+	d->readonly = ro;
+	if (!d->file || !d->guest_dir) {
+		free(d->file);
+		free(d->guest_dir);
+		d->file = d->guest_dir = NULL;
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	}
+	s->n_disks++;
+	return 0;
+}
+
+int vm_spec_add_disk(struct vm_spec *s, const char *value, struct avm_error *err)
+{
+	char file[PATH_MAX], dir[VM_SPEC_MAX_GUEST_DIR + 2], real[PATH_MAX];
+	size_t n = strlen(value);
+	bool ro = false;
+	const char *split;
+	struct stat st;
+
+	if (n >= sizeof(file))
+		return avm_error_set(err, -ENAMETOOLONG, "--disk: path too long");
+	memcpy(file, value, n + 1);
+	if (n > 3 && (!strcmp(file + n - 3, ":ro") || !strcmp(file + n - 3, ":rw"))) {
+		ro = file[n - 2] == 'r' && file[n - 1] == 'o';
+		file[n -= 3] = '\0';
+	}
+	/* The mount point starts at the last ":/" (FILE itself may be relative). */
+	split = NULL;
+	for (char *p = strstr(file, ":/"); p; p = strstr(p + 1, ":/"))
+		split = p;
+	if (split) {
+		if (strlen(split + 1) >= sizeof(dir))
+			return avm_error_set(err, -ENAMETOOLONG,
+					     "--disk: guest directory too long (at most %d)",
+					     VM_SPEC_MAX_GUEST_DIR);
+		snprintf(dir, sizeof(dir), "%s", split + 1);
+		file[split - file] = '\0';
+	} else if (s->n_disks == 0) {
+		snprintf(dir, sizeof(dir), "/workspace");
+	} else {
+		snprintf(dir, sizeof(dir), "/mnt/disk%zu", s->n_disks);
+	}
+	if (!file[0])
+		return avm_error_set(err, -EINVAL,
+				     "--disk '%s': no image file; use --disk FILE[:GUEST_DIR][:ro]",
+				     value);
+	if (!realpath(file, real) || stat(real, &st) < 0)
+		return avm_error_set(err, -errno,
+				     "--disk: cannot use '%s': %s (create an image with: truncate "
+				     "-s 1G %s && mkfs.ext4 %s)",
+				     file, strerror(errno), file, file);
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+		return avm_error_set(err, -EINVAL,
+				     "--disk: '%s' is neither a regular file nor a block device",
+				     file);
+	if (access(real, R_OK) < 0)
+		return avm_error_set(err, -errno, "--disk: cannot read '%s': %s", file,
+				     strerror(errno));
+	return add_disk(s, real, dir, ro, err);
+}
+
+int vm_spec_disks_from_json(struct vm_spec *s, struct json_object *spec, struct avm_error *err)
+{
+	struct json_object *a, *d, *v;
+
+	if (!spec || !json_object_object_get_ex(spec, "disks", &a))
+		return 0;
+	if (!json_object_is_type(a, json_type_array))
+		return avm_error_set(err, -EINVAL, "spec: \"disks\" is not an array");
+	for (size_t i = 0; i < json_object_array_length(a); i++) {
+		const char *file, *dir;
+		int r;
+
+		d = json_object_array_get_idx(a, i);
+		if (!json_object_is_type(d, json_type_object) ||
+		    !json_object_object_get_ex(d, "file", &v) ||
+		    !json_object_is_type(v, json_type_string))
+			return avm_error_set(err, -EINVAL, "spec: disk %zu has no \"file\"", i);
+		file = json_object_get_string(v);
+		if (!json_object_object_get_ex(d, "mount", &v) ||
+		    !json_object_is_type(v, json_type_string))
+			return avm_error_set(err, -EINVAL, "spec: disk %zu has no \"mount\"", i);
+		dir = json_object_get_string(v);
+		if (file[0] != '/')
+			return avm_error_set(err, -EINVAL, "spec: disk %zu: file is not absolute", i);
+		r = add_disk(s, file, dir,
+			     json_object_object_get_ex(d, "readonly", &v) && json_object_get_boolean(v),
+			     err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
 int vm_spec_set_dns(struct vm_spec *s, const char *value, struct avm_error *err)
 {
 	struct in_addr a;
@@ -337,5 +500,18 @@ struct json_object *vm_spec_to_json(const struct vm_spec *s)
 	if (s->dns)
 		json_object_object_add(net, "dns", json_object_new_string(s->dns));
 	json_object_object_add(o, "network", net);
+	if (s->n_disks) {
+		struct json_object *disks = json_object_new_array();
+		for (size_t i = 0; i < s->n_disks; i++) {
+			struct json_object *d = json_object_new_object();
+			json_object_object_add(d, "file", json_object_new_string(s->disks[i].file));
+			json_object_object_add(d, "mount",
+					       json_object_new_string(s->disks[i].guest_dir));
+			json_object_object_add(d, "readonly",
+					       json_object_new_boolean(s->disks[i].readonly));
+			json_object_array_add(disks, d);
+		}
+		json_object_object_add(o, "disks", disks);
+	}
 	return o;
 }

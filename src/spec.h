@@ -30,6 +30,8 @@ enum vm_net_mode {
 #define VM_SPEC_MIN_MEMORY_MIB 64
 #define VM_SPEC_MAX_MEMORY_MIB (256 * 1024)
 #define VM_SPEC_MAX_TIMEOUT_S (7 * 24 * 3600)
+#define VM_SPEC_MAX_DISKS 8
+#define VM_SPEC_MAX_GUEST_DIR 255
 /* The profile `run` uses when none is given: the smallest one, because it boots fastest. */
 #define VM_SPEC_DEFAULT_PROFILE "light"
 
@@ -37,6 +39,17 @@ struct vm_profile {
 	const char *name;
 	unsigned cpus;
 	unsigned memory_mib;
+};
+
+/*
+ * A workspace disk: the user's image (raw or qcow2) is never written; each VM writes to a
+ * qcow2 overlay of its own in its state dir (see disk.h), and guest-init mounts the disk
+ * (ext4) at guest_dir. The guest finds it by the virtio serial "avm-disk<index>".
+ */
+struct vm_disk {
+	char *file;      /* absolute path of the user's image */
+	char *guest_dir; /* absolute mount point in the guest */
+	bool readonly;   /* the guest cannot write it at all */
 };
 
 struct vm_spec {
@@ -59,6 +72,8 @@ struct vm_spec {
 	size_t n_allow;
 	bool deny_all_egress; /* start from an empty allowlist instead of the default one */
 	char *dns;            /* resolver for the guest; NULL = the host's */
+	struct vm_disk disks[VM_SPEC_MAX_DISKS];
+	size_t n_disks;
 };
 
 /* The table of named profiles (light, standard, intensive), NULL-name terminated. */
@@ -82,6 +97,14 @@ int vm_spec_set_path(char **slot, const char *what, const char *path, struct avm
 int vm_spec_set_network(struct vm_spec *s, const char *value, struct avm_error *err);
 /* One "tcp:PORT" / "udp:PORT" for the egress allowlist. */
 int vm_spec_add_allow(struct vm_spec *s, const char *value, struct avm_error *err);
+/*
+ * One --disk FILE[:GUEST_DIR][:ro]: FILE must exist (resolved to an absolute path); GUEST_DIR
+ * (absolute, [A-Za-z0-9._/-], not a system dir) defaults to /workspace for the first disk and
+ * /mnt/disk<N> after it. The split is at the last ":/", so FILE must not contain ":/".
+ */
+int vm_spec_add_disk(struct vm_spec *s, const char *value, struct avm_error *err);
+/* The "disks" array of a spec.json object into s (what vm_spec_to_json wrote); 0 or -EINVAL. */
+int vm_spec_disks_from_json(struct vm_spec *s, struct json_object *spec, struct avm_error *err);
 /* An IPv4 address. */
 int vm_spec_set_dns(struct vm_spec *s, const char *value, struct avm_error *err);
 const char *vm_net_mode_name(enum vm_net_mode m);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "agent_conn.h"
+#include "disk.h"
 #include "host.h"
 #include "launcher.h"
 #include "qemu_argv.h"
@@ -214,8 +215,44 @@ void vm_destroy(struct vm *vm)
 	vm_free(vm);
 }
 
+/*
+ * One qcow2 overlay per disk in the state dir (removed with it). A cold boot backs it with the
+ * user's image; a restore with the snapshot's copy, whose content matches the RAM state.
+ */
+static int make_overlays(const struct vm_launch_opts *o, const char *dir,
+			 char paths[][PATH_MAX], struct qemu_disk *qd, struct avm_error *err)
+{
+	const struct vm_spec *spec = o->spec;
+	const char *disk_dir = o->incoming ? o->incoming->disk_dir : NULL;
+	char base[PATH_MAX];
+	int r;
+
+	for (size_t i = 0; i < spec->n_disks; i++) {
+		const char *fmt = "qcow2";
+
+		if (disk_overlay_path(paths[i], PATH_MAX, dir, i) < 0)
+			return avm_error_set(err, -ENAMETOOLONG, "state dir path too long");
+		if (disk_dir) {
+			if (disk_overlay_path(base, sizeof(base), disk_dir, i) < 0)
+				return avm_error_set(err, -ENAMETOOLONG, "snapshot path too long");
+		} else {
+			snprintf(base, sizeof(base), "%s", spec->disks[i].file);
+			if ((r = disk_image_format(base, &fmt, err)) < 0)
+				return r;
+		}
+		if ((r = disk_overlay_create(base, fmt, paths[i], err)) < 0)
+			return r;
+		qd[i] = (struct qemu_disk){ .overlay = paths[i],
+					    .guest_dir = spec->disks[i].guest_dir,
+					    .readonly = spec->disks[i].readonly };
+	}
+	return 0;
+}
+
 int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error *err)
 {
+	char overlays[VM_SPEC_MAX_DISKS][PATH_MAX];
+	struct qemu_disk qdisks[VM_SPEC_MAX_DISKS];
 	struct vm *vm = calloc(1, sizeof(*vm));
 	int qmp_sp[2] = { -1, -1 }, agent_sp[2] = { -1, -1 };
 	char console[PATH_MAX], qlog[PATH_MAX], qmp_sock[PATH_MAX], pidpath[PATH_MAX], namebuf[32], pidbuf[32];
@@ -268,6 +305,10 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		goto fail;
 	}
 
+	r = make_overlays(o, vm->dir, overlays, qdisks, err);
+	if (r < 0)
+		goto fail;
+
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qmp_sp) < 0 ||
 	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, agent_sp) < 0) {
 		r = avm_error_setx(err, -errno, "socketpair");
@@ -296,6 +337,8 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		.nic = vm->net.tap_fd >= 0,
 		.tap_fd = vm->net.tap_fd,
 		.mac = vm->net.mac,
+		.disks = qdisks,
+		.n_disks = o->spec->n_disks,
 	};
 	r = qemu_build_argv(&qc, &argv, err);
 	if (r < 0)

@@ -24,6 +24,7 @@ struct vm_incoming {
 	bool mem_share;           /* with mem_path: share=on (building the template) */
 	bool stay_paused;         /* no cont and no SYNC (building the template) */
 	const char *qemu_version; /* the snapshot's "major.minor.micro"; NULL = do not check */
+	const char *disk_dir;     /* the snapshot dir: disk<N>.qcow2 there back the overlays */
 };
 
 struct vm_launch_opts {

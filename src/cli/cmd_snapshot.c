@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "disk.h"
 #include "migrate.h"
 #include "qmp.h"
 #include "restore.h"
@@ -134,6 +135,41 @@ static void remove_stale_tmp(void)
 		closedir(d);
 }
 
+/*
+ * The disks' overlays into the snapshot's temp dir: while QEMU is still stopped after the
+ * migration (which flushed them), so they match the RAM state byte for byte.
+ */
+static int save_disks(const struct vm_spec *disks, const char *vm_dir, const char *tmp,
+		      struct avm_error *err)
+{
+	char src[PATH_MAX], dst[PATH_MAX];
+	int r;
+
+	for (size_t i = 0; i < disks->n_disks; i++) {
+		if (disk_overlay_path(src, sizeof(src), vm_dir, i) < 0 ||
+		    disk_overlay_path(dst, sizeof(dst), tmp, i) < 0)
+			return avm_error_set(err, -ENAMETOOLONG, "path too long");
+		if ((r = disk_snapshot_copy(src, dst, err)) < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* With the VM running again: make each copy stand on the user's image alone. */
+static int rebase_disks(const struct vm_spec *disks, const char *tmp, struct avm_error *err)
+{
+	char dst[PATH_MAX];
+	int r;
+
+	for (size_t i = 0; i < disks->n_disks; i++) {
+		if (disk_overlay_path(dst, sizeof(dst), tmp, i) < 0)
+			return avm_error_set(err, -ENAMETOOLONG, "path too long");
+		if ((r = disk_snapshot_rebase(dst, disks->disks[i].file, err)) < 0)
+			return r;
+	}
+	return 0;
+}
+
 static int snapshot_save(const char *vm, const char *snap, const char *desc)
 {
 	struct avm_error err = { 0 };
@@ -142,6 +178,7 @@ static int snapshot_save(const char *vm, const char *snap, const char *desc)
 	struct qmp_client *q = NULL;
 	struct vm_state st;
 	struct json_object *spec = NULL;
+	struct vm_spec *disks = NULL; /* only its disks are used */
 	_cleanup_free_ char *dir = NULL;
 	_cleanup_close_ int lock = -1, fd = -1, sig_fd = -1, tmp_lock = -1;
 	char tmp[PATH_MAX - 64], final[PATH_MAX], path[PATH_MAX], created[64], status[32];
@@ -189,7 +226,10 @@ static int snapshot_save(const char *vm, const char *snap, const char *desc)
 	snap_time_ny(time(NULL), created, sizeof(created));
 	m.created = strdup(created);
 	if ((r = snap_record_inputs(&m, json_str(spec, "kernel"), json_str(spec, "initrd"),
-				      &err)) < 0) {
+				      &err)) < 0 ||
+	    (r = (disks = vm_spec_new()) ? vm_spec_disks_from_json(disks, spec, &err)
+					 : -ENOMEM) < 0 ||
+	    (r = snap_record_disks(&m, disks, &err)) < 0) {
 		cli_error("%s", err.msg);
 		code = EXIT_HOST_MISSING;
 		goto out;
@@ -251,9 +291,13 @@ static int snapshot_save(const char *vm, const char *snap, const char *desc)
 		goto out;
 	}
 	r = save_stream(q, fd, &err); /* -EINTR (cancelled) on a stop signal */
+	if (r == 0)
+		r = save_disks(disks, dir, tmp, &err);
 	m.save_ms = (int64_t)(now_ms() - t0);
 	if (was_running && qmp_cont(q, 5000, &qe) < 0)
 		cli_warn("VM '%s' could not be resumed after the save: %s", vm, qe.desc);
+	if (r == 0 && !got_stop(sig_fd, &intr))
+		r = rebase_disks(disks, tmp, &err);
 	if (got_stop(sig_fd, &intr) || r == -EINTR) {
 		intr = true;
 		goto out;
@@ -318,6 +362,7 @@ out:
 	}
 	m.spec = NULL;
 	json_object_put(spec);
+	vm_spec_free(disks);
 	snap_meta_release(&m);
 	return code;
 }

@@ -20,6 +20,7 @@ enum {
 	OPT_TIMEOUT,
 	OPT_KERNEL,
 	OPT_INITRD,
+	OPT_DISK,
 	OPT_ACCEL,
 	OPT_NAME,
 	OPT_BOOT_TIMEOUT,
@@ -39,6 +40,7 @@ static const struct option run_opts[] = {
 	{ "workdir", required_argument, NULL, 'w' },
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
 	{ "initrd", required_argument, NULL, OPT_INITRD },
+	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "accel", required_argument, NULL, OPT_ACCEL },
 	{ "name", required_argument, NULL, OPT_NAME },
 	{ "boot-timeout", required_argument, NULL, OPT_BOOT_TIMEOUT },
@@ -91,6 +93,9 @@ int cli_parse_vm_args(int argc, char **argv, struct vm_args *a, bool need_comman
 			break;
 		case OPT_INITRD:
 			r = vm_spec_set_path(&a->spec->initrd, "--initrd", optarg, err);
+			break;
+		case OPT_DISK:
+			r = vm_spec_add_disk(a->spec, optarg, err);
 			break;
 		case OPT_ACCEL:
 			r = vm_spec_set_accel(a->spec, optarg, err);

@@ -132,6 +132,44 @@ static void test_nic_only_when_asked(void **state)
 	strv_release(&a);
 }
 
+static void test_disks_last_with_serials_and_cmdline(void **state)
+{
+	static const struct qemu_disk d[2] = {
+		{ .overlay = "/run/agentvm/x/disk0.qcow2", .guest_dir = "/workspace" },
+		{ .overlay = "/run/a,b/disk1.qcow2", .guest_dir = "/data", .readonly = true },
+	};
+	struct qemu_config c = base(VM_ACCEL_TCG);
+	struct strv a = { 0 };
+	int n;
+
+	c.disks = d;
+	c.n_disks = 2;
+	assert_int_equal(qemu_build_argv(&c, &a, NULL), 0);
+	assert_string_equal(after(a.v, "-drive", 0), "file=/run/agentvm/x/disk0.qcow2,format=qcow2,"
+						      "if=none,id=disk0,discard=unmap");
+	/* A ',' in a path is doubled (QEMU's option escape); ro disks are read-only to QEMU. */
+	assert_string_equal(after(a.v, "-drive", 1),
+			    "file=/run/a,,b/disk1.qcow2,format=qcow2,if=none,id=disk1,"
+			    "discard=unmap,readonly=on");
+	for (n = 0; after(a.v, "-device", n); n++)
+		;
+	/* Last, so VMs without disks keep the device layout of their snapshots. */
+	assert_string_equal(after(a.v, "-device", n - 2),
+			    "virtio-blk-device,drive=disk0,serial=avm-disk0");
+	assert_string_equal(after(a.v, "-device", n - 1),
+			    "virtio-blk-device,drive=disk1,serial=avm-disk1");
+	const char *append = after(a.v, "-append", 0);
+	assert_non_null(strstr(append, " agentvm.disk=avm-disk0:/workspace:rw"));
+	assert_non_null(strstr(append, " agentvm.disk=avm-disk1:/data:ro"));
+	strv_release(&a);
+
+	c.n_disks = 0;
+	assert_int_equal(qemu_build_argv(&c, &a, NULL), 0);
+	assert_null(after(a.v, "-drive", 0));
+	assert_null(strstr(after(a.v, "-append", 0), "agentvm.disk"));
+	strv_release(&a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -140,6 +178,7 @@ int main(void)
 		cmocka_unit_test(test_unresolved_accel_rejected),
 		cmocka_unit_test(test_cmdline_extra_and_unknown_tsc),
 		cmocka_unit_test(test_nic_only_when_asked),
+		cmocka_unit_test(test_disks_last_with_serials_and_cmdline),
 	};
 	return cmocka_run_group_tests_name("qemu_argv", tests, NULL, NULL);
 }

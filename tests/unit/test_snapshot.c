@@ -71,6 +71,38 @@ static void test_round_trip(void **state)
 	snap_meta_release(&back);
 }
 
+/* A snapshot with a workspace disk records the user's image as inputs.disk0 and reads it back. */
+static void test_disk_inputs(void **state)
+{
+	struct snap_meta m, back;
+	struct avm_error err = { 0 };
+
+	fill(&m);
+	json_object_put(m.spec);
+	m.spec = json_tokener_parse("{\"cpus\":2,\"memory_mib\":512,\"disks\":[{\"file\":"
+				    "\"/img/work.ext4\",\"mount\":\"/workspace\",\"readonly\":false}]}");
+	m.disks[0].path = strdup("/img/work.ext4");
+	memset(m.disks[0].sha256, 'd', 64);
+	m.disks[0].size = 1 << 20;
+	m.n_disks = 1;
+	char *text = snap_meta_to_string(&m);
+	assert_int_equal(snap_meta_parse(text, &back, &err), 0);
+	assert_int_equal(back.n_disks, 1);
+	assert_string_equal(back.disks[0].path, "/img/work.ext4");
+	assert_int_equal(back.disks[0].size, 1 << 20);
+	snap_meta_release(&back);
+
+	/* The spec names a disk whose input is missing: damaged. */
+	struct json_object *o = json_tokener_parse(text), *in;
+	json_object_object_get_ex(o, "inputs", &in);
+	json_object_object_del(in, "disk0");
+	assert_int_not_equal(snap_meta_parse(json_object_to_json_string(o), &back, &err), 0);
+	assert_non_null(strstr(err.msg, "inputs.disk0"));
+	json_object_put(o);
+	free(text);
+	snap_meta_release(&m);
+}
+
 /* Serialise a good meta, apply one edit to the JSON, expect a parse error mentioning `needle`. */
 static void expect_bad(void (*edit)(struct json_object *), const char *needle)
 {
@@ -235,7 +267,7 @@ int main(void)
 		cmocka_unit_test(test_round_trip),   cmocka_unit_test(test_validation),
 		cmocka_unit_test(test_not_json),     cmocka_unit_test(test_new_york_time),
 		cmocka_unit_test(test_sha256),       cmocka_unit_test(test_names),
-		cmocka_unit_test(test_restore_argv),
+		cmocka_unit_test(test_restore_argv), cmocka_unit_test(test_disk_inputs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

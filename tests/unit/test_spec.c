@@ -5,7 +5,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <json-c/json.h>
@@ -161,6 +163,65 @@ static void test_network_flags(void **state)
 	vm_spec_free(s);
 }
 
+static void test_disk_flags(void **state)
+{
+	struct vm_spec *s = vm_spec_new(), *back = vm_spec_new();
+	struct avm_error err = { 0 };
+	char img[] = "/tmp/avm-unit-disk.XXXXXX", arg[256];
+	int fd = mkstemp(img);
+	struct json_object *o;
+
+	assert_true(fd >= 0);
+	close(fd);
+	/* FILE alone: the first disk is /workspace, the next /mnt/disk1; rw unless :ro. */
+	assert_int_equal(vm_spec_add_disk(s, img, &err), 0);
+	assert_string_equal(s->disks[0].file, img);
+	assert_string_equal(s->disks[0].guest_dir, "/workspace");
+	assert_false(s->disks[0].readonly);
+	snprintf(arg, sizeof(arg), "%s:ro", img);
+	assert_int_equal(vm_spec_add_disk(s, arg, &err), 0);
+	assert_string_equal(s->disks[1].guest_dir, "/mnt/disk1");
+	assert_true(s->disks[1].readonly);
+	snprintf(arg, sizeof(arg), "%s:/data/set-1:rw", img);
+	assert_int_equal(vm_spec_add_disk(s, arg, &err), 0);
+	assert_string_equal(s->disks[2].guest_dir, "/data/set-1");
+	assert_false(s->disks[2].readonly);
+	assert_int_equal(s->n_disks, 3);
+
+	/* Rejected, each with a message, and nothing added. */
+	snprintf(arg, sizeof(arg), "%s:/data/set-1", img);
+	assert_int_equal(vm_spec_add_disk(s, arg, &err), -EINVAL); /* same dir twice */
+	assert_non_null(strstr(err.msg, "own directory"));
+	static const char *const bad_dirs[] = { "/", "/proc", "/dev/x", "/etc", "/a/../b", "/a/./b",
+						"/a//b", "/a/", "/sp ace", "/semi;colon" };
+	for (size_t i = 0; i < sizeof(bad_dirs) / sizeof(bad_dirs[0]); i++) {
+		snprintf(arg, sizeof(arg), "%s:%s", img, bad_dirs[i]);
+		assert_int_not_equal(vm_spec_add_disk(s, arg, &err), 0);
+	}
+	assert_int_equal(vm_spec_add_disk(s, "/nonexistent/img", &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "mkfs.ext4"));
+	assert_int_equal(vm_spec_add_disk(s, "/tmp", &err), -EINVAL); /* a directory */
+	assert_int_equal(vm_spec_add_disk(s, ":/workspace2", &err), -EINVAL);
+	assert_int_equal(s->n_disks, 3);
+
+	/* spec.json round trip (what snapshots and clones read back). */
+	o = vm_spec_to_json(s);
+	assert_int_equal(vm_spec_disks_from_json(back, o, &err), 0);
+	assert_int_equal(back->n_disks, 3);
+	assert_string_equal(back->disks[2].guest_dir, "/data/set-1");
+	assert_true(back->disks[1].readonly);
+	json_object_put(o);
+
+	for (int i = 3; i < 8; i++) {
+		snprintf(arg, sizeof(arg), "%s:/d%d", img, i);
+		assert_int_equal(vm_spec_add_disk(s, arg, &err), 0);
+	}
+	assert_int_equal(vm_spec_add_disk(s, img, &err), -E2BIG);
+	unlink(img);
+	vm_spec_free(s);
+	vm_spec_free(back);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -171,6 +232,7 @@ int main(void)
 		cmocka_unit_test(test_accel_and_workdir),
 		cmocka_unit_test(test_command_required_and_json),
 		cmocka_unit_test(test_network_flags),
+		cmocka_unit_test(test_disk_flags),
 	};
 	return cmocka_run_group_tests_name("spec", tests, NULL, NULL);
 }
