@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +28,10 @@
 #define EXT_SB_OFF 1024
 #define EXT_MAGIC_OFF (EXT_SB_OFF + 0x38)
 #define EXT_MAGIC 0xef53
+
+/* What disk_mount_all() mounted, in mount order, for disk_unmount_all(). */
+static char mounted[DISKCFG_MAX][DISKCFG_DIR_MAX + 1];
+static size_t n_mounted;
 
 /* The serial virtio-blk reports, trailing newline removed; "" when unreadable. */
 static void read_serial(const char *dev, char *buf, size_t size)
@@ -176,6 +181,8 @@ static void mount_one(const struct disk_ent *e, const char *dev)
 		log_msg("disk %s (%s): mount ext4 on %s: %m; not mounted", e->serial, node, e->dir);
 	return;
 mounted:
+	if (n_mounted < DISKCFG_MAX)
+		strcpy(mounted[n_mounted++], e->dir);
 	log_debug("disk %s: %s mounted on %s %s in %llu us", e->serial, node, e->dir,
 		  e->readonly ? "ro" : "rw", (unsigned long long)(mono_ns() - t0) / 1000);
 }
@@ -216,4 +223,37 @@ void disk_mount_all(const struct disk_cfg *cfg)
 		}
 		mount_one(e, dev[order[k]]);
 	}
+}
+
+void disk_unmount_all(void)
+{
+	uint64_t t0, deadline;
+	pid_t r;
+
+	if (n_mounted == 0)
+		return;
+	t0 = mono_ns();
+	deadline = t0 + DISK_WAIT_MS * NSEC_PER_MSEC;
+	/*
+	 * A killed process closes its files only as it exits, and until then the disk is busy.
+	 * Every process of the guest is PID 1's child or was reparented to it, so once waitpid
+	 * says ECHILD nothing holds a file open any more.
+	 */
+	while ((r = waitpid(-1, NULL, WNOHANG)) >= 0 && mono_ns() < deadline)
+		if (r == 0)
+			sleep_ns(NSEC_PER_MSEC);
+	for (size_t k = n_mounted; k-- > 0;) {
+		while (umount2(mounted[k], 0) < 0) {
+			if (errno == EBUSY && mono_ns() < deadline) {
+				sleep_ns(NSEC_PER_MSEC);
+				continue;
+			}
+			log_msg("disk on %s: unmount: %m; its journal is replayed at the next "
+				"read-write mount",
+				mounted[k]);
+			break;
+		}
+	}
+	n_mounted = 0;
+	log_debug("disks unmounted in %llu us", (unsigned long long)(mono_ns() - t0) / 1000);
 }

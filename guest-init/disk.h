@@ -15,4 +15,13 @@
 #define DISK_WAIT_MS 1000
 void disk_mount_all(const struct disk_cfg *cfg);
 
+/*
+ * Power-off, after every process was sent SIGKILL and sync(): wait (up to DISK_WAIT_MS) for
+ * them to exit, then unmount what disk_mount_all() mounted, children first. sync() alone saves
+ * the data, but leaves the journal marked for replay, and a replay is impossible when the disk
+ * is next attached read-only; a clean unmount leaves a clean filesystem. Failures are logged.
+ * Nothing to do, and no waiting, when no disk is mounted.
+ */
+void disk_unmount_all(void);
+
 #endif

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #endif
 #include "sys.h"
+#include "disk.h"
 #include "util.h"
 
 #include <errno.h>
@@ -174,6 +175,7 @@ void sys_poweroff(void)
 	/* SIGKILL to -1 reaches every process but PID 1 itself. */
 	kill(-1, SIGKILL);
 	sync();
+	disk_unmount_all();
 	/*
 	 * acpi=off: RB_POWER_OFF would do nothing. With reboot=t the reboot is a triple fault, and
 	 * QEMU's -no-reboot turns that into an immediate exit.

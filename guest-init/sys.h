@@ -34,7 +34,10 @@ int sys_signals(void);
  */
 void sys_cmdline(struct net_cfg *net, struct disk_cfg *disks);
 
-/* Kill everything, sync, and reboot (a triple fault that ends QEMU with -no-reboot). */
+/*
+ * Kill everything, sync, unmount the workspace disks (see disk_unmount_all()), and reboot (a
+ * triple fault that ends QEMU with -no-reboot).
+ */
 void sys_poweroff(void);
 
 #endif
