@@ -126,6 +126,7 @@ $(B)/tests/%: tests/unit/%.c $(LIBS_ALL)
 	$(Q)$(CC) $(CFLAGS) $< $(filter %.o,$^) -o $@ $(LIBS_ALL) $(PKG_LIBS) $(CMOCKA_LIBS) $(LDFLAGS)
 # Tests of guest-init code also link the pure guest objects they exercise.
 $(B)/tests/test_guest_net: $(call obj,guest-init/netcfg.c)
+$(B)/tests/test_guest_disk: $(call obj,guest-init/diskcfg.c guest-init/netcfg.c)
 
 check-unit: $(UNIT_BINS)
 	$(Q)sh tests/run-unit.sh $(UNIT_BINS)
@@ -149,6 +150,7 @@ FUZZ_LINK_fuzz_proto := $(PROTO_SRC)
 FUZZ_LINK_fuzz_qmp := $(QMP_SRC)
 FUZZ_LINK_fuzz_guest_exec := $(PROTO_SRC) guest-init/request.c guest-init/util.c
 FUZZ_LINK_fuzz_guest_net := $(PROTO_SRC) guest-init/netcfg.c
+FUZZ_LINK_fuzz_guest_disk := guest-init/diskcfg.c
 $(B)/fuzz/%: tests/fuzz/%.c $(QMP_SRC) $(PROTO_SRC) $(GUEST_SRC)
 	@mkdir -p $(dir $@)
 	$(Q)$(FUZZ_CC) -g -O1 -std=gnu17 -D_GNU_SOURCE= -fsanitize=fuzzer,address,undefined -I. -Isrc \

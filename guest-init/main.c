@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #endif
 #include "agent.h"
+#include "disk.h"
 #include "loop.h"
 #include "net.h"
 #include "port.h"
@@ -22,7 +23,8 @@
 
 int main(void)
 {
-	uint64_t t0 = boottime_ns(), t1, t2, t3;
+	uint64_t t0 = boottime_ns(), t1, t2, t3, t4;
+	struct disk_cfg disks;
 	struct net_cfg net;
 	int sig_fd, port_fd;
 
@@ -32,15 +34,19 @@ int main(void)
 	t1 = boottime_ns();
 	/* Before the first request is read, so every command sees the finished system. */
 	sys_setup_late();
-	sys_cmdline(&net);
+	sys_cmdline(&net, &disks);
 	t2 = boottime_ns();
-	/* Also before the first request: the first command must find eth0 configured. */
+	/* Also before the first request: the first command must find eth0 configured, */
 	net_setup(&net);
 	t3 = boottime_ns();
+	/* and its workspace mounted. */
+	disk_mount_all(&disks);
+	t4 = boottime_ns();
 	log_debug("init started %llu us after boot, READY after %llu us, late setup %llu us"
-		  " (network %llu us)",
+		  " (network %llu us, disks %llu us)",
 		  (unsigned long long)t0 / 1000, (unsigned long long)(t1 - t0) / 1000,
-		  (unsigned long long)(t3 - t1) / 1000, (unsigned long long)(t3 - t2) / 1000);
+		  (unsigned long long)(t4 - t1) / 1000, (unsigned long long)(t3 - t2) / 1000,
+		  (unsigned long long)(t4 - t3) / 1000);
 	port_log_stats();
 	sig_fd = sys_signals();
 	if (sig_fd < 0)

@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #endif
 #include "sys.h"
+#include "disk.h"
 #include "util.h"
 
 #include <errno.h>
@@ -136,7 +137,7 @@ int sys_signals(void)
 	return fd < 0 ? -errno : fd;
 }
 
-void sys_cmdline(struct net_cfg *net)
+void sys_cmdline(struct net_cfg *net, struct disk_cfg *disks)
 {
 	char buf[4096], *tok, *save = NULL;
 	const char *why = NULL;
@@ -144,6 +145,7 @@ void sys_cmdline(struct net_cfg *net)
 	int fd;
 
 	memset(net, 0, sizeof(*net));
+	memset(disks, 0, sizeof(*disks));
 	fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return;
@@ -155,6 +157,11 @@ void sys_cmdline(struct net_cfg *net)
 	/* Before strtok_r cuts buf up. Always logged: a guest without its network is no detail. */
 	if (netcfg_parse_cmdline(buf, net, &why) < 0)
 		log_msg("kernel cmdline: %s; ignored", why);
+	if (diskcfg_parse_cmdline(buf, disks, &why) < 0)
+		log_msg("kernel cmdline: %.*s: %s; ignored (%u agentvm.disk word%s refused in all)",
+			disks->bad_len, disks->bad, why, disks->rejected,
+			disks->rejected == 1 ? "" : "s");
+	disks->bad = NULL; /* it points into buf */
 	/* Quoting is not handled: agentvm.* values never contain spaces. */
 	for (tok = strtok_r(buf, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save)) {
 		if (strcmp(tok, "agentvm.debug=1") == 0)
@@ -168,6 +175,7 @@ void sys_poweroff(void)
 	/* SIGKILL to -1 reaches every process but PID 1 itself. */
 	kill(-1, SIGKILL);
 	sync();
+	disk_unmount_all();
 	/*
 	 * acpi=off: RB_POWER_OFF would do nothing. With reboot=t the reboot is a triple fault, and
 	 * QEMU's -no-reboot turns that into an immediate exit.

@@ -3,6 +3,7 @@
 #ifndef AGENTVM_INIT_SYS_H
 #define AGENTVM_INIT_SYS_H
 
+#include "diskcfg.h"
 #include "netcfg.h"
 
 /* Default PATH of PID 1 and of every command (unless an EXEC overrides it). */
@@ -28,11 +29,15 @@ int sys_signals(void);
 
 /*
  * Read the kernel cmdline's agentvm.* keys (needs /proc): agentvm.debug=1 turns on log_debug(),
- * the network keys fill *net (see netcfg_parse_cmdline(); what it rejects is logged).
+ * the network keys fill *net (see netcfg_parse_cmdline()), the agentvm.disk words fill *disks
+ * (see diskcfg_parse_cmdline()); what either parser rejects is logged.
  */
-void sys_cmdline(struct net_cfg *net);
+void sys_cmdline(struct net_cfg *net, struct disk_cfg *disks);
 
-/* Kill everything, sync, and reboot (a triple fault that ends QEMU with -no-reboot). */
+/*
+ * Kill everything, sync, unmount the workspace disks (see disk_unmount_all()), and reboot (a
+ * triple fault that ends QEMU with -no-reboot).
+ */
 void sys_poweroff(void);
 
 #endif

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+/* Workspace disks: find each virtio-blk disk by its serial and mount it where the host said. */
+#ifndef AGENTVM_INIT_DISK_H
+#define AGENTVM_INIT_DISK_H
+
+#include "diskcfg.h"
+
+/*
+ * Boot, before the first request: for each disk of cfg (parents before their subdirectories),
+ * find /sys/block/vd* whose serial matches (waiting up to DISK_WAIT_MS for a late probe),
+ * mkdir -p its directory (0755) and mount /dev/vdX there as ext4, read-only or noatime
+ * read-write. Every failure is logged and skipped: a guest without its workspace still answers
+ * the host, and the command that misses the files says so better than a dead PID 1.
+ */
+#define DISK_WAIT_MS 1000
+void disk_mount_all(const struct disk_cfg *cfg);
+
+/*
+ * Power-off, after every process was sent SIGKILL and sync(): wait (up to DISK_WAIT_MS) for
+ * them to exit, then unmount what disk_mount_all() mounted, children first. sync() alone saves
+ * the data, but leaves the journal marked for replay, and a replay is impossible when the disk
+ * is next attached read-only; a clean unmount leaves a clean filesystem. Failures are logged.
+ * Nothing to do, and no waiting, when no disk is mounted.
+ */
+void disk_unmount_all(void);
+
+#endif
