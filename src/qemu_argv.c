@@ -77,6 +77,20 @@ int qemu_build_argv(const struct qemu_config *c, struct strv *a, struct avm_erro
 	cmdline = qemu_kernel_cmdline(c);
 	if (!cmdline)
 		return avm_error_set(err, -ENOMEM, "out of memory");
+	/*
+	 * x86 takes 2048 bytes of cmdline and silently cuts the rest, and QEMU appends its
+	 * virtio_mmio.device= words (~45 bytes per device) after ours: a cut agentvm.* word would
+	 * be a disk or network that quietly is not there.
+	 */
+	size_t mmio = 45 * (4 + (c->nic ? 1 : 0) + c->n_disks);
+	if (strlen(cmdline) + mmio >= QEMU_CMDLINE_MAX) {
+		size_t n = strlen(cmdline);
+		free(cmdline);
+		return avm_error_set(err, -E2BIG,
+				     "the guest kernel command line would be %zu bytes, over the "
+				     "%d the kernel takes; use shorter --disk directories",
+				     n + mmio, QEMU_CMDLINE_MAX);
+	}
 
 	strv_add(a, c->qemu);
 	/*

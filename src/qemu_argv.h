@@ -43,6 +43,9 @@ struct qemu_config {
 	size_t n_disks;
 };
 
+/* The x86 kernel's COMMAND_LINE_SIZE: what is longer is cut without a word. */
+#define QEMU_CMDLINE_MAX 2048
+
 /* The guest kernel command line for this config (caller frees). */
 char *qemu_kernel_cmdline(const struct qemu_config *c);
 

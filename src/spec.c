@@ -388,6 +388,11 @@ int vm_spec_add_disk(struct vm_spec *s, const char *value, struct avm_error *err
 		return avm_error_set(err, -EINVAL,
 				     "--disk '%s': no image file; use --disk FILE[:GUEST_DIR][:ro]",
 				     value);
+	if ((!realpath(file, real) || stat(real, &st) < 0) && strchr(file, ':') && errno == ENOENT)
+		return avm_error_set(err, -ENOENT,
+				     "--disk: cannot use '%s': no such file (a guest directory must "
+				     "be absolute: --disk FILE:/DIR)",
+				     file);
 	if (!realpath(file, real) || stat(real, &st) < 0)
 		return avm_error_set(err, -errno,
 				     "--disk: cannot use '%s': %s (create an image with: truncate "

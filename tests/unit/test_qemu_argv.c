@@ -163,6 +163,24 @@ static void test_disks_last_with_serials_and_cmdline(void **state)
 	assert_non_null(strstr(append, " agentvm.disk=avm-disk1:/data:ro"));
 	strv_release(&a);
 
+	/* Eight long directories would overflow the kernel's 2048 bytes: refused, not cut. */
+	static char dir[8][256];
+	struct qemu_disk many[8];
+	struct avm_error err = { 0 };
+	for (int i = 0; i < 8; i++) {
+		memset(dir[i], 'a', 250);
+		dir[i][0] = '/';
+		dir[i][1] = (char)('0' + i);
+		many[i] = (struct qemu_disk){ .overlay = "/o", .guest_dir = dir[i] };
+	}
+	c.disks = many;
+	c.n_disks = 8;
+	assert_int_equal(qemu_build_argv(&c, &a, &err), -E2BIG);
+	assert_non_null(strstr(err.msg, "shorter --disk directories"));
+	c.n_disks = 5; /* 5 x ~280 bytes still fits */
+	assert_int_equal(qemu_build_argv(&c, &a, &err), 0);
+	strv_release(&a);
+
 	c.n_disks = 0;
 	assert_int_equal(qemu_build_argv(&c, &a, NULL), 0);
 	assert_null(after(a.v, "-drive", 0));

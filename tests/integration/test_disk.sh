@@ -1,0 +1,137 @@
+#!/bin/sh
+# Integration tests for workspace disks (--disk): the guest mounts the image, its writes go to a
+# per-VM overlay and never reach the image, snapshots carry the disk state, clones are
+# independent, bad input leaves nothing.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+export AGENTVM_SNAPSHOT_DIR="$tmp_root/snaps"
+avm() { "$AVM" "$@"; }
+# These tests are about disks: no NIC.
+NET="--network isolated"
+rm_all() {
+	for n in "$@"; do avm rm --force "$n" >/dev/null 2>&1; done
+}
+
+# An ext4 image with /hello in it, made without mounting anything (mkfs.ext4 -d).
+mkdir -p "$tmp_root/content/sub"
+echo "hello from the image" >"$tmp_root/content/hello"
+echo "nested" >"$tmp_root/content/sub/file"
+IMG=$tmp_root/work.ext4
+mkfs.ext4 -q -F -d "$tmp_root/content" "$IMG" 32M >/dev/null 2>&1 || { echo "mkfs.ext4 failed"; exit 1; }
+echo "data disk" >"$tmp_root/content/hello"
+IMG2=$tmp_root/data.ext4
+mkfs.ext4 -q -F -d "$tmp_root/content" "$IMG2" 16M >/dev/null 2>&1 || exit 1
+SUM=$(sha256sum "$IMG" | cut -c1-64)
+image_unchanged() {
+	expect_eq "the image is never written" "$SUM" "$(sha256sum "$IMG" | cut -c1-64)"
+}
+
+t_run_reads_and_writes_the_overlay() {
+	# shellcheck disable=SC2086
+	avm_run $NET --disk "$IMG" -- sh -c 'cat /workspace/hello /workspace/sub/file; echo new >/workspace/new; sync; cat /workspace/new; grep " /workspace " /proc/mounts | cut -d" " -f3'
+	expect_eq "exit code" 0 "$rc"
+	expect_eq "guest sees the image, writes work" "hello from the image
+nested
+new
+ext4" "$(cat "$out")"
+	image_unchanged
+}
+
+t_readonly_and_two_disks() {
+	# shellcheck disable=SC2086
+	avm_run $NET --disk "$IMG" --disk "$IMG2:/data:ro" -- sh -c 'cat /workspace/hello /data/hello; if touch /data/x 2>/dev/null; then echo writable; else echo read-only; fi'
+	expect_eq "exit code" 0 "$rc"
+	expect_eq "two disks, the second read-only" "hello from the image
+data disk
+read-only" "$(cat "$out")"
+	image_unchanged
+}
+
+t_unformatted_disk_still_boots() {
+	truncate -s 8M "$tmp_root/blank.img"
+	# shellcheck disable=SC2086
+	avm_run $NET --keep-state --name blank --disk "$tmp_root/blank.img" -- sh -c 'test -b /dev/vda && echo block-device'
+	expect_eq "exit code" 0 "$rc"
+	expect_eq "the device is there" "block-device" "$(cat "$out")"
+	expect_contains "the console says how to fix it" "mkfs.ext4" "$(cat "$AGENTVM_STATE_DIR/blank/console.log" 2>/dev/null)"
+	avm rm --force blank >/dev/null 2>&1
+	rm -f "$tmp_root/blank.img"
+}
+
+t_snapshot_restore_clones_reset() {
+	# shellcheck disable=SC2086
+	avm start --accel tcg --name dsrc $NET --disk "$IMG" >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	avm exec dsrc -- sh -c 'echo before >/workspace/before' || fail "write before"
+	avm snapshot save dsrc dbase 2>"$tmp_root/err" || fail "save: $(cat "$tmp_root/err")"
+	[ -f "$AGENTVM_SNAPSHOT_DIR/dbase/disk0.qcow2" ] || fail "no disk copy in the snapshot"
+	grep -q '"disk0"' "$AGENTVM_SNAPSHOT_DIR/dbase/meta.json" || fail "meta.json does not record the image"
+	avm exec dsrc -- sh -c 'echo after >/workspace/after' || fail "write after"
+	out=$(avm restore dbase --count 2 --name dc 2>"$tmp_root/err") || fail "restore: $(cat "$tmp_root/err")"
+	for c in dc-1 dc-2; do
+		expect_eq "$c: file written before the save" "before" "$(avm exec $c -- cat /workspace/before)"
+		avm exec $c -- test -e /workspace/after && fail "$c: file written after the save exists"
+	done
+	avm exec dc-1 -- sh -c 'echo mine >/workspace/mine' || fail "write in a clone"
+	avm exec dc-2 -- test -e /workspace/mine && fail "a clone's write shows in another clone"
+	expect_eq "the source keeps its own file" "after" "$(avm exec dsrc -- cat /workspace/after)"
+	# reset: back to the snapshot, the clone's own write is gone.
+	avm reset dc-1 >/dev/null 2>"$tmp_root/err" || fail "reset: $(cat "$tmp_root/err")"
+	avm exec dc-1 -- test -e /workspace/mine && fail "the write survived reset"
+	expect_eq "reset keeps the snapshot's file" "before" "$(avm exec dc-1 -- cat /workspace/before)"
+	# A snapshot of a clone stands on the user's image alone, even after its parent is gone.
+	avm exec dc-2 -- sh -c 'echo second >/workspace/second' || fail "write in dc-2"
+	avm snapshot save dc-2 dsecond 2>"$tmp_root/err" || fail "save of a clone: $(cat "$tmp_root/err")"
+	rm_all dc-1 dc-2 dsrc
+	avm snapshot rm dbase >/dev/null || fail "snapshot rm dbase"
+	expect_contains "the copy is backed by the user's image" "backing file: $IMG" "$(qemu-img info "$AGENTVM_SNAPSHOT_DIR/dsecond/disk0.qcow2")"
+	avm restore dsecond --name dd >/dev/null 2>"$tmp_root/err" || fail "restore of the clone's snapshot: $(cat "$tmp_root/err")"
+	expect_eq "both generations of files" "before second" "$(avm exec dd -- sh -c 'echo $(cat /workspace/before /workspace/second)')"
+	rm_all dd
+	avm snapshot rm dsecond >/dev/null
+	image_unchanged
+}
+
+t_bad_input() {
+	for args in "--disk $tmp_root/missing.img" "--disk $IMG:/proc" "--disk $IMG:relative" \
+		"--disk $tmp_root" "--disk $IMG --disk $IMG2:/workspace"; do
+		# shellcheck disable=SC2086
+		avm_run $NET $args -- true
+		[ "$rc" -ne 0 ] || fail "$args: accepted"
+		[ "$(wc -l <"$err")" -eq 1 ] || fail "$args: not one line: $(cat "$err")"
+		echo "    $args -> $rc: $(cat "$err")"
+	done
+	# qemu-img missing: one line naming the package, nothing left.
+	# shellcheck disable=SC2086
+	AGENTVM_QEMU_IMG=$tmp_root/no-qemu-img avm_run $NET --disk "$IMG" -- true
+	[ "$rc" -ne 0 ] || fail "ran without qemu-img"
+	expect_contains "qemu-img message" "AGENTVM_QEMU_IMG" "$(cat "$err")"
+	echo "    no qemu-img -> $rc: $(cat "$err")"
+
+	# The image changes after a save: restore refuses with one line, leaves nothing.
+	cp "$IMG" "$tmp_root/changing.ext4"
+	# shellcheck disable=SC2086
+	avm start --accel tcg --name dch $NET --disk "$tmp_root/changing.ext4" >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	avm snapshot save dch dchs 2>"$tmp_root/err" || fail "save: $(cat "$tmp_root/err")"
+	rm_all dch
+	echo x | dd of="$tmp_root/changing.ext4" bs=1 seek=100000 conv=notrunc 2>/dev/null
+	avm restore dchs --name dchr >/dev/null 2>"$tmp_root/err" && fail "restored over a changed image"
+	expect_contains "changed image message" "disk image" "$(cat "$tmp_root/err")"
+	echo "    changed image -> $(cat "$tmp_root/err")"
+	# The snapshot's disk copy is gone: damaged, one line.
+	rm -f "$AGENTVM_SNAPSHOT_DIR/dchs/disk0.qcow2"
+	avm restore dchs --name dchr >/dev/null 2>"$tmp_root/err" && fail "restored without the disk copy"
+	expect_contains "missing copy message" "damaged" "$(cat "$tmp_root/err")"
+	echo "    missing disk copy -> $(cat "$tmp_root/err")"
+	avm snapshot rm dchs >/dev/null 2>&1
+	rm -f "$tmp_root/changing.ext4"
+}
+
+echo "workspace disk tests (TCG)"
+run_test t_run_reads_and_writes_the_overlay
+run_test t_readonly_and_two_disks
+run_test t_unformatted_disk_still_boots
+run_test t_snapshot_restore_clones_reset
+run_test t_bad_input
+summary
