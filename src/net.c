@@ -150,26 +150,37 @@ static void resolver_from(const char *path, char *out, size_t len)
 	}
 }
 
-static bool has_port(const struct vm_net *n, const struct nf_port *p)
+static bool has_port(const struct nf_port *v, size_t n, const struct nf_port *p)
 {
-	for (size_t i = 0; i < n->n_allow; i++)
-		if (n->allow[i].proto == p->proto && n->allow[i].port == p->port)
+	for (size_t i = 0; i < n; i++)
+		if (v[i].proto == p->proto && v[i].port == p->port)
 			return true;
 	return false;
+}
+
+/* Valid ports of a spec list into v (at most max), without duplicates. */
+static void add_ports(struct nf_port *v, size_t *n, size_t max, char **ports, size_t n_ports)
+{
+	struct nf_port p;
+
+	for (size_t i = 0; i < n_ports && *n < max; i++)
+		if (nf_port_parse(ports[i], &p, NULL) == 0 && !has_port(v, *n, &p))
+			v[(*n)++] = p;
 }
 
 static void build_allowlist(struct vm_net *n, const struct vm_spec *spec)
 {
 	const struct nf_port *def;
 	size_t n_def = nf_default_allow(&def);
-	struct nf_port p;
 
 	n->n_allow = 0;
 	for (size_t i = 0; !spec->deny_all_egress && i < n_def; i++)
 		n->allow[n->n_allow++] = def[i];
-	for (size_t i = 0; i < spec->n_allow && n->n_allow < ARRAY_SIZE(n->allow); i++)
-		if (nf_port_parse(spec->allow[i], &p, NULL) == 0 && !has_port(n, &p))
-			n->allow[n->n_allow++] = p;
+	add_ports(n->allow, &n->n_allow, ARRAY_SIZE(n->allow), spec->allow, spec->n_allow);
+	/* VM -> host: only what the policy names; --deny-all-egress is about the world. */
+	n->n_host_allow = 0;
+	add_ports(n->host_allow, &n->n_host_allow, ARRAY_SIZE(n->host_allow), spec->host_allow,
+		  spec->n_host_allow);
 }
 
 static void fill_nf_vm(const struct vm_net *n, struct nf_vm *v)
@@ -182,6 +193,8 @@ static void fill_nf_vm(const struct vm_net *n, struct nf_vm *v)
 		.check_mac = true,
 		.allow = n->allow,
 		.n_allow = n->n_allow,
+		.host_allow = n->host_allow,
+		.n_host_allow = n->n_host_allow,
 	};
 	memcpy(v->mac, n->mac, sizeof(v->mac));
 }
@@ -345,20 +358,59 @@ int net_guest_cmdline(const struct vm_net *n, const char *hostname, char *buf, s
 	return w < 0 || (size_t)w >= len ? -ENAMETOOLONG : 0;
 }
 
-void net_allow_string(const struct vm_net *n, char *buf, size_t len)
+void net_port_string(const struct nf_port *p, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s:%u", p->proto == IPPROTO_UDP ? "udp" : "tcp", p->port);
+}
+
+void net_ports_string(const struct nf_port *v, size_t n, char *buf, size_t len)
 {
 	size_t off = 0;
 
 	buf[0] = '\0';
-	for (size_t i = 0; i < n->n_allow && off < len; i++) {
-		int w = snprintf(buf + off, len - off, "%s%s:%u", i ? "," : "",
-				 n->allow[i].proto == IPPROTO_UDP ? "udp" : "tcp", n->allow[i].port);
+	for (size_t i = 0; i < n && off < len; i++) {
+		char p[16];
+		net_port_string(&v[i], p, sizeof(p));
+		int w = snprintf(buf + off, len - off, "%s%s", i ? "," : "", p);
 		if (w < 0)
 			break;
 		off += (size_t)w;
 	}
-	if (!n->n_allow)
+	if (!n)
 		snprintf(buf, len, "none");
+}
+
+void net_allow_string(const struct vm_net *n, char *buf, size_t len)
+{
+	net_ports_string(n->allow, n->n_allow, buf, len);
+}
+
+/* A port list as a JSON array of "tcp:80" strings. */
+static struct json_object *ports_json(const struct nf_port *v, size_t n)
+{
+	struct json_object *a = json_object_new_array();
+
+	for (size_t i = 0; a && i < n; i++) {
+		char p[16];
+		net_port_string(&v[i], p, sizeof(p));
+		json_object_array_add(a, json_object_new_string(p));
+	}
+	return a;
+}
+
+/* A JSON array of "tcp:80" strings into v (at most max); what does not parse is skipped. */
+static size_t ports_from_json(struct json_object *o, const char *k, struct nf_port *v, size_t max)
+{
+	struct json_object *a;
+	size_t n = 0;
+
+	if (!json_object_object_get_ex(o, k, &a) || !json_object_is_type(a, json_type_array))
+		return 0;
+	for (size_t i = 0; i < json_object_array_length(a) && n < max; i++)
+		if (nf_port_parse(json_object_get_string(json_object_array_get_idx(a, i)), &v[n],
+				  NULL) == 0)
+			n++;
+	return n;
 }
 
 static void add_str(struct json_object *o, const char *k, const char *v)
@@ -369,15 +421,12 @@ static void add_str(struct json_object *o, const char *k, const char *v)
 int net_save(const struct vm_net *n, const char *dir)
 {
 	char path[PATH_MAX], mac[18], a[INET_ADDRSTRLEN];
-	struct json_object *o = json_object_new_object(), *allow = json_object_new_array();
+	struct json_object *o = json_object_new_object();
 	const char *s;
 	int r;
 
-	if (!o || !allow) {
-		json_object_put(o);
-		json_object_put(allow);
+	if (!o)
 		return -ENOMEM;
-	}
 	add_str(o, "mode", vm_net_mode_name(n->mode));
 	add_str(o, "vm", n->vm);
 	add_str(o, "tap", n->tap);
@@ -393,13 +442,8 @@ int net_save(const struct vm_net *n, const char *dir)
 	}
 	add_str(o, "dns", n->dns);
 	add_str(o, "pool", n->pool);
-	for (size_t i = 0; i < n->n_allow; i++) {
-		char p[16];
-		snprintf(p, sizeof(p), "%s:%u", n->allow[i].proto == IPPROTO_UDP ? "udp" : "tcp",
-			 n->allow[i].port);
-		json_object_array_add(allow, json_object_new_string(p));
-	}
-	json_object_object_add(o, "allow", allow);
+	json_object_object_add(o, "allow", ports_json(n->allow, n->n_allow));
+	json_object_object_add(o, "host_allow", ports_json(n->host_allow, n->n_host_allow));
 	json_object_object_add(o, "rules", json_object_new_boolean(n->rules));
 	json_object_object_add(o, "torn_down", json_object_new_boolean(n->torn_down));
 	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
@@ -429,7 +473,7 @@ static bool get_b(struct json_object *o, const char *k)
 int net_load(struct vm_net *n, const char *dir, struct avm_error *err)
 {
 	char path[PATH_MAX];
-	struct json_object *o, *v, *allow;
+	struct json_object *o, *v;
 	unsigned m[6];
 	const char *mode;
 
@@ -460,14 +504,8 @@ int net_load(struct vm_net *n, const char *dir, struct avm_error *err)
 		inet_pton(AF_INET, get_s(o, "gateway"), &n->lease.host);
 		snprintf(n->lease.owner, sizeof(n->lease.owner), "%s", n->vm);
 	}
-	if (json_object_object_get_ex(o, "allow", &allow) &&
-	    json_object_is_type(allow, json_type_array)) {
-		for (size_t i = 0; i < json_object_array_length(allow) && n->n_allow < ARRAY_SIZE(n->allow);
-		     i++)
-			if (nf_port_parse(json_object_get_string(json_object_array_get_idx(allow, i)),
-					  &n->allow[n->n_allow], NULL) == 0)
-				n->n_allow++;
-	}
+	n->n_allow = ports_from_json(o, "allow", n->allow, ARRAY_SIZE(n->allow));
+	n->n_host_allow = ports_from_json(o, "host_allow", n->host_allow, ARRAY_SIZE(n->host_allow));
 	n->rules = get_b(o, "rules");
 	n->torn_down = get_b(o, "torn_down");
 	json_object_put(o);

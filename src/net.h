@@ -37,6 +37,8 @@ struct vm_net {
 	char pool[64];             /* the pool CIDR the lease came from; "" = the default */
 	struct nf_port allow[VM_SPEC_MAX_ALLOW + 8];
 	size_t n_allow;
+	struct nf_port host_allow[VM_SPEC_MAX_ALLOW]; /* VM -> host (gateway) ports */
+	size_t n_host_allow;
 	int tap_fd;                /* -1 once handed to QEMU and closed */
 	struct nf_nft *nft;        /* kept open from setup to teardown (see net.c) */
 	bool rules;                /* the VM's nft rules were installed */
@@ -76,8 +78,12 @@ int net_teardown_dir(const char *dir);
  */
 bool net_host_gc(void);
 
-/* "tcp:80,udp:53" (or "none") into buf. */
+/* "tcp:80,udp:53" (or "none") into buf: ports of a list (n->allow, n->host_allow). */
+void net_ports_string(const struct nf_port *v, size_t n, char *buf, size_t len);
+/* The egress allowlist as net_ports_string() puts it. */
 void net_allow_string(const struct vm_net *n, char *buf, size_t len);
+/* One port as "tcp:80" (buf of at least 10 bytes). */
+void net_port_string(const struct nf_port *p, char *buf, size_t len);
 
 /*
  * The lease pool `cidr` ("" or NULL: $AGENTVM_NET_POOL, else the default) of this state root;

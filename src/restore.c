@@ -177,6 +177,11 @@ static int apply_net_override(struct vm_spec *s, const struct restore *rs,
 		s->n_allow = 0;
 		for (size_t i = 0; r == 0 && i < o->n_allow; i++)
 			r = vm_spec_add_allow(s, o->allow[i], err);
+		strv_free(s->host_allow);
+		s->host_allow = NULL;
+		s->n_host_allow = 0;
+		for (size_t i = 0; r == 0 && i < o->n_host_allow; i++)
+			r = vm_spec_add_host_allow(s, o->host_allow[i], err);
 		s->deny_all_egress = o->deny_all_egress;
 		free(s->dns);
 		s->dns = o->dns ? strdup(o->dns) : NULL;

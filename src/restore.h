@@ -24,7 +24,7 @@ struct restore {
 	char mem_path[PATH_MAX];   /* copy-on-write: the template's RAM file; "" = plain */
 	char snap_dir[PATH_MAX];   /* its disk<N>.qcow2 back the clones' disk overlays */
 	/* Network flags given to restore (borrowed; NULL = the snapshot's): net_mode when
-	 * net_mode_given, the egress policy (allow, deny_all_egress, dns) when policy_given. */
+	 * net_mode_given, the policy (allow, host_allow, deny_all_egress, dns) when policy_given. */
 	const struct vm_spec *net_override;
 	bool net_mode_given, policy_given;
 };

@@ -437,6 +437,11 @@ int snap_spec_net_from_json(struct vm_spec *s, struct json_object *spec)
 		for (size_t i = 0; r == 0 && i < json_object_array_length(v); i++)
 			r = vm_spec_add_allow(s, json_object_get_string(json_object_array_get_idx(v, i)),
 					      NULL);
+	if (r == 0 && json_object_object_get_ex(net, "host_allow", &v) &&
+	    json_object_is_type(v, json_type_array))
+		for (size_t i = 0; r == 0 && i < json_object_array_length(v); i++)
+			r = vm_spec_add_host_allow(
+				s, json_object_get_string(json_object_array_get_idx(v, i)), NULL);
 	if (r == 0 && json_object_object_get_ex(net, "deny_all_egress", &v))
 		s->deny_all_egress = json_object_get_boolean(v);
 	if (r == 0 && json_object_object_get_ex(net, "dns", &v) &&

@@ -59,6 +59,7 @@ void vm_spec_free(struct vm_spec *s)
 	strv_free(s->argv);
 	free(s->bridge);
 	strv_free(s->allow);
+	strv_free(s->host_allow);
 	free(s->dns);
 	for (size_t i = 0; i < s->n_disks; i++) {
 		free(s->disks[i].file);
@@ -266,17 +267,19 @@ int vm_spec_set_network(struct vm_spec *s, const char *value, struct avm_error *
 			     value);
 }
 
-int vm_spec_add_allow(struct vm_spec *s, const char *value, struct avm_error *err)
+/* One validated port for a list of at most VM_SPEC_MAX_ALLOW; `flag` names it in errors. */
+static int add_port(char ***v, size_t *n, const char *flag, const char *value,
+		    struct avm_error *err)
 {
 	struct nf_port port;
 	struct nf_error nerr = { 0 };
 
 	if (nf_port_parse(value, &port, &nerr) < 0)
-		return avm_error_set(err, -EINVAL, "--allow: %s", nerr.msg);
-	if (s->n_allow >= VM_SPEC_MAX_ALLOW)
-		return avm_error_set(err, -E2BIG, "too many --allow values (at most %d)",
+		return avm_error_set(err, -EINVAL, "%s: %s", flag, nerr.msg);
+	if (*n >= VM_SPEC_MAX_ALLOW)
+		return avm_error_set(err, -E2BIG, "too many %s values (at most %d)", flag,
 				     VM_SPEC_MAX_ALLOW);
-	if (strv_append(&s->allow, &s->n_allow, value) < 0)
+	if (strv_append(v, n, value) < 0)
 		return avm_error_set(err, -ENOMEM, "out of memory");
 	return 0;
 }
@@ -441,6 +444,16 @@ int vm_spec_disks_from_json(struct vm_spec *s, struct json_object *spec, struct 
 	return 0;
 }
 
+int vm_spec_add_allow(struct vm_spec *s, const char *value, struct avm_error *err)
+{
+	return add_port(&s->allow, &s->n_allow, "--allow", value, err);
+}
+
+int vm_spec_add_host_allow(struct vm_spec *s, const char *value, struct avm_error *err)
+{
+	return add_port(&s->host_allow, &s->n_host_allow, "--allow-host", value, err);
+}
+
 int vm_spec_set_dns(struct vm_spec *s, const char *value, struct avm_error *err)
 {
 	struct in_addr a;
@@ -452,14 +465,20 @@ int vm_spec_set_dns(struct vm_spec *s, const char *value, struct avm_error *err)
 
 int vm_spec_validate(const struct vm_spec *s, bool need_command, struct avm_error *err)
 {
-	if (s->net_mode == VM_NET_ISOLATED && (s->n_allow || s->deny_all_egress || s->dns))
+	/* The first filter flag given, for the message. */
+	const char *filter = s->n_allow		? "--allow"
+			     : s->n_host_allow	? "--allow-host"
+			     : s->deny_all_egress ? "--deny-all-egress"
+						  : NULL;
+
+	if (s->net_mode == VM_NET_ISOLATED && (filter || s->dns))
 		return avm_error_set(err, -EINVAL,
-				     "--allow, --deny-all-egress and --dns need a network; "
-				     "--network isolated has none");
-	if (s->net_mode == VM_NET_BRIDGE && (s->n_allow || s->deny_all_egress))
+				     "%s needs a network; --network isolated has none",
+				     filter ? filter : "--dns");
+	if (s->net_mode == VM_NET_BRIDGE && filter)
 		return avm_error_set(err, -EINVAL,
-				     "--allow and --deny-all-egress filter nat-filtered VMs only; "
-				     "a bridged VM is not filtered");
+				     "%s filters nat-filtered VMs only; a bridged VM is not filtered",
+				     filter);
 	if (need_command && (s->argc == 0 || !s->argv[0][0]))
 		return avm_error_set(err, -EINVAL,
 				     "no command given; put it after --, e.g. agentvm run -- uname -a");
@@ -502,6 +521,7 @@ struct json_object *vm_spec_to_json(const struct vm_spec *s)
 		json_object_object_add(net, "bridge", json_object_new_string(s->bridge));
 	json_object_object_add(net, "allow", strv_to_json(s->allow));
 	json_object_object_add(net, "deny_all_egress", json_object_new_boolean(s->deny_all_egress));
+	json_object_object_add(net, "host_allow", strv_to_json(s->host_allow));
 	if (s->dns)
 		json_object_object_add(net, "dns", json_object_new_string(s->dns));
 	json_object_object_add(o, "network", net);

@@ -71,6 +71,9 @@ struct vm_spec {
 	char **allow;         /* extra egress ports, "tcp:8080" (validated), NULL-terminated */
 	size_t n_allow;
 	bool deny_all_egress; /* start from an empty allowlist instead of the default one */
+	char **host_allow;    /* VM -> host ports on its gateway, "tcp:8000" (validated), NULL-
+			       * terminated; not touched by deny_all_egress */
+	size_t n_host_allow;
 	char *dns;            /* resolver for the guest; NULL = the host's */
 	struct vm_disk disks[VM_SPEC_MAX_DISKS];
 	size_t n_disks;
@@ -105,6 +108,8 @@ int vm_spec_add_allow(struct vm_spec *s, const char *value, struct avm_error *er
 int vm_spec_add_disk(struct vm_spec *s, const char *value, struct avm_error *err);
 /* The "disks" array of a spec.json object into s (what vm_spec_to_json wrote); 0 or -EINVAL. */
 int vm_spec_disks_from_json(struct vm_spec *s, struct json_object *spec, struct avm_error *err);
+/* One "tcp:PORT" / "udp:PORT" the VM may reach on the host (its gateway address). */
+int vm_spec_add_host_allow(struct vm_spec *s, const char *value, struct avm_error *err);
 /* An IPv4 address. */
 int vm_spec_set_dns(struct vm_spec *s, const char *value, struct avm_error *err);
 const char *vm_net_mode_name(enum vm_net_mode m);

@@ -53,16 +53,17 @@ int cli_prepare_host(struct vm_spec *spec, enum vm_accel *accel, char **qemu, ch
 		     char **initrd, struct avm_error *err);
 /*
  * The network flags of restore and serve, which replace a snapshot's network: option-table
- * entries (short codes 'N', 'A', 'D', 'S') and applying one of them to `spec`.
+ * entries (short codes 'N', 'A', 'H', 'D', 'S') and applying one of them to `spec`.
  */
 #define CLI_NET_OPTIONS                                                                            \
 	{ "network", required_argument, NULL, 'N' }, { "allow", required_argument, NULL, 'A' },    \
+		{ "allow-host", required_argument, NULL, 'H' },                                    \
 		{ "deny-all-egress", no_argument, NULL, 'D' },                                     \
 		{ "dns", required_argument, NULL, 'S' }
 struct cli_net_override {
 	struct vm_spec *spec;
 	bool mode_given;   /* --network */
-	bool policy_given; /* --allow, --deny-all-egress, --dns */
+	bool policy_given; /* --allow, --allow-host, --deny-all-egress, --dns */
 };
 /* 1 when c was one of them (applied), 0 when not, -errno with err filled on a bad value. */
 int cli_net_override_flag(struct cli_net_override *o, int c, const char *arg,

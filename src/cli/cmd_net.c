@@ -28,7 +28,8 @@ static void put_counter(struct json_object *c, const char *k, uint64_t v)
 
 static struct json_object *net_json(const char *name, const struct vm_net *n, struct nf_nft *nft)
 {
-	struct json_object *o = json_object_new_object(), *allow = json_object_new_array();
+	struct json_object *o = json_object_new_object(), *allow = json_object_new_array(),
+			   *host_allow = json_object_new_array();
 	char a[INET_ADDRSTRLEN], mac[18];
 	struct nf_counters c = { 0 };
 
@@ -49,11 +50,16 @@ static struct json_object *net_json(const char *name, const struct vm_net *n, st
 	json_object_object_add(o, "active", json_object_new_boolean(!n->torn_down));
 	for (size_t i = 0; n->mode == VM_NET_NAT_FILTERED && i < n->n_allow; i++) {
 		char p[16];
-		snprintf(p, sizeof(p), "%s:%u", n->allow[i].proto == IPPROTO_UDP ? "udp" : "tcp",
-			 n->allow[i].port);
+		net_port_string(&n->allow[i], p, sizeof(p));
 		json_object_array_add(allow, json_object_new_string(p));
 	}
 	json_object_object_add(o, "allow", allow);
+	for (size_t i = 0; n->mode == VM_NET_NAT_FILTERED && i < n->n_host_allow; i++) {
+		char p[16];
+		net_port_string(&n->host_allow[i], p, sizeof(p));
+		json_object_array_add(host_allow, json_object_new_string(p));
+	}
+	json_object_object_add(o, "host_allow", host_allow);
 	if (nft && n->rules && !n->torn_down && nf_nft_vm_counters(nft, n->tap, &c, NULL) == 0) {
 		struct json_object *cj = json_object_new_object();
 		put_counter(cj, "tx_ok_packets", c.tx_ok_packets);
@@ -87,10 +93,10 @@ static int net_ls(bool json)
 
 	nf_nft_new(&nft, NULL);
 	if (!json)
-		printf("%-20s %-12s %-12s %-15s %-10s %-22s %s\n", "VM", "MODE", "TAP", "GUEST",
-		       "TX OK/DROP", "RX OK/DROP (packets)", "ALLOW");
+		printf("%-20s %-12s %-12s %-15s %-10s %-22s %-15s %s\n", "VM", "MODE", "TAP", "GUEST",
+		       "TX OK/DROP", "RX OK/DROP (packets)", "HOST PORTS", "ALLOW");
 	for (int i = 0; i < n; i++) {
-		char dir[PATH_MAX], allow[512];
+		char dir[PATH_MAX], allow[512], host[512];
 		struct vm_net net;
 		snprintf(dir, sizeof(dir), "%s/%s", statedir_root(), names[i]);
 		if (net_load(&net, dir, NULL) < 0 || net.torn_down)
@@ -106,10 +112,12 @@ static int net_ls(bool json)
 		snprintf(rx, sizeof(rx), "%llu/%llu", (unsigned long long)counter(o, "rx_ok_packets"),
 			 (unsigned long long)counter(o, "rx_drop_packets"));
 		net_allow_string(&net, allow, sizeof(allow));
-		printf("%-20s %-12s %-12s %-15s %-10s %-22s %s\n", names[i],
+		net_ports_string(net.host_allow, net.n_host_allow, host, sizeof(host));
+		bool filtered = net.mode == VM_NET_NAT_FILTERED;
+		printf("%-20s %-12s %-12s %-15s %-10s %-22s %-15s %s\n", names[i],
 		       vm_net_mode_name(net.mode), net.tap,
 		       json_object_object_get_ex(o, "guest", &v) ? json_object_get_string(v) : "-", tx,
-		       rx, net.mode == VM_NET_NAT_FILTERED ? allow : "(unfiltered)");
+		       rx, filtered ? host : "-", filtered ? allow : "(unfiltered)");
 		json_object_put(o);
 	}
 	if (json)

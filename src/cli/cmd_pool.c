@@ -60,8 +60,8 @@ int cmd_serve(int argc, char **argv)
 		} else if (c == 'h') {
 			puts("usage: agentvm serve --pool SNAPSHOT [--pool-min N] [--pool-max M] "
 			     "[--pool-ttl SECONDS]\n"
-			     "       [--network MODE] [--allow PROTO:PORT]... [--deny-all-egress] "
-			     "[--dns ADDR]\n"
+			     "       [--network MODE] [--allow PROTO:PORT]... [--allow-host PROTO:PORT]...\n"
+			     "       [--deny-all-egress] [--dns ADDR]\n"
 			     "Keep N..M VMs restored from SNAPSHOT ready for 'agentvm pool acquire'.\n"
 			     "The network flags replace the snapshot's policy, as for restore.");
 			vm_spec_free(no.spec);

@@ -45,6 +45,10 @@ static void run_usage(FILE *f)
 		"  --allow PROTO:PORT   add to the egress allowlist (default: udp:53 tcp:53 tcp:80\n"
 		"                       tcp:443 tcp:22 tcp:9418), e.g. --allow tcp:5432 (repeatable)\n"
 		"  --deny-all-egress    start from an empty allowlist (only --allow ports go out)\n"
+		"  --allow-host PROTO:PORT\n"
+		"                       let the VM reach this port of the host itself, on its gateway\n"
+		"                       address (repeatable; default: none; nat-filtered only; not\n"
+		"                       changed by --deny-all-egress), e.g. --allow-host tcp:8000\n"
 		"  --dns ADDR           resolver for the guest; default: the host's first non-local\n"
 		"                       nameserver\n",
 		CLI_DEFAULT_BOOT_TIMEOUT_S);

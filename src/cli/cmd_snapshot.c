@@ -575,6 +575,7 @@ int cmd_restore(int argc, char **argv)
 			break;
 		case 'N':
 		case 'A':
+		case 'H':
 		case 'D':
 		case 'S':
 			if (cli_net_override_flag(&no, c, optarg, &err) < 0) {
@@ -586,8 +587,8 @@ int cmd_restore(int argc, char **argv)
 		case 'h':
 			puts("usage: agentvm restore SNAPSHOT [--name NAME] [--count N] "
 			     "[--boot-timeout S]\n"
-			     "       [--network nat-filtered|bridge:BR|isolated] [--allow PROTO:PORT]... "
-			     "[--deny-all-egress] [--dns ADDR]\n"
+			     "       [--network nat-filtered|bridge:BR|isolated] [--allow PROTO:PORT]...\n"
+			     "       [--allow-host PROTO:PORT]... [--deny-all-egress] [--dns ADDR]\n"
 			     "Start new VMs from a snapshot; prints their names once they are ready.\n"
 			     "With --count N and --name NAME the VMs are NAME-1 .. NAME-N.\n"
 			     "A clone keeps its snapshot's network policy unless the flags say "

@@ -31,7 +31,8 @@ int cmd_start(int argc, char **argv)
 		     "                     [--kernel PATH] [--initrd PATH] [--accel kvm|tcg]\n"
 		     "                     [--disk FILE[:DIR][:ro]]...\n"
 		     "                     [--boot-timeout S] [--network nat-filtered|isolated|bridge:BR]\n"
-		     "                     [--allow PROTO:PORT]... [--deny-all-egress] [--dns ADDR]\n"
+		     "                     [--allow PROTO:PORT]... [--allow-host PROTO:PORT]...\n"
+		     "                     [--deny-all-egress] [--dns ADDR]\n"
 		     "Start a detached VM; prints its name once the guest is ready.");
 		vm_spec_free(a.spec);
 		return 0;

@@ -27,6 +27,7 @@ enum {
 	OPT_KEEP_STATE,
 	OPT_NETWORK,
 	OPT_ALLOW,
+	OPT_ALLOW_HOST,
 	OPT_DENY_ALL_EGRESS,
 	OPT_DNS,
 };
@@ -47,6 +48,7 @@ static const struct option run_opts[] = {
 	{ "keep-state", no_argument, NULL, OPT_KEEP_STATE },
 	{ "network", required_argument, NULL, OPT_NETWORK },
 	{ "allow", required_argument, NULL, OPT_ALLOW },
+	{ "allow-host", required_argument, NULL, OPT_ALLOW_HOST },
 	{ "deny-all-egress", no_argument, NULL, OPT_DENY_ALL_EGRESS },
 	{ "dns", required_argument, NULL, OPT_DNS },
 	{ "help", no_argument, NULL, 'h' },
@@ -119,6 +121,9 @@ int cli_parse_vm_args(int argc, char **argv, struct vm_args *a, bool need_comman
 		case OPT_ALLOW:
 			r = vm_spec_add_allow(a->spec, optarg, err);
 			break;
+		case OPT_ALLOW_HOST:
+			r = vm_spec_add_host_allow(a->spec, optarg, err);
+			break;
 		case OPT_DENY_ALL_EGRESS:
 			a->spec->deny_all_egress = true;
 			break;
@@ -188,12 +193,13 @@ int cli_net_override_flag(struct cli_net_override *o, int c, const char *arg,
 {
 	int r;
 
-	if (c != 'N' && c != 'A' && c != 'D' && c != 'S')
+	if (c != 'N' && c != 'A' && c != 'H' && c != 'D' && c != 'S')
 		return 0;
 	if (!o->spec)
 		return avm_error_set(err, -ENOMEM, "out of memory");
 	r = c == 'N'   ? vm_spec_set_network(o->spec, arg, err)
 	    : c == 'A' ? vm_spec_add_allow(o->spec, arg, err)
+	    : c == 'H' ? vm_spec_add_host_allow(o->spec, arg, err)
 	    : c == 'S' ? vm_spec_set_dns(o->spec, arg, err)
 		       : (o->spec->deny_all_egress = true, 0);
 	if (r < 0)

@@ -301,6 +301,47 @@ $(probe_http gw8080 "$(netls al8080 gateway)" 80 10)"
 	avm rm --force al8080 >/dev/null || fail "rm"
 }
 
+# --allow-host: the VM reaches the host's own service on exactly that port, only at its gateway
+# address, and --deny-all-egress leaves it alone; a VM without the flag reaches none (control).
+t_allow_host_opens_exactly_that() {
+	vm_start ahost --allow-host tcp:80 --deny-all-egress || return
+	vm_start anohost || { avm rm --force ahost >/dev/null; return; }
+	gw=$(netls ahost gateway) gw2=$(netls anohost gateway) tap=$(netls ahost tap)
+	expect_eq "net ls --json host_allow" "tcp:80" "$(netls ahost host_allow)"
+	expect_eq "net ls --json host_allow without the flag" "" "$(netls anohost host_allow)"
+	expect_eq "egress allowlist (--deny-all-egress)" "" "$(netls ahost allow)"
+	avm net ls >"$tmp_root/netls" 2>&1 || fail "net ls"
+	expect_contains "net ls header" "HOST PORTS" "$(head -1 "$tmp_root/netls")"
+	expect_contains "net ls row" " tcp:80 " "$(grep '^ahost ' "$tmp_root/netls")"
+	expect_contains "net ls row without the flag" " none " "$(grep '^anohost ' "$tmp_root/netls")"
+	hx nft list chain inet agentvm "host-$tap" >"$tmp_root/hostchain" 2>&1
+	grep -q "ip daddr $gw .*tcp dport 80 .*accept" "$tmp_root/hostchain" ||
+		fail "no accept of tcp 80 to $gw in host-$tap: $(tr '\n' ' ' <"$tmp_root/hostchain")"
+	nh80=$(lines "$net_dir/host-httpd.80.log")
+	nh22=$(lines "$net_dir/host-httpd.22.log")
+	n80=$(lines "$net_dir/httpd.80.log")
+	probes ahost "$(probe_http gw80 "$gw" 80 90)
+$(probe_http gw22 "$gw" 22 10)
+$(probe_http up80 "$NET_UP_HOST" 80 10)
+$(probe_http net80 "$S" 80 10)"
+	expect_body gw80 "host-own-service"
+	expect_blocked gw22
+	expect_blocked up80 # the host's other address: only the gateway is named
+	expect_blocked net80 # --deny-all-egress still holds for the world
+	[ "$(lines "$net_dir/host-httpd.80.log")" -gt "$nh80" ] || fail "the host's httpd:80 logged no request"
+	expect_eq "requests the host's httpd:22 got" "$nh22" "$(lines "$net_dir/host-httpd.22.log")"
+	expect_eq "requests the internet's :80 got" "$n80" "$(lines "$net_dir/httpd.80.log")"
+	nh80=$(lines "$net_dir/host-httpd.80.log")
+	probes anohost "$(probe_http gw80 "$gw2" 80 10)
+$(probe_http net80 "$S" 80 90)"
+	expect_body net80 "internet:80"
+	expect_blocked gw80
+	expect_eq "requests the host's httpd:80 got from the control VM" "$nh80" \
+		"$(lines "$net_dir/host-httpd.80.log")"
+	avm rm --force ahost >/dev/null || fail "rm ahost"
+	avm rm --force anohost >/dev/null || fail "rm anohost"
+}
+
 t_allow_udp_9999() {
 	# The positive control of the UDP probe: with udp:9999 allowed the datagram arrives.
 	vm_start aludp --allow udp:9999 || return
@@ -425,6 +466,18 @@ t_bad_input_leaves_nothing() {
 			eval "bridge_rc_$verb=\$last_rc"
 			expect_rejected "$verb bad dns" $verb $BOOT --name bad --dns not-an-address $tail
 			expect_eq "$verb bad dns: exit code (bad flags)" 125 "$last_rc"
+			expect_rejected "$verb bad host port" $verb $BOOT --name bad --allow-host tcp:0 $tail
+			expect_eq "$verb bad host port: exit code (bad flags)" 125 "$last_rc"
+			expect_rejected "$verb host port, isolated" $verb $BOOT --name bad --network isolated \
+				--allow-host tcp:80 $tail
+			expect_eq "$verb host port, isolated: exit code (bad flags)" 125 "$last_rc"
+			expect_contains "$verb host port, isolated: message" "--allow-host needs a network" \
+				"$(cat "$tmp_root/err")"
+			expect_rejected "$verb host port, bridge" $verb $BOOT --name bad --network bridge:avmt-nobr \
+				--allow-host tcp:80 $tail
+			expect_eq "$verb host port, bridge: exit code (bad flags)" 125 "$last_rc"
+			expect_contains "$verb host port, bridge: message" "--allow-host filters nat-filtered VMs only" \
+				"$(cat "$tmp_root/err")"
 		}
 	done
 	# shellcheck disable=SC2154
@@ -555,7 +608,7 @@ t_pool_env_is_remembered() {
 
 all_tests="t_guest_network_identity t_default_allowed_ports_and_dns t_default_blocked_ports
 t_no_inbound_no_host_services t_vm_to_vm_blocked t_isolated_has_no_nic
-t_allow_tcp_8080_opens_exactly_that t_allow_udp_9999 t_deny_all_egress t_counters_grow_with_traffic
+t_allow_tcp_8080_opens_exactly_that t_allow_host_opens_exactly_that t_allow_udp_9999 t_deny_all_egress t_counters_grow_with_traffic
 t_ten_vms_at_once t_bad_input_leaves_nothing t_kill9_then_net_gc t_teardown_on_stop_and_run_paths
 t_dns_flag t_antispoof_from_the_guest t_bridge_mode t_pool_env_is_remembered"
 

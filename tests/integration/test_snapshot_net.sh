@@ -17,6 +17,12 @@ export AGENTVM_SNAPSHOT_DIR="$tmp_root/snaps"
 S=$NET_SERVER
 avm() { ip netns exec "$NS_HOST" "$AVM" "$@"; }
 gx() { avm exec --timeout 120 "$1" -- sh -c "$2" 2>&1; }
+# In a guest: the host's own httpd (netns.sh) on the guest's gateway (a blocked probe waits 5 s).
+# shellcheck disable=SC2016 # expanded in the guest
+GW='$(ip route | awk "/^default/ {print \$3}")'
+HOST_GET="timeout 60 wget -q -O - http://$GW:80/"
+HOST_BLOCKED80="timeout 5 wget -q -O - http://$GW:80/ || echo blocked"
+HOST_BLOCKED22="timeout 5 wget -q -O - http://$GW:22/ || echo blocked"
 
 t_networked_clones() {
 	avm start --accel tcg --boot-timeout 180 --name golden >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
@@ -37,18 +43,22 @@ t_networked_clones() {
 	expect_eq "clone 2 reaches the internet" "internet:443" "$(gx nc-2 "wget -q -O - http://$S:443/")"
 	expect_eq "clone 1 is still filtered" "blocked" "$(gx nc-1 "timeout 5 wget -q -O - http://$S:8080/ 2>/dev/null || echo blocked" | tail -1)"
 	expect_eq "clone hostname" "nc-2" "$(gx nc-2 hostname)"
+	expect_eq "clone 1 does not reach the host" "blocked" "$(gx nc-1 "$HOST_BLOCKED80" | tail -1)"
 	# restore's policy flags replace the snapshot's; the NIC itself cannot go.
-	avm restore netbase --name wide --allow tcp:8080 >/dev/null 2>"$tmp_root/err" || fail "restore --allow: $(cat "$tmp_root/err")"
+	avm restore netbase --name wide --allow tcp:8080 --allow-host tcp:80 >/dev/null 2>"$tmp_root/err" || fail "restore --allow: $(cat "$tmp_root/err")"
 	expect_eq "--allow tcp:8080 opens it" "internet:8080" "$(gx wide "wget -q -O - http://$S:8080/")"
+	expect_eq "--allow-host tcp:80 opens the host's :80" "host-own-service" "$(gx wide "$HOST_GET")"
 	avm reset wide 2>"$tmp_root/err" || fail "reset wide: $(cat "$tmp_root/err")"
 	expect_eq "reset keeps restore's --allow" "internet:8080" "$(gx wide "wget -q -O - http://$S:8080/")"
+	expect_eq "reset keeps restore's --allow-host" "host-own-service" "$(gx wide "$HOST_GET")"
+	expect_eq "only the host port named" "blocked" "$(gx wide "$HOST_BLOCKED22" | tail -1)"
 	avm restore netbase --name nonic --network isolated >/dev/null 2>"$tmp_root/err" && fail "isolated clone of a NIC snapshot"
 	expect_contains "no-NIC message" "cannot remove" "$(cat "$tmp_root/err")"
 	for v in nc-1 nc-2 wide golden; do avm rm --force "$v" >/dev/null || fail "rm $v"; done
 	# serve takes the same network flags: every pool VM gets the policy.
 	# Not through avm(): $! must be serve itself (ip netns exec execs it), not a subshell.
 	ip netns exec "$NS_HOST" "$AVM" serve --pool netbase --pool-min 1 --pool-max 1 --allow tcp:8080 \
-		>"$tmp_root/serve.log" 2>&1 &
+		--allow-host tcp:80 >"$tmp_root/serve.log" 2>&1 &
 	spid=$!
 	i=0
 	until avm pool status >/dev/null 2>&1; do
@@ -59,6 +69,7 @@ t_networked_clones() {
 	pv=$(avm pool acquire --timeout 120 2>"$tmp_root/err") || fail "acquire: $(cat "$tmp_root/err") $(cat "$tmp_root/serve.log")"
 	if [ -n "$pv" ]; then
 		expect_eq "pool VM has serve's --allow" "internet:8080" "$(gx "$pv" "wget -q -O - http://$S:8080/")"
+		expect_eq "pool VM has serve's --allow-host" "host-own-service" "$(gx "$pv" "$HOST_GET")"
 		avm pool release "$pv" >/dev/null || fail "release"
 	fi
 	kill "$spid"

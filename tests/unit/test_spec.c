@@ -12,6 +12,7 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
+#include "snapshot.h"
 #include "spec.h"
 
 static void test_default_profile_is_light(void **state)
@@ -222,6 +223,78 @@ static void test_disk_flags(void **state)
 	vm_spec_free(back);
 }
 
+/* --allow-host: the same syntax and limits as --allow, its own list, nat-filtered only. */
+static void test_allow_host(void **state)
+{
+	struct vm_spec *s = vm_spec_new(), *back = vm_spec_new();
+	struct avm_error err = { 0 };
+	struct json_object *o, *net, *ha;
+
+	assert_int_equal(s->n_host_allow, 0);
+	assert_int_equal(vm_spec_add_host_allow(s, "tcp:8000", &err), 0);
+	assert_int_equal(vm_spec_add_host_allow(s, "udp:5353", &err), 0);
+	assert_int_equal(vm_spec_add_host_allow(s, "tcp:0", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "--allow-host: "));
+	assert_int_equal(vm_spec_add_host_allow(s, "tcp:65536", &err), -EINVAL);
+	assert_int_equal(vm_spec_add_host_allow(s, "icmp:1", &err), -EINVAL);
+	assert_int_equal(vm_spec_add_host_allow(s, "tcp:http", &err), -EINVAL);
+	assert_int_equal(vm_spec_add_host_allow(s, "8000", &err), -EINVAL);
+	assert_int_equal(s->n_host_allow, 2);
+	assert_string_equal(s->host_allow[0], "tcp:8000");
+	assert_string_equal(s->host_allow[1], "udp:5353");
+	assert_null(s->host_allow[2]);
+	assert_int_equal(s->n_allow, 0); /* not the egress list */
+	for (int i = 2; i < VM_SPEC_MAX_ALLOW; i++)
+		assert_int_equal(vm_spec_add_host_allow(s, "tcp:9000", &err), 0);
+	assert_int_equal(vm_spec_add_host_allow(s, "tcp:9000", &err), -E2BIG);
+	assert_non_null(strstr(err.msg, "too many --allow-host values"));
+
+	/* --deny-all-egress empties the egress list only. */
+	s->deny_all_egress = true;
+	assert_int_equal(vm_spec_validate(s, false, &err), 0);
+
+	/* spec.json and back (what snapshots, restore and reset read). */
+	o = vm_spec_to_json(s);
+	assert_true(json_object_object_get_ex(o, "network", &net));
+	assert_true(json_object_object_get_ex(net, "host_allow", &ha));
+	assert_int_equal(json_object_array_length(ha), VM_SPEC_MAX_ALLOW);
+	assert_string_equal(json_object_get_string(json_object_array_get_idx(ha, 0)), "tcp:8000");
+	assert_int_equal(snap_spec_net_from_json(back, o), 0);
+	assert_int_equal(back->net_mode, VM_NET_NAT_FILTERED);
+	assert_int_equal(back->n_host_allow, VM_SPEC_MAX_ALLOW);
+	assert_string_equal(back->host_allow[1], "udp:5353");
+	assert_true(back->deny_all_egress);
+	assert_int_equal(back->n_allow, 0);
+	json_object_put(o);
+
+	/* A spec.json of an older agentvm has no host_allow: none. */
+	o = json_tokener_parse("{\"network\":{\"mode\":\"nat-filtered\",\"allow\":[\"tcp:1\"]}}");
+	vm_spec_free(back);
+	back = vm_spec_new();
+	assert_int_equal(snap_spec_net_from_json(back, o), 0);
+	assert_int_equal(back->n_host_allow, 0);
+	assert_null(back->host_allow);
+	json_object_put(o);
+	/* A bad port in a spec.json is an error, as for allow. */
+	o = json_tokener_parse("{\"network\":{\"mode\":\"nat-filtered\",\"host_allow\":[\"tcp:0\"]}}");
+	assert_int_equal(snap_spec_net_from_json(back, o), -EINVAL);
+	json_object_put(o);
+
+	/* Without a filtered NIC it is an error that names the flag. */
+	s->deny_all_egress = false;
+	assert_int_equal(vm_spec_set_network(s, "isolated", &err), 0);
+	assert_int_equal(vm_spec_validate(s, false, &err), -EINVAL);
+	assert_string_equal(err.msg, "--allow-host needs a network; --network isolated has none");
+	assert_int_equal(vm_spec_set_network(s, "bridge:br0", &err), 0);
+	assert_int_equal(vm_spec_validate(s, false, &err), -EINVAL);
+	assert_string_equal(err.msg,
+			    "--allow-host filters nat-filtered VMs only; a bridged VM is not filtered");
+	assert_int_equal(vm_spec_set_network(s, "nat-filtered", &err), 0);
+	assert_int_equal(vm_spec_validate(s, false, &err), 0);
+	vm_spec_free(back);
+	vm_spec_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -233,6 +306,7 @@ int main(void)
 		cmocka_unit_test(test_command_required_and_json),
 		cmocka_unit_test(test_network_flags),
 		cmocka_unit_test(test_disk_flags),
+		cmocka_unit_test(test_allow_host),
 	};
 	return cmocka_run_group_tests_name("spec", tests, NULL, NULL);
 }
