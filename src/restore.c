@@ -189,6 +189,18 @@ static int apply_net_override(struct vm_spec *s, const struct restore *rs,
 	return r < 0 ? r : vm_spec_validate(s, false, err);
 }
 
+int restore_check_override(const struct restore *rs, struct avm_error *err)
+{
+	struct vm_spec *spec = snap_spec_new(&rs->meta);
+	int r;
+
+	if (!spec)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	r = apply_net_override(spec, rs, err);
+	vm_spec_free(spec);
+	return r;
+}
+
 int restore_one(const struct restore *rs, const char *name, long boot_timeout_s,
 		    struct avm_error *err)
 {

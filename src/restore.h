@@ -44,6 +44,13 @@ int restore_prepare(const char *snap, struct restore *rs, struct avm_error *err)
 void restore_release(struct restore *rs);
 
 /*
+ * Do the network flags in rs fit the snapshot (a NIC cannot come or go; filter flags need a
+ * filtered NIC)? The same check restore_one() makes, for callers that want to fail once, up
+ * front (restore --count, serve), instead of once per VM.
+ */
+int restore_check_override(const struct restore *rs, struct avm_error *err);
+
+/*
  * Start one detached VM `name` from it; returns once the guest answered SYNC (or failed, with
  * nothing left). Records the snapshot in RESTORE_ORIGIN_FILE.
  */

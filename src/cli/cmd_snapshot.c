@@ -636,6 +636,14 @@ int cmd_restore(int argc, char **argv)
 	rs.net_override = ov;
 	rs.net_mode_given = no.mode_given;
 	rs.policy_given = no.policy_given;
+	if (restore_check_override(&rs, &err) < 0) {
+		cli_error("%s", err.msg);
+		restore_release(&rs);
+		vm_spec_free(ov);
+		free(names);
+		free(pids);
+		return EXIT_USAGE;
+	}
 	/*
 	 * A Ctrl-C (SIGTERM, SIGHUP) from here waits in sig_fd, for us and for the children: a
 	 * child killed halfway would leave a supervisor that goes on to start its VM. Once every
