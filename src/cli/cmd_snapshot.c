@@ -426,8 +426,8 @@ static int cmd_snapshot_ls(int argc, char **argv)
 		closedir(d);
 	qsort(names, n, sizeof(names[0]), cmp_str);
 	if (!json)
-		printf("%-24s %-25s %9s %6s %-16s %s\n", "NAME", "CREATED", "SIZE", "ACCEL", "VM",
-		       "DESCRIPTION");
+		printf("%-24s %-25s %9s %6s %5s %-16s %s\n", "NAME", "CREATED", "SIZE", "ACCEL",
+		       "DISKS", "VM", "DESCRIPTION");
 	for (size_t i = 0; i < n; i++) {
 		struct snap_meta m;
 		struct avm_error err = { 0 };
@@ -449,12 +449,12 @@ static int cmd_snapshot_ls(int argc, char **argv)
 				json_object_object_add(o, "error", json_object_new_string(err.msg));
 			json_object_array_add(arr, o);
 		} else if (ok) {
-			printf("%-24s %-25s %8.1fM %6s %-16s %s\n", names[i], m.created,
-			       (double)m.state_size / (1024.0 * 1024.0), m.accel, m.source_vm,
-			       m.description);
+			printf("%-24s %-25s %8.1fM %6s %5zu %-16s %s\n", names[i], m.created,
+			       (double)m.state_size / (1024.0 * 1024.0), m.accel, m.n_disks,
+			       m.source_vm, m.description);
 		} else {
-			printf("%-24s %-25s %9s %6s %-16s (damaged: %s)\n", names[i], "-", "-", "-", "-",
-			       err.msg);
+			printf("%-24s %-25s %9s %6s %5s %-16s (damaged: %s)\n", names[i], "-", "-", "-",
+			       "-", "-", err.msg);
 		}
 		if (ok)
 			snap_meta_release(&m);
