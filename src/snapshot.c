@@ -367,6 +367,44 @@ static int stat_input(const char *path, struct stat *st, struct avm_error *err)
 	return 0;
 }
 
+/*
+ * Hashing a multi-GiB disk image on every save would cost seconds each time (~200 MB/s here),
+ * so a hash is kept in <root>/.hashes/ under a name made of the file's device, inode, size,
+ * mtime and ctime: any write or replacement changes one of them, so a hit is the same content.
+ */
+static void hash_cache_name(char *buf, size_t len, const struct stat *st)
+{
+	snprintf(buf, len, "%s/.hashes/%llx-%llx-%llx-%llx.%lx-%llx.%lx", snap_root(),
+		 (unsigned long long)st->st_dev, (unsigned long long)st->st_ino,
+		 (unsigned long long)st->st_size, (unsigned long long)st->st_mtim.tv_sec,
+		 st->st_mtim.tv_nsec, (unsigned long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
+}
+
+static int hashed_file(const char *path, const struct stat *st, char hex[65])
+{
+	char cache[PATH_MAX], dir[PATH_MAX];
+	_cleanup_free_ char *text = NULL;
+	int r;
+
+	/*
+	 * File times tick with the kernel's coarse clock: a file changed within the last seconds
+	 * could change again under the same times, so it is hashed and not cached ("racy git").
+	 */
+	bool settled = time(NULL) - st->st_mtim.tv_sec > 2 && time(NULL) - st->st_ctim.tv_sec > 2;
+
+	hash_cache_name(cache, sizeof(cache), st);
+	if (settled && read_file(cache, &text, 128) == 64 && is_hex64(text)) {
+		memcpy(hex, text, 65);
+		return 0;
+	}
+	if ((r = sha256_file(path, hex)) < 0 || !settled)
+		return r;
+	snprintf(dir, sizeof(dir), "%s/.hashes", snap_root());
+	if (mkdir_p(dir, 0700) == 0) /* best effort: a miss only costs time */
+		write_file_atomic(cache, hex, 64);
+	return 0;
+}
+
 int snap_input_record(struct snap_input *in, const char *path, struct avm_error *err)
 {
 	struct stat st;
@@ -377,7 +415,7 @@ int snap_input_record(struct snap_input *in, const char *path, struct avm_error 
 		return avm_error_setx(err, -errno, "cannot resolve %s", path);
 	if ((r = stat_input(real, &st, err)) < 0)
 		return r;
-	r = sha256_file(real, in->sha256);
+	r = hashed_file(real, &st, in->sha256);
 	if (r < 0)
 		return avm_error_setx(err, r, "cannot read %s", real);
 	free(in->path);

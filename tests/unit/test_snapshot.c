@@ -4,6 +4,10 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,6 +215,67 @@ static void test_sha256(void **state)
 	assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
 }
 
+/* Count the entries of the hash cache. */
+static int cache_entries(const char *root)
+{
+	char cmd[PATH_MAX + 64];
+	int n = -1;
+	FILE *p;
+
+	snprintf(cmd, sizeof(cmd), "ls %s/.hashes 2>/dev/null | wc -l", root);
+	p = popen(cmd, "r");
+	if (p && fscanf(p, "%d", &n) != 1)
+		n = -1;
+	if (p)
+		pclose(p);
+	return n;
+}
+
+static void write_at(const char *file, const char *text, time_t mtime)
+{
+	FILE *f = fopen(file, "w");
+	struct timespec ts[2] = { { mtime, 0 }, { mtime, 0 } };
+
+	fputs(text, f);
+	fclose(f);
+	assert_int_equal(utimensat(AT_FDCWD, file, ts, 0), 0);
+}
+
+/*
+ * Recorded hashes are cached by file identity (device, inode, size, mtime, ctime) once the file
+ * has settled; a change is never a hit, even with the old mtime put back (ctime moves).
+ */
+static void test_input_hash_cache(void **state)
+{
+	char root[] = "/tmp/avm-unit-snap.XXXXXX", file[PATH_MAX], cmd[PATH_MAX + 16];
+	struct snap_input a = { 0 }, b = { 0 }, c = { 0 };
+	struct avm_error err = { 0 };
+	time_t old = time(NULL) - 3600;
+
+	assert_non_null(mkdtemp(root));
+	setenv("AGENTVM_SNAPSHOT_DIR", root, 1);
+	snprintf(file, sizeof(file), "%s/img", root);
+	/* Just written (ctime is now): hashed, not cached. */
+	write_at(file, "abc", old);
+	assert_int_equal(snap_input_record(&a, file, &err), 0);
+	assert_string_equal(a.sha256,
+			    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+	assert_int_equal(cache_entries(root), 0);
+	/* A changed file with its old mtime put back hashes anew (a hit needs a settled ctime,
+	 * which a unit test cannot wait for; test_disk.sh checks that saves fill the cache). */
+	write_at(file, "abd", old);
+	assert_int_equal(snap_input_record(&b, file, &err), 0);
+	assert_string_not_equal(b.sha256, a.sha256);
+	assert_int_equal(snap_input_record(&c, file, &err), 0);
+	assert_string_equal(c.sha256, b.sha256);
+	free(a.path);
+	free(b.path);
+	free(c.path);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
+	assert_int_equal(system(cmd), 0);
+	unsetenv("AGENTVM_SNAPSHOT_DIR");
+}
+
 static void test_names(void **state)
 {
 	assert_int_equal(snap_validate_name("base-1.2_x", NULL), 0);
@@ -268,6 +333,7 @@ int main(void)
 		cmocka_unit_test(test_not_json),     cmocka_unit_test(test_new_york_time),
 		cmocka_unit_test(test_sha256),       cmocka_unit_test(test_names),
 		cmocka_unit_test(test_restore_argv), cmocka_unit_test(test_disk_inputs),
+		cmocka_unit_test(test_input_hash_cache),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
