@@ -35,8 +35,9 @@ void pool_vm_destroy(const struct pool *p, const char *name)
 	pid_t pid = fork();
 
 	if (pid == 0) {
-		int nul = open("/dev/null", O_WRONLY);
 		worker_fds(-1);
+		/* Opened after worker_fds(), which would close it. */
+		int nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
 		if (nul >= 0)
 			dup2(nul, 2);
 		_exit(p->remove_vm(name));
