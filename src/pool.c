@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "launcher.h"
 #include "pool_internal.h"
 #include "snapshot.h"
 #include "util.h"
@@ -115,9 +116,25 @@ void pool_serve_waiters(struct pool *p)
 			pool_refill(p);
 			continue;
 		}
-		/* A client gone before it heard the name never got the VM: keep it ready. */
-		p->vms[v].state =
-			pool_reply(p, w, "OK %s", p->vms[v].name) == 0 ? PVM_LEASED : PVM_READY;
+		/*
+		 * Marked before the answer: should we die right after it, the VM's supervisor must
+		 * know it is the caller's now (and stop it otherwise). Dying between the two leaves
+		 * a running VM nobody heard of rather than a caller whose VM vanishes.
+		 */
+		int r = pool_vm_mark_acquired(p->vms[v].name, true);
+		if (r < 0) {
+			char why[128];
+			snprintf(why, sizeof(why), "cannot mark it acquired: %s", strerror(-r));
+			pool_drop_vm(p, v, why);
+			pool_refill(p);
+			continue;
+		}
+		if (pool_reply(p, w, "OK %s", p->vms[v].name) == 0) {
+			p->vms[v].state = PVM_LEASED;
+		} else {
+			/* A client gone before it heard the name never got the VM: keep it ready. */
+			pool_vm_mark_acquired(p->vms[v].name, false);
+		}
 	}
 }
 
@@ -263,7 +280,14 @@ int pool_serve(const struct pool_opts *o, struct avm_error *err)
 		restore_release(&p->rs);
 		return avm_error_set(err, -ENOMEM, "out of memory");
 	}
+	/* Kept by every pool VM's supervisor: our exit, even by kill -9, is an event there. */
+	p->self_pidfd = pidfd_open_cloexec(getpid());
+	if (p->self_pidfd < 0) {
+		restore_release(&p->rs);
+		return avm_error_setx(err, p->self_pidfd, "pidfd_open");
+	}
 	if ((r = pool_listen(p, err)) < 0) {
+		close(p->self_pidfd);
 		restore_release(&p->rs);
 		return r;
 	}

@@ -19,6 +19,17 @@
 #define POOL_SOCK ".pool.sock" /* in the state root */
 #define POOL_MAX_VMS 256
 
+/*
+ * Markers in a pool VM's state dir. POOL_VM_FILE: its supervisor writes it at launch; the VM
+ * was started for a pool and the supervisor watches that `serve` (vm_launch_opts.pool_pidfd).
+ * POOL_ACQUIRED_FILE: serve writes it (atomically) before it answers the ACQUIRE that hands the
+ * VM out. When serve dies, however (kill -9 too), the supervisor of a VM without the second
+ * stops it and removes it, network and state dir included: nobody could acquire it any more.
+ * An acquired VM runs on.
+ */
+#define POOL_VM_FILE "pool"
+#define POOL_ACQUIRED_FILE "acquired"
+
 struct pool_opts {
 	const char *snap; /* the snapshot to restore from */
 	long min, max;    /* 0 <= min <= max, 1 <= max <= POOL_MAX_VMS */

@@ -53,6 +53,7 @@ struct pool {
 	long min, max, ttl_s, boot_timeout_s;
 	int (*remove_vm)(const char *name);
 	int ep, listen_fd, sig_fd, timer_fd;
+	int self_pidfd; /* our own pidfd: every pool VM's supervisor inherits it (POOL_VM_FILE) */
 	struct pvm vms[MAX_VMS];
 	char (*worker_msgs)[MSG_LEN]; /* one per vm slot, MAP_SHARED */
 	struct conn conns[MAX_CONNS];
@@ -88,6 +89,8 @@ void pool_vm_spawn(struct pool *p);
 void pool_vm_destroy(const struct pool *p, const char *name);
 /* Its recorded state is "running" or "paused". */
 bool pool_vm_alive(const char *name);
+/* Write (atomically) or remove its POOL_ACQUIRED_FILE; 0 or -errno. */
+int pool_vm_mark_acquired(const char *name, bool acquired);
 /* Its agent answers PING within 500 ms (true also when we cannot even ask: our problem). */
 bool pool_vm_ping(const char *name);
 

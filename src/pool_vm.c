@@ -3,6 +3,7 @@
  * The pool's work on single VMs, away from its loop: restores and removals run in forked
  * children (so the loop always answers at once), and the health probes (state, agent PING).
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -70,10 +71,12 @@ void pool_vm_spawn(struct pool *p)
 		/*
 		 * The stop signals stay blocked (inherited from the loop) and the worker leaves the
 		 * terminal's process group: a Ctrl-C meant for `serve` must not kill a worker halfway,
-		 * orphaning the VM its supervisor goes on to start. `serve` removes what it started.
+		 * orphaning the VM its supervisor goes on to start. `serve` removes what it started;
+		 * should `serve` die instead, the supervisor, holding our pidfd, removes it itself.
 		 */
 		setpgid(0, 0);
-		worker_fds(-1);
+		worker_fds(p->self_pidfd);
+		p->rs.pool_pidfd = 3;
 		int r = restore_one(&p->rs, v->name, p->boot_timeout_s, &err);
 		snprintf(p->worker_msgs[slot], MSG_LEN, "%s", r < 0 ? err.msg : "OK");
 		_exit(r < 0 ? 1 : 0);
@@ -96,6 +99,18 @@ bool pool_vm_alive(const char *name)
 	vmstate_effective(dir, &st);
 	/* Paused is alive: a caller may pause or snapshot (stop + migrate) a VM it acquired. */
 	return !strcmp(st.state, "running") || !strcmp(st.state, "paused");
+}
+
+int pool_vm_mark_acquired(const char *name, bool acquired)
+{
+	char path[PATH_MAX];
+
+	if (snprintf(path, sizeof(path), "%s/%s/%s", statedir_root(), name, POOL_ACQUIRED_FILE) >=
+	    (int)sizeof(path))
+		return -ENAMETOOLONG;
+	if (acquired)
+		return write_file_atomic(path, "", 0);
+	return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
 }
 
 bool pool_vm_ping(const char *name)

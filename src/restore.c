@@ -226,6 +226,7 @@ int restore_one(const struct restore *rs, const char *name, long boot_timeout_s,
 	struct vm_launch_opts lo = {
 		.spec = spec, .kernel = rs->meta.kernel.path, .initrd = rs->meta.initrd.path,
 		.qemu = rs->qemu, .accel = spec->accel, .detached = true, .incoming = &in,
+		.pool_pidfd = rs->pool_pidfd,
 	};
 	r = spec->name ? supervisor_start(&lo, (int)boot_timeout_s * 1000, &sup, err)
 		       : avm_error_set(err, -ENOMEM, "out of memory");

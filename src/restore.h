@@ -27,6 +27,7 @@ struct restore {
 	 * net_mode_given, the policy (allow, host_allow, deny_all_egress, dns) when policy_given. */
 	const struct vm_spec *net_override;
 	bool net_mode_given, policy_given;
+	int pool_pidfd; /* the pool's workers: vm_launch_opts.pool_pidfd (0 = none) */
 };
 
 /*

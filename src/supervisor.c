@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pool.h"
 #include "statedir.h"
 #include "util.h"
 #include "vm_internal.h"
@@ -21,6 +23,7 @@
 #define MAX_CLIENTS 64
 #define MAX_ROUTES 1024
 #define EV_LISTEN 100
+#define EV_POOL 101 /* the pool's pidfd: serve exited */
 #define EV_CLIENT0 1000 /* EV_CLIENT0 + slot */
 
 struct client {
@@ -48,6 +51,8 @@ struct sup {
 	uint32_t next_guest_id;
 	bool poweroff_requested;
 	bool quit_requested;
+	int pool_fd; /* a pool VM: pidfd of the serve it was started for, until it exits */
+	bool remove_at_exit; /* serve died holding the VM: leave no state dir either */
 	FILE *events;
 };
 
@@ -323,6 +328,17 @@ static void record_exit(struct sup *s)
 	unlink(path);
 }
 
+/* Stop QEMU (QMP quit; SIGKILL when QMP cannot take it); the loop ends through the pidfd. */
+static void stop_vm(struct sup *s)
+{
+	s->quit_requested = true;
+	vm__set_state(s->vm, "stopping");
+	if (qmp_client_send(s->vm->qmp, "quit", NULL, NULL, 0, 0, NULL, NULL, NULL) >= 0)
+		qmp_client_flush(s->vm->qmp, NULL);
+	else
+		kill(s->vm->pid, SIGKILL);
+}
+
 static void on_signal(struct sup *s)
 {
 	struct signalfd_siginfo si;
@@ -330,12 +346,29 @@ static void on_signal(struct sup *s)
 	if (read(s->sig_fd, &si, sizeof(si)) != sizeof(si))
 		return;
 	/* SIGTERM/SIGINT to the supervisor: stop the VM, then exit through the pidfd path. */
-	s->quit_requested = true;
-	vm__set_state(s->vm, "stopping");
-	if (qmp_client_send(s->vm->qmp, "quit", NULL, NULL, 0, 0, NULL, NULL, NULL) >= 0)
-		qmp_client_flush(s->vm->qmp, NULL);
-	else
-		kill(s->vm->pid, SIGKILL);
+	stop_vm(s);
+}
+
+/*
+ * The serve this pool VM was started for has exited, however it ended: a pidfd turns readable
+ * on kill -9 too, which no message from serve could tell us. serve marks a VM acquired before it
+ * hands it out, and is gone now, so the marker cannot come any more: with it the VM is its
+ * caller's and runs on as an ordinary detached VM; without it nobody can acquire it, so stop
+ * it and remove everything (network, state dir), as serve's own clean stop would have.
+ */
+static void on_pool_gone(struct sup *s)
+{
+	char path[PATH_MAX];
+
+	/* A pidfd stays readable: once is enough. */
+	epoll_ctl(s->vm->epfd, EPOLL_CTL_DEL, s->pool_fd, NULL);
+	close(s->pool_fd);
+	s->pool_fd = -1;
+	statedir_file(path, sizeof(path), s->vm->dir, POOL_ACQUIRED_FILE);
+	if (access(path, F_OK) == 0)
+		return;
+	s->remove_at_exit = true;
+	stop_vm(s);
 }
 
 static void serve(struct sup *s)
@@ -364,6 +397,8 @@ static void serve(struct sup *s)
 				accept_client(s);
 			} else if (tag == EV_SIG) {
 				on_signal(s);
+			} else if (tag == EV_POOL) {
+				on_pool_gone(s);
 			} else if (tag >= EV_CLIENT0 && tag < EV_CLIENT0 + MAX_CLIENTS) {
 				if (s->clients[tag - EV_CLIENT0].used)
 					pump_client(s, (int)(tag - EV_CLIENT0), evs[i].events);
@@ -378,15 +413,42 @@ static void notify(int fd, const char *msg)
 	close(fd);
 }
 
+/* An fd readable when sig_fd or pool_fd is (an epoll set is pollable), for waits that take one
+ * fd to abort on; sig_fd itself when there is no pool or no epoll. */
+static int abort_fd(int sig_fd, int pool_fd)
+{
+	int ep;
+
+	if (pool_fd < 0 || (ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
+		return sig_fd;
+	if (vm__ep_add(ep, sig_fd, EPOLLIN, EV_SIG) < 0 ||
+	    vm__ep_add(ep, pool_fd, EPOLLIN, EV_POOL) < 0) {
+		close(ep);
+		return sig_fd;
+	}
+	return ep;
+}
+
 /* Runs in the daemonised grandchild. Never returns. */
 static void supervisor_main(const struct vm_launch_opts *o, int boot_timeout_ms, int notify_fd)
 {
-	struct sup s = { .listen_fd = -1, .sig_fd = -1 };
+	struct sup s = { .listen_fd = -1, .sig_fd = -1, .pool_fd = -1 };
 	struct avm_error err = { 0 };
 	char msg[sizeof(err.msg) + 32], path[PATH_MAX];
-	int r;
+	int r, wait_fd;
 
 	s.sig_fd = daemon_signalfd(SFD_NONBLOCK);
+	if (o->pool_pidfd > 0) {
+		struct pollfd pf = { .fd = o->pool_pidfd, .events = POLLIN };
+		s.pool_fd = o->pool_pidfd;
+		/* Its worker outlived serve: a VM for nobody, do not even start it. */
+		if (poll(&pf, 1, 0) != 0) {
+			snprintf(msg, sizeof(msg), "ERR %d the pool that asked for this VM is gone",
+				 ESRCH);
+			notify(notify_fd, msg);
+			_exit(1);
+		}
+	}
 
 	r = vm_launch(o, &s.vm, &err);
 	if (r == 0) {
@@ -394,11 +456,23 @@ static void supervisor_main(const struct vm_launch_opts *o, int boot_timeout_ms,
 		statedir_file(path, sizeof(path), s.vm->dir, "events.jsonl");
 		s.events = fopen(path, "ae");
 		qmp_client_set_event_cb(s.vm->qmp, on_event, &s);
-		r = vm_wait_ready(s.vm, boot_timeout_ms, s.sig_fd, &err);
+		if (s.pool_fd >= 0) {
+			statedir_file(path, sizeof(path), s.vm->dir, POOL_VM_FILE);
+			if ((r = write_file_atomic(path, "", 0)) < 0)
+				avm_error_setx(&err, r, "cannot write %s", path);
+		}
+		/* A restore under way when serve dies stops at once, like a signal. */
+		wait_fd = abort_fd(s.sig_fd, s.pool_fd);
+		if (r == 0)
+			r = vm_wait_ready(s.vm, boot_timeout_ms, wait_fd, &err);
+		if (wait_fd != s.sig_fd)
+			close(wait_fd);
 	}
 	if (r == 0 && (r = listen_agent(&s)) < 0)
 		avm_error_setx(&err, r, "cannot listen on the agent socket");
 	if (r == 0 && vm__ep_add(s.vm->epfd, s.sig_fd, EPOLLIN, EV_SIG) < 0)
+		r = avm_error_setx(&err, -errno, "epoll");
+	if (r == 0 && s.pool_fd >= 0 && vm__ep_add(s.vm->epfd, s.pool_fd, EPOLLIN, EV_POOL) < 0)
 		r = avm_error_setx(&err, -errno, "epoll");
 	if (r < 0) {
 		snprintf(msg, sizeof(msg), "ERR %d %s", -r, err.msg);
@@ -411,6 +485,8 @@ static void supervisor_main(const struct vm_launch_opts *o, int boot_timeout_ms,
 	s.vm->keep_state = true;
 	notify(notify_fd, "OK");
 	serve(&s);
+	if (s.remove_at_exit)
+		s.vm->keep_state = false;
 	if (s.events)
 		fclose(s.events);
 	if (s.listen_fd >= 0)

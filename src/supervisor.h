@@ -4,7 +4,9 @@
  * to any number of CLI clients over <state dir>/agent.sock (frames re-numbered per client, so
  * several `agentvm exec` calls run at once), logs QMP events to events.jsonl, keeps state.json
  * true, and when QEMU exits for any reason records why and removes the sockets. The state dir
- * itself stays until `agentvm rm`, so `ls` can say what happened.
+ * itself stays until `agentvm rm`, so `ls` can say what happened. A pool VM's supervisor also
+ * watches its `serve` (vm_launch_opts.pool_pidfd): when serve dies before handing the VM out,
+ * the supervisor stops it and removes everything, state dir included (see pool.h).
  */
 #ifndef AGENTVM_SUPERVISOR_H
 #define AGENTVM_SUPERVISOR_H

@@ -37,6 +37,9 @@ struct vm_launch_opts {
 	bool detached;       /* owned by a supervisor: keep the state dir, add a QMP socket
 				(qmp.sock) for other CLI calls, record the supervisor pid */
 	const struct vm_incoming *incoming; /* NULL: cold boot */
+	/* detached, > 0: a pidfd of the pool (`serve`) this VM is started for; see POOL_VM_FILE
+	   in pool.h. The supervisor inherits it. 0: an ordinary VM (fd 0 is never a pidfd). */
+	int pool_pidfd;
 };
 
 /* Launch QEMU paused, negotiate QMP and resume. On failure nothing is left behind. */

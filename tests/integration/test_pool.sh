@@ -17,7 +17,7 @@ stop_serve() {
 
 # Pool counts from `pool status --json`: ready starting leased.
 counts() {
-	avm pool status --json | tr -d ' \n' | sed 's/.*"ready":\([0-9]*\),"starting":\([0-9]*\),"leased":\([0-9]*\).*/\1 \2 \3/'
+	avm pool status --json 2>/dev/null | tr -d ' \n' | sed 's/.*"ready":\([0-9]*\),"starting":\([0-9]*\),"leased":\([0-9]*\).*/\1 \2 \3/'
 }
 
 # Wait (up to 60 s) until the pool has $1 ready VMs.
@@ -158,6 +158,91 @@ t_pool_conns() {
 	rm -f "$tmp_root"/idle.*
 }
 
+# agentvm processes of this run (pool workers, supervisors): they carry our state dir.
+run_agentvms() {
+	for p in $(pgrep -x agentvm); do
+		(tr '\0' '\n' <"/proc/$p/environ") 2>/dev/null | grep -qx "AGENTVM_STATE_DIR=$AGENTVM_STATE_DIR" && echo "$p"
+	done
+}
+
+# What is left of the pool besides serve and the VMs named in $keep (their state dirs, QEMUs,
+# supervisors, leases and taps), one item a line.
+pool_leftovers() {
+	kq="" ks="$serve_pid" kt=""
+	for v in $keep; do
+		kq="$kq $(sed -n 's/.*"qemu_pid":\([0-9]*\).*/\1/p' "$AGENTVM_STATE_DIR/$v/state.json" 2>/dev/null)"
+		ks="$ks $(sed -n 's/.*"supervisor_pid":\([0-9]*\).*/\1/p' "$AGENTVM_STATE_DIR/$v/state.json" 2>/dev/null)"
+		kt="$kt $( (tr -d ' \n' <"$AGENTVM_STATE_DIR/$v/net.json") 2>/dev/null | sed -n 's/.*"tap":"\([^"]*\)".*/\1/p')"
+	done
+	for d in $(ls -A "$AGENTVM_STATE_DIR" | grep -vx -e .net -e .pool.sock); do
+		case " $keep " in *" $d "*) ;; *) echo "state dir $d" ;; esac
+	done
+	for q in $(pgrep -f "qemu-system-x86_64.*$tmp_root"); do
+		case " $kq " in *" $q "*) ;; *) echo "qemu $q" ;; esac
+	done
+	for a in $(run_agentvms); do
+		case " $ks " in *" $a "*) ;; *) echo "agentvm $a: $( (tr '\0' ' ' <"/proc/$a/cmdline") 2>/dev/null)" ;; esac
+	done
+	n=$(ls -A "$AGENTVM_STATE_DIR/.net/leases" 2>/dev/null | grep -cv '^\.tmp')
+	[ "$n" -le "$(echo "$kt" | wc -w)" ] || echo "$n leases"
+	for t in $(ip -br link 2>/dev/null | awk '/^avm-/ {sub(/@.*/, "", $1); print $1}'); do
+		case " $kt " in *" $t "*) ;; *) echo "tap $t" ;; esac
+	done
+	for t in $(nft list table inet agentvm 2>/dev/null | grep -o 'avm-[0-9a-f]\{4,\}' | sort -u); do
+		case " $kt " in *" $t "*) ;; *) echo "nft rules for $t" ;; esac
+	done
+}
+
+# Wait (up to $1 s) until pool_leftovers is empty; fail with what is left after that.
+wait_no_leftovers() {
+	i=0
+	while left=$(pool_leftovers) && [ -n "$left" ]; do
+		i=$((i + 1))
+		[ $i -gt $(($1 * 10)) ] && { fail "$2: $(echo "$left" | tr '\n' ';')"; return 1; }
+		sleep 0.1
+	done
+}
+
+# serve killed with SIGKILL: the VMs it held ready (and the one it was restoring) are stopped
+# and removed, network included, within seconds and with nothing else run (they ran on forever
+# before: nobody could acquire them, only rm --force removed them). The acquired VM stays the
+# caller's.
+t_pool_serve_killed() {
+	net=$NET
+	# A NIC (tap, lease, rules to tear down) only inside run.sh's throwaway network namespace:
+	# root, and no links but lo and its veth uplink up0/up1. Never in the machine's own.
+	if [ "$(id -u)" = 0 ] && ip link show up0 >/dev/null 2>&1 &&
+		[ -z "$(ip -o link | awk -F': ' '{sub(/@.*/, "", $2); print $2}' | grep -vx -e lo -e up0 -e up1)" ]; then
+		net="--network nat-filtered"
+	fi
+	# shellcheck disable=SC2086
+	avm start --accel tcg --name kgolden $net >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	avm snapshot save kgolden kgold >/dev/null 2>"$tmp_root/err" || fail "save: $(cat "$tmp_root/err")"
+	avm rm --force kgolden >/dev/null
+	echo "    pool VMs: ${net:-(no --network option)}"
+
+	"$AVM" serve --pool kgold --pool-min 2 --pool-max 3 --pool-ttl 600 2>"$tmp_root/serve.log" &
+	serve_pid=$!
+	wait_ready 2 || { stop_serve; avm snapshot rm kgold; return; }
+	mine=$(avm pool acquire --timeout 30)
+	[ -n "$mine" ] || { fail "acquire"; stop_serve; avm snapshot rm kgold; return; }
+	# Once the refill for it is under way (a restore takes seconds here): kill serve mid-restore.
+	i=0
+	while [ "$(counts)" = "1 0 1" ] && [ $i -lt 50 ]; do i=$((i + 1)); sleep 0.1; done
+	echo "    killing serve at (ready starting leased): $(counts)"
+	kill -9 "$serve_pid"
+	wait "$serve_pid" 2>/dev/null
+	serve_pid=""
+	ts0=$(date +%s%N)
+	keep=$mine
+	wait_no_leftovers 15 "15 s after serve was killed, its unacquired VMs are still there" &&
+		echo "    unacquired VMs gone $((($(date +%s%N) - ts0) / 1000000)) ms after kill -9 of serve"
+	expect_eq "the acquired VM still runs commands" "alive" "$(avm exec "$mine" -- echo alive 2>&1)"
+	avm rm --force "$mine" >/dev/null || fail "rm $mine"
+	rm -f "$AGENTVM_STATE_DIR/.pool.sock" # a killed serve cannot; the next one would replace it
+	avm snapshot rm kgold
+}
+
 # The health check drops a ready VM only after 3 missed PINGs in a row (one, e.g. from a guest
 # busy for a moment, dropped it). A missing agent socket makes a PING miss at once.
 t_pool_ping_misses() {
@@ -199,6 +284,8 @@ echo "pool tests (TCG)"
 run_test t_pool
 stop_serve
 run_test t_pool_conns
+stop_serve
+run_test t_pool_serve_killed
 stop_serve
 run_test t_pool_ping_misses
 stop_serve
