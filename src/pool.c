@@ -294,6 +294,7 @@ int pool_serve(const struct pool_opts *o, struct avm_error *err)
 	loop_setup(p);
 	pool_log("serving pool of '%s' (min %ld, max %ld, ttl %ld s) on %s", p->snap, p->min,
 		 p->max, p->ttl_s, p->sock_path);
+	pool_vm_adopt(p);
 	pool_refill(p);
 
 	for (;;) {

@@ -25,7 +25,7 @@
  * POOL_ACQUIRED_FILE: serve writes it (atomically) before it answers the ACQUIRE that hands the
  * VM out. When serve dies, however (kill -9 too), the supervisor of a VM without the second
  * stops it and removes it, network and state dir included: nobody could acquire it any more.
- * An acquired VM runs on.
+ * An acquired VM runs on; the next serve of the same snapshot counts it as acquired again.
  */
 #define POOL_VM_FILE "pool"
 #define POOL_ACQUIRED_FILE "acquired"

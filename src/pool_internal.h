@@ -91,6 +91,8 @@ void pool_vm_destroy(const struct pool *p, const char *name);
 bool pool_vm_alive(const char *name);
 /* Write (atomically) or remove its POOL_ACQUIRED_FILE; 0 or -errno. */
 int pool_vm_mark_acquired(const char *name, bool acquired);
+/* At start: remove what earlier serves left unacquired, count their acquired VMs again. */
+void pool_vm_adopt(struct pool *p);
 /* Its agent answers PING within 500 ms (true also when we cannot even ask: our problem). */
 bool pool_vm_ping(const char *name);
 

@@ -18,6 +18,7 @@
 #include "agent_conn.h"
 #include "launcher.h"
 #include "pool_internal.h"
+#include "strv.h"
 #include "util.h"
 #include "vmstate.h"
 
@@ -111,6 +112,48 @@ int pool_vm_mark_acquired(const char *name, bool acquired)
 	if (acquired)
 		return write_file_atomic(path, "", 0);
 	return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+/*
+ * We are the only serve on this state root (pool_listen saw to it), so every pool VM in it is
+ * an earlier serve's. The ones it held ready went with it (their supervisors watched it); one
+ * still here lost its supervisor too (killed with it), or is just going: rm --force finishes
+ * either, network included. Its acquired VMs that still run and come from our snapshot count
+ * as acquired again (towards max; `pool release` takes them); other ones are left alone.
+ */
+void pool_vm_adopt(struct pool *p)
+{
+	char **names = NULL;
+	int n = statedir_list(&names);
+
+	for (int i = 0; i < n; i++) {
+		char dir[PATH_MAX], path[PATH_MAX];
+		_cleanup_free_ char *origin = NULL;
+		int slot = -1;
+
+		snprintf(dir, sizeof(dir), "%s/%s", statedir_root(), names[i]);
+		if (statedir_file(path, sizeof(path), dir, POOL_VM_FILE) < 0 || access(path, F_OK) < 0)
+			continue;
+		statedir_file(path, sizeof(path), dir, POOL_ACQUIRED_FILE);
+		if (access(path, F_OK) < 0) {
+			pool_log("removing %s: an earlier serve left it unacquired", names[i]);
+			pool_vm_destroy(p, names[i]);
+			continue;
+		}
+		statedir_file(path, sizeof(path), dir, RESTORE_ORIGIN_FILE);
+		if (read_file(path, &origin, 4096) < 0 || strcmp(origin, p->snap) != 0 ||
+		    !pool_vm_alive(names[i]))
+			continue;
+		for (int j = 0; j < MAX_VMS && slot < 0; j++)
+			if (p->vms[j].state == PVM_FREE)
+				slot = j;
+		if (slot < 0)
+			break;
+		p->vms[slot] = (struct pvm){ .state = PVM_LEASED, .worker_fd = -1 };
+		snprintf(p->vms[slot].name, sizeof(p->vms[slot].name), "%s", names[i]);
+		pool_log("%s, acquired from an earlier serve, counts as acquired again", names[i]);
+	}
+	strv_free(names);
 }
 
 bool pool_vm_ping(const char *name)

@@ -206,7 +206,8 @@ wait_no_leftovers() {
 # serve killed with SIGKILL: the VMs it held ready (and the one it was restoring) are stopped
 # and removed, network included, within seconds and with nothing else run (they ran on forever
 # before: nobody could acquire them, only rm --force removed them). The acquired VM stays the
-# caller's.
+# caller's; a restarted serve counts it as acquired again (release works), and removes what a
+# killed supervisor could not.
 t_pool_serve_killed() {
 	net=$NET
 	# A NIC (tap, lease, rules to tear down) only inside run.sh's throwaway network namespace:
@@ -238,8 +239,46 @@ t_pool_serve_killed() {
 	wait_no_leftovers 15 "15 s after serve was killed, its unacquired VMs are still there" &&
 		echo "    unacquired VMs gone $((($(date +%s%N) - ts0) / 1000000)) ms after kill -9 of serve"
 	expect_eq "the acquired VM still runs commands" "alive" "$(avm exec "$mine" -- echo alive 2>&1)"
-	avm rm --force "$mine" >/dev/null || fail "rm $mine"
-	rm -f "$AGENTVM_STATE_DIR/.pool.sock" # a killed serve cannot; the next one would replace it
+
+	# A restarted serve counts the acquired VM again (once) and releases it on request.
+	"$AVM" serve --pool kgold --pool-min 2 --pool-max 3 --pool-ttl 600 2>"$tmp_root/serve.log" &
+	serve_pid=$!
+	wait_ready 2 || { stop_serve; avm rm --force "$mine" >/dev/null; avm snapshot rm kgold; return; }
+	expect_eq "restarted serve: ready starting leased" "2 0 1" "$(counts)"
+	grep -q "$mine" "$tmp_root/serve.log" || fail "no log line for the adopted $mine"
+
+	# serve and one ready VM's supervisor killed at once: that VM's QEMU dies with its
+	# supervisor and nobody is left to tear it down; the next serve start does.
+	victim=$(avm pool status --json | tr -d ' \n' | grep -o '"name":"pool-[0-9a-f]*","state":"ready"' | head -1 | cut -d'"' -f4)
+	vsup=$(sed -n 's/.*"supervisor_pid":\([0-9]*\).*/\1/p' "$AGENTVM_STATE_DIR/$victim/state.json")
+	kill -9 "$serve_pid" "$vsup"
+	wait "$serve_pid" 2>/dev/null
+	serve_pid=""
+	keep="$mine $victim"
+	wait_no_leftovers 15 "15 s after serve was killed again, its other ready VM is still there"
+	"$AVM" serve --pool kgold --pool-min 1 --pool-max 3 --pool-ttl 600 2>"$tmp_root/serve.log" &
+	serve_pid=$!
+	wait_ready 1
+	i=0
+	while [ -d "$AGENTVM_STATE_DIR/$victim" ]; do
+		i=$((i + 1))
+		[ $i -gt 150 ] && { fail "the restarted serve left $victim: $(ls -A "$AGENTVM_STATE_DIR/$victim" | tr '\n' ' ')"; break; }
+		sleep 0.1
+	done
+	keep="$mine $(avm pool status --json | grep -o '"name": "pool-[0-9a-f]*"' | cut -d'"' -f4 | tr '\n' ' ')"
+	wait_no_leftovers 15 "after the restarted serve removed $victim"
+	grep -q "removing $victim" "$tmp_root/serve.log" || fail "no log line for removing $victim"
+	expect_eq "after the clean-up: ready starting leased" "1 0 1" "$(counts)"
+	avm pool release "$mine" || fail "release of $mine (acquired from the killed serve)"
+	i=0
+	while [ -d "$AGENTVM_STATE_DIR/$mine" ]; do
+		i=$((i + 1))
+		[ $i -gt 100 ] && { fail "released $mine is still there: $(avm ls)"; break; }
+		sleep 0.1
+	done
+	stop_serve
+	w=0
+	while [ -n "$(ls -A "$AGENTVM_STATE_DIR" | grep -vx .net)" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
 	avm snapshot rm kgold
 }
 
