@@ -23,6 +23,7 @@
 #include "cli.h"
 #include "disk.h"
 #include "migrate.h"
+#include "pool.h"
 #include "qmp.h"
 #include "restore.h"
 #include "snapshot.h"
@@ -752,6 +753,11 @@ int cmd_reset(int argc, char **argv)
 		rs.net_mode_given = rs.policy_given = true;
 	}
 	json_object_put(spec);
+	/* A pool VM stays one, acquired or not, for the next serve to count or remove (pool.h). */
+	char pool_mark[PATH_MAX], acq_mark[PATH_MAX];
+	statedir_file(pool_mark, sizeof(pool_mark), dir, POOL_VM_FILE);
+	statedir_file(acq_mark, sizeof(acq_mark), dir, POOL_ACQUIRED_FILE);
+	bool pooled = access(pool_mark, F_OK) == 0, acquired = access(acq_mark, F_OK) == 0;
 	rm_vm(name);
 	r = restore_one(&rs, name, CLI_DEFAULT_BOOT_TIMEOUT_S, &err);
 	restore_release(&rs);
@@ -760,5 +766,9 @@ int cmd_reset(int argc, char **argv)
 		cli_error("cannot reset VM '%s' (it is gone now): %s", name, err.msg);
 		return restore_exit_code(r);
 	}
+	if (acquired)
+		write_file_atomic(acq_mark, "", 0);
+	if (pooled)
+		write_file_atomic(pool_mark, "", 0);
 	return 0;
 }

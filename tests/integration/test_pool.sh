@@ -239,6 +239,8 @@ t_pool_serve_killed() {
 	wait_no_leftovers 15 "15 s after serve was killed, its unacquired VMs are still there" &&
 		echo "    unacquired VMs gone $((($(date +%s%N) - ts0) / 1000000)) ms after kill -9 of serve"
 	expect_eq "the acquired VM still runs commands" "alive" "$(avm exec "$mine" -- echo alive 2>&1)"
+	# A reset keeps it a pool VM, acquired (the next serve must still know it).
+	avm reset "$mine" 2>"$tmp_root/err" || fail "reset $mine: $(cat "$tmp_root/err")"
 
 	# A restarted serve counts the acquired VM again (once) and releases it on request.
 	"$AVM" serve --pool kgold --pool-min 2 --pool-max 3 --pool-ttl 600 2>"$tmp_root/serve.log" &
