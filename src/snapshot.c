@@ -369,12 +369,30 @@ static int stat_input(const char *path, struct stat *st, struct avm_error *err)
 
 /*
  * Hashing a multi-GiB disk image on every save would cost seconds each time (~200 MB/s here),
- * so a hash is kept in <root>/.hashes/ under a name made of the file's device, inode, size,
- * mtime and ctime: any write or replacement changes one of them, so a hit is the same content.
+ * so a hash is kept in the cache dir (see snapshot.h) under a name made of the file's device,
+ * inode, size, mtime and ctime: any write or replacement changes one of them, so a hit is the
+ * same content. A cache, not snapshot data: it lives outside the snapshot root.
  */
+const char *snap_hash_cache_dir(void)
+{
+	static char buf[PATH_MAX];
+	const char *env = getenv("AGENTVM_CACHE_DIR");
+	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+
+	if (env && *env)
+		snprintf(buf, sizeof(buf), "%s/hashes", env);
+	else if (geteuid() == 0)
+		snprintf(buf, sizeof(buf), "/var/cache/agentvm/hashes");
+	else if (xdg && *xdg)
+		snprintf(buf, sizeof(buf), "%s/agentvm/hashes", xdg);
+	else
+		snprintf(buf, sizeof(buf), "%s/.cache/agentvm/hashes", home ? home : "/tmp");
+	return buf;
+}
+
 static void hash_cache_name(char *buf, size_t len, const struct stat *st)
 {
-	snprintf(buf, len, "%s/.hashes/%llx-%llx-%llx-%llx.%lx-%llx.%lx", snap_root(),
+	snprintf(buf, len, "%s/%llx-%llx-%llx-%llx.%lx-%llx.%lx", snap_hash_cache_dir(),
 		 (unsigned long long)st->st_dev, (unsigned long long)st->st_ino,
 		 (unsigned long long)st->st_size, (unsigned long long)st->st_mtim.tv_sec,
 		 st->st_mtim.tv_nsec, (unsigned long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
@@ -382,7 +400,7 @@ static void hash_cache_name(char *buf, size_t len, const struct stat *st)
 
 static int hashed_file(const char *path, const struct stat *st, char hex[65])
 {
-	char cache[PATH_MAX], dir[PATH_MAX];
+	char cache[PATH_MAX];
 	_cleanup_free_ char *text = NULL;
 	int r;
 
@@ -399,8 +417,7 @@ static int hashed_file(const char *path, const struct stat *st, char hex[65])
 	}
 	if ((r = sha256_file(path, hex)) < 0 || !settled)
 		return r;
-	snprintf(dir, sizeof(dir), "%s/.hashes", snap_root());
-	if (mkdir_p(dir, 0700) == 0) /* best effort: a miss only costs time */
+	if (mkdir_p(snap_hash_cache_dir(), 0700) == 0) /* best effort: a miss only costs time */
 		write_file_atomic(cache, hex, 64);
 	return 0;
 }

@@ -68,7 +68,12 @@ int snap_path(char *buf, size_t len, const char *name, const char *file);
 /* Read and validate <root>/<name>/meta.json; checks that `state` exists with the recorded size. */
 int snap_load(const char *name, struct snap_meta *m, struct avm_error *err);
 
-/* Record path's identity and sha256 into in. */
+/*
+ * Where input hashes are cached: $AGENTVM_CACHE_DIR/hashes, else /var/cache/agentvm/hashes for
+ * root, else $XDG_CACHE_HOME/agentvm/hashes (~/.cache). Safe to delete at any time.
+ */
+const char *snap_hash_cache_dir(void);
+/* Record path's identity and sha256 into in (the hash from the cache when the file settled). */
 int snap_input_record(struct snap_input *in, const char *path, struct avm_error *err);
 /*
  * Record m's inputs as this host has them: QEMU, and the kernel and initramfs the VM was started

@@ -10,6 +10,8 @@ FAILED_NAMES=""
 
 tmp_root=$(mktemp -d /tmp/avm-it.XXXXXX)
 export AGENTVM_STATE_DIR="$tmp_root/state"
+# The input hash cache of snapshot saves: ours, so that nothing outlives the run.
+export AGENTVM_CACHE_DIR="$tmp_root/cache"
 
 cleanup_all() {
 	# Kill only QEMUs of this run (their console path is under our tmp dir).

@@ -68,7 +68,7 @@ t_snapshot_restore_clones_reset() {
 	[ -f "$AGENTVM_SNAPSHOT_DIR/dbase/disk0.qcow2" ] || fail "no disk copy in the snapshot"
 	grep -q '"disk0"' "$AGENTVM_SNAPSHOT_DIR/dbase/meta.json" || fail "meta.json does not record the image"
 	# The image settled long ago: its hash is cached for the next save (by file identity).
-	[ "$(ls "$AGENTVM_SNAPSHOT_DIR/.hashes" 2>/dev/null | wc -l)" -ge 1 ] || fail "no cached input hashes"
+	[ "$(ls "$AGENTVM_CACHE_DIR/hashes" 2>/dev/null | wc -l)" -ge 1 ] || fail "no cached input hashes"
 	avm exec dsrc -- sh -c 'echo after >/workspace/after' || fail "write after"
 	out=$(avm restore dbase --count 2 --name dc 2>"$tmp_root/err") || fail "restore: $(cat "$tmp_root/err")"
 	for c in dc-1 dc-2; do

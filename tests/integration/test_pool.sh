@@ -149,7 +149,12 @@ t_pool_conns() {
 	for pid in $pids; do wait "$pid"; done
 	ms=$((($(date +%s%N) - ts0) / 1000000))
 	echo "    128 idle connections closed after $ms ms"
-	[ $ms -ge 9000 ] && [ $ms -lt 15000 ] || fail "idle connections closed after $ms ms, not 10 s"
+	# Only the lower bound is a property (no idle close before 10 s); the time to spawn 128
+	# socat processes on a loaded machine is not (CI once measured 17 s in all).
+	[ $ms -ge 9000 ] || fail "idle connections closed after $ms ms, before 10 s"
+	for f in "$tmp_root"/idle.*; do
+		[ "$(cat "$f")" = "ERR no request for 10 s; closing" ] || { fail "$f: '$(cat "$f")'"; break; }
+	done
 	expect_eq "idle reply" "ERR no request for 10 s; closing" "$(cat "$tmp_root/idle.1")"
 	expect_eq "serving again" "1" "$(counts | cut -d' ' -f1)"
 	stop_serve

@@ -222,7 +222,7 @@ static int cache_entries(const char *root)
 	int n = -1;
 	FILE *p;
 
-	snprintf(cmd, sizeof(cmd), "ls %s/.hashes 2>/dev/null | wc -l", root);
+	snprintf(cmd, sizeof(cmd), "ls %s/hashes 2>/dev/null | wc -l", root);
 	p = popen(cmd, "r");
 	if (p && fscanf(p, "%d", &n) != 1)
 		n = -1;
@@ -253,7 +253,7 @@ static void test_input_hash_cache(void **state)
 	time_t old = time(NULL) - 3600;
 
 	assert_non_null(mkdtemp(root));
-	setenv("AGENTVM_SNAPSHOT_DIR", root, 1);
+	setenv("AGENTVM_CACHE_DIR", root, 1);
 	snprintf(file, sizeof(file), "%s/img", root);
 	/* Just written (ctime is now): hashed, not cached. */
 	write_at(file, "abc", old);
@@ -273,7 +273,7 @@ static void test_input_hash_cache(void **state)
 	free(c.path);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", root);
 	assert_int_equal(system(cmd), 0);
-	unsetenv("AGENTVM_SNAPSHOT_DIR");
+	unsetenv("AGENTVM_CACHE_DIR");
 }
 
 static void test_names(void **state)
