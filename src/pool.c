@@ -274,6 +274,11 @@ int pool_serve(const struct pool_opts *o, struct avm_error *err)
 	p->rs.net_override = o->net_override;
 	p->rs.net_mode_given = o->net_mode_given;
 	p->rs.policy_given = o->policy_given;
+	/* Flags that do not fit the snapshot fail here, once, not in every refill. */
+	if ((r = restore_check_override(&p->rs, err)) < 0) {
+		restore_release(&p->rs);
+		return r;
+	}
 	p->worker_msgs = mmap(NULL, (size_t)MAX_VMS * MSG_LEN, PROT_READ | PROT_WRITE,
 			      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (p->worker_msgs == MAP_FAILED) {

@@ -315,7 +315,6 @@ t_pool_ping_misses() {
 	stop_serve
 	w=0
 	while [ -n "$(ls -A "$AGENTVM_STATE_DIR")" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
-	avm snapshot rm gold
 }
 
 t_bad_serve() {
@@ -324,6 +323,12 @@ t_bad_serve() {
 	expect_contains "message" "no snapshot named 'nosuch'" "$(cat "$tmp_root/err")"
 	avm serve --pool x --pool-min 3 --pool-max 2 2>/dev/null
 	expect_eq "min > max" 125 $?
+	# Network flags that cannot fit fail at once (they failed in every refill, serve ran on).
+	timeout 20 "$AVM" serve --pool gold --pool-min 1 --pool-max 1 --network isolated --allow tcp:8080 2>"$tmp_root/err"
+	rc=$?
+	[ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "serve with filter flags on an isolated pool: exit $rc"
+	expect_contains "flags message" "--allow" "$(cat "$tmp_root/err")"
+	avm snapshot rm gold
 }
 
 echo "pool tests (TCG)"
