@@ -2,9 +2,11 @@
 #include "disk.h"
 
 #include <endian.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,27 +136,81 @@ int disk_overlay_create(const char *base, const char *base_fmt, const char *over
 	return qemu_img(args, "cannot create the disk overlay", err);
 }
 
-/* Copy src to a new file dst (0600), sparse-friendly through copy_file_range. */
+/* Copy [off, off + len) of in to out at the same offset with read/write. */
+static int copy_range_rw(int in, int out, off_t off, off_t len)
+{
+	static char buf[1 << 16];
+
+	while (len > 0) {
+		ssize_t k = pread(in, buf, len < (off_t)sizeof(buf) ? (size_t)len : sizeof(buf), off);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return k < 0 ? -errno : -EIO;
+		if (pwrite(out, buf, (size_t)k, off) != k)
+			return -errno ? -errno : -EIO;
+		off += k;
+		len -= k;
+	}
+	return 0;
+}
+
+/*
+ * Copy src to a new file dst (0600), keeping holes: a qcow2 overlay is mostly unallocated
+ * space. copy_file_range does the data extents in the kernel (a reflink where the file system
+ * can) but refuses to cross file systems (EXDEV; the default state dir /run is tmpfs and the
+ * snapshots live on disk), so read/write takes over then.
+ */
 static int copy_file(const char *src, const char *dst, struct avm_error *err)
 {
 	_cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
 	_cleanup_close_ int out = -1;
 	struct stat st;
+	bool use_cfr = true;
+	off_t data = 0, hole;
+	int r = 0;
 
 	if (in < 0 || fstat(in, &st) < 0)
 		return avm_error_setx(err, -errno, "cannot open %s", src);
 	out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (out < 0)
 		return avm_error_setx(err, -errno, "cannot create %s", dst);
-	for (off_t left = st.st_size; left > 0;) {
-		ssize_t k = copy_file_range(in, NULL, out, NULL, (size_t)left, 0);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return avm_error_setx(err, k < 0 ? -errno : -EIO, "cannot copy %s to %s",
-					      src, dst);
-		left -= k;
+	if (ftruncate(out, st.st_size) < 0)
+		return avm_error_setx(err, -errno, "cannot write %s", dst);
+	while (r == 0 && data < st.st_size) {
+		data = lseek(in, data, SEEK_DATA);
+		if (data < 0) {
+			if (errno == ENXIO) /* only a hole is left */
+				break;
+			return avm_error_setx(err, -errno, "cannot read %s", src);
+		}
+		hole = lseek(in, data, SEEK_HOLE);
+		if (hole < 0)
+			return avm_error_setx(err, -errno, "cannot read %s", src);
+		for (off_t off = data; r == 0 && off < hole;) {
+			if (use_cfr) {
+				loff_t i = off, o = off;
+				ssize_t k = copy_file_range(in, &i, out, &o, (size_t)(hole - off), 0);
+				if (k > 0) {
+					off += k;
+					continue;
+				}
+				if (k < 0 && errno == EINTR)
+					continue;
+				if (k < 0 && errno != EXDEV && errno != EOPNOTSUPP && errno != ENOSYS &&
+				    errno != EINVAL)
+					return avm_error_setx(err, -errno, "cannot copy %s to %s", src,
+							      dst);
+				use_cfr = false; /* k == 0 (short source) or unsupported: rw */
+				continue;
+			}
+			r = copy_range_rw(in, out, off, hole - off);
+			off = hole;
+		}
+		data = hole;
 	}
+	if (r < 0)
+		return avm_error_setx(err, r, "cannot copy %s to %s", src, dst);
 	if (fsync(out) < 0)
 		return avm_error_setx(err, -errno, "cannot write %s", dst);
 	return 0;
@@ -181,4 +237,63 @@ int disk_snapshot_rebase(const char *dst, const char *user_image, struct avm_err
 	const char *args[] = { "rebase", "-q", "-f", "qcow2", "-F", fmt, "-b", user_image, dst,
 			       NULL };
 	return qemu_img(args, "cannot rebase the disk copy", err);
+}
+
+static int identity_path(char *buf, size_t len, const char *dir, size_t index)
+{
+	int n = snprintf(buf, len, "%s/disk%zu.id", dir, index);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+int disk_identity_record(const char *dir, size_t index, const char *image, const char *base,
+			 struct avm_error *err)
+{
+	char path[PATH_MAX], text[256];
+	struct stat i, b;
+	int r;
+
+	if (stat(image, &i) < 0 || stat(base, &b) < 0)
+		return avm_error_setx(err, -errno, "cannot stat the disk image %s", image);
+	snprintf(text, sizeof(text), "image %llu %llu %lld %lld.%09ld\nbase %llu %llu\n",
+		 (unsigned long long)i.st_dev, (unsigned long long)i.st_ino, (long long)i.st_size,
+		 (long long)i.st_mtim.tv_sec, i.st_mtim.tv_nsec, (unsigned long long)b.st_dev,
+		 (unsigned long long)b.st_ino);
+	if ((r = identity_path(path, sizeof(path), dir, index)) < 0 ||
+	    (r = write_file_atomic(path, text, strlen(text))) < 0)
+		return avm_error_setx(err, r, "cannot write %s/disk%zu.id", dir, index);
+	return 0;
+}
+
+int disk_identity_check(const char *dir, size_t index, const char *image, struct avm_error *err)
+{
+	char path[PATH_MAX], overlay[PATH_MAX], backing[1024];
+	unsigned long long idev, iino, bdev, bino;
+	long long isize, isec;
+	long insec;
+	_cleanup_free_ char *text = NULL;
+	struct stat i, b;
+
+	if (identity_path(path, sizeof(path), dir, index) < 0 ||
+	    disk_overlay_path(overlay, sizeof(overlay), dir, index) < 0)
+		return avm_error_set(err, -ENAMETOOLONG, "path too long");
+	if (read_file(path, &text, 512) < 0 ||
+	    sscanf(text, "image %llu %llu %lld %lld.%ld base %llu %llu", &idev, &iino, &isize, &isec,
+		   &insec, &bdev, &bino) != 7)
+		return avm_error_set(err, -EBADMSG, "%s is missing or damaged", path);
+	if (stat(image, &i) < 0 || i.st_dev != idev || i.st_ino != iino || i.st_size != isize ||
+	    i.st_mtim.tv_sec != isec || i.st_mtim.tv_nsec != insec)
+		return avm_error_set(err, -ESTALE,
+				     "the disk image %s was changed or replaced while the VM ran; "
+				     "its disk cannot be saved consistently (start a new VM from "
+				     "the image)",
+				     image);
+	if (disk_qcow2_backing(overlay, backing, sizeof(backing)) < 0 || stat(backing, &b) < 0 ||
+	    b.st_dev != bdev || b.st_ino != bino)
+		return avm_error_set(err, -ESTALE,
+				     "disk %zu is backed by %s, which was removed or replaced since "
+				     "the VM was restored (was its snapshot removed?); restore a "
+				     "new VM and save that",
+				     index, backing[0] ? backing : "a file that is gone");
+	return 0;
 }

@@ -43,6 +43,17 @@ int disk_snapshot_copy(const char *overlay, const char *dst, struct avm_error *e
  */
 int disk_snapshot_rebase(const char *copy, const char *user_image, struct avm_error *err);
 
+/*
+ * What a VM's overlay N stands on, recorded at launch in <dir>/disk<N>.id: the user's image
+ * (device, inode, size, mtime) and the overlay's backing file (device, inode; the image
+ * itself, or a snapshot's copy for a clone). A save checks both first: a disk copied from an
+ * overlay whose image was rewritten or replaced, or whose snapshot was removed or re-saved
+ * under the same name, would hold a corrupt file system and still pass every later check.
+ */
+int disk_identity_record(const char *dir, size_t index, const char *image, const char *base,
+			 struct avm_error *err);
+int disk_identity_check(const char *dir, size_t index, const char *image, struct avm_error *err);
+
 /* <dir>/disk<N>.qcow2 into buf. */
 int disk_overlay_path(char *buf, size_t len, const char *dir, size_t index);
 

@@ -401,9 +401,12 @@ int vm_spec_add_disk(struct vm_spec *s, const char *value, struct avm_error *err
 				     "--disk: cannot use '%s': %s (create an image with: truncate "
 				     "-s 1G %s && mkfs.ext4 %s)",
 				     file, strerror(errno), file, file);
-	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+	/* Not a block device either: its size and times do not follow its content, so neither
+	 * the snapshot checks nor the hash cache could tell that it changed. */
+	if (!S_ISREG(st.st_mode))
 		return avm_error_set(err, -EINVAL,
-				     "--disk: '%s' is neither a regular file nor a block device",
+				     "--disk: '%s' is not a regular file (an image file: raw or "
+				     "qcow2)",
 				     file);
 	if (access(real, R_OK) < 0)
 		return avm_error_set(err, -errno, "--disk: cannot read '%s': %s", file,
@@ -479,6 +482,15 @@ int vm_spec_validate(const struct vm_spec *s, bool need_command, struct avm_erro
 		return avm_error_set(err, -EINVAL,
 				     "%s filters nat-filtered VMs only; a bridged VM is not filtered",
 				     filter);
+	size_t slots = VM_VIRTIO_SLOTS - 2 - (s->net_mode != VM_NET_ISOLATED);
+	if (s->n_disks > slots)
+		return avm_error_set(err, -E2BIG,
+				     "%zu disks do not fit: microvm has %d virtio slots, so a VM "
+				     "takes at most %zu disks %s",
+				     s->n_disks, VM_VIRTIO_SLOTS, slots,
+				     s->net_mode != VM_NET_ISOLATED
+					     ? "with a network (6 with --network isolated)"
+					     : "without a network");
 	if (need_command && (s->argc == 0 || !s->argv[0][0]))
 		return avm_error_set(err, -EINVAL,
 				     "no command given; put it after --, e.g. agentvm run -- uname -a");

@@ -30,7 +30,12 @@ enum vm_net_mode {
 #define VM_SPEC_MIN_MEMORY_MIB 64
 #define VM_SPEC_MAX_MEMORY_MIB (256 * 1024)
 #define VM_SPEC_MAX_TIMEOUT_S (7 * 24 * 3600)
-#define VM_SPEC_MAX_DISKS 8
+#define VM_SPEC_MAX_DISKS 6 /* see VM_VIRTIO_SLOTS */
+/*
+ * QEMU 7.2 microvm has 8 virtio-mmio transports; agentvm's serial port and RNG take 2 and a NIC
+ * one more, so a VM holds at most 6 disks (5 with a network). vm_spec_validate() says so.
+ */
+#define VM_VIRTIO_SLOTS 8
 #define VM_SPEC_MAX_GUEST_DIR 255
 /* The profile `run` uses when none is given: the smallest one, because it boots fastest. */
 #define VM_SPEC_DEFAULT_PROFILE "light"

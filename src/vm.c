@@ -240,7 +240,8 @@ static int make_overlays(const struct vm_launch_opts *o, const char *dir,
 			if ((r = disk_image_format(base, &fmt, err)) < 0)
 				return r;
 		}
-		if ((r = disk_overlay_create(base, fmt, paths[i], err)) < 0)
+		if ((r = disk_overlay_create(base, fmt, paths[i], err)) < 0 ||
+		    (r = disk_identity_record(dir, i, spec->disks[i].file, base, err)) < 0)
 			return r;
 		qd[i] = (struct qemu_disk){ .overlay = paths[i],
 					    .guest_dir = spec->disks[i].guest_dir,

@@ -34,7 +34,7 @@ static void run_usage(FILE *f)
 		"  --initrd PATH        guest initramfs; default: the built-in image\n"
 		"  --disk FILE[:DIR][:ro]  attach an image (raw or qcow2, ext4 inside) mounted at DIR\n"
 		"                       (default /workspace); writes go to a per-VM overlay and FILE\n"
-		"                       never changes (repeatable, up to 8)\n"
+		"                       never changes (repeatable: up to 6, 5 with a network)\n"
 		"  --accel kvm|tcg      accelerator; default: kvm if /dev/kvm opens, else tcg with a\n"
 		"                       warning\n"
 		"  --name NAME          name of the VM (state dir); default: generated\n"

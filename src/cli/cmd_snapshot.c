@@ -28,6 +28,7 @@
 #include "restore.h"
 #include "snapshot.h"
 #include "statedir.h"
+#include "strv.h"
 #include "util.h"
 #include "vm.h"
 #include "vmstate.h"
@@ -140,6 +141,17 @@ static void remove_stale_tmp(void)
  * The disks' overlays into the snapshot's temp dir: while QEMU is still stopped after the
  * migration (which flushed them), so they match the RAM state byte for byte.
  */
+/* Before anything stops: every disk still stands on what it stood on at launch. */
+static int check_disks(const struct vm_spec *disks, const char *vm_dir, struct avm_error *err)
+{
+	int r;
+
+	for (size_t i = 0; i < disks->n_disks; i++)
+		if ((r = disk_identity_check(vm_dir, i, disks->disks[i].file, err)) < 0)
+			return r;
+	return 0;
+}
+
 static int save_disks(const struct vm_spec *disks, const char *vm_dir, const char *tmp,
 		      struct avm_error *err)
 {
@@ -235,6 +247,11 @@ static int snapshot_save(const char *vm, const char *snap, const char *desc)
 		code = EXIT_HOST_MISSING;
 		goto out;
 	}
+	if (check_disks(disks, dir, &err) < 0) {
+		cli_error("cannot save VM '%s': %s", vm, err.msg);
+		code = 1;
+		goto out;
+	}
 
 	r = mkdir_p(snap_root(), 0700);
 	if (r < 0) {
@@ -278,6 +295,14 @@ static int snapshot_save(const char *vm, const char *snap, const char *desc)
 		goto out;
 	}
 	was_running = !strcmp(status, "running");
+	/* QEMU 7.2 will not migrate a VM that a migration left paused ("postmigrate"). */
+	if (!strcmp(status, "postmigrate")) {
+		cli_error("VM '%s' is still paused from an earlier save; resume it ('agentvm resume "
+			  "%s') and save again",
+			  vm, vm);
+		code = 1;
+		goto out;
+	}
 	{
 		int ma = 0, mi = 0, mc = 0;
 		qmp_client_version(q, &ma, &mi, &mc);
@@ -469,23 +494,60 @@ static int cmd_snapshot_ls(int argc, char **argv)
 	return 0;
 }
 
+/*
+ * The live VMs restored from snapshot `snap`, space-separated into buf (empty: none). Their disk
+ * overlays stand on the snapshot's disk copies, and reset goes back to it.
+ */
+static void snapshot_users(const char *snap, char *buf, size_t len)
+{
+	char **names = NULL, path[PATH_MAX];
+	size_t off = 0;
+
+	buf[0] = '\0';
+	if (statedir_list(&names) < 0)
+		return;
+	for (char **n = names; n && *n; n++) {
+		_cleanup_free_ char *dir = NULL, *origin = NULL;
+		if (statedir_find(*n, &dir, NULL) < 0 ||
+		    statedir_file(path, sizeof(path), dir, RESTORE_ORIGIN_FILE) < 0 ||
+		    read_file(path, &origin, 256) < 0 || strcmp(origin, snap) != 0 ||
+		    !vmstate_dir_may_be_live(dir))
+			continue;
+		int k = snprintf(buf + off, len - off, "%s%s", off ? " " : "", *n);
+		if (k < 0 || (size_t)k >= len - off)
+			break;
+		off += (size_t)k;
+	}
+	strv_free(names);
+}
+
 static int cmd_snapshot_rm(int argc, char **argv)
 {
 	struct avm_error err = { 0 };
-	char path[PATH_MAX];
+	char path[PATH_MAX], users[1024];
+	bool force = argc == 3 && !strcmp(argv[1], "--force");
+	const char *snap = argv[argc - 1];
 
-	if (argc != 2) {
-		cli_error("usage: agentvm snapshot rm SNAPSHOT");
+	if (argc != 2 && !force) {
+		cli_error("usage: agentvm snapshot rm [--force] SNAPSHOT");
 		return EXIT_USAGE;
 	}
-	if (snap_validate_name(argv[1], &err) < 0) {
+	if (snap_validate_name(snap, &err) < 0) {
 		cli_error("%s", err.msg);
 		return EXIT_USAGE;
 	}
-	snap_path(path, sizeof(path), argv[1], NULL);
+	snap_path(path, sizeof(path), snap, NULL);
 	if (access(path, F_OK) < 0) {
-		cli_error("no snapshot named '%s' (see 'agentvm snapshot ls')", argv[1]);
+		cli_error("no snapshot named '%s' (see 'agentvm snapshot ls')", snap);
 		return EXIT_USAGE;
+	}
+	snapshot_users(snap, users, sizeof(users));
+	if (users[0] && !force) {
+		cli_error("snapshot '%s' is in use by VMs restored from it (%s): their disks stand on "
+			  "it and reset goes back to it; remove them first, or --force (they run "
+			  "on, but cannot be reset, and those with disks cannot be saved)",
+			  snap, users);
+		return 1;
 	}
 	if (remove_flat_dir(path) < 0) {
 		cli_error("cannot remove %s: %s", path, strerror(errno));
@@ -505,7 +567,7 @@ int cmd_snapshot(int argc, char **argv)
 	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
 		puts("usage: agentvm snapshot save VM SNAPSHOT [--description TEXT]\n"
 		     "       agentvm snapshot ls [--json]\n"
-		     "       agentvm snapshot rm SNAPSHOT");
+		     "       agentvm snapshot rm [--force] SNAPSHOT");
 		return 0;
 	}
 	cli_error("usage: agentvm snapshot save|ls|rm ...; see 'agentvm snapshot --help'");
@@ -738,6 +800,19 @@ int cmd_reset(int argc, char **argv)
 		cli_error("VM '%s' was not restored from a snapshot, so there is nothing to reset it "
 			  "to; use 'agentvm restore SNAPSHOT --name %s'",
 			  name, name);
+		return 1;
+	}
+	/*
+	 * A pool VM nobody acquired is serve's: its supervisor watches serve and goes with it; a
+	 * reset one would not (and serve would count it twice). Acquire it first.
+	 */
+	char mark[PATH_MAX];
+	statedir_file(path, sizeof(path), dir, POOL_VM_FILE);
+	statedir_file(mark, sizeof(mark), dir, POOL_ACQUIRED_FILE);
+	if (access(path, F_OK) == 0 && access(mark, F_OK) < 0) {
+		cli_error("VM '%s' belongs to the warm pool and is not acquired; reset only VMs you "
+			  "acquired ('agentvm pool acquire')",
+			  name);
 		return 1;
 	}
 	/* Check the snapshot before destroying anything. */

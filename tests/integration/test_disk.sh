@@ -68,7 +68,7 @@ t_snapshot_restore_clones_reset() {
 	[ -f "$AGENTVM_SNAPSHOT_DIR/dbase/disk0.qcow2" ] || fail "no disk copy in the snapshot"
 	grep -q '"disk0"' "$AGENTVM_SNAPSHOT_DIR/dbase/meta.json" || fail "meta.json does not record the image"
 	# The image settled long ago: its hash is cached for the next save (by file identity).
-	[ "$(ls "$AGENTVM_CACHE_DIR/hashes" 2>/dev/null | wc -l)" -ge 1 ] || fail "no cached input hashes"
+	ls "$AGENTVM_CACHE_DIR/hashes" 2>/dev/null | grep -q "^[0-9a-f]*-$(printf %x "$(stat -c %i "$IMG")")-" || fail "the image's hash is not cached"
 	avm exec dsrc -- sh -c 'echo after >/workspace/after' || fail "write after"
 	out=$(avm restore dbase --count 2 --name dc 2>"$tmp_root/err") || fail "restore: $(cat "$tmp_root/err")"
 	for c in dc-1 dc-2; do
@@ -130,10 +130,76 @@ t_bad_input() {
 	rm -f "$tmp_root/changing.ext4"
 }
 
+# The state dir on tmpfs (like /run) and the snapshots elsewhere: the overlay copy crosses
+# file systems, where copy_file_range gives EXDEV and read/write (keeping holes) takes over.
+t_save_across_file_systems() {
+	if ! mkdir -p "$tmp_root/run" || ! mount -t tmpfs -o size=64m tmpfs "$tmp_root/run" 2>/dev/null; then
+		skip "cannot mount a tmpfs (needs root)"
+		return
+	fi
+	# shellcheck disable=SC2086
+	AGENTVM_STATE_DIR=$tmp_root/run avm start --accel tcg --name xfs $NET --disk "$IMG" >/dev/null 2>"$tmp_root/err" || fail "start: $(cat "$tmp_root/err")"
+	AGENTVM_STATE_DIR=$tmp_root/run avm exec xfs -- sh -c 'echo across >/workspace/across; sync' || fail "write"
+	AGENTVM_STATE_DIR=$tmp_root/run avm snapshot save xfs xsnap 2>"$tmp_root/err" || fail "save across file systems: $(cat "$tmp_root/err")"
+	AGENTVM_STATE_DIR=$tmp_root/run avm rm --force xfs >/dev/null 2>&1
+	umount "$tmp_root/run"
+	avm restore xsnap --name xr >/dev/null 2>"$tmp_root/err" || fail "restore: $(cat "$tmp_root/err")"
+	expect_eq "the file written before the save" "across" "$(avm exec xr -- cat /workspace/across)"
+	rm_all xr
+	avm snapshot rm xsnap >/dev/null
+}
+
+# A VM saved while paused is left "postmigrate" by QEMU, which refuses a second migration:
+# one line saying to resume it, the VM unharmed; resumed, it saves again.
+t_paused_save_twice() {
+	# shellcheck disable=SC2086
+	avm start --accel tcg --name pz $NET --disk "$IMG" >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	avm pause pz || fail "pause"
+	avm snapshot save pz pz1 2>"$tmp_root/err" || fail "first save: $(cat "$tmp_root/err")"
+	avm snapshot save pz pz2 2>"$tmp_root/err" && fail "second save while still paused"
+	expect_contains "second save message" "resume it" "$(cat "$tmp_root/err")"
+	[ "$(wc -l <"$tmp_root/err")" -eq 1 ] || fail "not one line: $(cat "$tmp_root/err")"
+	avm resume pz || fail "resume"
+	expect_eq "the VM survived" "ok" "$(avm exec pz -- echo ok)"
+	avm snapshot save pz pz2 2>"$tmp_root/err" || fail "save after resume: $(cat "$tmp_root/err")"
+	rm_all pz
+	avm snapshot rm pz1 >/dev/null
+	avm snapshot rm pz2 >/dev/null
+}
+
+# What a disk stands on must not change under a VM that is saved: an image replaced while the
+# VM runs, or the snapshot a clone's disk stands on removed, make the save refuse (a copy
+# would hold a corrupt file system and pass every later check). snapshot rm refuses a
+# snapshot that live clones come from, unless --force.
+t_disk_identity_guards() {
+	cp "$IMG" "$tmp_root/swap.ext4"
+	# shellcheck disable=SC2086
+	avm start --accel tcg --name gd $NET --disk "$tmp_root/swap.ext4" >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	avm snapshot save gd gsnap 2>"$tmp_root/err" || fail "save: $(cat "$tmp_root/err")"
+	avm restore gsnap --name gc >/dev/null 2>"$tmp_root/err" || fail "restore: $(cat "$tmp_root/err")"
+	avm snapshot rm gsnap 2>"$tmp_root/err" && fail "removed a snapshot a live clone comes from"
+	expect_contains "rm message" "in use by VMs restored from it (gc)" "$(cat "$tmp_root/err")"
+	avm snapshot rm --force gsnap 2>"$tmp_root/err" || fail "rm --force: $(cat "$tmp_root/err")"
+	avm snapshot save gc gc1 2>"$tmp_root/err" && fail "saved a clone whose snapshot is gone"
+	expect_contains "clone save message" "removed or replaced since the VM was restored" "$(cat "$tmp_root/err")"
+	echo "    clone of a removed snapshot -> $(cat "$tmp_root/err")"
+	# Replace the image under the running source VM (a new file at the same path).
+	cp "$IMG" "$tmp_root/swap.new" && mv "$tmp_root/swap.new" "$tmp_root/swap.ext4"
+	avm snapshot save gd g2 2>"$tmp_root/err" && fail "saved over a replaced image"
+	expect_contains "replaced image message" "changed or replaced while the VM ran" "$(cat "$tmp_root/err")"
+	echo "    replaced image -> $(cat "$tmp_root/err")"
+	[ -z "$(ls -A "$AGENTVM_SNAPSHOT_DIR" 2>/dev/null)" ] || fail "left in the snapshot dir: $(ls -A "$AGENTVM_SNAPSHOT_DIR")"
+	rm_all gc gd
+	rm -f "$tmp_root/swap.ext4"
+}
+
 echo "workspace disk tests (TCG)"
 run_test t_run_reads_and_writes_the_overlay
 run_test t_readonly_and_two_disks
 run_test t_unformatted_disk_still_boots
 run_test t_snapshot_restore_clones_reset
+run_test t_save_across_file_systems
+run_test t_paused_save_twice
+run_test t_disk_identity_guards
 run_test t_bad_input
 summary

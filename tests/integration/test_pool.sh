@@ -296,6 +296,9 @@ t_pool_ping_misses() {
 	serve_pid=$!
 	wait_ready 1 || { stop_serve; return; }
 	v=$(avm pool status --json | grep -o '"name": "pool-[0-9a-f]*"' | cut -d'"' -f4)
+	# Only serve's to hand out: a reset one would no longer go with serve.
+	avm reset "$v" 2>"$tmp_root/err" && fail "reset of an unacquired pool VM"
+	expect_contains "reset message" "warm pool" "$(cat "$tmp_root/err")"
 	sock=$AGENTVM_STATE_DIR/$v/agent.sock
 	mv "$sock" "$sock.away"
 	sleep 1.2 # one or two health checks

@@ -213,11 +213,16 @@ static void test_disk_flags(void **state)
 	assert_true(back->disks[1].readonly);
 	json_object_put(o);
 
-	for (int i = 3; i < 8; i++) {
+	for (int i = 3; i < 6; i++) {
 		snprintf(arg, sizeof(arg), "%s:/d%d", img, i);
 		assert_int_equal(vm_spec_add_disk(s, arg, &err), 0);
 	}
 	assert_int_equal(vm_spec_add_disk(s, img, &err), -E2BIG);
+	/* 8 virtio slots: serial + rng + NIC leave 5 disks, 6 without a network. */
+	assert_int_equal(vm_spec_validate(s, false, &err), -E2BIG);
+	assert_non_null(strstr(err.msg, "at most 5 disks with a network"));
+	assert_int_equal(vm_spec_set_network(s, "isolated", &err), 0);
+	assert_int_equal(vm_spec_validate(s, false, &err), 0);
 	unlink(img);
 	vm_spec_free(s);
 	vm_spec_free(back);
