@@ -110,8 +110,10 @@ static int qemu_img(const char *const *args, const char *what, struct avm_error 
 		if (k <= 0)
 			break;
 		got += (size_t)k;
-		if (got == sizeof(out) - 1) /* keep the tail: the error is the last line */
-			got = 0;
+		if (got == sizeof(out) - 1) { /* keep the tail: the error is the last line */
+			memmove(out, out + got / 2, got - got / 2);
+			got -= got / 2;
+		}
 	}
 	close(pfd[0]);
 	out[got] = '\0';

@@ -238,10 +238,13 @@ static int snapshot_save(const char *vm, const char *snap, const char *desc)
 	m.spec = spec;
 	snap_time_ny(time(NULL), created, sizeof(created));
 	m.created = strdup(created);
+	if (!(disks = vm_spec_new()) || vm_spec_disks_from_json(disks, spec, &err) < 0) {
+		cli_error("VM '%s' has a damaged spec.json: %s", vm, disks ? err.msg : "no memory");
+		code = 1;
+		goto out;
+	}
 	if ((r = snap_record_inputs(&m, json_str(spec, "kernel"), json_str(spec, "initrd"),
 				      &err)) < 0 ||
-	    (r = (disks = vm_spec_new()) ? vm_spec_disks_from_json(disks, spec, &err)
-					 : -ENOMEM) < 0 ||
 	    (r = snap_record_disks(&m, disks, &err)) < 0) {
 		cli_error("%s", err.msg);
 		code = EXIT_HOST_MISSING;
