@@ -130,6 +130,28 @@ t_bad_input() {
 	rm -f "$tmp_root/changing.ext4"
 }
 
+# The warm pool hands out clones of a snapshot with a disk: each with its own overlay.
+t_pool_with_a_disk() {
+	# shellcheck disable=SC2086
+	avm start --accel tcg --name pg $NET --disk "$IMG" >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	avm exec pg -- sh -c 'echo pooled >/workspace/pooled' || fail "write"
+	avm snapshot save pg psnap 2>"$tmp_root/err" || fail "save: $(cat "$tmp_root/err")"
+	rm_all pg
+	"$AVM" serve --pool psnap --pool-min 1 --pool-max 2 2>"$tmp_root/serve.log" &
+	spid=$!
+	v=$(avm pool acquire --timeout 60 2>"$tmp_root/err") || fail "acquire: $(cat "$tmp_root/err")"
+	if [ -n "$v" ]; then
+		expect_eq "the pool VM has the snapshot's disk" "pooled" "$(avm exec "$v" -- cat /workspace/pooled)"
+		[ -f "$AGENTVM_STATE_DIR/$v/disk0.qcow2" ] || fail "the pool VM has no overlay of its own"
+		avm pool release "$v" || fail "release"
+	fi
+	kill "$spid" 2>/dev/null && wait "$spid" 2>/dev/null
+	w=0
+	while [ -n "$(ls -A "$AGENTVM_STATE_DIR" | grep -vx .net)" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
+	avm snapshot rm psnap >/dev/null || fail "snapshot rm after serve stopped"
+	image_unchanged
+}
+
 # The state dir on tmpfs (like /run) and the snapshots elsewhere: the overlay copy crosses
 # file systems, where copy_file_range gives EXDEV and read/write (keeping holes) takes over.
 t_save_across_file_systems() {
@@ -198,6 +220,7 @@ run_test t_run_reads_and_writes_the_overlay
 run_test t_readonly_and_two_disks
 run_test t_unformatted_disk_still_boots
 run_test t_snapshot_restore_clones_reset
+run_test t_pool_with_a_disk
 run_test t_save_across_file_systems
 run_test t_paused_save_twice
 run_test t_disk_identity_guards
