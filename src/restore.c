@@ -201,6 +201,20 @@ int restore_check_override(const struct restore *rs, struct avm_error *err)
 	return r;
 }
 
+int restore_check_flags(const char *snap, const struct vm_spec *ov, bool mode_given,
+			bool policy_given, struct avm_error *err)
+{
+	struct restore rs = { .net_override = ov, .net_mode_given = mode_given,
+			      .policy_given = policy_given };
+	int r;
+
+	if (!ov || snap_load(snap, &rs.meta, NULL) < 0)
+		return 0; /* restore_prepare() reports a bad snapshot, with its own message */
+	r = restore_check_override(&rs, err);
+	snap_meta_release(&rs.meta);
+	return r;
+}
+
 int restore_one(const struct restore *rs, const char *name, long boot_timeout_s,
 		    struct avm_error *err)
 {

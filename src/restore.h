@@ -50,6 +50,12 @@ void restore_release(struct restore *rs);
  * front (restore --count, serve), instead of once per VM.
  */
 int restore_check_override(const struct restore *rs, struct avm_error *err);
+/*
+ * The same before restore_prepare(), from meta.json alone: a usage error must not wait for a
+ * copy-on-write template build. 0 also when the snapshot cannot be loaded (prepare says why).
+ */
+int restore_check_flags(const char *snap, const struct vm_spec *ov, bool mode_given,
+			bool policy_given, struct avm_error *err);
 
 /*
  * Start one detached VM `name` from it; returns once the guest answered SYNC (or failed, with

@@ -689,8 +689,18 @@ int cmd_restore(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if (restore_check_flags(snap, ov, no.mode_given, no.policy_given, &err) < 0) {
+		cli_error("%s", err.msg);
+		vm_spec_free(ov);
+		free(names);
+		free(pids);
+		return EXIT_USAGE;
+	}
 	if (restore_prepare(snap, &rs, &err) < 0) {
 		cli_error("%s", err.msg);
+		vm_spec_free(ov);
+		free(names);
+		free(pids);
 		return err.code == -ENOENT || err.code == -EINVAL ? EXIT_USAGE
 			: err.code == -EBADMSG || err.code == -ESTALE || err.code == -EPROTO ||
 					  err.code == -EOPNOTSUPP
@@ -702,14 +712,6 @@ int cmd_restore(int argc, char **argv)
 	rs.net_override = ov;
 	rs.net_mode_given = no.mode_given;
 	rs.policy_given = no.policy_given;
-	if (restore_check_override(&rs, &err) < 0) {
-		cli_error("%s", err.msg);
-		restore_release(&rs);
-		vm_spec_free(ov);
-		free(names);
-		free(pids);
-		return EXIT_USAGE;
-	}
 	/*
 	 * A Ctrl-C (SIGTERM, SIGHUP) from here waits in sig_fd, for us and for the children: a
 	 * child killed halfway would leave a supervisor that goes on to start its VM. Once every
