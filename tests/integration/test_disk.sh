@@ -139,6 +139,13 @@ t_pool_with_a_disk() {
 	rm_all pg
 	"$AVM" serve --pool psnap --pool-min 1 --pool-max 2 2>"$tmp_root/serve.log" &
 	spid=$!
+	# acquire needs serve's socket: wait (up to 30 s) until serve answers.
+	w=0
+	until avm pool status >/dev/null 2>&1; do
+		w=$((w + 1))
+		[ $w -gt 300 ] && { fail "serve never answered: $(cat "$tmp_root/serve.log")"; break; }
+		sleep 0.1
+	done
 	v=$(avm pool acquire --timeout 60 2>"$tmp_root/err") || fail "acquire: $(cat "$tmp_root/err")"
 	if [ -n "$v" ]; then
 		expect_eq "the pool VM has the snapshot's disk" "pooled" "$(avm exec "$v" -- cat /workspace/pooled)"
