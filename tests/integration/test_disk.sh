@@ -64,6 +64,9 @@ t_snapshot_restore_clones_reset() {
 	# shellcheck disable=SC2086
 	avm start --accel tcg --name dsrc $NET --disk "$IMG" >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
 	avm exec dsrc -- sh -c 'echo before >/workspace/before' || fail "write before"
+	# Hashes are cached only for files settled for 2 s (their times tick coarsely): on a fast
+	# machine the image may still be younger than that here.
+	while [ $(($(date +%s) - $(stat -c %Z "$IMG"))) -le 2 ]; do sleep 0.2; done
 	avm snapshot save dsrc dbase 2>"$tmp_root/err" || fail "save: $(cat "$tmp_root/err")"
 	[ -f "$AGENTVM_SNAPSHOT_DIR/dbase/disk0.qcow2" ] || fail "no disk copy in the snapshot"
 	grep -q '"disk0"' "$AGENTVM_SNAPSHOT_DIR/dbase/meta.json" || fail "meta.json does not record the image"
