@@ -17,6 +17,7 @@ struct qemu_disk {
 	const char *overlay;   /* this VM's qcow2 overlay */
 	const char *guest_dir; /* where guest-init mounts it */
 	bool readonly;
+	bool root; /* the root image: agentvm.root=, not agentvm.disk= */
 };
 
 struct qemu_config {

@@ -245,7 +245,8 @@ static int make_overlays(const struct vm_launch_opts *o, const char *dir,
 			return r;
 		qd[i] = (struct qemu_disk){ .overlay = paths[i],
 					    .guest_dir = spec->disks[i].guest_dir,
-					    .readonly = spec->disks[i].readonly };
+					    .readonly = spec->disks[i].readonly,
+					    .root = spec->disks[i].root };
 	}
 	return 0;
 }
