@@ -67,8 +67,8 @@ char *qemu_kernel_cmdline(const struct qemu_config *c)
 	 * (node tries it for "localhost"). The guest network is IPv4 only all the same: guest-init
 	 * turns IPv6 off on eth0 and the host's filter drops IPv6 at the tap.
 	 */
-	if (asprintf(&s, "console=hvc0 quiet reboot=t panic=-1 rdinit=/init%s%s%s%s",
-		     tsc, c->extra_cmdline && *c->extra_cmdline ? " " : "",
+	if (asprintf(&s, "console=hvc0 quiet reboot=t panic=-1 rdinit=/init%s%s%s%s%s",
+		     c->guest_debug ? " agentvm.debug=1" : "", tsc, c->extra_cmdline && *c->extra_cmdline ? " " : "",
 		     c->extra_cmdline ? c->extra_cmdline : "", disks) < 0)
 		s = NULL;
 	free(disks);

@@ -68,6 +68,18 @@ no-initramfs-busybox" "$(cat "$out")"
 	return 0
 }
 
+t_kernel_features() {
+	need_image || return
+	# shellcheck disable=SC2086
+	avm_run $NET --image "$IMAGE" -- python3 -c "$(cat "$here/kernel_probe.py")"
+	expect_eq "exit code (stderr: $(cat "$err"))" 0 "$rc"
+	grep -q ' ok$' "$out" || fail "no probe ran: $(cat "$out")"
+	if grep -q FAIL "$out"; then
+		fail "kernel features missing: $(grep FAIL "$out" | tr '\n' ';')"
+	fi
+	echo "    $(grep -c ' ok$' "$out") kernel features probed, all present"
+}
+
 t_node() {
 	need_image || return
 	command -v node >/dev/null || true
@@ -233,6 +245,7 @@ avm-test-pkg works" "$(cat "$tmp_root/out")"
 
 echo "root image tests (TCG, image '$IMAGE')"
 run_test t_userland
+run_test t_kernel_features
 run_test t_node
 run_test t_agent_clis
 run_test t_overlay_is_private
