@@ -16,6 +16,7 @@
 #include "net.h"
 #include "port.h"
 #include "rootfs.h"
+#include "sharecfg.h"
 #include "sys.h"
 #include "util.h"
 
@@ -46,6 +47,8 @@ int main(void)
 	t3 = boottime_ns();
 	/* and its workspace mounted. */
 	disk_mount_all(&disks);
+	/* Shares last: one may sit inside a disk's directory, never the other way round. */
+	share_mount_all();
 	t4 = boottime_ns();
 	log_debug("init started %llu us after boot, READY after %llu us, late setup %llu us"
 		  " (network %llu us, disks %llu us)",

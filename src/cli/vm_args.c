@@ -31,6 +31,8 @@ enum {
 	OPT_ALLOW_HOST,
 	OPT_DENY_ALL_EGRESS,
 	OPT_DNS,
+	OPT_SHARE,
+	OPT_WORKSPACE,
 };
 
 static const struct option run_opts[] = {
@@ -53,6 +55,8 @@ static const struct option run_opts[] = {
 	{ "allow-host", required_argument, NULL, OPT_ALLOW_HOST },
 	{ "deny-all-egress", no_argument, NULL, OPT_DENY_ALL_EGRESS },
 	{ "dns", required_argument, NULL, OPT_DNS },
+	{ "share", required_argument, NULL, OPT_SHARE },
+	{ "workspace", required_argument, NULL, OPT_WORKSPACE },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -134,6 +138,12 @@ int cli_parse_vm_args(int argc, char **argv, struct vm_args *a, bool need_comman
 			break;
 		case OPT_DNS:
 			r = vm_spec_set_dns(a->spec, optarg, err);
+			break;
+		case OPT_SHARE:
+			r = vm_spec_add_share(a->spec, optarg, err);
+			break;
+		case OPT_WORKSPACE:
+			r = vm_spec_set_workspace(a->spec, optarg, err);
 			break;
 		case 'h':
 			return 1;
