@@ -87,6 +87,7 @@ int cli_exit_code_of(const struct vm_exec_result *res, const char *cmd, unsigned
 int cmd_run(int argc, char **argv);
 int cmd_start(int argc, char **argv);
 int cmd_exec(int argc, char **argv);
+int cmd_cp(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_pause(int argc, char **argv);
