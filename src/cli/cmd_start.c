@@ -33,6 +33,7 @@ int cmd_start(int argc, char **argv)
 		     "                     [--boot-timeout S] [--network nat-filtered|isolated|bridge:BR]\n"
 		     "                     [--allow PROTO:PORT]... [--allow-host PROTO:PORT]...\n"
 		     "                     [--deny-all-egress] [--dns ADDR]\n"
+		     "                     [--share HOSTDIR:GUESTDIR[:ro]]... [--workspace DIR]\n"
 		     "Start a detached VM; prints its name once the guest is ready.");
 		vm_spec_free(a.spec);
 		return 0;
