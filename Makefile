@@ -128,7 +128,10 @@ $(B)/tests/%: tests/unit/%.c $(LIBS_ALL)
 $(B)/tests/test_guest_net: $(call obj,guest-init/netcfg.c)
 $(B)/tests/test_guest_disk: $(call obj,guest-init/diskcfg.c guest-init/netcfg.c)
 $(B)/tests/test_guest_imagecfg: $(call obj,guest-init/imagecfg.c guest-init/request.c \
-	guest-init/util.c)
+	guest-init/util.c guest-init/tarcmd.c guest-init/tar.c)
+$(B)/tests/test_guest_tar: $(call obj,guest-init/tar.c)
+$(B)/tests/test_guest_share: $(call obj,guest-init/sharecfg.c guest-init/diskcfg.c \
+	guest-init/netcfg.c)
 
 check-unit: $(UNIT_BINS)
 	$(Q)sh tests/run-unit.sh $(UNIT_BINS)
@@ -150,7 +153,11 @@ FUZZ_CC ?= clang
 # Each target links the parser it exercises and nothing that touches the machine.
 FUZZ_LINK_fuzz_proto := $(PROTO_SRC)
 FUZZ_LINK_fuzz_qmp := $(QMP_SRC)
-FUZZ_LINK_fuzz_guest_exec := $(PROTO_SRC) guest-init/request.c guest-init/util.c guest-init/imagecfg.c
+FUZZ_LINK_fuzz_guest_exec := $(PROTO_SRC) guest-init/request.c guest-init/util.c guest-init/imagecfg.c \
+	guest-init/tarcmd.c guest-init/tar.c
+FUZZ_LINK_fuzz_guest_tar := guest-init/tar.c
+FUZZ_LINK_fuzz_guest_share := $(PROTO_SRC) guest-init/sharecfg.c guest-init/diskcfg.c guest-init/netcfg.c
+FUZZ_LINK_fuzz_host_untar := src/files_untar.c src/util.c src/error.c
 FUZZ_LINK_fuzz_guest_net := $(PROTO_SRC) guest-init/netcfg.c
 FUZZ_LINK_fuzz_guest_disk := guest-init/diskcfg.c
 FUZZ_LINK_fuzz_guest_imagecfg := guest-init/imagecfg.c

@@ -14,7 +14,7 @@ static int parse_word(const char *w, size_t len, struct share_cfg *cfg, const ch
 	const char *v = w + klen, *end = w + len, *dir, *mode;
 	struct share_ent *e;
 
-	if (len <= klen || memcmp(w, key, klen) != 0)
+	if (len < klen || memcmp(w, key, klen) != 0)
 		return 0; /* not ours */
 	if ((size_t)(end - v) < plen + 2 || memcmp(v, SHARECFG_TAG_PREFIX, plen) != 0 ||
 	    v[plen] < '0' || v[plen] > '7' || v[plen + 1] != ':') {
