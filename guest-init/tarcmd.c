@@ -26,7 +26,8 @@
 
 #define IO_BUF (128 * 1024)
 
-static const char *prog = "agentvm-cp";
+/* The host forwards these lines to the user as they are. */
+static const char *prog = "agentvm: cp: in the guest";
 
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...)
@@ -229,7 +230,8 @@ static int tar_out(const char *src, const char *name)
 	if (!strcmp(base, "/"))
 		base = ".";
 	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
+	struct stat st;
+	if (dfd < 0 || fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return fail("cannot copy %s: %s", src, strerror(errno));
 	strcpy(tpath, name);
 	r = emit(&o, dfd, base, tpath, strlen(tpath), e, hdr);
@@ -511,7 +513,6 @@ static int tar_in(const char *dest, const char *name)
 
 int tarcmd_main(int argc, char **argv)
 {
-	prog = argv[0];
 	if (argc != 3)
 		return fail("usage: %s PATH NAME", argv[0]);
 	if (!strcmp(argv[0], TARCMD_OUT))

@@ -173,7 +173,7 @@ static int run_builtin(struct vm *vm, const char *cmd, const char *path, const c
 				     "agent older than this agentvm?",
 				     strerror(res.info.code));
 	if (res.info.kind != AVM_EXIT_CODE || res.info.code != 0)
-		return avm_error_set(err, -EIO, "the copy failed in the guest (see above)");
+		return avm_error_set(err, -EIO, "nothing was copied (the guest's reason is above)");
 	return 0;
 }
 
@@ -241,7 +241,7 @@ int files_copy_out(struct vm *vm, const char *guest_path, const char *host_path,
 	char tmp[PATH_MAX], src[PATH_MAX + NAME_MAX + 2];
 	struct avm_error cerr = { 0 };
 	struct stat st;
-	int p[2], r, code;
+	int p[2], ep[2], r, code;
 	pid_t pid;
 
 	if (guest_path[0] != '/')
@@ -280,28 +280,41 @@ int files_copy_out(struct vm *vm, const char *guest_path, const char *host_path,
 		rmdir(tmp);
 		return avm_error_setx(err, -errno, "pipe");
 	}
+	/* The child's reason comes back on ep: it only matters when the guest's side succeeded. */
+	if (pipe2(ep, O_CLOEXEC) < 0) {
+		r = avm_error_setx(err, -errno, "pipe");
+		close(p[0]);
+		close(p[1]);
+		goto out;
+	}
 	pid = fork_child();
 	if (pid < 0) {
 		r = avm_error_setx(err, -errno, "fork");
 		close(p[0]);
 		close(p[1]);
+		close(ep[0]);
+		close(ep[1]);
 		goto out;
 	}
 	if (pid == 0) {
 		close(p[1]);
+		close(ep[0]);
 		if (files_untar(p[0], tmp, name, o->progress, &cerr) < 0) {
-			fprintf(stderr, "agentvm: cp: %s\n", cerr.msg);
+			(void)!write(ep[1], cerr.msg, strnlen(cerr.msg, sizeof(cerr.msg)));
 			_exit(1);
 		}
 		_exit(0);
 	}
 	close(p[0]);
+	close(ep[1]);
 	r = run_builtin(vm, "tar-out", guest_path, name, -1, p[1], o, err);
 	close(p[1]);
 	code = wait_child(pid);
+	ssize_t n = read(ep[0], cerr.msg, sizeof(cerr.msg) - 1);
+	close(ep[0]);
+	cerr.msg[n > 0 ? n : 0] = '\0';
 	if (r == 0 && code != 0)
-		r = avm_error_set(err, -EIO, "the copy of '%s' was refused (see above)",
-				  guest_path);
+		r = avm_error_set(err, -EPROTO, "%s", n > 0 ? cerr.msg : "unpacking failed");
 	if (r < 0)
 		goto out;
 	if (snprintf(src, sizeof(src), "%s/%s", tmp, name) >= (int)sizeof(src)) {
