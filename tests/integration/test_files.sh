@@ -144,6 +144,9 @@ t_cp_both_ways() {
 	# Tar streams both ways ('-').
 	tar -C "$W/tree" -cf - sub | avm cp - cpvm:/tmp 2>"$tmp_root/err" || fail "cp - in: $(cat "$tmp_root/err")"
 	expect_eq "tar stream in" "$(cat "$W/tree/sub/deep/b.txt")" "$(avm exec cpvm -- cat /tmp/sub/deep/b.txt)"
+	# The README's form: a stream of '.' (its first entry is "./").
+	tar -C "$W/tree" -cf - . | avm cp - cpvm:/tmp 2>"$tmp_root/err" || fail "cp - of '.': $(cat "$tmp_root/err")"
+	expect_eq "tar stream of '.' in" "hello" "$(avm exec cpvm -- cat /tmp/a.txt)"
 	avm cp cpvm:/root/tree - 2>"$tmp_root/err" | tar -tf - >"$tmp_root/list" || fail "cp - out"
 	grep -qx 'tree/sub/deep/b.txt' "$tmp_root/list" || fail "tar stream out lacks tree/sub/deep/b.txt: $(head -5 "$tmp_root/list")"
 	# Clear errors.
