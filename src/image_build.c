@@ -680,7 +680,8 @@ static int run_step(struct build *b, const char *step, const char *arg, const ch
 		if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(2, 3) < 0 || dup2(logfd, 1) < 0 ||
 		    dup2(logfd, 2) < 0)
 			_exit(127);
-		/* The builder's children must see Ctrl-C as usual. */
+		/* A process group of its own: a stop signal to us reaches it once, from us. */
+		setpgid(0, 0);
 		signal(SIGINT, SIG_DFL);
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGHUP, SIG_DFL);
@@ -689,11 +690,19 @@ static int run_step(struct build *b, const char *step, const char *arg, const ch
 		_exit(127);
 	}
 	close(logfd);
-	while (waitpid(pid, &status, 0) < 0)
+	setpgid(pid, pid); /* both sides, so no signal can fall between fork and exec */
+	bool forwarded = false;
+	while (waitpid(pid, &status, 0) < 0) {
 		if (errno != EINTR) {
 			status = -1;
 			break;
 		}
+		/* Ctrl-C or a kill: stop the builder (mmdebstrap unmounts and exits), then clean. */
+		if (interrupted && !forwarded) {
+			kill(-pid, SIGTERM);
+			forwarded = true;
+		}
+	}
 	if (interrupted)
 		return avm_error_set(err, -EINTR,
 				     "build of %s interrupted; nothing was kept (run it again)",
