@@ -449,11 +449,12 @@ int image_list(struct image_entry **out, size_t *n, struct avm_error *err)
 	return 0;
 }
 
-/* The image id a spec.json names ({"image": {"id": ...}}), or NULL. */
+/* Whether a JSON file names image id: {"image": {"id": ...}} at the top (a VM's spec.json) or
+ * under "spec" (a snapshot's meta.json). */
 static bool spec_uses(const char *path, const char *id)
 {
 	_cleanup_free_ char *text = NULL;
-	struct json_object *o, *img;
+	struct json_object *o, *img, *spec;
 	bool used = false;
 
 	if (read_file(path, &text, 4 << 20) < 0 || !(o = json_tokener_parse(text)))
@@ -462,11 +463,16 @@ static bool spec_uses(const char *path, const char *id)
 		const char *v = jstr(img, "id");
 		used = v && !strcmp(v, id);
 	}
+	if (!used && json_object_object_get_ex(o, "spec", &spec) &&
+	    json_object_object_get_ex(spec, "image", &img)) {
+		const char *v = jstr(img, "id");
+		used = v && !strcmp(v, id);
+	}
 	json_object_put(o);
 	return used;
 }
 
-/* Each subdir of root whose spec.json uses id, as "<kind> NAME". */
+/* Each subdir of root whose spec.json or meta.json uses id, as "<kind> NAME". */
 static void users_in(const char *root, const char *kind, const char *id, struct strv *out)
 {
 	DIR *d = opendir(root);
@@ -476,9 +482,13 @@ static void users_in(const char *root, const char *kind, const char *id, struct 
 	while (d && (e = readdir(d))) {
 		if (e->d_name[0] == '.')
 			continue;
-		if (snprintf(path, sizeof(path), "%s/%s/spec.json", root, e->d_name) <
-			    (int)sizeof(path) &&
-		    spec_uses(path, id))
+		bool used = false;
+		const char *files[] = { "spec.json", "meta.json" };
+		for (size_t i = 0; i < ARRAY_SIZE(files) && !used; i++)
+			used = snprintf(path, sizeof(path), "%s/%s/%s", root, e->d_name, files[i]) <
+				       (int)sizeof(path) &&
+			       spec_uses(path, id);
+		if (used)
 			strv_addf(out, "%s %s", kind, e->d_name);
 	}
 	if (d)
@@ -651,4 +661,20 @@ int image_remove(const char *name, bool force, char **removed_id, struct avm_err
 	if (removed_id)
 		*removed_id = strdup(id);
 	return 0;
+}
+
+int image_prune(const char *id)
+{
+	char path[PATH_MAX];
+	char **users = NULL;
+	bool used;
+
+	if (!is_id(id) || id_named(id, NULL) || image_users(id, &users) < 0)
+		return 0;
+	used = users[0] != NULL;
+	strv_free(users);
+	if (used)
+		return 0;
+	snprintf(path, sizeof(path), "%s/%s", image_store_dir(), id);
+	return image_remove_tree(path) == 0 ? 1 : 0;
 }

@@ -81,6 +81,8 @@ int image_users(const char *id, char ***out);
  * of NAME left. *removed_id (optional, caller frees): the id whose dir went.
  */
 int image_remove(const char *name, bool force, char **removed_id, struct avm_error *err);
+/* Remove images/<id> when no name points at it and nothing uses it: 1 when removed, else 0. */
+int image_prune(const char *id);
 /* rm -rf (one file system, no links followed; mounts a killed builder left are detached). */
 int image_remove_tree(const char *path);
 /* Remove the work dirs of builds that died (no builder holds their lock); returns the count. */

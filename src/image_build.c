@@ -669,6 +669,12 @@ static int run_step(struct build *b, const char *step, const char *arg, const ch
 
 	if (logfd < 0)
 		return avm_error_setx(err, -errno, "cannot open %s", b->log);
+	if (interrupted) { /* a signal before the fork has no waitpid to interrupt */
+		close(logfd);
+		return avm_error_set(err, -EINTR,
+				     "build of %s interrupted; nothing was kept (run it again)",
+				     b->name);
+	}
 	fflush(stderr);
 	pid = fork();
 	if (pid < 0) {
@@ -692,6 +698,10 @@ static int run_step(struct build *b, const char *step, const char *arg, const ch
 	close(logfd);
 	setpgid(pid, pid); /* both sides, so no signal can fall between fork and exec */
 	bool forwarded = false;
+	if (interrupted) { /* came between the check above and the fork */
+		kill(-pid, SIGTERM);
+		forwarded = true;
+	}
 	while (waitpid(pid, &status, 0) < 0) {
 		if (errno != EINTR) {
 			status = -1;
@@ -814,8 +824,16 @@ static int finish(struct build *b, const struct image_defaults *defs, struct jso
 	snprintf(final, sizeof(final), "%s/%s", image_store_dir(), id);
 	if (rename(path, final) < 0 && errno != EEXIST && errno != ENOTEMPTY)
 		return avm_error_setx(err, -errno, "cannot move the image to %s", final);
-	if ((r = image_name_set(b->name, id, err)) < 0)
+	/* The image NAME pointed at before goes too, unless a name or a VM still uses it. */
+	struct image_info *old = NULL;
+	image_resolve(b->name, &old, NULL);
+	if ((r = image_name_set(b->name, id, err)) < 0) {
+		image_info_free(old);
 		return r;
+	}
+	if (old && strcmp(old->id, id) && image_prune(old->id))
+		fprintf(stderr, "image: removed %s's previous image %.12s\n", b->name, old->id);
+	image_info_free(old);
 	if (id_out && !(*id_out = strdup(id)))
 		return avm_error_set(err, -ENOMEM, "out of memory");
 	fprintf(stderr, "image: %s is %.12s (%.1f MiB, %.1f MiB allocated) in %.1f s\n", b->name,

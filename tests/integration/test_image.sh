@@ -176,20 +176,29 @@ t_full_disk() {
 	expect_eq "nothing left but the lock dir" ".locks" "$(tr '\n' ' ' <"$tmp_root/err.left" | sed 's/ $//')"
 }
 
-t_half_built_and_interrupted() {
-	# A build killed outright (its whole process group, mmdebstrap included) leaves its work
-	# dir: the name reads as half-built, and rm cleans up (mounts in the tree included).
-	setsid "$AVM" image build half --from "$R/tiny" >/dev/null 2>&1 &
+# Start a build of NAME in the background; wait until its builder (mmdebstrap) is at work.
+# Sets pid (agentvm) and bpid (the builder: its own process group).
+start_build() {
+	"$AVM" image build "$1" --from "$R/tiny" >/dev/null 2>"$tmp_root/err.$1" &
 	pid=$!
 	i=0
-	until [ -d "$(ls -d "$STORE"/.build-half-*/tree/usr 2>/dev/null | head -1)" ]; do
+	until grep -q '^I: ' "$STORE"/.build-"$1"-*/build.log 2>/dev/null; do
 		i=$((i + 1))
-		[ $i -gt 1200 ] && { fail "the build never made a tree"; break; }
+		[ $i -gt 1200 ] && { fail "the build never started mmdebstrap"; break; }
 		sleep 0.1
 	done
-	kill -9 -- -$pid 2>/dev/null
+	bpid=$(pgrep -P $pid | head -1)
+}
+
+t_half_built_and_interrupted() {
+	# A build killed outright (agentvm and its builder, with SIGKILL) leaves its work dir: the
+	# name reads as half-built, and rm cleans up (mounts in the tree included).
+	start_build half
+	sleep 3
+	kill -9 -- -"$bpid" 2>/dev/null
+	kill -9 $pid
 	wait $pid 2>/dev/null
-	sleep 0.5
+	[ -n "$(ls -d "$STORE"/.build-half-* 2>/dev/null)" ] || fail "no work dir was left"
 	avm image inspect half >/dev/null 2>"$tmp_root/err"
 	expect_eq "exit code" 1 "$?"
 	expect_contains "half-built" "image half is half-built" "$(cat "$tmp_root/err")"
@@ -197,24 +206,17 @@ t_half_built_and_interrupted() {
 	avm image rm half
 	expect_eq "rm exit code" 0 "$?"
 	no_work_dirs
-	mounts=$(grep -c "$STORE" /proc/self/mountinfo)
-	expect_eq "no mounts left" 0 "$mounts"
+	expect_eq "no mounts left" 0 "$(grep -c "$STORE" /proc/self/mountinfo)"
 
-	# Interrupted (SIGINT to the group, as Ctrl-C): the build removes its own work dir.
-	setsid "$AVM" image build half --from "$R/tiny" >/dev/null 2>"$tmp_root/err" &
-	pid=$!
-	i=0
-	until [ -d "$(ls -d "$STORE"/.build-half-*/in 2>/dev/null | head -1)" ]; do
-		i=$((i + 1))
-		[ $i -gt 600 ] && break
-		sleep 0.1
-	done
+	# Interrupted (SIGINT, as Ctrl-C): agentvm stops its builder and removes the work dir.
+	start_build half
 	sleep 2
-	kill -INT -- -$pid 2>/dev/null
+	kill -INT $pid
 	wait $pid
 	expect_eq "interrupted exit code" 130 "$?"
-	expect_contains "message" "interrupted" "$(cat "$tmp_root/err")"
+	expect_contains "message" "build of half interrupted" "$(cat "$tmp_root/err.half")"
 	no_work_dirs
+	expect_eq "no mounts left" 0 "$(grep -c "$STORE" /proc/self/mountinfo)"
 	[ ! -e "$STORE/names/half" ] || fail "an interrupted build got a name"
 }
 

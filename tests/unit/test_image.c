@@ -334,6 +334,32 @@ static void test_remove(void **state)
 	assert_non_null(strstr(err.msg, "not found"));
 }
 
+static void test_prune(void **state)
+{
+	char a[65], b[65], path[PATH_MAX];
+	struct avm_error err = { 0 };
+
+	make_image("named", a);
+	make_image("unnamed", b);
+	assert_int_equal(image_name_set("p", a, &err), 0);
+	assert_int_equal(image_prune(a), 0); /* a name points at it */
+	snprintf(path, sizeof(path), "%s/%s", image_store_dir(), a);
+	assert_int_equal(access(path, F_OK), 0);
+	/* A snapshot's meta.json (its spec) names b: kept. */
+	char snap[PATH_MAX], spec[256];
+	snprintf(snap, sizeof(snap), "%s/snapshots/s1", root);
+	assert_int_equal(mkdir_p(snap, 0700), 0);
+	snprintf(snap, sizeof(snap), "%s/snapshots/s1/meta.json", root);
+	snprintf(spec, sizeof(spec), "{\"name\":\"s1\",\"spec\":{\"image\":{\"id\":\"%s\"}}}", b);
+	put(snap, spec);
+	assert_int_equal(image_prune(b), 0);
+	unlink(snap);
+	assert_int_equal(image_prune(b), 1);
+	snprintf(path, sizeof(path), "%s/%s", image_store_dir(), b);
+	assert_int_not_equal(access(path, F_OK), 0);
+	assert_int_equal(image_prune("not-an-id"), 0);
+}
+
 static void test_names(void **state)
 {
 	struct avm_error err = { 0 };
@@ -643,6 +669,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_name_set_atomic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list_meta, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remove, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_sizes),
 		cmocka_unit_test_setup_teardown(test_recipe_parse, setup, teardown),
