@@ -243,6 +243,29 @@ avm-test-pkg works" "$(cat "$tmp_root/out")"
 	net_down
 }
 
+t_damaged_image() {
+	# An image whose file system is damaged after it was stored (its size and meta.json still
+	# match, so only the guest can tell): every command is refused with the reason and the fix.
+	c=$tmp_root/cache-damaged
+	mkdir -p "$c/images/names" "$tmp_root/tiny/etc"
+	echo tiny >"$tmp_root/tiny/etc/hostname"
+	mkfs.ext4 -q -F -d "$tmp_root/tiny" "$tmp_root/tiny.ext4" 8M >/dev/null 2>&1 || { fail "mkfs"; return; }
+	id=$(sha256sum "$tmp_root/tiny.ext4" | cut -c1-64)
+	mkdir -p "$c/images/$id"
+	mv "$tmp_root/tiny.ext4" "$c/images/$id/rootfs.ext4"
+	printf '{"name": "broken", "id": "%s", "size": %s}\n' "$id" "$(stat -c %s "$c/images/$id/rootfs.ext4")" >"$c/images/$id/meta.json"
+	echo "$id" >"$c/images/names/broken"
+	# Zero the superblock (1 KiB at offset 1 KiB): same size, no file system.
+	dd if=/dev/zero of="$c/images/$id/rootfs.ext4" bs=1024 seek=1 count=1 conv=notrunc 2>/dev/null
+	AGENTVM_CACHE_DIR=$c "$AVM" run --accel tcg $NET --image broken -- true >"$tmp_root/out" 2>"$tmp_root/err"
+	rc=$?
+	expect_eq "exit code" 122 "$rc"
+	expect_contains "says the root image cannot be mounted" "root image (/dev/vda) cannot be mounted" "$(cat "$tmp_root/err")"
+	expect_contains "names the fix" "agentvm image rm" "$(cat "$tmp_root/err")"
+	expect_eq "nothing ran" "" "$(cat "$tmp_root/out")"
+	rm -rf "$c"
+}
+
 echo "root image tests (TCG, image '$IMAGE')"
 run_test t_userland
 run_test t_kernel_features
@@ -252,5 +275,6 @@ run_test t_overlay_is_private
 run_test t_image_and_workspace_disk
 run_test t_detached_snapshot_restore
 run_test t_missing_image
+run_test t_damaged_image
 run_test t_git_and_npm_over_the_network
 summary
