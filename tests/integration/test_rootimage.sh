@@ -9,6 +9,7 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 . "$here/netns.sh"
+. "$here/oci.sh"
 trap 'net_down; cleanup_all' EXIT
 trap 'exit 130' INT TERM
 
@@ -246,27 +247,50 @@ avm-test-pkg works" "$(cat "$tmp_root/out")"
 t_damaged_image() {
 	# An image whose file system is damaged after it was stored (its size and meta.json still
 	# match, so only the guest can tell): every command is refused with the reason and the fix.
-	c=$tmp_root/cache-damaged
-	mkdir -p "$c/images/names" "$tmp_root/tiny/etc"
+	dc=$tmp_root/cache-damaged
+	mkdir -p "$dc/images/names" "$tmp_root/tiny/etc"
 	echo tiny >"$tmp_root/tiny/etc/hostname"
 	mkfs.ext4 -q -F -d "$tmp_root/tiny" "$tmp_root/tiny.ext4" 8M >/dev/null 2>&1 || { fail "mkfs"; return; }
 	id=$(sha256sum "$tmp_root/tiny.ext4" | cut -c1-64)
-	mkdir -p "$c/images/$id"
-	mv "$tmp_root/tiny.ext4" "$c/images/$id/rootfs.ext4"
-	printf '{"name": "broken", "id": "%s", "size": %s}\n' "$id" "$(stat -c %s "$c/images/$id/rootfs.ext4")" >"$c/images/$id/meta.json"
-	echo "$id" >"$c/images/names/broken"
+	mkdir -p "$dc/images/$id"
+	mv "$tmp_root/tiny.ext4" "$dc/images/$id/rootfs.ext4"
+	printf '{"name": "broken", "id": "%s", "size": %s}\n' "$id" "$(stat -c %s "$dc/images/$id/rootfs.ext4")" >"$dc/images/$id/meta.json"
+	echo "$id" >"$dc/images/names/broken"
 	# Zero the superblock (1 KiB at offset 1 KiB): same size, no file system.
-	dd if=/dev/zero of="$c/images/$id/rootfs.ext4" bs=1024 seek=1 count=1 conv=notrunc 2>/dev/null
-	AGENTVM_CACHE_DIR=$c "$AVM" run --accel tcg $NET --image broken -- true >"$tmp_root/out" 2>"$tmp_root/err"
+	dd if=/dev/zero of="$dc/images/$id/rootfs.ext4" bs=1024 seek=1 count=1 conv=notrunc 2>/dev/null
+	AGENTVM_CACHE_DIR=$dc "$AVM" run --accel tcg $NET --image broken -- true >"$tmp_root/out" 2>"$tmp_root/err"
 	rc=$?
 	expect_eq "exit code" 122 "$rc"
 	expect_contains "says the root image cannot be mounted" "root image (/dev/vda) cannot be mounted" "$(cat "$tmp_root/err")"
 	expect_contains "names the fix" "agentvm image rm" "$(cat "$tmp_root/err")"
 	expect_eq "nothing ran" "" "$(cat "$tmp_root/out")"
-	rm -rf "$c"
+	rm -rf "$dc"
+}
+
+t_imported_oci_image_runs() {
+	# An OCI image imported here (no registry: a layout built locally) boots and runs its own
+	# binaries with its config's Env, WorkingDir and User; whiteouts and setuid bits came through.
+	for t in skopeo umoci; do
+		command -v $t >/dev/null || { skip "$t not installed (make deps)"; return; }
+	done
+	oc=$tmp_root/cache-oci
+	mkdir -p "$oc"
+	make_oci "$tmp_root/oci"
+	AGENTVM_CACHE_DIR=$oc avm image import ociimg "$tmp_root/oci/layout" >/dev/null 2>"$tmp_root/err" || { fail "import: $(cat "$tmp_root/err")"; return; }
+	AGENTVM_CACHE_DIR=$oc "$AVM" run --accel tcg $NET --image ociimg -- sh -c 'echo "$FOO"; pwd; busybox id -u; cat /opt/new.txt; test -e /opt/gone.txt || echo whiteout; busybox stat -c %a /usr/bin/suid' >"$tmp_root/out" 2>"$tmp_root/err"
+	expect_eq "exit code (stderr: $(cat "$tmp_root/err"))" 0 "$?"
+	expect_eq "the image's own busybox, env, workdir, user, layers" "bar baz
+/opt
+1000
+new
+whiteout
+4755" "$(cat "$tmp_root/out")"
+	AGENTVM_CACHE_DIR=$oc avm image rm ociimg >/dev/null 2>&1
+	rm -rf "$oc" "$tmp_root/oci"
 }
 
 echo "root image tests (TCG, image '$IMAGE')"
+[ -n "${ONLY:-}" ] && { run_test "$ONLY"; summary; exit $?; }
 run_test t_userland
 run_test t_kernel_features
 run_test t_node
@@ -276,5 +300,6 @@ run_test t_image_and_workspace_disk
 run_test t_detached_snapshot_restore
 run_test t_missing_image
 run_test t_damaged_image
+run_test t_imported_oci_image_runs
 run_test t_git_and_npm_over_the_network
 summary
