@@ -63,7 +63,7 @@ all: build images
 DEB_PKGS := build-essential pkg-config clang libjson-c-dev libnl-3-dev libnl-route-3-dev \
 	libnftables-dev libseccomp-dev libcmocka-dev qemu-system-x86 qemu-utils linux-source-6.1 \
 	bc bison flex libelf-dev cpio busybox-static nftables iproute2 xz-utils socat dnsmasq-base \
-	python3 e2fsprogs mmdebstrap skopeo umoci uidmap
+	python3 e2fsprogs mmdebstrap skopeo umoci uidmap git openssl openssh-client dropbear-bin
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
 		grep -q 'install ok installed' || echo $$p; done); \
@@ -78,8 +78,12 @@ deps:
 
 # The main job in one command: set up, build, boot a sandbox and run a command in it.
 demo: deps
-	$(MAKE) all
-	$(AGENTVM) run -- sh -c 'echo "hello from $$(uname -sr) in a microVM"; cat /proc/cpuinfo | grep -m1 "model name"' 
+	$(MAKE) all rootfs
+	$(AGENTVM) run -- sh -c 'echo "hello from $$(uname -sr) in a microVM"; grep -m1 "model name" /proc/cpuinfo'
+	$(AGENTVM) run --image agent -- sh -c '. /etc/os-release; echo "$$PRETTY_NAME in a microVM:"; \
+		python3 -c "import sys; print(\"python\", sys.version.split()[0])"; \
+		node -e "console.log(\"node\", process.version)"; git --version; \
+		echo "claude $$(claude --version)"; echo "copilot $$(copilot --version | head -1)"'
 build: $(AGENTVM)
 images: $(VMLINUX) $(INITRAMFS) $(BASELINE_INITRAMFS)
 
@@ -142,11 +146,13 @@ $(B)/tests/%: tests/unit/%.c $(LIBS_ALL)
 # Tests of guest-init code also link the pure guest objects they exercise.
 $(B)/tests/test_guest_net: $(call obj,guest-init/netcfg.c)
 $(B)/tests/test_guest_disk: $(call obj,guest-init/diskcfg.c guest-init/netcfg.c)
+$(B)/tests/test_guest_imagecfg: $(call obj,guest-init/imagecfg.c guest-init/request.c \
+	guest-init/util.c)
 
 check-unit: $(UNIT_BINS)
 	$(Q)sh tests/run-unit.sh $(UNIT_BINS)
 
-check-integration: all
+check-integration: all rootfs
 	$(Q)sh tests/integration/run.sh $(AGENTVM)
 
 check: check-unit check-fuzz check-integration
@@ -163,9 +169,10 @@ FUZZ_CC ?= clang
 # Each target links the parser it exercises and nothing that touches the machine.
 FUZZ_LINK_fuzz_proto := $(PROTO_SRC)
 FUZZ_LINK_fuzz_qmp := $(QMP_SRC)
-FUZZ_LINK_fuzz_guest_exec := $(PROTO_SRC) guest-init/request.c guest-init/util.c
+FUZZ_LINK_fuzz_guest_exec := $(PROTO_SRC) guest-init/request.c guest-init/util.c guest-init/imagecfg.c
 FUZZ_LINK_fuzz_guest_net := $(PROTO_SRC) guest-init/netcfg.c
 FUZZ_LINK_fuzz_guest_disk := guest-init/diskcfg.c
+FUZZ_LINK_fuzz_guest_imagecfg := guest-init/imagecfg.c
 FUZZ_LINK_fuzz_oci_config := src/image_oci.c src/strv.c src/util.c src/error.c
 $(B)/fuzz/%: tests/fuzz/%.c $(QMP_SRC) $(PROTO_SRC) $(GUEST_SRC)
 	@mkdir -p $(dir $@)

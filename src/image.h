@@ -10,7 +10,8 @@
  *     images/names/<NAME>       the id NAME points at (one line), replaced atomically
  *     images/.build-*           work dirs of builds in progress (removed on failure)
  * <id> is the sha256 (hex) of rootfs.ext4. A VM never writes the image: it gets a qcow2
- * overlay of its own (see disk.h), so every VM on one image shares its page cache.
+ * overlay of its own (see disk.h), so every VM on one image shares its page cache. The VM sees
+ * it as one of its disks (vm_disk.root, serial avm-disk<N>, agentvm.root=avm-disk<N>).
  *
  * Inside every image, the defaults guest-init applies to every command (see
  * guest-init/rootfs.h): /etc/agentvm/env (KEY=VALUE lines: PATH, HOME, LANG, ...) and
@@ -26,8 +27,6 @@
 #include "error.h"
 #include "strv.h"
 
-/* The virtio-blk serial of the root disk; guest-init looks for it (agentvm.root=...). */
-#define IMAGE_ROOT_SERIAL "avm-root"
 #define IMAGE_ID_LEN 64 /* hex sha256 */
 
 struct image_info {
