@@ -99,8 +99,9 @@ tree() {
 	suite=$(cat "$IN/suite" 2>/dev/null || echo bookworm)
 	npm_install
 	include=$(lines packages | tr '\n' ',' | sed 's/,$//')
+	# Root mode: the tree gets real owners and modes, which mkfs.ext4 -d copies as they are
+	# (agentvm refuses to build without root).
 	mode=root
-	[ "$(id -u)" = 0 ] || mode=unshare
 	progress "mmdebstrap $suite ($mode mode): $(lines packages | wc -l) packages and their dependencies"
 	mirror=http://deb.debian.org/debian
 	# shellcheck disable=SC2086

@@ -499,6 +499,19 @@ static int build_begin(struct build *b, const char *name, struct avm_error *err)
 	memset(b, 0, sizeof(*b));
 	b->name = name;
 	b->work_fd = b->lock_fd = -1;
+	sigaction(SIGINT, NULL, &b->old_int);
+	sigaction(SIGTERM, NULL, &b->old_term);
+	sigaction(SIGHUP, NULL, &b->old_hup);
+	/*
+	 * The tree must hold root-owned files with their real modes for mkfs.ext4 -d to copy:
+	 * mmdebstrap's root mode and umoci as root. (Unshare mode would leave the tree owned by
+	 * subordinate ids on the host, which mkfs would copy as they are.)
+	 */
+	if (geteuid() != 0)
+		return avm_error_set(err, -EPERM,
+				     "building or importing an image needs root (the tree's owners "
+				     "and modes must be real for mkfs.ext4 -d); run it as root, e.g. "
+				     "'sudo make rootfs'");
 	/* Ctrl-C reaches the builder too; we wait for it, then remove the work dir. */
 	sigemptyset(&sa.sa_mask);
 	interrupted = 0;
