@@ -131,6 +131,14 @@ t_missing_image() {
 	expect_eq "bad name: usage" 125 "$?"
 }
 
+t_not_root() {
+	command -v setpriv >/dev/null || { skip "no setpriv"; return; }
+	setpriv --reuid 65534 --regid 65534 --clear-groups "$AVM" image build x \
+		>/dev/null 2>"$tmp_root/err"
+	expect_eq "exit code" 1 "$?"
+	expect_contains "message" "needs root" "$(cat "$tmp_root/err")"
+}
+
 t_unknown_package() {
 	avm image build badpkg --from "$R/tiny" --packages agentvm-no-such-package-$$ \
 		>/dev/null 2>"$tmp_root/err"
@@ -346,6 +354,7 @@ run_test t_concurrent_builds_wait
 run_test t_ls_inspect
 run_test t_missing_image
 run_test t_bad_flags
+run_test t_not_root
 run_test t_unknown_package
 run_test t_unknown_npm_package
 run_test t_full_disk
