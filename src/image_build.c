@@ -184,10 +184,13 @@ static int add_file(struct image_recipe *r, const char *spec, const char *base_d
 {
 	const char *colon = strrchr(spec, ':');
 
-	if (!colon || colon == spec || colon[1] != '/' || strchr(spec, '\t') || strchr(spec, '\n'))
+	/* DST is joined to the tree's path on the host: no ".." may climb out of it. */
+	if (!colon || colon == spec || colon[1] != '/' || strchr(spec, '\t') ||
+	    strchr(spec, '\n') || strstr(colon, "/../") ||
+	    (strlen(colon) >= 4 && !strcmp(colon + strlen(colon) - 3, "/..")))
 		return avm_error_set(err, -EINVAL,
 				     "bad file '%s': use SRC:DST with DST an absolute path in the "
-				     "image",
+				     "image (no '..')",
 				     spec);
 	_cleanup_free_ char *src = strndup(spec, colon - spec);
 	_cleanup_free_ char *abs = src ? path_in(base_dir, src) : NULL;

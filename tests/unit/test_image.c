@@ -455,6 +455,14 @@ static void test_recipe_parse(void **state)
 	image_recipe_release(&r);
 	assert_int_equal(image_recipe_parse(&r, "file data.txt:relative\n", dir, 0, &err), -EINVAL);
 	image_recipe_release(&r);
+	/* DST never climbs out of the tree. */
+	assert_int_equal(image_recipe_parse(&r, "file data.txt:/../../etc/x\n", dir, 0, &err),
+			 -EINVAL);
+	image_recipe_release(&r);
+	assert_int_equal(image_recipe_parse(&r, "file data.txt:/a/..\n", dir, 0, &err), -EINVAL);
+	image_recipe_release(&r);
+	assert_int_equal(image_recipe_parse(&r, "file data.txt:/a/..b\n", dir, 0, &err), 0);
+	image_recipe_release(&r);
 	assert_int_equal(image_recipe_parse(&r, "ca-cert data.txt\n", dir, 0, &err), -EINVAL);
 	assert_non_null(strstr(err.msg, "PEM"));
 	image_recipe_release(&r);
