@@ -104,14 +104,25 @@ tree() {
 	mode=root
 	progress "mmdebstrap $suite ($mode mode): $(lines packages | wc -l) packages and their dependencies"
 	mirror=http://deb.debian.org/debian
+	# mmdebstrap's phases ("I: downloading packages with apt...") are the build's progress; its
+	# whole output goes to the log. dash has no pipefail: the status comes back in a file.
 	# shellcheck disable=SC2086
-	mmdebstrap --mode=$mode --variant=minbase --format=directory \
-		${include:+--include=$include} $DPKG_EXCLUDES \
-		--aptopt='Acquire::Retries "3"' \
-		--customize-hook="sh '$SELF' customize '$WORK' \"\$1\"" \
-		"$suite" "$WORK/tree" \
-		"deb $mirror $suite main" "deb $mirror $suite-updates main" \
-		"deb http://deb.debian.org/debian-security $suite-security main"
+	{
+		mmdebstrap --mode=$mode --variant=minbase --format=directory \
+			${include:+--include=$include} $DPKG_EXCLUDES \
+			--aptopt='Acquire::Retries "3"' \
+			--customize-hook="sh '$SELF' customize '$WORK' \"\$1\"" \
+			"$suite" "$WORK/tree" \
+			"deb $mirror $suite main" "deb $mirror $suite-updates main" \
+			"deb http://deb.debian.org/debian-security $suite-security main" 2>&1 &&
+			echo 0 >"$WORK/mmdebstrap.rc" || echo 1 >"$WORK/mmdebstrap.rc"
+	} | while IFS= read -r line; do
+		printf '%s\n' "$line"
+		case $line in
+		"I: "*"..." | "I: success"*) progress "  ${line#I: }" ;;
+		esac
+	done
+	[ "$(cat "$WORK/mmdebstrap.rc" 2>/dev/null)" = 0 ] || exit 1
 	# mmdebstrap's own clean-up leaves the lists and caches of explicitly given mirrors
 	# (130 MB): like Debian's images, ship none (apt-get update in the VM fetches them).
 	rm -rf "$WORK/tree/var/lib/apt/lists/"* "$WORK/tree/var/cache/apt/"*.bin
