@@ -10,6 +10,7 @@
 # npm package that does not exist. One small image is built once and reused.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
+HOST_NETWORK=1
 . "$here/lib.sh"
 
 avm() { "$AVM" "$@"; }
@@ -302,7 +303,8 @@ t_import_archives() {
 	expect_eq "docker save exit code ($(tail -2 "$tmp_root/err"))" 0 "$?"
 	check_imported imp-docker "docker save tarball"
 	avm image import nothing "$tmp_root/no-such-$$.tar" >/dev/null 2>"$tmp_root/err"
-	expect_eq "unreachable ref exit code" 1 "$?"
+	expect_eq "missing source exit code" 125 "$?"
+	expect_contains "missing source message" "no-such-$$.tar not found" "$(cat "$tmp_root/err")"
 	[ ! -e "$STORE/names/nothing" ] || fail "a failed import got a name"
 	no_work_dirs
 }
@@ -342,25 +344,17 @@ t_rm() {
 	rm -rf "${AGENTVM_STATE_DIR:?}/vm-img-$$"
 	[ ! -e "$STORE/$id" ] || fail "image dir left after rm"
 	[ ! -e "$STORE/names/imp" ] || fail "name left after rm"
-	avm image rm imp-archive tiny
-	expect_eq "rm of two" 0 "$?"
+	left=""
+	for n in imp-archive tiny; do [ -e "$STORE/names/$n" ] && left="$left $n"; done
+	# shellcheck disable=SC2086
+	avm image rm $left
+	expect_eq "rm of the rest" 0 "$?"
 	expect_eq "store empty" "" "$(avm image ls --json | python3 -c 'import json,sys; print(" ".join(e["id"] for e in json.load(sys.stdin)))')"
 }
 
 echo "image store tests (a small Debian build first: a minute or two)"
-run_test t_build
-run_test t_up_to_date
-run_test t_concurrent_builds_wait
-run_test t_ls_inspect
-run_test t_missing_image
-run_test t_bad_flags
-run_test t_not_root
-run_test t_unknown_package
-run_test t_unknown_npm_package
-run_test t_full_disk
-run_test t_half_built_and_interrupted
-run_test t_import_layout
-run_test t_import_archives
-run_test t_damaged
-run_test t_rm
+# ONLY="t_a t_b" runs just those (the import tests need no Debian build).
+for t in t_build t_up_to_date t_concurrent_builds_wait t_ls_inspect t_missing_image t_bad_flags t_not_root t_unknown_package t_unknown_npm_package t_full_disk t_half_built_and_interrupted t_import_layout t_import_archives t_damaged t_rm; do
+	case " ${ONLY:-$t} " in *" $t "*) run_test "$t" ;; esac
+done
 summary
