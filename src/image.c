@@ -449,16 +449,21 @@ int image_list(struct image_entry **out, size_t *n, struct avm_error *err)
 	return 0;
 }
 
-/* The image id a spec.json names ({"image": {"id": ...}}), or NULL. */
+/*
+ * Whether the spec in file path names image id ({"image": {"id": ...}}): a VM's spec.json, or
+ * the "spec" a snapshot's meta.json holds.
+ */
 static bool spec_uses(const char *path, const char *id)
 {
 	_cleanup_free_ char *text = NULL;
-	struct json_object *o, *img;
+	struct json_object *o, *spec, *img;
 	bool used = false;
 
 	if (read_file(path, &text, 4 << 20) < 0 || !(o = json_tokener_parse(text)))
 		return false;
-	if (json_object_object_get_ex(o, "image", &img)) {
+	if (!json_object_object_get_ex(o, "spec", &spec))
+		spec = o;
+	if (json_object_object_get_ex(spec, "image", &img)) {
 		const char *v = jstr(img, "id");
 		used = v && !strcmp(v, id);
 	}
@@ -466,8 +471,9 @@ static bool spec_uses(const char *path, const char *id)
 	return used;
 }
 
-/* Each subdir of root whose spec.json uses id, as "<kind> NAME". */
-static void users_in(const char *root, const char *kind, const char *id, struct strv *out)
+/* Each subdir of root whose file (spec.json, meta.json) uses id, as "<kind> NAME". */
+static void users_in(const char *root, const char *file, const char *kind, const char *id,
+		     struct strv *out)
 {
 	DIR *d = opendir(root);
 	struct dirent *e;
@@ -476,7 +482,7 @@ static void users_in(const char *root, const char *kind, const char *id, struct 
 	while (d && (e = readdir(d))) {
 		if (e->d_name[0] == '.')
 			continue;
-		if (snprintf(path, sizeof(path), "%s/%s/spec.json", root, e->d_name) <
+		if (snprintf(path, sizeof(path), "%s/%s/%s", root, e->d_name, file) <
 			    (int)sizeof(path) &&
 		    spec_uses(path, id))
 			strv_addf(out, "%s %s", kind, e->d_name);
@@ -489,8 +495,8 @@ int image_users(const char *id, char ***out)
 {
 	struct strv sv = { 0 };
 
-	users_in(statedir_root(), "vm", id, &sv);
-	users_in(snap_root(), "snapshot", id, &sv);
+	users_in(statedir_root(), "spec.json", "vm", id, &sv);
+	users_in(snap_root(), "meta.json", "snapshot", id, &sv);
 	if (!sv.v && !sv.failed && !(sv.v = calloc(1, sizeof(char *))))
 		sv.failed = -ENOMEM;
 	if (sv.failed) {

@@ -285,7 +285,17 @@ t_imported_oci_image_runs() {
 new
 whiteout
 4755" "$(cat "$tmp_root/out")"
-	AGENTVM_CACHE_DIR=$oc avm image rm ociimg >/dev/null 2>&1
+	# A snapshot of a VM on it cannot be restored once the image is gone: one line says why.
+	AGENTVM_CACHE_DIR=$oc avm start --accel tcg --name ocivm $NET --image ociimg >/dev/null 2>"$tmp_root/err" || fail "start: $(cat "$tmp_root/err")"
+	AGENTVM_CACHE_DIR=$oc avm snapshot save ocivm ocisnap 2>"$tmp_root/err" || fail "save: $(cat "$tmp_root/err")"
+	rm_all ocivm
+	AGENTVM_CACHE_DIR=$oc avm image rm ociimg >/dev/null 2>"$tmp_root/err"
+	expect_eq "image rm refuses while a snapshot uses it" 1 "$?"
+	AGENTVM_CACHE_DIR=$oc avm image rm --force ociimg >/dev/null 2>&1
+	AGENTVM_CACHE_DIR=$oc avm restore ocisnap --name ociclone >/dev/null 2>"$tmp_root/err"
+	expect_eq "restore without its image: exit code" 125 "$?"
+	expect_contains "restore names the image" "runs in root image ociimg" "$(cat "$tmp_root/err")"
+	avm snapshot rm ocisnap >/dev/null 2>&1 || fail "snapshot rm"
 	rm -rf "$oc" "$tmp_root/oci"
 }
 
