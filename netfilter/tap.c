@@ -164,6 +164,50 @@ int nf_if_forwarding(const char *ifname, bool on, struct nf_error *err)
 	return 0;
 }
 
+static int put_sysctl(const char *family, const char *ifname, const char *key, const char *value,
+		      bool must, struct nf_error *err)
+{
+	_nf_cleanup_close_ int fd = -1;
+	char path[128];
+	size_t len = strlen(value);
+
+	snprintf(path, sizeof(path), "/proc/sys/net/%s/conf/%s/%s", family, ifname, key);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 && !must && errno == ENOENT)
+		return 0; /* e.g. no IPv6 in this kernel: nothing to switch off */
+	if (fd < 0)
+		return nf_set_error(err, -errno, "cannot open %s: %s", path, strerror(errno));
+	if (write(fd, value, len) != (ssize_t)len)
+		return nf_set_error(err, errno ? -errno : -EIO, "cannot write %s: %s", path,
+				    strerror(errno));
+	return 0;
+}
+
+/*
+ * The tap's neighbour behaviour: answer ARP only for the tap's own address and only from it
+ * (arp_ignore 1, arp_announce 2, arp_filter 1), drop what fails strict reverse-path checks
+ * (rp_filter 1; the kernel uses the larger of this and conf/all, so a host set to loose (2) keeps
+ * loose here: the nft source check is the strict one), and no IPv6 on the tap at all (no
+ * link-local address, no neighbour discovery, no router solicitations to the guest).
+ */
+int nf_link_harden(const char *ifname, struct nf_error *err)
+{
+	static const struct {
+		const char *family, *key, *value;
+		bool must;
+	} ctl[] = {
+		{ "ipv4", "arp_ignore", "1\n", true },	  { "ipv4", "arp_announce", "2\n", true },
+		{ "ipv4", "arp_filter", "1\n", true },	  { "ipv4", "rp_filter", "1\n", true },
+		{ "ipv4", "accept_local", "0\n", true }, { "ipv4", "proxy_arp", "0\n", true },
+		{ "ipv6", "disable_ipv6", "1\n", false },
+	};
+	int r = check_ifname(ifname, err);
+
+	for (size_t i = 0; r >= 0 && i < sizeof(ctl) / sizeof(ctl[0]); i++)
+		r = put_sysctl(ctl[i].family, ifname, ctl[i].key, ctl[i].value, ctl[i].must, err);
+	return r < 0 ? r : 0;
+}
+
 int nf_link_configure(const char *ifname, struct in_addr host, unsigned prefixlen,
 		      struct nf_error *err)
 {
@@ -186,6 +230,10 @@ int nf_link_configure(const char *ifname, struct in_addr host, unsigned prefixle
 	if (r < 0)
 		return nl_error(err, r, "cannot find interface", ifname);
 	ifindex = rtnl_link_get_ifindex(l);
+	/* Before the link is up: no IPv6 address, no neighbour answers, from the first packet. */
+	r = nf_link_harden(ifname, err);
+	if (r < 0)
+		return r;
 
 	/* Address first, then up: the connected route exists by the time traffic can flow. */
 	addr = rtnl_addr_alloc();
