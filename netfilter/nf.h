@@ -182,6 +182,28 @@ int nf_rules_vm_add(const struct nf_vm *vm, char **out, struct nf_error *err);
  */
 int nf_rules_vm_del(const struct nf_vm *vm, char **out, struct nf_error *err);
 
+/* ---- the DNS forwarder of a VM with a domain allowlist (pure text, see dns.c) ------------------ */
+
+#define NF_DNS_FORWARD_MAX 64 /* queries in flight per VM */
+
+struct nf_dns_conf {
+	const char *name;	     /* VM name (a comment) */
+	const char *tap;	     /* the set filled is dom-<tap> */
+	struct in_addr listen;	     /* the VM's gateway address */
+	struct in_addr upstream;     /* where allowed names are resolved */
+	const char *const *domains;  /* "example.com" (and its subdomains) or "*.example.com" */
+	size_t n_domains;
+	unsigned ttl;		     /* TTL cap handed to the guest = the set's timeout */
+};
+
+/*
+ * Check one --allow-domain NAME ("example.com", "*.example.com", a trailing dot is dropped) and
+ * write its lower-case form to out (len >= 254). -EINVAL with the reason.
+ */
+int nf_domain_check(const char *name, char *out, size_t len, struct nf_error *err);
+/* The dnsmasq configuration file for `c` (*out malloc'ed). */
+int nf_dns_config(const struct nf_dns_conf *c, char **out, struct nf_error *err);
+
 /* ---- applying rules (libnftables) ------------------------------------------------------------- */
 
 #define NF_TABLE "agentvm"
