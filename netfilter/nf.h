@@ -127,6 +127,14 @@ void nf_cidr_string(const struct nf_cidr *c, char *buf, size_t len);
  */
 size_t nf_closed_ranges(const char *const **out);
 
+/*
+ * Parse --bandwidth RATE[:BURST]: RATE in bits/s with an optional k/m/g + "bit" suffix (tc style,
+ * powers of 1000: "20mbit"), BURST in bytes with an optional k/m suffix (powers of 1024; default
+ * a quarter second of RATE, at least 32k). Out: bytes/s and bytes. -EINVAL with the reason.
+ */
+int nf_rate_parse(const char *s, uint64_t *rate_bytes, uint64_t *burst_bytes,
+		  struct nf_error *err);
+
 /* Defaults of the per-VM state bounds (conntrack entries, new connections per second). */
 #define NF_DEFAULT_CONN_LIMIT 2048
 #define NF_DEFAULT_CONN_RATE  200

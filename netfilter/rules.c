@@ -162,6 +162,62 @@ void nf_cidr_string(const struct nf_cidr *c, char *buf, size_t len)
 		snprintf(buf, len, "%s/%u", a, c->plen);
 }
 
+/* "<digits><suffix>" with suffix from the table; its multiplier into *mul. */
+static int number_unit(const char *s, size_t len, const char *const *units,
+		       const uint64_t *muls, size_t n_units, uint64_t *out)
+{
+	char buf[32];
+	char *end;
+	unsigned long long v;
+
+	if (len == 0 || len >= sizeof(buf) || s[0] < '0' || s[0] > '9')
+		return -EINVAL;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	errno = 0;
+	v = strtoull(buf, &end, 10);
+	if (errno || v == 0)
+		return -EINVAL;
+	for (size_t i = 0; i < n_units; i++) {
+		if (strcmp(end, units[i]) == 0) {
+			if (v > UINT64_MAX / muls[i])
+				return -EINVAL;
+			*out = v * muls[i];
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+int nf_rate_parse(const char *s, uint64_t *rate_bytes, uint64_t *burst_bytes,
+		  struct nf_error *err)
+{
+	static const char *const rate_units[] = { "", "bit", "kbit", "mbit", "gbit" };
+	static const uint64_t rate_muls[] = { 1, 1, 1000, 1000000, 1000000000 };
+	static const char *const burst_units[] = { "", "b", "k", "kb", "m", "mb" };
+	static const uint64_t burst_muls[] = { 1, 1, 1024, 1024, 1048576, 1048576 };
+	const char *colon = s ? strchr(s, ':') : NULL;
+	uint64_t bits, burst;
+
+	if (!s || number_unit(s, colon ? (size_t)(colon - s) : strlen(s), rate_units, rate_muls, 5,
+			      &bits) < 0 || bits < 8000)
+		return nf_set_error(err, -EINVAL,
+				    "bad bandwidth '%s': expected RATE[:BURST], RATE like 20mbit "
+				    "(at least 8kbit), BURST in bytes like 256k",
+				    s ? s : "");
+	*rate_bytes = bits / 8;
+	burst = *rate_bytes / 4;
+	if (colon && number_unit(colon + 1, strlen(colon + 1), burst_units, burst_muls, 6,
+				 &burst) < 0)
+		return nf_set_error(err, -EINVAL, "bad burst in '%s': bytes like 64k or 1m", s);
+	if (!colon && burst < 32768)
+		burst = 32768;
+	if (burst > UINT32_MAX)
+		return nf_set_error(err, -EINVAL, "burst in '%s' is too large (at most 4g)", s);
+	*burst_bytes = burst;
+	return 0;
+}
+
 static int check_ports(const struct nf_port *v, size_t n, struct nf_error *err)
 {
 	if (n && !v)
