@@ -378,6 +378,88 @@ static void test_bounds_and_arp(void **state)
 	free(t);
 }
 
+static void test_dns_config(void **state)
+{
+	const char *doms[] = { "good.test", "*.sub.test", "API.Example.com." };
+	struct nf_dns_conf c = { .name = "vm1", .tap = "avm-ab12", .domains = doms, .n_domains = 3,
+				 .ttl = 30 };
+	struct nf_error e = { 0 };
+	char *t = NULL, d[256];
+
+	inet_pton(AF_INET, "10.213.0.5", &c.listen);
+	inet_pton(AF_INET, "8.8.8.8", &c.upstream);
+	assert_int_equal(nf_dns_config(&c, &t, &e), 0);
+	/* Only on the VM's gateway, in the foreground (supervised), nothing from the host's files. */
+	HAS(t, "\nlisten-address=10.213.0.5\nbind-interfaces\nport=53\n");
+	HAS(t, "\nkeep-in-foreground\nno-resolv\nno-hosts\n");
+	HAS(t, "\npid-file=\n");
+	/* Every answer from upstream (so every lookup refreshes the set), TTL capped at the set's. */
+	HAS(t, "\ncache-size=0\n");
+	HAS(t, "\nmax-ttl=30\n");
+	HAS(t, "\nstop-dns-rebind\n");
+	HAS(t, "\ndns-forward-max=64\n");
+	/* Allowed names forwarded and their A answers into the VM's set; the rest NXDOMAIN. */
+	HAS(t, "\nserver=/good.test/8.8.8.8\nnftset=/good.test/4#inet#agentvm#dom-avm-ab12\n");
+	HAS(t, "\nserver=/*.sub.test/8.8.8.8\nnftset=/sub.test/4#inet#agentvm#dom-avm-ab12\n");
+	HAS(t, "\nserver=/api.example.com/8.8.8.8\n");
+	HAS(t, "\naddress=/#/\n");
+	assert_true(strstr(t, "address=/#/") > strstr(t, "server=/api.example.com/"));
+	HASNT(t, "resolv-file");
+	free(t);
+
+	/* Bad input: nothing generated. */
+	c.tap = "eth0";
+	assert_int_equal(nf_dns_config(&c, &t, &e), -EINVAL);
+	c.tap = "avm-ab12";
+	c.n_domains = 0;
+	assert_int_equal(nf_dns_config(&c, &t, &e), -EINVAL);
+	c.n_domains = 3;
+	c.upstream.s_addr = 0;
+	assert_int_equal(nf_dns_config(&c, &t, &e), -EINVAL);
+	inet_pton(AF_INET, "8.8.8.8", &c.upstream);
+	c.ttl = 0;
+	assert_int_equal(nf_dns_config(&c, &t, &e), -EINVAL);
+	c.ttl = 5;
+	doms[0] = "evil/\nserver=/#/1.2.3.4";
+	assert_int_equal(nf_dns_config(&c, &t, &e), -EINVAL);
+	assert_null(t);
+
+	/* Names: what dnsmasq and DNS accept, lower-cased; an injection cannot pass. */
+	assert_int_equal(nf_domain_check("Example.COM", d, sizeof(d), &e), 0);
+	assert_string_equal(d, "example.com");
+	assert_int_equal(nf_domain_check("*.example.com", d, sizeof(d), &e), 0);
+	assert_string_equal(d, "*.example.com");
+	const char *bad[] = { "", "com", "*.com", "a..com", ".a.com", "a.com..", "a b.com", "a/b.com",
+			      "a#b.com", "*a.com", "a.*.com", "x.com\n", "\xc3\xa9.com" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (nf_domain_check(bad[i], d, sizeof(d), &e) != -EINVAL)
+			fail_msg("'%s' accepted", bad[i]);
+	char long_label[80];
+	memset(long_label, 'a', 64);
+	strcpy(long_label + 64, ".com");
+	assert_int_equal(nf_domain_check(long_label, d, sizeof(d), &e), -EINVAL);
+}
+
+static void test_rate_parse(void **state)
+{
+	uint64_t r, b;
+
+	assert_int_equal(nf_rate_parse("20mbit", &r, &b, NULL), 0);
+	assert_int_equal(r, 2500000);
+	assert_int_equal(b, 625000); /* a quarter second */
+	assert_int_equal(nf_rate_parse("100kbit", &r, &b, NULL), 0);
+	assert_int_equal(r, 12500);
+	assert_int_equal(b, 32768); /* at least 32k */
+	assert_int_equal(nf_rate_parse("1gbit:1m", &r, &b, NULL), 0);
+	assert_int_equal(r, 125000000);
+	assert_int_equal(b, 1048576);
+	const char *bad[] = { "", "fast", "10", "1kbit", "10mbps", "0mbit", "-1mbit", "10mbit:",
+			      "10mbit:x", "10mbit:5g", "99999999999999999999gbit" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (nf_rate_parse(bad[i], &r, &b, NULL) != -EINVAL)
+			fail_msg("'%s' accepted", bad[i]);
+}
+
 static void test_vm_del(void **state)
 {
 	struct nf_vm vm = { .tap = "avm-ab12" };
@@ -591,6 +673,8 @@ int main(void)
 		cmocka_unit_test(test_dns_pinned),
 		cmocka_unit_test(test_domains),
 		cmocka_unit_test(test_bounds_and_arp),
+		cmocka_unit_test(test_dns_config),
+		cmocka_unit_test(test_rate_parse),
 		cmocka_unit_test(test_vm_del),
 		cmocka_unit_test(test_validation),
 		cmocka_unit_test(test_port_parse),
