@@ -242,7 +242,9 @@ static void fill_nf_vm(const struct vm_net *n, struct nf_vm *v)
 		.burst_bytes = n->burst_bytes,
 	};
 	memcpy(v->mac, n->mac, sizeof(v->mac));
-	inet_pton(AF_INET, n->dns, &v->dns);
+	/* --deny-all-egress: no DNS either, unless --allow names port 53. */
+	if (!n->deny_all)
+		inet_pton(AF_INET, n->dns, &v->dns);
 }
 
 /* Random tap name and locally administered unicast MAC: unique per VM, even across clones. */
@@ -278,6 +280,10 @@ const char *net_dnsmasq_path(void)
 	static const char *const paths[] = { "/usr/sbin/dnsmasq", "/usr/bin/dnsmasq",
 					     "/sbin/dnsmasq", "/usr/local/sbin/dnsmasq" };
 
+	const char *env = getenv("AGENTVM_DNSMASQ");
+
+	if (env && *env)
+		return access(env, X_OK) == 0 ? env : NULL;
 	for (size_t i = 0; i < ARRAY_SIZE(paths); i++)
 		if (access(paths[i], X_OK) == 0)
 			return paths[i];
@@ -409,6 +415,7 @@ static int setup_nat(struct vm_net *n, const struct vm_spec *spec, struct avm_er
 
 	build_allowlist(n, spec);
 	build_egress(n, spec);
+	n->deny_all = spec->deny_all_egress;
 	if (spec->dns)
 		snprintf(n->dns, sizeof(n->dns), "%s", spec->dns);
 	else
@@ -646,6 +653,7 @@ int net_save(const struct vm_net *n, const char *dir)
 	json_object_object_add(o, "conn_rate", json_object_new_int((int)n->conn_rate));
 	add_str(o, "bandwidth", n->bandwidth);
 	add_str(o, "upstream", n->upstream);
+	json_object_object_add(o, "deny_all", json_object_new_boolean(n->deny_all));
 	json_object_object_add(o, "dns_pid", json_object_new_int((int)n->dns_pid));
 	json_object_object_add(o, "rules", json_object_new_boolean(n->rules));
 	json_object_object_add(o, "torn_down", json_object_new_boolean(n->torn_down));
@@ -733,6 +741,7 @@ int net_load(struct vm_net *n, const char *dir, struct avm_error *err)
 	if (n->bandwidth[0])
 		nf_rate_parse(n->bandwidth, &n->rate_bytes, &n->burst_bytes, NULL);
 	snprintf(n->upstream, sizeof(n->upstream), "%s", get_s(o, "upstream"));
+	n->deny_all = get_b(o, "deny_all");
 	if (json_object_object_get_ex(o, "dns_pid", &v))
 		n->dns_pid = (pid_t)json_object_get_int(v);
 	n->rules = get_b(o, "rules");

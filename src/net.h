@@ -49,6 +49,7 @@ struct vm_net {
 	uint64_t rate_bytes, burst_bytes;       /* --bandwidth; 0 = unlimited */
 	char bandwidth[32];                     /* as given, for net ls */
 	char upstream[64];                      /* domain mode: where the forwarder resolves */
+	bool deny_all;                          /* --deny-all-egress: not even the resolver */
 	pid_t dns_pid;                          /* the VM's dnsmasq, 0 = none */
 	int dns_pidfd;                          /* -1 unless this process started it */
 	int tap_fd;                /* -1 once handed to QEMU and closed */
@@ -66,7 +67,7 @@ void net_init(struct vm_net *n, const char *vm_name);
  */
 int net_setup(struct vm_net *n, const struct vm_spec *spec, struct avm_error *err);
 
-/* The dnsmasq binary the domain allowlist needs (PATH, then /usr/sbin), or NULL. */
+/* The dnsmasq binary the domain allowlist needs ($AGENTVM_DNSMASQ, else /usr/sbin...), or NULL. */
 const char *net_dnsmasq_path(void);
 
 /* Kernel cmdline keys for the guest ("" for isolated): agentvm.ip/gw/dns/hostname. */
