@@ -426,9 +426,9 @@ static int setup_nat(struct vm_net *n, const struct vm_spec *spec, struct avm_er
 			return avm_error_set(err, -ENOENT,
 					     "--allow-domain needs dnsmasq: install it (apt-get install "
 					     "dnsmasq-base)");
-		if (spec->dns)
-			snprintf(n->upstream, sizeof(n->upstream), "%s", spec->dns);
-		else
+		/* The guest's usual resolver; a local stub only when the host has nothing else. */
+		snprintf(n->upstream, sizeof(n->upstream), "%s", n->dns);
+		if (!n->upstream[0])
 			resolver_from_any("/etc/resolv.conf", n->upstream, sizeof(n->upstream), true);
 		if (!n->upstream[0])
 			return avm_error_set(err, -ENOENT,
