@@ -173,8 +173,8 @@ struct nf_vm {
 	unsigned domain_ttl;
 	unsigned conn_limit; /* conntrack entries the VM may hold (world + host); 0 = unbounded */
 	unsigned conn_rate;  /* new connections per second (burst twice that); 0 = unbounded */
-	uint64_t rate_bytes; /* bandwidth each way in bytes/s; 0 = unlimited */
-	uint64_t burst_bytes;
+	uint64_t rate_bytes; /* VM -> world bytes/s (nft limit); 0 = unlimited. The other way: */
+	uint64_t burst_bytes; /* nf_tap_shape() on the tap */
 };
 
 /*
@@ -285,6 +285,12 @@ int nf_link_configure(const char *ifname, struct in_addr host, unsigned prefixle
  * no proxy_arp, IPv6 disabled on the interface.
  */
 int nf_link_harden(const char *ifname, struct nf_error *err);
+/*
+ * Limit what the host sends into `ifname` (world -> VM) to rate_bytes/s with a bucket of
+ * burst_bytes: a tbf root qdisc (libnl-route). The other direction is an nft limit (nf_vm).
+ */
+int nf_tap_shape(const char *ifname, uint64_t rate_bytes, uint64_t burst_bytes,
+		 struct nf_error *err);
 /* Set /proc/sys/net/ipv4/conf/IFNAME/forwarding. */
 int nf_if_forwarding(const char *ifname, bool on, struct nf_error *err);
 /* Delete the interface; -ENODEV when it does not exist. */

@@ -598,10 +598,6 @@ int nf_rules_vm_add(const struct nf_vm *vm, char **out, struct nf_error *err)
 	fprintf(f, "add rule " T " out-%s goto drop-tx-%s\n", t, t);
 
 	/* World -> VM: only what belongs to connections the VM opened. */
-	if (vm->rate_bytes)
-		fprintf(f, "add rule " T " in-%s limit rate over %llu bytes/second burst %llu bytes "
-			   "drop\n", t, (unsigned long long)vm->rate_bytes,
-			(unsigned long long)vm->burst_bytes);
 	fprintf(f, "add rule " T " in-%s ct state established,related counter name \"%s-rx-ok\" "
 		   "accept\n", t, t);
 	fprintf(f, "add rule " T " in-%s goto drop-rx-%s\n", t, t);

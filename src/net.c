@@ -467,6 +467,10 @@ static int setup_nat(struct vm_net *n, const struct vm_spec *spec, struct avm_er
 		r = nf_fail(err, &nerr, "cannot configure the VM's tap");
 		goto out;
 	}
+	if (n->rate_bytes && (r = nf_tap_shape(n->tap, n->rate_bytes, n->burst_bytes, &nerr)) < 0) {
+		r = nf_fail(err, &nerr, "cannot limit the VM's bandwidth");
+		goto out;
+	}
 	fill_nf_vm(n, &v);
 	int lock = nft_lock();
 	/* Replies come back through the uplink: IPv4 forwarding is per ingress interface. */

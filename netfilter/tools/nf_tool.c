@@ -19,6 +19,7 @@
  *   nf_tool vm-list
  *   nf_tool table-delete
  *   nf_tool tap-create NAME  /  nf_tool link-delete NAME
+ *   nf_tool shape IFNAME RATE_BYTES BURST_BYTES  tbf on IFNAME (world -> VM bandwidth)
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -172,6 +173,10 @@ int main(int argc, char **argv)
 			return die(&e, r);
 		close(r);
 		return 0;
+	}
+	if (strcmp(cmd, "shape") == 0 && argc == 5) {
+		r = nf_tap_shape(argv[2], strtoull(argv[3], NULL, 10), strtoull(argv[4], NULL, 10), &e);
+		return r < 0 ? die(&e, r) : 0;
 	}
 	if (strcmp(cmd, "link-delete") == 0 && argc == 3) {
 		r = nf_link_delete(argv[2], &e);

@@ -398,6 +398,16 @@ if [ -e /proc/sys/net/ipv6 ]; then
 	check_not "IPv6 from the guest goes nowhere" ing ping -6 -c1 -W1 ff02::1%eth0
 fi
 
+# Bandwidth: VM -> world an nft byte limit, world -> VM a tbf qdisc on the tap.
+check "vm1 with bw=2500000:65536" vm1_add default none dns=11.0.0.2 bw=2500000:65536
+check "the nft limit VM -> world" sh -c \
+	"ip netns exec $H nft list chain inet agentvm out-avm-t1 | grep -q 'limit rate over 2500000 bytes/second burst 64 kbytes drop'"
+check "tbf on the tap" inh "$TOOL" shape avm-t1 2500000 65536
+check "tbf has the rate (20Mbit)" sh -c "ip -n $H -d qdisc show dev avm-t1 | grep -q 'tbf .*rate 20Mbit burst 64Kb'"
+check "shaped guest still talks" gcli tcp 11.0.0.2 80
+check_not "shape refuses a zero rate" inh "$TOOL" shape avm-t1 0 65536
+check "vm1 default again, unlimited" vm1_add default none dns=11.0.0.2
+
 # Policy changes: --allow tcp:8080 opens exactly that; host ports; deny-all.
 check "vm1 re-add with tcp:8080 added" vm1_add tcp:80,tcp:443,tcp:22,tcp:9418,tcp:8080 none dns=11.0.0.2
 check "tcp 8080 now allowed" gcli tcp 11.0.0.2 8080
