@@ -604,17 +604,20 @@ int nf_rules_vm_add(const struct nf_vm *vm, char **out, struct nf_error *err)
 
 	/* VM -> host: nothing unless the policy names host ports, and then only on the gateway. */
 	put_spoof(f, "host", vm, guest);
-	fprintf(f, "add rule " T " host-%s ct state established,related counter name \"%s-tx-ok\" "
-		   "accept\n", t, t);
-	put_bounds(f, "host", vm);
-	if (vm->domains) {
-		/* The forwarder on the gateway: the VM's only DNS, at a bounded rate. */
+	/*
+	 * The forwarder on the gateway is the VM's only DNS, at a bounded rate: before the
+	 * established rule, since a flood from one socket is one established flow.
+	 */
+	if (vm->domains)
 		fprintf(f, "add rule " T " host-%s ip daddr %s meta l4proto { tcp, udp } th dport 53 "
 			   "limit rate over %u/second burst %u packets counter name \"%s-dns-drop\" "
 			   "goto drop-tx-%s\n", t, host, NF_DNS_RATE, 2 * NF_DNS_RATE, t, t);
+	fprintf(f, "add rule " T " host-%s ct state established,related counter name \"%s-tx-ok\" "
+		   "accept\n", t, t);
+	put_bounds(f, "host", vm);
+	if (vm->domains)
 		fprintf(f, "add rule " T " host-%s ip daddr %s ct state new meta l4proto { tcp, udp } "
 			   "th dport 53 counter name \"%s-tx-ok\" accept\n", t, host, t);
-	}
 	snprintf(match, sizeof(match), "ip daddr %s ", host);
 	put_allow(f, "host", t, match, vm->host_allow, vm->n_host_allow);
 	fprintf(f, "add rule " T " host-%s goto drop-tx-%s\n", t, t);

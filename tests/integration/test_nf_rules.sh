@@ -403,7 +403,7 @@ check "vm1 with bw=2500000:65536" vm1_add default none dns=11.0.0.2 bw=2500000:6
 check "the nft limit VM -> world" sh -c \
 	"ip netns exec $H nft list chain inet agentvm out-avm-t1 | grep -q 'limit rate over 2500000 bytes/second burst 64 kbytes drop'"
 check "tbf on the tap" inh "$TOOL" shape avm-t1 2500000 65536
-check "tbf has the rate (20Mbit)" sh -c "ip -n $H -d qdisc show dev avm-t1 | grep -q 'tbf .*rate 20Mbit burst 64Kb'"
+check "tbf has the rate (20Mbit)" sh -c "ip netns exec $H tc qdisc show dev avm-t1 | grep -q 'tbf 1: root .*rate 20Mbit burst 64Kb'"
 check "shaped guest still talks" gcli tcp 11.0.0.2 80
 check_not "shape refuses a zero rate" inh "$TOOL" shape avm-t1 0 65536
 check "vm1 default again, unlimited" vm1_add default none dns=11.0.0.2

@@ -330,6 +330,9 @@ static void test_domains(void **state)
 	       "over 100/second burst 200 packets counter name \"avm-ab12-dns-drop\"");
 	HAS(t, "host-avm-ab12 ip daddr 10.213.0.5 ct state new meta l4proto { tcp, udp } th dport 53 "
 	       "counter name \"avm-ab12-tx-ok\" accept\n");
+	/* The rate applies to established flows too (a flood from one socket is one flow). */
+	assert_true(strstr(t, "host-avm-ab12 ip daddr 10.213.0.5 meta l4proto { tcp, udp } th dport 53 "
+			      "limit") < strstr(t, "host-avm-ab12 ct state established"));
 	free(t);
 	vm.domain_ttl = 0;
 	assert_int_equal(nf_rules_vm_add(&vm, &t, NULL), -EINVAL);
