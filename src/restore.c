@@ -207,6 +207,8 @@ static int apply_net_override(struct vm_spec *s, const struct restore *rs,
 		s->deny_all_egress = o->deny_all_egress;
 		free(s->dns);
 		s->dns = o->dns ? strdup(o->dns) : NULL;
+		if (r == 0 && vm_spec_copy_egress(s, o) < 0)
+			r = avm_error_set(err, -ENOMEM, "out of memory");
 	}
 	return r < 0 ? r : vm_spec_validate(s, false, err);
 }
