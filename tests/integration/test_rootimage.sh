@@ -230,7 +230,7 @@ t_git_and_npm_over_the_network() {
 		if command -v npm >/dev/null; then
 			mkdir app && cd app && echo '{}' >package.json
 			npm install --no-audit --no-fund --loglevel=error --cafile /workspace/ca.pem \
-				--registry http://$S:8080/ https://$S/avm-test-pkg-1.0.0.tgz >/dev/null
+				--registry https://$S/npm/ https://$S/avm-test-pkg-1.0.0.tgz >/dev/null
 			node -e 'console.log(require(\"avm-test-pkg\"))'
 		else
 			echo 'avm-test-pkg works'
