@@ -80,10 +80,12 @@ mrootfs=$STORE/$mid/rootfs.ext4
 # Host memory: 10 VMs that each read python3's and git's files, on one shared image vs on 10
 # private copies (separate files: nothing shared in the host's page cache). PSS of the QEMUs,
 # plus the growth of the host page cache (after dropping it) while they ran.
+# The host's page cache of files: Cached without Shmem (tmpfs and shared memory count there too).
+file_cache_kb() { awk '/^Cached:/ {c = $2} /^Shmem:/ {s = $2} END {print c - s}' /proc/meminfo; }
 mem_of() { # label: start 10 VMs on images names $1-0..9 (or all $IMAGE), print "pss_mb cache_mb"
 	sync
 	echo 3 >/proc/sys/vm/drop_caches
-	c0=$(awk '/^Cached:/ {print $2}' /proc/meminfo)
+	c0=$(file_cache_kb)
 	for k in 0 1 2 3 4 5 6 7 8 9; do
 		img=$MEM_IMAGE
 		[ "$1" = private ] && img=priv-$k
@@ -91,7 +93,7 @@ mem_of() { # label: start 10 VMs on images names $1-0..9 (or all $IMAGE), print 
 		"$AVM" start --accel $accel $net --image "$img" --name "m-$k" >/dev/null
 		"$AVM" exec "m-$k" -- sh -c 'python3 -c "import ssl, json, sqlite3"; git --version; cat /usr/bin/* >/dev/null 2>&1' >/dev/null
 	done
-	c1=$(awk '/^Cached:/ {print $2}' /proc/meminfo)
+	c1=$(file_cache_kb)
 	pss=0
 	for k in 0 1 2 3 4 5 6 7 8 9; do
 		p=$(cat "$AGENTVM_STATE_DIR/m-$k/qemu.pid" 2>/dev/null || echo)
@@ -126,5 +128,5 @@ echo "| first \`node -e 0\` in a fresh VM | $(median "$tmp/node") ms | |"
 echo "| first \`git --version\` in a fresh VM | $(median "$tmp/git") ms | |"
 echo "| image size: ext4 file / blocks allocated | $size_mb MB / $alloc_mb MB | build: $build_s s |"
 echo "| per-VM overlay after \`python3 -c pass\` | $ov_kb KB | |"
-echo "| 10 VMs on one image (`$MEM_IMAGE`): QEMU PSS total / host page cache growth | ${shared% *} MB / ${shared#* } MB | |"
+echo "| 10 VMs on one image (\`$MEM_IMAGE\`): QEMU PSS total / host page cache growth | ${shared% *} MB / ${shared#* } MB | |"
 echo "| 10 VMs on 10 private copies of it: QEMU PSS total / host page cache growth | ${private% *} MB / ${private#* } MB | |"
