@@ -449,22 +449,21 @@ int image_list(struct image_entry **out, size_t *n, struct avm_error *err)
 	return 0;
 }
 
-/* Whether a JSON file names image id: {"image": {"id": ...}} at the top (a VM's spec.json) or
- * under "spec" (a snapshot's meta.json). */
+/*
+ * Whether the spec in file path names image id ({"image": {"id": ...}}): a VM's spec.json, or
+ * the "spec" a snapshot's meta.json holds.
+ */
 static bool spec_uses(const char *path, const char *id)
 {
 	_cleanup_free_ char *text = NULL;
-	struct json_object *o, *img, *spec;
+	struct json_object *o, *spec, *img;
 	bool used = false;
 
 	if (read_file(path, &text, 4 << 20) < 0 || !(o = json_tokener_parse(text)))
 		return false;
-	if (json_object_object_get_ex(o, "image", &img)) {
-		const char *v = jstr(img, "id");
-		used = v && !strcmp(v, id);
-	}
-	if (!used && json_object_object_get_ex(o, "spec", &spec) &&
-	    json_object_object_get_ex(spec, "image", &img)) {
+	if (!json_object_object_get_ex(o, "spec", &spec))
+		spec = o;
+	if (json_object_object_get_ex(spec, "image", &img)) {
 		const char *v = jstr(img, "id");
 		used = v && !strcmp(v, id);
 	}
@@ -472,8 +471,9 @@ static bool spec_uses(const char *path, const char *id)
 	return used;
 }
 
-/* Each subdir of root whose spec.json or meta.json uses id, as "<kind> NAME". */
-static void users_in(const char *root, const char *kind, const char *id, struct strv *out)
+/* Each subdir of root whose file (spec.json, meta.json) uses id, as "<kind> NAME". */
+static void users_in(const char *root, const char *file, const char *kind, const char *id,
+		     struct strv *out)
 {
 	DIR *d = opendir(root);
 	struct dirent *e;
@@ -482,13 +482,9 @@ static void users_in(const char *root, const char *kind, const char *id, struct 
 	while (d && (e = readdir(d))) {
 		if (e->d_name[0] == '.')
 			continue;
-		bool used = false;
-		const char *files[] = { "spec.json", "meta.json" };
-		for (size_t i = 0; i < ARRAY_SIZE(files) && !used; i++)
-			used = snprintf(path, sizeof(path), "%s/%s/%s", root, e->d_name, files[i]) <
-				       (int)sizeof(path) &&
-			       spec_uses(path, id);
-		if (used)
+		if (snprintf(path, sizeof(path), "%s/%s/%s", root, e->d_name, file) <
+			    (int)sizeof(path) &&
+		    spec_uses(path, id))
 			strv_addf(out, "%s %s", kind, e->d_name);
 	}
 	if (d)
@@ -499,8 +495,8 @@ int image_users(const char *id, char ***out)
 {
 	struct strv sv = { 0 };
 
-	users_in(statedir_root(), "vm", id, &sv);
-	users_in(snap_root(), "snapshot", id, &sv);
+	users_in(statedir_root(), "spec.json", "vm", id, &sv);
+	users_in(snap_root(), "meta.json", "snapshot", id, &sv);
 	if (!sv.v && !sv.failed && !(sv.v = calloc(1, sizeof(char *))))
 		sv.failed = -ENOMEM;
 	if (sv.failed) {

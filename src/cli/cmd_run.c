@@ -44,15 +44,19 @@ static void run_usage(FILE *f)
 		"  --keep-state         keep the state dir (console.log, qemu.log) for debugging\n"
 		"  --network MODE       nat-filtered (default: NAT + egress allowlist), isolated (no\n"
 		"                       NIC), bridge:BRIDGE (tap on an existing bridge, unfiltered)\n"
-		"  --allow PROTO:PORT   add to the egress allowlist (default: udp:53 tcp:53 tcp:80\n"
-		"                       tcp:443 tcp:22 tcp:9418), e.g. --allow tcp:5432 (repeatable)\n"
+		"  --allow PROTO:PORT   add to the egress allowlist (default: tcp:80 tcp:443 tcp:22\n"
+		"                       tcp:9418; DNS goes to the resolver only unless udp:53/tcp:53\n"
+		"                       are named), e.g. --allow tcp:5432 (repeatable)\n"
 		"  --deny-all-egress    start from an empty allowlist (only --allow ports go out)\n"
 		"  --allow-host PROTO:PORT\n"
 		"                       let the VM reach this port of the host itself, on its gateway\n"
 		"                       address (repeatable; default: none; nat-filtered only; not\n"
 		"                       changed by --deny-all-egress), e.g. --allow-host tcp:8000\n"
 		"  --dns ADDR           resolver for the guest; default: the host's first non-local\n"
-		"                       nameserver\n",
+		"                       nameserver\n"
+		CLI_EGRESS_USAGE
+		"Closed to every VM whatever the ports: private, CGNAT, link-local (cloud metadata),\n"
+		"loopback, documentation, multicast and reserved ranges, and the host's addresses.\n",
 		CLI_DEFAULT_BOOT_TIMEOUT_S);
 }
 

@@ -33,6 +33,9 @@ int cmd_start(int argc, char **argv)
 		     "                     [--boot-timeout S] [--network nat-filtered|isolated|bridge:BR]\n"
 		     "                     [--allow PROTO:PORT]... [--allow-host PROTO:PORT]...\n"
 		     "                     [--deny-all-egress] [--dns ADDR]\n"
+		     "                     [--allow-cidr CIDR[:PROTO:PORT]]... [--allow-domain NAME]...\n"
+		     "                     [--domain-ttl S] [--conn-limit N] [--conn-rate N]\n"
+		     "                     [--bandwidth RATE[:BURST]]   (see agentvm run --help)\n"
 		     "Start a detached VM; prints its name once the guest is ready.");
 		vm_spec_free(a.spec);
 		return 0;
