@@ -11,6 +11,8 @@ set -eu
 AVM=$1
 N=${2:-${BENCH_N:-10}}
 IMAGE=${AVM_BENCH_IMAGE:-agent}
+# The memory comparison copies its image 10 times: the smaller base image keeps that cheap.
+MEM_IMAGE=${AVM_BENCH_MEM_IMAGE:-base}
 STORE=${AVM_IMAGE_CACHE:-/var/cache/agentvm}/images
 tmp=$(mktemp -d /tmp/avm-bench-image.XXXXXX)
 export AGENTVM_STATE_DIR=$tmp/state AGENTVM_SNAPSHOT_DIR=$tmp/snaps AGENTVM_CACHE_DIR=$tmp/cache
@@ -71,22 +73,27 @@ id=$(cat "$STORE/names/$IMAGE")
 rootfs=$STORE/$id/rootfs.ext4
 size_mb=$(($(stat -c %s "$rootfs") / 1048576))
 alloc_mb=$(($(du -k "$rootfs" | cut -f1) / 1024))
+build_s=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("build_ms", 0) // 1000 or "?")' "$STORE/$id/meta.json" 2>/dev/null || echo "?")
+mid=$(cat "$STORE/names/$MEM_IMAGE")
+mrootfs=$STORE/$mid/rootfs.ext4
 
 # Host memory: 10 VMs that each read python3's and git's files, on one shared image vs on 10
 # private copies (separate files: nothing shared in the host's page cache). PSS of the QEMUs,
 # plus the growth of the host page cache (after dropping it) while they ran.
+# The host's page cache of files: Cached without Shmem (tmpfs and shared memory count there too).
+file_cache_kb() { awk '/^Cached:/ {c = $2} /^Shmem:/ {s = $2} END {print c - s}' /proc/meminfo; }
 mem_of() { # label: start 10 VMs on images names $1-0..9 (or all $IMAGE), print "pss_mb cache_mb"
 	sync
 	echo 3 >/proc/sys/vm/drop_caches
-	c0=$(awk '/^Cached:/ {print $2}' /proc/meminfo)
+	c0=$(file_cache_kb)
 	for k in 0 1 2 3 4 5 6 7 8 9; do
-		img=$IMAGE
+		img=$MEM_IMAGE
 		[ "$1" = private ] && img=priv-$k
 		# shellcheck disable=SC2086
 		"$AVM" start --accel $accel $net --image "$img" --name "m-$k" >/dev/null
 		"$AVM" exec "m-$k" -- sh -c 'python3 -c "import ssl, json, sqlite3"; git --version; cat /usr/bin/* >/dev/null 2>&1' >/dev/null
 	done
-	c1=$(awk '/^Cached:/ {print $2}' /proc/meminfo)
+	c1=$(file_cache_kb)
 	pss=0
 	for k in 0 1 2 3 4 5 6 7 8 9; do
 		p=$(cat "$AGENTVM_STATE_DIR/m-$k/qemu.pid" 2>/dev/null || echo)
@@ -99,15 +106,15 @@ shared=$(mem_of shared)
 # Private copies: each a store entry of its own (a copy of the file under another id).
 mkdir -p "$tmp/store/names"
 for k in 0 1 2 3 4 5 6 7 8 9; do
-	pid=$(printf '%s' "$id$k" | sha256sum | cut -c1-64)
+	pid=$(printf '%s' "$mid$k" | sha256sum | cut -c1-64)
 	mkdir -p "$tmp/store/$pid"
-	cp --sparse=always "$rootfs" "$tmp/store/$pid/rootfs.ext4"
-	sed "s/$id/$pid/g" "$STORE/$id/meta.json" >"$tmp/store/$pid/meta.json" 2>/dev/null || true
+	cp --sparse=always "$mrootfs" "$tmp/store/$pid/rootfs.ext4"
+	sed "s/$mid/$pid/g" "$STORE/$mid/meta.json" >"$tmp/store/$pid/meta.json"
 	echo "$pid" >"$tmp/store/names/priv-$k"
 done
 rm "$AGENTVM_CACHE_DIR/images"
 ln -s "$tmp/store" "$AGENTVM_CACHE_DIR/images"
-private=$(AVM_PRIVATE=1 mem_of private)
+private=$(mem_of private)
 rm -rf "$tmp/store"
 
 cold=$(median "$tmp/cold")
@@ -119,7 +126,7 @@ echo "| cold \`run --image $IMAGE -- true\` | $image ms (**$(ratio "$image" "$co
 echo "| first \`python3 -c pass\` in a fresh VM (one exec) | $(median "$tmp/py") ms | |"
 echo "| first \`node -e 0\` in a fresh VM | $(median "$tmp/node") ms | |"
 echo "| first \`git --version\` in a fresh VM | $(median "$tmp/git") ms | |"
-echo "| image size: ext4 file / blocks allocated | $size_mb MB / $alloc_mb MB | |"
+echo "| image size: ext4 file / blocks allocated | $size_mb MB / $alloc_mb MB | build: $build_s s |"
 echo "| per-VM overlay after \`python3 -c pass\` | $ov_kb KB | |"
-echo "| 10 VMs on one image: QEMU PSS total / host page cache growth | ${shared% *} MB / ${shared#* } MB | |"
-echo "| 10 VMs on 10 private copies: QEMU PSS total / host page cache growth | ${private% *} MB / ${private#* } MB | |"
+echo "| 10 VMs on one image (\`$MEM_IMAGE\`): QEMU PSS total / host page cache growth | ${shared% *} MB / ${shared#* } MB | |"
+echo "| 10 VMs on 10 private copies of it: QEMU PSS total / host page cache growth | ${private% *} MB / ${private#* } MB | |"

@@ -9,6 +9,12 @@
 #        timed by the sink with the host clock (accept to EOF)
 #   (n3) throughput internet host -> guest: guest `wget -O /dev/null` of a file, timed on the host
 #        around `agentvm exec`, minus the median exec round trip of `true`
+#   (n4) egress policy set-up (issue 16): the (n1a)+(n1b) window of a VM with --allow-domain and
+#        --allow-cidr (its dnsmasq started and waited for) minus --network isolated
+#   (n5) DNS lookup latency from the host ns: a VM's forwarder (on its gateway) vs the upstream
+#        resolver directly, 200 A queries each, median
+#   (n6) --bandwidth 8mbit: a limited VM (upload through the nft limit, download through the tap's
+#        tbf) measured while an unlimited VM transfers at the same time
 # Prints a markdown table for bench/RESULTS.md. usage: bench/net.sh build/agentvm [N] [MIB]
 set -u
 AVM=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -139,6 +145,81 @@ avm exec tbr -- sh -c 'ip addr add 192.168.77.2/24 dev eth0 && ip route add defa
 	die "bridge guest address"
 tput tbr br
 avm rm --force tbr >/dev/null || die "rm tbr"
+
+# (n4) the egress policy's set-up, rounds interleaved with isolated ones as in (n1).
+POLICY="--allow-domain good.test --allow-domain *.example.test --allow-cidr 10.77.0.0/16"
+for m in isolated pol; do : >"$tmp/$m.setup"; : >"$tmp/$m.rm"; done
+onep() { # mode name
+	_t=$(ns_now)
+	if [ "$1" = pol ]; then
+		# shellcheck disable=SC2086
+		avm start --accel $accel $POLICY --name "$2" >/dev/null 2>"$tmp/err" || die "start $POLICY: $(cat "$tmp/err")"
+	else
+		avm start --accel $accel --network isolated --name "$2" >/dev/null 2>"$tmp/err" || die "start: $(cat "$tmp/err")"
+	fi
+	stat -c '%.9Y' "$AGENTVM_STATE_DIR/$2/spec.json" "$AGENTVM_STATE_DIR/$2/qemu.pid" |
+		awk 'NR == 1 {a = $1} NR == 2 {printf "%d\n", ($1 - a) * 1e6}' >>"$tmp/$1.setup"
+	_t1=$(ns_now)
+	avm rm --force "$2" >/dev/null 2>"$tmp/err" || die "rm: $(cat "$tmp/err")"
+	echo $((($(ns_now) - _t1) / 1000)) >>"$tmp/$1.rm"
+}
+onep pol warm-p
+for m in isolated pol; do : >"$tmp/$m.setup"; : >"$tmp/$m.rm"; done
+i=0
+while [ $i -lt "$N" ]; do
+	onep pol "pol-$i"
+	onep isolated "pi-$i"
+	i=$((i + 1))
+done
+paste "$tmp/pol.setup" "$tmp/isolated.setup" "$tmp/pol.rm" "$tmp/isolated.rm" |
+	awk '{print $1 - $2 + $3 - $4}' >"$tmp/diff.pol"
+paste "$tmp/pol.setup" "$tmp/isolated.setup" | awk '{print $1 - $2}' >"$tmp/diff.polsetup"
+
+# (n5) DNS latency through a VM's forwarder vs directly, both asked from the host ns.
+cat >"$tmp/dnslat.py" <<'PY'
+import socket, struct, sys, time
+srv, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+q = struct.pack(">HHHHHH", 7, 0x0100, 1, 0, 0, 0)
+for l in name.split("."):
+    q += bytes([len(l)]) + l.encode()
+q += b"\0" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+for i in range(n):
+    t = time.perf_counter_ns(); s.sendto(q, (srv, 53)); r = s.recv(4096)
+    if r[3] & 15:
+        sys.exit("rcode %d" % (r[3] & 15))
+    print((time.perf_counter_ns() - t) // 1000)
+PY
+avm start --accel $accel --name dnsl --allow-domain good.test >/dev/null 2>"$tmp/err" || die "start dnsl: $(cat "$tmp/err")"
+gwd=$(avm net ls --json | tr -d ' \n' | sed -n 's/.*"vm":"dnsl"[^}]*"gateway":"\([0-9.]*\)".*/\1/p')
+hx python3 "$tmp/dnslat.py" "$S" good.test 200 >"$tmp/dns.direct" || die "direct DNS"
+hx python3 "$tmp/dnslat.py" "$gwd" good.test 200 >"$tmp/dns.fwd" || die "DNS through the forwarder at $gwd"
+rss=$(ps -o rss= -p "$(pgrep -f "dnsmasq --conf-file=$AGENTVM_STATE_DIR/dnsl/")" 2>/dev/null | tr -d ' ')
+avm rm --force dnsl >/dev/null || die "rm dnsl"
+
+# (n6) bandwidth: lim (8mbit up, 40mbit down) and free (unlimited) at the same time.
+LMIB=16
+avm start --accel $accel --name lim --allow tcp:5001 --bandwidth 8mbit >/dev/null 2>"$tmp/err" || die "start lim: $(cat "$tmp/err")"
+avm start --accel $accel --name free --allow tcp:5001 >/dev/null 2>"$tmp/err" || die "start free: $(cat "$tmp/err")"
+: >"$tmp/sink.log"
+avm exec --timeout 600 lim -- sh -c "dd if=/dev/zero bs=64k count=$((LMIB * 16)) 2>/dev/null | nc $S 5001" &
+lp=$!
+avm exec --timeout 600 free -- sh -c "dd if=/dev/zero bs=64k count=$((MIB * 16)) 2>/dev/null | nc $S 5001" || die "free upload"
+wait $lp || die "lim upload"
+sleep 0.5
+awk -v l=$((LMIB * 1048576)) '$1 == l {printf "%.2f\n", $1 / (($3 - $2) / 1e9) / 1e6}' "$tmp/sink.log" >"$tmp/lim.up"
+awk -v f=$((MIB * 1048576)) '$1 == f {printf "%.2f\n", $1 / (($3 - $2) / 1e9) / 1e6}' "$tmp/sink.log" >"$tmp/free.up"
+# Downloads: limited at 40mbit through the tap's tbf (its rate is on the wire), timed in the guest.
+dl() { # vm mib -> MB/s
+	avm exec --timeout 600 "$1" -- sh -c "s=\$(date +%s%N); wget -q -O - http://$S/big | head -c $(($2 * 1048576)) | wc -c >/dev/null; e=\$(date +%s%N); echo \$((e - s))" |
+		awk -v b=$(($2 * 1048576)) '{printf "%.2f\n", b / ($1 / 1e9) / 1e6}'
+}
+dl lim $LMIB >"$tmp/lim.down" &
+lp=$!
+dl free "$MIB" >"$tmp/free.down"
+wait $lp
+avm net ls >"$tmp/netls.txt"
+avm rm --force lim free >/dev/null || die "rm lim free"
 [ -z "$(net_leftovers "$AGENTVM_STATE_DIR/.net/leases")" ] ||
 	die "leftovers: $(net_leftovers "$AGENTVM_STATE_DIR/.net/leases" | tr '\n' ' ')"
 
@@ -161,6 +242,18 @@ cat <<MD
 | (n3) throughput internet host -> guest through the filter (\`wget\`, $MIB MiB) | $(median "$tmp/down.nat") MB/s | $R | measured |
 | (n3b) same, \`--network bridge\` (no agentvm filter, no NAT) | $(median "$tmp/down.br") MB/s | $R | baseline |
 
+| (n4) **egress policy set-up + teardown** (--allow-domain x2, --allow-cidr; dnsmasq started and ready), minus isolated | **$(us2ms "$(median "$tmp/diff.pol")") ms** | $N | < 20 ms ($(awk -v d="$(median "$tmp/diff.pol")" 'BEGIN {print (d / 1000 < 20) ? "yes" : "NO"}')) |
+| (n4a) of which set-up (spec.json -> qemu.pid window) | $(us2ms "$(median "$tmp/diff.polsetup")") ms | $N | - |
+| (n5) DNS A lookup through the VM's forwarder (dnsmasq, no cache, nftset) | $(us2ms "$(median "$tmp/dns.fwd")") ms | 200 | measured |
+| (n5b) same lookup asked of the upstream directly | $(us2ms "$(median "$tmp/dns.direct")") ms | 200 | baseline |
+| (n6) upload of a VM limited to 8mbit (1.00 MB/s), while an unlimited VM uploads | $(cat "$tmp/lim.up") MB/s | 1 | within 10 % |
+| (n6b) upload of the unlimited VM meanwhile ($MIB MiB) | $(cat "$tmp/free.up") MB/s | 1 | ~ (n2) |
+| (n6c) download of the limited VM (tbf 8mbit = 1.00 MB/s) while the unlimited one downloads | $(cat "$tmp/lim.down") MB/s | 1 | within 10 % |
+| (n6d) download of the unlimited VM meanwhile | $(cat "$tmp/free.down") MB/s | 1 | ~ (n3) |
+
+- (n5) forwarder RSS: ${rss:-?} KiB per VM. Samples (ms) forwarder: $(sort -n "$tmp/dns.fwd" | awk 'NR % 40 == 1 {printf "%.2f ", $1 / 1000}') / direct: $(sort -n "$tmp/dns.direct" | awk 'NR % 40 == 1 {printf "%.2f ", $1 / 1000}')
+- (n4) per round (ms): $(sort -n "$tmp/diff.pol" | awk '{printf "%.1f ", $1 / 1000}')
+- (n6) net ls during the test: $(grep -E '^(lim|free) ' "$tmp/netls.txt" | awk '{print $1": "$NF}' | tr '\n' ' ')
 - Topology: tests/integration/netns.sh (veth uplink "host" ns -> "internet" ns); servers: socat sink (n2), busybox httpd (n3).
 - (n2) is timed by the sink with the host clock (accept to EOF); (n3) on the host around \`agentvm exec\` minus the median \`exec true\` ($(us2ms "$et") ms).
 - The nat-filtered VM's tx_ok byte counter after (n2)+(n3): ${cnt:-?} (the filter counted the uploads).

@@ -51,10 +51,16 @@ static int fail(int r, const char *fmt, ...)
 static ssize_t read_small(const char *path, char *buf, size_t max)
 {
 	ssize_t n, total = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	/* O_NONBLOCK: a FIFO planted in an image must not hang PID 1 at open. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	struct stat st;
 
 	if (fd < 0)
 		return -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
 	while ((n = read(fd, buf + total, max + 1 - (size_t)total)) > 0)
 		if ((size_t)(total += n) > max)
 			break;

@@ -97,10 +97,52 @@ struct nf_port {
 	uint16_t port;	/* 1..65535 */
 };
 
-/* The default egress allowlist: udp 53, tcp 53, 80, 443, 22, 9418. Returns the count. */
+/*
+ * The default egress allowlist: tcp 80, 443, 22, 9418. DNS is not in it: port 53 is open to the
+ * VM's own resolver only (nf_vm.dns), unless udp:53/tcp:53 are named explicitly. Returns the count.
+ */
 size_t nf_default_allow(const struct nf_port **out);
 /* Parse "tcp:5432" / "udp:53" (as given to --allow). -EINVAL with the reason. */
 int nf_port_parse(const char *s, struct nf_port *out, struct nf_error *err);
+
+/* A destination range opened on purpose (--allow-cidr CIDR[:PROTO:PORT]). */
+struct nf_cidr {
+	struct in_addr net; /* host bits clear */
+	uint8_t plen;	    /* 0..32 */
+	uint8_t proto;	    /* 0: any of the VM's allowed ports; else IPPROTO_TCP/UDP with port */
+	uint16_t port;
+};
+
+/* Parse "10.1.0.0/16", "10.1.2.3" (a /32) or "10.1.2.3/32:tcp:5432". -EINVAL with the reason. */
+int nf_cidr_parse(const char *s, struct nf_cidr *out, struct nf_error *err);
+/* Back to text ("10.1.0.0/16:tcp:5432"); buf of at least NF_CIDR_STRLEN bytes. */
+#define NF_CIDR_STRLEN 32
+void nf_cidr_string(const struct nf_cidr *c, char *buf, size_t len);
+
+/*
+ * Destinations closed to every VM unless an nf_cidr opens them: "this network", RFC 1918,
+ * CGNAT, loopback, link-local (cloud metadata), IETF protocol assignments, the TEST-NETs,
+ * 6to4 relay, benchmarking, multicast, reserved and broadcast (IANA special-purpose registry).
+ * Returns the count of "A.B.C.D/N" strings.
+ */
+size_t nf_closed_ranges(const char *const **out);
+
+/*
+ * Parse --bandwidth RATE[:BURST]: RATE in bits/s with an optional k/m/g + "bit" suffix (tc style,
+ * powers of 1000: "20mbit"), BURST in bytes with an optional k/m suffix (powers of 1024; default
+ * a quarter second of RATE, at least 32k). Out: bytes/s and bytes. -EINVAL with the reason.
+ */
+int nf_rate_parse(const char *s, uint64_t *rate_bytes, uint64_t *burst_bytes,
+		  struct nf_error *err);
+
+/* Defaults of the per-VM state bounds (conntrack entries, new connections per second). */
+#define NF_DEFAULT_CONN_LIMIT 2048
+#define NF_DEFAULT_CONN_RATE  200
+/* How long an address learnt from an allowed name stays allowed (seconds), and the cap. */
+#define NF_DEFAULT_DOMAIN_TTL 300
+#define NF_DOMAIN_SET_SIZE    4096
+/* DNS queries per second a VM may send to its forwarder (burst twice that). */
+#define NF_DNS_RATE 100
 
 #define NF_TAP_PREFIX "avm-"
 
@@ -115,6 +157,24 @@ struct nf_vm {
 	size_t n_allow;
 	const struct nf_port *host_allow; /* VM -> host (its gateway address) ports; may be empty */
 	size_t n_host_allow;
+	/*
+	 * The guest's resolver (0 = none). Not with `domains`: it may be reached on port 53 even in
+	 * a closed range (a LAN or cloud resolver); port 53 anywhere else is dropped and counted.
+	 */
+	struct in_addr dns;
+	const struct nf_cidr *open; /* ranges opened on purpose */
+	size_t n_open;
+	/*
+	 * Domain allowlist mode: new connections only to addresses in the set dom-<tap> (filled by
+	 * the VM's DNS forwarder, entries expire domain_ttl s after they were added or last used)
+	 * or in `open`; DNS only to the forwarder on the gateway address (rate limited).
+	 */
+	bool domains;
+	unsigned domain_ttl;
+	unsigned conn_limit; /* conntrack entries the VM may hold (world + host); 0 = unbounded */
+	unsigned conn_rate;  /* new connections per second (burst twice that); 0 = unbounded */
+	uint64_t rate_bytes; /* VM -> world bytes/s (nft limit); 0 = unlimited. The other way: */
+	uint64_t burst_bytes; /* nf_tap_shape() on the tap */
 };
 
 /*
@@ -130,6 +190,28 @@ int nf_rules_vm_add(const struct nf_vm *vm, char **out, struct nf_error *err);
  */
 int nf_rules_vm_del(const struct nf_vm *vm, char **out, struct nf_error *err);
 
+/* ---- the DNS forwarder of a VM with a domain allowlist (pure text, see dns.c) ------------------ */
+
+#define NF_DNS_FORWARD_MAX 64 /* queries in flight per VM */
+
+struct nf_dns_conf {
+	const char *name;	     /* VM name (a comment) */
+	const char *tap;	     /* the set filled is dom-<tap> */
+	struct in_addr listen;	     /* the VM's gateway address */
+	struct in_addr upstream;     /* where allowed names are resolved */
+	const char *const *domains;  /* "example.com" (and its subdomains) or "*.example.com" */
+	size_t n_domains;
+	unsigned ttl;		     /* TTL cap handed to the guest = the set's timeout */
+};
+
+/*
+ * Check one --allow-domain NAME ("example.com", "*.example.com", a trailing dot is dropped) and
+ * write its lower-case form to out (len >= 254). -EINVAL with the reason.
+ */
+int nf_domain_check(const char *name, char *out, size_t len, struct nf_error *err);
+/* The dnsmasq configuration file for `c` (*out malloc'ed). */
+int nf_dns_config(const struct nf_dns_conf *c, char **out, struct nf_error *err);
+
 /* ---- applying rules (libnftables) ------------------------------------------------------------- */
 
 #define NF_TABLE "agentvm"
@@ -141,6 +223,12 @@ struct nf_counters {
 	uint64_t tx_drop_packets, tx_drop_bytes; /* VM -> anywhere, dropped */
 	uint64_t rx_ok_packets, rx_ok_bytes;	 /* anywhere -> VM, accepted */
 	uint64_t rx_drop_packets, rx_drop_bytes; /* anywhere -> VM, dropped */
+	/* Parts of the drops above, by cause (packets): */
+	uint64_t closed_drops; /* to a closed range or, with domains, an address no answer gave */
+	uint64_t dns_drops;    /* DNS to another server than the VM's resolver, or over the rate */
+	uint64_t conn_drops;   /* over the conntrack count or the new-connection rate */
+	uint64_t arp_drops;    /* ARP the guest may not send (table arp agentvm) */
+	uint64_t domain_set_size; /* addresses in dom-<tap> now */
 };
 
 /* A libnftables context with buffered output and error (nothing is ever printed). */
@@ -185,11 +273,24 @@ int nf_nft_table_delete(struct nf_nft *nft, struct nf_error *err);
  */
 int nf_tap_create(const char *name, bool persist, struct nf_error *err);
 /*
- * Bring `ifname` up, give it host/prefixlen (the /30's gateway address), and enable IPv4
- * forwarding on it only (/proc/sys/net/ipv4/conf/IF/forwarding). Idempotent.
+ * Bring `ifname` up, give it host/prefixlen (the /30's gateway address), harden it
+ * (nf_link_harden) and enable IPv4 forwarding on it only (/proc/sys/net/ipv4/conf/IF/forwarding).
+ * Idempotent.
  */
 int nf_link_configure(const char *ifname, struct in_addr host, unsigned prefixlen,
 		      struct nf_error *err);
+/*
+ * Per-interface sysctls of a tap (nf_link_configure() calls it): ARP answered only for and from
+ * the tap's address (arp_ignore 1, arp_announce 2, arp_filter 1), rp_filter 1, no accept_local,
+ * no proxy_arp, IPv6 disabled on the interface.
+ */
+int nf_link_harden(const char *ifname, struct nf_error *err);
+/*
+ * Limit what the host sends into `ifname` (world -> VM) to rate_bytes/s with a bucket of
+ * burst_bytes: a tbf root qdisc (libnl-route). The other direction is an nft limit (nf_vm).
+ */
+int nf_tap_shape(const char *ifname, uint64_t rate_bytes, uint64_t burst_bytes,
+		 struct nf_error *err);
 /* Set /proc/sys/net/ipv4/conf/IFNAME/forwarding. */
 int nf_if_forwarding(const char *ifname, bool on, struct nf_error *err);
 /* Delete the interface; -ENODEV when it does not exist. */

@@ -232,8 +232,11 @@ int nf_nft_vm_del(struct nf_nft *nft, const struct nf_vm *vm, struct nf_error *e
 
 int nf_nft_table_delete(struct nf_nft *nft, struct nf_error *err)
 {
-	/* add-then-delete: succeeds whether or not the table exists, in one transaction. */
-	return nf_nft_run(nft, "add table inet " NF_TABLE "\ndelete table inet " NF_TABLE "\n", err);
+	/* add-then-delete: succeeds whether or not the tables exist, in one transaction. */
+	return nf_nft_run(nft,
+			  "add table inet " NF_TABLE "\ndelete table inet " NF_TABLE "\n"
+			  "add table arp " NF_TABLE "\ndelete table arp " NF_TABLE "\n",
+			  err);
 }
 
 /* The "nftables" array of a JSON listing, or NULL. */
@@ -255,31 +258,14 @@ static uint64_t get_u64(json_object *o, const char *key)
 	return (uint64_t)json_object_get_int64(v);
 }
 
-int nf_nft_vm_counters(struct nf_nft *nft, const char *tap, struct nf_counters *out,
-		       struct nf_error *err)
+/* Fill the slots of the counters named <tap><suffix[k]> found in one JSON listing. */
+static int take_counters(json_object *root, const char *tap, const char *const *suffix,
+			 uint64_t *(*slots)[2], size_t n)
 {
-	static const char *const suffix[] = { "-tx-ok", "-tx-drop", "-rx-ok", "-rx-drop" };
-	uint64_t *slots[][2] = {
-		{ &out->tx_ok_packets, &out->tx_ok_bytes },
-		{ &out->tx_drop_packets, &out->tx_drop_bytes },
-		{ &out->rx_ok_packets, &out->rx_ok_bytes },
-		{ &out->rx_drop_packets, &out->rx_drop_bytes },
-	};
-	json_object *root = NULL, *items;
-	size_t tlen;
-	int r, found = 0;
+	json_object *items = nft_items(root);
+	size_t tlen = strlen(tap);
+	int found = 0;
 
-	memset(out, 0, sizeof(*out));
-	r = nf_check_tap_name(tap, err);
-	if (r < 0)
-		return r;
-	r = run_json(nft, "list counters table inet " NF_TABLE, &root, err);
-	if (r == -ENOENT)
-		return nf_set_error(err, -ENOENT, "no nftables rules for %s (table absent)", tap);
-	if (r < 0)
-		return r;
-	items = nft_items(root);
-	tlen = strlen(tap);
 	for (size_t i = 0; items && i < json_object_array_length(items); i++) {
 		json_object *c, *name;
 		const char *s;
@@ -290,17 +276,79 @@ int nf_nft_vm_counters(struct nf_nft *nft, const char *tap, struct nf_counters *
 		s = json_object_get_string(name);
 		if (!s || strncmp(s, tap, tlen) != 0)
 			continue;
-		for (size_t k = 0; k < 4; k++) {
+		for (size_t k = 0; k < n; k++) {
 			if (strcmp(s + tlen, suffix[k]) == 0) {
 				*slots[k][0] = get_u64(c, "packets");
-				*slots[k][1] = get_u64(c, "bytes");
+				if (slots[k][1])
+					*slots[k][1] = get_u64(c, "bytes");
 				found++;
 			}
 		}
 	}
+	return found;
+}
+
+/* Elements in set `name` now (0 when it does not exist). */
+static uint64_t set_size(struct nf_nft *nft, const char *name)
+{
+	char cmd[128];
+	json_object *root = NULL, *set, *elem;
+	json_object *items;
+	uint64_t n = 0;
+
+	snprintf(cmd, sizeof(cmd), "list set inet " NF_TABLE " %s", name);
+	if (run_json(nft, cmd, &root, NULL) < 0)
+		return 0;
+	items = nft_items(root);
+	for (size_t i = 0; items && i < json_object_array_length(items); i++)
+		if (json_object_object_get_ex(json_object_array_get_idx(items, i), "set", &set) &&
+		    json_object_object_get_ex(set, "elem", &elem) &&
+		    json_object_is_type(elem, json_type_array))
+			n = json_object_array_length(elem);
+	json_object_put(root);
+	return n;
+}
+
+int nf_nft_vm_counters(struct nf_nft *nft, const char *tap, struct nf_counters *out,
+		       struct nf_error *err)
+{
+	static const char *const suffix[] = { "-tx-ok",	 "-tx-drop", "-rx-ok",	  "-rx-drop",
+					      "-closed", "-dns-drop", "-conn-drop" };
+	static const char *const arp_suffix[] = { "-arp-drop" };
+	uint64_t *slots[][2] = {
+		{ &out->tx_ok_packets, &out->tx_ok_bytes },
+		{ &out->tx_drop_packets, &out->tx_drop_bytes },
+		{ &out->rx_ok_packets, &out->rx_ok_bytes },
+		{ &out->rx_drop_packets, &out->rx_drop_bytes },
+		{ &out->closed_drops, NULL },
+		{ &out->dns_drops, NULL },
+		{ &out->conn_drops, NULL },
+	};
+	uint64_t *arp_slots[][2] = { { &out->arp_drops, NULL } };
+	json_object *root = NULL;
+	char set[64];
+	int r, found;
+
+	memset(out, 0, sizeof(*out));
+	r = nf_check_tap_name(tap, err);
+	if (r < 0)
+		return r;
+	r = run_json(nft, "list counters table inet " NF_TABLE, &root, err);
+	if (r == -ENOENT)
+		return nf_set_error(err, -ENOENT, "no nftables rules for %s (table absent)", tap);
+	if (r < 0)
+		return r;
+	found = take_counters(root, tap, suffix, slots, 4);
+	take_counters(root, tap, suffix + 4, slots + 4, 3);
 	json_object_put(root);
 	if (found != 4)
 		return nf_set_error(err, -ENOENT, "no nftables counters for %s", tap);
+	if (run_json(nft, "list counters table arp " NF_TABLE, &root, NULL) == 0) {
+		take_counters(root, tap, arp_suffix, arp_slots, 1);
+		json_object_put(root);
+	}
+	snprintf(set, sizeof(set), "dom-%s", tap);
+	out->domain_set_size = set_size(nft, set);
 	return 0;
 }
 

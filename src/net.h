@@ -16,6 +16,7 @@
 
 #include <net/if.h>
 #include <stdbool.h>
+#include <sys/types.h>
 #include <stdint.h>
 
 #include "../netfilter/nf.h"
@@ -39,6 +40,18 @@ struct vm_net {
 	size_t n_allow;
 	struct nf_port host_allow[VM_SPEC_MAX_ALLOW]; /* VM -> host (gateway) ports */
 	size_t n_host_allow;
+	/* Egress by destination (see netfilter/nf.h). */
+	struct nf_cidr open[VM_SPEC_MAX_ALLOW]; /* --allow-cidr */
+	size_t n_open;
+	char domains[VM_SPEC_MAX_ALLOW][254];   /* --allow-domain; any = domain mode */
+	size_t n_domains;
+	unsigned domain_ttl, conn_limit, conn_rate; /* effective values (defaults applied) */
+	uint64_t rate_bytes, burst_bytes;       /* --bandwidth; 0 = unlimited */
+	char bandwidth[32];                     /* as given, for net ls */
+	char upstream[64];                      /* domain mode: where the forwarder resolves */
+	bool deny_all;                          /* --deny-all-egress: not even the resolver */
+	pid_t dns_pid;                          /* the VM's dnsmasq, 0 = none */
+	int dns_pidfd;                          /* -1 unless this process started it */
 	int tap_fd;                /* -1 once handed to QEMU and closed */
 	struct nf_nft *nft;        /* kept open from setup to teardown (see net.c) */
 	bool rules;                /* the VM's nft rules were installed */
@@ -53,6 +66,9 @@ void net_init(struct vm_net *n, const char *vm_name);
  * says what and how to fix it (no root, no nf_tables, no such bridge, pool exhausted...).
  */
 int net_setup(struct vm_net *n, const struct vm_spec *spec, struct avm_error *err);
+
+/* The dnsmasq binary the domain allowlist needs ($AGENTVM_DNSMASQ, else /usr/sbin...), or NULL. */
+const char *net_dnsmasq_path(void);
 
 /* Kernel cmdline keys for the guest ("" for isolated): agentvm.ip/gw/dns/hostname. */
 int net_guest_cmdline(const struct vm_net *n, const char *hostname, char *buf, size_t len);

@@ -502,6 +502,8 @@ int snap_spec_net_from_json(struct vm_spec *s, struct json_object *spec)
 	if (r == 0 && json_object_object_get_ex(net, "dns", &v) &&
 	    json_object_is_type(v, json_type_string))
 		r = vm_spec_set_dns(s, json_object_get_string(v), NULL);
+	if (r == 0)
+		r = vm_spec_egress_from_json(s, net);
 	return r;
 }
 

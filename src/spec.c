@@ -69,6 +69,9 @@ void vm_spec_free(struct vm_spec *s)
 		free(s->shares[i].host_dir);
 		free(s->shares[i].guest_dir);
 	}
+	strv_free(s->allow_cidr);
+	strv_free(s->allow_domain);
+	free(s->bandwidth);
 	for (size_t i = 0; i < s->n_disks; i++) {
 		free(s->disks[i].file);
 		free(s->disks[i].guest_dir);
@@ -648,13 +651,153 @@ int vm_spec_set_dns(struct vm_spec *s, const char *value, struct avm_error *err)
 	return vm_spec_set_path(&s->dns, "--dns", value, err);
 }
 
+int vm_spec_add_allow_cidr(struct vm_spec *s, const char *value, struct avm_error *err)
+{
+	struct nf_cidr c;
+	struct nf_error nerr = { 0 };
+	char norm[NF_CIDR_STRLEN];
+
+	if (nf_cidr_parse(value, &c, &nerr) < 0)
+		return avm_error_set(err, -EINVAL, "--allow-cidr: %s", nerr.msg);
+	if (s->n_allow_cidr >= VM_SPEC_MAX_ALLOW)
+		return avm_error_set(err, -E2BIG, "too many --allow-cidr values (at most %d)",
+				     VM_SPEC_MAX_ALLOW);
+	nf_cidr_string(&c, norm, sizeof(norm));
+	if (strv_append(&s->allow_cidr, &s->n_allow_cidr, norm) < 0)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	return 0;
+}
+
+int vm_spec_add_allow_domain(struct vm_spec *s, const char *value, struct avm_error *err)
+{
+	struct nf_error nerr = { 0 };
+	char norm[256];
+
+	if (nf_domain_check(value, norm, sizeof(norm), &nerr) < 0)
+		return avm_error_set(err, -EINVAL, "--allow-domain: %s", nerr.msg);
+	if (s->n_allow_domain >= VM_SPEC_MAX_ALLOW)
+		return avm_error_set(err, -E2BIG, "too many --allow-domain values (at most %d)",
+				     VM_SPEC_MAX_ALLOW);
+	if (strv_append(&s->allow_domain, &s->n_allow_domain, norm) < 0)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	return 0;
+}
+
+static int set_uint(unsigned *slot, const char *flag, const char *value, long max,
+		    const char *what, struct avm_error *err)
+{
+	long v;
+
+	if (parse_long(value, 1, max, &v) < 0)
+		return avm_error_set(err, -EINVAL, "%s '%s' is not %s from 1 to %ld", flag, value,
+				     what, max);
+	*slot = (unsigned)v;
+	return 0;
+}
+
+int vm_spec_set_domain_ttl(struct vm_spec *s, const char *value, struct avm_error *err)
+{
+	return set_uint(&s->domain_ttl, "--domain-ttl", value, 86400, "a number of seconds", err);
+}
+
+int vm_spec_set_conn_limit(struct vm_spec *s, const char *value, struct avm_error *err)
+{
+	return set_uint(&s->conn_limit, "--conn-limit", value, 1000000, "a number of connections",
+			err);
+}
+
+int vm_spec_set_conn_rate(struct vm_spec *s, const char *value, struct avm_error *err)
+{
+	return set_uint(&s->conn_rate, "--conn-rate", value, 100000,
+			"a number of new connections per second", err);
+}
+
+int vm_spec_set_bandwidth(struct vm_spec *s, const char *value, struct avm_error *err)
+{
+	struct nf_error nerr = { 0 };
+	uint64_t rate, burst;
+
+	if (nf_rate_parse(value, &rate, &burst, &nerr) < 0)
+		return avm_error_set(err, -EINVAL, "--bandwidth: %s", nerr.msg);
+	return vm_spec_set_path(&s->bandwidth, "--bandwidth", value, err);
+}
+
+const char *vm_spec_egress_flag(const struct vm_spec *s)
+{
+	return s->n_allow_cidr	   ? "--allow-cidr"
+	       : s->n_allow_domain ? "--allow-domain"
+	       : s->domain_ttl	   ? "--domain-ttl"
+	       : s->conn_limit	   ? "--conn-limit"
+	       : s->conn_rate	   ? "--conn-rate"
+	       : s->bandwidth	   ? "--bandwidth"
+				   : NULL;
+}
+
+int vm_spec_egress_from_json(struct vm_spec *s, struct json_object *net)
+{
+	struct json_object *v;
+	char num[32];
+	int r = 0;
+
+	if (!net)
+		return 0;
+	if (json_object_object_get_ex(net, "allow_cidr", &v) && json_object_is_type(v, json_type_array))
+		for (size_t i = 0; r == 0 && i < json_object_array_length(v); i++)
+			r = vm_spec_add_allow_cidr(
+				s, json_object_get_string(json_object_array_get_idx(v, i)), NULL);
+	if (r == 0 && json_object_object_get_ex(net, "allow_domain", &v) &&
+	    json_object_is_type(v, json_type_array))
+		for (size_t i = 0; r == 0 && i < json_object_array_length(v); i++)
+			r = vm_spec_add_allow_domain(
+				s, json_object_get_string(json_object_array_get_idx(v, i)), NULL);
+	static const struct {
+		const char *key;
+		int (*set)(struct vm_spec *, const char *, struct avm_error *);
+	} nums[] = { { "domain_ttl", vm_spec_set_domain_ttl },
+		     { "conn_limit", vm_spec_set_conn_limit },
+		     { "conn_rate", vm_spec_set_conn_rate } };
+	for (size_t i = 0; r == 0 && i < ARRAY_SIZE(nums); i++) {
+		if (!json_object_object_get_ex(net, nums[i].key, &v) ||
+		    !json_object_is_type(v, json_type_int))
+			continue;
+		snprintf(num, sizeof(num), "%lld", (long long)json_object_get_int64(v));
+		r = nums[i].set(s, num, NULL);
+	}
+	if (r == 0 && json_object_object_get_ex(net, "bandwidth", &v) &&
+	    json_object_is_type(v, json_type_string))
+		r = vm_spec_set_bandwidth(s, json_object_get_string(v), NULL);
+	return r;
+}
+
+int vm_spec_copy_egress(struct vm_spec *dst, const struct vm_spec *src)
+{
+	strv_free(dst->allow_cidr);
+	strv_free(dst->allow_domain);
+	free(dst->bandwidth);
+	dst->allow_cidr = dst->allow_domain = NULL;
+	dst->n_allow_cidr = dst->n_allow_domain = 0;
+	dst->bandwidth = NULL;
+	for (size_t i = 0; i < src->n_allow_cidr; i++)
+		if (strv_append(&dst->allow_cidr, &dst->n_allow_cidr, src->allow_cidr[i]) < 0)
+			return -ENOMEM;
+	for (size_t i = 0; i < src->n_allow_domain; i++)
+		if (strv_append(&dst->allow_domain, &dst->n_allow_domain, src->allow_domain[i]) < 0)
+			return -ENOMEM;
+	if (src->bandwidth && !(dst->bandwidth = strdup(src->bandwidth)))
+		return -ENOMEM;
+	dst->domain_ttl = src->domain_ttl;
+	dst->conn_limit = src->conn_limit;
+	dst->conn_rate = src->conn_rate;
+	return 0;
+}
+
 int vm_spec_validate(const struct vm_spec *s, bool need_command, struct avm_error *err)
 {
 	/* The first filter flag given, for the message. */
 	const char *filter = s->n_allow		? "--allow"
 			     : s->n_host_allow	? "--allow-host"
 			     : s->deny_all_egress ? "--deny-all-egress"
-						  : NULL;
+						  : vm_spec_egress_flag(s);
 
 	if (s->net_mode == VM_NET_ISOLATED && (filter || s->dns))
 		return avm_error_set(err, -EINVAL,
@@ -727,6 +870,16 @@ struct json_object *vm_spec_to_json(const struct vm_spec *s)
 	json_object_object_add(net, "host_allow", strv_to_json(s->host_allow));
 	if (s->dns)
 		json_object_object_add(net, "dns", json_object_new_string(s->dns));
+	json_object_object_add(net, "allow_cidr", strv_to_json(s->allow_cidr));
+	json_object_object_add(net, "allow_domain", strv_to_json(s->allow_domain));
+	if (s->domain_ttl)
+		json_object_object_add(net, "domain_ttl", json_object_new_int((int)s->domain_ttl));
+	if (s->conn_limit)
+		json_object_object_add(net, "conn_limit", json_object_new_int((int)s->conn_limit));
+	if (s->conn_rate)
+		json_object_object_add(net, "conn_rate", json_object_new_int((int)s->conn_rate));
+	if (s->bandwidth)
+		json_object_object_add(net, "bandwidth", json_object_new_string(s->bandwidth));
 	json_object_object_add(o, "network", net);
 	if (s->n_disks) {
 		struct json_object *disks = json_object_new_array();

@@ -93,6 +93,15 @@ struct vm_spec {
 			       * terminated; not touched by deny_all_egress */
 	size_t n_host_allow;
 	char *dns;            /* resolver for the guest; NULL = the host's */
+	/* Egress by destination (see netfilter/nf.h): all 0/NULL = the defaults. */
+	char **allow_cidr;    /* "CIDR[:PROTO:PORT]" opened on purpose (validated) */
+	size_t n_allow_cidr;
+	char **allow_domain;  /* names (lower case) whose addresses the VM may reach; any = only */
+	size_t n_allow_domain;
+	unsigned domain_ttl;  /* s an address learnt from a name stays allowed; 0 = default */
+	unsigned conn_limit;  /* conntrack entries; 0 = default */
+	unsigned conn_rate;   /* new connections/s; 0 = default */
+	char *bandwidth;      /* "RATE[:BURST]" each way; NULL = unlimited */
 	struct vm_disk disks[VM_SPEC_MAX_DISKS]; /* the root image, when any, is one of them */
 	size_t n_disks;
 	char *image;    /* --image as given (a name or an id), NULL = the initramfs only */
@@ -154,6 +163,21 @@ int vm_spec_set_workspace(struct vm_spec *s, const char *dir, struct avm_error *
 int vm_spec_add_host_allow(struct vm_spec *s, const char *value, struct avm_error *err);
 /* An IPv4 address. */
 int vm_spec_set_dns(struct vm_spec *s, const char *value, struct avm_error *err);
+/* --allow-cidr CIDR[:PROTO:PORT], --allow-domain NAME (repeatable; "*.example.com"). */
+int vm_spec_add_allow_cidr(struct vm_spec *s, const char *value, struct avm_error *err);
+int vm_spec_add_allow_domain(struct vm_spec *s, const char *value, struct avm_error *err);
+/* --domain-ttl S (1..86400), --conn-limit N (1..1000000), --conn-rate N/s (1..100000). */
+int vm_spec_set_domain_ttl(struct vm_spec *s, const char *value, struct avm_error *err);
+int vm_spec_set_conn_limit(struct vm_spec *s, const char *value, struct avm_error *err);
+int vm_spec_set_conn_rate(struct vm_spec *s, const char *value, struct avm_error *err);
+/* --bandwidth RATE[:BURST] ("20mbit", "20mbit:256k"). */
+int vm_spec_set_bandwidth(struct vm_spec *s, const char *value, struct avm_error *err);
+/* The egress fields above from a spec.json "network" object (what vm_spec_to_json wrote). */
+int vm_spec_egress_from_json(struct vm_spec *s, struct json_object *net);
+/* Replace dst's egress fields above with copies of src's. */
+int vm_spec_copy_egress(struct vm_spec *dst, const struct vm_spec *src);
+/* Whether any egress field above is set (for "needs a network" checks). */
+const char *vm_spec_egress_flag(const struct vm_spec *s);
 const char *vm_net_mode_name(enum vm_net_mode m);
 /* Copies argv[0..argc). */
 int vm_spec_set_command(struct vm_spec *s, char *const *argv, size_t argc, struct avm_error *err);

@@ -7,14 +7,19 @@
  *   nf_tool pool-release DIR K [CIDR]
  *   nf_tool configure IFNAME HOSTIP/PLEN     link up + address + forwarding on IFNAME
  *   nf_tool forwarding IFNAME 0|1
- *   nf_tool vm-add TAP NAME GUEST HOST [MAC|-] [ALLOW|default|none] [HOSTPORTS|none]
- *                                            ALLOW = tcp:80,udp:53,...
+ *   nf_tool vm-add TAP NAME GUEST HOST [MAC|-] [ALLOW|default|none] [HOSTPORTS|none] [KEY=VAL]...
+ *                                            ALLOW = tcp:80,udp:53,...; KEY: dns=IP,
+ *                                            open=CIDR[:PROTO:PORT] (repeatable), domains=TTL,
+ *                                            conns=N, rate=N (new conns/s), bw=BYTES/s:BURST
+ *   nf_tool dns-config TAP NAME LISTEN UPSTREAM TTL DOMAIN...   (dnsmasq config on stdout)
  *   nf_tool vm-del TAP GUEST
  *   nf_tool print-add TAP NAME GUEST HOST [MAC|-] [ALLOW] [HOSTPORTS]   (text, nothing applied)
- *   nf_tool counters TAP                     -> "tx_ok P B tx_drop P B rx_ok P B rx_drop P B"
+ *   nf_tool counters TAP                     -> "tx_ok P B tx_drop P B rx_ok P B rx_drop P B
+ *                                               closed P dns P conn P arp P set N"
  *   nf_tool vm-list
  *   nf_tool table-delete
  *   nf_tool tap-create NAME  /  nf_tool link-delete NAME
+ *   nf_tool shape IFNAME RATE_BYTES BURST_BYTES  tbf on IFNAME (world -> VM bandwidth)
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -26,6 +31,7 @@
 #include "nf.h"
 
 static struct nf_port ports[2][64];
+static struct nf_cidr opens[16];
 
 static int die(const struct nf_error *e, int r)
 {
@@ -84,6 +90,32 @@ static int build_vm(int argc, char **argv, struct nf_vm *vm, struct nf_error *e)
 	vm->allow = ports[0];
 	r = parse_list(argc > 8 ? argv[8] : "none", ports[1], &vm->n_host_allow, e);
 	vm->host_allow = ports[1];
+	vm->open = opens;
+	for (int i = 9; r >= 0 && i < argc; i++) {
+		const char *eq = strchr(argv[i], '='), *v = eq ? eq + 1 : "";
+		unsigned long long a = 0, b = 0;
+
+		if (!strncmp(argv[i], "dns=", 4) && inet_pton(AF_INET, v, &vm->dns) == 1)
+			continue;
+		if (!strncmp(argv[i], "open=", 5) && vm->n_open < 16) {
+			r = nf_cidr_parse(v, &opens[vm->n_open++], e);
+			continue;
+		}
+		if (!strncmp(argv[i], "domains=", 8)) {
+			vm->domains = true;
+			vm->domain_ttl = (unsigned)atoi(v);
+		} else if (!strncmp(argv[i], "conns=", 6)) {
+			vm->conn_limit = (unsigned)atoi(v);
+		} else if (!strncmp(argv[i], "rate=", 5)) {
+			vm->conn_rate = (unsigned)atoi(v);
+		} else if (!strncmp(argv[i], "bw=", 3) && sscanf(v, "%llu:%llu", &a, &b) == 2) {
+			vm->rate_bytes = a;
+			vm->burst_bytes = b;
+		} else {
+			r = -EINVAL;
+			snprintf(e->msg, sizeof(e->msg), "bad option '%s'", argv[i]);
+		}
+	}
 	return r;
 }
 
@@ -142,9 +174,30 @@ int main(int argc, char **argv)
 		close(r);
 		return 0;
 	}
+	if (strcmp(cmd, "shape") == 0 && argc == 5) {
+		r = nf_tap_shape(argv[2], strtoull(argv[3], NULL, 10), strtoull(argv[4], NULL, 10), &e);
+		return r < 0 ? die(&e, r) : 0;
+	}
 	if (strcmp(cmd, "link-delete") == 0 && argc == 3) {
 		r = nf_link_delete(argv[2], &e);
 		return r < 0 ? die(&e, r) : 0;
+	}
+	if (strcmp(cmd, "dns-config") == 0 && argc >= 8) {
+		struct nf_dns_conf c = { .tap = argv[2], .name = argv[3],
+					 .ttl = (unsigned)atoi(argv[6]),
+					 .domains = (const char *const *)argv + 7,
+					 .n_domains = (size_t)(argc - 7) };
+		char *text;
+
+		if (inet_pton(AF_INET, argv[4], &c.listen) != 1 ||
+		    inet_pton(AF_INET, argv[5], &c.upstream) != 1)
+			return 2;
+		r = nf_dns_config(&c, &text, &e);
+		if (r < 0)
+			return die(&e, r);
+		fputs(text, stdout);
+		free(text);
+		return 0;
 	}
 	if (strcmp(cmd, "print-add") == 0) {
 		struct nf_vm vm;
@@ -182,13 +235,17 @@ int main(int argc, char **argv)
 
 		r = nf_nft_vm_counters(nft, argv[2], &c, &e);
 		if (r >= 0)
-			printf("tx_ok %llu %llu tx_drop %llu %llu rx_ok %llu %llu rx_drop %llu %llu\n",
+			printf("tx_ok %llu %llu tx_drop %llu %llu rx_ok %llu %llu rx_drop %llu %llu "
+			       "closed %llu dns %llu conn %llu arp %llu set %llu\n",
 			       (unsigned long long)c.tx_ok_packets, (unsigned long long)c.tx_ok_bytes,
 			       (unsigned long long)c.tx_drop_packets,
 			       (unsigned long long)c.tx_drop_bytes,
 			       (unsigned long long)c.rx_ok_packets, (unsigned long long)c.rx_ok_bytes,
 			       (unsigned long long)c.rx_drop_packets,
-			       (unsigned long long)c.rx_drop_bytes);
+			       (unsigned long long)c.rx_drop_bytes,
+			       (unsigned long long)c.closed_drops, (unsigned long long)c.dns_drops,
+			       (unsigned long long)c.conn_drops, (unsigned long long)c.arp_drops,
+			       (unsigned long long)c.domain_set_size);
 	} else if (strcmp(cmd, "vm-list") == 0) {
 		char **v;
 

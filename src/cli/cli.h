@@ -60,15 +60,44 @@ int cli_prepare_host(struct vm_spec *spec, enum vm_accel *accel, char **qemu, ch
  * The network flags of restore and serve, which replace a snapshot's network: option-table
  * entries (short codes 'N', 'A', 'H', 'D', 'S') and applying one of them to `spec`.
  */
+enum {
+	CLI_OPT_ALLOW_CIDR = 0x4000, /* egress-by-destination flags, shared by every verb */
+	CLI_OPT_ALLOW_DOMAIN,
+	CLI_OPT_DOMAIN_TTL,
+	CLI_OPT_CONN_LIMIT,
+	CLI_OPT_CONN_RATE,
+	CLI_OPT_BANDWIDTH,
+};
+#define CLI_EGRESS_OPTIONS                                                                         \
+	{ "allow-cidr", required_argument, NULL, CLI_OPT_ALLOW_CIDR },                             \
+		{ "allow-domain", required_argument, NULL, CLI_OPT_ALLOW_DOMAIN },                 \
+		{ "domain-ttl", required_argument, NULL, CLI_OPT_DOMAIN_TTL },                     \
+		{ "conn-limit", required_argument, NULL, CLI_OPT_CONN_LIMIT },                     \
+		{ "conn-rate", required_argument, NULL, CLI_OPT_CONN_RATE },                       \
+		{ "bandwidth", required_argument, NULL, CLI_OPT_BANDWIDTH }
+/* Apply one of CLI_EGRESS_OPTIONS to spec: 1 applied, 0 not one of them, -errno (err filled). */
+int cli_egress_flag(struct vm_spec *spec, int c, const char *arg, struct avm_error *err);
+/* Usage lines of the egress flags (for --help of run, start, restore, serve, pool). */
+#define CLI_EGRESS_USAGE                                                                           \
+	"  --allow-cidr CIDR[:PROTO:PORT]  open a closed range (LAN, 10.x...) on the allowed ports or\n" \
+	"                       on one port; repeatable\n"                                              \
+	"  --allow-domain NAME  reach only the addresses these names resolve to (NAME and its\n"      \
+	"                       subdomains; *.NAME: subdomains only); repeatable; needs dnsmasq\n"    \
+	"  --domain-ttl S       how long a resolved address stays allowed after its last use\n"       \
+	"                       (default 300)\n"                                                      \
+	"  --conn-limit N       connections the VM may hold in the host's conntrack table\n"          \
+	"                       (default 2048)\n"                                                     \
+	"  --conn-rate N        new connections per second (default 200, burst twice that)\n"         \
+	"  --bandwidth RATE[:BURST]  limit each direction, e.g. 20mbit or 20mbit:256k\n"
 #define CLI_NET_OPTIONS                                                                            \
 	{ "network", required_argument, NULL, 'N' }, { "allow", required_argument, NULL, 'A' },    \
 		{ "allow-host", required_argument, NULL, 'H' },                                    \
 		{ "deny-all-egress", no_argument, NULL, 'D' },                                     \
-		{ "dns", required_argument, NULL, 'S' }
+		{ "dns", required_argument, NULL, 'S' }, CLI_EGRESS_OPTIONS
 struct cli_net_override {
 	struct vm_spec *spec;
 	bool mode_given;   /* --network */
-	bool policy_given; /* --allow, --allow-host, --deny-all-egress, --dns */
+	bool policy_given; /* --allow, --allow-host, --deny-all-egress, --dns, egress flags */
 };
 /* 1 when c was one of them (applied), 0 when not, -errno with err filled on a bad value. */
 int cli_net_override_flag(struct cli_net_override *o, int c, const char *arg,
@@ -111,5 +140,6 @@ int cmd_restore(int argc, char **argv);
 int cmd_reset(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_pool(int argc, char **argv);
+int cmd_image(int argc, char **argv);
 
 #endif

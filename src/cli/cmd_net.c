@@ -60,6 +60,31 @@ static struct json_object *net_json(const char *name, const struct vm_net *n, st
 		json_object_array_add(host_allow, json_object_new_string(p));
 	}
 	json_object_object_add(o, "host_allow", host_allow);
+	if (n->mode == VM_NET_NAT_FILTERED) {
+		struct json_object *open = json_object_new_array(), *doms = json_object_new_array();
+		for (size_t i = 0; i < n->n_open; i++) {
+			char cidr[NF_CIDR_STRLEN];
+			nf_cidr_string(&n->open[i], cidr, sizeof(cidr));
+			json_object_array_add(open, json_object_new_string(cidr));
+		}
+		for (size_t i = 0; i < n->n_domains; i++)
+			json_object_array_add(doms, json_object_new_string(n->domains[i]));
+		/* "public": any public address; "domains": only what the allowed names resolve to. */
+		json_object_object_add(o, "destinations",
+				       json_object_new_string(n->n_domains ? "domains" : "public"));
+		json_object_object_add(o, "allow_cidr", open);
+		json_object_object_add(o, "allow_domain", doms);
+		if (n->n_domains) {
+			json_object_object_add(o, "domain_ttl", json_object_new_int((int)n->domain_ttl));
+			json_object_object_add(o, "upstream", json_object_new_string(n->upstream));
+		}
+		json_object_object_add(o, "dns", json_object_new_string(n->dns));
+		json_object_object_add(o, "conn_limit", json_object_new_int((int)n->conn_limit));
+		json_object_object_add(o, "conn_rate", json_object_new_int((int)n->conn_rate));
+		json_object_object_add(o, "bandwidth", json_object_new_string(n->bandwidth[0] ?
+									      n->bandwidth :
+									      "unlimited"));
+	}
 	if (nft && n->rules && !n->torn_down && nf_nft_vm_counters(nft, n->tap, &c, NULL) == 0) {
 		struct json_object *cj = json_object_new_object();
 		put_counter(cj, "tx_ok_packets", c.tx_ok_packets);
@@ -70,7 +95,14 @@ static struct json_object *net_json(const char *name, const struct vm_net *n, st
 		put_counter(cj, "rx_ok_bytes", c.rx_ok_bytes);
 		put_counter(cj, "rx_drop_packets", c.rx_drop_packets);
 		put_counter(cj, "rx_drop_bytes", c.rx_drop_bytes);
+		put_counter(cj, "closed_drop_packets", c.closed_drops);
+		put_counter(cj, "dns_drop_packets", c.dns_drops);
+		put_counter(cj, "conn_drop_packets", c.conn_drops);
+		put_counter(cj, "arp_drop_packets", c.arp_drops);
 		json_object_object_add(o, "counters", cj);
+		if (n->n_domains)
+			json_object_object_add(o, "domain_set_size",
+					       json_object_new_int64((int64_t)c.domain_set_size));
 	}
 	return o;
 }
@@ -93,8 +125,9 @@ static int net_ls(bool json)
 
 	nf_nft_new(&nft, NULL);
 	if (!json)
-		printf("%-20s %-12s %-12s %-15s %-10s %-22s %-15s %s\n", "VM", "MODE", "TAP", "GUEST",
-		       "TX OK/DROP", "RX OK/DROP (packets)", "HOST PORTS", "ALLOW");
+		printf("%-20s %-12s %-12s %-15s %-10s %-22s %-15s %-28s %s\n", "VM", "MODE", "TAP",
+		       "GUEST", "TX OK/DROP", "RX OK/DROP (packets)", "HOST PORTS", "ALLOW",
+		       "DESTINATIONS");
 	for (int i = 0; i < n; i++) {
 		char dir[PATH_MAX], allow[512], host[512];
 		struct vm_net net;
@@ -114,10 +147,36 @@ static int net_ls(bool json)
 		net_allow_string(&net, allow, sizeof(allow));
 		net_ports_string(net.host_allow, net.n_host_allow, host, sizeof(host));
 		bool filtered = net.mode == VM_NET_NAT_FILTERED;
-		printf("%-20s %-12s %-12s %-15s %-10s %-22s %-15s %s\n", names[i],
+		char dest[1024];
+		size_t off = 0;
+		/* "public" or "domains a.com,*.b.org (set 3)", "+ opened ranges", DNS, bounds. */
+		if (net.n_domains) {
+			off += (size_t)snprintf(dest + off, sizeof(dest) - off, "domains ");
+			for (size_t k = 0; k < net.n_domains && off < sizeof(dest); k++)
+				off += (size_t)snprintf(dest + off, sizeof(dest) - off, "%s%s",
+							k ? "," : "", net.domains[k]);
+			if (off < sizeof(dest))
+				off += (size_t)snprintf(dest + off, sizeof(dest) - off, " (set %lld)",
+							json_object_object_get_ex(o, "domain_set_size", &v)
+								? (long long)json_object_get_int64(v)
+								: 0LL);
+		} else {
+			off += (size_t)snprintf(dest, sizeof(dest), "public");
+		}
+		for (size_t k = 0; k < net.n_open && off < sizeof(dest); k++) {
+			char cidr[NF_CIDR_STRLEN];
+			nf_cidr_string(&net.open[k], cidr, sizeof(cidr));
+			off += (size_t)snprintf(dest + off, sizeof(dest) - off, " +%s", cidr);
+		}
+		if (off < sizeof(dest))
+			snprintf(dest + off, sizeof(dest) - off, "; dns %s; conns %u, %u/s; bw %s",
+				 net.dns[0] ? net.dns : "none", net.conn_limit, net.conn_rate,
+				 net.bandwidth[0] ? net.bandwidth : "unlimited");
+		printf("%-20s %-12s %-12s %-15s %-10s %-22s %-15s %-28s %s\n", names[i],
 		       vm_net_mode_name(net.mode), net.tap,
 		       json_object_object_get_ex(o, "guest", &v) ? json_object_get_string(v) : "-", tx,
-		       rx, filtered ? host : "-", filtered ? allow : "(unfiltered)");
+		       rx, filtered ? host : "-", filtered ? allow : "(unfiltered)",
+		       filtered ? dest : "-");
 		json_object_put(o);
 	}
 	if (json)

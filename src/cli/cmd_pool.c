@@ -61,7 +61,9 @@ int cmd_serve(int argc, char **argv)
 			puts("usage: agentvm serve --pool SNAPSHOT [--pool-min N] [--pool-max M] "
 			     "[--pool-ttl SECONDS]\n"
 			     "       [--network MODE] [--allow PROTO:PORT]... [--allow-host PROTO:PORT]...\n"
-			     "       [--deny-all-egress] [--dns ADDR]\n"
+			     "       [--deny-all-egress] [--dns ADDR] [--allow-cidr CIDR[:PROTO:PORT]]...\n"
+			     "       [--allow-domain NAME]... [--domain-ttl S] [--conn-limit N]\n"
+			     "       [--conn-rate N] [--bandwidth RATE[:BURST]]\n"
 			     "Keep N..M VMs restored from SNAPSHOT ready for 'agentvm pool acquire'.\n"
 			     "The network flags replace the snapshot's policy, as for restore.");
 			vm_spec_free(no.spec);

@@ -45,8 +45,9 @@ static void run_usage(FILE *f)
 		"  --keep-state         keep the state dir (console.log, qemu.log) for debugging\n"
 		"  --network MODE       nat-filtered (default: NAT + egress allowlist), isolated (no\n"
 		"                       NIC), bridge:BRIDGE (tap on an existing bridge, unfiltered)\n"
-		"  --allow PROTO:PORT   add to the egress allowlist (default: udp:53 tcp:53 tcp:80\n"
-		"                       tcp:443 tcp:22 tcp:9418), e.g. --allow tcp:5432 (repeatable)\n"
+		"  --allow PROTO:PORT   add to the egress allowlist (default: tcp:80 tcp:443 tcp:22\n"
+		"                       tcp:9418; DNS goes to the resolver only unless udp:53/tcp:53\n"
+		"                       are named), e.g. --allow tcp:5432 (repeatable)\n"
 		"  --deny-all-egress    start from an empty allowlist (only --allow ports go out)\n"
 		"  --allow-host PROTO:PORT\n"
 		"                       let the VM reach this port of the host itself, on its gateway\n"
@@ -61,7 +62,10 @@ static void run_usage(FILE *f)
 		"  --copy-in HOSTPATH:GUESTPATH   copy into the guest before CMD (repeatable)\n"
 		"  --copy-out GUESTPATH:HOSTPATH  copy out after CMD, even when it failed or timed\n"
 		"                       out (repeatable); the exit code stays CMD's (1 if CMD\n"
-		"                       succeeded but a copy-out failed)\n",
+		"                       succeeded but a copy-out failed)\n"
+		CLI_EGRESS_USAGE
+		"Closed to every VM whatever the ports: private, CGNAT, link-local (cloud metadata),\n"
+		"loopback, documentation, multicast and reserved ranges, and the host's addresses.\n",
 		CLI_DEFAULT_BOOT_TIMEOUT_S);
 }
 

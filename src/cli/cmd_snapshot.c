@@ -658,6 +658,7 @@ int cmd_restore(int argc, char **argv)
 		case 'H':
 		case 'D':
 		case 'S':
+		case CLI_OPT_ALLOW_CIDR ... CLI_OPT_BANDWIDTH:
 			if (cli_net_override_flag(&no, c, optarg, &err) < 0) {
 				cli_error("%s", err.msg);
 				vm_spec_free(ov);
@@ -669,6 +670,8 @@ int cmd_restore(int argc, char **argv)
 			     "[--boot-timeout S]\n"
 			     "       [--network nat-filtered|bridge:BR|isolated] [--allow PROTO:PORT]...\n"
 			     "       [--allow-host PROTO:PORT]... [--deny-all-egress] [--dns ADDR]\n"
+			     "       [--allow-cidr CIDR[:PROTO:PORT]]... [--allow-domain NAME]...\n"
+			     "       [--domain-ttl S] [--conn-limit N] [--conn-rate N] [--bandwidth R]\n"
 			     "Start new VMs from a snapshot; prints their names once they are ready.\n"
 			     "With --count N and --name NAME the VMs are NAME-1 .. NAME-N.\n"
 			     "A clone keeps its snapshot's network policy unless the flags say "

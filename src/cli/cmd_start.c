@@ -34,6 +34,9 @@ int cmd_start(int argc, char **argv)
 		     "                     [--allow PROTO:PORT]... [--allow-host PROTO:PORT]...\n"
 		     "                     [--deny-all-egress] [--dns ADDR]\n"
 		     "                     [--share HOSTDIR:GUESTDIR[:ro]]... [--workspace DIR]\n"
+		     "                     [--allow-cidr CIDR[:PROTO:PORT]]... [--allow-domain NAME]...\n"
+		     "                     [--domain-ttl S] [--conn-limit N] [--conn-rate N]\n"
+		     "                     [--bandwidth RATE[:BURST]]   (see agentvm run --help)\n"
 		     "Start a detached VM; prints its name once the guest is ready.");
 		vm_spec_free(a.spec);
 		return 0;

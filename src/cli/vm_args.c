@@ -61,6 +61,7 @@ static const struct option run_opts[] = {
 	{ "workspace", required_argument, NULL, OPT_WORKSPACE },
 	{ "copy-in", required_argument, NULL, OPT_COPY_IN },
 	{ "copy-out", required_argument, NULL, OPT_COPY_OUT },
+	CLI_EGRESS_OPTIONS,
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -193,6 +194,10 @@ int cli_parse_vm_args(int argc, char **argv, struct vm_args *a, bool need_comman
 		case OPT_COPY_OUT:
 			r = add_copy(a, c == OPT_COPY_IN, optarg, need_command, err);
 			break;
+		case CLI_OPT_ALLOW_CIDR ... CLI_OPT_BANDWIDTH:
+			r = cli_egress_flag(a->spec, c, optarg, err);
+			r = r > 0 ? 0 : r;
+			break;
 		case 'h':
 			return 1;
 		case ':':
@@ -251,11 +256,48 @@ int cli_prepare_host(struct vm_spec *spec, enum vm_accel *accel, char **qemu, ch
 	return 0;
 }
 
+int cli_egress_flag(struct vm_spec *spec, int c, const char *arg, struct avm_error *err)
+{
+	int r;
+
+	switch (c) {
+	case CLI_OPT_ALLOW_CIDR:
+		r = vm_spec_add_allow_cidr(spec, arg, err);
+		break;
+	case CLI_OPT_ALLOW_DOMAIN:
+		r = vm_spec_add_allow_domain(spec, arg, err);
+		break;
+	case CLI_OPT_DOMAIN_TTL:
+		r = vm_spec_set_domain_ttl(spec, arg, err);
+		break;
+	case CLI_OPT_CONN_LIMIT:
+		r = vm_spec_set_conn_limit(spec, arg, err);
+		break;
+	case CLI_OPT_CONN_RATE:
+		r = vm_spec_set_conn_rate(spec, arg, err);
+		break;
+	case CLI_OPT_BANDWIDTH:
+		r = vm_spec_set_bandwidth(spec, arg, err);
+		break;
+	default:
+		return 0;
+	}
+	return r < 0 ? r : 1;
+}
+
 int cli_net_override_flag(struct cli_net_override *o, int c, const char *arg,
 			  struct avm_error *err)
 {
 	int r;
 
+	if (c >= CLI_OPT_ALLOW_CIDR && c <= CLI_OPT_BANDWIDTH) {
+		if (!o->spec)
+			return avm_error_set(err, -ENOMEM, "out of memory");
+		r = cli_egress_flag(o->spec, c, arg, err);
+		if (r > 0)
+			o->policy_given = true;
+		return r;
+	}
 	if (c != 'N' && c != 'A' && c != 'H' && c != 'D' && c != 'S')
 		return 0;
 	if (!o->spec)

@@ -2,16 +2,25 @@
 # Sourced by network tests and bench/net.sh: a throwaway two-namespace topology with servers.
 #
 #   "host" ns (agentvm runs here)                       "internet" ns
-#   avm-* taps (made by agentvm)                        lo: 203.0.113.10/32 (the servers)
+#   avm-* taps (made by agentvm)                        lo: 11.0.113.10/32 (the servers)
 #   up0 198.51.100.1/24  ----------- veth ----------    up1 198.51.100.2/24
 #   default via 198.51.100.2                            10.213.0.0/16 via 198.51.100.1
 #   httpd on *:80 and *:22 (the host's own services)
 #
-# Internet servers (Debian-packaged tools only), all bound to 203.0.113.10:
+# The servers' addresses are public space (11.0.0.0/8), not a documentation range: agentvm closes
+# the TEST-NETs to VMs by default with the other special-purpose ranges, so a server there could
+# not stand for the internet. Nothing ever leaves these namespaces.
+# Internet servers (Debian-packaged tools only), all bound to 11.0.113.10:
 #   busybox httpd on TCP 22, 80, 443, 8080, 9418: GET / answers "internet:<port>"; each logs the
 #     requests it gets to $net_dir/httpd.<port>.log (-vv)
 #   dnsmasq on UDP+TCP 53: example.test -> 203.0.113.10; queries logged to $net_dir/dns.log
 #   socat UDP 9999: every datagram appended to $net_dir/udp9999.log
+#   the zone also has good.test -> 11.0.113.20 and bad.test -> 11.0.113.21 (httpd on 80 and 443
+#     answering "good:<port>" / "bad:<port>"; TTL 0) for --allow-domain
+# and, on other addresses of the internet ns:
+#   a second DNS server on 11.0.113.53 (UDP+TCP 53, same zone): DNS pinning must keep VMs off it
+#   fake private services, httpd on 80 answering "private:<addr>": NET_PRIVATE (cloud metadata,
+#     10.x, 172.16.x, 192.168.x, CGNAT, a TEST-NET host), closed to VMs by default
 # The internet ns routes the VM pool back through the host, so an inbound attempt is possible and
 # fails only because of agentvm's filter.
 #
@@ -28,7 +37,11 @@ NS_HOST=avmt-$NET_ID-host
 NS_INET=avmt-$NET_ID-inet
 NET_UP_HOST=198.51.100.1
 NET_UP_INET=198.51.100.2
-NET_SERVER=203.0.113.10
+NET_SERVER=11.0.113.10
+NET_GOOD=11.0.113.20
+NET_BAD=11.0.113.21
+NET_DNS2=11.0.113.53
+NET_PRIVATE="169.254.169.254 10.77.0.10 172.16.77.10 192.168.77.10 100.64.77.10 203.0.113.10"
 NET_POOL=10.213.0.0/16
 NET_TCP_PORTS="22 80 443 8080 9418"
 NET_HOST_PORTS="80 22"
@@ -105,6 +118,23 @@ net_up() { # dir
 		net_bg "$NS_INET" "$net_dir/httpd.$p.log" busybox httpd -f -vv -p "$NET_SERVER:$p" \
 			-h "$net_dir/www-$p"
 	done
+	for a in $NET_GOOD $NET_BAD $NET_DNS2 $NET_PRIVATE; do
+		ip -n "$NS_INET" addr add "$a/32" dev lo || return 1
+	done
+	for a in good:$NET_GOOD bad:$NET_BAD; do
+		for p in 80 443; do
+			mkdir -p "$net_dir/www-${a%%:*}-$p"
+			echo "${a%%:*}:$p" >"$net_dir/www-${a%%:*}-$p/index.html"
+			net_bg "$NS_INET" "$net_dir/httpd.${a%%:*}.$p.log" busybox httpd -f -vv \
+				-p "${a#*:}:$p" -h "$net_dir/www-${a%%:*}-$p"
+		done
+	done
+	for a in $NET_PRIVATE; do
+		mkdir -p "$net_dir/www-$a"
+		echo "private:$a" >"$net_dir/www-$a/index.html"
+		net_bg "$NS_INET" "$net_dir/httpd.$a.log" busybox httpd -f -vv -p "$a:80" \
+			-h "$net_dir/www-$a"
+	done
 	mkdir -p "$net_dir/www-host"
 	echo "host-own-service" >"$net_dir/www-host/index.html"
 	for p in $NET_HOST_PORTS; do
@@ -114,7 +144,12 @@ net_up() { # dir
 	net_bg "$NS_INET" "$net_dir/dnsmasq.out" dnsmasq --no-daemon --no-resolv --no-hosts \
 		--conf-file=/dev/null --pid-file= --user=root --group=root \
 		--listen-address="$NET_SERVER" --bind-interfaces \
-		--address=/example.test/"$NET_SERVER" --log-queries --log-facility="$net_dir/dns.log"
+		--address=/example.test/"$NET_SERVER" --address=/good.test/"$NET_GOOD" \
+		--address=/bad.test/"$NET_BAD" --log-queries --log-facility="$net_dir/dns.log"
+	net_bg "$NS_INET" "$net_dir/dnsmasq2.out" dnsmasq --no-daemon --no-resolv --no-hosts \
+		--conf-file=/dev/null --pid-file= --user=root --group=root \
+		--listen-address="$NET_DNS2" --bind-interfaces --address=/example.test/"$NET_SERVER" \
+		--log-queries --log-facility="$net_dir/dns2.log"
 	: >"$net_dir/udp9999.log"
 	net_bg "$NS_INET" "$net_dir/udp9999.out" socat -u UDP4-RECV:9999,bind="$NET_SERVER" \
 		OPEN:"$net_dir/udp9999.log",append

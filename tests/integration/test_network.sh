@@ -86,6 +86,21 @@ net_check_clean() {
 	done
 }
 LEFTOVER_HOOK=net_check_clean
+# Part of the leftovers check: no DNS forwarder of any VM of this run outlives its VM.
+net_check_no_forwarder() {
+	[ -n "$NET_READY" ] || return 0
+	_i=0
+	while pgrep -f "dnsmasq --conf-file=$AGENTVM_STATE_DIR/" >/dev/null; do
+		_i=$((_i + 1))
+		if [ $_i -gt 50 ]; then
+			fail "a VM's dnsmasq outlived its VM: $(pgrep -af "dnsmasq --conf-file=$AGENTVM_STATE_DIR/")"
+			return 0
+		fi
+		sleep 0.1
+	done
+}
+net_check_all() { net_check_clean; net_check_no_forwarder; }
+LEFTOVER_HOOK=net_check_all
 
 # Guest-side probes. Each prints one line "<tag> rc=<exit> body=<output>"; several run at once.
 probe_http() { # tag host port seconds
@@ -124,7 +139,8 @@ expect_blocked() { # tag: the probe failed and no server answered it
 	case "$_r" in
 	"") fail "$1: no result (guest output: $(tr '\n' ' ' <"$tmp_root/probe.out"))" ;;
 	"$1 rc=0 "*) fail "$1: expected blocked, got: $_r" ;;
-	*internet:* | *host-own-service* | *-listener*) fail "$1: a server answered: $_r" ;;
+	*internet:* | *host-own-service* | *-listener* | *private:* | *good:* | *bad:*)
+		fail "$1: a server answered: $_r" ;;
 	esac
 }
 
@@ -138,7 +154,7 @@ t_guest_network_identity() {
 	case "$guest" in 10.213.*) ;; *) fail "guest address '$guest' not from the pool $NET_POOL" ;; esac
 	case "$tap" in avm-????????) ;; *) fail "tap name '$tap' is not avm-<8 hex>" ;; esac
 	case "$mac" in 02:*) ;; *) fail "MAC '$mac' is not locally administered 02:..." ;; esac
-	expect_eq "default allowlist" "tcp:22,tcp:443,tcp:53,tcp:80,tcp:9418,udp:53" \
+	expect_eq "default allowlist" "tcp:22,tcp:443,tcp:80,tcp:9418" \
 		"$(netls ident allow | tr ',' '\n' | sort | paste -sd, -)"
 	gx ident 'ip -4 -o addr show dev eth0; ip route; cat /sys/class/net/eth0/address; hostname; cat /etc/resolv.conf; ls -d /sys/class/net/*/device'
 	expect_eq "exec" 0 "$grc"
@@ -172,8 +188,8 @@ t_default_allowed_ports_and_dns() {
 	for p in 22 80 443 9418; do expect_body "tcp$p" "internet:$p"; done
 	expect_contains "DNS over UDP via resolv.conf" "Address: $S" "$(result dns-udp-resolvconf)"
 	expect_contains "DNS over UDP" "Address: $S" "$(result dns-udp)"
-	# The answer's A record: 203.0.113.10.
-	expect_contains "DNS over TCP" " 203 0 113 10" "$(result dns-tcp)"
+	# The answer's A record: 11.0.113.10.
+	expect_contains "DNS over TCP" " 11 0 113 10" "$(result dns-tcp)"
 	# Masquerade: the internet sees the host's uplink address, never the guest's.
 	expect_contains "httpd saw the uplink address" "$NET_UP_HOST:" "$(cat "$net_dir/httpd.80.log")"
 	grep -q '10\.213\.' "$net_dir/httpd.80.log" && fail "a guest address reached the internet"
@@ -553,7 +569,10 @@ t_dns_flag() {
 t_antispoof_from_the_guest() {
 	vm_start spoof || return
 	gw=$(netls spoof gateway)
-	d0=$(netls spoof counters.tx_drop_packets)
+	# Spoofed traffic dies at ARP (the guest must ask for its gateway as itself) or at the IP
+	# filter, whichever it meets first: both count.
+	drops() { echo $(($(netls spoof counters.tx_drop_packets) + $(netls spoof counters.arp_drop_packets))); }
+	d0=$(drops)
 	# A source address that is not the guest's, for traffic to the server only.
 	gx spoof "ip addr add 10.213.250.1/32 dev eth0 && ip route add $S/32 via $gw src 10.213.250.1 && echo set"
 	expect_eq "spoofed route set" "set" "$gout"
@@ -561,14 +580,14 @@ t_antispoof_from_the_guest() {
 	expect_blocked src
 	gx spoof "ip route del $S/32; ip addr del 10.213.250.1/32 dev eth0; timeout 90 wget -q -O - http://$S/"
 	expect_eq "own address works again" "internet:80" "$gout"
-	d1=$(netls spoof counters.tx_drop_packets)
+	d1=$(drops)
 	[ "${d1:-0}" -gt "${d0:-0}" ] || fail "spoofed packets not counted as drops ($d0 -> $d1)"
 	# A forged MAC.
 	gx spoof "ip link set eth0 address 02:00:00:00:00:99 && echo set"
 	expect_eq "MAC changed" "set" "$gout"
 	probes spoof "$(probe_http mac "$S" 80 10)"
 	expect_blocked mac
-	d2=$(netls spoof counters.tx_drop_packets)
+	d2=$(drops)
 	[ "${d2:-0}" -gt "${d1:-0}" ] || fail "forged-MAC packets not counted as drops ($d1 -> $d2)"
 	avm rm --force spoof >/dev/null || fail "rm"
 }
@@ -592,6 +611,93 @@ host-own-service" "$gout"
 	ip -n "$NS_HOST" link del avmt-br0
 }
 
+# Issue 16: cloud metadata, the LAN and other special ranges are closed whatever the port; DNS
+# goes to the VM's resolver only; --allow-cidr opens a range on purpose.
+t_closed_destinations_and_pinned_dns() {
+	vm_start closed || return
+	: >"$tmp_root/p"
+	for a in $NET_PRIVATE; do probe_http "p$a" "$a" 80 10 >>"$tmp_root/p"; done
+	probe_http up "$NET_UP_HOST" 80 10 >>"$tmp_root/p"
+	probe_http pub "$S" 80 90 >>"$tmp_root/p"
+	probe_dns_udp dns2 "$NET_DNS2" 10 >>"$tmp_root/p"
+	probe_dns_tcp dns2tcp "$NET_DNS2" 10 >>"$tmp_root/p"
+	probe_dns_udp dnsres "" 60 >>"$tmp_root/p"
+	probes closed "$(cat "$tmp_root/p")"
+	expect_body pub "internet:80" # the same VM at the same time: the internet works
+	for a in $NET_PRIVATE; do expect_blocked "p$a"; done
+	expect_blocked up
+	expect_contains "DNS through the VM's resolver" "Address: $S" "$(result dnsres)"
+	case "$(result dns2)" in *"rc=0 "*) fail "a second DNS server answered: $(result dns2)" ;; esac
+	expect_eq "DNS over TCP to a second server: no answer" "dns2tcp rc=0 body=" "$(result dns2tcp)"
+	[ -s "$net_dir/dns2.log" ] && grep -q query "$net_dir/dns2.log" &&
+		fail "the second DNS server got a query: $(tail -1 "$net_dir/dns2.log")"
+	[ "$(netls closed counters.closed_drop_packets)" -gt 0 ] || fail "closed drops not counted"
+	[ "$(netls closed counters.dns_drop_packets)" -gt 0 ] || fail "DNS drops not counted"
+	expect_eq "destinations" public "$(netls closed destinations)"
+	expect_eq "conn limit (default)" 2048 "$(netls closed conn_limit)"
+	avm rm --force closed >/dev/null || fail "rm"
+
+	vm_start opened --allow-cidr 10.77.0.0/16 --allow-cidr 169.254.169.254:tcp:80 || return
+	expect_eq "opened ranges in net ls" "10.77.0.0/16,169.254.169.254/32:tcp:80" \
+		"$(netls opened allow_cidr)"
+	probes opened "$(probe_http lan 10.77.0.10 80 90)
+$(probe_http md 169.254.169.254 80 90)
+$(probe_http other 192.168.77.10 80 10)"
+	expect_body lan "private:10.77.0.10"
+	expect_body md "private:169.254.169.254"
+	expect_blocked other
+	avm rm --force opened >/dev/null || fail "rm"
+}
+
+# Issue 16: only names on the list resolve, only their addresses connect, for --domain-ttl.
+t_allow_domain() {
+	vm_start dom --allow-domain good.test --domain-ttl 4 || return
+	gw=$(netls dom gateway)
+	expect_eq "destinations" domains "$(netls dom destinations)"
+	expect_eq "allowed domains" good.test "$(netls dom allow_domain)"
+	expect_eq "the guest's resolver is its forwarder" "$gw" "$(netls dom dns)"
+	pgrep -f "dnsmasq --conf-file=$AGENTVM_STATE_DIR/dom/dnsmasq.conf" >/dev/null ||
+		fail "no dnsmasq for the VM"
+	probes dom "$(probe_http byip "$NET_GOOD" 80 10)"
+	expect_blocked byip # good.test's address by a hard-coded IP, before any lookup
+	# Slow steps first: the set is checked right after the last connection (TTL 4 s).
+	gx dom "cat /etc/resolv.conf; nslookup example.test $S; echo direct=\$?; nslookup bad.test;
+echo bad=\$?; nslookup good.test; timeout 90 wget -q -O - http://good.test/;
+timeout 90 wget -q -O - http://good.test:443/"
+	expect_contains "resolv.conf names the forwarder" "nameserver $gw" "$gout"
+	expect_contains "good.test resolves" "Address: $NET_GOOD" "$gout"
+	expect_contains "good.test connects" "good:80" "$gout"
+	expect_contains "good.test on another allowed port" "good:443" "$gout"
+	expect_contains "bad.test does not resolve" "bad=1" "$gout"
+	expect_contains "the upstream is not reachable directly" "direct=1" "$gout"
+	case "$gout" in *"$NET_BAD"*) fail "bad.test resolved: $gout" ;; esac
+	[ "$(netls dom domain_set_size)" -ge 1 ] || fail "the set is empty: $(netls dom domain_set_size)"
+	probes dom "$(probe_http badip "$NET_BAD" 80 10)
+$(probe_http lan 10.77.0.10 80 10)"
+	expect_blocked badip
+	expect_blocked lan
+	sleep 7 # the TTL (4 s) after the last use
+	probes dom "$(probe_http expired "$NET_GOOD" 80 10)"
+	expect_blocked expired
+	gx dom "nslookup good.test >/dev/null; timeout 90 wget -q -O - http://$NET_GOOD/"
+	expect_eq "a new lookup opens it again" "good:80" "$gout"
+	avm rm --force dom >/dev/null || fail "rm"
+}
+
+t_allow_domain_errors() {
+	export AGENTVM_DNSMASQ=/nonexistent/dnsmasq
+	expect_rejected "no dnsmasq" start $BOOT --name bad --allow-domain good.test
+	expect_eq "no dnsmasq: exit code (host lacks something)" 120 "$last_rc"
+	expect_contains "no dnsmasq: names the package" "dnsmasq-base" "$(cat "$tmp_root/err")"
+	unset AGENTVM_DNSMASQ
+	expect_rejected "bad domain" start $BOOT --name bad --allow-domain 'evil/x'
+	expect_eq "bad domain: exit code (bad flags)" 125 "$last_rc"
+	expect_rejected "bad range" start $BOOT --name bad --allow-cidr 10.0.0.1/8
+	expect_eq "bad range: exit code (bad flags)" 125 "$last_rc"
+	expect_rejected "isolated + domain" start $BOOT --name bad --network isolated \
+		--allow-domain good.test
+}
+
 # --- main ---------------------------------------------------------------------------------------
 
 # The pool a VM leased from is the one its teardown releases into, whatever the environment of
@@ -610,7 +716,8 @@ all_tests="t_guest_network_identity t_default_allowed_ports_and_dns t_default_bl
 t_no_inbound_no_host_services t_vm_to_vm_blocked t_isolated_has_no_nic
 t_allow_tcp_8080_opens_exactly_that t_allow_host_opens_exactly_that t_allow_udp_9999 t_deny_all_egress t_counters_grow_with_traffic
 t_ten_vms_at_once t_bad_input_leaves_nothing t_kill9_then_net_gc t_teardown_on_stop_and_run_paths
-t_dns_flag t_antispoof_from_the_guest t_bridge_mode t_pool_env_is_remembered"
+t_dns_flag t_antispoof_from_the_guest t_bridge_mode t_pool_env_is_remembered
+t_closed_destinations_and_pinned_dns t_allow_domain t_allow_domain_errors"
 
 why=""
 if ! why=$(net_missing); then

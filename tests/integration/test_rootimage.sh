@@ -9,6 +9,7 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 . "$here/netns.sh"
+. "$here/oci.sh"
 trap 'net_down; cleanup_all' EXIT
 trap 'exit 130' INT TERM
 
@@ -229,7 +230,7 @@ t_git_and_npm_over_the_network() {
 		if command -v npm >/dev/null; then
 			mkdir app && cd app && echo '{}' >package.json
 			npm install --no-audit --no-fund --loglevel=error --cafile /workspace/ca.pem \
-				--registry http://$S:8080/ https://$S/avm-test-pkg-1.0.0.tgz >/dev/null
+				--registry https://$S/npm/ https://$S/avm-test-pkg-1.0.0.tgz >/dev/null
 			node -e 'console.log(require(\"avm-test-pkg\"))'
 		else
 			echo 'avm-test-pkg works'
@@ -243,7 +244,89 @@ avm-test-pkg works" "$(cat "$tmp_root/out")"
 	net_down
 }
 
+# A store of our own in $1 holding the tree $2 as image $3 (what the store checks: id, size).
+plant_image() { # store-dir tree name
+	mkfs.ext4 -q -F -d "$2" "$1/tmp.ext4" 16M >/dev/null 2>&1 || return 1
+	_id=$(sha256sum "$1/tmp.ext4" | cut -c1-64)
+	mkdir -p "$1/images/names" "$1/images/$_id"
+	mv "$1/tmp.ext4" "$1/images/$_id/rootfs.ext4"
+	printf '{"name": "%s", "id": "%s", "size": %s}\n' "$3" "$_id" "$(stat -c %s "$1/images/$_id/rootfs.ext4")" >"$1/images/$_id/meta.json"
+	echo "$_id" >"$1/images/names/$3"
+}
+
+t_damaged_image() {
+	# An image whose file system is damaged after it was stored (its size and meta.json still
+	# match, so only the guest can tell): every command is refused with the reason and the fix.
+	dc=$tmp_root/cache-damaged
+	mkdir -p "$dc" "$tmp_root/tiny/etc"
+	echo tiny >"$tmp_root/tiny/etc/hostname"
+	plant_image "$dc" "$tmp_root/tiny" broken || { fail "mkfs"; return; }
+	# Zero the superblock (1 KiB at offset 1 KiB): same size, no file system.
+	dd if=/dev/zero of="$dc/images/$(cat "$dc/images/names/broken")/rootfs.ext4" bs=1024 seek=1 count=1 conv=notrunc 2>/dev/null
+	AGENTVM_CACHE_DIR=$dc "$AVM" run --accel tcg $NET --image broken -- true >"$tmp_root/out" 2>"$tmp_root/err"
+	rc=$?
+	expect_eq "exit code" 122 "$rc"
+	expect_contains "says the root image cannot be mounted" "root image (/dev/vda) cannot be mounted" "$(cat "$tmp_root/err")"
+	expect_contains "names the fix" "agentvm image rm" "$(cat "$tmp_root/err")"
+	expect_eq "nothing ran" "" "$(cat "$tmp_root/out")"
+	rm -rf "$dc" "$tmp_root/tiny"
+}
+
+
+t_hostile_image_files() {
+	# An image's /etc/agentvm files are the image's, not ours: a FIFO must not hang PID 1, a
+	# malformed line is skipped, the rest still applies.
+	hc=$tmp_root/cache-hostile
+	t=$tmp_root/hostile
+	mkdir -p "$hc" "$t/bin" "$t/etc/agentvm"
+	cp /bin/busybox "$t/bin/busybox" && ln -s busybox "$t/bin/sh"
+	mkfifo "$t/etc/agentvm/env"
+	printf 'workdir=/etc\nuser=not-a-number\n' >"$t/etc/agentvm/exec"
+	plant_image "$hc" "$t" hostile || { fail "mkfs"; return; }
+	AGENTVM_CACHE_DIR=$hc "$AVM" run --accel tcg $NET --keep-state --name hostile --image hostile -- sh -c 'pwd; busybox id -u' >"$tmp_root/out" 2>"$tmp_root/err"
+	expect_eq "exit code (stderr: $(cat "$tmp_root/err"))" 0 "$?"
+	expect_eq "the good line applies, the bad one does not" "/etc
+0" "$(cat "$tmp_root/out")"
+	expect_contains "the FIFO is reported" "/etc/agentvm/env: Invalid argument" "$(cat "$AGENTVM_STATE_DIR/hostile/console.log"*)"
+	expect_contains "the bad line is counted" "1 malformed line skipped" "$(cat "$AGENTVM_STATE_DIR/hostile/console.log"*)"
+	avm rm --force hostile >/dev/null 2>&1
+	rm -rf "$hc" "$t"
+}
+
+t_imported_oci_image_runs() {
+	# An OCI image imported here (no registry: a layout built locally) boots and runs its own
+	# binaries with its config's Env, WorkingDir and User; whiteouts and setuid bits came through.
+	for t in skopeo umoci; do
+		command -v $t >/dev/null || { skip "$t not installed (make deps)"; return; }
+	done
+	oc=$tmp_root/cache-oci
+	mkdir -p "$oc"
+	make_oci "$tmp_root/oci"
+	AGENTVM_CACHE_DIR=$oc avm image import ociimg "$tmp_root/oci/layout" >/dev/null 2>"$tmp_root/err" || { fail "import: $(cat "$tmp_root/err")"; return; }
+	AGENTVM_CACHE_DIR=$oc "$AVM" run --accel tcg $NET --image ociimg -- sh -c 'echo "$FOO"; pwd; busybox id -u; cat /opt/new.txt; test -e /opt/gone.txt || echo whiteout; busybox stat -c %a /usr/bin/suid' >"$tmp_root/out" 2>"$tmp_root/err"
+	expect_eq "exit code (stderr: $(cat "$tmp_root/err"))" 0 "$?"
+	expect_eq "the image's own busybox, env, workdir, user, layers" "bar baz
+/opt
+1000
+new
+whiteout
+4755" "$(cat "$tmp_root/out")"
+	# A snapshot of a VM on it cannot be restored once the image is gone: one line says why.
+	AGENTVM_CACHE_DIR=$oc avm start --accel tcg --name ocivm $NET --image ociimg >/dev/null 2>"$tmp_root/err" || fail "start: $(cat "$tmp_root/err")"
+	AGENTVM_CACHE_DIR=$oc avm snapshot save ocivm ocisnap 2>"$tmp_root/err" || fail "save: $(cat "$tmp_root/err")"
+	rm_all ocivm
+	AGENTVM_CACHE_DIR=$oc avm image rm ociimg >/dev/null 2>"$tmp_root/err"
+	expect_eq "image rm refuses while a snapshot uses it" 1 "$?"
+	AGENTVM_CACHE_DIR=$oc avm image rm --force ociimg >/dev/null 2>&1
+	AGENTVM_CACHE_DIR=$oc avm restore ocisnap --name ociclone >/dev/null 2>"$tmp_root/err"
+	expect_eq "restore without its image: exit code" 125 "$?"
+	expect_contains "restore names the image" "runs in root image ociimg" "$(cat "$tmp_root/err")"
+	avm snapshot rm ocisnap >/dev/null 2>&1 || fail "snapshot rm"
+	rm -rf "$oc" "$tmp_root/oci"
+}
+
 echo "root image tests (TCG, image '$IMAGE')"
+[ -n "${ONLY:-}" ] && { run_test "$ONLY"; summary; exit $?; }
 run_test t_userland
 run_test t_kernel_features
 run_test t_node
@@ -252,5 +335,8 @@ run_test t_overlay_is_private
 run_test t_image_and_workspace_disk
 run_test t_detached_snapshot_restore
 run_test t_missing_image
+run_test t_damaged_image
+run_test t_hostile_image_files
+run_test t_imported_oci_image_runs
 run_test t_git_and_npm_over_the_network
 summary

@@ -77,6 +77,32 @@ t_networked_clones() {
 	avm snapshot rm netbase
 }
 
+# Issue 16: the egress policy by destination (domains, opened ranges) is kept by a snapshot and
+# given to its clones, after reset too, and every clone gets a DNS forwarder of its own.
+t_domain_policy_survives_snapshots() {
+	avm start --accel tcg --boot-timeout 180 --name dgold --dns "$S" --allow-domain good.test \
+		--allow-cidr 10.77.0.0/16 >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	expect_eq "golden: good.test" "good:80" "$(gx dgold "wget -q -O - http://good.test/")"
+	expect_eq "golden: opened range" "private:10.77.0.10" "$(gx dgold "wget -q -O - http://10.77.0.10/")"
+	avm snapshot save dgold dombase >/dev/null 2>"$tmp_root/err" || fail "save: $(cat "$tmp_root/err")"
+	avm rm --force dgold >/dev/null || fail "rm dgold"
+	avm restore dombase --name dc >/dev/null 2>"$tmp_root/err" || { fail "restore: $(cat "$tmp_root/err")"; return; }
+	gw=$(gx dc "ip route | awk '/^default/ {print \$3}'")
+	expect_eq "clone: resolver is its own forwarder" "nameserver $gw" "$(gx dc 'grep nameserver /etc/resolv.conf')"
+	pgrep -f "dnsmasq --conf-file=$AGENTVM_STATE_DIR/dc/dnsmasq.conf" >/dev/null || fail "no dnsmasq for the clone"
+	expect_eq "clone: good.test" "good:80" "$(gx dc "wget -q -O - http://good.test/")"
+	expect_eq "clone: bad.test does not resolve" "noname" "$(gx dc "nslookup bad.test >/dev/null 2>&1 || echo noname")"
+	expect_eq "clone: bad.test's address blocked" "blocked" "$(gx dc "timeout 5 wget -q -O - http://$NET_BAD/ 2>/dev/null || echo blocked" | tail -1)"
+	expect_eq "clone: opened range" "private:10.77.0.10" "$(gx dc "wget -q -O - http://10.77.0.10/")"
+	expect_eq "clone: metadata closed" "blocked" "$(gx dc "timeout 5 wget -q -O - http://169.254.169.254/ 2>/dev/null || echo blocked" | tail -1)"
+	avm reset dc 2>"$tmp_root/err" || fail "reset dc: $(cat "$tmp_root/err")"
+	expect_eq "reset: good.test" "good:80" "$(gx dc "wget -q -O - http://good.test/")"
+	expect_eq "reset: bad.test's address blocked" "blocked" "$(gx dc "timeout 5 wget -q -O - http://$NET_BAD/ 2>/dev/null || echo blocked" | tail -1)"
+	avm rm --force dc >/dev/null || fail "rm dc"
+	pgrep -f "dnsmasq --conf-file=$AGENTVM_STATE_DIR/" >/dev/null && fail "a forwarder outlived its VM"
+	avm snapshot rm dombase
+}
+
 if ! why=$(net_missing); then
 	echo "  SKIP t_networked_clones: $why"
 	exit 0
@@ -87,4 +113,5 @@ if ! net_up "$tmp_root/net" >"$tmp_root/net_up.log" 2>&1; then
 fi
 echo "networked snapshot tests (TCG)"
 run_test t_networked_clones
+run_test t_domain_policy_survives_snapshots
 summary

@@ -71,19 +71,13 @@ static void test_default_allow(void **state)
 {
 	const struct nf_port *d;
 	size_t n = nf_default_allow(&d);
-	int tcp = 0, udp = 0;
 
-	assert_int_equal(n, 6);
+	/* tcp 80, 443, 22, 9418; DNS is pinned to the resolver, not an open port. */
+	assert_int_equal(n, 4);
 	for (size_t i = 0; i < n; i++) {
-		if (d[i].proto == IPPROTO_UDP) {
-			udp++;
-			assert_int_equal(d[i].port, 53);
-		} else {
-			tcp++;
-		}
+		assert_int_equal(d[i].proto, IPPROTO_TCP);
+		assert_int_not_equal(d[i].port, 53);
 	}
-	assert_int_equal(tcp, 5);
-	assert_int_equal(udp, 1);
 }
 
 static void test_base_only_touches_avm(void **state)
@@ -144,9 +138,9 @@ static void test_vm_add_elements(void **state)
 		    strstr(t, "out-avm-ab12 ct state established,related"));
 	HAS(t, "out-avm-ab12 ct state established,related counter name \"avm-ab12-tx-ok\" accept\n");
 	/* The allowlist, new connections only. */
-	HAS(t, "out-avm-ab12 ct state new tcp dport { 53, 80, 443, 22, 9418 } counter name "
+	HAS(t, "out-avm-ab12 ct state new tcp dport { 80, 443, 22, 9418 } counter name "
 	       "\"avm-ab12-tx-ok\" accept\n");
-	HAS(t, "out-avm-ab12 ct state new udp dport { 53 } counter name \"avm-ab12-tx-ok\" accept\n");
+	HASNT(t, "out-avm-ab12 ct state new udp dport {");
 	HAS(t, "add rule inet agentvm out-avm-ab12 goto drop-tx-avm-ab12\n");
 	/* Nothing NEW in: only established/related, then drop. */
 	HAS(t, "in-avm-ab12 ct state established,related counter name \"avm-ab12-rx-ok\" accept\n");
@@ -180,7 +174,8 @@ static void test_vm_add_deny_all_and_custom(void **state)
 	vm.n_allow = 0;
 	vm.check_mac = false;
 	t = gen_add(&vm);
-	HASNT(t, "dport");
+	HASNT(t, "ct state new tcp dport");
+	HASNT(t, "ct state new udp dport");
 	HASNT(t, "ether saddr");
 	HAS(t, "out-avm-ab12 ct state established,related"); /* replies to nothing: harmless */
 	HAS(t, "add rule inet agentvm out-avm-ab12 goto drop-tx-avm-ab12\n");
@@ -197,6 +192,275 @@ static void test_vm_add_deny_all_and_custom(void **state)
 	HAS(t, "host-avm-ab12 ip daddr 10.213.0.5 ct state new tcp dport { 2222 } counter name "
 	       "\"avm-ab12-tx-ok\" accept\n");
 	free(t);
+}
+
+static void test_closed_destinations(void **state)
+{
+	struct nf_vm vm = make_vm();
+	const char *const *closed;
+	size_t n = nf_closed_ranges(&closed);
+	char *t = gen_add(&vm), *rule;
+	const char *must[] = { "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+			       "169.254.0.0/16", "127.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4",
+			       "0.0.0.0/8", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24" };
+
+	for (size_t i = 0; i < sizeof(must) / sizeof(must[0]); i++) {
+		bool found = false;
+		for (size_t k = 0; k < n; k++)
+			found |= strcmp(closed[k], must[i]) == 0;
+		if (!found)
+			fail_msg("%s is not closed", must[i]);
+	}
+	/* One rule, before the port allowlist, counted apart. */
+	rule = strstr(t, "out-avm-ab12 ip daddr { 0.0.0.0/8, 10.0.0.0/8");
+	assert_non_null(rule);
+	assert_true(rule < strstr(t, "out-avm-ab12 ct state new tcp dport {"));
+	assert_true(rule > strstr(t, "out-avm-ab12 ct state established,related"));
+	HAS(t, "240.0.0.0/4 } counter name \"avm-ab12-closed\" goto drop-tx-avm-ab12\n");
+	HAS(t, "add counter inet agentvm avm-ab12-closed\n");
+	/* Not in domain mode: no set lookup. */
+	HASNT(t, "ip daddr != @dom-avm-ab12");
+	free(t);
+}
+
+static void test_open_ranges(void **state)
+{
+	struct nf_vm vm = make_vm();
+	struct nf_cidr open[2];
+	struct nf_error e = { 0 };
+	char *t;
+
+	assert_int_equal(nf_cidr_parse("10.1.0.0/16", &open[0], &e), 0);
+	assert_int_equal(nf_cidr_parse("169.254.169.254:tcp:80", &open[1], &e), 0);
+	vm.open = open;
+	vm.n_open = 2;
+	t = gen_add(&vm);
+	/* A range without a port is exempt from the closed list; the allowlist still applies. */
+	HAS(t, "out-avm-ab12 ip daddr != { 10.1.0.0/16 } ip daddr { 0.0.0.0/8");
+	/* A range with a port: that port, before the closed rule. */
+	HAS(t, "out-avm-ab12 ip daddr 169.254.169.254/32 ct state new tcp dport 80 counter name "
+	       "\"avm-ab12-tx-ok\" accept\n");
+	assert_true(strstr(t, "ip daddr 169.254.169.254/32") < strstr(t, "ip daddr != { 10.1"));
+	free(t);
+	open[0].plen = 8; /* host bits set now */
+	vm.n_open = 1;
+	assert_int_equal(nf_rules_vm_add(&vm, &t, &e), -EINVAL);
+}
+
+static void test_cidr_parse(void **state)
+{
+	struct nf_error e = { 0 };
+	struct nf_cidr c;
+	char buf[NF_CIDR_STRLEN];
+	const char *bad[] = { "",	     "10.0.0.0/33",	"10.0.0.1/8",	  "10.0.0.0/",
+			      "10.0.0/8",    "10.0.0.0/8:tcp",	"10.0.0.0/8:tcp:0", "x/8",
+			      "10.0.0.0/8x", "10.0.0.0/8:icmp:1", "1.2.3.4:80",	  "/8",
+			      "10.0.0.0/-1", "10.0.0.0/8:tcp:80:x" };
+
+	assert_int_equal(nf_cidr_parse("10.0.0.0/8", &c, &e), 0);
+	assert_int_equal(c.plen, 8);
+	assert_int_equal(c.proto, 0);
+	nf_cidr_string(&c, buf, sizeof(buf));
+	assert_string_equal(buf, "10.0.0.0/8");
+	assert_int_equal(nf_cidr_parse("192.168.1.5", &c, &e), 0);
+	assert_int_equal(c.plen, 32);
+	assert_int_equal(nf_cidr_parse("192.168.1.0/24:udp:5353", &c, &e), 0);
+	assert_int_equal(c.proto, IPPROTO_UDP);
+	assert_int_equal(c.port, 5353);
+	nf_cidr_string(&c, buf, sizeof(buf));
+	assert_string_equal(buf, "192.168.1.0/24:udp:5353");
+	assert_int_equal(nf_cidr_parse("0.0.0.0/0", &c, &e), 0);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (nf_cidr_parse(bad[i], &c, &e) != -EINVAL)
+			fail_msg("'%s' parsed", bad[i]);
+	assert_int_equal(nf_cidr_parse(NULL, &c, &e), -EINVAL);
+}
+
+static void test_dns_pinned(void **state)
+{
+	struct nf_vm vm = make_vm();
+	struct nf_port with53[] = { { IPPROTO_UDP, 53 }, { IPPROTO_TCP, 443 } };
+	char *t;
+
+	inet_pton(AF_INET, "192.168.1.1", &vm.dns);
+	t = gen_add(&vm);
+	/* The resolver, even in a closed range, on 53 only; before the closed rule. */
+	HAS(t, "out-avm-ab12 ip daddr 192.168.1.1 ct state new udp dport 53 counter name "
+	       "\"avm-ab12-tx-ok\" accept\n");
+	HAS(t, "out-avm-ab12 ip daddr 192.168.1.1 ct state new tcp dport 53 counter");
+	assert_true(strstr(t, "ip daddr 192.168.1.1") < strstr(t, "ip daddr { 0.0.0.0/8"));
+	/* Anything else on 53: dropped, counted apart. */
+	HAS(t, "out-avm-ab12 udp dport 53 counter name \"avm-ab12-dns-drop\" goto drop-tx-avm-ab12\n");
+	HAS(t, "out-avm-ab12 tcp dport 53 counter name \"avm-ab12-dns-drop\" goto drop-tx-avm-ab12\n");
+	assert_true(strstr(t, "ip daddr 192.168.1.1") < strstr(t, "udp dport 53 counter name"));
+	free(t);
+	/* Opt-in: udp:53 named in the allowlist opens udp 53 (public destinations), not tcp. */
+	vm.allow = with53;
+	vm.n_allow = 2;
+	t = gen_add(&vm);
+	HASNT(t, "udp dport 53 counter name \"avm-ab12-dns-drop\"");
+	HAS(t, "tcp dport 53 counter name \"avm-ab12-dns-drop\"");
+	HAS(t, "out-avm-ab12 ct state new udp dport { 53 } counter");
+	free(t);
+}
+
+static void test_domains(void **state)
+{
+	struct nf_vm vm = make_vm();
+	struct nf_cidr open[1];
+	char *t;
+
+	vm.domains = true;
+	vm.domain_ttl = 7;
+	inet_pton(AF_INET, "8.8.8.8", &vm.dns); /* the upstream: not the guest's business */
+	assert_int_equal(nf_cidr_parse("10.9.0.0/16", &open[0], NULL), 0);
+	vm.open = open;
+	vm.n_open = 1;
+	t = gen_add(&vm);
+	HAS(t, "add set inet agentvm dom-avm-ab12 { type ipv4_addr; size 4096; flags "
+	       "dynamic,timeout; timeout 7s; }\n");
+	/* The upstream is not reachable from the guest: only the forwarder is. */
+	HASNT(t, "ip daddr 8.8.8.8");
+	HAS(t, "out-avm-ab12 ip daddr != { 10.9.0.0/16 } ip daddr != @dom-avm-ab12 counter name "
+	       "\"avm-ab12-closed\" goto drop-tx-avm-ab12\n");
+	HAS(t, "out-avm-ab12 ct state new ip daddr @dom-avm-ab12 update @dom-avm-ab12 { ip daddr }\n");
+	/* Set lookup before the port allowlist: a member on a closed port still fails. */
+	assert_true(strstr(t, "ip daddr != @dom-avm-ab12") < strstr(t, "ct state new tcp dport {"));
+	HAS(t, "host-avm-ab12 ip daddr 10.213.0.5 meta l4proto { tcp, udp } th dport 53 limit rate "
+	       "over 100/second burst 200 packets counter name \"avm-ab12-dns-drop\"");
+	HAS(t, "host-avm-ab12 ip daddr 10.213.0.5 ct state new meta l4proto { tcp, udp } th dport 53 "
+	       "counter name \"avm-ab12-tx-ok\" accept\n");
+	/* The rate applies to established flows too (a flood from one socket is one flow). */
+	assert_true(strstr(t, "host-avm-ab12 ip daddr 10.213.0.5 meta l4proto { tcp, udp } th dport 53 "
+			      "limit") < strstr(t, "host-avm-ab12 ct state established"));
+	free(t);
+	vm.domain_ttl = 0;
+	assert_int_equal(nf_rules_vm_add(&vm, &t, NULL), -EINVAL);
+}
+
+static void test_bounds_and_arp(void **state)
+{
+	struct nf_vm vm = make_vm();
+	char *t;
+
+	vm.conn_limit = 100;
+	vm.conn_rate = 20;
+	vm.rate_bytes = 1000000;
+	vm.burst_bytes = 64000;
+	t = gen_add(&vm);
+	HAS(t, "add set inet agentvm ct-avm-ab12 { type ipv4_addr; size 1; flags dynamic; }\n");
+	/* Both chains that see new connections share one count (world + host). */
+	HAS(t, "out-avm-ab12 ct state new add @ct-avm-ab12 { ip saddr ct count over 100 } counter "
+	       "name \"avm-ab12-conn-drop\" goto drop-tx-avm-ab12\n");
+	HAS(t, "host-avm-ab12 ct state new add @ct-avm-ab12 { ip saddr ct count over 100 }");
+	HAS(t, "out-avm-ab12 ct state new limit rate over 20/second burst 40 packets counter name "
+	       "\"avm-ab12-conn-drop\"");
+	HAS(t, "host-avm-ab12 ct state new limit rate over 20/second");
+	/* After the source checks: a spoofed source cannot fill someone else's count. */
+	assert_true(strstr(t, "out-avm-ab12 ip saddr != 10.213.0.6") <
+		    strstr(t, "out-avm-ab12 ct state new add @ct"));
+	/* Bandwidth VM -> world here; world -> VM is a tbf qdisc on the tap (nf_tap_shape). */
+	HAS(t, "out-avm-ab12 limit rate over 1000000 bytes/second burst 64000 bytes drop\n");
+	HASNT(t, "inet agentvm in-avm-ab12 limit rate");
+	/* ARP: table arp agentvm, the guest as itself asking for / answering its gateway only. */
+	HAS(t, "add table arp agentvm\n");
+	HAS(t, "add rule arp agentvm input iifname vmap @arp_from_vm\n");
+	HAS(t, "add rule arp agentvm input iifname \"avm-*\" drop\n");
+	HAS(t, "add rule arp agentvm arpin-avm-ab12 arp htype 1 arp ptype ip arp hlen 6 arp plen 4 "
+	       "arp saddr ether 52:54:00:12:34:56 arp saddr ip 10.213.0.6 arp daddr ip 10.213.0.5 "
+	       "arp operation { request, reply } accept\n");
+	HAS(t, "add rule arp agentvm arpin-avm-ab12 counter name \"avm-ab12-arp-drop\" drop\n");
+	HAS(t, "add rule arp agentvm arpout-avm-ab12 arp saddr ip 10.213.0.5 accept\n");
+	HAS(t, "add element arp agentvm arp_from_vm { \"avm-ab12\" : jump arpin-avm-ab12 }\n");
+	free(t);
+	/* Defaults off in the builder: no bound rules when 0 (the caller picks the defaults). */
+	vm = make_vm();
+	t = gen_add(&vm);
+	HASNT(t, "ct count");
+	HASNT(t, "bytes/second");
+	free(t);
+}
+
+static void test_dns_config(void **state)
+{
+	const char *doms[] = { "good.test", "*.sub.test", "API.Example.com." };
+	struct nf_dns_conf c = { .name = "vm1", .tap = "avm-ab12", .domains = doms, .n_domains = 3,
+				 .ttl = 30 };
+	struct nf_error e = { 0 };
+	char *t = NULL, d[256];
+
+	inet_pton(AF_INET, "10.213.0.5", &c.listen);
+	inet_pton(AF_INET, "8.8.8.8", &c.upstream);
+	assert_int_equal(nf_dns_config(&c, &t, &e), 0);
+	/* Only on the VM's gateway, in the foreground (supervised), nothing from the host's files. */
+	HAS(t, "\nlisten-address=10.213.0.5\nbind-interfaces\nport=53\n");
+	HAS(t, "\nkeep-in-foreground\nno-resolv\nno-hosts\n");
+	HAS(t, "\npid-file=\n");
+	/* Every answer from upstream (so every lookup refreshes the set), TTL capped at the set's. */
+	HAS(t, "\ncache-size=0\n");
+	HAS(t, "\nmax-ttl=30\n");
+	HAS(t, "\nstop-dns-rebind\n");
+	HAS(t, "\ndns-forward-max=64\n");
+	/* Allowed names forwarded and their A answers into the VM's set; the rest NXDOMAIN. */
+	HAS(t, "\nserver=/good.test/8.8.8.8\nnftset=/good.test/4#inet#agentvm#dom-avm-ab12\n");
+	HAS(t, "\nserver=/*.sub.test/8.8.8.8\nnftset=/sub.test/4#inet#agentvm#dom-avm-ab12\n");
+	HAS(t, "\nserver=/api.example.com/8.8.8.8\n");
+	HAS(t, "\naddress=/#/\n");
+	assert_true(strstr(t, "address=/#/") > strstr(t, "server=/api.example.com/"));
+	HASNT(t, "resolv-file");
+	free(t);
+
+	/* Bad input: nothing generated. */
+	c.tap = "eth0";
+	assert_int_equal(nf_dns_config(&c, &t, &e), -EINVAL);
+	c.tap = "avm-ab12";
+	c.n_domains = 0;
+	assert_int_equal(nf_dns_config(&c, &t, &e), -EINVAL);
+	c.n_domains = 3;
+	c.upstream.s_addr = 0;
+	assert_int_equal(nf_dns_config(&c, &t, &e), -EINVAL);
+	inet_pton(AF_INET, "8.8.8.8", &c.upstream);
+	c.ttl = 0;
+	assert_int_equal(nf_dns_config(&c, &t, &e), -EINVAL);
+	c.ttl = 5;
+	doms[0] = "evil/\nserver=/#/1.2.3.4";
+	assert_int_equal(nf_dns_config(&c, &t, &e), -EINVAL);
+	assert_null(t);
+
+	/* Names: what dnsmasq and DNS accept, lower-cased; an injection cannot pass. */
+	assert_int_equal(nf_domain_check("Example.COM", d, sizeof(d), &e), 0);
+	assert_string_equal(d, "example.com");
+	assert_int_equal(nf_domain_check("*.example.com", d, sizeof(d), &e), 0);
+	assert_string_equal(d, "*.example.com");
+	const char *bad[] = { "", "com", "*.com", "a..com", ".a.com", "a.com..", "a b.com", "a/b.com",
+			      "a#b.com", "*a.com", "a.*.com", "x.com\n", "\xc3\xa9.com" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (nf_domain_check(bad[i], d, sizeof(d), &e) != -EINVAL)
+			fail_msg("'%s' accepted", bad[i]);
+	char long_label[80];
+	memset(long_label, 'a', 64);
+	strcpy(long_label + 64, ".com");
+	assert_int_equal(nf_domain_check(long_label, d, sizeof(d), &e), -EINVAL);
+}
+
+static void test_rate_parse(void **state)
+{
+	uint64_t r, b;
+
+	assert_int_equal(nf_rate_parse("20mbit", &r, &b, NULL), 0);
+	assert_int_equal(r, 2500000);
+	assert_int_equal(b, 625000); /* a quarter second */
+	assert_int_equal(nf_rate_parse("100kbit", &r, &b, NULL), 0);
+	assert_int_equal(r, 12500);
+	assert_int_equal(b, 32768); /* at least 32k */
+	assert_int_equal(nf_rate_parse("1gbit:1m", &r, &b, NULL), 0);
+	assert_int_equal(r, 125000000);
+	assert_int_equal(b, 1048576);
+	const char *bad[] = { "", "fast", "10", "1kbit", "10mbps", "0mbit", "-1mbit", "10mbit:",
+			      "10mbit:x", "10mbit:5g", "99999999999999999999gbit" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (nf_rate_parse(bad[i], &r, &b, NULL) != -EINVAL)
+			fail_msg("'%s' accepted", bad[i]);
 }
 
 static void test_vm_del(void **state)
@@ -226,6 +490,12 @@ static void test_vm_del(void **state)
 	HAS(t, "delete element inet agentvm fwd_to_vm { \"avm-ab12\" }\n");
 	HAS(t, "delete element inet agentvm host_from_vm { \"avm-ab12\" }\n");
 	HAS(t, "delete element inet agentvm nat_src { 10.213.0.6 }\n");
+	HAS(t, "delete element arp agentvm arp_from_vm { \"avm-ab12\" }\n");
+	HAS(t, "delete chain arp agentvm arpin-avm-ab12\n");
+	HAS(t, "delete counter arp agentvm avm-ab12-arp-drop\n");
+	HAS(t, "delete set inet agentvm ct-avm-ab12\n");
+	HAS(t, "delete set inet agentvm dom-avm-ab12\n");
+	HAS(t, "delete counter inet agentvm avm-ab12-closed\n");
 	/* Chains are emptied before they are deleted (rules reference counters and drop chains). */
 	assert_true(strstr(t, "flush chain inet agentvm out-avm-ab12") <
 		    strstr(t, "delete chain inet agentvm out-avm-ab12"));
@@ -304,6 +574,7 @@ static void test_applies_in_private_netns(void **state)
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		struct nf_vm vm = make_vm(), vm2 = make_vm();
+		struct nf_cidr open[2];
 		struct nf_counters c;
 		struct nf_error e = { 0 };
 		struct nf_nft *nft;
@@ -326,7 +597,28 @@ static void test_applies_in_private_netns(void **state)
 			if (!inherited[fd] && fl >= 0 && !(fl & FD_CLOEXEC))
 				_exit(9);
 		}
-		if (nf_nft_vm_add(nft, &vm, &e) < 0 || nf_nft_vm_add(nft, &vm, &e) < 0)
+		/* Every feature at once, then re-added with another domain TTL (the set is remade). */
+		nf_cidr_parse("10.1.0.0/16", &open[0], NULL);
+		nf_cidr_parse("169.254.169.254:tcp:80", &open[1], NULL);
+		vm.open = open;
+		vm.n_open = 2;
+		vm.domains = true;
+		vm.domain_ttl = 5;
+		vm.conn_limit = 10;
+		vm.conn_rate = 5;
+		vm.rate_bytes = 100000;
+		vm.burst_bytes = 10000;
+		inet_pton(AF_INET, "9.9.9.9", &vm.dns);
+		if (nf_nft_vm_add(nft, &vm, &e) < 0)
+			_exit((fprintf(stderr, "%s\n", e.msg), 11));
+		if (nf_nft_run(nft, "add element inet agentvm dom-avm-ab12 { 1.2.3.4 }", &e) < 0 ||
+		    nf_nft_vm_counters(nft, "avm-ab12", &c, &e) < 0 || c.domain_set_size != 1)
+			_exit((fprintf(stderr, "%s\n", e.msg), 24));
+		vm.domain_ttl = 9;
+		if (nf_nft_vm_add(nft, &vm, &e) < 0)
+			_exit((fprintf(stderr, "%s\n", e.msg), 11));
+		vm.domains = false;
+		if (nf_nft_vm_add(nft, &vm, &e) < 0)
 			_exit((fprintf(stderr, "%s\n", e.msg), 11));
 		vm2.tap = "avm-cd34";
 		vm2.name = "vm2";
@@ -378,6 +670,14 @@ int main(void)
 		cmocka_unit_test(test_base_only_touches_avm),
 		cmocka_unit_test(test_vm_add_elements),
 		cmocka_unit_test(test_vm_add_deny_all_and_custom),
+		cmocka_unit_test(test_closed_destinations),
+		cmocka_unit_test(test_open_ranges),
+		cmocka_unit_test(test_cidr_parse),
+		cmocka_unit_test(test_dns_pinned),
+		cmocka_unit_test(test_domains),
+		cmocka_unit_test(test_bounds_and_arp),
+		cmocka_unit_test(test_dns_config),
+		cmocka_unit_test(test_rate_parse),
 		cmocka_unit_test(test_vm_del),
 		cmocka_unit_test(test_validation),
 		cmocka_unit_test(test_port_parse),

@@ -424,6 +424,77 @@ static void test_share_and_workspace_flags(void **state)
 	rmdir(dir);
 }
 
+static void test_egress_flags(void **state)
+{
+	struct vm_spec *s = vm_spec_new(), *back = vm_spec_new(), *copy = vm_spec_new();
+	struct avm_error err = { 0 };
+	struct json_object *o, *net, *v;
+
+	assert_int_equal(vm_spec_add_allow_cidr(s, "10.1.0.0/16", &err), 0);
+	assert_int_equal(vm_spec_add_allow_cidr(s, "169.254.169.254:tcp:80", &err), 0);
+	assert_string_equal(s->allow_cidr[1], "169.254.169.254/32:tcp:80"); /* normalised */
+	assert_int_equal(vm_spec_add_allow_cidr(s, "10.1.0.1/16", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "--allow-cidr: "));
+	assert_non_null(strstr(err.msg, "host bits"));
+	assert_int_equal(vm_spec_add_allow_domain(s, "API.Example.com.", &err), 0);
+	assert_int_equal(vm_spec_add_allow_domain(s, "*.github.com", &err), 0);
+	assert_string_equal(s->allow_domain[0], "api.example.com");
+	assert_int_equal(vm_spec_add_allow_domain(s, "com", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "--allow-domain: "));
+	assert_int_equal(vm_spec_add_allow_domain(s, "a..b", &err), -EINVAL);
+	assert_int_equal(vm_spec_add_allow_domain(s, "a/b.com", &err), -EINVAL);
+	assert_int_equal(vm_spec_add_allow_domain(s, "*.*.b.com", &err), -EINVAL);
+	assert_int_equal(vm_spec_set_domain_ttl(s, "0", &err), -EINVAL);
+	assert_int_equal(vm_spec_set_domain_ttl(s, "30", &err), 0);
+	assert_int_equal(vm_spec_set_conn_limit(s, "x", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "--conn-limit 'x'"));
+	assert_int_equal(vm_spec_set_conn_limit(s, "500", &err), 0);
+	assert_int_equal(vm_spec_set_conn_rate(s, "50", &err), 0);
+	assert_int_equal(vm_spec_set_bandwidth(s, "fast", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "--bandwidth: "));
+	assert_int_equal(vm_spec_set_bandwidth(s, "20mbit:256k", &err), 0);
+	assert_int_equal(vm_spec_validate(s, false, &err), 0);
+
+	/* spec.json and back (snapshots, restore, reset, the pool). */
+	o = vm_spec_to_json(s);
+	assert_true(json_object_object_get_ex(o, "network", &net));
+	assert_true(json_object_object_get_ex(net, "allow_domain", &v));
+	assert_int_equal(json_object_array_length(v), 2);
+	assert_int_equal(snap_spec_net_from_json(back, o), 0);
+	assert_int_equal(back->n_allow_cidr, 2);
+	assert_string_equal(back->allow_cidr[0], "10.1.0.0/16");
+	assert_int_equal(back->n_allow_domain, 2);
+	assert_string_equal(back->allow_domain[1], "*.github.com");
+	assert_int_equal(back->domain_ttl, 30);
+	assert_int_equal(back->conn_limit, 500);
+	assert_int_equal(back->conn_rate, 50);
+	assert_string_equal(back->bandwidth, "20mbit:256k");
+	json_object_put(o);
+	/* The override of restore/serve copies all of it. */
+	assert_int_equal(vm_spec_copy_egress(copy, back), 0);
+	assert_int_equal(copy->n_allow_domain, 2);
+	assert_string_equal(copy->allow_domain[0], "api.example.com");
+	assert_string_equal(copy->bandwidth, "20mbit:256k");
+	assert_int_equal(copy->conn_rate, 50);
+
+	/* Older spec.json: none of it. */
+	vm_spec_free(back);
+	back = vm_spec_new();
+	o = json_tokener_parse("{\"network\":{\"mode\":\"nat-filtered\"}}");
+	assert_int_equal(snap_spec_net_from_json(back, o), 0);
+	assert_int_equal(back->n_allow_domain, 0);
+	assert_null(back->bandwidth);
+	json_object_put(o);
+
+	/* Without a filtered NIC: an error naming the flag. */
+	assert_int_equal(vm_spec_set_network(copy, "isolated", &err), 0);
+	assert_int_equal(vm_spec_validate(copy, false, &err), -EINVAL);
+	assert_string_equal(err.msg, "--allow-cidr needs a network; --network isolated has none");
+	vm_spec_free(copy);
+	vm_spec_free(back);
+	vm_spec_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -438,6 +509,7 @@ int main(void)
 		cmocka_unit_test(test_allow_host),
 		cmocka_unit_test(test_image_in_spec_json),
 		cmocka_unit_test(test_share_and_workspace_flags),
+		cmocka_unit_test(test_egress_flags),
 	};
 	return cmocka_run_group_tests_name("spec", tests, NULL, NULL);
 }
