@@ -55,7 +55,7 @@ GUEST_INIT := $(IMAGES)/agentvm-init
 UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(B)/fuzz/%,$(FUZZ_SRC))
 
-.PHONY: all build images check check-unit check-fuzz check-integration fuzz bench install clean distclean \
+.PHONY: rootfs all build images check check-unit check-fuzz check-integration fuzz bench install clean distclean \
 	deps demo ci
 all: build images
 
@@ -63,7 +63,7 @@ all: build images
 DEB_PKGS := build-essential pkg-config clang libjson-c-dev libnl-3-dev libnl-route-3-dev \
 	libnftables-dev libseccomp-dev libcmocka-dev qemu-system-x86 qemu-utils linux-source-6.1 \
 	bc bison flex libelf-dev cpio busybox-static nftables iproute2 xz-utils socat dnsmasq-base \
-	python3 e2fsprogs
+	python3 e2fsprogs mmdebstrap skopeo umoci uidmap git openssl openssh-client dropbear-bin
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
 		grep -q 'install ok installed' || echo $$p; done); \
@@ -71,11 +71,19 @@ deps:
 		echo "deps: installing$$(echo $$missing | sed 's/^/ /')"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	else echo "deps: all Debian packages present"; fi
+	@# The image builder installs agent CLIs with the host's npm (any: a newer one from
+	@# nodesource provides it too; Debian's is the fallback).
+	@command -v npm >/dev/null || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm; }
 
 # The main job in one command: set up, build, boot a sandbox and run a command in it.
 demo: deps
-	$(MAKE) all
-	$(AGENTVM) run -- sh -c 'echo "hello from $$(uname -sr) in a microVM"; cat /proc/cpuinfo | grep -m1 "model name"' 
+	$(MAKE) all rootfs
+	$(AGENTVM) run -- sh -c 'echo "hello from $$(uname -sr) in a microVM"; grep -m1 "model name" /proc/cpuinfo'
+	$(AGENTVM) run --image agent -- sh -c '. /etc/os-release; echo "$$PRETTY_NAME in a microVM:"; \
+		python3 -c "import sys; print(\"python\", sys.version.split()[0])"; \
+		node -e "console.log(\"node\", process.version)"; git --version; \
+		echo "claude $$(claude --version)"; echo "copilot $$(copilot --version | head -1)"'
 build: $(AGENTVM)
 images: $(VMLINUX) $(INITRAMFS) $(BASELINE_INITRAMFS)
 
@@ -119,6 +127,17 @@ $(BASELINE_INITRAMFS): $(IMAGES)/baseline-init images/build-initramfs.sh
 $(VMLINUX): images/build-kernel.sh images/kernel/agentvm.config
 	$(Q)sh images/build-kernel.sh $@
 
+# Root images for --image: the built-in recipes base and agent into the image store
+# ($AGENTVM_CACHE_DIR, default /var/cache/agentvm/images). A build whose inputs match the
+# image its name points at is skipped, so CI and `make demo` pay once. The host's local CAs
+# (a TLS-intercepting proxy's, which Debian's bundle lacks) go into each image's trust store.
+IMAGE_CA_CERTS ?= $(wildcard /usr/local/share/ca-certificates/*.crt)
+IMAGE_NAMES ?= base agent
+rootfs: $(AGENTVM)
+	$(Q)for i in $(IMAGE_NAMES); do \
+		$(AGENTVM) image build $$i $(foreach c,$(IMAGE_CA_CERTS),--ca-cert $(c)) >/dev/null \
+			|| exit 1; done
+
 # --- tests -------------------------------------------------------------------------------------
 $(B)/tests/%: tests/unit/%.c $(LIBS_ALL)
 	@mkdir -p $(dir $@)
@@ -127,11 +146,13 @@ $(B)/tests/%: tests/unit/%.c $(LIBS_ALL)
 # Tests of guest-init code also link the pure guest objects they exercise.
 $(B)/tests/test_guest_net: $(call obj,guest-init/netcfg.c)
 $(B)/tests/test_guest_disk: $(call obj,guest-init/diskcfg.c guest-init/netcfg.c)
+$(B)/tests/test_guest_imagecfg: $(call obj,guest-init/imagecfg.c guest-init/request.c \
+	guest-init/util.c)
 
 check-unit: $(UNIT_BINS)
 	$(Q)sh tests/run-unit.sh $(UNIT_BINS)
 
-check-integration: all
+check-integration: all rootfs
 	$(Q)sh tests/integration/run.sh $(AGENTVM)
 
 check: check-unit check-fuzz check-integration
@@ -148,9 +169,11 @@ FUZZ_CC ?= clang
 # Each target links the parser it exercises and nothing that touches the machine.
 FUZZ_LINK_fuzz_proto := $(PROTO_SRC)
 FUZZ_LINK_fuzz_qmp := $(QMP_SRC)
-FUZZ_LINK_fuzz_guest_exec := $(PROTO_SRC) guest-init/request.c guest-init/util.c
+FUZZ_LINK_fuzz_guest_exec := $(PROTO_SRC) guest-init/request.c guest-init/util.c guest-init/imagecfg.c
 FUZZ_LINK_fuzz_guest_net := $(PROTO_SRC) guest-init/netcfg.c
 FUZZ_LINK_fuzz_guest_disk := guest-init/diskcfg.c
+FUZZ_LINK_fuzz_guest_imagecfg := guest-init/imagecfg.c
+FUZZ_LINK_fuzz_oci_config := src/image_oci.c src/strv.c src/util.c src/error.c
 $(B)/fuzz/%: tests/fuzz/%.c $(QMP_SRC) $(PROTO_SRC) $(GUEST_SRC)
 	@mkdir -p $(dir $@)
 	$(Q)$(FUZZ_CC) -g -O1 -std=gnu17 -D_GNU_SOURCE= -fsanitize=fuzzer,address,undefined -I. -Isrc \
@@ -173,6 +196,9 @@ install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)
 	install -m 0755 $(AGENTVM) $(DESTDIR)$(BINDIR)/agentvm
 	install -m 0644 $(VMLINUX) $(INITRAMFS) $(DESTDIR)$(DATADIR)/
+	install -d $(DESTDIR)$(DATADIR)/recipes
+	install -m 0755 images/build-rootfs.sh $(DESTDIR)$(DATADIR)/
+	install -m 0644 images/recipes/* $(DESTDIR)$(DATADIR)/recipes/
 
 clean:
 	rm -rf $(B)/obj $(B)/tests $(B)/fuzz $(B)/*.a $(AGENTVM)

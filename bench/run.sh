@@ -121,7 +121,7 @@ Commands:
 Raw samples (ms): a = $(tr '\n' ' ' <"$tmp/a")/ b = $(tr '\n' ' ' <"$tmp/b")/ d = $(tr '\n' ' ' <"$tmp/s")
 MD
 # Networking and snapshots: their own scripts, each with its cold baseline measured in its run.
-for part in net snapshot disk; do
+for part in net snapshot disk image; do
 	[ -f "bench/$part.sh" ] || continue
 	echo "bench: bench/$part.sh"
 	{

@@ -21,7 +21,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DEV_NAME_MAX 32
 #define POLL_NS (10 * NSEC_PER_MSEC)
 
 /* ext2/3/4 superblock: 1024 bytes in, s_magic at offset 0x38 of it, little endian. */
@@ -124,7 +123,7 @@ static int mkdir_p(const char *dir)
  * Why ext4 refused the device, in words that say what to do. Only read after a failed mount,
  * so the good path costs no extra I/O.
  */
-static const char *explain(const char *node)
+const char *disk_explain(const char *node)
 {
 	unsigned char sb[EXT_MAGIC_OFF + 2], zero[sizeof(sb)] = { 0 };
 	ssize_t n;
@@ -173,7 +172,7 @@ static void mount_one(const struct disk_ent *e, const char *dev)
 			e->serial, node, e->dir);
 		goto mounted;
 	}
-	why = err == EINVAL ? explain(node) : NULL;
+	why = err == EINVAL ? disk_explain(node) : NULL;
 	errno = err;
 	if (why)
 		log_msg("disk %s (%s) for %s %s; not mounted", e->serial, node, e->dir, why);
@@ -185,6 +184,21 @@ mounted:
 		strcpy(mounted[n_mounted++], e->dir);
 	log_debug("disk %s: %s mounted on %s %s in %llu us", e->serial, node, e->dir,
 		  e->readonly ? "ro" : "rw", (unsigned long long)(mono_ns() - t0) / 1000);
+}
+
+int disk_find(const char *serial, char dev[DEV_NAME_MAX])
+{
+	struct disk_cfg one = { .n = 1 };
+	char found[1][DEV_NAME_MAX] = { { 0 } };
+	uint64_t deadline = mono_ns() + DISK_WAIT_MS * NSEC_PER_MSEC;
+
+	snprintf(one.disk[0].serial, sizeof(one.disk[0].serial), "%s", serial);
+	while (scan(&one, found) < 1 && mono_ns() < deadline)
+		sleep_ns(POLL_NS);
+	if (!found[0][0])
+		return -ENODEV;
+	memcpy(dev, found[0], DEV_NAME_MAX);
+	return 0;
 }
 
 void disk_mount_all(const struct disk_cfg *cfg)

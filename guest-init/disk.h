@@ -15,6 +15,15 @@
 #define DISK_WAIT_MS 1000
 void disk_mount_all(const struct disk_cfg *cfg);
 
+#define DEV_NAME_MAX 32
+/* The vdX name of the disk with this serial (waiting up to DISK_WAIT_MS): 0 or -ENODEV. */
+int disk_find(const char *serial, char dev[DEV_NAME_MAX]);
+/*
+ * Why ext4 refused /dev node (read after a failed mount: EINVAL), in words that say what to do,
+ * or NULL when the device cannot be read.
+ */
+const char *disk_explain(const char *node);
+
 /*
  * Power-off, after every process was sent SIGKILL and sync(): wait (up to DISK_WAIT_MS) for
  * them to exit, then unmount what disk_mount_all() mounted, children first. sync() alone saves

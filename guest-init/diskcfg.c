@@ -12,6 +12,7 @@
 #include <string.h>
 
 #define KEY "agentvm.disk"
+#define ROOT_KEY "agentvm.root"
 
 /* Pseudo filesystems that PID 1 mounts and needs; a disk on or under one would hide them. */
 static const char *const reserved[] = { "/proc", "/sys", "/dev" };
@@ -93,6 +94,8 @@ static const char *parse_value(const char *v, size_t vlen, struct disk_ent *e)
 /* Why e cannot join the ones already accepted, or NULL. */
 static const char *conflict(const struct disk_cfg *cfg, const struct disk_ent *e)
 {
+	if (strcmp(cfg->root, e->serial) == 0)
+		return "agentvm.disk serial is the root image's";
 	for (size_t i = 0; i < cfg->n; i++) {
 		if (strcmp(cfg->disk[i].serial, e->serial) == 0)
 			return "agentvm.disk serial given twice";
@@ -104,13 +107,29 @@ static const char *conflict(const struct disk_cfg *cfg, const struct disk_ent *e
 	return NULL;
 }
 
+/* The value of one agentvm.root word: recorded in cfg->root, or why not. */
+static const char *root_word(struct disk_cfg *cfg, const char *v, size_t vlen)
+{
+	if (!serial_ok(v, vlen))
+		return "agentvm.root must be avm-disk0..avm-disk7";
+	if (cfg->root[0])
+		return "agentvm.root given twice";
+	for (size_t i = 0; i < cfg->n; i++)
+		if (strlen(cfg->disk[i].serial) == vlen && memcmp(cfg->disk[i].serial, v, vlen) == 0)
+			return "agentvm.root names a workspace disk's serial";
+	memcpy(cfg->root, v, vlen);
+	cfg->root[vlen] = '\0';
+	return NULL;
+}
+
 int diskcfg_parse_cmdline(const char *cmdline, struct disk_cfg *cfg, const char **why)
 {
 	static const char ws[] = " \t\n";
-	const size_t kl = strlen(KEY);
+	const size_t kl = strlen(KEY), rl = strlen(ROOT_KEY "=");
 	const char *w = cmdline, *msg;
 	struct disk_ent e;
 	size_t len;
+	bool root;
 
 	memset(cfg, 0, sizeof(*cfg));
 	for (;; w += len) {
@@ -118,9 +137,12 @@ int diskcfg_parse_cmdline(const char *cmdline, struct disk_cfg *cfg, const char 
 		if (!*w)
 			break;
 		len = strcspn(w, ws);
-		if (len < kl || memcmp(w, KEY, kl) != 0)
+		root = len > rl && memcmp(w, ROOT_KEY "=", rl) == 0;
+		if (root)
+			msg = root_word(cfg, w + rl, len - rl);
+		else if (len < kl || memcmp(w, KEY, kl) != 0)
 			continue;
-		if (len == kl) /* "agentvm.disk" alone: ours, but without a value */
+		else if (len == kl) /* "agentvm.disk" alone: ours, but without a value */
 			msg = "agentvm.disk needs a value";
 		else if (w[kl] != '=')
 			continue; /* a longer key such as agentvm.disks is someone else's */
@@ -135,7 +157,8 @@ int diskcfg_parse_cmdline(const char *cmdline, struct disk_cfg *cfg, const char 
 			}
 			continue;
 		}
-		cfg->disk[cfg->n++] = e;
+		if (!root)
+			cfg->disk[cfg->n++] = e;
 	}
 	return cfg->rejected ? -EINVAL : 0;
 }

@@ -7,6 +7,10 @@
  *     agentvm.disk=avm-disk<N>:<DIR>:<rw|ro>
  * N is 0..7 and is also the disk's virtio-blk serial ("avm-disk<N>"), which is how the guest
  * finds it whatever vdX name the kernel gave it. DIR is where it is mounted (ext4).
+ *
+ * And at most one root image (--image), which guest-init mounts and switches root to before
+ * the other disks are mounted inside it:
+ *     agentvm.root=avm-disk<N>
  */
 #ifndef AGENTVM_INIT_DISKCFG_H
 #define AGENTVM_INIT_DISKCFG_H
@@ -28,6 +32,7 @@ struct disk_ent {
 struct disk_cfg {
 	size_t n;
 	struct disk_ent disk[DISKCFG_MAX]; /* in cmdline order */
+	char root[DISKCFG_SERIAL_LEN + 1]; /* the root image's serial, "" for none */
 	unsigned rejected;		   /* words refused (why names the first) */
 	const char *bad;		   /* the first refused word, inside the cmdline */
 	int bad_len;			   /* its length, for "%.*s" */
@@ -46,6 +51,8 @@ bool diskcfg_dir_ok(const char *s, size_t len);
  * The agentvm.disk words of a kernel cmdline (whitespace-separated words; other words and
  * other agentvm.* keys are ignored). Each word stands alone: a malformed one, a repeated serial
  * or directory (the later word loses), or one beyond DISKCFG_MAX is refused and skipped, the
+ * others still apply. A second agentvm.root word, or one naming a workspace disk's serial, is
+ * refused the same way (the first root word wins); the
  * others still apply. Returns 0, or -EINVAL with *why set to a static message naming the first
  * refused word's problem, cfg->bad/bad_len pointing at that word and cfg->rejected counting
  * them all.

@@ -6,6 +6,7 @@
 #include "exec_int.h"
 #include "port.h"
 #include "proto.h"
+#include "rootfs.h"
 #include "util.h"
 
 #include <errno.h>
@@ -113,6 +114,11 @@ void exec_start(uint32_t id, const uint8_t *p, size_t len)
 	pid_t pid;
 	int r;
 
+	if (rootfs_error()) {
+		/* The root image did not mount: a command must not run in the initramfs instead. */
+		port_send_error(id, EIO, "%s", rootfs_error());
+		return;
+	}
 	if (exec_find(id)) {
 		port_send_error(id, EEXIST, "exec id %u is already running", id);
 		return;

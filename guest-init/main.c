@@ -15,10 +15,12 @@
 #include "loop.h"
 #include "net.h"
 #include "port.h"
+#include "rootfs.h"
 #include "sys.h"
 #include "util.h"
 
 #include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 
 int main(void)
@@ -35,6 +37,9 @@ int main(void)
 	/* Before the first request is read, so every command sees the finished system. */
 	sys_setup_late();
 	sys_cmdline(&net, &disks);
+	/* Into the root image (--image) before anything writes /etc or mounts a workspace. */
+	if (disks.root[0] && rootfs_switch(disks.root) == 0 && !net.hostname[0])
+		net_set_hostname(SYS_HOSTNAME, strlen(SYS_HOSTNAME));
 	t2 = boottime_ns();
 	/* Also before the first request: the first command must find eth0 configured, */
 	net_setup(&net);

@@ -338,8 +338,28 @@ int net_set_hostname(const char *name, size_t len)
 	if (sethostname(name, len) < 0)
 		return fail(NULL, -errno, "sethostname");
 	/* So the name resolves, as tools like sudo and git expect of their own host. */
-	snprintf(hosts, sizeof(hosts), "127.0.0.1\tlocalhost\n127.0.1.1\t%.*s\n", (int)len, name);
+	snprintf(hosts, sizeof(hosts),
+		 "127.0.0.1\tlocalhost\n127.0.1.1\t%.*s\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+		 (int)len, name);
 	return etc_write("/etc/hosts", hosts);
+}
+
+/*
+ * IPv6 stays on lo (::1, AF_INET6 sockets: node tries ::1 for "localhost") and off on eth0: the
+ * host's filter drops all IPv6 at the tap, so addresses and router solicitations there would
+ * only make programs wait for routes that never come.
+ */
+static void eth_ipv6_off(const char *name)
+{
+	char path[96];
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", name);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, "1", 1) != 1)
+		log_msg("network: %s: %m; IPv6 stays on (the host drops it anyway)", path);
+	if (fd >= 0)
+		close(fd);
 }
 
 void net_setup(const struct net_cfg *cfg)
@@ -369,6 +389,7 @@ void net_setup(const struct net_cfg *cfg)
 			log_msg("network: agentvm.ip/gw/dns given but the VM has no ethernet link");
 		goto out;
 	}
+	eth_ipv6_off(l.name);
 	/* Each step needs the one before: stop at the first failure, keep what worked. */
 	if (link_set(&nl, l.eth, l.name, true) < 0 ||
 	    (cfg->has_addr && addr_add(&nl, l.eth, l.name, cfg->addr, cfg->prefix) < 0) ||

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #endif
 #include "exec.h"
+#include "imagecfg.h"
 #include "proto.h"
 #include "sys.h"
 #include "util.h"
@@ -155,7 +156,7 @@ int exec_req_parse(const uint8_t *p, size_t len, struct exec_req *req, const cha
 	const uint8_t *val;
 	uint32_t vlen;
 	uint16_t tag;
-	size_t na = 0, ne = 0, nptr, ndef = ARRAY_SIZE(default_env);
+	size_t na = 0, ne = 0, nptr, ndef = imagecfg.n_env + ARRAY_SIZE(default_env);
 	const char *home;
 	char *s;
 	int r;
@@ -175,6 +176,11 @@ int exec_req_parse(const uint8_t *p, size_t len, struct exec_req *req, const cha
 			req->uid = 0;
 		if (!c.has_gid)
 			req->gid = req->uid;
+	} else if (imagecfg.has_user) {
+		/* The image's user (an OCI config's User) when the request names none. */
+		req->set_ids = true;
+		req->uid = imagecfg.uid;
+		req->gid = imagecfg.gid;
 	}
 	home = req->uid == 0 ? "/root" : "/";
 
@@ -210,16 +216,22 @@ int exec_req_parse(const uint8_t *p, size_t len, struct exec_req *req, const cha
 		req->cwd = s;
 		s += c.cwd_len + 1;
 	} else {
-		req->cwd = home;
+		req->cwd = imagecfg.workdir[0] ? imagecfg.workdir : home;
 	}
 
-	/* Defaults the request did not override go after the request's own entries. */
+	/*
+	 * Defaults the request did not override go after the request's own entries: the image's
+	 * first, then the agent's own for keys neither of them has.
+	 */
 	for (size_t i = 0; i < ndef; i++) {
-		const char *d = default_env[i];
+		bool image = i < imagecfg.n_env;
+		const char *d = image ? imagecfg.env[i] : default_env[i - imagecfg.n_env];
 		bool overridden = false;
 
 		for (size_t j = 0; j < c.envc && !overridden; j++)
 			overridden = env_key_eq(d, req->envp[j]);
+		for (size_t j = 0; !image && j < imagecfg.n_env && !overridden; j++)
+			overridden = env_key_eq(d, imagecfg.env[j]);
 		if (overridden)
 			continue;
 		if (strcmp(d, "HOME=") == 0) {

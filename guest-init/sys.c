@@ -4,6 +4,7 @@
 #endif
 #include "sys.h"
 #include "disk.h"
+#include "rootfs.h"
 #include "util.h"
 
 #include <errno.h>
@@ -176,6 +177,7 @@ void sys_poweroff(void)
 	kill(-1, SIGKILL);
 	sync();
 	disk_unmount_all();
+	rootfs_finish();
 	/*
 	 * acpi=off: RB_POWER_OFF would do nothing. With reboot=t the reboot is a triple fault, and
 	 * QEMU's -no-reboot turns that into an immediate exit.

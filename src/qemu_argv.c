@@ -9,14 +9,21 @@
 #include "../guest-init/proto.h"
 #include "disk.h"
 
-/* One agentvm.disk=SERIAL:DIR:rw|ro word per disk, for guest-init's mounts. */
+/*
+ * One agentvm.disk=SERIAL:DIR:rw|ro word per workspace disk, for guest-init's mounts, and
+ * agentvm.root=SERIAL for the root image it switches to first.
+ */
 static char *disk_words(const struct qemu_config *c)
 {
 	char *s = strdup(""), *t;
 
 	for (size_t i = 0; s && i < c->n_disks; i++) {
-		if (asprintf(&t, "%s agentvm.disk=" DISK_SERIAL_PREFIX "%zu:%s:%s", s, i,
-			     c->disks[i].guest_dir, c->disks[i].readonly ? "ro" : "rw") < 0)
+		int n = c->disks[i].root
+				? asprintf(&t, "%s agentvm.root=" DISK_SERIAL_PREFIX "%zu", s, i)
+				: asprintf(&t, "%s agentvm.disk=" DISK_SERIAL_PREFIX "%zu:%s:%s", s,
+					   i, c->disks[i].guest_dir,
+					   c->disks[i].readonly ? "ro" : "rw");
+		if (n < 0)
 			t = NULL;
 		free(s);
 		s = t;
@@ -56,11 +63,12 @@ char *qemu_kernel_cmdline(const struct qemu_config *c)
 	if (c->accel == VM_ACCEL_TCG && c->tsc_khz > 0)
 		snprintf(tsc, sizeof(tsc), " no_timer_check tsc_early_khz=%lu", c->tsc_khz);
 	/*
-	 * ipv6.disable=1: the guest network is IPv4 only (addresses, routes and the egress filter
-	 * are IPv4), and it spares ~5 ms of guest network set-up under TCG (measured).
+	 * No ipv6.disable=1: that would remove AF_INET6 altogether, and userlands expect ::1 on lo
+	 * (node tries it for "localhost"). The guest network is IPv4 only all the same: guest-init
+	 * turns IPv6 off on eth0 and the host's filter drops IPv6 at the tap.
 	 */
-	if (asprintf(&s, "console=hvc0 quiet reboot=t panic=-1 ipv6.disable=1 rdinit=/init%s%s%s%s",
-		     tsc, c->extra_cmdline && *c->extra_cmdline ? " " : "",
+	if (asprintf(&s, "console=hvc0 quiet reboot=t panic=-1 rdinit=/init%s%s%s%s%s",
+		     c->guest_debug ? " agentvm.debug=1" : "", tsc, c->extra_cmdline && *c->extra_cmdline ? " " : "",
 		     c->extra_cmdline ? c->extra_cmdline : "", disks) < 0)
 		s = NULL;
 	free(disks);

@@ -17,6 +17,7 @@ struct qemu_disk {
 	const char *overlay;   /* this VM's qcow2 overlay */
 	const char *guest_dir; /* where guest-init mounts it */
 	bool readonly;
+	bool root; /* the root image: agentvm.root=, not agentvm.disk= */
 };
 
 struct qemu_config {
@@ -34,6 +35,7 @@ struct qemu_config {
 	int mem_share;         /* with mem_path: share=on (template) or off (copy-on-write) */
 	const char *console_path; /* guest console (hvc0) goes to this file */
 	const char *extra_cmdline; /* appended to the kernel cmdline; may be NULL */
+	bool guest_debug;          /* agentvm.debug=1: guest-init logs its timings to the console */
 	int sandbox;               /* nonzero: QEMU's own -sandbox (seccomp) */
 	const char *qmp_sock_path; /* a second QMP monitor on this Unix socket (server), or NULL */
 	bool nic;                  /* a virtio-net NIC backed by the inherited tap_fd */

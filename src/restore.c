@@ -101,6 +101,26 @@ done:
 	return 0;
 }
 
+/*
+ * When disk i of the snapshot is its root image, say so: "disk image <path in the store>" is
+ * not what a user knows an image by, nor is the fix the same as for a workspace disk.
+ */
+static void root_image_hint(const struct snap_meta *m, size_t i, const char *snap,
+			    struct avm_error *err)
+{
+	struct vm_spec *s = err ? vm_spec_new() : NULL;
+
+	if (s && vm_spec_disks_from_json(s, m->spec, NULL) == 0 && i < s->n_disks &&
+	    s->disks[i].root)
+		avm_error_set(err, err->code,
+			      "snapshot '%s' runs in root image %s (%.12s), which was removed or "
+			      "changed since; a snapshot keeps only the VM's own writes, so take a "
+			      "new one (a rebuild gives the same id only from the same recipe and "
+			      "package versions)",
+			      snap, s->image, s->image_id);
+	vm_spec_free(s);
+}
+
 int restore_prepare(const char *snap, struct restore *rs, struct avm_error *err)
 {
 	_cleanup_free_ char *qemu = NULL;
@@ -126,8 +146,10 @@ int restore_prepare(const char *snap, struct restore *rs, struct avm_error *err)
 		goto fail;
 	for (size_t i = 0; i < rs->meta.n_disks; i++)
 		if ((r = snap_input_check(&rs->meta.disks[i], rs->meta.disks[i].path, "disk image",
-					  snap, err)) < 0)
+					  snap, err)) < 0) {
+			root_image_hint(&rs->meta, i, snap, err);
 			goto fail;
+		}
 	rs->qemu = TAKE_PTR(qemu);
 	snap_path(rs->snap_dir, sizeof(rs->snap_dir), snap, NULL);
 	snap_path(rs->state_path, sizeof(rs->state_path), snap, "state");

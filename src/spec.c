@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "spec.h"
+#include "image.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -61,6 +62,8 @@ void vm_spec_free(struct vm_spec *s)
 	strv_free(s->allow);
 	strv_free(s->host_allow);
 	free(s->dns);
+	free(s->image);
+	free(s->image_id);
 	strv_free(s->allow_cidr);
 	strv_free(s->allow_domain);
 	free(s->bandwidth);
@@ -321,14 +324,21 @@ static bool guest_dir_ok(const char *d)
 	return true;
 }
 
-static int add_disk(struct vm_spec *s, const char *file, const char *dir, bool ro,
+static int add_disk(struct vm_spec *s, const char *file, const char *dir, bool ro, bool root,
 		    struct avm_error *err)
 {
 	struct vm_disk *d;
 
 	if (s->n_disks >= VM_SPEC_MAX_DISKS)
-		return avm_error_set(err, -E2BIG, "too many --disk values (at most %d)",
-				     VM_SPEC_MAX_DISKS);
+		return avm_error_set(err, -E2BIG, "too many --disk values (at most %d%s)",
+				     VM_SPEC_MAX_DISKS, s->image ? ", the root image included" : "");
+	for (size_t i = 0; root && i < s->n_disks; i++)
+		if (s->disks[i].root)
+			return avm_error_set(err, -EINVAL, "a VM has one root image; --image given twice");
+	if (root && (strcmp(dir, "/") || ro))
+		return avm_error_set(err, -EINVAL, "the root image is mounted read-write at /");
+	if (root)
+		goto add;
 	if (!guest_dir_ok(dir))
 		return avm_error_set(err, -EINVAL,
 				     "--disk: guest directory '%s' must be an absolute path of "
@@ -345,10 +355,12 @@ static int add_disk(struct vm_spec *s, const char *file, const char *dir, bool r
 					     "--disk: two disks are mounted at %s; give each its "
 					     "own directory",
 					     dir);
+add:
 	d = &s->disks[s->n_disks];
 	d->file = strdup(file);
 	d->guest_dir = strdup(dir);
 	d->readonly = ro;
+	d->root = root;
 	if (!d->file || !d->guest_dir) {
 		free(d->file);
 		free(d->guest_dir);
@@ -385,10 +397,10 @@ int vm_spec_add_disk(struct vm_spec *s, const char *value, struct avm_error *err
 					     VM_SPEC_MAX_GUEST_DIR);
 		snprintf(dir, sizeof(dir), "%s", split + 1);
 		file[split - file] = '\0';
-	} else if (s->n_disks == 0) {
+	} else if (s->n_disks - (s->image != NULL) == 0) {
 		snprintf(dir, sizeof(dir), "/workspace");
 	} else {
-		snprintf(dir, sizeof(dir), "/mnt/disk%zu", s->n_disks);
+		snprintf(dir, sizeof(dir), "/mnt/disk%zu", s->n_disks - (s->image != NULL));
 	}
 	if (!file[0])
 		return avm_error_set(err, -EINVAL,
@@ -414,15 +426,42 @@ int vm_spec_add_disk(struct vm_spec *s, const char *value, struct avm_error *err
 	if (access(real, R_OK) < 0)
 		return avm_error_set(err, -errno, "--disk: cannot read '%s': %s", file,
 				     strerror(errno));
-	return add_disk(s, real, dir, ro, err);
+	return add_disk(s, real, dir, ro, false, err);
+}
+
+/* spec.json's "image": {"name", "id"}, which must come with exactly one root disk. */
+static int image_from_json(struct vm_spec *s, struct json_object *spec, struct avm_error *err)
+{
+	struct json_object *o, *name, *id;
+	size_t roots = 0;
+
+	for (size_t i = 0; i < s->n_disks; i++)
+		roots += s->disks[i].root;
+	if (!json_object_object_get_ex(spec, "image", &o))
+		return roots ? avm_error_set(err, -EINVAL, "spec: a root disk but no \"image\"") : 0;
+	if (!json_object_object_get_ex(o, "name", &name) ||
+	    !json_object_is_type(name, json_type_string) ||
+	    !json_object_object_get_ex(o, "id", &id) || !json_object_is_type(id, json_type_string))
+		return avm_error_set(err, -EINVAL, "spec: \"image\" needs a name and an id");
+	if (roots != 1)
+		return avm_error_set(err, -EINVAL, "spec: an \"image\" but no root disk");
+	free(s->image);
+	free(s->image_id);
+	s->image = strdup(json_object_get_string(name));
+	s->image_id = strdup(json_object_get_string(id));
+	if (!s->image || !s->image_id)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	return 0;
 }
 
 int vm_spec_disks_from_json(struct vm_spec *s, struct json_object *spec, struct avm_error *err)
 {
 	struct json_object *a, *d, *v;
 
-	if (!spec || !json_object_object_get_ex(spec, "disks", &a))
+	if (!spec)
 		return 0;
+	if (!json_object_object_get_ex(spec, "disks", &a))
+		return image_from_json(s, spec, err);
 	if (!json_object_is_type(a, json_type_array))
 		return avm_error_set(err, -EINVAL, "spec: \"disks\" is not an array");
 	for (size_t i = 0; i < json_object_array_length(a); i++) {
@@ -443,11 +482,29 @@ int vm_spec_disks_from_json(struct vm_spec *s, struct json_object *spec, struct 
 			return avm_error_set(err, -EINVAL, "spec: disk %zu: file is not absolute", i);
 		r = add_disk(s, file, dir,
 			     json_object_object_get_ex(d, "readonly", &v) && json_object_get_boolean(v),
+			     json_object_object_get_ex(d, "root", &v) && json_object_get_boolean(v),
 			     err);
 		if (r < 0)
 			return r;
 	}
-	return 0;
+	return image_from_json(s, spec, err);
+}
+
+int vm_spec_set_image(struct vm_spec *s, const char *name, struct avm_error *err)
+{
+	struct image_info *img = NULL;
+	int r;
+
+	if (s->image)
+		return avm_error_set(err, -EINVAL, "a VM has one root image; --image given twice");
+	r = image_resolve(name, &img, err);
+	if (r < 0)
+		return r;
+	r = add_disk(s, img->rootfs, "/", false, true, err);
+	if (r == 0 && (!(s->image = strdup(name)) || !(s->image_id = strdup(img->id))))
+		r = avm_error_set(err, -ENOMEM, "out of memory");
+	image_info_free(img);
+	return r;
 }
 
 int vm_spec_add_allow(struct vm_spec *s, const char *value, struct avm_error *err)
@@ -629,8 +686,9 @@ int vm_spec_validate(const struct vm_spec *s, bool need_command, struct avm_erro
 	if (s->n_disks > slots)
 		return avm_error_set(err, -E2BIG,
 				     "%zu disks do not fit: microvm has %d virtio slots, so a VM "
-				     "takes at most %zu disks %s",
+				     "takes at most %zu disks %s%s",
 				     s->n_disks, VM_VIRTIO_SLOTS, slots,
+				     s->image ? "(the root image is one) " : "",
 				     s->net_mode != VM_NET_ISOLATED
 					     ? "with a network (6 with --network isolated)"
 					     : "without a network");
@@ -699,9 +757,17 @@ struct json_object *vm_spec_to_json(const struct vm_spec *s)
 					       json_object_new_string(s->disks[i].guest_dir));
 			json_object_object_add(d, "readonly",
 					       json_object_new_boolean(s->disks[i].readonly));
+			if (s->disks[i].root)
+				json_object_object_add(d, "root", json_object_new_boolean(true));
 			json_object_array_add(disks, d);
 		}
 		json_object_object_add(o, "disks", disks);
+	}
+	if (s->image) {
+		struct json_object *img = json_object_new_object();
+		json_object_object_add(img, "name", json_object_new_string(s->image));
+		json_object_object_add(img, "id", json_object_new_string(s->image_id));
+		json_object_object_add(o, "image", img);
 	}
 	return o;
 }

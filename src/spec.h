@@ -53,8 +53,9 @@ struct vm_profile {
  */
 struct vm_disk {
 	char *file;      /* absolute path of the user's image */
-	char *guest_dir; /* absolute mount point in the guest */
+	char *guest_dir; /* absolute mount point in the guest ("/" for the root image) */
 	bool readonly;   /* the guest cannot write it at all */
+	bool root;       /* the root image (--image): guest-init switches root to it */
 };
 
 struct vm_spec {
@@ -89,8 +90,10 @@ struct vm_spec {
 	unsigned conn_limit;  /* conntrack entries; 0 = default */
 	unsigned conn_rate;   /* new connections/s; 0 = default */
 	char *bandwidth;      /* "RATE[:BURST]" each way; NULL = unlimited */
-	struct vm_disk disks[VM_SPEC_MAX_DISKS];
+	struct vm_disk disks[VM_SPEC_MAX_DISKS]; /* the root image, when any, is one of them */
 	size_t n_disks;
+	char *image;    /* --image as given (a name or an id), NULL = the initramfs only */
+	char *image_id; /* its content hash (src/image.h) */
 };
 
 /* The table of named profiles (light, standard, intensive), NULL-name terminated. */
@@ -120,7 +123,16 @@ int vm_spec_add_allow(struct vm_spec *s, const char *value, struct avm_error *er
  * /mnt/disk<N> after it. The split is at the last ":/", so FILE must not contain ":/".
  */
 int vm_spec_add_disk(struct vm_spec *s, const char *value, struct avm_error *err);
-/* The "disks" array of a spec.json object into s (what vm_spec_to_json wrote); 0 or -EINVAL. */
+/*
+ * --image NAME: the root image from the image store (src/image.h), resolved now, becomes a disk
+ * of its own (root = true, read-write through the VM's overlay, never written itself). At
+ * most one; it takes one of the disk slots.
+ */
+int vm_spec_set_image(struct vm_spec *s, const char *name, struct avm_error *err);
+/*
+ * The "disks" array (and "image") of a spec.json object into s (what vm_spec_to_json wrote);
+ * 0 or -EINVAL.
+ */
 int vm_spec_disks_from_json(struct vm_spec *s, struct json_object *spec, struct avm_error *err);
 /* One "tcp:PORT" / "udp:PORT" the VM may reach on the host (its gateway address). */
 int vm_spec_add_host_allow(struct vm_spec *s, const char *value, struct avm_error *err);

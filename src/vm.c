@@ -245,7 +245,8 @@ static int make_overlays(const struct vm_launch_opts *o, const char *dir,
 			return r;
 		qd[i] = (struct qemu_disk){ .overlay = paths[i],
 					    .guest_dir = spec->disks[i].guest_dir,
-					    .readonly = spec->disks[i].readonly };
+					    .readonly = spec->disks[i].readonly,
+					    .root = spec->disks[i].root };
 	}
 	return 0;
 }
@@ -335,6 +336,8 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		.sandbox = 1,
 		.qmp_sock_path = o->detached ? qmp_sock : NULL,
 		.extra_cmdline = net_cmdline,
+		/* AGENTVM_GUEST_DEBUG=1: guest-init's boot timings and debug lines in console.log. */
+		.guest_debug = getenv("AGENTVM_GUEST_DEBUG") && !strcmp(getenv("AGENTVM_GUEST_DEBUG"), "1"),
 		.nic = vm->net.tap_fd >= 0,
 		.tap_fd = vm->net.tap_fd,
 		.mac = vm->net.mac,

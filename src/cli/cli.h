@@ -134,5 +134,6 @@ int cmd_restore(int argc, char **argv);
 int cmd_reset(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_pool(int argc, char **argv);
+int cmd_image(int argc, char **argv);
 
 #endif

@@ -32,6 +32,8 @@ static void run_usage(FILE *f)
 		"  -w, --workdir DIR    working directory of CMD in the guest\n"
 		"  --kernel PATH        guest kernel (PVH vmlinux); default: the built-in image\n"
 		"  --initrd PATH        guest initramfs; default: the built-in image\n"
+		"  --image NAME         run in this root image (agentvm image ls): a Debian or OCI\n"
+		"                       userland on a per-VM copy-on-write overlay\n"
 		"  --disk FILE[:DIR][:ro]  attach an image (raw or qcow2, ext4 inside) mounted at DIR\n"
 		"                       (default /workspace); writes go to a per-VM overlay and FILE\n"
 		"                       never changes (repeatable: up to 6, 5 with a network)\n"

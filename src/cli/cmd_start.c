@@ -29,7 +29,7 @@ int cmd_start(int argc, char **argv)
 	if (r > 0) {
 		puts("usage: agentvm start [--name NAME] [--profile P] [--cpus N] [--memory MIB]\n"
 		     "                     [--kernel PATH] [--initrd PATH] [--accel kvm|tcg]\n"
-		     "                     [--disk FILE[:DIR][:ro]]...\n"
+		     "                     [--image NAME] [--disk FILE[:DIR][:ro]]...\n"
 		     "                     [--boot-timeout S] [--network nat-filtered|isolated|bridge:BR]\n"
 		     "                     [--allow PROTO:PORT]... [--allow-host PROTO:PORT]...\n"
 		     "                     [--deny-all-egress] [--dns ADDR]\n"

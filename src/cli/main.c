@@ -65,6 +65,10 @@ static void usage(FILE *f)
 	      "  reset NAME                      back to the snapshot the VM came from\n"
 	      "  serve --pool SNAP --pool-min N --pool-max M [--pool-ttl S]  warm pool daemon\n"
 	      "  pool acquire [--timeout S] | release NAME | status [--json]\n"
+	      "  image build NAME [--from RECIPE] [--packages P,..] [--npm PKG,..] [--file SRC:DST]\n"
+	      "        [--run CMD] [--ca-cert FILE] [--size SIZE]  build a root image (Debian + npm)\n"
+	      "  image import NAME SOURCE        an OCI image (layout dir, archive, docker save, ref)\n"
+	      "  image ls [--json] | inspect [--verify] NAME | rm [--force] NAME  the image store\n"
 	      "  version                         print the version\n"
 	      "  help                            this text\n"
 	      "\n"
@@ -90,7 +94,7 @@ int main(int argc, char **argv)
 		{ "gc", cmd_gc },	    { "qmp", cmd_qmp },	      { "events", cmd_events },
 		{ "snapshot", cmd_snapshot }, { "restore", cmd_restore }, { "reset", cmd_reset },
 		{ "serve", cmd_serve },   { "pool", cmd_pool },
-		{ "net", cmd_net },
+		{ "net", cmd_net },	    { "image", cmd_image },
 	};
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
 		if (!strcmp(verb, verbs[i].name))

@@ -21,6 +21,7 @@ enum {
 	OPT_KERNEL,
 	OPT_INITRD,
 	OPT_DISK,
+	OPT_IMAGE,
 	OPT_ACCEL,
 	OPT_NAME,
 	OPT_BOOT_TIMEOUT,
@@ -42,6 +43,7 @@ static const struct option run_opts[] = {
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
 	{ "initrd", required_argument, NULL, OPT_INITRD },
 	{ "disk", required_argument, NULL, OPT_DISK },
+	{ "image", required_argument, NULL, OPT_IMAGE },
 	{ "accel", required_argument, NULL, OPT_ACCEL },
 	{ "name", required_argument, NULL, OPT_NAME },
 	{ "boot-timeout", required_argument, NULL, OPT_BOOT_TIMEOUT },
@@ -99,6 +101,9 @@ int cli_parse_vm_args(int argc, char **argv, struct vm_args *a, bool need_comman
 			break;
 		case OPT_DISK:
 			r = vm_spec_add_disk(a->spec, optarg, err);
+			break;
+		case OPT_IMAGE:
+			r = vm_spec_set_image(a->spec, optarg, err);
 			break;
 		case OPT_ACCEL:
 			r = vm_spec_set_accel(a->spec, optarg, err);

@@ -3,7 +3,7 @@
  * libFuzzer target: the guest's agentvm.disk cmdline parser. The bytes, NUL-terminated, stand in
  * for /proc/cmdline. Invariants: no crash; every refusal says why and points at a word of the
  * line; at most DISKCFG_MAX disks, each with a valid serial, an acceptable directory (checked
- * again on its own) and no serial or directory twice.
+ * again on its own) and no serial or directory twice; a root serial that no disk shares.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -34,8 +34,19 @@ static void check_cfg(const struct disk_cfg *c, const char *line, size_t size)
 	}
 	if (c->rejected && (!c->bad || c->bad < line || c->bad_len <= 0 ||
 			    c->bad + c->bad_len > line + size ||
-			    strncmp(c->bad, "agentvm.disk", 12) != 0))
+			    (strncmp(c->bad, "agentvm.disk", 12) != 0 &&
+			     strncmp(c->bad, "agentvm.root=", 13) != 0)))
 		abort();
+	/* The root image: none, or a valid serial that no workspace disk also has. */
+	if (c->root[0]) {
+		if (strlen(c->root) != DISKCFG_SERIAL_LEN ||
+		    strncmp(c->root, DISKCFG_SERIAL_PREFIX, 8) != 0 || c->root[8] < '0' ||
+		    c->root[8] > '7')
+			abort();
+		for (size_t i = 0; i < c->n; i++)
+			if (strcmp(c->root, c->disk[i].serial) == 0)
+				abort();
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -225,13 +225,56 @@ static void test_nested(void **state)
 	expect_disk(&c, 0, "avm-disk5", "/w/cache", false);
 }
 
+static void test_root(void **state)
+{
+	struct disk_cfg c;
+	const char *why = NULL;
+
+	/* The root image is not a workspace disk: it is recorded apart and never mounted as one. */
+	assert_int_equal(diskcfg_parse_cmdline("agentvm.disk=avm-disk0:/workspace:rw "
+					       "agentvm.root=avm-disk1",
+					       &c, &why),
+			 0);
+	assert_int_equal(c.n, 1);
+	assert_string_equal(c.root, "avm-disk1");
+	expect_disk(&c, 0, "avm-disk0", "/workspace", false);
+
+	assert_int_equal(diskcfg_parse_cmdline("console=hvc0", &c, &why), 0);
+	assert_string_equal(c.root, "");
+	assert_int_equal(diskcfg_parse_cmdline("agentvm.rootx=avm-disk1", &c, &why), 0);
+	assert_string_equal(c.root, "");
+
+	/* Bad serials, a second root word, and a root that is also a workspace disk. */
+	assert_int_equal(diskcfg_parse_cmdline("agentvm.root=avm-disk8", &c, &why), -EINVAL);
+	assert_string_equal(c.root, "");
+	assert_int_equal(diskcfg_parse_cmdline("agentvm.root=", &c, &why), 0);
+	assert_int_equal(diskcfg_parse_cmdline("agentvm.root=/dev/vda", &c, &why), -EINVAL);
+	assert_int_equal(diskcfg_parse_cmdline("agentvm.root=avm-disk1 agentvm.root=avm-disk2", &c,
+					       &why),
+			 -EINVAL);
+	assert_string_equal(c.root, "avm-disk1");
+	assert_int_equal(c.rejected, 1);
+	assert_int_equal(diskcfg_parse_cmdline("agentvm.root=avm-disk1 "
+					       "agentvm.disk=avm-disk1:/w:rw",
+					       &c, &why),
+			 -EINVAL);
+	assert_int_equal(c.n, 0);
+	assert_string_equal(c.root, "avm-disk1");
+	assert_int_equal(diskcfg_parse_cmdline("agentvm.disk=avm-disk1:/w:rw "
+					       "agentvm.root=avm-disk1",
+					       &c, &why),
+			 -EINVAL);
+	assert_int_equal(c.n, 1);
+	assert_string_equal(c.root, "");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_contract),  cmocka_unit_test(test_nothing),
 		cmocka_unit_test(test_all_eight), cmocka_unit_test(test_rejects),
 		cmocka_unit_test(test_dir_rules), cmocka_unit_test(test_many_bad),
-		cmocka_unit_test(test_nested),
+		cmocka_unit_test(test_nested),    cmocka_unit_test(test_root),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -58,7 +58,8 @@ static void test_tcg_line(void **state)
 	assert_non_null(strstr(append, "tsc_early_khz=2096014"));
 	assert_non_null(strstr(append, "no_timer_check"));
 	assert_non_null(strstr(append, "reboot=t"));
-	assert_non_null(strstr(append, "ipv6.disable=1"));
+	/* IPv6 stays in the kernel (lo's ::1); guest-init turns it off on eth0. */
+	assert_null(strstr(append, "ipv6.disable"));
 	assert_non_null(strstr(append, "console=hvc0"));
 	assert_string_equal(after(a.v, "-chardev", 0), "socket,id=qmp0,fd=5");
 	assert_string_equal(after(a.v, "-chardev", 2), "socket,id=agent0,fd=6");
@@ -188,9 +189,31 @@ static void test_disks_last_with_serials_and_cmdline(void **state)
 	strv_release(&a);
 }
 
+static void test_root_image_disk(void **state)
+{
+	/* The root image is a disk like the others on QEMU's side; only the cmdline word differs. */
+	static const struct qemu_disk d[2] = {
+		{ .overlay = "/s/disk0.qcow2", .guest_dir = "/workspace" },
+		{ .overlay = "/s/disk1.qcow2", .guest_dir = "/", .root = true },
+	};
+	struct qemu_config c = base(VM_ACCEL_TCG);
+	struct strv a = { 0 };
+
+	c.disks = d;
+	c.n_disks = 2;
+	assert_int_equal(qemu_build_argv(&c, &a, NULL), 0);
+	assert_string_equal(after(a.v, "-device", 5), "virtio-blk-device,drive=disk1,serial=avm-disk1");
+	const char *append = after(a.v, "-append", 0);
+	assert_non_null(strstr(append, " agentvm.disk=avm-disk0:/workspace:rw"));
+	assert_non_null(strstr(append, " agentvm.root=avm-disk1"));
+	assert_null(strstr(append, "agentvm.disk=avm-disk1"));
+	strv_release(&a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_root_image_disk),
 		cmocka_unit_test(test_tcg_line),
 		cmocka_unit_test(test_kvm_line_has_no_tsc_workaround),
 		cmocka_unit_test(test_unresolved_accel_rejected),

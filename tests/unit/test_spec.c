@@ -300,6 +300,57 @@ static void test_allow_host(void **state)
 	vm_spec_free(s);
 }
 
+static void test_image_in_spec_json(void **state)
+{
+	/* What a snapshot's or a VM's spec.json says of a root image, read back. */
+	const char *text = "{\"disks\": [{\"file\": \"/w.img\", \"mount\": \"/workspace\"},"
+			   " {\"file\": \"/c/images/ab/rootfs.ext4\", \"mount\": \"/\","
+			   " \"root\": true}], \"image\": {\"name\": \"agent\", \"id\": \"ab\"}}";
+	struct json_object *o = json_tokener_parse(text), *again;
+	struct vm_spec *s = vm_spec_new(), *back = vm_spec_new();
+	struct avm_error err = { 0 };
+
+	assert_non_null(o);
+	assert_int_equal(vm_spec_disks_from_json(s, o, &err), 0);
+	assert_int_equal(s->n_disks, 2);
+	assert_false(s->disks[0].root);
+	assert_true(s->disks[1].root);
+	assert_string_equal(s->disks[1].guest_dir, "/");
+	assert_string_equal(s->image, "agent");
+	assert_string_equal(s->image_id, "ab");
+	json_object_put(o);
+
+	/* Round trip. */
+	again = vm_spec_to_json(s);
+	assert_int_equal(vm_spec_disks_from_json(back, again, &err), 0);
+	assert_true(back->disks[1].root);
+	assert_string_equal(back->image, "agent");
+	json_object_put(again);
+	vm_spec_free(back);
+	vm_spec_free(s);
+
+	/* A root disk without "image", an "image" without a root disk, two roots: refused. */
+	static const char *const bad[] = {
+		"{\"disks\": [{\"file\": \"/r\", \"mount\": \"/\", \"root\": true}]}",
+		"{\"image\": {\"name\": \"a\", \"id\": \"b\"}}",
+		"{\"disks\": [{\"file\": \"/r\", \"mount\": \"/\", \"root\": true},"
+		" {\"file\": \"/q\", \"mount\": \"/\", \"root\": true}],"
+		" \"image\": {\"name\": \"a\", \"id\": \"b\"}}",
+		"{\"disks\": [{\"file\": \"/r\", \"mount\": \"/\", \"root\": true}],"
+		" \"image\": {\"name\": 7}}",
+		/* "/" is only ever the root image's */
+		"{\"disks\": [{\"file\": \"/r\", \"mount\": \"/\"}]}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		s = vm_spec_new();
+		o = json_tokener_parse(bad[i]);
+		assert_non_null(o);
+		assert_int_equal(vm_spec_disks_from_json(s, o, &err), -EINVAL);
+		json_object_put(o);
+		vm_spec_free(s);
+	}
+}
+
 static void test_egress_flags(void **state)
 {
 	struct vm_spec *s = vm_spec_new(), *back = vm_spec_new(), *copy = vm_spec_new();
@@ -383,6 +434,7 @@ int main(void)
 		cmocka_unit_test(test_network_flags),
 		cmocka_unit_test(test_disk_flags),
 		cmocka_unit_test(test_allow_host),
+		cmocka_unit_test(test_image_in_spec_json),
 		cmocka_unit_test(test_egress_flags),
 	};
 	return cmocka_run_group_tests_name("spec", tests, NULL, NULL);
