@@ -168,6 +168,8 @@ onep() { # mode name
 	if [ "$1" = pol ]; then
 		# shellcheck disable=SC2086
 		avm start --accel $accel $POLICY --name "$2" >/dev/null 2>"$tmp/err" || die "start $POLICY: $(cat "$tmp/err")"
+	elif [ "$1" = nat ]; then
+		avm start --accel $accel --name "$2" >/dev/null 2>"$tmp/err" || die "start: $(cat "$tmp/err")"
 	else
 		avm start --accel $accel --network isolated --name "$2" >/dev/null 2>"$tmp/err" || die "start: $(cat "$tmp/err")"
 	fi
@@ -183,11 +185,14 @@ i=0
 while [ $i -lt "$N" ]; do
 	onep pol "pol-$i"
 	onep isolated "pi-$i"
+	onep nat "pn-$i"
 	i=$((i + 1))
 done
 paste "$tmp/pol.setup" "$tmp/isolated.setup" "$tmp/pol.rm" "$tmp/isolated.rm" |
 	awk '{print $1 - $2 + $3 - $4}' >"$tmp/diff.pol"
 paste "$tmp/pol.setup" "$tmp/isolated.setup" | awk '{print $1 - $2}' >"$tmp/diff.polsetup"
+paste "$tmp/nat.setup" "$tmp/isolated.setup" "$tmp/nat.rm" "$tmp/isolated.rm" |
+	awk '{print $1 - $2 + $3 - $4}' >"$tmp/diff.nat"
 
 # (n5) DNS latency through a VM's forwarder vs directly, both asked from the host ns.
 cat >"$tmp/dnslat.py" <<'PY'
@@ -208,7 +213,9 @@ avm start --accel $accel --name dnsl --allow-domain good.test >/dev/null 2>"$tmp
 gwd=$(avm net ls --json | tr -d ' \n' | sed -n 's/.*"vm":"dnsl"[^}]*"gateway":"\([0-9.]*\)".*/\1/p')
 hx python3 "$tmp/dnslat.py" "$S" good.test 200 >"$tmp/dns.direct" || die "direct DNS"
 hx python3 "$tmp/dnslat.py" "$gwd" good.test 200 >"$tmp/dns.fwd" || die "DNS through the forwarder at $gwd"
-rss=$(ps -o rss= -p "$(pgrep -f "dnsmasq --conf-file=$AGENTVM_STATE_DIR/dnsl/")" 2>/dev/null | tr -d ' ')
+dpid=$(pgrep -f "dnsmasq --conf-file=$AGENTVM_STATE_DIR/dnsl/")
+rss=$(ps -o rss= -p "$dpid" 2>/dev/null | tr -d ' ')
+pss=$(awk '/^Pss:/ {print $2}' "/proc/$dpid/smaps_rollup" 2>/dev/null)
 avm rm --force dnsl >/dev/null || die "rm dnsl"
 
 # (n6) bandwidth: lim (8mbit up, 40mbit down) and free (unlimited) at the same time.
@@ -276,7 +283,8 @@ cat <<MD
 | what | median | samples | target |
 |---|---|---|---|
 | (n4) **egress policy set-up + teardown** (--allow-domain x2, --allow-cidr; dnsmasq started and ready), minus isolated | **$(us2ms "$(median "$tmp/diff.pol")") ms** | $N | < 20 ms ($(awk -v d="$(median "$tmp/diff.pol")" 'BEGIN {print (d / 1000 < 20) ? "yes" : "NO"}')) |
-| (n4a) of which set-up (spec.json -> qemu.pid window) | $(us2ms "$(median "$tmp/diff.polsetup")") ms | $N | - |
+| (n4a) of which set-up (spec.json -> qemu.pid window; dnsmasq starts beside QEMU, waited for before the guest runs) | $(us2ms "$(median "$tmp/diff.polsetup")") ms | $N | - |
+| (n4b) same rounds, plain nat-filtered (default policy, no forwarder) minus isolated | $(us2ms "$(median "$tmp/diff.nat")") ms | $N | - |
 | (n5) DNS A lookup through the VM's forwarder (dnsmasq, no cache, nftset) | $(us2ms "$(median "$tmp/dns.fwd")") ms | 200 | measured |
 | (n5b) same lookup asked of the upstream directly | $(us2ms "$(median "$tmp/dns.direct")") ms | 200 | baseline |
 | (n6) upload of a VM limited to 8mbit (1.00 MB/s), while an unlimited VM uploads | $(cat "$tmp/lim.up") MB/s | 1 | within 10 % |
@@ -284,7 +292,7 @@ cat <<MD
 | (n6c) download of the limited VM (tbf 8mbit = 1.00 MB/s) while the unlimited one downloads | $(cat "$tmp/lim.down") MB/s | 1 | within 10 % |
 | (n6d) download of the unlimited VM meanwhile | $(cat "$tmp/free.down") MB/s | 1 | ~ (n3) |
 
-- (n5) forwarder RSS: ${rss:-?} KiB per VM. Samples (ms) forwarder: $(sort -n "$tmp/dns.fwd" | awk 'NR % 40 == 1 {printf "%.2f ", $1 / 1000}') / direct: $(sort -n "$tmp/dns.direct" | awk 'NR % 40 == 1 {printf "%.2f ", $1 / 1000}')
-- (n4) per round (ms): $(sort -n "$tmp/diff.pol" | awk '{printf "%.1f ", $1 / 1000}')
+- (n5) forwarder memory per VM: RSS ${rss:-?} KiB, PSS ${pss:-?} KiB. Samples (ms) forwarder: $(sort -n "$tmp/dns.fwd" | awk 'NR % 40 == 1 {printf "%.2f ", $1 / 1000}') / direct: $(sort -n "$tmp/dns.direct" | awk 'NR % 40 == 1 {printf "%.2f ", $1 / 1000}')
+- (n4) per round (ms): $(sort -n "$tmp/diff.pol" | awk '{printf "%.1f ", $1 / 1000}')/ (n4b) $(sort -n "$tmp/diff.nat" | awk '{printf "%.1f ", $1 / 1000}')
 - (n6) net ls during the test: $(grep -E '^(lim|free) ' "$tmp/netls.txt" | awk '{print $1": "$NF}' | tr '\n' ' ')
 MD
