@@ -174,6 +174,7 @@ FUZZ_LINK_fuzz_guest_net := $(PROTO_SRC) guest-init/netcfg.c
 FUZZ_LINK_fuzz_guest_disk := guest-init/diskcfg.c
 FUZZ_LINK_fuzz_guest_imagecfg := guest-init/imagecfg.c
 FUZZ_LINK_fuzz_oci_config := src/image_oci.c src/strv.c src/util.c src/error.c
+FUZZ_LINK_fuzz_egress := netfilter/rules.c netfilter/dns.c netfilter/util.c
 $(B)/fuzz/%: tests/fuzz/%.c $(QMP_SRC) $(PROTO_SRC) $(GUEST_SRC)
 	@mkdir -p $(dir $@)
 	$(Q)$(FUZZ_CC) -g -O1 -std=gnu17 -D_GNU_SOURCE= -fsanitize=fuzzer,address,undefined -I. -Isrc \

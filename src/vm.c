@@ -402,6 +402,10 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 			avm_error_set(err, r, "QMP handshake with QEMU failed: %s", qerr.desc);
 		goto fail;
 	}
+	/* The guest's DNS forwarder (--allow-domain) started beside QEMU: ready before the guest runs. */
+	r = net_ready(&vm->net, err);
+	if (r < 0)
+		goto fail;
 	if (o->incoming) {
 		r = vm__incoming(vm, o->incoming, err);
 		if (r < 0)
