@@ -32,7 +32,7 @@ struct qemu_config {
 	int incoming;          /* nonzero: -incoming defer (a restore loads a migration stream) */
 	const char *mem_path;  /* guest RAM from this file (snapshot clones), or NULL */
 	int mem_share;         /* with mem_path: share=on (template) or off (copy-on-write) */
-	const char *console_path; /* guest console (hvc0) goes to this file */
+	int console_fd;            /* guest console (hvc0): a socket QEMU inherits (console.h) */
 	const char *extra_cmdline; /* appended to the kernel cmdline; may be NULL */
 	int sandbox;               /* nonzero: QEMU's own -sandbox (seccomp) */
 	const char *qmp_sock_path; /* a second QMP monitor on this Unix socket (server), or NULL */

@@ -24,6 +24,7 @@
 #define MAX_ROUTES 1024
 #define EV_LISTEN 100
 #define EV_POOL 101 /* the pool's pidfd: serve exited */
+#define EV_NOTIFY 102 /* the starting CLI's pipe: it exited before READY */
 #define EV_CLIENT0 1000 /* EV_CLIENT0 + slot */
 
 struct client {
@@ -201,7 +202,7 @@ static void on_event(void *opaque, const char *event, struct json_object *data, 
 	else if (!strcmp(event, "RESUME"))
 		vm__set_state(vm, "running");
 	else if (!strcmp(event, "SHUTDOWN") || !strcmp(event, "GUEST_PANICKED")) {
-		vm->guest_shutdown = true;
+		vm__note_shutdown(vm, event, data);
 		vm__set_state(vm, "stopping");
 	}
 }
@@ -305,6 +306,8 @@ static void record_exit(struct sup *s)
 		vm->wstatus = st;
 	}
 	st = vm->wstatus;
+	/* The console's last words first: a panic is told apart from a reboot by them. */
+	console_close(&vm->con);
 	vm->st.exit_status = WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st);
 	vm->st.stopped_ms = realtime_ms();
 	const char *reason, *state = "stopped";
@@ -314,7 +317,11 @@ static void record_exit(struct sup *s)
 		reason = "stopped";
 	else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)
 		reason = "killed";
-	else if (vm->guest_shutdown && !WIFSIGNALED(st))
+	else if (vm__exit_reason(vm)) {
+		/* panic=-1 + -no-reboot: a guest kernel panic ends QEMU as a guest reset. */
+		reason = vm__exit_reason(vm);
+		state = "crashed";
+	} else if (vm->guest_shutdown && !WIFSIGNALED(st))
 		reason = "guest-shutdown";
 	else {
 		reason = "crashed";
@@ -386,6 +393,8 @@ static void serve(struct sup *s)
 				return;
 			} else if (tag == EV_QMP) {
 				vm__pump_qmp(s->vm, NULL);
+			} else if (tag == EV_CONSOLE) {
+				vm__pump_console(s->vm);
 			} else if (tag == EV_AGENT) {
 				if (evs[i].events & EPOLLOUT) {
 					agent_conn_flush(&s->vm->agent);
@@ -413,16 +422,23 @@ static void notify(int fd, const char *msg)
 	close(fd);
 }
 
-/* An fd readable when sig_fd or pool_fd is (an epoll set is pollable), for waits that take one
- * fd to abort on; sig_fd itself when there is no pool or no epoll. */
-static int abort_fd(int sig_fd, int pool_fd)
+/*
+ * An fd readable when the start must be abandoned (an epoll set is pollable), for waits that take
+ * one fd to abort on: a stop signal (sig_fd), the pool's exit (pool_fd) or the starting CLI's
+ * exit (notify_fd, our end of its pipe, reports EPOLLERR once its reader is gone: a `start`
+ * killed before READY must not leave a VM whose name nobody was told). sig_fd alone when there
+ * is no epoll.
+ */
+static int abort_fd(int sig_fd, int pool_fd, int notify_fd)
 {
-	int ep;
+	struct epoll_event ev = { .events = 0, .data.u32 = EV_NOTIFY };
+	int ep = epoll_create1(EPOLL_CLOEXEC);
 
-	if (pool_fd < 0 || (ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
+	if (ep < 0)
 		return sig_fd;
 	if (vm__ep_add(ep, sig_fd, EPOLLIN, EV_SIG) < 0 ||
-	    vm__ep_add(ep, pool_fd, EPOLLIN, EV_POOL) < 0) {
+	    (pool_fd >= 0 && vm__ep_add(ep, pool_fd, EPOLLIN, EV_POOL) < 0) ||
+	    epoll_ctl(ep, EPOLL_CTL_ADD, notify_fd, &ev) < 0) {
 		close(ep);
 		return sig_fd;
 	}
@@ -462,7 +478,7 @@ static void supervisor_main(const struct vm_launch_opts *o, int boot_timeout_ms,
 				avm_error_setx(&err, r, "cannot write %s", path);
 		}
 		/* A restore under way when serve dies stops at once, like a signal. */
-		wait_fd = abort_fd(s.sig_fd, s.pool_fd);
+		wait_fd = abort_fd(s.sig_fd, s.pool_fd, notify_fd);
 		if (r == 0)
 			r = vm_wait_ready(s.vm, boot_timeout_ms, wait_fd, &err);
 		if (wait_fd != s.sig_fd)
@@ -528,6 +544,11 @@ int supervisor_start(const struct vm_launch_opts *o, int boot_timeout_ms, pid_t 
 		char pidmsg[32];
 		int m = snprintf(pidmsg, sizeof(pidmsg), "PID %d\n", (int)getpid());
 		(void)!write(p[1], pidmsg, (size_t)m);
+		/* Nothing the caller passed down stays open (a CI runner's pipes, make's jobserver):
+		 * `X=$(agentvm start 3>&1)` must return at READY, not when the VM ends. */
+		int keep[2] = { p[1], o->pool_pidfd };
+		if (close_fds_except(keep, o->pool_pidfd > 0 ? 2 : 1) < 0)
+			_exit(1);
 		int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (nul >= 0) {
 			dup2(nul, 0);

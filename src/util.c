@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <dirent.h>
+#include <sys/syscall.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -255,4 +256,33 @@ bool name_is_valid(const char *name, size_t max)
 		if (!isalnum((unsigned char)name[i]) && !strchr("_.-", name[i]))
 			return false;
 	return true;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+
+	return (x > y) - (x < y);
+}
+
+int close_fds_except(const int *keep, size_t n)
+{
+	int k[16];
+	unsigned int from = 3;
+
+	if (n > ARRAY_SIZE(k))
+		return -E2BIG;
+	if (n)
+		memcpy(k, keep, n * sizeof(k[0]));
+	qsort(k, n, sizeof(k[0]), cmp_int);
+	for (size_t i = 0; i < n; i++) {
+		if (k[i] < (int)from)
+			continue;
+		if ((unsigned int)k[i] > from && syscall(SYS_close_range, from, k[i] - 1, 0) < 0)
+			return -errno;
+		from = (unsigned int)k[i] + 1;
+	}
+	if (syscall(SYS_close_range, from, ~0U, 0) < 0)
+		return -errno;
+	return 0;
 }

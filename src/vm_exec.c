@@ -290,6 +290,9 @@ int vm_exec(struct vm *vm, const struct vm_exec_request *req, struct vm_exec_res
 			case EV_QMP:
 				r = vm__pump_qmp(vm, err);
 				break;
+			case EV_CONSOLE:
+				vm__pump_console(vm);
+				break;
 			case EV_PIDFD:
 				/* Output already received still goes out before the error. */
 				drain_frames(&s, err);

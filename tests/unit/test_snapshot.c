@@ -330,7 +330,7 @@ static void test_restore_argv(void **state)
 	struct qemu_config c = {
 		.qemu = "/usr/bin/qemu-system-x86_64", .kernel = "/k", .initrd = "/i",
 		.accel = VM_ACCEL_TCG, .cpus = 1, .memory_mib = 512, .qmp_fd = 3, .agent_fd = 4,
-		.console_path = "/c",
+		.console_fd = 7,
 	};
 	struct strv a = { 0 };
 
