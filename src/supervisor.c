@@ -20,7 +20,16 @@
 #include "util.h"
 #include "vm_internal.h"
 
-#define MAX_CLIENTS 64
+#define MAX_CLIENTS 1024
+/*
+ * Output queued for one client: above the high mark the supervisor stops reading the guest's
+ * agent channel (the guest's writes then wait, and its commands' pipes fill and block them), and
+ * reads again once every client is below the low mark. Nothing is dropped and the supervisor's
+ * memory stays bounded (MAX_CLIENTS x high mark at worst); the price is that one slow reader
+ * holds up the other commands' output of the same VM while it is behind.
+ */
+#define CLIENT_HIGH_WATER (1u << 20)
+#define CLIENT_LOW_WATER (256u << 10)
 #define MAX_ROUTES 1024
 #define EV_LISTEN 100
 #define EV_POOL 101 /* the pool's pidfd: serve exited */
@@ -57,6 +66,25 @@ struct sup {
 	FILE *events;
 };
 
+static void drain_guest(struct sup *s);
+
+/* Read the guest again once every client has caught up (see CLIENT_HIGH_WATER). */
+static void guest_flow(struct sup *s)
+{
+	bool behind = false;
+
+	for (int i = 0; i < MAX_CLIENTS && !behind; i++)
+		behind = s->clients[i].used &&
+			 agent_conn_pending(&s->clients[i].conn) >
+				 (s->vm->agent_in_paused ? CLIENT_LOW_WATER : CLIENT_HIGH_WATER);
+	if (behind != s->vm->agent_in_paused) {
+		s->vm->agent_in_paused = behind;
+		vm__agent_want_out(s->vm);
+		if (!behind)
+			drain_guest(s); /* frames decoded before the pause */
+	}
+}
+
 static void client_want_out(struct sup *s, int slot)
 {
 	struct client *c = &s->clients[slot];
@@ -92,6 +120,8 @@ static void client_close(struct sup *s, int slot)
 	agent_conn_release(&c->conn);
 	close(c->fd);
 	memset(c, 0, sizeof(*c));
+	if (s->vm->agent_in_paused)
+		guest_flow(s);
 }
 
 static struct route *route_find_client(struct sup *s, int slot, uint32_t id)
@@ -178,8 +208,13 @@ static void from_guest(struct sup *s, const struct avm_frame_hdr *h, const uint8
 		h->type == AVM_MSG_SYNC_DONE ||
 		(h->type == AVM_MSG_ERROR && !(h->len >= 4 && avm_get_le32(p) == ENOBUFS));
 	if (r->client >= 0) {
-		agent_conn_send(&s->clients[r->client].conn, h->type, r->client_id, p, h->len);
+		struct agent_conn *c = &s->clients[r->client].conn;
+		agent_conn_send(c, h->type, r->client_id, p, h->len);
 		client_want_out(s, r->client);
+		if (agent_conn_pending(c) > CLIENT_HIGH_WATER && !s->vm->agent_in_paused) {
+			s->vm->agent_in_paused = true;
+			vm__agent_want_out(s->vm);
+		}
 	}
 	if (final)
 		r->used = false;
@@ -219,7 +254,7 @@ static int listen_agent(struct sup *s)
 	if (fd < 0)
 		return -errno;
 	unlink(sa.sun_path);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0) {
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, SOMAXCONN) < 0) {
 		int r = -errno;
 		close(fd);
 		return r;
@@ -246,7 +281,17 @@ static void accept_client(struct sup *s)
 			client_close(s, i);
 		return;
 	}
-	close(fd); /* full: the client sees EOF and reports it */
+	/* Full: say so (an EOF would read as a dead VM), then close. */
+	struct agent_conn tmp;
+	if (agent_conn_init(&tmp, fd) == 0) {
+		static const char msg[] = "the VM's supervisor has too many clients; retry later";
+		uint8_t buf[4 + sizeof(msg)];
+		avm_put_le32(buf, EBUSY);
+		memcpy(buf + 4, msg, sizeof(msg) - 1);
+		agent_conn_send(&tmp, AVM_MSG_ERROR, 0, buf, (uint32_t)(sizeof(buf) - 1));
+		agent_conn_release(&tmp);
+	}
+	close(fd);
 }
 
 static void pump_client(struct sup *s, int slot, uint32_t events)
@@ -263,6 +308,8 @@ static void pump_client(struct sup *s, int slot, uint32_t events)
 			return;
 		}
 		client_want_out(s, slot);
+		if (s->vm->agent_in_paused)
+			guest_flow(s);
 	}
 	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 		return;
@@ -280,18 +327,25 @@ static void pump_client(struct sup *s, int slot, uint32_t events)
 	}
 }
 
-static void pump_guest(struct sup *s)
+/* The guest's frames already read, up to the moment a client falls behind. */
+static void drain_guest(struct sup *s)
 {
 	struct avm_frame_hdr h;
 	const uint8_t *p;
 	const char *why;
 	int d;
 
-	if (agent_conn_read(&s->vm->agent) == -EPIPE)
-		epoll_ctl(s->vm->epfd, EPOLL_CTL_DEL, s->vm->agent_fd, NULL); /* QEMU is going away */
-	while ((d = agent_conn_next(&s->vm->agent, &h, &p, &why)) != AVM_DECODE_NEED_MORE)
+	while (!s->vm->agent_in_paused &&
+	       (d = agent_conn_next(&s->vm->agent, &h, &p, &why)) != AVM_DECODE_NEED_MORE)
 		if (d == AVM_DECODE_FRAME)
 			from_guest(s, &h, p);
+}
+
+static void pump_guest(struct sup *s)
+{
+	if (agent_conn_read(&s->vm->agent) == -EPIPE)
+		epoll_ctl(s->vm->epfd, EPOLL_CTL_DEL, s->vm->agent_fd, NULL); /* QEMU is going away */
+	drain_guest(s);
 }
 
 /* QEMU is gone: write down why, drop the sockets, keep the rest for `ls`/`logs`/`rm`. */
@@ -400,7 +454,10 @@ static void serve(struct sup *s)
 					agent_conn_flush(&s->vm->agent);
 					vm__agent_want_out(s->vm);
 				}
-				if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+				/* Paused (a client is behind): a hang-up waits too; the pidfd
+				 * tells when QEMU is gone. */
+				if ((evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) &&
+				    !s->vm->agent_in_paused)
 					pump_guest(s);
 			} else if (tag == EV_LISTEN) {
 				accept_client(s);

@@ -60,7 +60,8 @@ int vm__ep_add(int epfd, int fd, uint32_t events, enum ev_tag tag)
 
 void vm__agent_want_out(struct vm *vm)
 {
-	uint32_t want = EPOLLIN | (agent_conn_pending(&vm->agent) ? EPOLLOUT : 0);
+	uint32_t want = (vm->agent_in_paused ? 0 : EPOLLIN) |
+			(agent_conn_pending(&vm->agent) ? EPOLLOUT : 0);
 	struct epoll_event ev = { .events = want, .data.u32 = EV_AGENT };
 
 	if (want != vm->agent_events && epoll_ctl(vm->epfd, EPOLL_CTL_MOD, vm->agent_fd, &ev) == 0)

@@ -116,12 +116,23 @@ static int write_output(struct exec_state *s, int fd, const uint8_t *p, uint32_t
 		s->stdout_broken = true;
 		return send_signal(s, SIGPIPE, err);
 	}
+	if (r < 0 && fd == s->req->stdout_fd) {
+		/* Output that cannot be written is lost output: never exit 0 over it. */
+		s->res->output_error = r;
+		return avm_error_setx(err, r, "cannot write the command's standard output");
+	}
 	return 0; /* stderr trouble is not worth failing the command for */
 }
 
 static int on_frame(struct exec_state *s, const struct avm_frame_hdr *h, const uint8_t *p,
 		    struct avm_error *err)
 {
+	/* Id 0 is no request's: an ERROR under it is about the connection (a full supervisor). */
+	if (h->id == 0 && h->type == AVM_MSG_ERROR) {
+		int mlen = h->len > 4 ? (int)(h->len - 4) : 0;
+		return avm_error_set(err, -(int)(h->len >= 4 ? avm_get_le32(p) : EPROTO), "%.*s",
+				     mlen, mlen ? (const char *)p + 4 : "the VM refused the connection");
+	}
 	if (h->id != s->id)
 		return 0; /* another request's frame, or an unsolicited one */
 	switch (h->type) {

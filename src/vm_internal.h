@@ -30,6 +30,7 @@ struct vm {
 	struct agent_conn agent;
 	int epfd;
 	uint32_t agent_events; /* what the agent fd is registered for */
+	bool agent_in_paused;  /* not reading the guest: a client is behind (supervisor.c) */
 	bool ready;
 	bool restored;       /* started from a snapshot: ready means SYNC_DONE, not READY */
 	bool guest_shutdown; /* QMP SHUTDOWN seen */

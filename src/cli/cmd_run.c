@@ -127,7 +127,8 @@ int cmd_run(int argc, char **argv)
 	r = vm_exec(vm, &req, &res, &err);
 	if (r < 0) {
 		cli_error("%s", err.msg);
-		code = r == -EINTR ? EXIT_INTERRUPTED : EXIT_VM_LOST;
+		/* Output that could not be written: 1, like cat(1) to /dev/full. */
+		code = r == -EINTR ? EXIT_INTERRUPTED : res.output_error ? 1 : EXIT_VM_LOST;
 	} else {
 		code = cli_exit_code_of(&res, a.spec->argv[0], a.spec->timeout_s);
 	}

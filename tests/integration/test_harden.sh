@@ -88,6 +88,55 @@ t_tmpfs_bounded() {
 	expect_eq "the guest survives full tmpfs mounts, each write failed" "alive" "$(cat "$out")"
 }
 
+# 8: output that cannot be written is a failure, not exit 0.
+t_stdout_full() {
+	"$AVM" run --accel tcg --network isolated -- head -c 100000 /dev/zero >/dev/full 2>"$tmp_root/err"
+	rc=$?
+	expect_eq "run > /dev/full exit" 1 "$rc"
+	expect_contains "run > /dev/full message" "No space left" "$(cat "$tmp_root/err")"
+	"$AVM" ls >/dev/full 2>"$tmp_root/err"
+	expect_eq "ls > /dev/full exit" 1 "$?"
+}
+
+# Supervisor RSS in kB.
+sup_rss() {
+	awk '/^VmRSS/ {print $2}' /proc/"$(sed -n 's/.*"supervisor_pid":\([0-9]*\).*/\1/p' "$AGENTVM_STATE_DIR/$1/state.json")"/status
+}
+
+# 2 + 10: a slow reader does not grow the supervisor (back-pressure to the guest, nothing
+# dropped), and 100 concurrent execs all run (the client limit was 64, its EOF read as a dead VM).
+t_supervisor_bounded() {
+	avm start --accel tcg --network isolated --name bp >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	r0=$(sup_rss bp)
+	# The reader sleeps before it reads: the output waits in the guest, not in the supervisor.
+	(avm exec bp -- head -c 100000000 /dev/zero | (sleep 12; wc -c) >"$tmp_root/wc") &
+	bg=$!
+	sleep 10
+	r1=$(sup_rss bp)
+	echo "    supervisor RSS ${r0} kB idle, ${r1} kB with 100 MB waiting for a slow reader"
+	[ "$r1" -lt $((r0 + 16384)) ] || fail "the supervisor grew from $r0 kB to $r1 kB"
+	wait $bg
+	expect_eq "every byte arrived" 100000000 "$(tr -d ' ' <"$tmp_root/wc")"
+	i=0
+	pids=""
+	while [ $i -lt 100 ]; do
+		avm exec bp -- sh -c "echo $i" >"$tmp_root/c$i" 2>&1 &
+		pids="$pids $!"
+		i=$((i + 1))
+	done
+	bad=0
+	for p in $pids; do wait "$p" || bad=$((bad + 1)); done
+	i=0
+	while [ $i -lt 100 ]; do
+		[ "$(cat "$tmp_root/c$i")" = "$i" ] || { bad=$((bad + 1)); [ $bad -lt 3 ] && echo "    exec $i: $(cat "$tmp_root/c$i")"; }
+		i=$((i + 1))
+	done
+	expect_eq "failed concurrent execs" 0 "$bad"
+	avm rm --force bp >/dev/null 2>&1
+}
+
+run_test t_stdout_full
+run_test t_supervisor_bounded
 run_test t_console_capped
 run_test t_guest_panic_recorded
 run_test t_tmpfs_bounded
