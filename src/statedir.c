@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "strv.h"
@@ -38,6 +39,23 @@ int statedir_validate_name(const char *name, struct avm_error *err)
 			     name, STATEDIR_MAX_NAME);
 }
 
+int statedir_check_paths(const char *name, struct avm_error *err)
+{
+	struct sockaddr_un sa;
+	const char *root = statedir_root();
+	/* The longest socket file in a state dir: agent.sock (qmp.sock is as long). */
+	size_t n = strlen(root) + 1 + (name ? strlen(name) : strlen("vm-00000000")) +
+		   strlen("/agent.sock");
+
+	if (n < sizeof(sa.sun_path))
+		return 0;
+	return avm_error_set(err, -ENAMETOOLONG,
+			     "the state directory %s is too deep: its VM sockets would be %zu bytes, "
+			     "over the %zu a Unix socket path takes; set AGENTVM_STATE_DIR to a "
+			     "shorter path%s",
+			     root, n, sizeof(sa.sun_path) - 1, name ? " or use a shorter --name" : "");
+}
+
 void statedir_random_name(char *buf, size_t len)
 {
 	uint32_t r;
@@ -58,8 +76,10 @@ int statedir_create(const char *name, char **path, struct avm_error *err)
 {
 	const char *root = statedir_root();
 	char buf[PATH_MAX];
-	int r;
+	int r = statedir_check_paths(name, err);
 
+	if (r < 0)
+		return r;
 	r = mkdir_p(root, 0700);
 	if (r < 0)
 		return avm_error_setx(err, r,

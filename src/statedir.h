@@ -16,6 +16,12 @@
 const char *statedir_root(void);
 
 /* Names: 1..63 chars of [a-zA-Z0-9_.-], starting with a letter or digit. */
+/*
+ * Whether the state dir of a VM named name (NULL: the longest generated name) keeps its socket
+ * paths within a Unix socket's 107 bytes. Checked before a boot; -ENAMETOOLONG with the fix.
+ */
+int statedir_check_paths(const char *name, struct avm_error *err);
+
 int statedir_validate_name(const char *name, struct avm_error *err);
 
 /* A fresh unique name "vm-<8 hex>" written into buf. */

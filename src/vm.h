@@ -72,6 +72,9 @@ struct vm_exec_result {
 	uint64_t round_trip_us;    /* EXEC sent -> EXIT received */
 };
 
+/* Whether req fits one EXEC request: run checks before it boots. 0 or -E2BIG/-EMSGSIZE. */
+int vm_exec_check(const struct vm_exec_request *req, struct avm_error *err);
+
 /* Run one command to completion with its stdio forwarded. */
 int vm_exec(struct vm *vm, const struct vm_exec_request *req, struct vm_exec_result *res,
 	    struct avm_error *err);

@@ -203,6 +203,21 @@ static int on_timer(struct exec_state *s, struct avm_error *err)
 	return 0;
 }
 
+int vm_exec_check(const struct vm_exec_request *req, struct avm_error *err)
+{
+	struct avm_buf b = { 0 };
+	int r = build_exec(req, &b);
+
+	avm_buf_release(&b);
+	if (r < 0)
+		return avm_error_set(err, r,
+				     "the command, its environment and working directory take more "
+				     "than the %u bytes one request holds; pass large data as a file "
+				     "or on stdin",
+				     AVM_PROTO_MAX_PAYLOAD);
+	return 0;
+}
+
 static int exec_setup(struct exec_state *s, struct avm_error *err)
 {
 	struct vm *vm = s->vm;

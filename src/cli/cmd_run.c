@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "statedir.h"
 #include "host.h"
 #include "spec.h"
 #include "util.h"
@@ -79,6 +80,17 @@ int cmd_run(int argc, char **argv)
 			return 0;
 		}
 		cli_error("%s", err.msg);
+		return EXIT_USAGE;
+	}
+	/* Everything that can be checked is checked before the boot: a bad name, a command too
+	 * large for one request, a state path too long for its sockets. */
+	struct vm_exec_request chk = { .argv = a.spec->argv, .env = a.spec->env,
+				       .cwd = a.spec->workdir, .timeout_s = a.spec->timeout_s };
+	if ((a.spec->name && (r = statedir_validate_name(a.spec->name, &err)) < 0) ||
+	    (r = statedir_check_paths(a.spec->name, &err)) < 0 ||
+	    (r = vm_exec_check(&chk, &err)) < 0) {
+		cli_error("%s", err.msg);
+		vm_spec_free(a.spec);
 		return EXIT_USAGE;
 	}
 	r = cli_prepare_host(a.spec, &accel, &qemu, &kernel, &initrd, &err);

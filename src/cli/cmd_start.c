@@ -47,6 +47,8 @@ int cmd_start(int argc, char **argv)
 		a.spec->name = strdup(namebuf);
 	}
 	r = statedir_validate_name(a.spec->name, &err);
+	if (r == 0)
+		r = statedir_check_paths(a.spec->name, &err);
 	if (r < 0) {
 		cli_error("%s", err.msg);
 		vm_spec_free(a.spec);

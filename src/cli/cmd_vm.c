@@ -16,6 +16,7 @@
 
 #include "agent_conn.h"
 #include "cli.h"
+#include "pool.h"
 #include "net.h"
 #include "strv.h"
 #include "qmp.h"
@@ -346,6 +347,9 @@ int cmd_gc(int argc, char **argv)
 			removed++;
 	}
 	closedir(d);
+	/* A serve killed with -9 left its socket: nothing answers on it. */
+	if (pool_sock_remove_stale() > 0)
+		printf("removed a stale %s/%s\n", root, POOL_SOCK);
 	printf("removed %d VM%s\n", removed, removed == 1 ? "" : "s");
 	return 0;
 }

@@ -135,6 +135,38 @@ t_supervisor_bounded() {
 	avm rm --force bp >/dev/null 2>&1
 }
 
+# 11: what can be checked is checked before the boot (usage errors, 125, and no VM started).
+t_validation_before_boot() {
+	avm_run --network isolated --name ../evil -- true
+	expect_eq "run --name ../evil" 125 "$rc"
+	expect_contains "bad name message" "invalid VM name" "$(cat "$err")"
+	big=$(head -c 100000 /dev/zero | tr '\0' x)
+	avm_run --network isolated --env "B1=$big" --env "B2=$big" --env "B3=$big" -- true
+	expect_eq "run with an oversized --env" 125 "$rc"
+	expect_contains "oversized env message" "bytes one request holds" "$(cat "$err")"
+	deep=$tmp_root/$(printf 'd%.0s' $(seq 1 100))
+	AGENTVM_STATE_DIR=$deep "$AVM" run --accel tcg --network isolated -- true >/dev/null 2>"$tmp_root/err"
+	expect_eq "run with a too deep state dir" 125 "$?"
+	expect_contains "deep state dir message" "too deep" "$(cat "$tmp_root/err")"
+	AGENTVM_STATE_DIR=$deep "$AVM" start --accel tcg --network isolated >/dev/null 2>"$tmp_root/err"
+	expect_eq "start with a too deep state dir" 125 "$?"
+	pgrep -f "qemu-system-x86_64.*$tmp_root" >/dev/null && fail "a QEMU was started"
+	rm -rf "$deep"
+}
+
+# 10: a serve killed with -9 leaves .pool.sock; gc removes it, and acquire says no pool serves.
+t_stale_pool_sock() {
+	mkdir -p "$AGENTVM_STATE_DIR"
+	python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.close()' "$AGENTVM_STATE_DIR/.pool.sock"
+	avm pool acquire >/dev/null 2>"$tmp_root/err"
+	[ $? -ne 0 ] || fail "acquire with no serve succeeded"
+	expect_contains "acquire message" "no pool is serving" "$(cat "$tmp_root/err")"
+	expect_contains "gc removes the stale socket" "stale" "$(avm gc)"
+	[ ! -e "$AGENTVM_STATE_DIR/.pool.sock" ] || fail ".pool.sock is still there"
+}
+
+run_test t_validation_before_boot
+run_test t_stale_pool_sock
 run_test t_stdout_full
 run_test t_supervisor_bounded
 run_test t_console_capped
