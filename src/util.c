@@ -107,12 +107,21 @@ int write_file_atomic(const char *path, const char *data, size_t len)
 
 int remove_flat_dir(const char *path)
 {
-	DIR *d = opendir(path);
+	/* O_NOFOLLOW: a symlink planted in place of a state dir must not lead the removal into
+	 * another directory (unlinkat() below never follows links either). */
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
 	struct dirent *e;
 	int r = 0;
 
-	if (!d)
-		return errno == ENOENT ? 0 : -errno;
+	if (!d) {
+		r = errno == ENOENT ? 0 : -errno;
+		if (fd >= 0)
+			close(fd);
+		if (r == -ELOOP || r == -ENOTDIR)
+			return -ENOTDIR;
+		return r;
+	}
 	while ((e = readdir(d))) {
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
 			continue;

@@ -402,7 +402,9 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	if (r < 0)
 		goto fail;
 	vm->st.qemu_pid = vm->pid;
+	vm->st.qemu_start = proc_start_time(vm->pid);
 	vm->st.supervisor_pid = o->detached ? getpid() : 0;
+	vm->st.supervisor_start = o->detached ? proc_start_time(getpid()) : 0;
 	vm->st.created_ms = realtime_ms();
 	snprintf(vm->st.accel, sizeof(vm->st.accel), "%s", vm_accel_name(o->accel));
 	vm__set_state(vm, "created");

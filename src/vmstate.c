@@ -2,6 +2,9 @@
 #include "vmstate.h"
 
 #include <json-c/json.h>
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <limits.h>
 #include <signal.h>
@@ -9,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "launcher.h"
 #include "statedir.h"
 #include "util.h"
 
@@ -33,6 +37,8 @@ int vmstate_write(const char *dir, const struct vm_state *s)
 	json_object_object_add(o, "accel", json_object_new_string(s->accel));
 	json_object_object_add(o, "supervisor_pid", json_object_new_int(s->supervisor_pid));
 	json_object_object_add(o, "qemu_pid", json_object_new_int(s->qemu_pid));
+	json_object_object_add(o, "supervisor_start", json_object_new_int64((int64_t)s->supervisor_start));
+	json_object_object_add(o, "qemu_start", json_object_new_int64((int64_t)s->qemu_start));
 	json_object_object_add(o, "created_ms", json_object_new_int64(s->created_ms));
 	json_object_object_add(o, "ready_ms", json_object_new_int64(s->ready_ms));
 	json_object_object_add(o, "stopped_ms", json_object_new_int64(s->stopped_ms));
@@ -85,6 +91,8 @@ int vmstate_read(const char *dir, struct vm_state *s, struct avm_error *err)
 	get_str(o, "exit_reason", s->exit_reason, sizeof(s->exit_reason));
 	s->supervisor_pid = (pid_t)get_int(o, "supervisor_pid");
 	s->qemu_pid = (pid_t)get_int(o, "qemu_pid");
+	s->supervisor_start = (uint64_t)get_int(o, "supervisor_start");
+	s->qemu_start = (uint64_t)get_int(o, "qemu_start");
 	s->created_ms = get_int(o, "created_ms");
 	s->ready_ms = get_int(o, "ready_ms");
 	s->stopped_ms = get_int(o, "stopped_ms");
@@ -93,23 +101,57 @@ int vmstate_read(const char *dir, struct vm_state *s, struct avm_error *err)
 	return 0;
 }
 
-bool pid_alive_with(pid_t pid, const char *needle)
+uint64_t proc_start_time(pid_t pid)
 {
-	char path[64];
-	_cleanup_free_ char *buf = NULL;
-	int n;
+	char path[64], buf[1024];
+	unsigned long long start = 0;
+	ssize_t n;
+	int fd;
 
-	if (pid <= 0 || kill(pid, 0) < 0)
-		return false;
-	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-	n = read_file(path, &buf, 64 * 1024);
+	if (pid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
 	if (n <= 0)
-		return false;
-	/* cmdline is NUL-separated: search across the arguments. */
-	for (int i = 0; i < n; i++)
-		if (buf[i] == '\0')
-			buf[i] = ' ';
-	return strstr(buf, needle) != NULL;
+		return 0;
+	buf[n] = '\0';
+	/* comm (field 2) may hold spaces and parentheses: count fields after the last ')'. */
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return 0;
+	p++;
+	/* After ')': field 3 (state) ... field 22 (starttime) is the 20th. */
+	for (int f = 3; f < 22 && p; f++)
+		p = strchr(p + 1, ' ');
+	if (!p || sscanf(p, " %llu", &start) != 1)
+		return 0;
+	return start;
+}
+
+bool proc_is(pid_t pid, uint64_t start)
+{
+	return pid > 0 && start != 0 && proc_start_time(pid) == start;
+}
+
+int proc_kill(pid_t pid, uint64_t start, int sig)
+{
+	int fd, r;
+
+	if (pid <= 0 || start == 0)
+		return -ESRCH;
+	fd = pidfd_open_cloexec(pid);
+	if (fd < 0)
+		return -ESRCH;
+	/* Checked with the pidfd held: from here the pid cannot name another process. */
+	r = proc_start_time(pid) == start ? 0 : -ESRCH;
+	if (r == 0 && syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0) < 0)
+		r = -errno;
+	close(fd);
+	return r;
 }
 
 void vmstate_effective(const char *dir, struct vm_state *s)
@@ -119,10 +161,10 @@ void vmstate_effective(const char *dir, struct vm_state *s)
 
 	if (!live_state)
 		return;
-	if (s->supervisor_pid > 0 && !pid_alive_with(s->supervisor_pid, "agentvm")) {
+	if (s->supervisor_pid > 0 && !proc_is(s->supervisor_pid, s->supervisor_start)) {
 		snprintf(s->state, sizeof(s->state), "crashed");
 		snprintf(s->exit_reason, sizeof(s->exit_reason), "supervisor-killed");
-	} else if (s->qemu_pid > 0 && !pid_alive_with(s->qemu_pid, dir)) {
+	} else if (s->qemu_pid > 0 && !proc_is(s->qemu_pid, s->qemu_start)) {
 		/*
 		 * A live supervisor is about to write down why QEMU ended (it reaps it first, and a
 		 * loaded host can take a moment): until then the VM is stopping, not crashed.

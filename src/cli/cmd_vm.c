@@ -186,8 +186,7 @@ static int agent_poweroff(const char *dir)
 
 static void kill_qemu(const char *dir, const struct vm_state *st)
 {
-	if (pid_alive_with(st->qemu_pid, dir))
-		kill(st->qemu_pid, SIGKILL);
+	proc_kill(st->qemu_pid, st->qemu_start, SIGKILL);
 }
 
 /* The supervisor is gone but QEMU was killed: nobody else will write down what happened. */
@@ -197,7 +196,7 @@ static void record_if_orphaned(const char *dir, const char *reason)
 
 	if (vmstate_read(dir, &st, NULL) < 0 || !vmstate_is_live(st.state))
 		return;
-	if (st.supervisor_pid > 0 && pid_alive_with(st.supervisor_pid, "agentvm"))
+	if (proc_is(st.supervisor_pid, st.supervisor_start))
 		return;
 	snprintf(st.state, sizeof(st.state), "stopped");
 	snprintf(st.exit_reason, sizeof(st.exit_reason), "%s", reason);
@@ -287,11 +286,10 @@ static int remove_vm(const char *name, const char *dir, bool force)
 		}
 		kill_qemu(dir, &st);
 		wait_not_live(dir, 5000);
-		if (pid_alive_with(st.supervisor_pid, "agentvm"))
-			kill(st.supervisor_pid, SIGKILL);
+		proc_kill(st.supervisor_pid, st.supervisor_start, SIGKILL);
 		/* Give the supervisor a moment to finish removing its sockets. */
-		for (int i = 0; i < 250 && (pid_alive_with(st.supervisor_pid, "agentvm") ||
-					    pid_alive_with(st.qemu_pid, dir));
+		for (int i = 0; i < 250 && (proc_is(st.supervisor_pid, st.supervisor_start) ||
+					    proc_is(st.qemu_pid, st.qemu_start));
 		     i++)
 			sleep_ms(20);
 	}

@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "host.h"
+#include "statedir.h"
 
 #define AGENTVM_VERSION "0.1.0"
 
@@ -110,9 +111,16 @@ int main(int argc, char **argv)
 		{ "serve", cmd_serve },   { "pool", cmd_pool },
 		{ "net", cmd_net },
 	};
-	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
-		if (!strcmp(verb, verbs[i].name))
-			return finish_stdout(verbs[i].fn(argc - 1, argv + 1));
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+		if (strcmp(verb, verbs[i].name) != 0)
+			continue;
+		struct avm_error err = { 0 };
+		if (statedir_check_all_trust(&err) < 0) {
+			cli_error("%s", err.msg);
+			return EXIT_HOST_MISSING;
+		}
+		return finish_stdout(verbs[i].fn(argc - 1, argv + 1));
+	}
 	if (!strcmp(verb, "version") || !strcmp(verb, "--version")) {
 		printf("agentvm %s\n", AGENTVM_VERSION);
 		return finish_stdout(0);

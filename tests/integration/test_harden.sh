@@ -165,6 +165,49 @@ t_stale_pool_sock() {
 	[ ! -e "$AGENTVM_STATE_DIR/.pool.sock" ] || fail ".pool.sock is still there"
 }
 
+# 4: a state root others can write is refused, with the fix.
+t_untrusted_state_root() {
+	mkdir -p "$tmp_root/shared"
+	chmod 777 "$tmp_root/shared"
+	AGENTVM_STATE_DIR=$tmp_root/shared "$AVM" ls >/dev/null 2>"$tmp_root/err"
+	expect_eq "ls in a world-writable state root" 120 "$?"
+	expect_contains "the fix" "chmod go-w" "$(cat "$tmp_root/err")"
+	chmod 700 "$tmp_root/shared"
+	chown 12345 "$tmp_root/shared"
+	AGENTVM_STATE_DIR=$tmp_root/shared "$AVM" ls >/dev/null 2>"$tmp_root/err"
+	expect_eq "ls in someone else's state root" 120 "$?"
+	expect_contains "owner message" "belongs to uid 12345" "$(cat "$tmp_root/err")"
+	ln -s "$tmp_root/shared" "$tmp_root/link"
+	AGENTVM_SNAPSHOT_DIR=$tmp_root/link "$AVM" ls >/dev/null 2>"$tmp_root/err"
+	expect_eq "a symlinked snapshot root" 120 "$?"
+	rm -rf "$tmp_root/shared" "$tmp_root/link"
+}
+
+# 4: what a planted state dir names is never acted on: a pid (no start time match), an
+# interface that is not an agentvm tap, a symlink to another directory.
+t_planted_state() {
+	mkdir -p "$AGENTVM_STATE_DIR/evil" "$tmp_root/victim"
+	echo keep >"$tmp_root/victim/file"
+	sleep 300 &
+	victim=$!
+	printf '{"state":"running","supervisor_pid":%d,"qemu_pid":%d}' $victim $victim >"$AGENTVM_STATE_DIR/evil/state.json"
+	printf '{"vm":"evil","mode":"nat-filtered","tap":"up0"}' >"$AGENTVM_STATE_DIR/evil/net.json"
+	expect_eq "a planted pid is not a live VM" "crashed" "$(avm ls | awk '$1 == "evil" {print $2}')"
+	avm kill evil >/dev/null 2>&1
+	avm rm --force evil >/dev/null 2>&1
+	kill -0 $victim 2>/dev/null || fail "kill/rm --force signalled the process a planted state.json named"
+	kill $victim 2>/dev/null
+	if [ -n "$(ip -br link show up0 2>/dev/null)" ] || [ "$(id -u)" != 0 ]; then :; else fail "rm deleted interface up0 named by a planted net.json"; fi
+	ln -s "$tmp_root/victim" "$AGENTVM_STATE_DIR/link1"
+	avm gc >/dev/null 2>&1
+	avm rm --force link1 >/dev/null 2>&1
+	[ -f "$tmp_root/victim/file" ] || fail "gc/rm followed a symlink and deleted another directory's files"
+	rm -f "$AGENTVM_STATE_DIR/link1"
+	rm -rf "${AGENTVM_STATE_DIR:?}/evil" "$tmp_root/victim"
+}
+
+run_test t_untrusted_state_root
+run_test t_planted_state
 run_test t_validation_before_boot
 run_test t_stale_pool_sock
 run_test t_stdout_full
