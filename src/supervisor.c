@@ -230,7 +230,10 @@ static void on_event(void *opaque, const char *event, struct json_object *data, 
 		fprintf(s->events, "{\"event\":\"%s\",\"timestamp\":{\"seconds\":%lld,\"microseconds\":%lld},\"data\":%s}\n",
 			event, (long long)sec, (long long)usec,
 			data ? json_object_to_json_string_ext(data, JSON_C_TO_STRING_PLAIN) : "{}");
-		fflush(s->events);
+		if (fflush(s->events) != 0 || ferror(s->events)) {
+			vm__note_write_error(vm, "events.jsonl", -errno);
+			clearerr(s->events);
+		}
 	}
 	if (!strcmp(event, "STOP"))
 		vm__set_state(vm, "paused");

@@ -166,9 +166,25 @@ const char *vm__exit_reason(const struct vm *vm)
 
 void vm__set_state(struct vm *vm, const char *state)
 {
+	int r;
+
 	snprintf(vm->st.state, sizeof(vm->st.state), "%s", state);
-	if (!vm->attached)
-		vmstate_write(vm->dir, &vm->st);
+	if (vm->attached)
+		return;
+	/* Console output that could not be written is worth a line in state.json. */
+	if (vm->con.write_error && !vm->st.error[0])
+		vm__note_write_error(vm, "console.log", vm->con.write_error);
+	if ((r = vmstate_write(vm->dir, &vm->st)) < 0 && !vm->st.error[0])
+		vm__note_write_error(vm, "state.json", r);
+}
+
+void vm__note_write_error(struct vm *vm, const char *file, int r)
+{
+	if (vm->attached || vm->st.error[0])
+		return;
+	snprintf(vm->st.error, sizeof(vm->st.error), "cannot write %s in the state dir: %s", file,
+		 strerror(-r));
+	vmstate_write(vm->dir, &vm->st);
 }
 
 static int write_spec(struct vm *vm, const struct vm_spec *spec)
@@ -322,6 +338,12 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	r = statedir_create(vm->name, &vm->dir, err);
 	if (r < 0)
 		goto fail;
+	r = vmstate_reserve(vm->dir);
+	if (r < 0) {
+		avm_error_setx(err, r, "cannot reserve room for %s/state.json (is its file system "
+				       "full?)", vm->dir);
+		goto fail;
+	}
 	r = write_spec(vm, o->spec);
 	if (r < 0) {
 		avm_error_setx(err, r, "cannot write %s/spec.json", vm->dir);
@@ -410,7 +432,10 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	vm__set_state(vm, "created");
 	statedir_file(pidpath, sizeof(pidpath), vm->dir, "qemu.pid");
 	snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int)vm->pid);
-	write_file_atomic(pidpath, pidbuf, strlen(pidbuf));
+	if ((r = write_file_atomic(pidpath, pidbuf, strlen(pidbuf))) < 0) {
+		avm_error_setx(err, r, "cannot write %s", pidpath);
+		goto fail;
+	}
 
 	vm->agent_fd = TAKE_FD(agent_sp[0]);
 	r = agent_conn_init(&vm->agent, vm->agent_fd);

@@ -83,6 +83,9 @@ const char *vm__exit_reason(const struct vm *vm);
 /* Copy console output into console.log; stop watching the socket at its EOF. */
 void vm__pump_console(struct vm *vm);
 
+/* A write in the state dir failed (a full file system): say so in state.json, once. */
+void vm__note_write_error(struct vm *vm, const char *file, int r);
+
 /* Set the state, mirror it to state.json (owners only). */
 void vm__set_state(struct vm *vm, const char *state);
 

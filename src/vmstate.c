@@ -3,6 +3,8 @@
 
 #include <json-c/json.h>
 #include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <sys/stat.h>
@@ -22,6 +24,73 @@ int64_t realtime_ms(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#define STATE_RESERVE 4096
+#define STATE_SPARE "state.json.spare"
+
+int vmstate_reserve(const char *dir)
+{
+	char path[PATH_MAX];
+	int fd, r = 0;
+
+	if (statedir_file(path, sizeof(path), dir, STATE_SPARE) < 0)
+		return -ENAMETOOLONG;
+	fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	/* Real blocks, not a size: a sparse file would need room at the moment of the write. */
+	if (fallocate(fd, 0, 0, STATE_RESERVE) < 0) {
+		r = -errno;
+		if (r == -EOPNOTSUPP) /* no fallocate (rare): write the bytes */
+			r = ftruncate(fd, 0) < 0 ? -errno : 0;
+	}
+	close(fd);
+	return r;
+}
+
+/*
+ * Write the new text into the spare's already allocated blocks (no new room needed), then
+ * exchange it with state.json: readers see the old or the new file, never a half, and the old
+ * state.json with its blocks becomes the next spare. Without a spare (a state dir of an older
+ * agentvm): the usual tmp + rename.
+ */
+static int write_reserved(const char *dir, const char *text, size_t len)
+{
+	char spare[PATH_MAX], path[PATH_MAX];
+	int fd, r = 0;
+
+	if (len > STATE_RESERVE || statedir_file(spare, sizeof(spare), dir, STATE_SPARE) < 0 ||
+	    statedir_file(path, sizeof(path), dir, "state.json") < 0)
+		return -ENAMETOOLONG;
+	fd = open(spare, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno != ENOENT)
+			return -errno;
+		/* First write of a dir whose spare was not made, or taken by a crash mid-swap. */
+		if ((r = write_file_atomic(path, text, len)) < 0)
+			return r;
+		vmstate_reserve(dir);
+		return 0;
+	}
+	if (pwrite(fd, text, len, 0) != (ssize_t)len)
+		r = errno ? -errno : -EIO;
+	/* Shrinking frees only blocks past the text; the first stays allocated for the next. */
+	if (r == 0 && ftruncate(fd, (off_t)len) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r < 0)
+		return r;
+	if (renameat2(AT_FDCWD, spare, AT_FDCWD, path, RENAME_EXCHANGE) == 0)
+		return 0;
+	if (errno != ENOENT)
+		return -errno;
+	/* No state.json yet: the spare becomes it, and a new spare is made while there is room. */
+	if (rename(spare, path) < 0)
+		return -errno;
+	vmstate_reserve(dir);
+	return 0;
 }
 
 int vmstate_write(const char *dir, const struct vm_state *s)
@@ -44,10 +113,12 @@ int vmstate_write(const char *dir, const struct vm_state *s)
 	json_object_object_add(o, "stopped_ms", json_object_new_int64(s->stopped_ms));
 	json_object_object_add(o, "exit_reason", json_object_new_string(s->exit_reason));
 	json_object_object_add(o, "exit_status", json_object_new_int(s->exit_status));
+	if (s->error[0])
+		json_object_object_add(o, "error", json_object_new_string(s->error));
 	str = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	r = statedir_file(path, sizeof(path), dir, "state.json");
 	if (r == 0)
-		r = write_file_atomic(path, str, strlen(str));
+		r = write_reserved(dir, str, strlen(str));
 	json_object_put(o);
 	return r;
 }
@@ -89,6 +160,7 @@ int vmstate_read(const char *dir, struct vm_state *s, struct avm_error *err)
 	get_str(o, "state", s->state, sizeof(s->state));
 	get_str(o, "accel", s->accel, sizeof(s->accel));
 	get_str(o, "exit_reason", s->exit_reason, sizeof(s->exit_reason));
+	get_str(o, "error", s->error, sizeof(s->error));
 	s->supervisor_pid = (pid_t)get_int(o, "supervisor_pid");
 	s->qemu_pid = (pid_t)get_int(o, "qemu_pid");
 	s->supervisor_start = (uint64_t)get_int(o, "supervisor_start");

@@ -28,8 +28,19 @@ struct vm_state {
 	int64_t stopped_ms;
 	char exit_reason[32]; /* poweroff, guest-shutdown, killed, crashed, supervisor-killed */
 	int exit_status;      /* QEMU's wait status decoded: exit code, or 128+signal */
+	char error[160];      /* the first write in the state dir that failed ("" = none): a full
+				 state dir is reported here, where the reserve below still lets
+				 state.json be written */
 };
 
+/*
+ * Reserve the room state.json needs (a preallocated spare, swapped in by every write), so that
+ * a full state dir (console output, another writer) can never leave a stale state behind: a
+ * paused VM shown running, a clean stop shown crashed. Called when the state dir is created.
+ */
+int vmstate_reserve(const char *dir);
+
+/* Write state.json in place of its reserved spare (see vmstate_reserve). 0 or -errno. */
 int vmstate_write(const char *dir, const struct vm_state *s);
 int vmstate_read(const char *dir, struct vm_state *s, struct avm_error *err);
 int64_t realtime_ms(void);

@@ -378,6 +378,8 @@ static struct json_object *vm_json(const char *name, const char *dir)
 	json_object_object_add(o, "accel", json_object_new_string(st.accel));
 	json_object_object_add(o, "exit_reason", json_object_new_string(st.exit_reason));
 	json_object_object_add(o, "exit_status", json_object_new_int(st.exit_status));
+	if (st.error[0])
+		json_object_object_add(o, "error", json_object_new_string(st.error));
 	json_object_object_add(o, "supervisor_pid", json_object_new_int(st.supervisor_pid));
 	json_object_object_add(o, "qemu_pid", json_object_new_int(st.qemu_pid));
 	int64_t end = vmstate_is_live(st.state) ? realtime_ms() : st.stopped_ms;
@@ -460,6 +462,8 @@ int cmd_ls(int argc, char **argv)
 			json_object_object_get_ex(o, "exit_reason", &v);
 			printf("%-24s %-9s %-6s %5d %6dM %8.1fs %s\n", names[i], state, accel, cpus,
 			       mem, up, json_object_get_string(v));
+			if (json_object_object_get_ex(o, "error", &v))
+				cli_warn("VM '%s': %s", names[i], json_object_get_string(v));
 			json_object_put(o);
 		}
 	}

@@ -206,6 +206,37 @@ t_planted_state() {
 	rm -rf "${AGENTVM_STATE_DIR:?}/evil" "$tmp_root/victim"
 }
 
+# 1: a full state dir: state.json stays true (paused is paused, a stop is a stop) and says why
+# other writes failed. In a mount namespace of its own, on a small tmpfs.
+t_full_state_dir() {
+	full=$tmp_root/full
+	mkdir -p "$full"
+	AGENTVM_STATE_DIR=$full unshare -m sh -c '
+		mount -t tmpfs -o size=1m,mode=0700 tmpfs "$AGENTVM_STATE_DIR" || exit 99
+		"$AVM" start --accel tcg --network isolated --name fs >/dev/null || exit 98
+		head -c 2000000 /dev/zero >"$AGENTVM_STATE_DIR/filler" 2>/dev/null
+		"$AVM" exec fs -- sh -c "head -c 300000 /dev/zero >/dev/hvc0" >/dev/null 2>&1
+		"$AVM" pause fs >/dev/null
+		sleep 0.5
+		echo "paused: $("$AVM" ls 2>/dev/null | awk "\$1 == \"fs\" {print \$2}")"
+		"$AVM" resume fs >/dev/null
+		"$AVM" stop fs >/dev/null
+		echo "stopped: $("$AVM" ls 2>"$0.err" | awk "\$1 == \"fs\" {print \$2, \$7}")"
+		cat "$0.err"
+		"$AVM" rm fs >/dev/null
+		rm -f "$AGENTVM_STATE_DIR/filler"
+		umount "$AGENTVM_STATE_DIR"' "$tmp_root/fs" >"$tmp_root/fs.out" 2>&1
+	rc=$?
+	[ $rc -ne 99 ] || { skip "cannot mount a tmpfs in a new mount namespace"; return; }
+	expect_eq "start in a small state dir" 0 "$rc"
+	o=$(cat "$tmp_root/fs.out")
+	expect_contains "paused shows paused with the state dir full" "paused: paused" "$o"
+	expect_contains "a stop is a stop with the state dir full" "stopped: stopped poweroff" "$o"
+	expect_contains "ls says what could not be written" "No space left" "$o"
+	rm -rf "$full"
+}
+
+run_test t_full_state_dir
 run_test t_untrusted_state_root
 run_test t_planted_state
 run_test t_validation_before_boot
