@@ -57,7 +57,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(B)/fuzz/%,$(FUZZ_SRC))
 
 .PHONY: all build images check check-unit check-fuzz check-integration fuzz bench install clean distclean \
-	deps demo ci
+	deps demo ci jail-user
 all: build images
 
 # Debian 12 packages for building, testing and running (apt-get, as root).
@@ -72,6 +72,13 @@ deps:
 		echo "deps: installing$$(echo $$missing | sed 's/^/ /')"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	else echo "deps: all Debian packages present"; fi
+	@$(MAKE) --no-print-directory jail-user
+
+# The unprivileged user every QEMU runs as (src/jail.h): a system user with no login and no home.
+jail-user:
+	@id agentvm-qemu >/dev/null 2>&1 || { echo "deps: creating system user agentvm-qemu"; \
+		useradd --system --no-create-home --home-dir /nonexistent \
+			--shell /usr/sbin/nologin agentvm-qemu; }
 
 # The main job in one command: set up, build, boot a sandbox and run a command in it.
 demo: deps
@@ -175,7 +182,7 @@ $(B)/bench/qmp-rtt: bench/qmp_rtt.c $(LIBS_ALL)
 bench: all $(B)/bench/exec-rtt $(B)/bench/qmp-rtt
 	$(Q)sh bench/run.sh $(AGENTVM)
 
-install: all
+install: all jail-user
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)
 	install -m 0755 $(AGENTVM) $(DESTDIR)$(BINDIR)/agentvm
 	install -m 0644 $(VMLINUX) $(INITRAMFS) $(DESTDIR)$(DATADIR)/

@@ -156,7 +156,10 @@ int qemu_build_argv(const struct qemu_config *c, struct strv *a, struct avm_erro
 		 * add options of its own. */
 		char *qp = opt_escape(c->qmp_sock_path);
 		strv_add(a, "-chardev");
-		strv_addf(a, "socket,id=qmp1,path=%s,server=on,wait=off", qp ? qp : "");
+		if (c->qmp_listen_fd > 0)
+			strv_addf(a, "socket,id=qmp1,fd=%d,server=on,wait=off", c->qmp_listen_fd);
+		else
+			strv_addf(a, "socket,id=qmp1,path=%s,server=on,wait=off", qp ? qp : "");
 		if (!qp)
 			a->failed = true;
 		free(qp);

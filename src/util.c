@@ -125,7 +125,9 @@ int remove_flat_dir(const char *path)
 	while ((e = readdir(d))) {
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
 			continue;
-		if (unlinkat(dirfd(d), e->d_name, 0) < 0 && errno != ENOENT)
+		/* An empty directory (a jail's root mount point) goes too; nothing deeper. */
+		if (unlinkat(dirfd(d), e->d_name, 0) < 0 && errno != ENOENT &&
+		    (errno != EISDIR || unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR) < 0))
 			r = -errno;
 	}
 	closedir(d);

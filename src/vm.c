@@ -217,6 +217,8 @@ static void vm_free(struct vm *vm)
 			net_save(&vm->net, vm->dir);
 	}
 	console_close(&vm->con);
+	if (!vm->attached && (vm->exited || vm->pid <= 0))
+		jail_release(&vm->jail);
 	qmp_client_free(vm->qmp);
 	agent_conn_release(&vm->agent);
 	if (vm->agent_fd >= 0)
@@ -307,6 +309,7 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	struct qemu_disk qdisks[VM_SPEC_MAX_DISKS];
 	struct vm *vm = calloc(1, sizeof(*vm));
 	int qmp_sp[2] = { -1, -1 }, agent_sp[2] = { -1, -1 }, con_sp[2] = { -1, -1 };
+	_cleanup_close_ int qmp_listen = -1;
 	char qlog[PATH_MAX], qmp_sock[PATH_MAX], pidpath[PATH_MAX], namebuf[32], pidbuf[32];
 	char net_cmdline[256];
 	struct strv argv = { 0 };
@@ -405,12 +408,46 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		.disks = qdisks,
 		.n_disks = o->spec->n_disks,
 	};
+	if (o->detached) {
+		/* The second monitor's socket is made here and inherited, listening. */
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", qmp_sock) >=
+		    (int)sizeof(sa.sun_path)) {
+			r = avm_error_set(err, -ENAMETOOLONG, "%s: path too long", qmp_sock);
+			goto fail;
+		}
+		qmp_listen = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (qmp_listen < 0 || bind(qmp_listen, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+		    listen(qmp_listen, 16) < 0) {
+			r = avm_error_setx(err, -errno, "cannot listen on %s", qmp_sock);
+			goto fail;
+		}
+		qc.qmp_listen_fd = qmp_listen;
+	}
+	struct jail_opts jo = { .name = vm->name, .dir = vm->dir, .cpus = o->spec->cpus,
+				.memory_mib = o->spec->memory_mib, .kvm = o->accel == VM_ACCEL_KVM,
+				.qemu = o->qemu };
+	size_t nro = 0, nrw = 0;
+	jo.ro[nro++] = o->kernel;
+	jo.ro[nro++] = o->initrd;
+	for (size_t i = 0; i < o->spec->n_disks && nrw < ARRAY_SIZE(jo.rw) - 2; i++)
+		jo.rw[nrw++] = overlays[i];
+	if (qc.mem_path)
+		jo.rw[nrw++] = qc.mem_path;
+	r = jail_prepare(&vm->jail, &jo, err);
+	if (r < 0)
+		goto fail;
 	r = qemu_build_argv(&qc, &argv, err);
 	if (r < 0)
 		goto fail;
-	int keep[4] = { qmp_sp[1], agent_sp[1], con_sp[1], vm->net.tap_fd };
-	struct launch_opts lo = { .argv = argv.v, .keep_fds = keep, .n_keep = qc.nic ? 4 : 3,
-				  .log_path = qlog };
+	int keep[5] = { qmp_sp[1], agent_sp[1], con_sp[1], vm->net.tap_fd, qmp_listen };
+	if (!qc.nic) {
+		keep[3] = qmp_listen;
+		keep[4] = -1;
+	}
+	struct launch_opts lo = { .argv = argv.v, .keep_fds = keep,
+				  .n_keep = 3 + (qc.nic ? 1 : 0) + (qmp_listen >= 0 ? 1 : 0),
+				  .log_path = qlog, .jail = &vm->jail };
 	r = launch_spawn(&lo, &vm->pid, &vm->pidfd, err);
 	strv_release(&argv);
 	close(qmp_sp[1]);

@@ -5,6 +5,7 @@
 
 #include "agent_conn.h"
 #include "console.h"
+#include "jail.h"
 #include "net.h"
 #include "qmp.h"
 #include "vm.h"
@@ -37,6 +38,7 @@ struct vm {
 	bool guest_reset;    /* ... with reason guest-reset or guest-panic: the guest kernel
 				panicked (panic=-1 reboots, -no-reboot ends QEMU) or rebooted */
 	struct console con;  /* the guest console, copied into console.log (owners only) */
+	struct jail jail;    /* QEMU's jail (its cgroups are removed once QEMU is gone) */
 	uint32_t next_id;
 	uint64_t t_launch_us, t_ready_us;
 	bool attached;       /* a client of a detached VM's supervisor, not QEMU's parent */
