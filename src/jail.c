@@ -319,7 +319,8 @@ int jail_prepare(struct jail *j, const struct jail_opts *o, struct avm_error *er
 unsigned long jail_clone_flags(const struct jail *j)
 {
 	/* CLONE_NEWNET too: QEMU only needs the tap fd it inherits, never a socket of its own. */
-	return j && j->on ? CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET : 0;
+	return j && j->on ? CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET
+			  : 0;
 }
 
 /* --- in the child, between fork and exec ------------------------------------------------------ */

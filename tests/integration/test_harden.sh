@@ -236,6 +236,64 @@ t_full_state_dir() {
 	rm -rf "$full"
 }
 
+# 3: the jail, asserted from outside: QEMU's uid/gid, capabilities, no_new_privs, seccomp, its
+# namespaces and its cgroup limits.
+t_jail() {
+	[ "$(id -u)" = 0 ] || { skip "the jail needs root"; return; }
+	id agentvm-qemu >/dev/null 2>&1 || { skip "no user agentvm-qemu (make deps creates it)"; return; }
+	avm start --accel tcg --network isolated --cpus 2 --memory 256 --name jl >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	q=$(sed -n 's/.*"qemu_pid":\([0-9]*\).*/\1/p' "$AGENTVM_STATE_DIR/jl/state.json")
+	st=/proc/$q/status
+	[ "$(awk '/^Uid:/ {print $2}' "$st")" != 0 ] || fail "QEMU runs as uid 0"
+	[ "$(awk '/^Gid:/ {print $2}' "$st")" != 0 ] || fail "QEMU runs as gid 0"
+	expect_eq "QEMU's effective capabilities" 0000000000000000 "$(awk '/^CapEff:/ {print $2}' "$st")"
+	expect_eq "QEMU's bounding set" 0000000000000000 "$(awk '/^CapBnd:/ {print $2}' "$st")"
+	expect_eq "no_new_privs" 1 "$(awk '/^NoNewPrivs:/ {print $2}' "$st")"
+	expect_eq "seccomp mode" 2 "$(awk '/^Seccomp:/ {print $2}' "$st")"
+	for ns in mnt pid ipc uts net; do
+		[ "$(readlink /proc/$q/ns/$ns)" != "$(readlink /proc/self/ns/$ns)" ] || fail "QEMU shares the $ns namespace"
+	done
+	# Its root holds what it needs and not the host's /etc or /root.
+	[ ! -e /proc/$q/root/etc/shadow ] || fail "/etc/shadow is visible in QEMU's root"
+	[ ! -e "/proc/$q/root$AGENTVM_STATE_DIR/jl/state.json" ] || fail "state.json is visible in QEMU's root"
+	# Limits: 2 CPUs, 256 MiB + 256 MiB overhead, 256 pids (v1 here; v2 on a unified host).
+	if grep -q '^0::/agentvm.slice' /proc/$q/cgroup; then
+		cg=/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/$q/cgroup)
+		expect_eq "cpu.max" "200000 100000" "$(cat "$cg/cpu.max")"
+		expect_eq "memory.max" 536870912 "$(cat "$cg/memory.max")"
+		expect_eq "pids.max" 256 "$(cat "$cg/pids.max")"
+	elif grep -q ':pids:.*agentvm-jl-' /proc/$q/cgroup; then
+		c=$(sed -n 's/^[0-9]*:cpu:\(.*\)/\1/p' /proc/$q/cgroup)
+		m=$(sed -n 's/^[0-9]*:memory:\(.*\)/\1/p' /proc/$q/cgroup)
+		p=$(sed -n 's/^[0-9]*:pids:\(.*\)/\1/p' /proc/$q/cgroup)
+		expect_eq "cpu quota" 200000 "$(cat /sys/fs/cgroup/cpu$c/cpu.cfs_quota_us)"
+		expect_eq "memory limit" 536870912 "$(cat /sys/fs/cgroup/memory$m/memory.limit_in_bytes)"
+		expect_eq "pids.max" 256 "$(cat /sys/fs/cgroup/pids$p/pids.max)"
+		cgdir=/sys/fs/cgroup/pids$p
+	else
+		fail "QEMU is in no agentvm cgroup: $(cat /proc/$q/cgroup | tr '\n' ' ')"
+	fi
+	expect_eq "the jailed VM runs commands" ok "$(avm exec jl -- echo ok)"
+	avm pause jl && avm resume jl || fail "pause/resume through the inherited QMP socket"
+	avm stop jl >/dev/null
+	avm rm jl >/dev/null
+	[ -z "${cgdir:-}" ] || [ ! -d "$cgdir" ] || fail "the VM's cgroup $cgdir was left behind"
+}
+
+# 3: a second local user reaches nothing of root's VMs: not the state dir, not the sockets.
+t_other_user() {
+	[ "$(id -u)" = 0 ] || { skip "needs root"; return; }
+	avm start --accel tcg --network isolated --name ou >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	chmod 755 "$tmp_root"
+	out=$(setpriv --reuid=65534 --regid=65534 --clear-groups sh -c "ls '$AGENTVM_STATE_DIR/ou' 2>&1; AGENTVM_STATE_DIR='$AGENTVM_STATE_DIR' '$AVM' exec ou -- true 2>&1; echo rc=\$?")
+	chmod 700 "$tmp_root"
+	expect_contains "another user cannot list the state dir" "Permission denied" "$out"
+	case "$out" in *rc=0*) fail "another user ran a command in root's VM: $out" ;; esac
+	avm rm --force ou >/dev/null 2>&1
+}
+
+run_test t_jail
+run_test t_other_user
 run_test t_full_state_dir
 run_test t_untrusted_state_root
 run_test t_planted_state
