@@ -315,7 +315,7 @@ int avm_exit_info_decode(const uint8_t *p, size_t len, struct avm_exit_info *out
 	out->stime_us = avm_get_le64(p + 24);
 	out->maxrss_kb = avm_get_le64(p + 32);
 	out->reserved = avm_get_le64(p + 40);
-	if (out->kind > AVM_EXIT_START_FAILED)
+	if (out->kind > AVM_EXIT_OOM)
 		return -EBADMSG;
 	return 0;
 }

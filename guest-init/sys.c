@@ -2,6 +2,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "cgroup.h"
 #include "sys.h"
 #include "disk.h"
 #include "util.h"
@@ -125,6 +126,9 @@ void sys_setup_late(void)
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
+	/* Last, in the final root: one cgroup per command (cgroup.c). */
+	if (cgroup_setup() < 0)
+		log_msg("cgroup2: %m; commands run without their own cgroup");
 }
 
 int sys_signals(void)

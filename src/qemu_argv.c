@@ -127,6 +127,14 @@ int qemu_build_argv(const struct qemu_config *c, struct strv *a, struct avm_erro
 		strv_add(a, "-incoming");
 		strv_add(a, "defer");
 	}
+	if (c->name_tag) {
+		char *n = opt_escape(c->name_tag);
+		strv_add(a, "-name");
+		strv_addf(a, "guest=%s", n ? n : "");
+		if (!n)
+			a->failed = true;
+		free(n);
+	}
 	strv_add(a, "-nodefaults");
 	strv_add(a, "-no-user-config");
 	strv_add(a, "-nographic");

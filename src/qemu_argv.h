@@ -36,6 +36,8 @@ struct qemu_config {
 	const char *extra_cmdline; /* appended to the kernel cmdline; may be NULL */
 	int sandbox;               /* nonzero: QEMU's own -sandbox (seccomp) */
 	const char *qmp_sock_path; /* a second QMP monitor on this Unix socket (server), or NULL */
+	const char *name_tag;      /* -name guest=...: the state dir, so `ps`/pgrep tell whose QEMU
+				      it is (no path in the argv names it otherwise); or NULL */
 	int qmp_listen_fd;         /* > 0: that monitor's socket, already listening (inherited:
 				      a jailed QEMU cannot create files in the state dir) */
 	bool nic;                  /* a virtio-net NIC backed by the inherited tap_fd */

@@ -399,6 +399,7 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		.qmp_fd = qmp_sp[1],
 		.agent_fd = agent_sp[1],
 		.console_fd = con_sp[1],
+		.name_tag = vm->dir,
 		.sandbox = 1,
 		.qmp_sock_path = o->detached ? qmp_sock : NULL,
 		.extra_cmdline = net_cmdline,

@@ -292,6 +292,24 @@ t_other_user() {
 	avm rm --force ou >/dev/null 2>&1
 }
 
+# 12: each EXEC in its own cgroup in the guest: --timeout reaches a setsid'd child too, and an
+# OOM kill is reported as such.
+t_exec_cgroup() {
+	avm start --accel tcg --network isolated --memory 256 --name cg >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	avm exec cg -- test -d /sys/fs/cgroup/exec-1 2>/dev/null
+	avm exec --timeout 3 cg -- sh -c 'setsid sleep 1000 & sleep 1000' >/dev/null 2>&1
+	expect_eq "timeout exit" 124 "$?"
+	n=$(avm exec cg -- sh -c 'for p in /proc/[0-9]*; do cat $p/comm 2>/dev/null; done | grep -c "^sleep$"')
+	expect_eq "sleeps left after the timeout (a setsid'd one included)" 0 "$n"
+	avm exec cg -- sh -c 'exec tail </dev/zero' >/dev/null 2>"$tmp_root/err"
+	rc=$?
+	expect_eq "exit of an OOM-killed command" 137 "$rc"
+	expect_contains "OOM message" "OOM killer" "$(cat "$tmp_root/err")"
+	expect_eq "the VM survives" ok "$(avm exec cg -- echo ok)"
+	avm rm --force cg >/dev/null 2>&1
+}
+
+run_test t_exec_cgroup
 run_test t_jail
 run_test t_other_user
 run_test t_full_state_dir
