@@ -309,6 +309,36 @@ t_exec_cgroup() {
 	avm rm --force cg >/dev/null 2>&1
 }
 
+# 5: rootless: a user without privileges runs, starts, execs, snapshots and restores with
+# --network isolated in their own $XDG_RUNTIME_DIR (state) and $HOME (snapshots, cache).
+t_rootless() {
+	[ "$(id -u)" = 0 ] || { skip "needs root to become another user"; return; }
+	command -v setpriv >/dev/null || { skip "no setpriv"; return; }
+	rl=$tmp_root/rootless
+	mkdir -p "$rl"
+	chown 65534:65534 "$rl"
+	chmod 755 "$tmp_root"
+	as_nobody() {
+		setpriv --reuid=65534 --regid=65534 --clear-groups env -u AGENTVM_STATE_DIR \
+			-u AGENTVM_CACHE_DIR -u AGENTVM_SNAPSHOT_DIR XDG_RUNTIME_DIR="$rl" HOME="$rl" \
+			"$AVM" "$@"
+	}
+	expect_eq "rootless run" hi "$(as_nobody run --accel tcg --network isolated -- echo hi 2>"$tmp_root/err")"
+	as_nobody start --accel tcg --network isolated --name rl1 >/dev/null 2>"$tmp_root/err" || fail "rootless start: $(cat "$tmp_root/err")"
+	expect_eq "rootless exec" 42 "$(as_nobody exec rl1 -- sh -c 'echo 42' 2>>"$tmp_root/err")"
+	as_nobody snapshot save rl1 rls >/dev/null 2>>"$tmp_root/err" || fail "rootless save: $(cat "$tmp_root/err")"
+	as_nobody restore rls --name rl2 >/dev/null 2>>"$tmp_root/err" || fail "rootless restore: $(cat "$tmp_root/err")"
+	expect_eq "rootless exec in the clone" ok "$(as_nobody exec rl2 -- echo ok 2>>"$tmp_root/err")"
+	q=$(pgrep -f "qemu-system-x86_64.*$rl/agentvm/rl2" | head -1)
+	[ -z "$q" ] || expect_eq "a rootless QEMU runs as the user" 65534 "$(awk '/^Uid:/ {print $2}' /proc/$q/status)"
+	as_nobody rm --force rl1 >/dev/null 2>&1
+	as_nobody rm --force rl2 >/dev/null 2>&1
+	as_nobody snapshot rm rls >/dev/null 2>&1
+	chmod 700 "$tmp_root"
+	rm -rf "$rl"
+}
+
+run_test t_rootless
 run_test t_exec_cgroup
 run_test t_jail
 run_test t_other_user
