@@ -338,6 +338,28 @@ t_rootless() {
 	rm -rf "$rl"
 }
 
+# A guest fork bomb and a memory hog leave the host and another VM responsive, and the bombed
+# VM itself once --timeout killed the command's cgroup.
+t_fork_bomb_and_hog() {
+	avm start --accel tcg --network isolated --memory 256 --name fa >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	avm start --accel tcg --network isolated --memory 256 --name fb >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; avm rm --force fa >/dev/null 2>&1; return; }
+	avm exec --timeout 8 fa -- sh -c 'f() { f | f & }; f; sleep 100' >/dev/null 2>&1 &
+	bomb=$!
+	avm exec fb -- sh -c 'exec tail </dev/zero' >/dev/null 2>&1 &
+	hog=$!
+	sleep 3
+	expect_eq "the other VM answers during the bomb" ok "$(avm exec fb -- echo ok 2>&1)"
+	expect_eq "the host answers" ok "$(echo ok)"
+	wait $bomb
+	expect_eq "the bomb ends by its timeout" 124 "$?"
+	wait $hog
+	expect_eq "the bombed VM answers again" ok "$(avm exec fa -- echo ok 2>&1)"
+	expect_eq "the hogged VM answers again" ok "$(avm exec fb -- echo ok 2>&1)"
+	avm rm --force fa >/dev/null 2>&1
+	avm rm --force fb >/dev/null 2>&1
+}
+
+run_test t_fork_bomb_and_hog
 run_test t_rootless
 run_test t_exec_cgroup
 run_test t_jail
