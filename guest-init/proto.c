@@ -139,7 +139,8 @@ int avm_decoder_next(struct avm_decoder *d, struct avm_frame_hdr *hdr, const uin
 		     const char **why)
 {
 	size_t avail = d->len - d->off;
-	const uint8_t *p = d->buf + d->off;
+	/* An empty decoder has no buffer yet: NULL + 0 is undefined behaviour (UBSan). */
+	const uint8_t *p = d->buf ? d->buf + d->off : NULL;
 
 	*why = NULL;
 	*payload = NULL;
