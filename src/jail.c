@@ -18,6 +18,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "snapshot.h"
+#include "statedir.h"
 #include "util.h"
 
 /* One warning per process and kind: a pool restoring many VMs says it once. */
@@ -242,6 +244,40 @@ static void cgroups_setup(struct jail *j, const struct jail_opts *o)
 	}
 }
 
+/* Under agentvm's own roots (state, snapshots, cache): files agentvm made, not the user's. */
+static bool ours(const char *path)
+{
+	char cache[PATH_MAX], *slash;
+	const char *roots[3] = { statedir_root(), snap_root(), cache };
+
+	snprintf(cache, sizeof(cache), "%s", snap_hash_cache_dir());
+	slash = strrchr(cache, '/');
+	if (slash && slash != cache)
+		*slash = '\0';
+	for (size_t i = 0; i < ARRAY_SIZE(roots); i++) {
+		size_t n = strlen(roots[i]);
+		if (n && !strncmp(path, roots[i], n) && path[n] == '/')
+			return true;
+	}
+	return false;
+}
+
+/* One of agentvm's files (a snapshot's disk copy, a cached image) QEMU reads: group-readable
+ * by agentvm-qemu's group, nothing more. */
+static int share_ro(const char *path, gid_t gid)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), r = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || fchown(fd, (uid_t)-1, gid) < 0 ||
+	    fchmod(fd, (st.st_mode & 07777 & ~(mode_t)S_IWGRP) | S_IRGRP) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
 int jail_prepare(struct jail *j, const struct jail_opts *o, struct avm_error *err)
 {
 	char back[PATH_MAX];
@@ -305,7 +341,9 @@ int jail_prepare(struct jail *j, const struct jail_opts *o, struct avm_error *er
 						      p->path);
 			}
 			close(fd);
-		} else if (stat(p->path, &st) == 0 && !readable_by(&st, j->uid, j->gid)) {
+		} else if (stat(p->path, &st) == 0 && !readable_by(&st, j->uid, j->gid) &&
+			   !(st.st_uid == geteuid() && ours(p->path) &&
+			     share_ro(p->path, j->gid) == 0)) {
 			return avm_error_set(err, -EACCES,
 					     "QEMU runs as " JAIL_USER " and cannot read %s; make it "
 					     "readable (chmod o+r, or chgrp " JAIL_USER " and chmod g+r)",
