@@ -196,6 +196,9 @@ uint64_t proc_start_time(pid_t pid)
 	if (!p)
 		return 0;
 	p++;
+	/* A zombie (Z) or dying (X) process has ended: it only waits to be reaped. */
+	if (p[0] == ' ' && (p[1] == 'Z' || p[1] == 'X'))
+		return 0;
 	/* After ')': field 3 (state) ... field 22 (starttime) is the 20th. */
 	for (int f = 3; f < 22 && p; f++)
 		p = strchr(p + 1, ' ');
