@@ -380,7 +380,7 @@ static int mkdir_parents(const char *root, const char *path)
 }
 
 /* Bind host path at the same path under root; read-only unless rw. */
-static int bind(const char *root, const char *path, bool rw, bool dir)
+static int bind_path(const char *root, const char *path, bool rw, bool dir)
 {
 	char dst[PATH_MAX];
 	int r;
@@ -414,7 +414,7 @@ static int top_link(const char *root, const char *name)
 	if (lstat(src, &st) < 0)
 		return 0;
 	if (!S_ISLNK(st.st_mode))
-		return bind(root, src, false, true); /* a split-/usr host: the directory itself */
+		return bind_path(root, src, false, true); /* a split-/usr host: the directory itself */
 	n = readlink(src, target, sizeof(target) - 1);
 	if (n < 0)
 		return -errno;
@@ -486,21 +486,21 @@ int jail_enter(const struct jail *j)
 		return -errno;
 	if (mount("tmpfs", j->root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0)
 		return -errno;
-	if ((r = bind(j->root, "/usr", false, true)) < 0)
+	if ((r = bind_path(j->root, "/usr", false, true)) < 0)
 		return r;
 	static const char *const tops[] = { "bin", "sbin", "lib", "lib64", "lib32", "libx32" };
 	for (size_t i = 0; i < ARRAY_SIZE(tops); i++)
 		if ((r = top_link(j->root, tops[i])) < 0)
 			return r;
-	if ((r = bind(j->root, "/dev/null", true, false)) < 0 ||
-	    (r = bind(j->root, "/dev/urandom", false, false)) < 0 ||
-	    (j->kvm && (r = bind(j->root, "/dev/kvm", true, false)) < 0))
+	if ((r = bind_path(j->root, "/dev/null", true, false)) < 0 ||
+	    (r = bind_path(j->root, "/dev/urandom", false, false)) < 0 ||
+	    (j->kvm && (r = bind_path(j->root, "/dev/kvm", true, false)) < 0))
 		return r;
 	for (size_t i = 0; i < j->n_paths; i++) {
 		const struct jail_path *p = &j->paths[i];
 		if (!strncmp(p->path, "/usr/", 5))
 			continue; /* there already, read-only */
-		if ((r = bind(j->root, p->path, p->rw, false)) < 0)
+		if ((r = bind_path(j->root, p->path, p->rw, false)) < 0)
 			return r;
 	}
 	/* A /proc of the new pid namespace: QEMU finds its firmware through /proc/self/exe. */
