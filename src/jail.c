@@ -344,10 +344,11 @@ int jail_prepare(struct jail *j, const struct jail_opts *o, struct avm_error *er
 		} else if (stat(p->path, &st) == 0 && !readable_by(&st, j->uid, j->gid) &&
 			   !(st.st_uid == geteuid() && ours(p->path) &&
 			     share_ro(p->path, j->gid) == 0)) {
-			return avm_error_set(err, -EACCES,
-					     "QEMU runs as " JAIL_USER " and cannot read %s; make it "
-					     "readable (chmod o+r, or chgrp " JAIL_USER " and chmod g+r)",
-					     p->path);
+			return avm_error_set(
+				err, -EACCES,
+				"QEMU runs as " JAIL_USER " and cannot read %s; make it readable "
+				"(chmod o+r, or chgrp " JAIL_USER " and chmod g+r)",
+				p->path);
 		}
 	}
 	cgroups_setup(j, o);
@@ -413,8 +414,8 @@ static int top_link(const char *root, const char *name)
 	snprintf(src, sizeof(src), "/%s", name);
 	if (lstat(src, &st) < 0)
 		return 0;
-	if (!S_ISLNK(st.st_mode))
-		return bind_path(root, src, false, true); /* a split-/usr host: the directory itself */
+	if (!S_ISLNK(st.st_mode)) /* a split-/usr host: the directory itself */
+		return bind_path(root, src, false, true);
 	n = readlink(src, target, sizeof(target) - 1);
 	if (n < 0)
 		return -errno;

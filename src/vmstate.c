@@ -106,7 +106,8 @@ int vmstate_write(const char *dir, const struct vm_state *s)
 	json_object_object_add(o, "accel", json_object_new_string(s->accel));
 	json_object_object_add(o, "supervisor_pid", json_object_new_int(s->supervisor_pid));
 	json_object_object_add(o, "qemu_pid", json_object_new_int(s->qemu_pid));
-	json_object_object_add(o, "supervisor_start", json_object_new_int64((int64_t)s->supervisor_start));
+	json_object_object_add(o, "supervisor_start",
+			       json_object_new_int64((int64_t)s->supervisor_start));
 	json_object_object_add(o, "qemu_start", json_object_new_int64((int64_t)s->qemu_start));
 	json_object_object_add(o, "created_ms", json_object_new_int64(s->created_ms));
 	json_object_object_add(o, "ready_ms", json_object_new_int64(s->ready_ms));
