@@ -2,6 +2,7 @@
 #include "net.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <fcntl.h>
 #include <glob.h>
 #include <json-c/json.h>
@@ -702,6 +703,18 @@ static bool get_b(struct json_object *o, const char *k)
 	return json_object_object_get_ex(o, k, &v) && json_object_get_boolean(v);
 }
 
+bool net_tap_name_is_ours(const char *name)
+{
+	size_t p = strlen(NF_TAP_PREFIX);
+
+	if (strncmp(name, NF_TAP_PREFIX, p) != 0 || strlen(name) != p + 8)
+		return false;
+	for (size_t i = p; name[i]; i++)
+		if (!isxdigit((unsigned char)name[i]) || isupper((unsigned char)name[i]))
+			return false;
+	return true;
+}
+
 int net_load(struct vm_net *n, const char *dir, struct avm_error *err)
 {
 	char path[PATH_MAX];
@@ -721,6 +734,20 @@ int net_load(struct vm_net *n, const char *dir, struct avm_error *err)
 		  : !strcmp(mode, "isolated") ? VM_NET_ISOLATED
 					      : VM_NET_NAT_FILTERED;
 	snprintf(n->tap, sizeof(n->tap), "%s", get_s(o, "tap"));
+	/*
+	 * Teardown deletes the interface named here: only one of the names agentvm gives its taps
+	 * (avm- + 8 hex digits), never what a planted net.json names (eth0 would take the host
+	 * offline).
+	 */
+	if (n->tap[0] && !net_tap_name_is_ours(n->tap)) {
+		int r = avm_error_set(err, -EPERM,
+				      "%s names interface '%s', which is not an agentvm tap; refusing "
+				      "to touch it",
+				      path, n->tap);
+		json_object_put(o);
+		n->tap[0] = '\0';
+		return r;
+	}
 	snprintf(n->bridge, sizeof(n->bridge), "%s", get_s(o, "bridge"));
 	snprintf(n->dns, sizeof(n->dns), "%s", get_s(o, "dns"));
 	snprintf(n->pool, sizeof(n->pool), "%s", get_s(o, "pool"));

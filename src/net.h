@@ -82,6 +82,8 @@ int net_guest_cmdline(const struct vm_net *n, const char *hostname, char *buf, s
 /* net.json in the VM's state dir: what teardown and `net ls` need. */
 int net_save(const struct vm_net *n, const char *dir);
 /* -ENOENT when the VM has no net.json (isolated, or older). */
+/* avm- + 8 lowercase hex digits: a name agentvm gives its taps (and nothing else). */
+bool net_tap_name_is_ours(const char *name);
 int net_load(struct vm_net *n, const char *dir, struct avm_error *err);
 
 /*
