@@ -7,7 +7,7 @@ DATADIR ?= $(PREFIX)/share/agentvm
 B ?= build
 
 CC ?= gcc
-PKGS := json-c libnl-3.0 libnl-route-3.0 libnftables libseccomp
+PKGS := json-c libnl-3.0 libnl-route-3.0 libnftables libseccomp libarchive
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
@@ -64,7 +64,8 @@ all: build images
 DEB_PKGS := build-essential pkg-config clang libjson-c-dev libnl-3-dev libnl-route-3-dev \
 	libnftables-dev libseccomp-dev libcmocka-dev qemu-system-x86 qemu-utils linux-source-6.1 \
 	bc bison flex libelf-dev cpio busybox-static nftables iproute2 xz-utils socat dnsmasq-base \
-	python3 e2fsprogs mmdebstrap skopeo umoci uidmap git openssl openssh-client dropbear-bin
+	python3 e2fsprogs mmdebstrap skopeo umoci uidmap git openssl openssh-client dropbear-bin \
+	libarchive-dev
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
 		grep -q 'install ok installed' || echo $$p; done); \
@@ -155,7 +156,10 @@ $(B)/tests/%: tests/unit/%.c $(LIBS_ALL)
 $(B)/tests/test_guest_net: $(call obj,guest-init/netcfg.c)
 $(B)/tests/test_guest_disk: $(call obj,guest-init/diskcfg.c guest-init/netcfg.c)
 $(B)/tests/test_guest_imagecfg: $(call obj,guest-init/imagecfg.c guest-init/request.c \
-	guest-init/util.c)
+	guest-init/util.c guest-init/tarcmd.c guest-init/tar.c)
+$(B)/tests/test_guest_tar: $(call obj,guest-init/tar.c)
+$(B)/tests/test_guest_share: $(call obj,guest-init/sharecfg.c guest-init/diskcfg.c \
+	guest-init/netcfg.c)
 
 check-unit: $(UNIT_BINS)
 	$(Q)sh tests/run-unit.sh $(UNIT_BINS)
@@ -179,7 +183,11 @@ FUZZ_CC ?= clang
 # Each target links the parser it exercises and nothing that touches the machine.
 FUZZ_LINK_fuzz_proto := $(PROTO_SRC)
 FUZZ_LINK_fuzz_qmp := $(QMP_SRC)
-FUZZ_LINK_fuzz_guest_exec := $(PROTO_SRC) guest-init/request.c guest-init/util.c guest-init/imagecfg.c
+FUZZ_LINK_fuzz_guest_exec := $(PROTO_SRC) guest-init/request.c guest-init/util.c guest-init/imagecfg.c \
+	guest-init/tarcmd.c guest-init/tar.c
+FUZZ_LINK_fuzz_guest_tar := guest-init/tar.c
+FUZZ_LINK_fuzz_guest_share := $(PROTO_SRC) guest-init/sharecfg.c guest-init/diskcfg.c guest-init/netcfg.c
+FUZZ_LINK_fuzz_host_untar := src/files_untar.c src/util.c src/error.c
 FUZZ_LINK_fuzz_guest_net := $(PROTO_SRC) guest-init/netcfg.c
 FUZZ_LINK_fuzz_guest_disk := guest-init/diskcfg.c
 FUZZ_LINK_fuzz_guest_imagecfg := guest-init/imagecfg.c

@@ -94,8 +94,7 @@ static void sleep_ns(uint64_t ns)
 		;
 }
 
-/* mkdir -p: every missing component, 0755. 0 or -1 with errno (of the component that failed). */
-static int mkdir_p(const char *dir)
+int disk_mkdir_p(const char *dir)
 {
 	char path[DISKCFG_DIR_MAX + 1];
 	size_t len = strlen(dir);
@@ -153,7 +152,7 @@ static void mount_one(const struct disk_ent *e, const char *dev)
 	int err;
 
 	snprintf(node, sizeof(node), "/dev/%s", dev);
-	if (mkdir_p(e->dir) < 0) {
+	if (disk_mkdir_p(e->dir) < 0) {
 		log_msg("disk %s (%s): mkdir %s: %m; not mounted", e->serial, node, e->dir);
 		return;
 	}

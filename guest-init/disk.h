@@ -33,4 +33,7 @@ const char *disk_explain(const char *node);
  */
 void disk_unmount_all(void);
 
+/* mkdir -p: every missing component, 0755. 0 or -1 with errno (of the component that failed). */
+int disk_mkdir_p(const char *dir);
+
 #endif

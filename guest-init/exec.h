@@ -25,6 +25,7 @@ struct exec_req {
 	uint32_t uid, gid;
 	bool set_ids; /* uid/gid given: drop to them */
 	bool stdin_pipe;
+	bool builtin; /* argv[0] is an agent builtin (tarcmd.h): spawn re-executes PID 1's binary */
 	void *mem;
 };
 

@@ -16,6 +16,8 @@
 #include "net.h"
 #include "port.h"
 #include "rootfs.h"
+#include "sharecfg.h"
+#include "tarcmd.h"
 #include "sys.h"
 #include "util.h"
 
@@ -23,12 +25,16 @@
 #include <string.h>
 #include <unistd.h>
 
-int main(void)
+int main(int argc, char **argv)
 {
 	uint64_t t0 = boottime_ns(), t1, t2, t3, t4;
 	struct disk_cfg disks;
 	struct net_cfg net;
 	int sig_fd, port_fd;
+
+	/* A builtin of the agent (`agentvm cp`), spawned by PID 1 itself: see tarcmd.h. */
+	if (getpid() != 1 && argc > 0 && tarcmd_is_builtin(argv[0]))
+		return tarcmd_main(argc, argv);
 
 	sys_setup_early();
 	port_fd = port_open();
@@ -46,6 +52,8 @@ int main(void)
 	t3 = boottime_ns();
 	/* and its workspace mounted. */
 	disk_mount_all(&disks);
+	/* Shares last: one may sit inside a disk's directory, never the other way round. */
+	share_mount_all();
 	t4 = boottime_ns();
 	log_debug("init started %llu us after boot, READY after %llu us, late setup %llu us"
 		  " (network %llu us, disks %llu us)",

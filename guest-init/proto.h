@@ -61,6 +61,8 @@ enum avm_tag {
 	AVM_TAG_UID = 5,        /* EXEC: u32 */
 	AVM_TAG_STDIN = 6,      /* EXEC: u32, 1 = stdin is a pipe fed by STDIN frames, 0 = /dev/null */
 	AVM_TAG_GID = 7,        /* EXEC: u32 */
+	AVM_TAG_BUILTIN = 8,    /* EXEC: u32 1 = argv[0] names an agent builtin (tar-out, tar-in:
+				 * `agentvm cp`), run as a process of its own like any command */
 	AVM_TAG_TIME_NS = 20,   /* SYNC: u64 CLOCK_REALTIME nanoseconds */
 	AVM_TAG_ENTROPY = 21,   /* SYNC: bytes to credit to the guest RNG */
 	AVM_TAG_HOSTNAME = 22,  /* SYNC: hostname */

@@ -7,6 +7,7 @@
 #include "imagecfg.h"
 #include "proto.h"
 #include "sys.h"
+#include "tarcmd.h"
 #include "util.h"
 
 #include <errno.h>
@@ -25,7 +26,7 @@ struct counts {
 	size_t argc, envc, bytes;
 	const uint8_t *cwd;
 	uint32_t cwd_len;
-	bool has_cwd, has_timeout, has_uid, has_gid, has_stdin;
+	bool has_cwd, has_timeout, has_uid, has_gid, has_stdin, has_builtin;
 };
 
 static bool env_key_eq(const char *a, const char *b)
@@ -98,6 +99,15 @@ static int scan(const uint8_t *p, size_t len, struct exec_req *req, struct count
 			}
 			c->cwd = val;
 			c->cwd_len = vlen;
+			break;
+		case AVM_TAG_BUILTIN:
+			if ((r = once(&c->has_builtin, why, "duplicate builtin flag")) < 0)
+				return r;
+			if (avm_tlv_u32(val, vlen, &v) < 0 || v != 1) {
+				*why = "builtin flag must be the u32 1";
+				return -EINVAL;
+			}
+			req->builtin = true;
 			break;
 		case AVM_TAG_TIMEOUT_MS:
 		case AVM_TAG_UID:
@@ -209,6 +219,11 @@ int exec_req_parse(const uint8_t *p, size_t len, struct exec_req *req, const cha
 		s += vlen + 1;
 	}
 	req->argv[na] = NULL;
+	if (req->builtin && !tarcmd_is_builtin(req->argv[0])) {
+		*why = "unknown builtin";
+		exec_req_free(req);
+		return -EINVAL;
+	}
 
 	if (c.has_cwd) {
 		memcpy(s, c.cwd, c.cwd_len);

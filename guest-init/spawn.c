@@ -123,6 +123,14 @@ static int child_main(void *arg)
 	sigemptyset(&none);
 	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
 		goto fail;
+	if (req->builtin) {
+		/*
+		 * PID 1's own binary, whatever root it switched to: /proc/self/exe reaches it even
+		 * when the initramfs is no longer in the file system tree.
+		 */
+		execve("/proc/self/exe", req->argv, req->envp);
+		goto fail;
+	}
 	exec_search(req->argv, req->envp, req->path);
 fail:
 	c->err = errno ? errno : EINVAL;

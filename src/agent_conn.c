@@ -51,9 +51,18 @@ int agent_conn_send(struct agent_conn *c, uint16_t type, uint32_t id, const void
 
 	if (r < 0)
 		return r;
-	/* Reclaim the written prefix before growing the queue. */
-	if (c->out_off > 0 && c->out_off == c->out.len)
+	/*
+	 * Reclaim the written prefix before growing the queue. A peer that reads steadily but
+	 * never lets the queue empty (a long stdin or cp stream) would otherwise grow it by
+	 * every byte ever sent: move the unwritten rest to the front once the prefix is half.
+	 */
+	if (c->out_off > 0 && c->out_off == c->out.len) {
 		c->out.len = c->out_off = 0;
+	} else if (c->out_off > 0 && c->out_off >= c->out.len / 2) {
+		memmove(c->out.data, c->out.data + c->out_off, c->out.len - c->out_off);
+		c->out.len -= c->out_off;
+		c->out_off = 0;
+	}
 	r = avm_buf_put(&c->out, hdr, sizeof(hdr));
 	if (r == 0)
 		r = avm_buf_put(&c->out, payload, len);

@@ -28,6 +28,13 @@ static char *disk_words(const struct qemu_config *c)
 		free(s);
 		s = t;
 	}
+	for (size_t i = 0; s && i < c->n_shares; i++) {
+		if (asprintf(&t, "%s agentvm.share=" QEMU_SHARE_TAG_PREFIX "%zu:%s:%s", s, i,
+			     c->shares[i].guest_dir, c->shares[i].readonly ? "ro" : "rw") < 0)
+			t = NULL;
+		free(s);
+		s = t;
+	}
 	return s;
 }
 
@@ -90,7 +97,7 @@ int qemu_build_argv(const struct qemu_config *c, struct strv *a, struct avm_erro
 	 * virtio_mmio.device= words (~45 bytes per device) after ours: a cut agentvm.* word would
 	 * be a disk or network that quietly is not there.
 	 */
-	size_t mmio = 45 * (4 + (c->nic ? 1 : 0) + c->n_disks);
+	size_t mmio = 45 * (4 + (c->nic ? 1 : 0) + c->n_disks + c->n_shares);
 	if (strlen(cmdline) + mmio >= QEMU_CMDLINE_MAX) {
 		size_t n = strlen(cmdline);
 		free(cmdline);
@@ -231,6 +238,30 @@ int qemu_build_argv(const struct qemu_config *c, struct strv *a, struct avm_erro
 		strv_addf(a, "virtio-blk-device,drive=disk%zu,serial=" DISK_SERIAL_PREFIX "%zu", i,
 			  i);
 		if (!file)
+			a->failed = true;
+	}
+
+	/*
+	 * Shares. security_model=mapped-xattr: the guest's owners, modes, device nodes and
+	 * symlinks are stored in user.virtfs.* attributes of ordinary files, never made real on
+	 * the host, so the guest cannot plant a set-uid file, a device node, a file of another
+	 * host user or a symlink out of the share (with passthrough/none and a root QEMU it could).
+	 * Host files it creates are QEMU's user's, 0644 (dirs 0755: fmode/dmode) so the host user
+	 * can read outputs. QEMU itself resolves every path under the export with O_NOFOLLOW at
+	 * each step (its CVE-2016-9602 fix), so ".." and host symlinks cannot lead out either.
+	 * readonly=on: QEMU refuses every write, whatever the guest's root does.
+	 */
+	for (size_t i = 0; i < c->n_shares; i++) {
+		char *dir = opt_escape(c->shares[i].host_dir);
+		strv_add(a, "-fsdev");
+		strv_addf(a, "local,id=fs%zu,path=%s,security_model=mapped-xattr,fmode=0644,"
+			  "dmode=0755%s",
+			  i, dir ? dir : "", c->shares[i].readonly ? ",readonly=on" : "");
+		free(dir);
+		strv_add(a, "-device");
+		strv_addf(a, "virtio-9p-device,fsdev=fs%zu,mount_tag=" QEMU_SHARE_TAG_PREFIX "%zu", i,
+			  i);
+		if (!dir)
 			a->failed = true;
 	}
 

@@ -20,6 +20,17 @@ struct qemu_disk {
 	bool root; /* the root image: agentvm.root=, not agentvm.disk= */
 };
 
+/*
+ * One 9p share. host_dir is the directory QEMU exports (-fsdev local,path=...): a jailed QEMU
+ * must have it bind-mounted at the same path inside its root.
+ */
+struct qemu_share {
+	const char *host_dir;
+	const char *guest_dir;
+	bool readonly;
+};
+#define QEMU_SHARE_TAG_PREFIX "avm-share"
+
 struct qemu_config {
 	const char *qemu;   /* binary path */
 	const char *kernel; /* PVH vmlinux */
@@ -47,6 +58,8 @@ struct qemu_config {
 	const unsigned char *mac;  /* the NIC's MAC (6 bytes) */
 	const struct qemu_disk *disks; /* virtio-blk devices, serial DISK_SERIAL_PREFIX<index> */
 	size_t n_disks;
+	const struct qemu_share *shares; /* virtio-9p devices, mount_tag avm-share<index> */
+	size_t n_shares;
 };
 
 /* The x86 kernel's COMMAND_LINE_SIZE: what is longer is cut without a word. */

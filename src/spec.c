@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "../netfilter/nf.h"
@@ -64,6 +65,10 @@ void vm_spec_free(struct vm_spec *s)
 	free(s->dns);
 	free(s->image);
 	free(s->image_id);
+	for (size_t i = 0; i < s->n_shares; i++) {
+		free(s->shares[i].host_dir);
+		free(s->shares[i].guest_dir);
+	}
 	strv_free(s->allow_cidr);
 	strv_free(s->allow_domain);
 	free(s->bandwidth);
@@ -355,6 +360,12 @@ static int add_disk(struct vm_spec *s, const char *file, const char *dir, bool r
 					     "--disk: two disks are mounted at %s; give each its "
 					     "own directory",
 					     dir);
+	for (size_t i = 0; i < s->n_shares; i++)
+		if (!strcmp(s->shares[i].guest_dir, dir))
+			return avm_error_set(err, -EINVAL,
+					     "--disk: a share is already mounted at %s; give each its "
+					     "own directory",
+					     dir);
 add:
 	d = &s->disks[s->n_disks];
 	d->file = strdup(file);
@@ -505,6 +516,120 @@ int vm_spec_set_image(struct vm_spec *s, const char *name, struct avm_error *err
 		r = avm_error_set(err, -ENOMEM, "out of memory");
 	image_info_free(img);
 	return r;
+}
+
+static int add_share(struct vm_spec *s, const char *flag, const char *host, const char *dir,
+		     bool ro, struct avm_error *err)
+{
+	char real[PATH_MAX];
+	struct vm_share *sh;
+	struct stat st;
+
+	if (s->n_shares >= VM_SPEC_MAX_SHARES)
+		return avm_error_set(err, -E2BIG, "too many shares (at most %d; --workspace is 3)",
+				     VM_SPEC_MAX_SHARES);
+	if (!realpath(host, real) || stat(real, &st) < 0)
+		return avm_error_set(err, -errno, "%s: cannot use '%s': %s", flag, host,
+				     strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return avm_error_set(err, -ENOTDIR, "%s: '%s' is not a directory", flag, host);
+	/*
+	 * 9p's mapped-xattr model keeps the guest's owners, modes and special files in user.*
+	 * attributes; without them every create in the guest would fail with EOPNOTSUPP.
+	 */
+	if (getxattr(real, "user.agentvm.probe", NULL, 0) < 0 &&
+	    (errno == ENOTSUP || errno == EOPNOTSUPP))
+		return avm_error_set(err, -ENOTSUP,
+				     "%s: the file system of '%s' has no user extended attributes, "
+				     "which the share needs; share a directory on ext4, xfs or "
+				     "btrfs",
+				     flag, host);
+	if (!guest_dir_ok(dir))
+		return avm_error_set(err, -EINVAL,
+				     "%s: guest directory '%s' must be an absolute path of "
+				     "[A-Za-z0-9._/-] without '.' or '..' (at most %d characters)",
+				     flag, dir, VM_SPEC_MAX_GUEST_DIR);
+	if (guest_dir_reserved(dir))
+		return avm_error_set(err, -EINVAL,
+				     "%s: '%s' is a system directory of the guest; share it "
+				     "elsewhere, e.g. /workspace",
+				     flag, dir);
+	for (size_t i = 0; i < s->n_disks; i++)
+		if (!strcmp(s->disks[i].guest_dir, dir))
+			return avm_error_set(err, -EINVAL,
+					     "%s: a disk is already mounted at %s; give each its own "
+					     "directory",
+					     flag, dir);
+	for (size_t i = 0; i < s->n_shares; i++)
+		if (!strcmp(s->shares[i].guest_dir, dir))
+			return avm_error_set(err, -EINVAL,
+					     "%s: two shares are mounted at %s; give each its own "
+					     "directory",
+					     flag, dir);
+	sh = &s->shares[s->n_shares];
+	sh->host_dir = strdup(real);
+	sh->guest_dir = strdup(dir);
+	sh->readonly = ro;
+	if (!sh->host_dir || !sh->guest_dir) {
+		free(sh->host_dir);
+		free(sh->guest_dir);
+		sh->host_dir = sh->guest_dir = NULL;
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	}
+	s->n_shares++;
+	return 0;
+}
+
+int vm_spec_add_share(struct vm_spec *s, const char *value, struct avm_error *err)
+{
+	char host[PATH_MAX];
+	size_t n = strlen(value);
+	const char *split = NULL;
+	bool ro = false;
+
+	if (n >= sizeof(host))
+		return avm_error_set(err, -ENAMETOOLONG, "--share: path too long");
+	memcpy(host, value, n + 1);
+	if (n > 3 && (!strcmp(host + n - 3, ":ro") || !strcmp(host + n - 3, ":rw"))) {
+		ro = host[n - 1] == 'o';
+		host[n -= 3] = '\0';
+	}
+	for (char *p = strstr(host, ":/"); p; p = strstr(p + 1, ":/"))
+		split = p;
+	if (!split || split == host)
+		return avm_error_set(err, -EINVAL,
+				     "--share '%s': use --share HOSTDIR:GUESTDIR[:ro], e.g. --share "
+				     "./src:/src:ro",
+				     value);
+	host[split - host] = '\0';
+	return add_share(s, "--share", host, split + 1, ro, err);
+}
+
+int vm_spec_set_workspace(struct vm_spec *s, const char *dir, struct avm_error *err)
+{
+	static const struct {
+		const char *sub;
+		bool ro;
+	} parts[] = { { "input", true }, { "output", false }, { "work", false } };
+	char path[PATH_MAX], guest[32];
+	int r;
+
+	if (strlen(dir) + sizeof("/output") >= sizeof(path))
+		return avm_error_set(err, -ENAMETOOLONG, "--workspace: path too long");
+	/* The product's layout is the point of the flag: make it rather than refuse. */
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return avm_error_set(err, -errno, "--workspace: cannot create '%s': %s", dir,
+				     strerror(errno));
+	for (size_t i = 0; i < ARRAY_SIZE(parts); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, parts[i].sub);
+		if (mkdir(path, 0755) < 0 && errno != EEXIST)
+			return avm_error_set(err, -errno, "--workspace: cannot create '%s': %s",
+					     path, strerror(errno));
+		snprintf(guest, sizeof(guest), "/workspace/%s", parts[i].sub);
+		if ((r = add_share(s, "--workspace", path, guest, parts[i].ro, err)) < 0)
+			return r;
+	}
+	return 0;
 }
 
 int vm_spec_add_allow(struct vm_spec *s, const char *value, struct avm_error *err)
@@ -683,6 +808,14 @@ int vm_spec_validate(const struct vm_spec *s, bool need_command, struct avm_erro
 				     "%s filters nat-filtered VMs only; a bridged VM is not filtered",
 				     filter);
 	size_t slots = VM_VIRTIO_SLOTS - 2 - (s->net_mode != VM_NET_ISOLATED);
+	if (s->n_shares && s->n_disks + s->n_shares > slots)
+		return avm_error_set(err, -E2BIG,
+				     "%zu disks and %zu shares do not fit: microvm has %d virtio "
+				     "slots, so a VM takes at most %zu disks and shares together "
+				     "(--workspace is 3 shares)%s",
+				     s->n_disks, s->n_shares, VM_VIRTIO_SLOTS, slots,
+				     s->net_mode != VM_NET_ISOLATED ? "; --network isolated frees one"
+								     : "");
 	if (s->n_disks > slots)
 		return avm_error_set(err, -E2BIG,
 				     "%zu disks do not fit: microvm has %d virtio slots, so a VM "
@@ -762,6 +895,20 @@ struct json_object *vm_spec_to_json(const struct vm_spec *s)
 			json_object_array_add(disks, d);
 		}
 		json_object_object_add(o, "disks", disks);
+	}
+	if (s->n_shares) {
+		struct json_object *shares = json_object_new_array();
+		for (size_t i = 0; i < s->n_shares; i++) {
+			struct json_object *d = json_object_new_object();
+			json_object_object_add(d, "host",
+					       json_object_new_string(s->shares[i].host_dir));
+			json_object_object_add(d, "mount",
+					       json_object_new_string(s->shares[i].guest_dir));
+			json_object_object_add(d, "readonly",
+					       json_object_new_boolean(s->shares[i].readonly));
+			json_object_array_add(shares, d);
+		}
+		json_object_object_add(o, "shares", shares);
 	}
 	if (s->image) {
 		struct json_object *img = json_object_new_object();

@@ -58,6 +58,18 @@ struct vm_disk {
 	bool root;       /* the root image (--image): guest-init switches root to it */
 };
 
+/*
+ * A live 9p share (--share, --workspace): a host directory exported by QEMU (virtio-9p, security
+ * model mapped-xattr, see qemu_argv.c) and mounted by guest-init at guest_dir. Its mount tag
+ * is "avm-share<index>".
+ */
+#define VM_SPEC_MAX_SHARES 6
+struct vm_share {
+	char *host_dir;  /* absolute, resolved (realpath) */
+	char *guest_dir;
+	bool readonly;   /* QEMU refuses every write (readonly=on), the guest's root's too */
+};
+
 struct vm_spec {
 	char *name;    /* optional; NULL = generated */
 	char *profile; /* the profile the sizes came from ("custom" when overridden) */
@@ -94,6 +106,8 @@ struct vm_spec {
 	size_t n_disks;
 	char *image;    /* --image as given (a name or an id), NULL = the initramfs only */
 	char *image_id; /* its content hash (src/image.h) */
+	struct vm_share shares[VM_SPEC_MAX_SHARES]; /* disks and shares share the virtio slots */
+	size_t n_shares;
 };
 
 /* The table of named profiles (light, standard, intensive), NULL-name terminated. */
@@ -134,6 +148,17 @@ int vm_spec_set_image(struct vm_spec *s, const char *name, struct avm_error *err
  * 0 or -EINVAL.
  */
 int vm_spec_disks_from_json(struct vm_spec *s, struct json_object *spec, struct avm_error *err);
+/*
+ * One --share HOSTDIR:GUESTDIR[:ro]: HOSTDIR must be a directory on a file system with user
+ * extended attributes (9p's mapped-xattr model keeps the guest's owners and modes there);
+ * GUESTDIR as for --disk. The split is at the last ":/".
+ */
+int vm_spec_add_share(struct vm_spec *s, const char *value, struct avm_error *err);
+/*
+ * --workspace DIR: DIR/input read-only at /workspace/input, DIR/output and DIR/work writable at
+ * /workspace/output and /workspace/work; DIR and the three are created (0755) when missing.
+ */
+int vm_spec_set_workspace(struct vm_spec *s, const char *dir, struct avm_error *err);
 /* One "tcp:PORT" / "udp:PORT" the VM may reach on the host (its gateway address). */
 int vm_spec_add_host_allow(struct vm_spec *s, const char *value, struct avm_error *err);
 /* An IPv4 address. */

@@ -308,6 +308,7 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 {
 	char overlays[VM_SPEC_MAX_DISKS][PATH_MAX];
 	struct qemu_disk qdisks[VM_SPEC_MAX_DISKS];
+	struct qemu_share qshares[VM_SPEC_MAX_SHARES];
 	struct vm *vm = calloc(1, sizeof(*vm));
 	int qmp_sp[2] = { -1, -1 }, agent_sp[2] = { -1, -1 }, con_sp[2] = { -1, -1 };
 	_cleanup_close_ int qmp_listen = -1;
@@ -371,6 +372,10 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	r = make_overlays(o, vm->dir, overlays, qdisks, err);
 	if (r < 0)
 		goto fail;
+	for (size_t i = 0; i < o->spec->n_shares; i++)
+		qshares[i] = (struct qemu_share){ .host_dir = o->spec->shares[i].host_dir,
+						  .guest_dir = o->spec->shares[i].guest_dir,
+						  .readonly = o->spec->shares[i].readonly };
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qmp_sp) < 0 ||
 	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, agent_sp) < 0 ||
@@ -411,6 +416,8 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		.mac = vm->net.mac,
 		.disks = qdisks,
 		.n_disks = o->spec->n_disks,
+		.shares = qshares,
+		.n_shares = o->spec->n_shares,
 	};
 	if (o->detached) {
 		/* The second monitor's socket is made here and inherited, listening. */

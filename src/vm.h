@@ -61,6 +61,7 @@ struct vm_exec_request {
 	int stderr_fd;
 	int sig_fd; /* signalfd or -1: SIGINT/SIGTERM/SIGHUP are forwarded to the command;
 		       a second one of them aborts with -EINTR */
+	bool builtin; /* argv[0] is an agent builtin (guest-init/tarcmd.h), run as root */
 };
 
 struct vm_exec_result {

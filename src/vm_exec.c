@@ -42,6 +42,11 @@ static int build_exec(const struct vm_exec_request *req, struct avm_buf *b)
 		r = avm_tlv_put_u32(b, AVM_TAG_TIMEOUT_MS, req->timeout_s * 1000u);
 	if (r == 0)
 		r = avm_tlv_put_u32(b, AVM_TAG_STDIN, req->stdin_fd >= 0);
+	/* Copies run as root, like docker cp, whatever user the image names. */
+	if (r == 0 && req->builtin)
+		r = avm_tlv_put_u32(b, AVM_TAG_BUILTIN, 1);
+	if (r == 0 && req->builtin)
+		r = avm_tlv_put_u32(b, AVM_TAG_UID, 0);
 	return r;
 }
 

@@ -32,10 +32,15 @@ void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #define CLI_DEFAULT_BOOT_TIMEOUT_S 60
 
 /* Options common to run and start. */
+#define CLI_MAX_COPIES 64
 struct vm_args {
 	struct vm_spec *spec;
 	long boot_timeout_s;
 	bool keep_state;
+	/* run only: --copy-in HOST:GUEST and --copy-out GUEST:HOST (pointers into argv) */
+	const char *copy_in_host[CLI_MAX_COPIES], *copy_in_guest[CLI_MAX_COPIES];
+	const char *copy_out_guest[CLI_MAX_COPIES], *copy_out_host[CLI_MAX_COPIES];
+	size_t n_copy_in, n_copy_out;
 };
 
 /*
@@ -116,6 +121,7 @@ int cli_exit_code_of(const struct vm_exec_result *res, const char *cmd, unsigned
 int cmd_run(int argc, char **argv);
 int cmd_start(int argc, char **argv);
 int cmd_exec(int argc, char **argv);
+int cmd_cp(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_pause(int argc, char **argv);

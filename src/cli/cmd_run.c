@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "files.h"
 #include "statedir.h"
 #include "host.h"
 #include "spec.h"
@@ -55,6 +56,14 @@ static void run_usage(FILE *f)
 		"                       changed by --deny-all-egress), e.g. --allow-host tcp:8000\n"
 		"  --dns ADDR           resolver for the guest; default: the host's first non-local\n"
 		"                       nameserver\n"
+		"  --share HOSTDIR:GUESTDIR[:ro]  a live 9p share of a host directory (repeatable);\n"
+		"                       :ro is read-only to the guest's root too\n"
+		"  --workspace DIR      DIR/input (read-only), DIR/output and DIR/work shared at\n"
+		"                       /workspace/{input,output,work}; created when missing\n"
+		"  --copy-in HOSTPATH:GUESTPATH   copy into the guest before CMD (repeatable)\n"
+		"  --copy-out GUESTPATH:HOSTPATH  copy out after CMD, even when it failed or timed\n"
+		"                       out (repeatable); the exit code stays CMD's (1 if CMD\n"
+		"                       succeeded but a copy-out failed)\n"
 		CLI_EGRESS_USAGE
 		"Closed to every VM whatever the ports: private, CGNAT, link-local (cloud metadata),\n"
 		"loopback, documentation, multicast and reserved ranges, and the host's addresses.\n",
@@ -130,6 +139,18 @@ int cmd_run(int argc, char **argv)
 		return cli_boot_error_exit(r);
 	}
 
+	struct files_opts fo = { .sig_fd = sig_fd, .progress = false };
+	for (size_t i = 0; i < a.n_copy_in; i++) {
+		r = files_copy_in(vm, a.copy_in_host[i], a.copy_in_guest[i], &fo, &err);
+		if (r < 0) {
+			cli_error("--copy-in %s:%s: %s", a.copy_in_host[i], a.copy_in_guest[i],
+				  err.msg);
+			vm_destroy(vm);
+			vm_spec_free(a.spec);
+			return r == -EINTR ? EXIT_INTERRUPTED : EXIT_USAGE;
+		}
+	}
+
 	struct vm_exec_request req = {
 		.argv = a.spec->argv,
 		.env = a.spec->env,
@@ -149,6 +170,23 @@ int cmd_run(int argc, char **argv)
 		code = r == -EINTR ? EXIT_INTERRUPTED : res.output_error ? 1 : EXIT_VM_LOST;
 	} else {
 		code = cli_exit_code_of(&res, a.spec->argv[0], a.spec->timeout_s);
+	}
+	/*
+	 * Outputs come out whatever the command did (a failed or timed-out run's files are what
+	 * people debug with); only a lost VM or a second Ctrl-C skips them. The exit code stays
+	 * the command's, except that a command that succeeded but whose outputs could not be
+	 * copied is not reported as a success.
+	 */
+	for (size_t i = 0; r >= 0 && i < a.n_copy_out; i++) {
+		int c = files_copy_out(vm, a.copy_out_guest[i], a.copy_out_host[i], &fo, &err);
+		if (c < 0) {
+			cli_error("--copy-out %s:%s: %s", a.copy_out_guest[i], a.copy_out_host[i],
+				  err.msg);
+			if (code == 0)
+				code = 1;
+			if (c == -EINTR)
+				break;
+		}
 	}
 	uint64_t t_exec = now_us();
 	vm_destroy(vm);

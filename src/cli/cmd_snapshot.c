@@ -226,6 +226,20 @@ static int snapshot_save(const char *vm, const char *snap, const char *desc)
 		cli_error("cannot read %s/spec.json", dir);
 		return EXIT_INTERNAL;
 	}
+	/*
+	 * QEMU refuses to migrate while a 9p export is mounted, and unmounting it under a running
+	 * command would pull its files away: a VM with shares is not saved (decided in issue 11).
+	 */
+	struct json_object *shares;
+	if (json_object_object_get_ex(spec, "shares", &shares) &&
+	    json_object_array_length(shares) > 0) {
+		cli_error("VM '%s' has shares (--share/--workspace) and QEMU cannot snapshot a VM "
+			  "with a mounted 9p share; start it without shares (move files with "
+			  "'agentvm cp') to save it",
+			  vm);
+		json_object_put(spec);
+		return EXIT_USAGE;
+	}
 	m.name = strdup(snap);
 	m.description = strdup(desc ? desc : "");
 	m.source_vm = strdup(vm);

@@ -33,6 +33,7 @@ int cmd_start(int argc, char **argv)
 		     "                     [--boot-timeout S] [--network nat-filtered|isolated|bridge:BR]\n"
 		     "                     [--allow PROTO:PORT]... [--allow-host PROTO:PORT]...\n"
 		     "                     [--deny-all-egress] [--dns ADDR]\n"
+		     "                     [--share HOSTDIR:GUESTDIR[:ro]]... [--workspace DIR]\n"
 		     "                     [--allow-cidr CIDR[:PROTO:PORT]]... [--allow-domain NAME]...\n"
 		     "                     [--domain-ttl S] [--conn-limit N] [--conn-rate N]\n"
 		     "                     [--bandwidth RATE[:BURST]]   (see agentvm run --help)\n"

@@ -48,6 +48,7 @@ static void usage(FILE *f)
 	      "  run [OPTIONS] -- CMD [ARG]...   boot a fresh microVM, run CMD in it, tear it down\n"
 	      "  start [--name NAME] [OPTIONS]   start a detached VM; prints its name when ready\n"
 	      "  exec NAME [OPTS] -- CMD...      run CMD in a detached VM\n"
+	      "  cp SRC NAME:DST | cp NAME:SRC DST  copy files/trees in or out of a running VM\n"
 	      "  ls [--json]                     list VMs and their state\n"
 	      "  inspect NAME                    JSON: spec, state, pids, files, uptime, accel\n"
 	      "  pause NAME | resume NAME        stop / continue the vCPUs (QMP)\n"
@@ -113,7 +114,7 @@ int main(int argc, char **argv)
 		{ "gc", cmd_gc },	    { "qmp", cmd_qmp },	      { "events", cmd_events },
 		{ "snapshot", cmd_snapshot }, { "restore", cmd_restore }, { "reset", cmd_reset },
 		{ "serve", cmd_serve },   { "pool", cmd_pool },
-		{ "net", cmd_net },	    { "image", cmd_image },
+		{ "net", cmd_net },	    { "image", cmd_image },   { "cp", cmd_cp },
 	};
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
 		if (strcmp(verb, verbs[i].name) != 0)

@@ -31,6 +31,10 @@ enum {
 	OPT_ALLOW_HOST,
 	OPT_DENY_ALL_EGRESS,
 	OPT_DNS,
+	OPT_SHARE,
+	OPT_WORKSPACE,
+	OPT_COPY_IN,
+	OPT_COPY_OUT,
 };
 
 static const struct option run_opts[] = {
@@ -53,11 +57,55 @@ static const struct option run_opts[] = {
 	{ "allow-host", required_argument, NULL, OPT_ALLOW_HOST },
 	{ "deny-all-egress", no_argument, NULL, OPT_DENY_ALL_EGRESS },
 	{ "dns", required_argument, NULL, OPT_DNS },
+	{ "share", required_argument, NULL, OPT_SHARE },
+	{ "workspace", required_argument, NULL, OPT_WORKSPACE },
+	{ "copy-in", required_argument, NULL, OPT_COPY_IN },
+	{ "copy-out", required_argument, NULL, OPT_COPY_OUT },
 	CLI_EGRESS_OPTIONS,
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
 
+
+/*
+ * --copy-in HOSTPATH:GUESTPATH (split at the last ":/") and --copy-out GUESTPATH:HOSTPATH
+ * (split at the first ':'). The host side of a copy-in must exist before anything boots.
+ */
+static int add_copy(struct vm_args *a, bool in, char *v, bool run, struct avm_error *err)
+{
+	const char *flag = in ? "--copy-in" : "--copy-out";
+	char *split = NULL;
+
+	if (!run)
+		return avm_error_set(err, -EINVAL,
+				     "%s is for run; copy to a started VM with 'agentvm cp'", flag);
+	if ((in ? a->n_copy_in : a->n_copy_out) >= CLI_MAX_COPIES)
+		return avm_error_set(err, -E2BIG, "too many %s values (at most %d)", flag,
+				     CLI_MAX_COPIES);
+	if (in) {
+		for (char *p = strstr(v, ":/"); p; p = strstr(p + 1, ":/"))
+			split = p;
+	} else {
+		split = v[0] == '/' ? strchr(v, ':') : NULL;
+	}
+	if (!split || split == v || !split[1])
+		return avm_error_set(err, -EINVAL,
+				     in ? "--copy-in '%s': use --copy-in HOSTPATH:/GUESTPATH"
+					: "--copy-out '%s': use --copy-out /GUESTPATH:HOSTPATH",
+				     v);
+	*split = '\0';
+	if (in) {
+		if (access(v, F_OK) < 0)
+			return avm_error_set(err, -errno, "--copy-in: cannot use '%s': %s", v,
+					     strerror(errno));
+		a->copy_in_host[a->n_copy_in] = v;
+		a->copy_in_guest[a->n_copy_in++] = split + 1;
+	} else {
+		a->copy_out_guest[a->n_copy_out] = v;
+		a->copy_out_host[a->n_copy_out++] = split + 1;
+	}
+	return 0;
+}
 
 /*
  * Flags -> spec. The profile is applied first whatever the order of flags, so --cpus and
@@ -135,6 +183,16 @@ int cli_parse_vm_args(int argc, char **argv, struct vm_args *a, bool need_comman
 			break;
 		case OPT_DNS:
 			r = vm_spec_set_dns(a->spec, optarg, err);
+			break;
+		case OPT_SHARE:
+			r = vm_spec_add_share(a->spec, optarg, err);
+			break;
+		case OPT_WORKSPACE:
+			r = vm_spec_set_workspace(a->spec, optarg, err);
+			break;
+		case OPT_COPY_IN:
+		case OPT_COPY_OUT:
+			r = add_copy(a, c == OPT_COPY_IN, optarg, need_command, err);
 			break;
 		case CLI_OPT_ALLOW_CIDR ... CLI_OPT_BANDWIDTH:
 			r = cli_egress_flag(a->spec, c, optarg, err);

@@ -230,6 +230,34 @@ static void test_root_image_disk(void **state)
 	strv_release(&a);
 }
 
+static void test_shares_9p_mapped_xattr(void **state)
+{
+	static const struct qemu_share sh[2] = {
+		{ .host_dir = "/home/u/ws/input", .guest_dir = "/workspace/input", .readonly = true },
+		{ .host_dir = "/home/u/a,b", .guest_dir = "/workspace/output" },
+	};
+	struct qemu_config c = base(VM_ACCEL_TCG);
+	struct strv a = { 0 };
+
+	(void)state;
+	c.shares = sh;
+	c.n_shares = 2;
+	assert_int_equal(qemu_build_argv(&c, &a, NULL), 0);
+	/* mapped-xattr: the guest's modes, owners and special files never become real ones. */
+	assert_string_equal(after(a.v, "-fsdev", 0),
+			    "local,id=fs0,path=/home/u/ws/input,security_model=mapped-xattr,"
+			    "fmode=0644,dmode=0755,readonly=on");
+	assert_string_equal(after(a.v, "-fsdev", 1),
+			    "local,id=fs1,path=/home/u/a,,b,security_model=mapped-xattr,"
+			    "fmode=0644,dmode=0755");
+	assert_non_null(strstr(after(a.v, "-device", 4), "virtio-9p-device,fsdev=fs0,"
+							   "mount_tag=avm-share0"));
+	const char *append = after(a.v, "-append", 0);
+	assert_non_null(strstr(append, " agentvm.share=avm-share0:/workspace/input:ro"));
+	assert_non_null(strstr(append, " agentvm.share=avm-share1:/workspace/output:rw"));
+	strv_release(&a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -240,6 +268,7 @@ int main(void)
 		cmocka_unit_test(test_cmdline_extra_and_unknown_tsc),
 		cmocka_unit_test(test_nic_only_when_asked),
 		cmocka_unit_test(test_disks_last_with_serials_and_cmdline),
+		cmocka_unit_test(test_shares_9p_mapped_xattr),
 	};
 	return cmocka_run_group_tests_name("qemu_argv", tests, NULL, NULL);
 }

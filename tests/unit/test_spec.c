@@ -9,6 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cmocka.h>
 #include <json-c/json.h>
 
@@ -351,6 +354,76 @@ static void test_image_in_spec_json(void **state)
 	}
 }
 
+static void test_share_and_workspace_flags(void **state)
+{
+	struct vm_spec *s = vm_spec_new();
+	struct avm_error err = { 0 };
+	char dir[] = "/tmp/avm-unit-share.XXXXXX", arg[256], ws[300];
+	struct json_object *o, *a;
+	struct stat st;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(arg, sizeof(arg), "%s:/data:ro", dir);
+	assert_int_equal(vm_spec_add_share(s, arg, &err), 0);
+	assert_string_equal(s->shares[0].host_dir, dir);
+	assert_string_equal(s->shares[0].guest_dir, "/data");
+	assert_true(s->shares[0].readonly);
+	/* Refused, each with a message, and nothing added. */
+	snprintf(arg, sizeof(arg), "%s:/data", dir);
+	assert_int_equal(vm_spec_add_share(s, arg, &err), -EINVAL); /* same dir twice */
+	snprintf(arg, sizeof(arg), "%s:/etc", dir);
+	assert_int_equal(vm_spec_add_share(s, arg, &err), -EINVAL); /* a system dir */
+	snprintf(arg, sizeof(arg), "%s:/a/../b", dir);
+	assert_int_equal(vm_spec_add_share(s, arg, &err), -EINVAL);
+	assert_int_equal(vm_spec_add_share(s, dir, &err), -EINVAL); /* no guest dir */
+	assert_non_null(strstr(err.msg, "HOSTDIR:GUESTDIR"));
+	assert_int_equal(vm_spec_add_share(s, "/nonexistent/dir:/x", &err), -ENOENT);
+	assert_int_equal(vm_spec_add_share(s, "/etc/hostname:/x", &err), -ENOTDIR);
+	assert_int_equal(s->n_shares, 1);
+
+	/* --workspace: three shares, the directories made when missing. */
+	snprintf(ws, sizeof(ws), "%s/ws", dir);
+	assert_int_equal(vm_spec_set_workspace(s, ws, &err), 0);
+	assert_int_equal(s->n_shares, 4);
+	assert_string_equal(s->shares[1].guest_dir, "/workspace/input");
+	assert_true(s->shares[1].readonly);
+	assert_string_equal(s->shares[2].guest_dir, "/workspace/output");
+	assert_false(s->shares[2].readonly);
+	assert_string_equal(s->shares[3].guest_dir, "/workspace/work");
+	snprintf(arg, sizeof(arg), "%s/ws/work", dir);
+	assert_int_equal(stat(arg, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+
+	/* Disks and shares share the virtio slots: 4 shares + 2 disks > 5 with a network. */
+	char img[] = "/tmp/avm-unit-sdisk.XXXXXX";
+	int fd = mkstemp(img);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(vm_spec_add_disk(s, img, &err), 0);
+	assert_int_equal(vm_spec_validate(s, false, &err), 0);
+	snprintf(arg, sizeof(arg), "%s:/d2", img);
+	assert_int_equal(vm_spec_add_disk(s, arg, &err), 0);
+	assert_int_equal(vm_spec_validate(s, false, &err), -E2BIG);
+	assert_non_null(strstr(err.msg, "virtio slots"));
+	assert_int_equal(vm_spec_set_network(s, "isolated", &err), 0);
+	assert_int_equal(vm_spec_validate(s, false, &err), 0);
+
+	/* spec.json records them: snapshot save refuses a VM by this key. */
+	o = vm_spec_to_json(s);
+	assert_true(json_object_object_get_ex(o, "shares", &a));
+	assert_int_equal(json_object_array_length(a), 4);
+	json_object_put(o);
+	vm_spec_free(s);
+	unlink(img);
+	for (const char *sub = "input"; sub; sub = !strcmp(sub, "input") ? "output" : !strcmp(sub, "output") ? "work" : NULL) {
+		snprintf(arg, sizeof(arg), "%s/ws/%s", dir, sub);
+		rmdir(arg);
+	}
+	rmdir(ws);
+	rmdir(dir);
+}
+
 static void test_egress_flags(void **state)
 {
 	struct vm_spec *s = vm_spec_new(), *back = vm_spec_new(), *copy = vm_spec_new();
@@ -435,6 +508,7 @@ int main(void)
 		cmocka_unit_test(test_disk_flags),
 		cmocka_unit_test(test_allow_host),
 		cmocka_unit_test(test_image_in_spec_json),
+		cmocka_unit_test(test_share_and_workspace_flags),
 		cmocka_unit_test(test_egress_flags),
 	};
 	return cmocka_run_group_tests_name("spec", tests, NULL, NULL);
