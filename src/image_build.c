@@ -23,6 +23,10 @@
 #include "sha256.h"
 #include "util.h"
 
+#ifndef AVM_DATADIR
+#define AVM_DATADIR "/usr/local/share/agentvm"
+#endif
+
 #define RECIPE_MAX_DEPTH 8
 #define RECIPE_MAX_BYTES (1 << 20)
 /* SOURCE_DATE_EPOCH of every build (2024-01-01): file and file system times, so that the same
