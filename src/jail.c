@@ -50,7 +50,52 @@ static int add_path(struct jail *j, const char *path, bool rw)
 		return -E2BIG;
 	if (path[0] != '/' || snprintf(j->paths[j->n_paths].path, PATH_MAX, "%s", path) >= PATH_MAX)
 		return -EINVAL;
+	j->paths[j->n_paths].dir = false;
 	j->paths[j->n_paths++].rw = rw;
+	return 0;
+}
+
+/*
+ * The 9p share directories: bound whole. A writable share makes QEMU run as its owner (what
+ * the guest writes there must be the owner's files, and agentvm-qemu may not write there at
+ * all); two writable shares of different owners cannot both be served by one QEMU.
+ */
+static int add_share_dirs(struct jail *j, const struct jail_opts *o, struct avm_error *err)
+{
+	struct stat st;
+	bool owner_set = false;
+	int r;
+
+	for (int rw = 1; rw >= 0; rw--) {
+		const char *const *list = rw ? o->dirs_rw : o->dirs_ro;
+		for (size_t i = 0; i < 8 && list[i]; i++) {
+			if (stat(list[i], &st) < 0)
+				return avm_error_setx(err, -errno, "jail: share %s", list[i]);
+			if (!S_ISDIR(st.st_mode))
+				return avm_error_set(err, -ENOTDIR, "jail: share %s is no directory",
+						     list[i]);
+			if (rw && !owner_set) {
+				j->uid = st.st_uid;
+				j->gid = st.st_gid;
+				owner_set = true;
+			} else if (rw && st.st_uid != j->uid) {
+				return avm_error_set(err, -EPERM,
+						     "the writable shares %s and %s have different "
+						     "owners; QEMU writes as one of them: share "
+						     "directories of one owner",
+						     o->dirs_rw[0], list[i]);
+			} else if (!rw && !(st.st_mode & S_IROTH) && st.st_uid != j->uid &&
+				   st.st_gid != j->gid) {
+				return avm_error_set(err, -EACCES,
+						     "QEMU cannot read the share %s (mode %o); make it "
+						     "readable by others (chmod o+rx)",
+						     list[i], st.st_mode & 07777);
+			}
+			if ((r = add_path(j, list[i], rw)) < 0)
+				return avm_error_setx(err, r, "jail: too many files (%s)", list[i]);
+			j->paths[j->n_paths - 1].dir = true;
+		}
+	}
 	return 0;
 }
 
@@ -309,6 +354,8 @@ int jail_prepare(struct jail *j, const struct jail_opts *o, struct avm_error *er
 		return avm_error_setx(err, -errno, "cannot create %s", j->root);
 	if (strncmp(o->qemu, "/usr/", 5) != 0 && (r = add_path(j, o->qemu, false)) < 0)
 		return avm_error_setx(err, r, "jail: %s", o->qemu);
+	if ((r = add_share_dirs(j, o, err)) < 0)
+		return r;
 	for (int rw = 0; rw < 2; rw++) {
 		const char *const *list = rw ? o->rw : o->ro;
 		for (size_t i = 0; i < 8 && list[i]; i++) {
@@ -329,6 +376,8 @@ int jail_prepare(struct jail *j, const struct jail_opts *o, struct avm_error *er
 	for (size_t i = 0; i < j->n_paths; i++) {
 		struct jail_path *p = &j->paths[i];
 		struct stat st;
+		if (p->dir)
+			continue; /* checked by add_share_dirs, and never chowned */
 		if (p->rw) {
 			/* A file QEMU writes is made here (guest RAM of a new template) and handed
 			 * to its user; files of this VM or its snapshot only. */
@@ -501,14 +550,15 @@ int jail_enter(const struct jail *j)
 		const struct jail_path *p = &j->paths[i];
 		if (!strncmp(p->path, "/usr/", 5))
 			continue; /* there already, read-only */
-		if ((r = bind_path(j->root, p->path, p->rw, false)) < 0)
+		if ((r = bind_path(j->root, p->path, p->rw, p->dir)) < 0)
 			return r;
 	}
 	/* A /proc of the new pid namespace: QEMU finds its firmware through /proc/self/exe. */
 	if (snprintf(old, sizeof(old), "%s/proc", j->root) >= (int)sizeof(old))
 		return -ENAMETOOLONG;
-	if (mkdir(old, 0555) < 0 || mount("proc", old, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-					  NULL) < 0)
+	/* Read-only: QEMU only reads it, and no sysctl is reachable through it. */
+	if (mkdir(old, 0555) < 0 ||
+	    mount("proc", old, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL) < 0)
 		return -errno;
 	if (snprintf(old, sizeof(old), "%s/.old", j->root) >= (int)sizeof(old))
 		return -ENAMETOOLONG;

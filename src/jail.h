@@ -34,6 +34,7 @@
 struct jail_path {
 	char path[PATH_MAX];
 	bool rw;
+	bool dir; /* a shared directory (9p), bound whole */
 };
 
 struct jail {
@@ -60,6 +61,13 @@ struct jail_opts {
 	const char *qemu;    /* the binary (bound when it is outside /usr) */
 	const char *ro[8];   /* files QEMU reads (kernel, initrd, ...); NULL ends */
 	const char *rw[8];   /* files QEMU writes (overlays, guest RAM); NULL ends */
+	/*
+	 * 9p shares: directories QEMU reads (ro) or writes (rw); NULL ends. With a writable share
+	 * QEMU runs as the share's owner instead of agentvm-qemu (still without capabilities, in
+	 * the namespaces, under seccomp), so that what the guest writes there is the owner's.
+	 */
+	const char *dirs_ro[8];
+	const char *dirs_rw[8];
 };
 
 /*

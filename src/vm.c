@@ -445,6 +445,13 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		jo.rw[nrw++] = overlays[i];
 	if (qc.mem_path)
 		jo.rw[nrw++] = qc.mem_path;
+	for (size_t i = 0, nd_ro = 0, nd_rw = 0; i < o->spec->n_shares && i < 8; i++) {
+		const struct vm_share *sh = &o->spec->shares[i];
+		if (sh->readonly)
+			jo.dirs_ro[nd_ro++] = sh->host_dir;
+		else
+			jo.dirs_rw[nd_rw++] = sh->host_dir;
+	}
 	r = jail_prepare(&vm->jail, &jo, err);
 	if (r < 0)
 		goto fail;

@@ -238,6 +238,28 @@ t_full_state_dir() {
 
 # 3: the jail, asserted from outside: QEMU's uid/gid, capabilities, no_new_privs, seccomp, its
 # namespaces and its cgroup limits.
+t_jail_with_a_share() {
+	# A writable 9p share: QEMU runs as the share's owner (what the guest writes is the owner's
+	# files), still without capabilities, in its namespaces, under seccomp; only the share is
+	# bound into its root.
+	[ "$(id -u)" = 0 ] || { skip "the jail needs root"; return; }
+	id agentvm-qemu >/dev/null 2>&1 || { skip "no user agentvm-qemu (make deps creates it)"; return; }
+	sd=$tmp_root/share-owned
+	mkdir -p "$sd"
+	chown 65534:65534 "$sd"
+	avm start --accel tcg --network isolated --name js --share "$sd:/data" >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	q=$(sed -n 's/.*"qemu_pid":\([0-9]*\).*/\1/p' "$AGENTVM_STATE_DIR/js/state.json")
+	expect_eq "QEMU runs as the share's owner" 65534 "$(awk '/^Uid:/ {print $2}' "/proc/$q/status")"
+	expect_eq "QEMU's effective capabilities" 0000000000000000 "$(awk '/^CapEff:/ {print $2}' "/proc/$q/status")"
+	expect_eq "seccomp mode" 2 "$(awk '/^Seccomp:/ {print $2}' "/proc/$q/status")"
+	[ "$(readlink /proc/$q/ns/mnt)" != "$(readlink /proc/self/ns/mnt)" ] || fail "QEMU shares the mount namespace"
+	avm exec js -- sh -c 'echo from-guest >/data/out.txt' || fail "write to the share"
+	expect_eq "the guest's file is the owner's on the host" "65534 from-guest" "$(stat -c %u "$sd/out.txt") $(cat "$sd/out.txt")"
+	[ ! -e "/proc/$q/root/etc/shadow" ] || fail "/etc/shadow is visible in QEMU's root"
+	avm rm --force js >/dev/null
+	rm -rf "$sd"
+}
+
 t_jail() {
 	[ "$(id -u)" = 0 ] || { skip "the jail needs root"; return; }
 	id agentvm-qemu >/dev/null 2>&1 || { skip "no user agentvm-qemu (make deps creates it)"; return; }
@@ -363,6 +385,7 @@ run_test t_fork_bomb_and_hog
 run_test t_rootless
 run_test t_exec_cgroup
 run_test t_jail
+run_test t_jail_with_a_share
 run_test t_other_user
 run_test t_full_state_dir
 run_test t_untrusted_state_root
