@@ -17,9 +17,10 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wundef -Wstrict-prototypes \
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu17 -D_GNU_SOURCE= -fstack-protector-strong -D_FORTIFY_SOURCE=2 $(WARN) \
 	-I. -Isrc -Iqmp -Iguest-init -DAVM_DATADIR='"$(DATADIR)"' $(PKG_CFLAGS)
+# No recovery: a sanitizer report fails the run (UBSan only prints by default).
 ifneq ($(SANITIZE),)
-CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
-LDFLAGS += -fsanitize=$(SANITIZE)
+CFLAGS += -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=$(SANITIZE) -fno-sanitize-recover=all
 endif
 
 ifeq ($(V),1)
@@ -56,7 +57,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(B)/fuzz/%,$(FUZZ_SRC))
 
 .PHONY: rootfs all build images check check-unit check-fuzz check-integration fuzz bench install clean distclean \
-	deps demo ci
+	deps demo ci jail-user
 all: build images
 
 # Debian 12 packages for building, testing and running (apt-get, as root).
@@ -76,6 +77,13 @@ deps:
 	@# nodesource provides it too; Debian's is the fallback).
 	@command -v npm >/dev/null || { apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm; }
+	@$(MAKE) --no-print-directory jail-user
+
+# The unprivileged user every QEMU runs as (src/jail.h): a system user with no login and no home.
+jail-user:
+	@id agentvm-qemu >/dev/null 2>&1 || { echo "deps: creating system user agentvm-qemu"; \
+		useradd --system --no-create-home --home-dir /nonexistent \
+			--shell /usr/sbin/nologin agentvm-qemu; }
 
 # The main job in one command: set up, build, boot a sandbox and run a command in it.
 demo: deps
@@ -166,8 +174,10 @@ check-fuzz: $(FUZZ_BINS)
 	$(Q)sh tests/fuzz/run.sh $(or $(FUZZ_SECONDS),10) $(FUZZ_BINS)
 
 # The test job in one command: set up everything, then the whole suite (what .ci/run runs).
+# Then the unit tests and the fuzz smoke again under ASan + UBSan (build-san/, no recovery).
 ci: deps
 	$(MAKE) check
+	$(MAKE) B=$(B)-san SANITIZE=address,undefined check-unit check-fuzz
 
 FUZZ_CC ?= clang
 # Each target links the parser it exercises and nothing that touches the machine.
@@ -182,9 +192,13 @@ FUZZ_LINK_fuzz_guest_net := $(PROTO_SRC) guest-init/netcfg.c
 FUZZ_LINK_fuzz_guest_disk := guest-init/diskcfg.c
 FUZZ_LINK_fuzz_guest_imagecfg := guest-init/imagecfg.c
 FUZZ_LINK_fuzz_oci_config := src/image_oci.c src/strv.c src/util.c src/error.c
+FUZZ_LINK_fuzz_egress := netfilter/rules.c netfilter/dns.c netfilter/util.c
+# The state-file readers pull in the core (net.c needs netfilter/, snapshot.c the QEMU argv).
+FUZZ_LINK_fuzz_state_files := $(CORE_SRC) $(QMP_SRC) $(NF_SRC) $(PROTO_SRC)
 $(B)/fuzz/%: tests/fuzz/%.c $(QMP_SRC) $(PROTO_SRC) $(GUEST_SRC)
 	@mkdir -p $(dir $@)
-	$(Q)$(FUZZ_CC) -g -O1 -std=gnu17 -D_GNU_SOURCE= -fsanitize=fuzzer,address,undefined -I. -Isrc \
+	$(Q)$(FUZZ_CC) -g -O1 -std=gnu17 -D_GNU_SOURCE= -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=all -I. -Isrc \
 		-Iqmp -Iguest-init $(PKG_CFLAGS) $< $(FUZZ_LINK_$*) -o $@ $(PKG_LIBS)
 fuzz: $(FUZZ_BINS)
 	$(Q)sh tests/fuzz/run.sh $(or $(FUZZ_SECONDS),30) $(FUZZ_BINS)
@@ -197,10 +211,14 @@ $(B)/bench/qmp-rtt: bench/qmp_rtt.c $(LIBS_ALL)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) $< -o $@ $(LIBS_ALL) $(PKG_LIBS) $(LDFLAGS)
 
-bench: all $(B)/bench/exec-rtt $(B)/bench/qmp-rtt
+$(B)/bench/jail-cost: bench/jail_cost.c $(LIBS_ALL)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $< -o $@ $(LIBS_ALL) $(PKG_LIBS) $(LDFLAGS)
+
+bench: all $(B)/bench/exec-rtt $(B)/bench/qmp-rtt $(B)/bench/jail-cost
 	$(Q)sh bench/run.sh $(AGENTVM)
 
-install: all
+install: all jail-user
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)
 	install -m 0755 $(AGENTVM) $(DESTDIR)$(BINDIR)/agentvm
 	install -m 0644 $(VMLINUX) $(INITRAMFS) $(DESTDIR)$(DATADIR)/

@@ -42,6 +42,7 @@ die() {
 }
 avm() { ip netns exec "$NS_HOST" "$AVM" "$@"; }
 ns_now() { date +%s%N; }
+us2ms() { awk -v v="$1" 'BEGIN {printf "%.1f", v / 1000}'; }
 median() { sort -n "$1" | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 net_up "$tmp/net" >"$tmp/net_up.log" 2>&1 || die "topology: $(cat "$tmp/net_up.log")"
@@ -49,6 +50,21 @@ net_resolv_conf "nameserver $NET_SERVER"
 S=$NET_SERVER
 echo "bench/net: $N interleaved rounds (accel $accel)" >&2
 
+net_sink_up 5001 "$tmp/sink.log" || die "sink did not start"
+head -c $((MIB * 1048576)) /dev/zero >"$net_dir/www-80/big"
+et=""
+exec_rtt() { # vm: median exec round trip of `true` into $et
+	: >"$tmp/exec_true"
+	_i=0
+	while [ $_i -lt 10 ]; do
+		_t=$(ns_now)
+		avm exec "$1" -- true || die "exec true"
+		echo $((($(ns_now) - _t) / 1000)) >>"$tmp/exec_true"
+		_i=$((_i + 1))
+	done
+	et=$(median "$tmp/exec_true")
+}
+if [ -z "${EGRESS_ONLY:-}" ]; then # EGRESS_ONLY=1: (n4)-(n6) only
 # (n1) start + rm, both modes, one pair per round; order alternates so drift hits both alike.
 one() { # mode name -> appends start ms, rm ms to $tmp/<mode>.start / .rm
 	_t=$(ns_now)
@@ -88,14 +104,11 @@ for k in start rm total setup; do
 done
 # Per round: set-up (spawn window) + teardown (rm) added by the network.
 paste "$tmp/diff.setup" "$tmp/diff.rm" | awk '{print $1 + $2}' >"$tmp/diff.cost"
-us2ms() { awk -v v="$1" 'BEGIN {printf "%.1f", v / 1000}'; }
 
 # (n2, n3) one nat-filtered VM; a sink on 5001 (allowed by --allow) and a file on :80.
 # Baseline without agentvm's filter and NAT: a VM in --network bridge:avmt-br0, its tap on a bridge
 # in the host ns that routes to the internet ns (forwarding on for the bridge, set here inside the
 # host ns), so both VMs send through the same host stack, with and without `table inet agentvm`.
-net_sink_up 5001 "$tmp/sink.log" || die "sink did not start"
-head -c $((MIB * 1048576)) /dev/zero >"$net_dir/www-80/big"
 ip -n "$NS_HOST" link add avmt-br0 type bridge || die "bridge"
 ip -n "$NS_HOST" addr add 192.168.77.1/24 dev avmt-br0 && ip -n "$NS_HOST" link set avmt-br0 up || die "bridge up"
 hx sh -c 'echo 1 >/proc/sys/net/ipv4/conf/avmt-br0/forwarding && echo 1 >/proc/sys/net/ipv4/conf/up0/forwarding' || die "forwarding"
@@ -145,6 +158,7 @@ avm exec tbr -- sh -c 'ip addr add 192.168.77.2/24 dev eth0 && ip route add defa
 	die "bridge guest address"
 tput tbr br
 avm rm --force tbr >/dev/null || die "rm tbr"
+fi
 
 # (n4) the egress policy's set-up, rounds interleaved with isolated ones as in (n1).
 POLICY="--allow-domain good.test --allow-domain *.example.test --allow-cidr 10.77.0.0/16"
@@ -154,6 +168,8 @@ onep() { # mode name
 	if [ "$1" = pol ]; then
 		# shellcheck disable=SC2086
 		avm start --accel $accel $POLICY --name "$2" >/dev/null 2>"$tmp/err" || die "start $POLICY: $(cat "$tmp/err")"
+	elif [ "$1" = nat ]; then
+		avm start --accel $accel --name "$2" >/dev/null 2>"$tmp/err" || die "start: $(cat "$tmp/err")"
 	else
 		avm start --accel $accel --network isolated --name "$2" >/dev/null 2>"$tmp/err" || die "start: $(cat "$tmp/err")"
 	fi
@@ -169,11 +185,14 @@ i=0
 while [ $i -lt "$N" ]; do
 	onep pol "pol-$i"
 	onep isolated "pi-$i"
+	onep nat "pn-$i"
 	i=$((i + 1))
 done
 paste "$tmp/pol.setup" "$tmp/isolated.setup" "$tmp/pol.rm" "$tmp/isolated.rm" |
 	awk '{print $1 - $2 + $3 - $4}' >"$tmp/diff.pol"
 paste "$tmp/pol.setup" "$tmp/isolated.setup" | awk '{print $1 - $2}' >"$tmp/diff.polsetup"
+paste "$tmp/nat.setup" "$tmp/isolated.setup" "$tmp/nat.rm" "$tmp/isolated.rm" |
+	awk '{print $1 - $2 + $3 - $4}' >"$tmp/diff.nat"
 
 # (n5) DNS latency through a VM's forwarder vs directly, both asked from the host ns.
 cat >"$tmp/dnslat.py" <<'PY'
@@ -194,7 +213,9 @@ avm start --accel $accel --name dnsl --allow-domain good.test >/dev/null 2>"$tmp
 gwd=$(avm net ls --json | tr -d ' \n' | sed -n 's/.*"vm":"dnsl"[^}]*"gateway":"\([0-9.]*\)".*/\1/p')
 hx python3 "$tmp/dnslat.py" "$S" good.test 200 >"$tmp/dns.direct" || die "direct DNS"
 hx python3 "$tmp/dnslat.py" "$gwd" good.test 200 >"$tmp/dns.fwd" || die "DNS through the forwarder at $gwd"
-rss=$(ps -o rss= -p "$(pgrep -f "dnsmasq --conf-file=$AGENTVM_STATE_DIR/dnsl/")" 2>/dev/null | tr -d ' ')
+dpid=$(pgrep -f "dnsmasq --conf-file=$AGENTVM_STATE_DIR/dnsl/")
+rss=$(ps -o rss= -p "$dpid" 2>/dev/null | tr -d ' ')
+pss=$(awk '/^Pss:/ {print $2}' "/proc/$dpid/smaps_rollup" 2>/dev/null)
 avm rm --force dnsl >/dev/null || die "rm dnsl"
 
 # (n6) bandwidth: lim (8mbit up, 40mbit down) and free (unlimited) at the same time.
@@ -210,19 +231,24 @@ sleep 0.5
 awk -v l=$((LMIB * 1048576)) '$1 == l {printf "%.2f\n", $1 / (($3 - $2) / 1e9) / 1e6}' "$tmp/sink.log" >"$tmp/lim.up"
 awk -v f=$((MIB * 1048576)) '$1 == f {printf "%.2f\n", $1 / (($3 - $2) / 1e9) / 1e6}' "$tmp/sink.log" >"$tmp/free.up"
 # Downloads: limited at 40mbit through the tap's tbf (its rate is on the wire), timed in the guest.
-dl() { # vm mib -> MB/s
-	avm exec --timeout 600 "$1" -- sh -c "s=\$(date +%s%N); wget -q -O - http://$S/big | head -c $(($2 * 1048576)) | wc -c >/dev/null; e=\$(date +%s%N); echo \$((e - s))" |
-		awk -v b=$(($2 * 1048576)) '{printf "%.2f\n", b / ($1 / 1e9) / 1e6}'
+dl() { # vm mib -> MB/s, timed on the host around exec minus the exec round trip
+	_t=$(ns_now)
+	avm exec --timeout 600 "$1" -- sh -c "wget -q -O - http://$S/big | head -c $(($2 * 1048576)) | wc -c" >/dev/null ||
+		die "download to $1"
+	awk -v b=$(($2 * 1048576)) -v us=$((($(ns_now) - _t) / 1000)) -v et="$et" 'BEGIN {printf "%.2f\n", b / ((us - et) / 1e6) / 1e6}'
 }
+[ -n "$et" ] || exec_rtt free
 dl lim $LMIB >"$tmp/lim.down" &
 lp=$!
 dl free "$MIB" >"$tmp/free.down"
 wait $lp
 avm net ls >"$tmp/netls.txt"
-avm rm --force lim free >/dev/null || die "rm lim free"
+avm rm --force lim >/dev/null || die "rm lim"
+avm rm --force free >/dev/null || die "rm free"
 [ -z "$(net_leftovers "$AGENTVM_STATE_DIR/.net/leases")" ] ||
 	die "leftovers: $(net_leftovers "$AGENTVM_STATE_DIR/.net/leases" | tr '\n' ' ')"
 
+if [ -z "${EGRESS_ONLY:-}" ]; then
 d_cost=$(median "$tmp/diff.cost")
 verdict=$(awk -v d="$d_cost" 'BEGIN {print (d / 1000 < 20) ? "yes" : "NO"}')
 cat <<MD
@@ -242,8 +268,23 @@ cat <<MD
 | (n3) throughput internet host -> guest through the filter (\`wget\`, $MIB MiB) | $(median "$tmp/down.nat") MB/s | $R | measured |
 | (n3b) same, \`--network bridge\` (no agentvm filter, no NAT) | $(median "$tmp/down.br") MB/s | $R | baseline |
 
+- Topology: tests/integration/netns.sh (veth uplink "host" ns -> "internet" ns); servers: socat sink (n2), busybox httpd (n3).
+- (n2) is timed by the sink with the host clock (accept to EOF); (n3) on the host around \`agentvm exec\` minus the median \`exec true\` ($(us2ms "$et") ms).
+- The nat-filtered VM's tx_ok byte counter after (n2)+(n3): ${cnt:-?} (the filter counted the uploads).
+- Per-round differences nat-filtered - isolated, sorted (ms): n1a $(sort -n "$tmp/diff.setup" | awk '{printf "%.1f ", $1 / 1000}')/ n1b $(sort -n "$tmp/diff.rm" | awk '{printf "%.1f ", $1 / 1000}')/ n1c $(sort -n "$tmp/diff.total" | awk '{printf "%.0f ", $1 / 1000}')
+- n1a: spec.json is written just before the network is set up and qemu.pid just after QEMU is spawned (src/vm.c), so the window holds the tap, lease, nft transaction and net.json and none of the boot (file times tick with the kernel's coarse clock, 4 ms at HZ=250: n1a is quantised); n1b includes \`rm\`'s 20 ms polling for the supervisor's exit (the bimodal samples).
+- Raw (ms, isolated/nat-filtered totals): $(awk '{printf "%.0f ", $1 / 1000}' "$tmp/isolated.total")/ $(awk '{printf "%.0f ", $1 / 1000}' "$tmp/nat-filtered.total"); MB/s up: $(tr '\n' ' ' <"$tmp/up.nat")(bridge $(tr '\n' ' ' <"$tmp/up.br"))/ down: $(tr '\n' ' ' <"$tmp/down.nat")(bridge $(tr '\n' ' ' <"$tmp/down.br"))
+MD
+fi
+cat <<MD
+
+### Egress policy (bench/net.sh, N=$N rounds, accel $accel, $(date -u +%Y-%m-%d))
+
+| what | median | samples | target |
+|---|---|---|---|
 | (n4) **egress policy set-up + teardown** (--allow-domain x2, --allow-cidr; dnsmasq started and ready), minus isolated | **$(us2ms "$(median "$tmp/diff.pol")") ms** | $N | < 20 ms ($(awk -v d="$(median "$tmp/diff.pol")" 'BEGIN {print (d / 1000 < 20) ? "yes" : "NO"}')) |
-| (n4a) of which set-up (spec.json -> qemu.pid window) | $(us2ms "$(median "$tmp/diff.polsetup")") ms | $N | - |
+| (n4a) of which set-up (spec.json -> qemu.pid window; dnsmasq starts beside QEMU, waited for before the guest runs) | $(us2ms "$(median "$tmp/diff.polsetup")") ms | $N | - |
+| (n4b) same rounds, plain nat-filtered (default policy, no forwarder) minus isolated | $(us2ms "$(median "$tmp/diff.nat")") ms | $N | - |
 | (n5) DNS A lookup through the VM's forwarder (dnsmasq, no cache, nftset) | $(us2ms "$(median "$tmp/dns.fwd")") ms | 200 | measured |
 | (n5b) same lookup asked of the upstream directly | $(us2ms "$(median "$tmp/dns.direct")") ms | 200 | baseline |
 | (n6) upload of a VM limited to 8mbit (1.00 MB/s), while an unlimited VM uploads | $(cat "$tmp/lim.up") MB/s | 1 | within 10 % |
@@ -251,13 +292,7 @@ cat <<MD
 | (n6c) download of the limited VM (tbf 8mbit = 1.00 MB/s) while the unlimited one downloads | $(cat "$tmp/lim.down") MB/s | 1 | within 10 % |
 | (n6d) download of the unlimited VM meanwhile | $(cat "$tmp/free.down") MB/s | 1 | ~ (n3) |
 
-- (n5) forwarder RSS: ${rss:-?} KiB per VM. Samples (ms) forwarder: $(sort -n "$tmp/dns.fwd" | awk 'NR % 40 == 1 {printf "%.2f ", $1 / 1000}') / direct: $(sort -n "$tmp/dns.direct" | awk 'NR % 40 == 1 {printf "%.2f ", $1 / 1000}')
-- (n4) per round (ms): $(sort -n "$tmp/diff.pol" | awk '{printf "%.1f ", $1 / 1000}')
+- (n5) forwarder memory per VM: RSS ${rss:-?} KiB, PSS ${pss:-?} KiB. Samples (ms) forwarder: $(sort -n "$tmp/dns.fwd" | awk 'NR % 40 == 1 {printf "%.2f ", $1 / 1000}') / direct: $(sort -n "$tmp/dns.direct" | awk 'NR % 40 == 1 {printf "%.2f ", $1 / 1000}')
+- (n4) per round (ms): $(sort -n "$tmp/diff.pol" | awk '{printf "%.1f ", $1 / 1000}')/ (n4b) $(sort -n "$tmp/diff.nat" | awk '{printf "%.1f ", $1 / 1000}')
 - (n6) net ls during the test: $(grep -E '^(lim|free) ' "$tmp/netls.txt" | awk '{print $1": "$NF}' | tr '\n' ' ')
-- Topology: tests/integration/netns.sh (veth uplink "host" ns -> "internet" ns); servers: socat sink (n2), busybox httpd (n3).
-- (n2) is timed by the sink with the host clock (accept to EOF); (n3) on the host around \`agentvm exec\` minus the median \`exec true\` ($(us2ms "$et") ms).
-- The nat-filtered VM's tx_ok byte counter after (n2)+(n3): ${cnt:-?} (the filter counted the uploads).
-- Per-round differences nat-filtered - isolated, sorted (ms): n1a $(sort -n "$tmp/diff.setup" | awk '{printf "%.1f ", $1 / 1000}')/ n1b $(sort -n "$tmp/diff.rm" | awk '{printf "%.1f ", $1 / 1000}')/ n1c $(sort -n "$tmp/diff.total" | awk '{printf "%.0f ", $1 / 1000}')
-- n1a: spec.json is written just before the network is set up and qemu.pid just after QEMU is spawned (src/vm.c), so the window holds the tap, lease, nft transaction and net.json and none of the boot (file times tick with the kernel's coarse clock, 4 ms at HZ=250: n1a is quantised); n1b includes \`rm\`'s 20 ms polling for the supervisor's exit (the bimodal samples).
-- Raw (ms, isolated/nat-filtered totals): $(awk '{printf "%.0f ", $1 / 1000}' "$tmp/isolated.total")/ $(awk '{printf "%.0f ", $1 / 1000}' "$tmp/nat-filtered.total"); MB/s up: $(tr '\n' ' ' <"$tmp/up.nat")(bridge $(tr '\n' ' ' <"$tmp/up.br"))/ down: $(tr '\n' ' ' <"$tmp/down.nat")(bridge $(tr '\n' ' ' <"$tmp/down.br"))
 MD

@@ -120,6 +120,17 @@ Commands:
 
 Raw samples (ms): a = $(tr '\n' ' ' <"$tmp/a")/ b = $(tr '\n' ' ' <"$tmp/b")/ d = $(tr '\n' ' ' <"$tmp/s")
 MD
+# The jail's cost on a start (src/jail.h), root only: a spawn with and without it, interleaved.
+if [ "$(id -u)" = 0 ] && [ -x "$B/bench/jail-cost" ]; then
+	mkdir -p "$tmp/jail"
+	{
+		echo
+		echo "## jail (\`$B/bench/jail-cost DIR $((N * 2))\`)"
+		echo
+		echo "$("$B/bench/jail-cost" "$tmp/jail" $((N * 2)))"
+		echo "(load average at the time: $(cut -d' ' -f1-3 /proc/loadavg))"
+	} >>"$out"
+fi
 # Networking and snapshots: their own scripts, each with its cold baseline measured in its run.
 for part in net snapshot disk image files; do
 	[ -f "bench/$part.sh" ] || continue

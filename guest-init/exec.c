@@ -3,6 +3,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "cgroup.h"
 #include "exec_int.h"
 #include "port.h"
 #include "proto.h"
@@ -73,10 +74,17 @@ void exec_maybe_finish(struct exec *ex)
 		info.kind = AVM_EXIT_CODE;
 		info.code = WEXITSTATUS(ex->status);
 	} else {
-		/* Killed by a signal: by us when the timeout fired, otherwise by anyone. */
-		info.kind = ex->timed_out ? AVM_EXIT_TIMEOUT : AVM_EXIT_SIGNAL;
+		/* Killed by a signal: by us when the timeout fired, by the kernel's OOM killer
+		 * (its cgroup counted it), otherwise by anyone. */
+		info.kind = ex->timed_out		     ? AVM_EXIT_TIMEOUT
+			    : cgroup_exec_oom(ex->cg_fd) ? AVM_EXIT_OOM
+							 : AVM_EXIT_SIGNAL;
 		info.code = WIFSIGNALED(ex->status) ? WTERMSIG(ex->status) : 0;
 	}
+	/* What it left running (setsid'd or not) goes with it only on a kill; the cgroup itself
+	 * goes once empty. */
+	cgroup_exec_release(ex->id, ex->cg_fd);
+	ex->cg_fd = -1;
 	info.duration_us = (ex->end_ns - ex->start_ns) / 1000;
 	info.utime_us = tv_us(&ex->ru.ru_utime);
 	info.stime_us = tv_us(&ex->ru.ru_stime);
@@ -162,6 +170,7 @@ void exec_start(uint32_t id, const uint8_t *p, size_t len)
 	fcntl(pout[0], F_SETPIPE_SZ, OUTPUT_PIPE_SIZE);
 	fcntl(perr[0], F_SETPIPE_SZ, OUTPUT_PIPE_SIZE);
 	ex->id = id;
+	ex->cg_fd = cgroup_exec_create(id);
 	ex->fd_out = pout[0];
 	ex->fd_err = perr[0];
 	ex->fd_in = pin[1];
@@ -173,7 +182,7 @@ void exec_start(uint32_t id, const uint8_t *p, size_t len)
 	if (req.timeout_ms)
 		ex->deadline_ns = ex->start_ns + (uint64_t)req.timeout_ms * NSEC_PER_MSEC;
 
-	pid = spawn_command(&req, req.stdin_pipe ? pin[0] : devnull, pout[1], perr[1]);
+	pid = spawn_command(&req, req.stdin_pipe ? pin[0] : devnull, pout[1], perr[1], ex->cg_fd);
 	/* The command's ends belong to it now (or to nobody). */
 	if (pin[0] >= 0)
 		close(pin[0]);
@@ -225,6 +234,8 @@ void exec_signal(uint32_t id, const uint8_t *p, size_t len)
 	/* The whole group: a shell's children get it too. ESRCH: everyone is gone already. */
 	if (kill(-ex->pid, (int)sig) < 0 && errno != ESRCH)
 		port_send_error(id, errno, "kill: %s", strerror(errno));
+	/* And whatever left the group (setsid) but not the cgroup. */
+	cgroup_exec_signal(ex->cg_fd, (int)sig);
 }
 
 void exec_on_event(struct watch *w, uint32_t events)
@@ -336,6 +347,7 @@ void exec_kill_expired(void)
 			log_debug("exec %u: timeout", e->id);
 			e->timed_out = true;
 			kill(-e->pid, SIGKILL);
+			cgroup_exec_signal(e->cg_fd, SIGKILL);
 		}
 }
 
@@ -352,6 +364,7 @@ void exec_run_timers(void)
 			log_debug("exec %u: pipes still open after exit, killing group", e->id);
 			e->grace_ns = 0;
 			kill(-e->pid, SIGKILL);
+			cgroup_exec_signal(e->cg_fd, SIGKILL);
 			exec_drain_output(e, &e->fd_out, AVM_MSG_STDOUT);
 			exec_drain_output(e, &e->fd_err, AVM_MSG_STDERR);
 			exec_maybe_finish(e);
@@ -377,6 +390,7 @@ bool exec_stdin_backlogged(void)
 
 void exec_gc(void)
 {
+	cgroup_gc();
 	while (graveyard) {
 		struct exec *e = graveyard;
 

@@ -34,11 +34,12 @@ int exec_req_parse(const uint8_t *p, size_t len, struct exec_req *req, const cha
 void exec_req_free(struct exec_req *req);
 
 /*
- * Start the child (own session and process group, fds 0-2 from in/out/err). Returns its pid,
+ * Start the child (own session and process group, fds 0-2 from in/out/err, in the cgroup cg_fd
+ * when >= 0). Returns its pid,
  * or -errno when it could not be started (clone failed, or chdir/setuid/execve failed in the
  * child, which is then already reaped).
  */
-pid_t spawn_command(const struct exec_req *req, int in, int out, int err);
+pid_t spawn_command(const struct exec_req *req, int in, int out, int err, int cg_fd);
 
 /* Host requests. Each replies ERROR itself when the request is refused. */
 void exec_start(uint32_t id, const uint8_t *p, size_t len);

@@ -50,6 +50,7 @@ struct exec {
 	bool in_dropping; /* stalled: stdin data is discarded */
 	bool reaped, timed_out, dead;
 	int start_err; /* errno when it never ran */
+	int cg_fd;     /* its cgroup (cgroup.h), or -1 */
 	int status;
 	struct rusage ru;
 	uint64_t start_ns, end_ns, deadline_ns, grace_ns, in_progress_ns;

@@ -139,7 +139,8 @@ int avm_decoder_next(struct avm_decoder *d, struct avm_frame_hdr *hdr, const uin
 		     const char **why)
 {
 	size_t avail = d->len - d->off;
-	const uint8_t *p = d->buf + d->off;
+	/* An empty decoder has no buffer yet: NULL + 0 is undefined behaviour (UBSan). */
+	const uint8_t *p = d->buf ? d->buf + d->off : NULL;
 
 	*why = NULL;
 	*payload = NULL;
@@ -315,7 +316,7 @@ int avm_exit_info_decode(const uint8_t *p, size_t len, struct avm_exit_info *out
 	out->stime_us = avm_get_le64(p + 24);
 	out->maxrss_kb = avm_get_le64(p + 32);
 	out->reserved = avm_get_le64(p + 40);
-	if (out->kind > AVM_EXIT_START_FAILED)
+	if (out->kind > AVM_EXIT_OOM)
 		return -EBADMSG;
 	return 0;
 }

@@ -80,6 +80,7 @@ enum avm_exit_kind {
 	AVM_EXIT_SIGNAL = 1,    /* killed by signal `code` */
 	AVM_EXIT_TIMEOUT = 2,   /* the guest-side timeout fired and killed it */
 	AVM_EXIT_START_FAILED = 3, /* never ran; code = errno of the failed execve/chdir/... */
+	AVM_EXIT_OOM = 4,       /* killed (signal `code`) by the guest kernel's OOM killer */
 };
 
 /* EXIT payload, little-endian, packed on the wire as 48 bytes. */

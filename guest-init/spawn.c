@@ -12,6 +12,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "cgroup.h"
 #include "exec.h"
 #include "util.h"
 
@@ -29,6 +30,7 @@
 struct spawn_ctx {
 	const struct exec_req *req;
 	int fds[3];
+	int cg_fd; /* the exec's cgroup, or -1 */
 	int err; /* set by the child before it gives up */
 };
 
@@ -100,6 +102,9 @@ static int child_main(void *arg)
 	/* Own session and process group: timeouts and SIGNAL hit everything it starts. */
 	if (setsid() < 0)
 		goto fail;
+	/* Into its own cgroup while still root: everything it starts stays there (cgroup.h). */
+	if (cgroup_exec_join(c->cg_fd) < 0)
+		goto fail;
 	for (int i = 0; i < 3; i++)
 		if (dup2(c->fds[i], i) < 0)
 			goto fail;
@@ -132,9 +137,9 @@ fail:
 	_exit(127);
 }
 
-pid_t spawn_command(const struct exec_req *req, int in, int out, int err)
+pid_t spawn_command(const struct exec_req *req, int in, int out, int err, int cg_fd)
 {
-	struct spawn_ctx c = { .req = req, .fds = { in, out, err }, .err = 0 };
+	struct spawn_ctx c = { .req = req, .fds = { in, out, err }, .cg_fd = cg_fd, .err = 0 };
 	pid_t pid;
 
 	pid = clone(child_main, child_stack + sizeof(child_stack),

@@ -2,6 +2,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "cgroup.h"
 #include "sys.h"
 #include "disk.h"
 #include "rootfs.h"
@@ -35,14 +36,19 @@ static const struct mnt early_mounts[] = {
 	{ "sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555 },
 };
 
-/* /dev/pts gets its own instance so ptys inside the guest never see another devpts. */
+/*
+ * /dev/pts gets its own instance so ptys inside the guest never see another devpts.
+ * The tmpfs mounts are sized so that together they cannot take the guest's RAM: at the kernel's
+ * default (50% each) filling /tmp and /dev/shm left nothing the OOM killer could free and the
+ * guest kernel panicked. 30% + 10% + 5% leaves the rest for the kernel, the agent and commands.
+ */
 static const struct mnt late_mounts[] = {
 	{ "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555 },
 	{ "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620",
 	  0755 },
-	{ "tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777 },
-	{ "tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 01777 },
-	{ "tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755", 0755 },
+	{ "tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=10%", 01777 },
+	{ "tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=30%", 01777 },
+	{ "tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=5%", 0755 },
 };
 
 /* What shells and language runtimes expect under /dev that devtmpfs does not provide. */
@@ -121,6 +127,9 @@ void sys_setup_late(void)
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
+	/* Last, in the final root: one cgroup per command (cgroup.c). */
+	if (cgroup_setup() < 0)
+		log_msg("cgroup2: %m; commands run without their own cgroup");
 }
 
 int sys_signals(void)

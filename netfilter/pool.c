@@ -303,7 +303,8 @@ int nf_pool_list(struct nf_pool *pool, struct nf_lease **out, struct nf_error *e
 		}
 		v[n++] = l;
 	}
-	qsort(v, n, sizeof(*v), cmp_lease);
+	if (n) /* qsort(NULL, 0) is undefined behaviour (UBSan) */
+		qsort(v, n, sizeof(*v), cmp_lease);
 out:
 	closedir(d);
 	if (r < 0) {

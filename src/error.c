@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "error.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -39,8 +40,9 @@ int avm_error_wrap(struct avm_error *err, const char *fmt, ...)
 	char prefix[256], old[sizeof(err->msg)];
 	va_list ap;
 
+	/* Without an error struct there is no code to return: a failure must never read as 0. */
 	if (!err)
-		return 0;
+		return -EIO;
 	va_start(ap, fmt);
 	vsnprintf(prefix, sizeof(prefix), fmt, ap);
 	va_end(ap);

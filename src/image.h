@@ -92,6 +92,7 @@ struct image_recipe {
 	char *recipe;       /* the recipe's name or path ("base"), NULL for none */
 	char *suite;        /* Debian suite, "bookworm" */
 	struct strv packages, npm, runs, env;
+	struct strv warms;  /* run after the clean-up: what they write stays in the image */
 	struct strv files;  /* "SRC\tDST" with SRC absolute */
 	struct strv ca_certs; /* absolute paths */
 	char *workdir, *user;
@@ -103,7 +104,7 @@ void image_recipe_release(struct image_recipe *r);
 int image_find_datadir(char **out, struct avm_error *err);
 /*
  * Load recipe FROM (a built-in name or a file path) into r, following its "from" lines (at most
- * 8 deep). Lines: "from R", "suite S", "packages P...", "npm PKG...", "file SRC:DST", "run CMD",
+ * 8 deep). Lines: "from R", "suite S", "packages P...", "npm PKG...", "file SRC:DST", "run CMD", "warm CMD",
  * "ca-cert FILE", "env K=V", "workdir DIR", "user UID:GID", "size N[MG]"; '#' comments.
  */
 int image_recipe_load(struct image_recipe *r, const char *from, struct avm_error *err);

@@ -23,6 +23,10 @@
 #include "sha256.h"
 #include "util.h"
 
+#ifndef AVM_DATADIR
+#define AVM_DATADIR "/usr/local/share/agentvm"
+#endif
+
 #define RECIPE_MAX_DEPTH 8
 #define RECIPE_MAX_BYTES (1 << 20)
 /* SOURCE_DATE_EPOCH of every build (2024-01-01): file and file system times, so that the same
@@ -39,6 +43,7 @@ void image_recipe_release(struct image_recipe *r)
 	strv_release(&r->packages);
 	strv_release(&r->npm);
 	strv_release(&r->runs);
+	strv_release(&r->warms);
 	strv_release(&r->env);
 	strv_release(&r->files);
 	strv_release(&r->ca_certs);
@@ -329,6 +334,8 @@ int image_recipe_parse(struct image_recipe *r, const char *text, const char *bas
 			strv_release(&w);
 		} else if (!strcmp(key, "run")) {
 			strv_add(&r->runs, val);
+		} else if (!strcmp(key, "warm")) {
+			strv_add(&r->warms, val);
 		} else if (!strcmp(key, "file")) {
 			if ((rc = add_file(r, val, base_dir, err)) < 0)
 				return rc;
@@ -369,7 +376,7 @@ int image_recipe_parse(struct image_recipe *r, const char *text, const char *bas
 		}
 next:;
 	}
-	if (r->packages.failed || r->npm.failed || r->runs.failed || r->env.failed ||
+	if (r->packages.failed || r->npm.failed || r->runs.failed || r->warms.failed || r->env.failed ||
 	    r->files.failed || r->ca_certs.failed)
 		return avm_error_set(err, -ENOMEM, "out of memory");
 	return 0;
@@ -438,6 +445,8 @@ int image_recipe_inputs(const struct image_recipe *r, const char *builder, char 
 	}
 	for (size_t i = 0; i < r->runs.n; i++)
 		hash_line(&s, "run", r->runs.v[i]);
+	for (size_t i = 0; i < r->warms.n; i++)
+		hash_line(&s, "warm", r->warms.v[i]);
 	for (size_t i = 0; i < r->env.n; i++)
 		hash_line(&s, "env", r->env.v[i]);
 	hash_line(&s, "workdir", r->workdir ? r->workdir : "");
@@ -908,6 +917,7 @@ int image_build(const char *name, const struct image_recipe *rc, const struct im
 	    (r = write_in_lines(&b, "packages", &rc->packages)) < 0 ||
 	    (r = write_in_lines(&b, "npm", &rc->npm)) < 0 ||
 	    (r = write_in_lines(&b, "runs", &rc->runs)) < 0 ||
+	    (r = write_in_lines(&b, "warms", &rc->warms)) < 0 ||
 	    (r = write_in_lines(&b, "files", &rc->files)) < 0) {
 		r = avm_error_setx(err, r, "cannot write the build's inputs in %s", b.work);
 		goto out;

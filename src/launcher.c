@@ -2,6 +2,7 @@
 #include "launcher.h"
 
 #include <fcntl.h>
+#include <linux/sched.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -9,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "jail.h"
 #include "util.h"
 
 #ifndef CLOSE_RANGE_CLOEXEC
@@ -34,7 +36,9 @@ static void child_setup(const struct launch_opts *o, pid_t parent, int errpipe)
 	for (int s = 1; s < NSIG; s++)
 		if (s != SIGKILL && s != SIGSTOP)
 			signal(s, SIG_DFL);
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+	/* In a new pid namespace the parent is outside it: getppid() says 0. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 ||
+	    (getppid() != parent && !(jail_clone_flags(o->jail) && getppid() == 0)))
 		goto fail;
 	if (setsid() < 0)
 		goto fail;
@@ -58,6 +62,10 @@ static void child_setup(const struct launch_opts *o, pid_t parent, int errpipe)
 	for (size_t i = 0; i < o->n_keep; i++)
 		if (fcntl(o->keep_fds[i], F_SETFD, 0) < 0)
 			goto fail;
+	if (o->jail && (e = jail_enter(o->jail)) < 0) {
+		errno = -e;
+		goto fail;
+	}
 	execv(o->argv[0], o->argv);
 fail:
 	e = errno;
@@ -74,7 +82,14 @@ int launch_spawn(const struct launch_opts *o, pid_t *pid_out, int *pidfd_out,
 
 	if (pipe2(pfd, O_CLOEXEC) < 0)
 		return avm_error_setx(err, -errno, "pipe");
-	pid = fork();
+	if (jail_clone_flags(o->jail)) {
+		/* fork() into new namespaces: QEMU is the first process of its pid namespace. */
+		struct clone_args ca = { .flags = jail_clone_flags(o->jail),
+					 .exit_signal = SIGCHLD };
+		pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
+	} else {
+		pid = fork();
+	}
 	if (pid < 0) {
 		r = -errno;
 		close(pfd[0]);

@@ -13,11 +13,14 @@
 
 #include "error.h"
 
+struct jail;
+
 struct launch_opts {
 	char *const *argv;
 	const int *keep_fds; /* fds the child inherits at the same numbers */
 	size_t n_keep;
 	const char *log_path; /* the child's stdout+stderr go here (appended); NULL = /dev/null */
+	const struct jail *jail; /* the child's jail (jail.h), or NULL */
 };
 
 /*

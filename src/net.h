@@ -70,12 +70,20 @@ int net_setup(struct vm_net *n, const struct vm_spec *spec, struct avm_error *er
 /* The dnsmasq binary the domain allowlist needs ($AGENTVM_DNSMASQ, else /usr/sbin...), or NULL. */
 const char *net_dnsmasq_path(void);
 
+/*
+ * Wait until the VM's DNS forwarder (started by net_setup, beside QEMU's own start) answers;
+ * 0 at once when there is none. Call before the guest runs.
+ */
+int net_ready(struct vm_net *n, struct avm_error *err);
+
 /* Kernel cmdline keys for the guest ("" for isolated): agentvm.ip/gw/dns/hostname. */
 int net_guest_cmdline(const struct vm_net *n, const char *hostname, char *buf, size_t len);
 
 /* net.json in the VM's state dir: what teardown and `net ls` need. */
 int net_save(const struct vm_net *n, const char *dir);
 /* -ENOENT when the VM has no net.json (isolated, or older). */
+/* avm- + 8 lowercase hex digits: a name agentvm gives its taps (and nothing else). */
+bool net_tap_name_is_ours(const char *name);
 int net_load(struct vm_net *n, const char *dir, struct avm_error *err);
 
 /*

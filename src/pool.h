@@ -54,6 +54,12 @@ struct pool_opts {
 int pool_serve(const struct pool_opts *o, struct avm_error *err);
 
 /*
+ * Remove <state root>/.pool.sock when nothing listens on it (a serve killed with -9 could not).
+ * 1 when removed, 0 when absent or live, -errno.
+ */
+int pool_sock_remove_stale(void);
+
+/*
  * One request line (with its '\n') to the pool serving in the state root; the reply line,
  * without its '\n', into out (len bytes). 0, or -errno with err filled (-ECONNREFUSED: no pool).
  */

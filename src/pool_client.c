@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -24,8 +25,9 @@ int pool_request(const char *req, char *out, size_t len, struct avm_error *err)
 				     "no pool is serving in %s; start one with 'agentvm serve --pool "
 				     "SNAPSHOT ...'",
 				     statedir_root());
-	if (write_all(fd, req, strlen(req)) < 0)
-		return avm_error_setx(err, -errno, "writing to the pool");
+	/* A full pool answers with one ERR line and closes before reading: the write may fail
+	 * (EPIPE) with the answer waiting to be read, so read it before reporting the write. */
+	int wr = write_all(fd, req, strlen(req));
 	while (got < len - 1 && (n = read(fd, out + got, len - 1 - got)) != 0) {
 		if (n < 0) {
 			if (errno == EINTR)
@@ -38,8 +40,28 @@ int pool_request(const char *req, char *out, size_t len, struct avm_error *err)
 	}
 	out[got] = '\0';
 	char *nl = strchr(out, '\n');
+	if (!nl && wr < 0)
+		return avm_error_setx(err, wr, "writing to the pool");
 	if (!nl)
 		return avm_error_set(err, -EPIPE, "the pool closed the connection");
 	*nl = '\0';
 	return 0;
+}
+
+int pool_sock_remove_stale(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct stat st;
+
+	if (fd < 0)
+		return -errno;
+	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", statedir_root(), POOL_SOCK) >=
+	    (int)sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	if (lstat(sa.sun_path, &st) < 0 || !S_ISSOCK(st.st_mode))
+		return 0;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno != ECONNREFUSED)
+		return 0;
+	return unlink(sa.sun_path) < 0 ? -errno : 1;
 }

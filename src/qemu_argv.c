@@ -128,15 +128,27 @@ int qemu_build_argv(const struct qemu_config *c, struct strv *a, struct avm_erro
 	if (c->mem_path) {
 		/* Guest RAM from a file (snapshot template or copy-on-write clone). The backend's id
 		 * is the machine's default RAM id, so migration streams of ordinary VMs fit it. */
+		char *mp = opt_escape(c->mem_path);
 		strv_add(a, "-object");
 		strv_addf(a, "memory-backend-file,id=microvm.ram,size=%uM,mem-path=%s,share=%s",
-			  c->memory_mib, c->mem_path, c->mem_share ? "on" : "off");
+			  c->memory_mib, mp ? mp : "", c->mem_share ? "on" : "off");
+		if (!mp)
+			a->failed = true;
+		free(mp);
 		strv_add(a, "-M");
 		strv_add(a, "memory-backend=microvm.ram");
 	}
 	if (c->incoming) {
 		strv_add(a, "-incoming");
 		strv_add(a, "defer");
+	}
+	if (c->name_tag) {
+		char *n = opt_escape(c->name_tag);
+		strv_add(a, "-name");
+		strv_addf(a, "guest=%s", n ? n : "");
+		if (!n)
+			a->failed = true;
+		free(n);
 	}
 	strv_add(a, "-nodefaults");
 	strv_add(a, "-no-user-config");
@@ -163,8 +175,17 @@ int qemu_build_argv(const struct qemu_config *c, struct strv *a, struct avm_erro
 	strv_add(a, "chardev=qmp0,mode=control");
 	if (c->qmp_sock_path) {
 		/* For other CLI calls (pause, resume, qmp): events go to every monitor. */
+		/* Every path inside an option value is escaped: a ',' in AGENTVM_STATE_DIR must not
+		 * add options of its own. */
+		char *qp = opt_escape(c->qmp_sock_path);
 		strv_add(a, "-chardev");
-		strv_addf(a, "socket,id=qmp1,path=%s,server=on,wait=off", c->qmp_sock_path);
+		if (c->qmp_listen_fd > 0)
+			strv_addf(a, "socket,id=qmp1,fd=%d,server=on,wait=off", c->qmp_listen_fd);
+		else
+			strv_addf(a, "socket,id=qmp1,path=%s,server=on,wait=off", qp ? qp : "");
+		if (!qp)
+			a->failed = true;
+		free(qp);
 		strv_add(a, "-mon");
 		strv_add(a, "chardev=qmp1,mode=control");
 	}
@@ -173,7 +194,7 @@ int qemu_build_argv(const struct qemu_config *c, struct strv *a, struct avm_erro
 	strv_add(a, "-device");
 	strv_add(a, "virtio-serial-device,max_ports=2");
 	strv_add(a, "-chardev");
-	strv_addf(a, "file,id=con0,path=%s", c->console_path);
+	strv_addf(a, "socket,id=con0,fd=%d", c->console_fd);
 	strv_add(a, "-device");
 	strv_add(a, "virtconsole,chardev=con0,nr=0");
 	strv_add(a, "-chardev");

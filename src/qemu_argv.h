@@ -44,11 +44,15 @@ struct qemu_config {
 	int incoming;          /* nonzero: -incoming defer (a restore loads a migration stream) */
 	const char *mem_path;  /* guest RAM from this file (snapshot clones), or NULL */
 	int mem_share;         /* with mem_path: share=on (template) or off (copy-on-write) */
-	const char *console_path; /* guest console (hvc0) goes to this file */
+	int console_fd;            /* guest console (hvc0): a socket QEMU inherits (console.h) */
 	const char *extra_cmdline; /* appended to the kernel cmdline; may be NULL */
 	bool guest_debug;          /* agentvm.debug=1: guest-init logs its timings to the console */
 	int sandbox;               /* nonzero: QEMU's own -sandbox (seccomp) */
 	const char *qmp_sock_path; /* a second QMP monitor on this Unix socket (server), or NULL */
+	const char *name_tag;      /* -name guest=...: the state dir, so `ps`/pgrep tell whose QEMU
+				      it is (no path in the argv names it otherwise); or NULL */
+	int qmp_listen_fd;         /* > 0: that monitor's socket, already listening (inherited:
+				      a jailed QEMU cannot create files in the state dir) */
 	bool nic;                  /* a virtio-net NIC backed by the inherited tap_fd */
 	int tap_fd;
 	const unsigned char *mac;  /* the NIC's MAC (6 bytes) */

@@ -207,8 +207,10 @@ static int parse_input(struct json_object *inputs, const char *k, struct snap_in
 	    (r = get_str(o, "path", &in->path, err)) < 0 ||
 	    (r = get_str(o, "sha256", &sha, err)) < 0 ||
 	    (r = get_i64(o, "size", 0, INT64_MAX, &in->size, err)) < 0 ||
-	    (r = get_i64(o, "mtime_ns", INT64_MIN, INT64_MAX, &in->mtime_ns, err)) < 0)
-		return avm_error_wrap(err, "inputs.%s", k);
+	    (r = get_i64(o, "mtime_ns", INT64_MIN, INT64_MAX, &in->mtime_ns, err)) < 0) {
+		avm_error_wrap(err, "inputs.%s", k);
+		return r; /* not wrap's value: err may be NULL */
+	}
 	if (in->path[0] != '/')
 		return avm_error_set(err, -EBADMSG, "meta.json: inputs.%s.path must be absolute", k);
 	if (!is_hex64(sha))
@@ -326,8 +328,10 @@ int snap_load(const char *name, struct snap_meta *m, struct avm_error *err)
 	if (r < 0)
 		return avm_error_setx(err, r, "snapshot '%s' is damaged: cannot read %s", name, path);
 	r = snap_meta_parse(text, m, err);
-	if (r < 0)
-		return avm_error_wrap(err, "snapshot '%s' is damaged", name);
+	if (r < 0) {
+		avm_error_wrap(err, "snapshot '%s' is damaged", name);
+		return r; /* not wrap's value: err may be NULL (restore_check_flags) */
+	}
 	if (strcmp(m->name, name) != 0) {
 		r = avm_error_set(err, -EBADMSG,
 				  "snapshot '%s' is damaged: its meta.json names '%s'", name, m->name);

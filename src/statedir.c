@@ -8,8 +8,10 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
+#include "snapshot.h"
 #include "strv.h"
 #include "util.h"
 
@@ -38,6 +40,66 @@ int statedir_validate_name(const char *name, struct avm_error *err)
 			     name, STATEDIR_MAX_NAME);
 }
 
+int statedir_check_trust(const char *path, const char *env, struct avm_error *err)
+{
+	struct stat st;
+
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : avm_error_setx(err, -errno, "cannot check %s", path);
+	if (S_ISLNK(st.st_mode))
+		return avm_error_set(err, -EPERM,
+				     "%s is a symbolic link; agentvm only uses a real directory of "
+				     "yours (set %s to its target or to another directory)",
+				     path, env);
+	if (!S_ISDIR(st.st_mode))
+		return avm_error_set(err, -EPERM, "%s is not a directory (set %s elsewhere)", path,
+				     env);
+	if (st.st_uid != geteuid())
+		return avm_error_set(err, -EPERM,
+				     "%s belongs to uid %u, not to you (uid %u): another user could "
+				     "plant files there; set %s to a directory of your own",
+				     path, (unsigned)st.st_uid, (unsigned)geteuid(), env);
+	if (st.st_mode & (S_IWGRP | S_IWOTH))
+		return avm_error_set(err, -EPERM,
+				     "%s is writable by group or others, who could plant files there; "
+				     "fix it with 'chmod go-w %s' (or set %s elsewhere)",
+				     path, path, env);
+	return 0;
+}
+
+int statedir_check_all_trust(struct avm_error *err)
+{
+	char cache[PATH_MAX], *slash;
+	int r;
+
+	snprintf(cache, sizeof(cache), "%s", snap_hash_cache_dir());
+	slash = strrchr(cache, '/'); /* .../hashes: the cache dir is its parent */
+	if (slash && slash != cache)
+		*slash = '\0';
+	if ((r = statedir_check_trust(statedir_root(), "AGENTVM_STATE_DIR", err)) < 0 ||
+	    (r = statedir_check_trust(snap_root(), "AGENTVM_SNAPSHOT_DIR", err)) < 0 ||
+	    (r = statedir_check_trust(cache, "AGENTVM_CACHE_DIR", err)) < 0)
+		return r;
+	return 0;
+}
+
+int statedir_check_paths(const char *name, struct avm_error *err)
+{
+	struct sockaddr_un sa;
+	const char *root = statedir_root();
+	/* The longest socket file in a state dir: agent.sock (qmp.sock is as long). */
+	size_t n = strlen(root) + 1 + (name ? strlen(name) : strlen("vm-00000000")) +
+		   strlen("/agent.sock");
+
+	if (n < sizeof(sa.sun_path))
+		return 0;
+	return avm_error_set(err, -ENAMETOOLONG,
+			     "the state directory %s is too deep: its VM sockets would be %zu bytes, "
+			     "over the %zu a Unix socket path takes; set AGENTVM_STATE_DIR to a "
+			     "shorter path%s",
+			     root, n, sizeof(sa.sun_path) - 1, name ? " or use a shorter --name" : "");
+}
+
 void statedir_random_name(char *buf, size_t len)
 {
 	uint32_t r;
@@ -58,8 +120,10 @@ int statedir_create(const char *name, char **path, struct avm_error *err)
 {
 	const char *root = statedir_root();
 	char buf[PATH_MAX];
-	int r;
+	int r = statedir_check_paths(name, err);
 
+	if (r < 0)
+		return r;
 	r = mkdir_p(root, 0700);
 	if (r < 0)
 		return avm_error_setx(err, r,
@@ -100,7 +164,8 @@ int statedir_find(const char *name, char **path, struct avm_error *err)
 		return r;
 	if (snprintf(buf, sizeof(buf), "%s/%s", statedir_root(), name) >= (int)sizeof(buf))
 		return avm_error_set(err, -ENAMETOOLONG, "state directory path too long");
-	if (stat(buf, &st) < 0 || !S_ISDIR(st.st_mode))
+	/* lstat: a symlink in the state root is nobody's VM, and is never followed. */
+	if (lstat(buf, &st) < 0 || !S_ISDIR(st.st_mode))
 		return avm_error_set(err, -ENOENT, "no VM named '%s' (see 'agentvm ls')", name);
 	*path = strdup(buf);
 	return *path ? 0 : avm_error_set(err, -ENOMEM, "out of memory");

@@ -16,6 +16,23 @@
 const char *statedir_root(void);
 
 /* Names: 1..63 chars of [a-zA-Z0-9_.-], starting with a letter or digit. */
+/*
+ * Whether the state dir of a VM named name (NULL: the longest generated name) keeps its socket
+ * paths within a Unix socket's 107 bytes. Checked before a boot; -ENAMETOOLONG with the fix.
+ */
+int statedir_check_paths(const char *name, struct avm_error *err);
+
+/*
+ * Whether a directory agentvm keeps things in (the state root, the snapshot root, the cache dir)
+ * can be trusted: absent (created 0700 later), or a real directory (not a symlink) owned by the
+ * caller and writable by nobody else. Another local user who can write in it could plant
+ * symlinks, pids or interface names for a root agentvm to act on. env names the variable that
+ * moves it, for the one-line fix. 0 or -EPERM.
+ */
+int statedir_check_trust(const char *path, const char *env, struct avm_error *err);
+/* statedir_check_trust() of the state root, the snapshot root and the cache dir. */
+int statedir_check_all_trust(struct avm_error *err);
+
 int statedir_validate_name(const char *name, struct avm_error *err);
 
 /* A fresh unique name "vm-<8 hex>" written into buf. */

@@ -20,10 +20,20 @@
 #include "util.h"
 #include "vm_internal.h"
 
-#define MAX_CLIENTS 64
+#define MAX_CLIENTS 1024
+/*
+ * Output queued for one client: above the high mark the supervisor stops reading the guest's
+ * agent channel (the guest's writes then wait, and its commands' pipes fill and block them), and
+ * reads again once every client is below the low mark. Nothing is dropped and the supervisor's
+ * memory stays bounded (MAX_CLIENTS x high mark at worst); the price is that one slow reader
+ * holds up the other commands' output of the same VM while it is behind.
+ */
+#define CLIENT_HIGH_WATER (1u << 20)
+#define CLIENT_LOW_WATER (256u << 10)
 #define MAX_ROUTES 1024
 #define EV_LISTEN 100
 #define EV_POOL 101 /* the pool's pidfd: serve exited */
+#define EV_NOTIFY 102 /* the starting CLI's pipe: it exited before READY */
 #define EV_CLIENT0 1000 /* EV_CLIENT0 + slot */
 
 struct client {
@@ -55,6 +65,25 @@ struct sup {
 	bool remove_at_exit; /* serve died holding the VM: leave no state dir either */
 	FILE *events;
 };
+
+static void drain_guest(struct sup *s);
+
+/* Read the guest again once every client has caught up (see CLIENT_HIGH_WATER). */
+static void guest_flow(struct sup *s)
+{
+	bool behind = false;
+
+	for (int i = 0; i < MAX_CLIENTS && !behind; i++)
+		behind = s->clients[i].used &&
+			 agent_conn_pending(&s->clients[i].conn) >
+				 (s->vm->agent_in_paused ? CLIENT_LOW_WATER : CLIENT_HIGH_WATER);
+	if (behind != s->vm->agent_in_paused) {
+		s->vm->agent_in_paused = behind;
+		vm__agent_want_out(s->vm);
+		if (!behind)
+			drain_guest(s); /* frames decoded before the pause */
+	}
+}
 
 static void client_want_out(struct sup *s, int slot)
 {
@@ -91,6 +120,8 @@ static void client_close(struct sup *s, int slot)
 	agent_conn_release(&c->conn);
 	close(c->fd);
 	memset(c, 0, sizeof(*c));
+	if (s->vm->agent_in_paused)
+		guest_flow(s);
 }
 
 static struct route *route_find_client(struct sup *s, int slot, uint32_t id)
@@ -177,8 +208,13 @@ static void from_guest(struct sup *s, const struct avm_frame_hdr *h, const uint8
 		h->type == AVM_MSG_SYNC_DONE ||
 		(h->type == AVM_MSG_ERROR && !(h->len >= 4 && avm_get_le32(p) == ENOBUFS));
 	if (r->client >= 0) {
-		agent_conn_send(&s->clients[r->client].conn, h->type, r->client_id, p, h->len);
+		struct agent_conn *c = &s->clients[r->client].conn;
+		agent_conn_send(c, h->type, r->client_id, p, h->len);
 		client_want_out(s, r->client);
+		if (agent_conn_pending(c) > CLIENT_HIGH_WATER && !s->vm->agent_in_paused) {
+			s->vm->agent_in_paused = true;
+			vm__agent_want_out(s->vm);
+		}
 	}
 	if (final)
 		r->used = false;
@@ -194,14 +230,17 @@ static void on_event(void *opaque, const char *event, struct json_object *data, 
 		fprintf(s->events, "{\"event\":\"%s\",\"timestamp\":{\"seconds\":%lld,\"microseconds\":%lld},\"data\":%s}\n",
 			event, (long long)sec, (long long)usec,
 			data ? json_object_to_json_string_ext(data, JSON_C_TO_STRING_PLAIN) : "{}");
-		fflush(s->events);
+		if (fflush(s->events) != 0 || ferror(s->events)) {
+			vm__note_write_error(vm, "events.jsonl", -errno);
+			clearerr(s->events);
+		}
 	}
 	if (!strcmp(event, "STOP"))
 		vm__set_state(vm, "paused");
 	else if (!strcmp(event, "RESUME"))
 		vm__set_state(vm, "running");
 	else if (!strcmp(event, "SHUTDOWN") || !strcmp(event, "GUEST_PANICKED")) {
-		vm->guest_shutdown = true;
+		vm__note_shutdown(vm, event, data);
 		vm__set_state(vm, "stopping");
 	}
 }
@@ -218,7 +257,7 @@ static int listen_agent(struct sup *s)
 	if (fd < 0)
 		return -errno;
 	unlink(sa.sun_path);
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0) {
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, SOMAXCONN) < 0) {
 		int r = -errno;
 		close(fd);
 		return r;
@@ -245,7 +284,17 @@ static void accept_client(struct sup *s)
 			client_close(s, i);
 		return;
 	}
-	close(fd); /* full: the client sees EOF and reports it */
+	/* Full: say so (an EOF would read as a dead VM), then close. */
+	struct agent_conn tmp;
+	if (agent_conn_init(&tmp, fd) == 0) {
+		static const char msg[] = "the VM's supervisor has too many clients; retry later";
+		uint8_t buf[4 + sizeof(msg)];
+		avm_put_le32(buf, EBUSY);
+		memcpy(buf + 4, msg, sizeof(msg) - 1);
+		agent_conn_send(&tmp, AVM_MSG_ERROR, 0, buf, (uint32_t)(sizeof(buf) - 1));
+		agent_conn_release(&tmp);
+	}
+	close(fd);
 }
 
 static void pump_client(struct sup *s, int slot, uint32_t events)
@@ -262,6 +311,8 @@ static void pump_client(struct sup *s, int slot, uint32_t events)
 			return;
 		}
 		client_want_out(s, slot);
+		if (s->vm->agent_in_paused)
+			guest_flow(s);
 	}
 	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 		return;
@@ -279,18 +330,25 @@ static void pump_client(struct sup *s, int slot, uint32_t events)
 	}
 }
 
-static void pump_guest(struct sup *s)
+/* The guest's frames already read, up to the moment a client falls behind. */
+static void drain_guest(struct sup *s)
 {
 	struct avm_frame_hdr h;
 	const uint8_t *p;
 	const char *why;
 	int d;
 
-	if (agent_conn_read(&s->vm->agent) == -EPIPE)
-		epoll_ctl(s->vm->epfd, EPOLL_CTL_DEL, s->vm->agent_fd, NULL); /* QEMU is going away */
-	while ((d = agent_conn_next(&s->vm->agent, &h, &p, &why)) != AVM_DECODE_NEED_MORE)
+	while (!s->vm->agent_in_paused &&
+	       (d = agent_conn_next(&s->vm->agent, &h, &p, &why)) != AVM_DECODE_NEED_MORE)
 		if (d == AVM_DECODE_FRAME)
 			from_guest(s, &h, p);
+}
+
+static void pump_guest(struct sup *s)
+{
+	if (agent_conn_read(&s->vm->agent) == -EPIPE)
+		epoll_ctl(s->vm->epfd, EPOLL_CTL_DEL, s->vm->agent_fd, NULL); /* QEMU is going away */
+	drain_guest(s);
 }
 
 /* QEMU is gone: write down why, drop the sockets, keep the rest for `ls`/`logs`/`rm`. */
@@ -305,6 +363,8 @@ static void record_exit(struct sup *s)
 		vm->wstatus = st;
 	}
 	st = vm->wstatus;
+	/* The console's last words first: a panic is told apart from a reboot by them. */
+	console_close(&vm->con);
 	vm->st.exit_status = WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st);
 	vm->st.stopped_ms = realtime_ms();
 	const char *reason, *state = "stopped";
@@ -314,7 +374,11 @@ static void record_exit(struct sup *s)
 		reason = "stopped";
 	else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)
 		reason = "killed";
-	else if (vm->guest_shutdown && !WIFSIGNALED(st))
+	else if (vm__exit_reason(vm)) {
+		/* panic=-1 + -no-reboot: a guest kernel panic ends QEMU as a guest reset. */
+		reason = vm__exit_reason(vm);
+		state = "crashed";
+	} else if (vm->guest_shutdown && !WIFSIGNALED(st))
 		reason = "guest-shutdown";
 	else {
 		reason = "crashed";
@@ -386,12 +450,17 @@ static void serve(struct sup *s)
 				return;
 			} else if (tag == EV_QMP) {
 				vm__pump_qmp(s->vm, NULL);
+			} else if (tag == EV_CONSOLE) {
+				vm__pump_console(s->vm);
 			} else if (tag == EV_AGENT) {
 				if (evs[i].events & EPOLLOUT) {
 					agent_conn_flush(&s->vm->agent);
 					vm__agent_want_out(s->vm);
 				}
-				if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+				/* Paused (a client is behind): a hang-up waits too; the pidfd
+				 * tells when QEMU is gone. */
+				if ((evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) &&
+				    !s->vm->agent_in_paused)
 					pump_guest(s);
 			} else if (tag == EV_LISTEN) {
 				accept_client(s);
@@ -413,16 +482,23 @@ static void notify(int fd, const char *msg)
 	close(fd);
 }
 
-/* An fd readable when sig_fd or pool_fd is (an epoll set is pollable), for waits that take one
- * fd to abort on; sig_fd itself when there is no pool or no epoll. */
-static int abort_fd(int sig_fd, int pool_fd)
+/*
+ * An fd readable when the start must be abandoned (an epoll set is pollable), for waits that take
+ * one fd to abort on: a stop signal (sig_fd), the pool's exit (pool_fd) or the starting CLI's
+ * exit (notify_fd, our end of its pipe, reports EPOLLERR once its reader is gone: a `start`
+ * killed before READY must not leave a VM whose name nobody was told). sig_fd alone when there
+ * is no epoll.
+ */
+static int abort_fd(int sig_fd, int pool_fd, int notify_fd)
 {
-	int ep;
+	struct epoll_event ev = { .events = 0, .data.u32 = EV_NOTIFY };
+	int ep = epoll_create1(EPOLL_CLOEXEC);
 
-	if (pool_fd < 0 || (ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
+	if (ep < 0)
 		return sig_fd;
 	if (vm__ep_add(ep, sig_fd, EPOLLIN, EV_SIG) < 0 ||
-	    vm__ep_add(ep, pool_fd, EPOLLIN, EV_POOL) < 0) {
+	    (pool_fd >= 0 && vm__ep_add(ep, pool_fd, EPOLLIN, EV_POOL) < 0) ||
+	    epoll_ctl(ep, EPOLL_CTL_ADD, notify_fd, &ev) < 0) {
 		close(ep);
 		return sig_fd;
 	}
@@ -462,7 +538,7 @@ static void supervisor_main(const struct vm_launch_opts *o, int boot_timeout_ms,
 				avm_error_setx(&err, r, "cannot write %s", path);
 		}
 		/* A restore under way when serve dies stops at once, like a signal. */
-		wait_fd = abort_fd(s.sig_fd, s.pool_fd);
+		wait_fd = abort_fd(s.sig_fd, s.pool_fd, notify_fd);
 		if (r == 0)
 			r = vm_wait_ready(s.vm, boot_timeout_ms, wait_fd, &err);
 		if (wait_fd != s.sig_fd)
@@ -528,6 +604,11 @@ int supervisor_start(const struct vm_launch_opts *o, int boot_timeout_ms, pid_t 
 		char pidmsg[32];
 		int m = snprintf(pidmsg, sizeof(pidmsg), "PID %d\n", (int)getpid());
 		(void)!write(p[1], pidmsg, (size_t)m);
+		/* Nothing the caller passed down stays open (a CI runner's pipes, make's jobserver):
+		 * `X=$(agentvm start 3>&1)` must return at READY, not when the VM ends. */
+		int keep[2] = { p[1], o->pool_pidfd };
+		if (close_fds_except(keep, o->pool_pidfd > 0 ? 2 : 1) < 0)
+			_exit(1);
 		int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (nul >= 0) {
 			dup2(nul, 0);

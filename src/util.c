@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <dirent.h>
+#include <sys/syscall.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -106,16 +107,27 @@ int write_file_atomic(const char *path, const char *data, size_t len)
 
 int remove_flat_dir(const char *path)
 {
-	DIR *d = opendir(path);
+	/* O_NOFOLLOW: a symlink planted in place of a state dir must not lead the removal into
+	 * another directory (unlinkat() below never follows links either). */
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
 	struct dirent *e;
 	int r = 0;
 
-	if (!d)
-		return errno == ENOENT ? 0 : -errno;
+	if (!d) {
+		r = errno == ENOENT ? 0 : -errno;
+		if (fd >= 0)
+			close(fd);
+		if (r == -ELOOP || r == -ENOTDIR)
+			return -ENOTDIR;
+		return r;
+	}
 	while ((e = readdir(d))) {
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
 			continue;
-		if (unlinkat(dirfd(d), e->d_name, 0) < 0 && errno != ENOENT)
+		/* An empty directory (a jail's root mount point) goes too; nothing deeper. */
+		if (unlinkat(dirfd(d), e->d_name, 0) < 0 && errno != ENOENT &&
+		    (errno != EISDIR || unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR) < 0))
 			r = -errno;
 	}
 	closedir(d);
@@ -255,4 +267,33 @@ bool name_is_valid(const char *name, size_t max)
 		if (!isalnum((unsigned char)name[i]) && !strchr("_.-", name[i]))
 			return false;
 	return true;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+
+	return (x > y) - (x < y);
+}
+
+int close_fds_except(const int *keep, size_t n)
+{
+	int k[16];
+	unsigned int from = 3;
+
+	if (n > ARRAY_SIZE(k))
+		return -E2BIG;
+	if (n)
+		memcpy(k, keep, n * sizeof(k[0]));
+	qsort(k, n, sizeof(k[0]), cmp_int);
+	for (size_t i = 0; i < n; i++) {
+		if (k[i] < (int)from)
+			continue;
+		if ((unsigned int)k[i] > from && syscall(SYS_close_range, from, k[i] - 1, 0) < 0)
+			return -errno;
+		from = (unsigned int)k[i] + 1;
+	}
+	if (syscall(SYS_close_range, from, ~0U, 0) < 0)
+		return -errno;
+	return 0;
 }

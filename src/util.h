@@ -73,6 +73,12 @@ void close_async(const int *fds, size_t n);
  */
 int daemon_signalfd(int sfd_flags);
 
+/*
+ * Close every fd from 3 up except the n in keep (a daemon's start: nothing the caller passed
+ * down may stay open, or a `$(agentvm start)` would wait for the VM to end). 0 or -errno.
+ */
+int close_fds_except(const int *keep, size_t n);
+
 int fd_set_nonblock(int fd, bool on);
 int fd_set_cloexec(int fd, bool on);
 

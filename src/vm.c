@@ -60,7 +60,8 @@ int vm__ep_add(int epfd, int fd, uint32_t events, enum ev_tag tag)
 
 void vm__agent_want_out(struct vm *vm)
 {
-	uint32_t want = EPOLLIN | (agent_conn_pending(&vm->agent) ? EPOLLOUT : 0);
+	uint32_t want = (vm->agent_in_paused ? 0 : EPOLLIN) |
+			(agent_conn_pending(&vm->agent) ? EPOLLOUT : 0);
 	struct epoll_event ev = { .events = want, .data.u32 = EV_AGENT };
 
 	if (want != vm->agent_events && epoll_ctl(vm->epfd, EPOLL_CTL_MOD, vm->agent_fd, &ev) == 0)
@@ -114,6 +115,12 @@ int vm__qemu_died(struct vm *vm, const char *when, struct avm_error *err)
 		snprintf(how, sizeof(how), "killed by signal %d", WTERMSIG(vm->wstatus));
 	else
 		snprintf(how, sizeof(how), "exit status %d", WEXITSTATUS(vm->wstatus));
+	console_close(&vm->con); /* its last words tell a panic from a reboot */
+	if (vm__exit_reason(vm) && !strcmp(vm__exit_reason(vm), "guest-panic"))
+		return avm_error_set(err, -ECHILD,
+				     "the guest kernel panicked %s (out of memory?); see the console "
+				     "log (--keep-state keeps it)",
+				     when);
 	if (vm->guest_shutdown && !tail[0])
 		return avm_error_set(err, -ECHILD, "the guest shut down %s", when);
 	return avm_error_set(err, -ECHILD, "QEMU exited %s (%s)%s%s", when, how,
@@ -126,15 +133,58 @@ static void on_qmp_event(void *opaque, const char *event, struct json_object *da
 {
 	struct vm *vm = opaque;
 
-	if (!strcmp(event, "SHUTDOWN") || !strcmp(event, "GUEST_PANICKED"))
-		vm->guest_shutdown = true;
+	vm__note_shutdown(vm, event, data);
+}
+
+void vm__note_shutdown(struct vm *vm, const char *event, struct json_object *data)
+{
+	struct json_object *v;
+	const char *reason = NULL;
+
+	if (strcmp(event, "SHUTDOWN") != 0 && strcmp(event, "GUEST_PANICKED") != 0)
+		return;
+	vm->guest_shutdown = true;
+	if (data && json_object_object_get_ex(data, "reason", &v))
+		reason = json_object_get_string(v);
+	if (!strcmp(event, "GUEST_PANICKED") ||
+	    (reason && (!strcmp(reason, "guest-reset") || !strcmp(reason, "guest-panic"))))
+		vm->guest_reset = true;
+}
+
+void vm__pump_console(struct vm *vm)
+{
+	if (vm->con.fd >= 0 && console_pump(&vm->con) == 1)
+		epoll_ctl(vm->epfd, EPOLL_CTL_DEL, vm->con.fd, NULL);
+}
+
+const char *vm__exit_reason(const struct vm *vm)
+{
+	if (!vm->guest_reset)
+		return NULL;
+	return vm->con.panic_seen ? "guest-panic" : "guest-reset";
 }
 
 void vm__set_state(struct vm *vm, const char *state)
 {
+	int r;
+
 	snprintf(vm->st.state, sizeof(vm->st.state), "%s", state);
-	if (!vm->attached)
-		vmstate_write(vm->dir, &vm->st);
+	if (vm->attached)
+		return;
+	/* Console output that could not be written is worth a line in state.json. */
+	if (vm->con.write_error && !vm->st.error[0])
+		vm__note_write_error(vm, "console.log", vm->con.write_error);
+	if ((r = vmstate_write(vm->dir, &vm->st)) < 0 && !vm->st.error[0])
+		vm__note_write_error(vm, "state.json", r);
+}
+
+void vm__note_write_error(struct vm *vm, const char *file, int r)
+{
+	if (vm->attached || vm->st.error[0])
+		return;
+	snprintf(vm->st.error, sizeof(vm->st.error), "cannot write %s in the state dir: %s", file,
+		 strerror(-r));
+	vmstate_write(vm->dir, &vm->st);
 }
 
 static int write_spec(struct vm *vm, const struct vm_spec *spec)
@@ -166,6 +216,9 @@ static void vm_free(struct vm *vm)
 		if (had_net && vm->keep_state)
 			net_save(&vm->net, vm->dir);
 	}
+	console_close(&vm->con);
+	if (!vm->attached && (vm->exited || vm->pid <= 0))
+		jail_release(&vm->jail);
 	qmp_client_free(vm->qmp);
 	agent_conn_release(&vm->agent);
 	if (vm->agent_fd >= 0)
@@ -257,8 +310,9 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	struct qemu_disk qdisks[VM_SPEC_MAX_DISKS];
 	struct qemu_share qshares[VM_SPEC_MAX_SHARES];
 	struct vm *vm = calloc(1, sizeof(*vm));
-	int qmp_sp[2] = { -1, -1 }, agent_sp[2] = { -1, -1 };
-	char console[PATH_MAX], qlog[PATH_MAX], qmp_sock[PATH_MAX], pidpath[PATH_MAX], namebuf[32], pidbuf[32];
+	int qmp_sp[2] = { -1, -1 }, agent_sp[2] = { -1, -1 }, con_sp[2] = { -1, -1 };
+	_cleanup_close_ int qmp_listen = -1;
+	char qlog[PATH_MAX], qmp_sock[PATH_MAX], pidpath[PATH_MAX], namebuf[32], pidbuf[32];
 	char net_cmdline[256];
 	struct strv argv = { 0 };
 	struct qmp_error qerr = { 0 };
@@ -267,6 +321,7 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	if (!vm)
 		return avm_error_set(err, -ENOMEM, "out of memory");
 	vm->pidfd = vm->agent_fd = vm->epfd = -1;
+	vm->con = (struct console){ .fd = -1, .dir_fd = -1, .log_fd = -1 };
 	vm->agent.fd = -1;
 	net_init(&vm->net, "");
 	vm->keep_state = o->keep_state || o->detached;
@@ -288,6 +343,12 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	r = statedir_create(vm->name, &vm->dir, err);
 	if (r < 0)
 		goto fail;
+	r = vmstate_reserve(vm->dir);
+	if (r < 0) {
+		avm_error_setx(err, r, "cannot reserve room for %s/state.json (is its file system "
+				       "full?)", vm->dir);
+		goto fail;
+	}
 	r = write_spec(vm, o->spec);
 	if (r < 0) {
 		avm_error_setx(err, r, "cannot write %s/spec.json", vm->dir);
@@ -317,11 +378,17 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 						  .readonly = o->spec->shares[i].readonly };
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qmp_sp) < 0 ||
-	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, agent_sp) < 0) {
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, agent_sp) < 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, con_sp) < 0) {
 		r = avm_error_setx(err, -errno, "socketpair");
 		goto fail;
 	}
-	statedir_file(console, sizeof(console), vm->dir, "console.log");
+	r = console_open(&vm->con, con_sp[0], vm->dir);
+	if (r < 0) {
+		avm_error_setx(err, r, "cannot create %s/console.log", vm->dir);
+		goto fail;
+	}
+	con_sp[0] = -1;
 	statedir_file(qlog, sizeof(qlog), vm->dir, "qemu.log");
 	statedir_file(qmp_sock, sizeof(qmp_sock), vm->dir, "qmp.sock");
 	struct qemu_config qc = {
@@ -337,7 +404,8 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		.tsc_khz = o->accel == VM_ACCEL_TCG ? host_tsc_khz() : 0,
 		.qmp_fd = qmp_sp[1],
 		.agent_fd = agent_sp[1],
-		.console_path = console,
+		.console_fd = con_sp[1],
+		.name_tag = vm->dir,
 		.sandbox = 1,
 		.qmp_sock_path = o->detached ? qmp_sock : NULL,
 		.extra_cmdline = net_cmdline,
@@ -351,17 +419,59 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		.shares = qshares,
 		.n_shares = o->spec->n_shares,
 	};
+	if (o->detached) {
+		/* The second monitor's socket is made here and inherited, listening. */
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", qmp_sock) >=
+		    (int)sizeof(sa.sun_path)) {
+			r = avm_error_set(err, -ENAMETOOLONG, "%s: path too long", qmp_sock);
+			goto fail;
+		}
+		qmp_listen = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (qmp_listen < 0 || bind(qmp_listen, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+		    listen(qmp_listen, 16) < 0) {
+			r = avm_error_setx(err, -errno, "cannot listen on %s", qmp_sock);
+			goto fail;
+		}
+		qc.qmp_listen_fd = qmp_listen;
+	}
+	struct jail_opts jo = { .name = vm->name, .dir = vm->dir, .cpus = o->spec->cpus,
+				.memory_mib = o->spec->memory_mib, .kvm = o->accel == VM_ACCEL_KVM,
+				.qemu = o->qemu };
+	size_t nro = 0, nrw = 0;
+	jo.ro[nro++] = o->kernel;
+	jo.ro[nro++] = o->initrd;
+	for (size_t i = 0; i < o->spec->n_disks && nrw < ARRAY_SIZE(jo.rw) - 2; i++)
+		jo.rw[nrw++] = overlays[i];
+	if (qc.mem_path)
+		jo.rw[nrw++] = qc.mem_path;
+	for (size_t i = 0, nd_ro = 0, nd_rw = 0; i < o->spec->n_shares && i < 8; i++) {
+		const struct vm_share *sh = &o->spec->shares[i];
+		if (sh->readonly)
+			jo.dirs_ro[nd_ro++] = sh->host_dir;
+		else
+			jo.dirs_rw[nd_rw++] = sh->host_dir;
+	}
+	r = jail_prepare(&vm->jail, &jo, err);
+	if (r < 0)
+		goto fail;
 	r = qemu_build_argv(&qc, &argv, err);
 	if (r < 0)
 		goto fail;
-	int keep[3] = { qmp_sp[1], agent_sp[1], vm->net.tap_fd };
-	struct launch_opts lo = { .argv = argv.v, .keep_fds = keep, .n_keep = qc.nic ? 3 : 2,
-				  .log_path = qlog };
+	int keep[5] = { qmp_sp[1], agent_sp[1], con_sp[1], vm->net.tap_fd, qmp_listen };
+	if (!qc.nic) {
+		keep[3] = qmp_listen;
+		keep[4] = -1;
+	}
+	struct launch_opts lo = { .argv = argv.v, .keep_fds = keep,
+				  .n_keep = 3 + (qc.nic ? 1 : 0) + (qmp_listen >= 0 ? 1 : 0),
+				  .log_path = qlog, .jail = &vm->jail };
 	r = launch_spawn(&lo, &vm->pid, &vm->pidfd, err);
 	strv_release(&argv);
 	close(qmp_sp[1]);
 	close(agent_sp[1]);
-	qmp_sp[1] = agent_sp[1] = -1;
+	close(con_sp[1]);
+	qmp_sp[1] = agent_sp[1] = con_sp[1] = -1;
 	/*
 	 * vm->net.tap_fd stays open: with our copy the tap outlives QEMU by the moment teardown
 	 * needs, and its slow unregister happens off every waiting path (see net_teardown()).
@@ -369,13 +479,18 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	if (r < 0)
 		goto fail;
 	vm->st.qemu_pid = vm->pid;
+	vm->st.qemu_start = proc_start_time(vm->pid);
 	vm->st.supervisor_pid = o->detached ? getpid() : 0;
+	vm->st.supervisor_start = o->detached ? proc_start_time(getpid()) : 0;
 	vm->st.created_ms = realtime_ms();
 	snprintf(vm->st.accel, sizeof(vm->st.accel), "%s", vm_accel_name(o->accel));
 	vm__set_state(vm, "created");
 	statedir_file(pidpath, sizeof(pidpath), vm->dir, "qemu.pid");
 	snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int)vm->pid);
-	write_file_atomic(pidpath, pidbuf, strlen(pidbuf));
+	if ((r = write_file_atomic(pidpath, pidbuf, strlen(pidbuf))) < 0) {
+		avm_error_setx(err, r, "cannot write %s", pidpath);
+		goto fail;
+	}
 
 	vm->agent_fd = TAKE_FD(agent_sp[0]);
 	r = agent_conn_init(&vm->agent, vm->agent_fd);
@@ -395,7 +510,8 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	vm->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (vm->epfd < 0 || vm__ep_add(vm->epfd, qmp_client_fd(vm->qmp), EPOLLIN, EV_QMP) < 0 ||
 	    vm__ep_add(vm->epfd, vm->agent_fd, EPOLLIN, EV_AGENT) < 0 ||
-	    vm__ep_add(vm->epfd, vm->pidfd, EPOLLIN, EV_PIDFD) < 0) {
+	    vm__ep_add(vm->epfd, vm->pidfd, EPOLLIN, EV_PIDFD) < 0 ||
+	    vm__ep_add(vm->epfd, vm->con.fd, EPOLLIN, EV_CONSOLE) < 0) {
 		r = avm_error_setx(err, -errno, "epoll");
 		goto fail;
 	}
@@ -409,6 +525,10 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 			avm_error_set(err, r, "QMP handshake with QEMU failed: %s", qerr.desc);
 		goto fail;
 	}
+	/* The guest's DNS forwarder (--allow-domain) started beside QEMU: ready before the guest runs. */
+	r = net_ready(&vm->net, err);
+	if (r < 0)
+		goto fail;
 	if (o->incoming) {
 		r = vm__incoming(vm, o->incoming, err);
 		if (r < 0)
@@ -436,6 +556,10 @@ fail:
 		close(agent_sp[0]);
 	if (agent_sp[1] >= 0)
 		close(agent_sp[1]);
+	if (con_sp[0] >= 0)
+		close(con_sp[0]);
+	if (con_sp[1] >= 0)
+		close(con_sp[1]);
 	/* A detached VM that never started leaves nothing either (--keep-state aside). */
 	vm->keep_state = o->keep_state;
 	vm_destroy(vm);
@@ -494,6 +618,9 @@ int vm__wait_guest(struct vm *vm, const struct vm_wait *w, uint64_t deadline, in
 				break;
 			case EV_QMP:
 				r = vm__pump_qmp(vm, err);
+				break;
+			case EV_CONSOLE:
+				vm__pump_console(vm);
 				break;
 			case EV_SIG:
 				r = avm_error_set(err, -EINTR, "%s", w->interrupted);
@@ -567,6 +694,7 @@ int vm_attach(const char *name, struct vm **out, struct avm_error *err)
 	if (!vm)
 		return avm_error_set(err, -ENOMEM, "out of memory");
 	vm->pidfd = vm->agent_fd = vm->epfd = -1;
+	vm->con = (struct console){ .fd = -1, .dir_fd = -1, .log_fd = -1 };
 	net_init(&vm->net, "");
 	vm->attached = vm->keep_state = true;
 	r = statedir_find(name, &vm->dir, err);

@@ -68,8 +68,13 @@ struct vm_exec_result {
 	struct avm_exit_info info; /* from the guest's EXIT */
 	bool timed_out;            /* the timeout fired (guest- or host-side) */
 	bool stdin_dropped;        /* the command left stdin unread; the guest dropped the rest */
+	int output_error;          /* -errno: writing the command's stdout failed (not EPIPE:
+				      /dev/full, a full disk); vm_exec then fails with it */
 	uint64_t round_trip_us;    /* EXEC sent -> EXIT received */
 };
+
+/* Whether req fits one EXEC request: run checks before it boots. 0 or -E2BIG/-EMSGSIZE. */
+int vm_exec_check(const struct vm_exec_request *req, struct avm_error *err);
 
 /* Run one command to completion with its stdio forwarded. */
 int vm_exec(struct vm *vm, const struct vm_exec_request *req, struct vm_exec_result *res,

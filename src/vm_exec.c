@@ -121,12 +121,23 @@ static int write_output(struct exec_state *s, int fd, const uint8_t *p, uint32_t
 		s->stdout_broken = true;
 		return send_signal(s, SIGPIPE, err);
 	}
+	if (r < 0 && fd == s->req->stdout_fd) {
+		/* Output that cannot be written is lost output: never exit 0 over it. */
+		s->res->output_error = r;
+		return avm_error_setx(err, r, "cannot write the command's standard output");
+	}
 	return 0; /* stderr trouble is not worth failing the command for */
 }
 
 static int on_frame(struct exec_state *s, const struct avm_frame_hdr *h, const uint8_t *p,
 		    struct avm_error *err)
 {
+	/* Id 0 is no request's: an ERROR under it is about the connection (a full supervisor). */
+	if (h->id == 0 && h->type == AVM_MSG_ERROR) {
+		int mlen = h->len > 4 ? (int)(h->len - 4) : 0;
+		return avm_error_set(err, -(int)(h->len >= 4 ? avm_get_le32(p) : EPROTO), "%.*s",
+				     mlen, mlen ? (const char *)p + 4 : "the VM refused the connection");
+	}
 	if (h->id != s->id)
 		return 0; /* another request's frame, or an unsolicited one */
 	switch (h->type) {
@@ -194,6 +205,21 @@ static int on_timer(struct exec_state *s, struct avm_error *err)
 	send_signal(s, SIGKILL, err);
 	agent_conn_flush(&s->vm->agent);
 	s->done = true;
+	return 0;
+}
+
+int vm_exec_check(const struct vm_exec_request *req, struct avm_error *err)
+{
+	struct avm_buf b = { 0 };
+	int r = build_exec(req, &b);
+
+	avm_buf_release(&b);
+	if (r < 0)
+		return avm_error_set(err, r,
+				     "the command, its environment and working directory take more "
+				     "than the %u bytes one request holds; pass large data as a file "
+				     "or on stdin",
+				     AVM_PROTO_MAX_PAYLOAD);
 	return 0;
 }
 
@@ -294,6 +320,9 @@ int vm_exec(struct vm *vm, const struct vm_exec_request *req, struct vm_exec_res
 				break;
 			case EV_QMP:
 				r = vm__pump_qmp(vm, err);
+				break;
+			case EV_CONSOLE:
+				vm__pump_console(vm);
 				break;
 			case EV_PIDFD:
 				/* Output already received still goes out before the error. */

@@ -4,6 +4,8 @@
 #define AGENTVM_VM_INTERNAL_H
 
 #include "agent_conn.h"
+#include "console.h"
+#include "jail.h"
 #include "net.h"
 #include "qmp.h"
 #include "vm.h"
@@ -14,7 +16,7 @@
 /* Stop reading the user's stdin while this much is queued for the guest. */
 #define STDIN_HIGH_WATER (1u << 20)
 
-enum ev_tag { EV_QMP = 1, EV_AGENT, EV_PIDFD, EV_SIG, EV_STDIN, EV_TIMER };
+enum ev_tag { EV_QMP = 1, EV_AGENT, EV_PIDFD, EV_SIG, EV_STDIN, EV_TIMER, EV_CONSOLE };
 
 struct vm {
 	char *name;
@@ -29,9 +31,14 @@ struct vm {
 	struct agent_conn agent;
 	int epfd;
 	uint32_t agent_events; /* what the agent fd is registered for */
+	bool agent_in_paused;  /* not reading the guest: a client is behind (supervisor.c) */
 	bool ready;
 	bool restored;       /* started from a snapshot: ready means SYNC_DONE, not READY */
 	bool guest_shutdown; /* QMP SHUTDOWN seen */
+	bool guest_reset;    /* ... with reason guest-reset or guest-panic: the guest kernel
+				panicked (panic=-1 reboots, -no-reboot ends QEMU) or rebooted */
+	struct console con;  /* the guest console, copied into console.log (owners only) */
+	struct jail jail;    /* QEMU's jail (its cgroups are removed once QEMU is gone) */
 	uint32_t next_id;
 	uint64_t t_launch_us, t_ready_us;
 	bool attached;       /* a client of a detached VM's supervisor, not QEMU's parent */
@@ -69,6 +76,17 @@ struct vm_wait {
  */
 int vm__wait_guest(struct vm *vm, const struct vm_wait *w, uint64_t deadline, int timeout_ms,
 		   int sig_fd, int r, struct avm_error *err);
+
+/* A QMP SHUTDOWN or GUEST_PANICKED event: note a guest reset (a panic) apart from a power-off. */
+void vm__note_shutdown(struct vm *vm, const char *event, struct json_object *data);
+/* "guest-panic" (a reset with the kernel's panic line on the console), "guest-reset", or NULL. */
+const char *vm__exit_reason(const struct vm *vm);
+
+/* Copy console output into console.log; stop watching the socket at its EOF. */
+void vm__pump_console(struct vm *vm);
+
+/* A write in the state dir failed (a full file system): say so in state.json, once. */
+void vm__note_write_error(struct vm *vm, const char *file, int r);
 
 /* Set the state, mirror it to state.json (owners only). */
 void vm__set_state(struct vm *vm, const char *state);

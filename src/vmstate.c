@@ -2,6 +2,11 @@
 #include "vmstate.h"
 
 #include <json-c/json.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <limits.h>
 #include <signal.h>
@@ -9,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "launcher.h"
 #include "statedir.h"
 #include "util.h"
 
@@ -18,6 +24,73 @@ int64_t realtime_ms(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#define STATE_RESERVE 4096
+#define STATE_SPARE "state.json.spare"
+
+int vmstate_reserve(const char *dir)
+{
+	char path[PATH_MAX];
+	int fd, r = 0;
+
+	if (statedir_file(path, sizeof(path), dir, STATE_SPARE) < 0)
+		return -ENAMETOOLONG;
+	fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	/* Real blocks, not a size: a sparse file would need room at the moment of the write. */
+	if (fallocate(fd, 0, 0, STATE_RESERVE) < 0) {
+		r = -errno;
+		if (r == -EOPNOTSUPP) /* no fallocate (rare): write the bytes */
+			r = ftruncate(fd, 0) < 0 ? -errno : 0;
+	}
+	close(fd);
+	return r;
+}
+
+/*
+ * Write the new text into the spare's already allocated blocks (no new room needed), then
+ * exchange it with state.json: readers see the old or the new file, never a half, and the old
+ * state.json with its blocks becomes the next spare. Without a spare (a state dir of an older
+ * agentvm): the usual tmp + rename.
+ */
+static int write_reserved(const char *dir, const char *text, size_t len)
+{
+	char spare[PATH_MAX], path[PATH_MAX];
+	int fd, r = 0;
+
+	if (len > STATE_RESERVE || statedir_file(spare, sizeof(spare), dir, STATE_SPARE) < 0 ||
+	    statedir_file(path, sizeof(path), dir, "state.json") < 0)
+		return -ENAMETOOLONG;
+	fd = open(spare, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno != ENOENT)
+			return -errno;
+		/* First write of a dir whose spare was not made, or taken by a crash mid-swap. */
+		if ((r = write_file_atomic(path, text, len)) < 0)
+			return r;
+		vmstate_reserve(dir);
+		return 0;
+	}
+	if (pwrite(fd, text, len, 0) != (ssize_t)len)
+		r = errno ? -errno : -EIO;
+	/* Shrinking frees only blocks past the text; the first stays allocated for the next. */
+	if (r == 0 && ftruncate(fd, (off_t)len) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r < 0)
+		return r;
+	if (renameat2(AT_FDCWD, spare, AT_FDCWD, path, RENAME_EXCHANGE) == 0)
+		return 0;
+	if (errno != ENOENT)
+		return -errno;
+	/* No state.json yet: the spare becomes it, and a new spare is made while there is room. */
+	if (rename(spare, path) < 0)
+		return -errno;
+	vmstate_reserve(dir);
+	return 0;
 }
 
 int vmstate_write(const char *dir, const struct vm_state *s)
@@ -33,15 +106,20 @@ int vmstate_write(const char *dir, const struct vm_state *s)
 	json_object_object_add(o, "accel", json_object_new_string(s->accel));
 	json_object_object_add(o, "supervisor_pid", json_object_new_int(s->supervisor_pid));
 	json_object_object_add(o, "qemu_pid", json_object_new_int(s->qemu_pid));
+	json_object_object_add(o, "supervisor_start",
+			       json_object_new_int64((int64_t)s->supervisor_start));
+	json_object_object_add(o, "qemu_start", json_object_new_int64((int64_t)s->qemu_start));
 	json_object_object_add(o, "created_ms", json_object_new_int64(s->created_ms));
 	json_object_object_add(o, "ready_ms", json_object_new_int64(s->ready_ms));
 	json_object_object_add(o, "stopped_ms", json_object_new_int64(s->stopped_ms));
 	json_object_object_add(o, "exit_reason", json_object_new_string(s->exit_reason));
 	json_object_object_add(o, "exit_status", json_object_new_int(s->exit_status));
+	if (s->error[0])
+		json_object_object_add(o, "error", json_object_new_string(s->error));
 	str = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	r = statedir_file(path, sizeof(path), dir, "state.json");
 	if (r == 0)
-		r = write_file_atomic(path, str, strlen(str));
+		r = write_reserved(dir, str, strlen(str));
 	json_object_put(o);
 	return r;
 }
@@ -83,8 +161,11 @@ int vmstate_read(const char *dir, struct vm_state *s, struct avm_error *err)
 	get_str(o, "state", s->state, sizeof(s->state));
 	get_str(o, "accel", s->accel, sizeof(s->accel));
 	get_str(o, "exit_reason", s->exit_reason, sizeof(s->exit_reason));
+	get_str(o, "error", s->error, sizeof(s->error));
 	s->supervisor_pid = (pid_t)get_int(o, "supervisor_pid");
 	s->qemu_pid = (pid_t)get_int(o, "qemu_pid");
+	s->supervisor_start = (uint64_t)get_int(o, "supervisor_start");
+	s->qemu_start = (uint64_t)get_int(o, "qemu_start");
 	s->created_ms = get_int(o, "created_ms");
 	s->ready_ms = get_int(o, "ready_ms");
 	s->stopped_ms = get_int(o, "stopped_ms");
@@ -93,23 +174,60 @@ int vmstate_read(const char *dir, struct vm_state *s, struct avm_error *err)
 	return 0;
 }
 
-bool pid_alive_with(pid_t pid, const char *needle)
+uint64_t proc_start_time(pid_t pid)
 {
-	char path[64];
-	_cleanup_free_ char *buf = NULL;
-	int n;
+	char path[64], buf[1024];
+	unsigned long long start = 0;
+	ssize_t n;
+	int fd;
 
-	if (pid <= 0 || kill(pid, 0) < 0)
-		return false;
-	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-	n = read_file(path, &buf, 64 * 1024);
+	if (pid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
 	if (n <= 0)
-		return false;
-	/* cmdline is NUL-separated: search across the arguments. */
-	for (int i = 0; i < n; i++)
-		if (buf[i] == '\0')
-			buf[i] = ' ';
-	return strstr(buf, needle) != NULL;
+		return 0;
+	buf[n] = '\0';
+	/* comm (field 2) may hold spaces and parentheses: count fields after the last ')'. */
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return 0;
+	p++;
+	/* A zombie (Z) or dying (X) process has ended: it only waits to be reaped. */
+	if (p[0] == ' ' && (p[1] == 'Z' || p[1] == 'X'))
+		return 0;
+	/* After ')': field 3 (state) ... field 22 (starttime) is the 20th. */
+	for (int f = 3; f < 22 && p; f++)
+		p = strchr(p + 1, ' ');
+	if (!p || sscanf(p, " %llu", &start) != 1)
+		return 0;
+	return start;
+}
+
+bool proc_is(pid_t pid, uint64_t start)
+{
+	return pid > 0 && start != 0 && proc_start_time(pid) == start;
+}
+
+int proc_kill(pid_t pid, uint64_t start, int sig)
+{
+	int fd, r;
+
+	if (pid <= 0 || start == 0)
+		return -ESRCH;
+	fd = pidfd_open_cloexec(pid);
+	if (fd < 0)
+		return -ESRCH;
+	/* Checked with the pidfd held: from here the pid cannot name another process. */
+	r = proc_start_time(pid) == start ? 0 : -ESRCH;
+	if (r == 0 && syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0) < 0)
+		r = -errno;
+	close(fd);
+	return r;
 }
 
 void vmstate_effective(const char *dir, struct vm_state *s)
@@ -119,10 +237,10 @@ void vmstate_effective(const char *dir, struct vm_state *s)
 
 	if (!live_state)
 		return;
-	if (s->supervisor_pid > 0 && !pid_alive_with(s->supervisor_pid, "agentvm")) {
+	if (s->supervisor_pid > 0 && !proc_is(s->supervisor_pid, s->supervisor_start)) {
 		snprintf(s->state, sizeof(s->state), "crashed");
 		snprintf(s->exit_reason, sizeof(s->exit_reason), "supervisor-killed");
-	} else if (s->qemu_pid > 0 && !pid_alive_with(s->qemu_pid, dir)) {
+	} else if (s->qemu_pid > 0 && !proc_is(s->qemu_pid, s->qemu_start)) {
 		/*
 		 * A live supervisor is about to write down why QEMU ended (it reaps it first, and a
 		 * loaded host can take a moment): until then the VM is stopping, not crashed.

@@ -19,18 +19,41 @@ struct vm_state {
 	char accel[8];        /* kvm | tcg */
 	pid_t supervisor_pid; /* 0 for `run` (the CLI itself) */
 	pid_t qemu_pid;
+	/* Each process's start time (/proc/PID/stat field 22): a pid alone may have been reused,
+	   or planted in state.json; pid + start time names one process. */
+	uint64_t supervisor_start;
+	uint64_t qemu_start;
 	int64_t created_ms;   /* CLOCK_REALTIME ms */
 	int64_t ready_ms;     /* CLOCK_REALTIME ms at READY, 0 before */
 	int64_t stopped_ms;
 	char exit_reason[32]; /* poweroff, guest-shutdown, killed, crashed, supervisor-killed */
 	int exit_status;      /* QEMU's wait status decoded: exit code, or 128+signal */
+	char error[160];      /* the first write in the state dir that failed ("" = none): a full
+				 state dir is reported here, where the reserve below still lets
+				 state.json be written */
 };
 
+/*
+ * Reserve the room state.json needs (a preallocated spare, swapped in by every write), so that
+ * a full state dir (console output, another writer) can never leave a stale state behind: a
+ * paused VM shown running, a clean stop shown crashed. Called when the state dir is created.
+ */
+int vmstate_reserve(const char *dir);
+
+/* Write state.json in place of its reserved spare (see vmstate_reserve). 0 or -errno. */
 int vmstate_write(const char *dir, const struct vm_state *s);
 int vmstate_read(const char *dir, struct vm_state *s, struct avm_error *err);
 int64_t realtime_ms(void);
-/* True when pid exists and its cmdline mentions `needle` (guards against recycled pids). */
-bool pid_alive_with(pid_t pid, const char *needle);
+/* A process's start time in clock ticks since boot (/proc/PID/stat field 22); 0: no such pid
+   or one that has ended and waits to be reaped (a zombie). */
+uint64_t proc_start_time(pid_t pid);
+/* True when pid is alive and is the process that started at `start` (never for start 0). */
+bool proc_is(pid_t pid, uint64_t start);
+/*
+ * Signal exactly the process (pid, start): through a pidfd opened first and checked after, so
+ * neither a reused pid nor one planted in state.json is ever signalled. 0, or -ESRCH.
+ */
+int proc_kill(pid_t pid, uint64_t start, int sig);
 /*
  * The state as a user should see it: the recorded state, corrected when the processes that
  * should exist do not (a killed supervisor: "crashed", reason "supervisor-killed").

@@ -17,7 +17,8 @@
 
 static const char image_usage[] =
 	"usage: agentvm image build NAME [--from RECIPE] [--packages P,...] [--npm PKG,...]\n"
-	"                          [--file SRC:DST]... [--run CMD]... [--ca-cert FILE]...\n"
+	"                          [--file SRC:DST]... [--run CMD]... [--warm CMD]...\n"
+	"                          [--ca-cert FILE]...\n"
 	"                          [--size SIZE] [--force]\n"
 	"       agentvm image import NAME SOURCE   (OCI layout dir, OCI archive, docker save\n"
 	"                                          tarball, or registry reference)\n"
@@ -53,6 +54,7 @@ static int cmd_image_build(int argc, char **argv)
 		{ "from", required_argument, NULL, 'f' },   { "packages", required_argument, NULL, 'p' },
 		{ "npm", required_argument, NULL, 'n' },    { "file", required_argument, NULL, 'F' },
 		{ "run", required_argument, NULL, 'r' },    { "ca-cert", required_argument, NULL, 'c' },
+		{ "warm", required_argument, NULL, 'w' },
 		{ "size", required_argument, NULL, 's' },   { "force", no_argument, NULL, 'x' },
 		{ "help", no_argument, NULL, 'h' },         { 0 },
 	};
@@ -87,6 +89,9 @@ static int cmd_image_build(int argc, char **argv)
 			break;
 		case 'r':
 			strv_addf(&extra, "run %s", optarg);
+			break;
+		case 'w':
+			strv_addf(&extra, "warm %s", optarg);
 			break;
 		case 'c':
 			strv_addf(&extra, "ca-cert %s", optarg);

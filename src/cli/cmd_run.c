@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "files.h"
+#include "statedir.h"
 #include "host.h"
 #include "spec.h"
 #include "util.h"
@@ -96,6 +97,17 @@ int cmd_run(int argc, char **argv)
 		cli_error("%s", err.msg);
 		return EXIT_USAGE;
 	}
+	/* Everything that can be checked is checked before the boot: a bad name, a command too
+	 * large for one request, a state path too long for its sockets. */
+	struct vm_exec_request chk = { .argv = a.spec->argv, .env = a.spec->env,
+				       .cwd = a.spec->workdir, .timeout_s = a.spec->timeout_s };
+	if ((a.spec->name && (r = statedir_validate_name(a.spec->name, &err)) < 0) ||
+	    (r = statedir_check_paths(a.spec->name, &err)) < 0 ||
+	    (r = vm_exec_check(&chk, &err)) < 0) {
+		cli_error("%s", err.msg);
+		vm_spec_free(a.spec);
+		return EXIT_USAGE;
+	}
 	r = cli_prepare_host(a.spec, &accel, &qemu, &kernel, &initrd, &err);
 	if (r < 0) {
 		cli_error("%s", err.msg);
@@ -154,7 +166,8 @@ int cmd_run(int argc, char **argv)
 	r = vm_exec(vm, &req, &res, &err);
 	if (r < 0) {
 		cli_error("%s", err.msg);
-		code = r == -EINTR ? EXIT_INTERRUPTED : EXIT_VM_LOST;
+		/* Output that could not be written: 1, like cat(1) to /dev/full. */
+		code = r == -EINTR ? EXIT_INTERRUPTED : res.output_error ? 1 : EXIT_VM_LOST;
 	} else {
 		code = cli_exit_code_of(&res, a.spec->argv[0], a.spec->timeout_s);
 	}

@@ -51,6 +51,8 @@ int cmd_start(int argc, char **argv)
 		a.spec->name = strdup(namebuf);
 	}
 	r = statedir_validate_name(a.spec->name, &err);
+	if (r == 0)
+		r = statedir_check_paths(a.spec->name, &err);
 	if (r < 0) {
 		cli_error("%s", err.msg);
 		vm_spec_free(a.spec);
@@ -154,7 +156,8 @@ int cmd_exec(int argc, char **argv)
 	r = vm_exec(vm, &req, &res, &err);
 	if (r < 0) {
 		cli_error("%s", err.msg);
-		code = r == -EINTR ? EXIT_INTERRUPTED : EXIT_VM_LOST;
+		/* Output that could not be written: 1, like cat(1) to /dev/full. */
+		code = r == -EINTR ? EXIT_INTERRUPTED : res.output_error ? 1 : EXIT_VM_LOST;
 	} else {
 		code = cli_exit_code_of(&res, spec->argv[0], spec->timeout_s);
 	}

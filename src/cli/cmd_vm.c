@@ -16,6 +16,7 @@
 
 #include "agent_conn.h"
 #include "cli.h"
+#include "pool.h"
 #include "net.h"
 #include "strv.h"
 #include "qmp.h"
@@ -185,8 +186,7 @@ static int agent_poweroff(const char *dir)
 
 static void kill_qemu(const char *dir, const struct vm_state *st)
 {
-	if (pid_alive_with(st->qemu_pid, dir))
-		kill(st->qemu_pid, SIGKILL);
+	proc_kill(st->qemu_pid, st->qemu_start, SIGKILL);
 }
 
 /* The supervisor is gone but QEMU was killed: nobody else will write down what happened. */
@@ -196,7 +196,7 @@ static void record_if_orphaned(const char *dir, const char *reason)
 
 	if (vmstate_read(dir, &st, NULL) < 0 || !vmstate_is_live(st.state))
 		return;
-	if (st.supervisor_pid > 0 && pid_alive_with(st.supervisor_pid, "agentvm"))
+	if (proc_is(st.supervisor_pid, st.supervisor_start))
 		return;
 	snprintf(st.state, sizeof(st.state), "stopped");
 	snprintf(st.exit_reason, sizeof(st.exit_reason), "%s", reason);
@@ -286,11 +286,10 @@ static int remove_vm(const char *name, const char *dir, bool force)
 		}
 		kill_qemu(dir, &st);
 		wait_not_live(dir, 5000);
-		if (pid_alive_with(st.supervisor_pid, "agentvm"))
-			kill(st.supervisor_pid, SIGKILL);
+		proc_kill(st.supervisor_pid, st.supervisor_start, SIGKILL);
 		/* Give the supervisor a moment to finish removing its sockets. */
-		for (int i = 0; i < 250 && (pid_alive_with(st.supervisor_pid, "agentvm") ||
-					    pid_alive_with(st.qemu_pid, dir));
+		for (int i = 0; i < 250 && (proc_is(st.supervisor_pid, st.supervisor_start) ||
+					    proc_is(st.qemu_pid, st.qemu_start));
 		     i++)
 			sleep_ms(20);
 	}
@@ -346,6 +345,9 @@ int cmd_gc(int argc, char **argv)
 			removed++;
 	}
 	closedir(d);
+	/* A serve killed with -9 left its socket: nothing answers on it. */
+	if (pool_sock_remove_stale() > 0)
+		printf("removed a stale %s/%s\n", root, POOL_SOCK);
 	printf("removed %d VM%s\n", removed, removed == 1 ? "" : "s");
 	return 0;
 }
@@ -376,6 +378,8 @@ static struct json_object *vm_json(const char *name, const char *dir)
 	json_object_object_add(o, "accel", json_object_new_string(st.accel));
 	json_object_object_add(o, "exit_reason", json_object_new_string(st.exit_reason));
 	json_object_object_add(o, "exit_status", json_object_new_int(st.exit_status));
+	if (st.error[0])
+		json_object_object_add(o, "error", json_object_new_string(st.error));
 	json_object_object_add(o, "supervisor_pid", json_object_new_int(st.supervisor_pid));
 	json_object_object_add(o, "qemu_pid", json_object_new_int(st.qemu_pid));
 	int64_t end = vmstate_is_live(st.state) ? realtime_ms() : st.stopped_ms;
@@ -458,6 +462,8 @@ int cmd_ls(int argc, char **argv)
 			json_object_object_get_ex(o, "exit_reason", &v);
 			printf("%-24s %-9s %-6s %5d %6dM %8.1fs %s\n", names[i], state, accel, cpus,
 			       mem, up, json_object_get_string(v));
+			if (json_object_object_get_ex(o, "error", &v))
+				cli_warn("VM '%s': %s", names[i], json_object_get_string(v));
 			json_object_put(o);
 		}
 	}

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 #include <stdarg.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
 #include "host.h"
+#include "statedir.h"
 
 #define AGENTVM_VERSION "0.1.0"
 
@@ -77,8 +80,24 @@ static void usage(FILE *f)
 	      f);
 }
 
+/*
+ * What was printed must have reached stdout: `agentvm ls > /dev/full` is a failure, not exit 0.
+ * A reader that went away (EPIPE: `| head -1`) is not worth a message, like a shell pipeline.
+ */
+static int finish_stdout(int code)
+{
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return code;
+	if (errno != EPIPE)
+		cli_error("cannot write to standard output: %s", strerror(errno));
+	return code ? code : 1;
+}
+
 int main(int argc, char **argv)
 {
+	/* A peer that went away is an error to handle where it happens (EPIPE), not a silent death:
+	 * `pool acquire` against a full serve died of SIGPIPE with no word. */
+	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2) {
 		usage(stderr);
 		return EXIT_USAGE;
@@ -97,16 +116,23 @@ int main(int argc, char **argv)
 		{ "serve", cmd_serve },   { "pool", cmd_pool },
 		{ "net", cmd_net },	    { "image", cmd_image },   { "cp", cmd_cp },
 	};
-	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
-		if (!strcmp(verb, verbs[i].name))
-			return verbs[i].fn(argc - 1, argv + 1);
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+		if (strcmp(verb, verbs[i].name) != 0)
+			continue;
+		struct avm_error err = { 0 };
+		if (statedir_check_all_trust(&err) < 0) {
+			cli_error("%s", err.msg);
+			return EXIT_HOST_MISSING;
+		}
+		return finish_stdout(verbs[i].fn(argc - 1, argv + 1));
+	}
 	if (!strcmp(verb, "version") || !strcmp(verb, "--version")) {
 		printf("agentvm %s\n", AGENTVM_VERSION);
-		return 0;
+		return finish_stdout(0);
 	}
 	if (!strcmp(verb, "help") || !strcmp(verb, "--help") || !strcmp(verb, "-h")) {
 		usage(stdout);
-		return 0;
+		return finish_stdout(0);
 	}
 	cli_error("unknown verb '%s'; see 'agentvm help'", verb);
 	return EXIT_USAGE;

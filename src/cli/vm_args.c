@@ -360,6 +360,11 @@ int cli_exit_code_of(const struct vm_exec_result *res, const char *cmd, unsigned
 		return x->code & 0xff;
 	case AVM_EXIT_SIGNAL:
 		return 128 + (x->code & 0x7f);
+	case AVM_EXIT_OOM:
+		cli_error("'%s' was killed by the guest's OOM killer (out of memory; try a larger "
+			  "--memory)",
+			  cmd);
+		return 128 + (x->code & 0x7f);
 	case AVM_EXIT_START_FAILED:
 		if (x->code == ENOENT) {
 			cli_error("%s: command not found in the guest", cmd);

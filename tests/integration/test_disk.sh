@@ -165,7 +165,7 @@ t_pool_with_a_disk() {
 # The state dir on tmpfs (like /run) and the snapshots elsewhere: the overlay copy crosses
 # file systems, where copy_file_range gives EXDEV and read/write (keeping holes) takes over.
 t_save_across_file_systems() {
-	if ! mkdir -p "$tmp_root/run" || ! mount -t tmpfs -o size=64m tmpfs "$tmp_root/run" 2>/dev/null; then
+	if ! mkdir -p "$tmp_root/run" || ! mount -t tmpfs -o size=64m,mode=0700 tmpfs "$tmp_root/run" 2>/dev/null; then
 		skip "cannot mount a tmpfs (needs root)"
 		return
 	fi

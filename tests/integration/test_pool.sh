@@ -134,7 +134,7 @@ t_pool() {
 t_pool_conns() {
 	"$AVM" serve --pool gold --pool-min 1 --pool-max 1 --pool-ttl 600 2>"$tmp_root/serve.log" &
 	serve_pid=$!
-	wait_ready 1 || { stop_serve; return; }
+	wait_ready 1 || { cat "$tmp_root/serve.log"; stop_serve; return; }
 	sock=$AGENTVM_STATE_DIR/.pool.sock
 	pids=""
 	ts0=$(date +%s%N)
@@ -294,7 +294,7 @@ t_pool_serve_killed() {
 t_pool_ping_misses() {
 	"$AVM" serve --pool gold --pool-min 1 --pool-max 1 --pool-ttl 600 2>"$tmp_root/serve.log" &
 	serve_pid=$!
-	wait_ready 1 || { stop_serve; return; }
+	wait_ready 1 || { cat "$tmp_root/serve.log"; stop_serve; return; }
 	v=$(avm pool status --json | grep -o '"name": "pool-[0-9a-f]*"' | cut -d'"' -f4)
 	# Only serve's to hand out: a reset one would no longer go with serve.
 	avm reset "$v" 2>"$tmp_root/err" && fail "reset of an unacquired pool VM"

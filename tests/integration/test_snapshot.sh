@@ -156,7 +156,7 @@ t_bad_input() {
 }
 
 t_full_disk() {
-	if ! mkdir -p "$tmp_root/small" || ! mount -t tmpfs -o size=4m tmpfs "$tmp_root/small" 2>/dev/null; then
+	if ! mkdir -p "$tmp_root/small" || ! mount -t tmpfs -o size=4m,mode=0700 tmpfs "$tmp_root/small" 2>/dev/null; then
 		skip "cannot mount a small tmpfs (needs root)"
 		return
 	fi

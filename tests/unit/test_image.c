@@ -407,7 +407,7 @@ static void test_recipe_parse(void **state)
 	put(path, "data");
 	snprintf(path, sizeof(path), "%s/child", dir);
 	put(path, "from ./parent\npackages c d\nnpm @scope/x lodash@4\nfile data.txt:/opt/data\n"
-		  "run echo hi > /x\nenv LANG=C.UTF-8\nsize 2G\n");
+		  "run echo hi > /x\nwarm HOME=/root tool --version\nenv LANG=C.UTF-8\nsize 2G\n");
 	/* A path recipe: relative "from" and "file" are relative to the recipe's dir. */
 	assert_int_equal(chdir(dir), 0);
 	assert_int_equal(image_recipe_load(&r, path, &err), 0);
@@ -421,6 +421,8 @@ static void test_recipe_parse(void **state)
 	assert_string_equal(r.files.v[0], text);
 	assert_int_equal(r.runs.n, 1);
 	assert_string_equal(r.runs.v[0], "echo hi > /x");
+	assert_int_equal(r.warms.n, 1);
+	assert_string_equal(r.warms.v[0], "HOME=/root tool --version");
 	assert_int_equal(r.env.n, 2);
 	assert_string_equal(r.env.v[1], "LANG=C.UTF-8"); /* the child's replaces the parent's */
 	assert_string_equal(r.workdir, "/root");
@@ -436,6 +438,13 @@ static void test_recipe_parse(void **state)
 	r.packages.v[3] = t;
 	assert_int_equal(image_recipe_inputs(&r, NULL, h2, &err), 0);
 	assert_string_equal(h1, h2);
+	/* A warm-up command is an input: another one is another image. */
+	free(r.warms.v[0]);
+	r.warms.v[0] = strdup("true");
+	assert_int_equal(image_recipe_inputs(&r, NULL, h2, &err), 0);
+	assert_string_not_equal(h1, h2);
+	free(r.warms.v[0]);
+	r.warms.v[0] = strdup("HOME=/root tool --version");
 	snprintf(path, sizeof(path), "%s/data.txt", dir);
 	put(path, "DATA");
 	assert_int_equal(image_recipe_inputs(&r, NULL, h3, &err), 0);

@@ -25,7 +25,7 @@ static struct qemu_config base(enum vm_accel a)
 		.tsc_khz = 2096014,
 		.qmp_fd = 5,
 		.agent_fd = 6,
-		.console_path = "/run/agentvm/x/console.log",
+		.console_fd = 7,
 		.sandbox = 1,
 	};
 	return c;
@@ -72,6 +72,26 @@ static void test_tcg_line(void **state)
 		has_noreboot |= !strcmp(*p, "-no-reboot");
 	}
 	assert_true(has_S && has_noreboot);
+	strv_release(&a);
+}
+
+/* A ',' in a state dir path is doubled in every option value: no option injection. */
+static void test_paths_escaped(void **state)
+{
+	struct qemu_config c = base(VM_ACCEL_TCG);
+	struct strv a = { 0 };
+	struct qemu_disk d = { .overlay = "/s,x/disk0.qcow2", .guest_dir = "/w" };
+
+	c.qmp_sock_path = "/s,server=off,x/qmp.sock";
+	c.mem_path = "/s,share=on/mem";
+	c.disks = &d;
+	c.n_disks = 1;
+	assert_int_equal(qemu_build_argv(&c, &a, NULL), 0);
+	assert_string_equal(after(a.v, "-chardev", 1),
+			    "socket,id=qmp1,path=/s,,server=off,,x/qmp.sock,server=on,wait=off");
+	assert_non_null(strstr(after(a.v, "-object", 0), "mem-path=/s,,share=on/mem,share=off"));
+	assert_non_null(strstr(after(a.v, "-drive", 0), "file=/s,,x/disk0.qcow2,format=qcow2"));
+	assert_string_equal(after(a.v, "-chardev", 2), "socket,id=con0,fd=7");
 	strv_release(&a);
 }
 
@@ -242,7 +262,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_root_image_disk),
-		cmocka_unit_test(test_tcg_line),
+		cmocka_unit_test(test_tcg_line), cmocka_unit_test(test_paths_escaped),
 		cmocka_unit_test(test_kvm_line_has_no_tsc_workaround),
 		cmocka_unit_test(test_unresolved_accel_rejected),
 		cmocka_unit_test(test_cmdline_extra_and_unknown_tsc),

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <json-c/json.h>
@@ -179,6 +180,36 @@ static void test_not_json(void **state)
 	assert_int_equal(snap_meta_parse("", &m, &err), -EBADMSG);
 }
 
+/*
+ * A truncated meta.json read without an error struct (restore's early flag check) is a failure,
+ * not a success with an empty meta: that NULL path crashed restore with SIGSEGV.
+ */
+static void test_truncated_meta_no_err(void **state)
+{
+	char root[] = "/tmp/avm-unit-snapt.XXXXXX", path[PATH_MAX + 32];
+	struct snap_meta m;
+	struct avm_error err = { 0 };
+	FILE *f;
+
+	assert_non_null(mkdtemp(root));
+	setenv("AGENTVM_SNAPSHOT_DIR", root, 1);
+	snprintf(path, sizeof(path), "%s/t1", root);
+	assert_int_equal(mkdir(path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/t1/meta.json", root);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("{\"format\":1,", f);
+	fclose(f);
+	assert_true(snap_load("t1", &m, NULL) < 0);
+	assert_int_equal(snap_load("t1", &m, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "damaged"));
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/t1", root);
+	rmdir(path);
+	rmdir(root);
+	unsetenv("AGENTVM_SNAPSHOT_DIR");
+}
+
 static void test_new_york_time(void **state)
 {
 	char buf[64];
@@ -299,7 +330,7 @@ static void test_restore_argv(void **state)
 	struct qemu_config c = {
 		.qemu = "/usr/bin/qemu-system-x86_64", .kernel = "/k", .initrd = "/i",
 		.accel = VM_ACCEL_TCG, .cpus = 1, .memory_mib = 512, .qmp_fd = 3, .agent_fd = 4,
-		.console_path = "/c",
+		.console_fd = 7,
 	};
 	struct strv a = { 0 };
 
@@ -333,7 +364,7 @@ int main(void)
 		cmocka_unit_test(test_not_json),     cmocka_unit_test(test_new_york_time),
 		cmocka_unit_test(test_sha256),       cmocka_unit_test(test_names),
 		cmocka_unit_test(test_restore_argv), cmocka_unit_test(test_disk_inputs),
-		cmocka_unit_test(test_input_hash_cache),
+		cmocka_unit_test(test_input_hash_cache), cmocka_unit_test(test_truncated_meta_no_err),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,590 @@
+/* SPDX-License-Identifier: MIT */
+#include "jail.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/sched.h>
+#include <pwd.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "snapshot.h"
+#include "statedir.h"
+#include "util.h"
+
+/* One warning per process and kind: a pool restoring many VMs says it once. */
+static void warn_once(bool *done, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (*done)
+		return;
+	*done = true;
+	fputs("agentvm: warning: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static bool warned_user, warned_cgroup;
+
+static int add_path(struct jail *j, const char *path, bool rw)
+{
+	for (size_t i = 0; i < j->n_paths; i++)
+		if (!strcmp(j->paths[i].path, path)) {
+			j->paths[i].rw |= rw;
+			return 0;
+		}
+	if (j->n_paths == JAIL_MAX_PATHS)
+		return -E2BIG;
+	if (path[0] != '/' || snprintf(j->paths[j->n_paths].path, PATH_MAX, "%s", path) >= PATH_MAX)
+		return -EINVAL;
+	j->paths[j->n_paths].dir = false;
+	j->paths[j->n_paths++].rw = rw;
+	return 0;
+}
+
+/*
+ * The 9p share directories: bound whole. A writable share makes QEMU run as its owner (what
+ * the guest writes there must be the owner's files, and agentvm-qemu may not write there at
+ * all); two writable shares of different owners cannot both be served by one QEMU.
+ */
+static int add_share_dirs(struct jail *j, const struct jail_opts *o, struct avm_error *err)
+{
+	struct stat st;
+	bool owner_set = false;
+	int r;
+
+	for (int rw = 1; rw >= 0; rw--) {
+		const char *const *list = rw ? o->dirs_rw : o->dirs_ro;
+		for (size_t i = 0; i < 8 && list[i]; i++) {
+			if (stat(list[i], &st) < 0)
+				return avm_error_setx(err, -errno, "jail: share %s", list[i]);
+			if (!S_ISDIR(st.st_mode))
+				return avm_error_set(err, -ENOTDIR, "jail: share %s is no directory",
+						     list[i]);
+			if (rw && !owner_set) {
+				j->uid = st.st_uid;
+				j->gid = st.st_gid;
+				owner_set = true;
+			} else if (rw && st.st_uid != j->uid) {
+				return avm_error_set(err, -EPERM,
+						     "the writable shares %s and %s have different "
+						     "owners; QEMU writes as one of them: share "
+						     "directories of one owner",
+						     o->dirs_rw[0], list[i]);
+			} else if (!rw && !(st.st_mode & S_IROTH) && st.st_uid != j->uid &&
+				   st.st_gid != j->gid) {
+				return avm_error_set(err, -EACCES,
+						     "QEMU cannot read the share %s (mode %o); make it "
+						     "readable by others (chmod o+rx)",
+						     list[i], st.st_mode & 07777);
+			}
+			if ((r = add_path(j, list[i], rw)) < 0)
+				return avm_error_setx(err, r, "jail: too many files (%s)", list[i]);
+			j->paths[j->n_paths - 1].dir = true;
+		}
+	}
+	return 0;
+}
+
+/*
+ * The backing file a qcow2 image names (its header: magic, version, backing_file_offset (u64 at
+ * 8), backing_file_size (u32 at 16)), made absolute against the image's directory; "" when it has
+ * none or is no qcow2.
+ */
+static int qcow2_backing(const char *image, char *out, size_t len)
+{
+	uint8_t h[20];
+	char name[1024];
+	int fd = open(image, O_RDONLY | O_CLOEXEC);
+	uint64_t off = 0;
+	uint32_t sz = 0;
+
+	out[0] = '\0';
+	if (fd < 0)
+		return -errno;
+	if (pread(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h) || memcmp(h, "QFI\xfb", 4) != 0) {
+		close(fd);
+		return 0;
+	}
+	for (int i = 0; i < 8; i++)
+		off = off << 8 | h[8 + i];
+	for (int i = 0; i < 4; i++)
+		sz = sz << 8 | h[16 + i];
+	if (off == 0 || sz == 0) {
+		close(fd);
+		return 0;
+	}
+	if (sz >= sizeof(name) || pread(fd, name, sz, (off_t)off) != (ssize_t)sz) {
+		close(fd);
+		return -EBADMSG;
+	}
+	close(fd);
+	name[sz] = '\0';
+	if (name[0] == '/') {
+		snprintf(out, len, "%s", name);
+	} else {
+		const char *slash = strrchr(image, '/');
+		snprintf(out, len, "%.*s/%s", slash ? (int)(slash - image) : 1, slash ? image : ".",
+			 name);
+	}
+	return 0;
+}
+
+/* Whether uid/gid (and supplementary kvm) may read path by its mode bits. */
+static bool readable_by(const struct stat *st, uid_t uid, gid_t gid)
+{
+	if (st->st_uid == uid)
+		return st->st_mode & S_IRUSR;
+	if (st->st_gid == gid)
+		return st->st_mode & S_IRGRP;
+	return st->st_mode & S_IROTH;
+}
+
+static int write_str(const char *dir, const char *file, const char *val)
+{
+	char path[PATH_MAX];
+	int fd, r = 0;
+
+	if (snprintf(path, sizeof(path), "%s/%s", dir, file) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, val, strlen(val)) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+/* Our own cgroup path in the v1 hierarchy that has controller ctl, from /proc/self/cgroup. */
+static int own_cgroup_v1(const char *ctl, char *out, size_t len)
+{
+	_cleanup_free_ char *buf = NULL;
+	char *line, *save = NULL;
+
+	if (read_file("/proc/self/cgroup", &buf, 64 * 1024) < 0)
+		return -ENOENT;
+	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *c = strchr(line, ':'), *p = c ? strchr(c + 1, ':') : NULL;
+		if (!p)
+			continue;
+		*p = '\0';
+		for (char *t = strtok(c + 1, ","); t; t = strtok(NULL, ","))
+			if (!strcmp(t, ctl)) {
+				snprintf(out, len, "%s", p + 1);
+				return 0;
+			}
+	}
+	return -ENOENT;
+}
+
+static int cgroups_v2(struct jail *j, const struct jail_opts *o, const char *leaf)
+{
+	char slice[PATH_MAX], val[64];
+	int r;
+
+	/* A pure v2 host: a slice of ours under the root (the root is exempt from the rule that a
+	 * cgroup with processes cannot hand controllers to its children). */
+	snprintf(slice, sizeof(slice), "/sys/fs/cgroup/agentvm.slice");
+	if ((r = write_str("/sys/fs/cgroup", "cgroup.subtree_control", "+cpu +memory +pids")) < 0)
+		return r;
+	if (mkdir(slice, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	if ((r = write_str(slice, "cgroup.subtree_control", "+cpu +memory +pids")) < 0)
+		return r;
+	if (snprintf(j->cgroups[0], PATH_MAX, "%s/%s", slice, leaf) >= PATH_MAX)
+		return -ENAMETOOLONG;
+	if (mkdir(j->cgroups[0], 0755) < 0)
+		return -errno;
+	j->n_cgroups = 1;
+	j->cgroup_v2 = true;
+	snprintf(val, sizeof(val), "%u 100000", o->cpus * 100000);
+	if ((r = write_str(j->cgroups[0], "cpu.max", val)) < 0)
+		return r;
+	snprintf(val, sizeof(val), "%llu",
+		 (unsigned long long)(o->memory_mib + JAIL_MEM_OVERHEAD_MIB) << 20);
+	if ((r = write_str(j->cgroups[0], "memory.max", val)) < 0 ||
+	    (r = write_str(j->cgroups[0], "memory.swap.max", "0")) < 0)
+		if (r != -ENOENT) /* no swap accounting: fine */
+			return r;
+	snprintf(val, sizeof(val), "%d", JAIL_PIDS_MAX);
+	return write_str(j->cgroups[0], "pids.max", val);
+}
+
+static int cgroups_v1(struct jail *j, const struct jail_opts *o, const char *leaf)
+{
+	static const char *const ctl[] = { "cpu", "memory", "pids" };
+	char own[PATH_MAX], val[64];
+	int r;
+
+	for (size_t i = 0; i < ARRAY_SIZE(ctl); i++) {
+		char *cg = j->cgroups[j->n_cgroups];
+		if ((r = own_cgroup_v1(ctl[i], own, sizeof(own))) < 0)
+			return r;
+		if (snprintf(cg, PATH_MAX, "/sys/fs/cgroup/%s%s/%s", ctl[i],
+			     strcmp(own, "/") ? own : "", leaf) >= PATH_MAX)
+			return -ENAMETOOLONG;
+		if (mkdir(cg, 0755) < 0)
+			return -errno;
+		j->n_cgroups++;
+		if (i == 0) {
+			snprintf(val, sizeof(val), "%u", o->cpus * 100000);
+			if ((r = write_str(cg, "cpu.cfs_period_us", "100000")) < 0 ||
+			    (r = write_str(cg, "cpu.cfs_quota_us", val)) < 0)
+				return r;
+		} else if (i == 1) {
+			snprintf(val, sizeof(val), "%llu",
+				 (unsigned long long)(o->memory_mib + JAIL_MEM_OVERHEAD_MIB) << 20);
+			if ((r = write_str(cg, "memory.limit_in_bytes", val)) < 0)
+				return r;
+		} else {
+			snprintf(val, sizeof(val), "%d", JAIL_PIDS_MAX);
+			if ((r = write_str(cg, "pids.max", val)) < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+static void cgroups_remove(struct jail *j)
+{
+	for (size_t i = 0; i < j->n_cgroups; i++)
+		rmdir(j->cgroups[i]);
+	j->n_cgroups = 0;
+}
+
+static void cgroups_setup(struct jail *j, const struct jail_opts *o)
+{
+	char leaf[96];
+	uint32_t rnd = 0;
+	int r;
+
+	if (getenv("AGENTVM_CGROUPS") && !strcmp(getenv("AGENTVM_CGROUPS"), "0"))
+		return;
+	/* The VM's name plus a random part: two state roots may hold VMs of the same name. */
+	if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+		rnd = (uint32_t)getpid();
+	snprintf(leaf, sizeof(leaf), "agentvm-%s-%08x", o->name, rnd);
+	if (access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0)
+		r = cgroups_v2(j, o, leaf);
+	else
+		r = cgroups_v1(j, o, leaf);
+	if (r < 0) {
+		cgroups_remove(j);
+		warn_once(&warned_cgroup, "no cgroup limits for QEMU (cpu, memory, pids): %s",
+			  strerror(-r));
+	}
+}
+
+/* Under agentvm's own roots (state, snapshots, cache): files agentvm made, not the user's. */
+static bool ours(const char *path)
+{
+	char cache[PATH_MAX], *slash;
+	const char *roots[3] = { statedir_root(), snap_root(), cache };
+
+	snprintf(cache, sizeof(cache), "%s", snap_hash_cache_dir());
+	slash = strrchr(cache, '/');
+	if (slash && slash != cache)
+		*slash = '\0';
+	for (size_t i = 0; i < ARRAY_SIZE(roots); i++) {
+		size_t n = strlen(roots[i]);
+		if (n && !strncmp(path, roots[i], n) && path[n] == '/')
+			return true;
+	}
+	return false;
+}
+
+/* One of agentvm's files (a snapshot's disk copy, a cached image) QEMU reads: group-readable
+ * by agentvm-qemu's group, nothing more. */
+static int share_ro(const char *path, gid_t gid)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), r = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || fchown(fd, (uid_t)-1, gid) < 0 ||
+	    fchmod(fd, (st.st_mode & 07777 & ~(mode_t)S_IWGRP) | S_IRGRP) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+int jail_prepare(struct jail *j, const struct jail_opts *o, struct avm_error *err)
+{
+	char back[PATH_MAX];
+	struct passwd *pw;
+	struct group *gr;
+	int r;
+
+	memset(j, 0, sizeof(*j));
+	j->kvm_gid = (gid_t)-1;
+	if (geteuid() != 0 || (getenv("AGENTVM_JAIL") && !strcmp(getenv("AGENTVM_JAIL"), "0")))
+		return 0; /* rootless: QEMU runs as the caller, who is no more than that */
+	pw = getpwnam(JAIL_USER);
+	if (!pw) {
+		warn_once(&warned_user,
+			  "QEMU runs unjailed as root: there is no user " JAIL_USER
+			  " ('make deps' creates it)");
+		cgroups_setup(j, o);
+		return 0;
+	}
+	j->on = true;
+	j->uid = pw->pw_uid;
+	j->gid = pw->pw_gid;
+	j->kvm = o->kvm;
+	if (o->kvm && (gr = getgrnam("kvm")))
+		j->kvm_gid = gr->gr_gid;
+	if (snprintf(j->root, sizeof(j->root), "%s/jail", o->dir) >= (int)sizeof(j->root))
+		return avm_error_set(err, -ENAMETOOLONG, "state dir path too long");
+	if (mkdir(j->root, 0755) < 0 && errno != EEXIST)
+		return avm_error_setx(err, -errno, "cannot create %s", j->root);
+	if (strncmp(o->qemu, "/usr/", 5) != 0 && (r = add_path(j, o->qemu, false)) < 0)
+		return avm_error_setx(err, r, "jail: %s", o->qemu);
+	if ((r = add_share_dirs(j, o, err)) < 0)
+		return r;
+	for (int rw = 0; rw < 2; rw++) {
+		const char *const *list = rw ? o->rw : o->ro;
+		for (size_t i = 0; i < 8 && list[i]; i++) {
+			if ((r = add_path(j, list[i], rw)) < 0)
+				return avm_error_setx(err, r, "jail: too many files (%s)", list[i]);
+			/* An image's backing chain, read-only, at the paths its headers name. */
+			const char *img = list[i];
+			for (int depth = 0; depth < 16; depth++) {
+				if (qcow2_backing(img, back, sizeof(back)) < 0 || !back[0])
+					break;
+				if ((r = add_path(j, back, false)) < 0)
+					return avm_error_setx(err, r, "jail: too many files (%s)",
+							      back);
+				img = j->paths[j->n_paths - 1].path;
+			}
+		}
+	}
+	for (size_t i = 0; i < j->n_paths; i++) {
+		struct jail_path *p = &j->paths[i];
+		struct stat st;
+		if (p->dir)
+			continue; /* checked by add_share_dirs, and never chowned */
+		if (p->rw) {
+			/* A file QEMU writes is made here (guest RAM of a new template) and handed
+			 * to its user; files of this VM or its snapshot only. */
+			int fd = open(p->path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+			if (fd < 0 || fchown(fd, j->uid, j->gid) < 0) {
+				r = -errno;
+				if (fd >= 0)
+					close(fd);
+				return avm_error_setx(err, r, "jail: cannot hand %s to " JAIL_USER,
+						      p->path);
+			}
+			close(fd);
+		} else if (stat(p->path, &st) == 0 && !readable_by(&st, j->uid, j->gid) &&
+			   !(st.st_uid == geteuid() && ours(p->path) &&
+			     share_ro(p->path, j->gid) == 0)) {
+			return avm_error_set(
+				err, -EACCES,
+				"QEMU runs as " JAIL_USER " and cannot read %s; make it readable "
+				"(chmod o+r, or chgrp " JAIL_USER " and chmod g+r)",
+				p->path);
+		}
+	}
+	cgroups_setup(j, o);
+	return 0;
+}
+
+unsigned long jail_clone_flags(const struct jail *j)
+{
+	/* CLONE_NEWNET too: QEMU only needs the tap fd it inherits, never a socket of its own. */
+	return j && j->on ? CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET
+			  : 0;
+}
+
+/* --- in the child, between fork and exec ------------------------------------------------------ */
+
+static int mkdir_parents(const char *root, const char *path)
+{
+	char buf[PATH_MAX];
+	size_t n = strlen(root);
+
+	if (snprintf(buf, sizeof(buf), "%s%s", root, path) >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	for (char *s = buf + n + 1; (s = strchr(s, '/')); s++) {
+		*s = '\0';
+		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*s = '/';
+	}
+	return 0;
+}
+
+/* Bind host path at the same path under root; read-only unless rw. */
+static int bind_path(const char *root, const char *path, bool rw, bool dir)
+{
+	char dst[PATH_MAX];
+	int r;
+
+	if ((r = mkdir_parents(root, path)) < 0)
+		return r;
+	snprintf(dst, sizeof(dst), "%s%s", root, path);
+	if (dir) {
+		if (mkdir(dst, 0755) < 0 && errno != EEXIST)
+			return -errno;
+	} else {
+		int fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+		if (fd < 0)
+			return -errno;
+		close(fd);
+	}
+	if (mount(path, dst, NULL, MS_BIND | MS_REC, NULL) < 0)
+		return -errno;
+	if (!rw && mount(NULL, dst, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID, NULL) < 0)
+		return -errno;
+	return 0;
+}
+
+static int top_link(const char *root, const char *name)
+{
+	char src[64], dst[PATH_MAX], target[64];
+	struct stat st;
+	ssize_t n;
+
+	snprintf(src, sizeof(src), "/%s", name);
+	if (lstat(src, &st) < 0)
+		return 0;
+	if (!S_ISLNK(st.st_mode)) /* a split-/usr host: the directory itself */
+		return bind_path(root, src, false, true);
+	n = readlink(src, target, sizeof(target) - 1);
+	if (n < 0)
+		return -errno;
+	target[n] = '\0';
+	if (snprintf(dst, sizeof(dst), "%s/%s", root, name) >= (int)sizeof(dst))
+		return -ENAMETOOLONG;
+	return symlink(target, dst) < 0 ? -errno : 0;
+}
+
+static int seccomp_filter(void)
+{
+	/*
+	 * What QEMU never needs and an attacker in it would want: namespaces and mounts, kernel
+	 * modules and kexec, ptrace and other processes' memory, bpf, perf, keyrings, the clock.
+	 * clone3 cannot be filtered by its flags: ENOSYS makes glibc fall back to clone, whose
+	 * namespace flags are refused below.
+	 */
+	static const int deny[] = {
+		SCMP_SYS(mount), SCMP_SYS(umount2), SCMP_SYS(pivot_root), SCMP_SYS(chroot),
+		SCMP_SYS(ptrace), SCMP_SYS(process_vm_readv), SCMP_SYS(process_vm_writev),
+		SCMP_SYS(kexec_load), SCMP_SYS(kexec_file_load), SCMP_SYS(init_module),
+		SCMP_SYS(finit_module), SCMP_SYS(delete_module), SCMP_SYS(bpf),
+		SCMP_SYS(perf_event_open), SCMP_SYS(keyctl), SCMP_SYS(add_key),
+		SCMP_SYS(request_key), SCMP_SYS(setns), SCMP_SYS(unshare), SCMP_SYS(userfaultfd),
+		SCMP_SYS(open_by_handle_at), SCMP_SYS(name_to_handle_at), SCMP_SYS(swapon),
+		SCMP_SYS(swapoff), SCMP_SYS(reboot), SCMP_SYS(syslog), SCMP_SYS(acct),
+		SCMP_SYS(quotactl), SCMP_SYS(iopl), SCMP_SYS(ioperm), SCMP_SYS(settimeofday),
+		SCMP_SYS(clock_settime), SCMP_SYS(adjtimex), SCMP_SYS(clock_adjtime),
+		SCMP_SYS(fanotify_init), SCMP_SYS(lookup_dcookie), SCMP_SYS(mount_setattr),
+		SCMP_SYS(fsopen), SCMP_SYS(fsmount), SCMP_SYS(fsconfig), SCMP_SYS(move_mount),
+		SCMP_SYS(open_tree), SCMP_SYS(fspick), SCMP_SYS(sethostname),
+		SCMP_SYS(setdomainname), SCMP_SYS(vhangup), SCMP_SYS(pidfd_getfd),
+	};
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+	int r = 0;
+
+	if (!ctx)
+		return -ENOMEM;
+	for (size_t i = 0; i < ARRAY_SIZE(deny) && r == 0; i++)
+		if (deny[i] >= 0)
+			r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), deny[i], 0);
+	if (r == 0)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+	/* Any namespace flag at all: one rule per flag (a masked compare matches one value). */
+	static const unsigned long ns[] = { CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWIPC, CLONE_NEWUTS,
+					    CLONE_NEWNET, CLONE_NEWCGROUP, CLONE_NEWUSER };
+	for (size_t i = 0; i < ARRAY_SIZE(ns) && r == 0; i++)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
+				     SCMP_A0(SCMP_CMP_MASKED_EQ, ns[i], ns[i]));
+	if (r == 0)
+		r = seccomp_load(ctx);
+	seccomp_release(ctx);
+	return r;
+}
+
+int jail_enter(const struct jail *j)
+{
+	char old[PATH_MAX];
+	int r;
+
+	/* Join the cgroups first: everything QEMU does from here is counted. */
+	for (size_t i = 0; i < j->n_cgroups; i++)
+		if ((r = write_str(j->cgroups[i], "cgroup.procs", "0")) < 0)
+			return r;
+	if (!j->on)
+		return 0;
+	/* Nothing mounted here may reach the host's mount table. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return -errno;
+	if (mount("tmpfs", j->root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0)
+		return -errno;
+	if ((r = bind_path(j->root, "/usr", false, true)) < 0)
+		return r;
+	static const char *const tops[] = { "bin", "sbin", "lib", "lib64", "lib32", "libx32" };
+	for (size_t i = 0; i < ARRAY_SIZE(tops); i++)
+		if ((r = top_link(j->root, tops[i])) < 0)
+			return r;
+	if ((r = bind_path(j->root, "/dev/null", true, false)) < 0 ||
+	    (r = bind_path(j->root, "/dev/urandom", false, false)) < 0 ||
+	    (j->kvm && (r = bind_path(j->root, "/dev/kvm", true, false)) < 0))
+		return r;
+	for (size_t i = 0; i < j->n_paths; i++) {
+		const struct jail_path *p = &j->paths[i];
+		if (!strncmp(p->path, "/usr/", 5))
+			continue; /* there already, read-only */
+		if ((r = bind_path(j->root, p->path, p->rw, p->dir)) < 0)
+			return r;
+	}
+	/* A /proc of the new pid namespace: QEMU finds its firmware through /proc/self/exe. */
+	if (snprintf(old, sizeof(old), "%s/proc", j->root) >= (int)sizeof(old))
+		return -ENAMETOOLONG;
+	/* Read-only: QEMU only reads it, and no sysctl is reachable through it. */
+	if (mkdir(old, 0555) < 0 ||
+	    mount("proc", old, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL) < 0)
+		return -errno;
+	if (snprintf(old, sizeof(old), "%s/.old", j->root) >= (int)sizeof(old))
+		return -ENAMETOOLONG;
+	if (mkdir(old, 0700) < 0 || syscall(SYS_pivot_root, j->root, old) < 0 || chdir("/") < 0 ||
+	    umount2("/.old", MNT_DETACH) < 0 || rmdir("/.old") < 0)
+		return -errno;
+	if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+		return -errno;
+	(void)!sethostname("agentvm-qemu", 12);
+	/* No capability can come back: the bounding set goes before the uid changes. */
+	for (int cap = 0; cap <= 63; cap++)
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+			return -errno;
+	gid_t groups[1] = { j->kvm_gid };
+	if (setgroups(j->kvm_gid != (gid_t)-1 ? 1 : 0, groups) < 0 ||
+	    setresgid(j->gid, j->gid, j->gid) < 0 || setresuid(j->uid, j->uid, j->uid) < 0)
+		return -errno;
+	/* A credential change clears the parent-death signal: set it again. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -errno;
+	return seccomp_filter() < 0 ? -EPERM : 0;
+}
+
+void jail_release(struct jail *j)
+{
+	cgroups_remove(j);
+	if (j->root[0])
+		rmdir(j->root);
+}
