@@ -30,6 +30,13 @@
  */
 #define CLIENT_HIGH_WATER (1u << 20)
 #define CLIENT_LOW_WATER (256u << 10)
+/*
+ * The other way: input queued for the guest (clients' STDIN frames, a `cp` into the VM). Above
+ * the high mark the supervisor stops reading every client (their writes then block: a 1 GiB cp
+ * in keeps a flat memory), and reads them again once the guest took it below the low mark.
+ */
+#define GUEST_HIGH_WATER (1u << 20)
+#define GUEST_LOW_WATER (256u << 10)
 #define MAX_ROUTES 1024
 #define EV_LISTEN 100
 #define EV_POOL 101 /* the pool's pidfd: serve exited */
@@ -59,6 +66,7 @@ struct sup {
 	struct client clients[MAX_CLIENTS];
 	struct route routes[MAX_ROUTES];
 	uint32_t next_guest_id;
+	bool clients_in_paused; /* not reading clients: the guest is behind (GUEST_HIGH_WATER) */
 	bool poweroff_requested;
 	bool quit_requested;
 	int pool_fd; /* a pool VM: pidfd of the serve it was started for, until it exits */
@@ -88,11 +96,26 @@ static void guest_flow(struct sup *s)
 static void client_want_out(struct sup *s, int slot)
 {
 	struct client *c = &s->clients[slot];
-	uint32_t want = EPOLLIN | (agent_conn_pending(&c->conn) ? EPOLLOUT : 0);
+	uint32_t want = (s->clients_in_paused ? 0 : EPOLLIN) |
+			(agent_conn_pending(&c->conn) ? EPOLLOUT : 0);
 	struct epoll_event ev = { .events = want, .data.u32 = EV_CLIENT0 + (uint32_t)slot };
 
 	if (want != c->events && epoll_ctl(s->vm->epfd, EPOLL_CTL_MOD, c->fd, &ev) == 0)
 		c->events = want;
+}
+
+/* Stop or resume reading clients as the guest's input queue crosses its marks. */
+static void clients_flow(struct sup *s)
+{
+	size_t queued = agent_conn_pending(&s->vm->agent);
+	bool behind = queued > (s->clients_in_paused ? GUEST_LOW_WATER : GUEST_HIGH_WATER);
+
+	if (behind == s->clients_in_paused)
+		return;
+	s->clients_in_paused = behind;
+	for (int i = 0; i < MAX_CLIENTS; i++)
+		if (s->clients[i].used)
+			client_want_out(s, i);
 }
 
 static void client_close(struct sup *s, int slot)
@@ -328,6 +351,7 @@ static void pump_client(struct sup *s, int slot, uint32_t events)
 		if (!c->used)
 			return;
 	}
+	clients_flow(s);
 }
 
 /* The guest's frames already read, up to the moment a client falls behind. */
@@ -456,6 +480,7 @@ static void serve(struct sup *s)
 				if (evs[i].events & EPOLLOUT) {
 					agent_conn_flush(&s->vm->agent);
 					vm__agent_want_out(s->vm);
+					clients_flow(s);
 				}
 				/* Paused (a client is behind): a hang-up waits too; the pidfd
 				 * tells when QEMU is gone. */

@@ -270,6 +270,31 @@ t_run_copy_in_and_out() {
 }
 
 echo "test_files:"
+t_cp_into_a_detached_vm_keeps_flat_memory() {
+	# A cp into a detached VM goes through its supervisor, which must not queue what the guest
+	# has not taken yet: it stops reading the client instead (before: +228 MB for 256 MiB).
+	head -c 67108864 /dev/urandom >"$tmp_root/big64"
+	# shellcheck disable=SC2086
+	avm start --accel tcg $NET --memory 512 --name flat >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	sup=$(sed -n 's/.*"supervisor_pid":\([0-9]*\).*/\1/p' "$AGENTVM_STATE_DIR/flat/state.json")
+	[ -n "$sup" ] || { fail "no supervisor_pid in state.json"; avm rm --force flat >/dev/null 2>&1; return; }
+	avm cp -q "$tmp_root/big64" flat:/tmp/big64 &
+	cpid=$!
+	max=0
+	while kill -0 $cpid 2>/dev/null; do
+		r=$(awk '/^VmRSS/ {print $2}' "/proc/$sup/status" 2>/dev/null)
+		[ -n "$r" ] && [ "$r" -gt "$max" ] && max=$r
+		sleep 0.1
+	done
+	wait $cpid
+	expect_eq "cp exit code" 0 "$?"
+	expect_eq "all of it arrived" "$(sha256sum <"$tmp_root/big64" | cut -c1-64)" "$(avm exec flat -- sh -c 'sha256sum </tmp/big64' | cut -c1-64)"
+	[ "$max" -lt 32768 ] || fail "the supervisor grew to $max kB during a 64 MiB cp (bound: 32 MiB)"
+	echo "    supervisor peak RSS during a 64 MiB cp in: $max kB"
+	avm rm --force flat >/dev/null 2>&1
+	rm -f "$tmp_root/big64"
+}
+
 run_test t_workspace_done_when
 run_test t_share_escape_attempts
 run_test t_share_flag_and_errors
@@ -279,4 +304,5 @@ run_test t_cp_escape_attempts
 run_test t_cp_paused_and_stopped
 run_test t_cp_interrupted_leaves_no_partial_file
 run_test t_run_copy_in_and_out
+run_test t_cp_into_a_detached_vm_keeps_flat_memory
 summary
