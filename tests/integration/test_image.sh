@@ -134,10 +134,15 @@ t_missing_image() {
 
 t_not_root() {
 	command -v setpriv >/dev/null || { skip "no setpriv"; return; }
-	setpriv --reuid 65534 --regid 65534 --clear-groups "$AVM" image build x \
+	# A user of its own dirs (root's test dirs are refused to others before anything else).
+	nr=$(mktemp -d /tmp/avm-nr.XXXXXX)
+	chown 65534:65534 "$nr"
+	setpriv --reuid 65534 --regid 65534 --clear-groups env AGENTVM_STATE_DIR="$nr/state" \
+		AGENTVM_CACHE_DIR="$nr/cache" AGENTVM_SNAPSHOT_DIR="$nr/snaps" "$AVM" image build x \
 		>/dev/null 2>"$tmp_root/err"
 	expect_eq "exit code" 1 "$?"
 	expect_contains "message" "needs root" "$(cat "$tmp_root/err")"
+	rm -rf "$nr"
 }
 
 t_unknown_package() {
