@@ -182,7 +182,7 @@ t_bad_flags() {
 t_full_disk() {
 	# The store on a 40 MiB tmpfs in a mount namespace of our own: minbase does not fit.
 	unshare -m sh -c '
-		mount --make-rprivate / && mkdir -p "$1" && mount -t tmpfs -o size=40m tmpfs "$1" &&
+		mount --make-rprivate / && mkdir -p "$1" && mount -t tmpfs -o size=40m,mode=0700 tmpfs "$1" &&
 		AGENTVM_CACHE_DIR=$1 "$2" image build full --from "$3" >/dev/null 2>"$4"
 		rc=$?; ls -A "$1/images" >"$4.left"; exit $rc' sh "$tmp_root/small" "$AVM" "$R/tiny" "$tmp_root/err"
 	expect_eq "exit code" 1 "$?"
