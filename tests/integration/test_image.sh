@@ -12,6 +12,7 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 HOST_NETWORK=1
 . "$here/lib.sh"
+. "$here/oci.sh"
 
 avm() { "$AVM" "$@"; }
 STORE=$AGENTVM_CACHE_DIR/images
@@ -234,47 +235,8 @@ t_half_built_and_interrupted() {
 	[ ! -e "$STORE/names/half" ] || fail "an interrupted build got a name"
 }
 
-# An OCI image made by hand: a static busybox, a setuid copy, a file the second layer deletes
-# with a whiteout, a file owned by 1000:1000, a user "app" in /etc/passwd.
-make_oci() {
-	o=$tmp_root/oci
-	rm -rf "$o" && mkdir -p "$o/l1/bin" "$o/l1/etc" "$o/l1/opt" "$o/l1/usr/bin" "$o/l2/opt" \
-		"$o/layout/blobs/sha256"
-	cp /bin/busybox "$o/l1/bin/busybox"
-	ln -s busybox "$o/l1/bin/sh"
-	cp /bin/busybox "$o/l1/usr/bin/suid"
-	chmod 4755 "$o/l1/usr/bin/suid"
-	echo "doomed" >"$o/l1/opt/gone.txt"
-	printf 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:App:/home/app:/bin/sh\n' >"$o/l1/etc/passwd"
-	printf 'root:x:0:\napp:x:1000:\nstaff:x:50:\n' >"$o/l1/etc/group"
-	: >"$o/l2/opt/.wh.gone.txt"
-	echo "new" >"$o/l2/opt/new.txt"
-	blob() { # file -> digest hex, stored as a blob
-		d=$(sha256sum "$1" | cut -c1-64)
-		cp "$1" "$o/layout/blobs/sha256/$d"
-		echo "$d"
-	}
-	tar --sort=name --owner=0 --group=0 --numeric-owner -C "$o/l1" -cf "$o/l1.tar" .
-	tar --sort=name --numeric-owner --owner=1000 --group=1000 -C "$o/l2" -cf "$o/l2.tar" .
-	diff1=$(sha256sum "$o/l1.tar" | cut -c1-64)
-	diff2=$(sha256sum "$o/l2.tar" | cut -c1-64)
-	gzip -n "$o/l1.tar" "$o/l2.tar"
-	g1=$(blob "$o/l1.tar.gz")
-	g2=$(blob "$o/l2.tar.gz")
-	cat >"$o/config.json" <<EOF
-{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin:/usr/bin","FOO=bar baz"],"WorkingDir":"/opt","User":"app","Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:$diff1","sha256:$diff2"]}}
-EOF
-	c=$(blob "$o/config.json")
-	cat >"$o/manifest.json" <<EOF
-{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:$c","size":$(stat -c %s "$o/config.json")},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:$g1","size":$(stat -c %s "$o/l1.tar.gz")},{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:$g2","size":$(stat -c %s "$o/l2.tar.gz")}]}
-EOF
-	m=$(blob "$o/manifest.json")
-	cat >"$o/layout/index.json" <<EOF
-{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:$m","size":$(stat -c %s "$o/manifest.json"),"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}
-EOF
-	echo '{"imageLayoutVersion":"1.0.0"}' >"$o/layout/oci-layout"
-}
-
+# The OCI image of oci.sh (make_oci): a static busybox, a setuid copy, a file the second layer
+# deletes with a whiteout, a file owned by 1000:1000, a user "app" in /etc/passwd.
 check_imported() { # name what
 	img=$(image_path "$1")
 	expect_eq "$2: binary intact" "ok" "$(debugfs -R 'dump /bin/busybox /dev/stdout' "$img" 2>/dev/null | cmp -s - /bin/busybox && echo ok)"
@@ -290,7 +252,7 @@ user=1000:1000" "$(dfs 'cat /etc/agentvm/exec' "$img")"
 }
 
 t_import_layout() {
-	make_oci
+	make_oci "$tmp_root/oci"
 	avm image import imp "$tmp_root/oci/layout" >/dev/null 2>"$tmp_root/err"
 	expect_eq "exit code ($(tail -2 "$tmp_root/err"))" 0 "$?"
 	check_imported imp "OCI layout"
