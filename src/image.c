@@ -544,7 +544,29 @@ int image_remove_tree(const char *path)
 	return nftw(path, rm_entry, 64, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0 ? -errno : 0;
 }
 
+/*
+ * flock with a deadline: a builder killed with SIGKILL can leave, for a moment, a process that
+ * still holds its work dir's lock (its children die on their own, not at once).
+ */
+static int flock_within(int fd, int wait_ms)
+{
+	for (int waited = 0;; waited += 50) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return 0;
+		if (errno != EWOULDBLOCK || waited >= wait_ms)
+			return -1;
+		usleep(50 * 1000);
+	}
+}
+
+static int clean_stale_builds(const char *name, int wait_ms);
+
 int image_clean_stale_builds(const char *name)
+{
+	return clean_stale_builds(name, 0);
+}
+
+static int clean_stale_builds(const char *name, int wait_ms)
 {
 	DIR *d = opendir(image_store_dir());
 	struct dirent *e;
@@ -560,7 +582,7 @@ int image_clean_stale_builds(const char *name)
 		if (fd < 0)
 			continue;
 		/* A live builder holds an exclusive flock on its work dir for the whole build. */
-		if (flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+		if (flock_within(fd, wait_ms) == 0 &&
 		    snprintf(path, sizeof(path), "%s/%s", image_store_dir(), e->d_name) <
 			    (int)sizeof(path) &&
 		    image_remove_tree(path) == 0)
@@ -600,7 +622,9 @@ int image_remove(const char *name, bool force, char **removed_id, struct avm_err
 	if (removed_id)
 		*removed_id = NULL;
 	if (name_is_valid(name, IMAGE_NAME_MAX) && !is_id(name)) {
-		cleaned = image_clean_stale_builds(name);
+		/* rm is what the half-built message tells people to run: give a killed builder's
+		 * last processes a few seconds to let go of its work dir. */
+		cleaned = clean_stale_builds(name, 5000);
 		r = name_lookup(name, id);
 		if (r == 0 || r == -EIO)
 			by_name = true;
