@@ -10,11 +10,14 @@
 #include <fcntl.h>
 #include <json-c/json.h>
 #include <limits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -684,6 +687,46 @@ static int classify_failure(struct build *b, const char *step, const char *suite
 			     b->name, step);
 }
 
+/*
+ * In the forked builder: tie its whole process tree to our life. mmdebstrap, apt and their
+ * helpers outlive a plain SIGKILL of us (they are not our children, and some leave our process
+ * group): a killed `agentvm image build` went on writing into a work dir that `image rm` was
+ * deleting. So the builder runs as PID 1 of a PID namespace of its own, which the kernel empties
+ * when that PID 1 dies, and in a private mount namespace, so mmdebstrap's /proc, /sys and /dev
+ * mounts in the tree vanish with it instead of staying on the host. The chain of death signals
+ * (us -> this process -> the namespace's PID 1) makes a SIGKILL of us end it all. Without
+ * privileges to unshare (never the case for a build, which needs root) it runs as before.
+ */
+static void builder_namespaces(pid_t parent)
+{
+	int status;
+
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		_exit(127); /* we died between fork and prctl */
+	if (unshare(CLONE_NEWPID | CLONE_NEWNS) < 0)
+		return;
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		_exit(127);
+	pid_t init = fork();
+	if (init < 0)
+		_exit(127);
+	if (init == 0) {
+		/* getppid() is 0 here (the parent is outside the namespace): nothing to check. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+			_exit(127);
+		return; /* the namespace's PID 1 goes on to exec the builder */
+	}
+	/* This process only waits: a stop signal to the group reaches mmdebstrap, which cleans
+	 * up and fails, and the script exits after it. */
+	signal(SIGINT, SIG_IGN);
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	while (waitpid(init, &status, 0) < 0)
+		if (errno != EINTR)
+			_exit(127);
+	_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+}
+
 /* Run build-rootfs.sh STEP WORK [ARG]: its output into the log, its progress (fd 3) to ours. */
 static int run_step(struct build *b, const char *step, const char *arg, const char *suite,
 		    struct avm_error *err)
@@ -701,6 +744,7 @@ static int run_step(struct build *b, const char *step, const char *arg, const ch
 				     b->name);
 	}
 	fflush(stderr);
+	pid_t parent = getpid();
 	pid = fork();
 	if (pid < 0) {
 		close(logfd);
@@ -713,6 +757,7 @@ static int run_step(struct build *b, const char *step, const char *arg, const ch
 			_exit(127);
 		/* A process group of its own: a stop signal to us reaches it once, from us. */
 		setpgid(0, 0);
+		builder_namespaces(parent);
 		signal(SIGINT, SIG_DFL);
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGHUP, SIG_DFL);

@@ -192,7 +192,7 @@ t_full_disk() {
 }
 
 # Start a build of NAME in the background; wait until its builder (mmdebstrap) is at work.
-# Sets pid (agentvm) and bpid (the builder: its own process group).
+# Sets pid (agentvm) once the builder has started mmdebstrap.
 start_build() {
 	"$AVM" image build "$1" --from "$R/tiny" >/dev/null 2>"$tmp_root/err.$1" &
 	pid=$!
@@ -202,17 +202,23 @@ start_build() {
 		[ $i -gt 1200 ] && { fail "the build never started mmdebstrap"; break; }
 		sleep 0.1
 	done
-	bpid=$(pgrep -P $pid | head -1)
 }
 
 t_half_built_and_interrupted() {
-	# A build killed outright (agentvm and its builder, with SIGKILL) leaves its work dir: the
-	# name reads as half-built, and rm cleans up (mounts in the tree included).
+	# A build killed outright (agentvm alone, with SIGKILL) takes its whole builder with it
+	# (mmdebstrap and apt used to go on writing into the work dir) and leaves its work dir:
+	# the name reads as half-built, and rm cleans up.
 	start_build half
 	sleep 3
-	kill -9 -- -"$bpid" 2>/dev/null
+	work=$(ls -d "$STORE"/.build-half-* 2>/dev/null | head -1)
+	[ -n "$work" ] || { fail "no work dir"; return; }
 	kill -9 $pid
 	wait $pid 2>/dev/null
+	i=0
+	while pgrep -f "$work" >/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+	expect_eq "builder processes left after a SIGKILL of agentvm" "" "$(pgrep -f "$work")"
+	pkill -9 -f "$work"
+	expect_eq "builder mounts on the host" 0 "$(grep -c "$STORE" /proc/self/mountinfo)"
 	[ -n "$(ls -d "$STORE"/.build-half-* 2>/dev/null)" ] || fail "no work dir was left"
 	avm image inspect half >/dev/null 2>"$tmp_root/err"
 	expect_eq "exit code" 1 "$?"
