@@ -7,7 +7,7 @@
  * (pivot_root into a tmpfs holding /usr read-only, a few /dev nodes, a fresh /proc, and each file
  * the QEMU command line and the qcow2 backing chains name, bound at its own absolute path:
  * read-only unless QEMU writes it), a seccomp filter installed before exec in addition to QEMU's
- * own -sandbox, and a cgroup per VM (v2 when the host has a unified hierarchy, else the v1
+ * own -sandbox (an allowlist: see jail_seccomp_load), and a cgroup per VM (v2 when the host has a unified hierarchy, else the v1
  * cpu, memory and pids controllers) with a CPU quota from --cpus, a memory limit of guest RAM +
  * JAIL_MEM_OVERHEAD_MIB and a pids limit.
  *
@@ -84,6 +84,12 @@ int jail_prepare(struct jail *j, const struct jail_opts *o, struct avm_error *er
 int jail_enter(const struct jail *j);
 /* The namespaces the child is created in (0 when the jail is off). */
 unsigned long jail_clone_flags(const struct jail *j);
+/*
+ * Load the seccomp allowlist QEMU runs under into the calling thread (no_new_privs must be set
+ * or the caller privileged): listed calls pass, a few an exploit would want kill the process
+ * (SIGSYS), anything else fails with EPERM. 0 or -errno.
+ */
+int jail_seccomp_load(void);
 /* Remove the VM's cgroups (QEMU gone). */
 void jail_release(struct jail *j);
 

@@ -272,6 +272,9 @@ t_jail() {
 	expect_eq "QEMU's bounding set" 0000000000000000 "$(awk '/^CapBnd:/ {print $2}' "$st")"
 	expect_eq "no_new_privs" 1 "$(awk '/^NoNewPrivs:/ {print $2}' "$st")"
 	expect_eq "seccomp mode" 2 "$(awk '/^Seccomp:/ {print $2}' "$st")"
+	# Ours (the allowlist, before exec) and QEMU's own -sandbox on top.
+	nf=$(awk '/^Seccomp_filters:/ {print $2}' "$st")
+	[ -z "$nf" ] || [ "$nf" -ge 2 ] || fail "seccomp filters: $nf, want ours and -sandbox's"
 	for ns in mnt pid ipc uts net; do
 		[ "$(readlink /proc/$q/ns/$ns)" != "$(readlink /proc/self/ns/$ns)" ] || fail "QEMU shares the $ns namespace"
 	done
