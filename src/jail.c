@@ -259,11 +259,74 @@ static int cgroups_v1(struct jail *j, const struct jail_opts *o, const char *lea
 	return 0;
 }
 
+static void cgroup_rmdir(const char *p);
+
 static void cgroups_remove(struct jail *j)
 {
 	for (size_t i = 0; i < j->n_cgroups; i++)
-		rmdir(j->cgroups[i]);
+		cgroup_rmdir(j->cgroups[i]);
 	j->n_cgroups = 0;
+}
+
+/*
+ * The VM's cgroups, one path a line, in its state dir: a supervisor killed with -9 never runs
+ * jail_release, and `rm`/`gc` find them here (jail_release_dir).
+ */
+static void cgroups_record(const struct jail *j, const char *dir)
+{
+	char path[PATH_MAX];
+	FILE *f;
+	int fd;
+
+	if (snprintf(path, sizeof(path), "%s/" JAIL_CGROUPS_FILE, dir) >= (int)sizeof(path))
+		return;
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0 || !(f = fdopen(fd, "w"))) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	for (size_t i = 0; i < j->n_cgroups; i++)
+		fprintf(f, "%s\n", j->cgroups[i]);
+	fclose(f);
+}
+
+/* Only an agentvm cgroup: under /sys/fs/cgroup, named agentvm-*, no "." or ".." step. */
+static bool cgroup_path_ours(const char *p)
+{
+	const char *base = strrchr(p, '/');
+
+	return !strncmp(p, "/sys/fs/cgroup/", 15) && !strstr(p, "/../") && !strstr(p, "/./") &&
+	       !strstr(p, "//") && base && !strncmp(base + 1, "agentvm-", 8);
+}
+
+/* rmdir of a cgroup its last process just left: the kernel may still say EBUSY for a moment. */
+static void cgroup_rmdir(const char *p)
+{
+	for (int i = 0; i < 100 && rmdir(p) < 0 && errno == EBUSY; i++)
+		usleep(10000);
+}
+
+void jail_release_dir(const char *dir)
+{
+	char path[PATH_MAX], line[PATH_MAX + 2];
+	FILE *f;
+	int fd;
+
+	if (snprintf(path, sizeof(path), "%s/" JAIL_CGROUPS_FILE, dir) >= (int)sizeof(path))
+		return;
+	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || !(f = fdopen(fd, "r"))) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	for (int n = 0; n < JAIL_MAX_CGROUPS && fgets(line, sizeof(line), f); n++) {
+		line[strcspn(line, "\n")] = '\0';
+		if (cgroup_path_ours(line))
+			cgroup_rmdir(line);
+	}
+	fclose(f);
 }
 
 static void cgroups_setup(struct jail *j, const struct jail_opts *o)
@@ -286,7 +349,9 @@ static void cgroups_setup(struct jail *j, const struct jail_opts *o)
 		cgroups_remove(j);
 		warn_once(&warned_cgroup, "no cgroup limits for QEMU (cpu, memory, pids): %s",
 			  strerror(-r));
+		return;
 	}
+	cgroups_record(j, o->dir);
 }
 
 /* Under agentvm's own roots (state, snapshots, cache): files agentvm made, not the user's. */

@@ -30,6 +30,8 @@
 #define JAIL_PIDS_MAX 256
 #define JAIL_MAX_PATHS 32
 #define JAIL_MAX_CGROUPS 3
+/* In the VM's state dir: the cgroup dirs of its QEMU, one a line (see jail_release_dir). */
+#define JAIL_CGROUPS_FILE "cgroups"
 
 struct jail_path {
 	char path[PATH_MAX];
@@ -92,5 +94,10 @@ unsigned long jail_clone_flags(const struct jail *j);
 int jail_seccomp_load(void);
 /* Remove the VM's cgroups (QEMU gone). */
 void jail_release(struct jail *j);
+/*
+ * Remove the cgroups a VM's state dir records (its supervisor was killed before jail_release):
+ * only agentvm-* dirs under /sys/fs/cgroup, and only empty ones (the kernel refuses the rest).
+ */
+void jail_release_dir(const char *dir);
 
 #endif

@@ -16,6 +16,7 @@
 
 #include "agent_conn.h"
 #include "cli.h"
+#include "jail.h"
 #include "pool.h"
 #include "net.h"
 #include "strv.h"
@@ -295,6 +296,7 @@ static int remove_vm(const char *name, const char *dir, bool force)
 	}
 	/* A killed supervisor never tore down its VM's tap, rules and lease. */
 	net_teardown_dir(dir);
+	jail_release_dir(dir); /* and its cgroups */
 	if (statedir_remove(dir) < 0) {
 		cli_error("cannot remove %s: %s", dir, strerror(errno));
 		return EXIT_INTERNAL;

@@ -305,6 +305,40 @@ t_jail() {
 	[ -z "${cgdir:-}" ] || [ ! -d "$cgdir" ] || fail "the VM's cgroup $cgdir was left behind"
 }
 
+# The cgroup dirs of QEMU's VM (v2: one; v1: cpu, memory, pids), from /proc/PID/cgroup.
+qemu_cgroups() {
+	if grep -q '^0::/agentvm.slice' "/proc/$1/cgroup"; then
+		echo "/sys/fs/cgroup$(sed -n 's/^0:://p' "/proc/$1/cgroup")"
+	else
+		for c in cpu memory pids; do
+			p=$(sed -n "s/^[0-9]*:$c:\(.*agentvm-.*\)/\1/p" "/proc/$1/cgroup")
+			[ -z "$p" ] || echo "/sys/fs/cgroup/$c$p"
+		done
+	fi
+}
+
+# A supervisor killed with -9 never removes its VM's cgroups: gc does (only agentvm's own).
+t_gc_cgroups() {
+	[ "$(id -u)" = 0 ] || { skip "cgroups need root"; return; }
+	avm start --accel tcg --network isolated --name gcg >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	q=$(sed -n 's/.*"qemu_pid":\([0-9]*\).*/\1/p' "$AGENTVM_STATE_DIR/gcg/state.json")
+	s=$(sed -n 's/.*"supervisor_pid":\([0-9]*\).*/\1/p' "$AGENTVM_STATE_DIR/gcg/state.json")
+	cgs=$(qemu_cgroups "$q")
+	[ -n "$cgs" ] || { skip "QEMU is in no agentvm cgroup (no cgroup limits on this host)"; avm rm --force gcg >/dev/null 2>&1; return; }
+	# An empty cgroup of someone else's beside ours, named like ours but not recorded: kept.
+	other=$(dirname "$(echo "$cgs" | head -1)")/agentvm-other-$$
+	mkdir "$other"
+	kill -9 "$s"
+	i=0
+	while [ -d "/proc/$q" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+	for c in $cgs; do [ -d "$c" ] || fail "test premise: $c already gone after kill -9"; done
+	avm gc >/dev/null 2>"$tmp_root/err" || fail "gc: $(cat "$tmp_root/err")"
+	for c in $cgs; do [ ! -d "$c" ] || fail "gc left the dead VM's cgroup $c"; done
+	[ -d "$other" ] || fail "gc removed a cgroup no VM of its recorded"
+	rmdir "$other"
+	avm rm --force gcg >/dev/null 2>&1
+}
+
 # 3: a second local user reaches nothing of root's VMs: not the state dir, not the sockets.
 t_other_user() {
 	[ "$(id -u)" = 0 ] || { skip "needs root"; return; }
@@ -388,6 +422,7 @@ run_test t_fork_bomb_and_hog
 run_test t_rootless
 run_test t_exec_cgroup
 run_test t_jail
+run_test t_gc_cgroups
 run_test t_jail_with_a_share
 run_test t_other_user
 run_test t_full_state_dir
