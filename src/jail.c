@@ -191,6 +191,38 @@ static int own_cgroup_v1(const char *ctl, char *out, size_t len)
 	return -ENOENT;
 }
 
+unsigned jail_io_weight_for(const char *file, unsigned w)
+{
+	unsigned lo = 1, hi = 10000;
+
+	if (!strcmp(file, "blkio.weight")) {
+		/* CFQ's range 10-1000 around 500: the same share of the default. */
+		w *= 5;
+		lo = 10;
+		hi = 1000;
+	} else if (strcmp(file, "io.weight") != 0) {
+		hi = 1000; /* BFQ: 1-1000 around 100 */
+	}
+	return w < lo ? lo : w > hi ? hi : w;
+}
+
+/* The io weight files, most precise first: io.cost (v2), BFQ (v2, v1), CFQ (v1, old kernels). */
+static const char *const io_weight_files[] = { "io.weight", "io.bfq.weight", "blkio.bfq.weight",
+					       "blkio.weight" };
+
+/* Set the weight in whichever file cg has; -ENOENT when none (no io.cost, no BFQ). */
+static int io_weight_set(const char *cg, unsigned w)
+{
+	char val[16];
+	int r = -ENOENT;
+
+	for (size_t i = 0; i < ARRAY_SIZE(io_weight_files) && r == -ENOENT; i++) {
+		snprintf(val, sizeof(val), "%u", jail_io_weight_for(io_weight_files[i], w));
+		r = write_str(cg, io_weight_files[i], val);
+	}
+	return r;
+}
+
 static int cgroups_v2(struct jail *j, const struct jail_opts *o, const char *leaf)
 {
 	char slice[PATH_MAX], val[64];
@@ -205,6 +237,9 @@ static int cgroups_v2(struct jail *j, const struct jail_opts *o, const char *lea
 		return -errno;
 	if ((r = write_str(slice, "cgroup.subtree_control", "+cpu +memory +pids")) < 0)
 		return r;
+	/* io on its own: a host without it still gets the other limits. */
+	if (o->io_weight && write_str("/sys/fs/cgroup", "cgroup.subtree_control", "+io") == 0)
+		(void)write_str(slice, "cgroup.subtree_control", "+io");
 	if (snprintf(j->cgroups[0], PATH_MAX, "%s/%s", slice, leaf) >= PATH_MAX)
 		return -ENAMETOOLONG;
 	if (mkdir(j->cgroups[0], 0755) < 0)
@@ -221,7 +256,42 @@ static int cgroups_v2(struct jail *j, const struct jail_opts *o, const char *lea
 		if (r != -ENOENT) /* no swap accounting: fine */
 			return r;
 	snprintf(val, sizeof(val), "%d", JAIL_PIDS_MAX);
-	return write_str(j->cgroups[0], "pids.max", val);
+	if ((r = write_str(j->cgroups[0], "pids.max", val)) < 0)
+		return r;
+	/* Best effort: a host without io.cost or BFQ has no weight to set. */
+	if (o->io_weight)
+		(void)io_weight_set(j->cgroups[0], o->io_weight);
+	return 0;
+}
+
+/*
+ * v1: a blkio cgroup only where the hierarchy offers a weight (BFQ's or CFQ's file in our own
+ * blkio cgroup); throttling alone is no use for a weight. Best effort, like v2's.
+ */
+static void cgroup_v1_blkio(struct jail *j, const struct jail_opts *o, const char *leaf)
+{
+	char own[PATH_MAX], parent[PATH_MAX], probe[PATH_MAX + 32];
+	char *cg = j->cgroups[j->n_cgroups];
+	bool any = false;
+
+	if (!o->io_weight || own_cgroup_v1("blkio", own, sizeof(own)) < 0)
+		return;
+	if (snprintf(parent, sizeof(parent), "/sys/fs/cgroup/blkio%s", strcmp(own, "/") ? own : "") >=
+	    (int)sizeof(parent))
+		return;
+	/* BFQ's weight file is not on the root cgroup: its statistics files are. */
+	static const char *const probes[] = { "blkio.bfq.io_service_bytes", "blkio.bfq.weight",
+					      "blkio.weight" };
+	for (size_t i = 0; i < ARRAY_SIZE(probes) && !any; i++) {
+		snprintf(probe, sizeof(probe), "%s/%s", parent, probes[i]);
+		any = access(probe, F_OK) == 0;
+	}
+	if (!any || snprintf(cg, PATH_MAX, "%s/%s", parent, leaf) >= PATH_MAX || mkdir(cg, 0755) < 0)
+		return;
+	if (io_weight_set(cg, o->io_weight) < 0)
+		rmdir(cg); /* best effort: the other limits stand without it */
+	else
+		j->n_cgroups++;
 }
 
 static int cgroups_v1(struct jail *j, const struct jail_opts *o, const char *leaf)
@@ -256,6 +326,7 @@ static int cgroups_v1(struct jail *j, const struct jail_opts *o, const char *lea
 				return r;
 		}
 	}
+	cgroup_v1_blkio(j, o, leaf);
 	return 0;
 }
 

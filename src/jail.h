@@ -9,7 +9,8 @@
  * read-only unless QEMU writes it), a seccomp filter installed before exec in addition to QEMU's
  * own -sandbox (an allowlist: see jail_seccomp_load), and a cgroup per VM (v2 when the host has a unified hierarchy, else the v1
  * cpu, memory and pids controllers) with a CPU quota from --cpus, a memory limit of guest RAM +
- * JAIL_MEM_OVERHEAD_MIB and a pids limit.
+ * JAIL_MEM_OVERHEAD_MIB, a pids limit and the profile's io weight (where the host's block layer
+ * offers one: io.cost or BFQ).
  *
  * Whatever the host lacks (not root, no agentvm-qemu user, no writable cgroup) is skipped with
  * one warning line naming it; AGENTVM_JAIL=0 turns the jail off (debugging).
@@ -29,7 +30,7 @@
 #define JAIL_MEM_OVERHEAD_MIB 256
 #define JAIL_PIDS_MAX 256
 #define JAIL_MAX_PATHS 32
-#define JAIL_MAX_CGROUPS 3
+#define JAIL_MAX_CGROUPS 4
 /* In the VM's state dir: the cgroup dirs of its QEMU, one a line (see jail_release_dir). */
 #define JAIL_CGROUPS_FILE "cgroups"
 
@@ -59,6 +60,7 @@ struct jail_opts {
 	const char *dir;     /* its state dir (the root's mount point lives there) */
 	unsigned cpus;
 	unsigned memory_mib;
+	unsigned io_weight;  /* cgroup v2 scale (1-10000, 100 the host's default); 0: not set */
 	bool kvm;
 	const char *qemu;    /* the binary (bound when it is outside /usr) */
 	const char *ro[8];   /* files QEMU reads (kernel, initrd, ...); NULL ends */
@@ -92,6 +94,11 @@ unsigned long jail_clone_flags(const struct jail *j);
  * (SIGSYS), anything else fails with EPERM. 0 or -errno.
  */
 int jail_seccomp_load(void);
+/*
+ * The value to write into a cgroup io weight file (io.weight, io.bfq.weight, blkio.bfq.weight,
+ * blkio.weight) for a weight on io.weight's scale: each file has its own range and default.
+ */
+unsigned jail_io_weight_for(const char *file, unsigned weight);
 /* Remove the VM's cgroups (QEMU gone). */
 void jail_release(struct jail *j);
 /*

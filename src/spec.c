@@ -18,12 +18,12 @@
 #include "strv.h"
 #include "util.h"
 
-/* Sizes from the product spec. */
+/* Sizes from the product spec; io weights grow with the CPUs (the host's own processes: 100). */
 const struct vm_profile vm_profiles[] = {
-	{ "light", 1, 512 },
-	{ "standard", 2, 2048 },
-	{ "intensive", 4, 4096 },
-	{ NULL, 0, 0 },
+	{ "light", 1, 512, 100 },
+	{ "standard", 2, 2048, 200 },
+	{ "intensive", 4, 4096, 400 },
+	{ NULL, 0, 0, 0 },
 };
 
 const struct vm_profile *vm_profile_find(const char *name)
@@ -32,6 +32,13 @@ const struct vm_profile *vm_profile_find(const char *name)
 		if (!strcmp(p->name, name))
 			return p;
 	return NULL;
+}
+
+unsigned vm_profile_io_weight(const char *name)
+{
+	const struct vm_profile *p = name ? vm_profile_find(name) : NULL;
+
+	return p ? p->io_weight : VM_IO_WEIGHT_DEFAULT;
 }
 
 struct vm_spec *vm_spec_new(void)

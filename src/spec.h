@@ -44,7 +44,10 @@ struct vm_profile {
 	const char *name;
 	unsigned cpus;
 	unsigned memory_mib;
+	unsigned io_weight; /* QEMU's cgroup io weight (cgroup v2 scale 1-10000, host default 100) */
 };
+/* The io weight of custom sizes (and of processes outside any VM): the kernel's default. */
+#define VM_IO_WEIGHT_DEFAULT 100
 
 /*
  * A workspace disk: the user's image (raw or qcow2) is never written; each VM writes to a
@@ -113,6 +116,8 @@ struct vm_spec {
 /* The table of named profiles (light, standard, intensive), NULL-name terminated. */
 extern const struct vm_profile vm_profiles[];
 const struct vm_profile *vm_profile_find(const char *name);
+/* The io weight of the named profile; VM_IO_WEIGHT_DEFAULT for "custom" or an unknown name. */
+unsigned vm_profile_io_weight(const char *name);
 
 /* A new spec with the default profile applied. Caller owns; free with vm_spec_free(). */
 struct vm_spec *vm_spec_new(void);

@@ -437,6 +437,7 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	}
 	struct jail_opts jo = { .name = vm->name, .dir = vm->dir, .cpus = o->spec->cpus,
 				.memory_mib = o->spec->memory_mib, .kvm = o->accel == VM_ACCEL_KVM,
+				.io_weight = vm_profile_io_weight(o->spec->profile),
 				.qemu = o->qemu };
 	size_t nro = 0, nrw = 0;
 	jo.ro[nro++] = o->kernel;

@@ -298,6 +298,17 @@ t_jail() {
 	else
 		fail "QEMU is in no agentvm cgroup: $(cat /proc/$q/cgroup | tr '\n' ' ')"
 	fi
+	# io weight (custom sizes: the host's default 100) where the host's block layer has one
+	# (cgroup v2 io.cost or BFQ; v1 BFQ, or CFQ's 10-1000 scale: 500).
+	if [ -n "${cg:-}" ] && grep -qw io "$cg/cgroup.controllers" 2>/dev/null &&
+		{ [ -f "$cg/io.weight" ] || [ -f "$cg/io.bfq.weight" ]; }; then
+		expect_eq "io weight" 100 "$(cat "$cg/io.weight" "$cg/io.bfq.weight" 2>/dev/null | awk '/^default/ {print $2; exit}')"
+	elif [ -z "${cg:-}" ] && ls /sys/fs/cgroup/blkio/ 2>/dev/null | grep -q '^blkio\.\(bfq\.\)*weight$\|^blkio\.bfq\.io_service_bytes$'; then
+		b=$(sed -n 's/^[0-9]*:blkio:\(.*agentvm-jl-.*\)/\1/p' /proc/$q/cgroup)
+		[ -n "$b" ] || fail "the host has blkio weights but QEMU is in no blkio cgroup of ours"
+		w=$(cat "/sys/fs/cgroup/blkio$b/blkio.bfq.weight" 2>/dev/null || cat "/sys/fs/cgroup/blkio$b/blkio.weight")
+		case "$w" in 100 | 500) ;; *) fail "blkio weight: $w" ;; esac
+	fi
 	expect_eq "the jailed VM runs commands" ok "$(avm exec jl -- echo ok)"
 	avm pause jl && avm resume jl || fail "pause/resume through the inherited QMP socket"
 	avm stop jl >/dev/null

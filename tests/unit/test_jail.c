@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "jail.h"
+#include "spec.h"
 
 /* Run fn in a child under the filter; its wait status. fn returns the child's exit code. */
 static int under_filter(int (*fn)(void))
@@ -130,12 +131,31 @@ static void test_exploit_calls_kill(void **state)
 	assert_int_equal(WTERMSIG(st), SIGSYS);
 }
 
+/* The profile's weight on each file's scale: v2 io.weight as is, BFQ clamped, CFQ x5. */
+static void test_io_weight(void **state)
+{
+	(void)state;
+	assert_int_equal(vm_profile_io_weight("light"), 100);
+	assert_int_equal(vm_profile_io_weight("standard"), 200);
+	assert_int_equal(vm_profile_io_weight("intensive"), 400);
+	assert_int_equal(vm_profile_io_weight("custom"), VM_IO_WEIGHT_DEFAULT);
+	assert_int_equal(vm_profile_io_weight(NULL), VM_IO_WEIGHT_DEFAULT);
+	assert_int_equal(jail_io_weight_for("io.weight", 400), 400);
+	assert_int_equal(jail_io_weight_for("io.weight", 20000), 10000);
+	assert_int_equal(jail_io_weight_for("io.bfq.weight", 400), 400);
+	assert_int_equal(jail_io_weight_for("blkio.bfq.weight", 5000), 1000);
+	assert_int_equal(jail_io_weight_for("blkio.weight", 100), 500);
+	assert_int_equal(jail_io_weight_for("blkio.weight", 400), 1000);
+	assert_int_equal(jail_io_weight_for("blkio.weight", 1), 10);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_allowed),
 		cmocka_unit_test(test_refused_with_eperm),
 		cmocka_unit_test(test_exploit_calls_kill),
+		cmocka_unit_test(test_io_weight),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
