@@ -345,13 +345,9 @@ static void cgroups_remove(struct jail *j)
  */
 static void cgroups_record(const struct jail *j, const char *dir)
 {
-	char path[PATH_MAX];
 	FILE *f;
-	int fd;
+	int fd = statedir_open(dir, JAIL_CGROUPS_FILE, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 
-	if (snprintf(path, sizeof(path), "%s/" JAIL_CGROUPS_FILE, dir) >= (int)sizeof(path))
-		return;
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0 || !(f = fdopen(fd, "w"))) {
 		if (fd >= 0)
 			close(fd);
@@ -380,13 +376,10 @@ static void cgroup_rmdir(const char *p)
 
 void jail_release_dir(const char *dir)
 {
-	char path[PATH_MAX], line[PATH_MAX + 2];
+	char line[PATH_MAX + 2];
 	FILE *f;
-	int fd;
+	int fd = statedir_open(dir, JAIL_CGROUPS_FILE, O_RDONLY, 0);
 
-	if (snprintf(path, sizeof(path), "%s/" JAIL_CGROUPS_FILE, dir) >= (int)sizeof(path))
-		return;
-	fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 || !(f = fdopen(fd, "r"))) {
 		if (fd >= 0)
 			close(fd);

@@ -722,10 +722,15 @@ int net_load(struct vm_net *n, const char *dir, struct avm_error *err)
 	unsigned m[6];
 	const char *mode;
 
+	_cleanup_free_ char *buf = NULL;
+	int r;
+
 	statedir_file(path, sizeof(path), dir, NET_JSON);
-	if (access(path, F_OK) < 0)
+	if ((r = statedir_read(dir, NET_JSON, &buf, 1 << 20)) == -ENOENT)
 		return -ENOENT;
-	o = json_object_from_file(path);
+	if (r == -ELOOP)
+		return avm_error_set(err, -ELOOP, "%s is a symlink; not followed", path);
+	o = r < 0 ? NULL : json_tokener_parse(buf);
 	if (!o)
 		return avm_error_set(err, -EBADMSG, "%s is not valid JSON", path);
 	net_init(n, get_s(o, "vm"));
@@ -740,10 +745,10 @@ int net_load(struct vm_net *n, const char *dir, struct avm_error *err)
 	 * offline).
 	 */
 	if (n->tap[0] && !net_tap_name_is_ours(n->tap)) {
-		int r = avm_error_set(err, -EPERM,
-				      "%s names interface '%s', which is not an agentvm tap; refusing "
-				      "to touch it",
-				      path, n->tap);
+		r = avm_error_set(err, -EPERM,
+				  "%s names interface '%s', which is not an agentvm tap; refusing "
+				  "to touch it",
+				  path, n->tap);
 		json_object_put(o);
 		n->tap[0] = '\0';
 		return r;

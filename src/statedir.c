@@ -2,6 +2,7 @@
 #include "statedir.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,6 +115,24 @@ int statedir_file(char *buf, size_t len, const char *dir, const char *file)
 	if (snprintf(buf, len, "%s/%s", dir, file) >= (int)len)
 		return -ENAMETOOLONG;
 	return 0;
+}
+
+int statedir_open(const char *dir, const char *file, int flags, mode_t mode)
+{
+	_cleanup_close_ int dfd = open(dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+	if (dfd < 0)
+		return errno == ENOTDIR ? -ELOOP : -errno;
+	return open_beneath(dfd, file, flags, mode);
+}
+
+int statedir_read(const char *dir, const char *file, char **out, size_t max)
+{
+	_cleanup_close_ int fd = statedir_open(dir, file, O_RDONLY, 0);
+
+	if (fd < 0)
+		return fd;
+	return read_fd(fd, out, max);
 }
 
 int statedir_create(const char *name, char **path, struct avm_error *err)

@@ -7,6 +7,7 @@
 #define AGENTVM_STATEDIR_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "error.h"
 
@@ -46,6 +47,15 @@ int statedir_find(const char *name, char **path, struct avm_error *err);
 
 /* Path of a file inside a state dir, in buf. */
 int statedir_file(char *buf, size_t len, const char *dir, const char *file);
+
+/*
+ * Open file in the state dir dir: dir itself must be no symlink, and nothing beneath it is
+ * followed (open_beneath: openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS). A file planted as a
+ * symlink is -ELOOP. fd or -errno.
+ */
+int statedir_open(const char *dir, const char *file, int flags, mode_t mode);
+/* read_file() of a file in a state dir through statedir_open(). Length or -errno. */
+int statedir_read(const char *dir, const char *file, char **out, size_t max);
 
 /* Names of every VM under the root, sorted; *out is a NULL-terminated strv (strv_free). */
 int statedir_list(char ***out);

@@ -3,15 +3,16 @@
 
 #include <ctype.h>
 #include <dirent.h>
-#include <sys/syscall.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -59,11 +60,62 @@ int write_all(int fd, const void *buf, size_t len)
 int read_file(const char *path, char **out, size_t max)
 {
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	_cleanup_free_ char *buf = NULL;
-	size_t len = 0;
 
 	if (fd < 0)
 		return -errno;
+	return read_fd(fd, out, max);
+}
+
+/* The O_NOFOLLOW walk open_beneath falls back to: every component a real directory or file. */
+int open_beneath_walk(int dirfd, const char *rel, int flags, mode_t mode)
+{
+	char buf[PATH_MAX], *save = NULL, *next;
+	int cur = dirfd, fd;
+
+	if (snprintf(buf, sizeof(buf), "%s", rel) >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	for (char *c = strtok_r(buf, "/", &save); c; c = next) {
+		next = strtok_r(NULL, "/", &save);
+		if (!strcmp(c, "..")) {
+			fd = -EXDEV;
+		} else if (next) {
+			fd = openat(cur, c, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			/* A symlink opened with O_NOFOLLOW|O_PATH is no directory. */
+			fd = fd < 0 ? (errno == ENOTDIR ? -ELOOP : -errno) : fd;
+		} else {
+			fd = openat(cur, c, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+			fd = fd < 0 ? -errno : fd;
+		}
+		if (cur != dirfd)
+			close(cur);
+		if (fd < 0 || !next)
+			return fd;
+		cur = fd;
+	}
+	return -EINVAL; /* an empty path */
+}
+
+int open_beneath(int dirfd, const char *rel, int flags, mode_t mode)
+{
+	struct open_how how = { .flags = (uint64_t)(flags | O_CLOEXEC),
+				.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
+				.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS };
+	int fd = (int)syscall(SYS_openat2, dirfd, rel, &how, sizeof(how));
+
+	if (fd >= 0)
+		return fd;
+	if (errno != ENOSYS)
+		return -errno;
+	if (rel[0] == '/')
+		return -EXDEV;
+	return open_beneath_walk(dirfd, rel, flags, mode);
+}
+
+int read_fd(int fd, char **out, size_t max)
+{
+	_cleanup_free_ char *buf = NULL;
+	size_t len = 0;
+
 	buf = malloc(max + 1);
 	if (!buf)
 		return -ENOMEM;

@@ -52,6 +52,17 @@ uint64_t now_ns(void);
 int write_all(int fd, const void *buf, size_t len);
 /* Read a whole small file into a NUL-terminated string (caller frees). -errno on failure. */
 int read_file(const char *path, char **out, size_t max);
+/* read_file() of an open fd (read from its offset; the caller closes it). */
+int read_fd(int fd, char **out, size_t max);
+/*
+ * Open rel beneath dirfd without following any symlink and without leaving dirfd (no "..",
+ * no absolute path): openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, or where the kernel
+ * has no openat2 (before 5.6) a walk of O_NOFOLLOW openat calls. A symlink anywhere on the way
+ * is -ELOOP; flags get O_CLOEXEC. fd or -errno.
+ */
+int open_beneath(int dirfd, const char *rel, int flags, mode_t mode);
+/* open_beneath()'s fallback for kernels without openat2 (called directly by its unit test). */
+int open_beneath_walk(int dirfd, const char *rel, int flags, mode_t mode);
 /* Write a file atomically (tmp + rename) with mode 0644. */
 int write_file_atomic(const char *path, const char *data, size_t len);
 /* rm -rf of a directory that holds only regular files, sockets and links (a VM state dir). */

@@ -150,7 +150,7 @@ int vmstate_read(const char *dir, struct vm_state *s, struct avm_error *err)
 	snprintf(s->state, sizeof(s->state), "created");
 	r = statedir_file(path, sizeof(path), dir, "state.json");
 	if (r == 0)
-		r = read_file(path, &buf, 64 * 1024);
+		r = statedir_read(dir, "state.json", &buf, 64 * 1024);
 	if (r < 0)
 		return avm_error_setx(err, r, "cannot read %s", path);
 	o = json_tokener_parse(buf);

@@ -207,8 +207,11 @@ int cmd_events(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	statedir_file(path, sizeof(path), dir, "events.jsonl");
-	FILE *f = fopen(path, "re");
+	int efd = statedir_open(dir, "events.jsonl", O_RDONLY, 0);
+	FILE *f = efd < 0 ? NULL : fdopen(efd, "r");
 	if (!f) {
+		if (efd >= 0)
+			close(efd);
 		cli_error("VM '%s' has no event log", name);
 		return 1;
 	}

@@ -41,10 +41,9 @@
 
 static struct json_object *read_json(const char *dir, const char *file)
 {
-	char path[PATH_MAX];
 	_cleanup_free_ char *buf = NULL;
 
-	if (statedir_file(path, sizeof(path), dir, file) < 0 || read_file(path, &buf, 1 << 20) < 0)
+	if (statedir_read(dir, file, &buf, 1 << 20) < 0)
 		return NULL;
 	return json_tokener_parse(buf);
 }

@@ -35,13 +35,13 @@ static void sleep_ms(long ms)
 /* Find the VM and take its lock (released when the process exits or *lock_fd is closed). */
 static int open_vm(const char *name, char **dir, int *lock_fd, struct avm_error *err)
 {
-	char path[PATH_MAX];
 	int r = statedir_find(name, dir, err);
 
 	if (r < 0 || !lock_fd)
 		return r;
-	statedir_file(path, sizeof(path), *dir, "lock");
-	*lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	*lock_fd = statedir_open(*dir, "lock", O_RDWR | O_CREAT, 0600);
+	if (*lock_fd < 0)
+		errno = -*lock_fd;
 	if (*lock_fd < 0 || flock(*lock_fd, LOCK_EX) < 0)
 		return avm_error_setx(err, -errno, "cannot lock VM '%s'", name);
 	return 0;
@@ -356,11 +356,9 @@ int cmd_gc(int argc, char **argv)
 
 static struct json_object *read_json_file(const char *dir, const char *file)
 {
-	char path[PATH_MAX];
 	_cleanup_free_ char *buf = NULL;
 
-	statedir_file(path, sizeof(path), dir, file);
-	if (read_file(path, &buf, 1 << 20) < 0)
+	if (statedir_read(dir, file, &buf, 1 << 20) < 0)
 		return NULL;
 	return json_tokener_parse(buf);
 }
@@ -540,7 +538,7 @@ int cmd_logs(int argc, char **argv)
 {
 	_cleanup_free_ char *dir = NULL;
 	struct avm_error err = { 0 };
-	char path[PATH_MAX], buf[65536];
+	char buf[65536];
 	bool follow = argc >= 3 && (!strcmp(argv[2], "--follow") || !strcmp(argv[2], "-f"));
 	int r;
 
@@ -550,8 +548,11 @@ int cmd_logs(int argc, char **argv)
 		cli_error("%s", err.msg);
 		return EXIT_USAGE;
 	}
-	statedir_file(path, sizeof(path), dir, "console.log");
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	_cleanup_close_ int fd = statedir_open(dir, "console.log", O_RDONLY, 0);
+	if (fd == -ELOOP) {
+		cli_error("%s/console.log is a symlink (planted?); not followed: remove it", dir);
+		return 1;
+	}
 	if (fd < 0) {
 		cli_error("VM '%s' has no console log yet", argv[1]);
 		return 1;

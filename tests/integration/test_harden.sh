@@ -206,6 +206,28 @@ t_planted_state() {
 	rm -rf "${AGENTVM_STATE_DIR:?}/evil" "$tmp_root/victim"
 }
 
+# 4: files in a VM dir are opened beneath it without following symlinks (openat2
+# RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS): a planted symlink is refused, never read through.
+t_planted_symlinks() {
+	d=$AGENTVM_STATE_DIR/pl
+	mkdir -p "$d"
+	echo secret-console >"$tmp_root/secret"
+	printf '{"state":"stopped","exit_reason":"read-through-a-symlink"}' >"$tmp_root/st.json"
+	printf '{"name":"pl","cpus":99}' >"$tmp_root/spec.json"
+	ln -s "$tmp_root/st.json" "$d/state.json"
+	ln -s "$tmp_root/secret" "$d/console.log"
+	ln -s "$tmp_root/spec.json" "$d/spec.json"
+	out=$(avm logs pl 2>&1)
+	rc=$?
+	case "$out" in *secret-console*) fail "logs read a planted console.log symlink" ;; esac
+	expect_contains "logs names the symlink" "symlink" "$out"
+	[ $rc -ne 0 ] || fail "logs of a symlinked console.log exits 0"
+	out=$(avm inspect pl 2>&1)
+	case "$out" in *read-through-a-symlink* | *99*) fail "inspect read through a planted symlink: $out" ;; esac
+	case "$(avm ls 2>&1)" in *read-through*) fail "ls read state.json through a symlink" ;; esac
+	rm -rf "$d" "$tmp_root/secret" "$tmp_root/st.json" "$tmp_root/spec.json"
+}
+
 # 1: a full state dir: state.json stays true (paused is paused, a stop is a stop) and says why
 # other writes failed. In a mount namespace of its own, on a small tmpfs.
 t_full_state_dir() {
@@ -439,6 +461,7 @@ run_test t_other_user
 run_test t_full_state_dir
 run_test t_untrusted_state_root
 run_test t_planted_state
+run_test t_planted_symlinks
 run_test t_validation_before_boot
 run_test t_stale_pool_sock
 run_test t_stdout_full
