@@ -101,6 +101,15 @@ $(B)/obj/%.o: %.c
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
+# The seccomp allowlist compiled once, at build time (libseccomp's compile is ~1.7 ms a start).
+$(B)/gen/seccomp-gen: src/gen/seccomp_gen.c src/jail_seccomp.c src/jail_seccomp.h
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) src/gen/seccomp_gen.c src/jail_seccomp.c -o $@ $(PKG_LIBS) $(LDFLAGS)
+$(B)/gen/jail_bpf.h: $(B)/gen/seccomp-gen
+	$(Q)$< >$@.tmp && mv $@.tmp $@
+$(call obj,src/jail.c): $(B)/gen/jail_bpf.h
+CFLAGS += -I$(B)/gen
+
 $(LIBAGENTVM): $(call obj,$(CORE_SRC))
 $(LIBQMP): $(call obj,$(QMP_SRC))
 $(LIBNF): $(call obj,$(NF_SRC))
@@ -195,10 +204,10 @@ FUZZ_LINK_fuzz_oci_config := src/image_oci.c src/strv.c src/util.c src/error.c
 FUZZ_LINK_fuzz_egress := netfilter/rules.c netfilter/dns.c netfilter/util.c
 # The state-file readers pull in the core (net.c needs netfilter/, snapshot.c the QEMU argv).
 FUZZ_LINK_fuzz_state_files := $(CORE_SRC) $(QMP_SRC) $(NF_SRC) $(PROTO_SRC)
-$(B)/fuzz/%: tests/fuzz/%.c $(QMP_SRC) $(PROTO_SRC) $(GUEST_SRC)
+$(B)/fuzz/%: tests/fuzz/%.c $(QMP_SRC) $(PROTO_SRC) $(GUEST_SRC) $(B)/gen/jail_bpf.h
 	@mkdir -p $(dir $@)
 	$(Q)$(FUZZ_CC) -g -O1 -std=gnu17 -D_GNU_SOURCE= -fsanitize=fuzzer,address,undefined \
-		-fno-sanitize-recover=all -I. -Isrc \
+		-fno-sanitize-recover=all -I. -Isrc -I$(B)/gen \
 		-Iqmp -Iguest-init $(PKG_CFLAGS) $< $(FUZZ_LINK_$*) -o $@ $(PKG_LIBS)
 fuzz: $(FUZZ_BINS)
 	$(Q)sh tests/fuzz/run.sh $(or $(FUZZ_SECONDS),30) $(FUZZ_BINS)
@@ -227,7 +236,7 @@ install: all jail-user
 	install -m 0644 images/recipes/* $(DESTDIR)$(DATADIR)/recipes/
 
 clean:
-	rm -rf $(B)/obj $(B)/tests $(B)/fuzz $(B)/*.a $(AGENTVM)
+	rm -rf $(B)/obj $(B)/gen $(B)/tests $(B)/fuzz $(B)/*.a $(AGENTVM)
 distclean:
 	rm -rf $(B)
 

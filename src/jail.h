@@ -52,6 +52,11 @@ struct jail {
 	char cgroups[JAIL_MAX_CGROUPS][PATH_MAX]; /* cgroup dirs QEMU joins (removed at teardown) */
 	size_t n_cgroups;
 	bool cgroup_v2;
+	/* What jail_attach makes the cgroups from (after the fork: see there). */
+	bool cg_want;
+	char cg_name[64];
+	char cg_dir[PATH_MAX];
+	unsigned cg_cpus, cg_memory_mib, cg_io_weight;
 };
 
 /* What the jail of one VM holds. */
@@ -81,17 +86,26 @@ struct jail_opts {
  */
 int jail_prepare(struct jail *j, const struct jail_opts *o, struct avm_error *err);
 /*
- * Between fork (clone3 with jail_clone_flags()) and exec, in the child: join the cgroups, build
- * the root, pivot into it, drop to the user, no_new_privs, seccomp. Returns 0 or -errno; only
- * calls that are safe in a forked child of a single-threaded process.
+ * Between fork (clone3 with jail_clone_flags()) and exec, in the child: build the root, pivot
+ * into it, drop to the user, no_new_privs, seccomp. Returns 0 or -errno; only calls that are
+ * safe in a forked child of a single-threaded process.
  */
 int jail_enter(const struct jail *j);
+/*
+ * In the parent, while the child runs jail_enter: make the VM's cgroups and move the child
+ * (pid) into them. The child execs only after this returns (launcher.c waits for it), so QEMU
+ * runs counted from its first instruction, and the cgroups' cost (v1: mkdir of a memory
+ * cgroup, a migration per hierarchy) overlaps the child's mounts. A failure is one warning.
+ */
+void jail_attach(struct jail *j, pid_t pid);
+/* Whether jail_attach has work (the launcher then holds the child before exec). */
+bool jail_wants_attach(const struct jail *j);
 /* The namespaces the child is created in (0 when the jail is off). */
 unsigned long jail_clone_flags(const struct jail *j);
 /*
- * Load the seccomp allowlist QEMU runs under into the calling thread (no_new_privs must be set
- * or the caller privileged): listed calls pass, a few an exploit would want kill the process
- * (SIGSYS), anything else fails with EPERM. 0 or -errno.
+ * Load the seccomp allowlist QEMU runs under (jail_seccomp.h; compiled at build time) into the
+ * calling thread (no_new_privs must be set or the caller privileged): listed calls pass, a few
+ * an exploit would want kill the process (SIGSYS), anything else fails with EPERM. 0 or -errno.
  */
 int jail_seccomp_load(void);
 /*

@@ -26,7 +26,7 @@ int pidfd_open_cloexec(pid_t pid)
 }
 
 /* Runs in the child between fork and exec: only async-signal-safe calls. */
-static void child_setup(const struct launch_opts *o, pid_t parent, int errpipe)
+static void child_setup(const struct launch_opts *o, pid_t parent, int errpipe, int gofd)
 {
 	sigset_t none;
 	int fd, e;
@@ -66,6 +66,17 @@ static void child_setup(const struct launch_opts *o, pid_t parent, int errpipe)
 		errno = -e;
 		goto fail;
 	}
+	/* The parent puts us in our cgroups meanwhile (jail_attach): exec once it has. */
+	if (gofd >= 0) {
+		char c;
+		ssize_t n;
+		while ((n = read(gofd, &c, 1)) < 0 && errno == EINTR)
+			;
+		if (n != 1) {
+			errno = ECHILD; /* the parent is gone */
+			goto fail;
+		}
+	}
 	execv(o->argv[0], o->argv);
 fail:
 	e = errno;
@@ -76,12 +87,18 @@ fail:
 int launch_spawn(const struct launch_opts *o, pid_t *pid_out, int *pidfd_out,
 		 struct avm_error *err)
 {
-	int pfd[2], child_errno = 0, r;
+	int pfd[2], go[2] = { -1, -1 }, child_errno = 0, r;
 	pid_t parent = getpid(), pid;
 	ssize_t n;
 
 	if (pipe2(pfd, O_CLOEXEC) < 0)
 		return avm_error_setx(err, -errno, "pipe");
+	if (jail_wants_attach(o->jail) && pipe2(go, O_CLOEXEC) < 0) {
+		r = -errno;
+		close(pfd[0]);
+		close(pfd[1]);
+		return avm_error_setx(err, r, "pipe");
+	}
 	if (jail_clone_flags(o->jail)) {
 		/* fork() into new namespaces: QEMU is the first process of its pid namespace. */
 		struct clone_args ca = { .flags = jail_clone_flags(o->jail),
@@ -94,13 +111,25 @@ int launch_spawn(const struct launch_opts *o, pid_t *pid_out, int *pidfd_out,
 		r = -errno;
 		close(pfd[0]);
 		close(pfd[1]);
+		if (go[0] >= 0) {
+			close(go[0]);
+			close(go[1]);
+		}
 		return avm_error_setx(err, r, "fork");
 	}
 	if (pid == 0) {
 		close(pfd[0]);
-		child_setup(o, parent, pfd[1]);
+		if (go[1] >= 0)
+			close(go[1]); /* so that the parent's death reads as EOF */
+		child_setup(o, parent, pfd[1], go[0]);
 	}
 	close(pfd[1]);
+	if (go[0] >= 0) {
+		close(go[0]);
+		jail_attach(o->jail, pid);
+		(void)!write(go[1], "g", 1);
+		close(go[1]);
+	}
 	do
 		n = read(pfd[0], &child_errno, sizeof(child_errno));
 	while (n < 0 && errno == EINTR);

@@ -20,7 +20,7 @@ struct launch_opts {
 	const int *keep_fds; /* fds the child inherits at the same numbers */
 	size_t n_keep;
 	const char *log_path; /* the child's stdout+stderr go here (appended); NULL = /dev/null */
-	const struct jail *jail; /* the child's jail (jail.h), or NULL */
+	struct jail *jail; /* the child's jail (jail.h; its cgroups are made here), or NULL */
 };
 
 /*
