@@ -16,6 +16,7 @@
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -76,7 +77,9 @@ static int add_share_dirs(struct jail *j, const struct jail_opts *o, struct avm_
 			if (!S_ISDIR(st.st_mode))
 				return avm_error_set(err, -ENOTDIR, "jail: share %s is no directory",
 						     list[i]);
-			if (rw && !owner_set) {
+			if (j->userns) {
+				/* Rootless: QEMU is the caller and reaches what the caller can. */
+			} else if (rw && !owner_set) {
 				j->uid = st.st_uid;
 				j->gid = st.st_gid;
 				owner_set = true;
@@ -491,31 +494,12 @@ void jail_attach(struct jail *j, pid_t pid)
 	}
 }
 
-int jail_prepare(struct jail *j, const struct jail_opts *o, struct avm_error *err)
+/* The jail's root mount point and every file and directory QEMU is given, backing chains too. */
+static int collect_paths(struct jail *j, const struct jail_opts *o, struct avm_error *err)
 {
 	char back[PATH_MAX];
-	struct passwd *pw;
-	struct group *gr;
 	int r;
 
-	memset(j, 0, sizeof(*j));
-	j->kvm_gid = (gid_t)-1;
-	if (geteuid() != 0 || (getenv("AGENTVM_JAIL") && !strcmp(getenv("AGENTVM_JAIL"), "0")))
-		return 0; /* rootless: QEMU runs as the caller, who is no more than that */
-	cgroups_defer(j, o);
-	pw = getpwnam(JAIL_USER);
-	if (!pw) {
-		warn_once(&warned_user,
-			  "QEMU runs unjailed as root: there is no user " JAIL_USER
-			  " ('make deps' creates it)");
-		return 0;
-	}
-	j->on = true;
-	j->uid = pw->pw_uid;
-	j->gid = pw->pw_gid;
-	j->kvm = o->kvm;
-	if (o->kvm && (gr = getgrnam("kvm")))
-		j->kvm_gid = gr->gr_gid;
 	if (snprintf(j->root, sizeof(j->root), "%s/jail", o->dir) >= (int)sizeof(j->root))
 		return avm_error_set(err, -ENAMETOOLONG, "state dir path too long");
 	if (mkdir(j->root, 0755) < 0 && errno != EEXIST)
@@ -541,6 +525,87 @@ int jail_prepare(struct jail *j, const struct jail_opts *o, struct avm_error *er
 			}
 		}
 	}
+	return 0;
+}
+
+static bool warned_userns;
+
+/* Whether this user may create a user namespace (Debian's and Ubuntu's switches included). */
+static bool userns_available(void)
+{
+	_cleanup_free_ char *max = NULL, *clone = NULL, *aa = NULL;
+
+	if (read_file("/proc/sys/user/max_user_namespaces", &max, 64) < 0 || atoi(max) <= 0)
+		return false;
+	if (read_file("/proc/sys/kernel/unprivileged_userns_clone", &clone, 64) >= 0 &&
+	    atoi(clone) == 0)
+		return false;
+	return !(read_file("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", &aa, 64) >= 0 &&
+		 atoi(aa) != 0);
+}
+
+static int collect_paths(struct jail *j, const struct jail_opts *o, struct avm_error *err);
+
+/* Rootless: the jail in a user namespace; QEMU keeps the caller's uid and gid. */
+static int prepare_rootless(struct jail *j, const struct jail_opts *o, struct avm_error *err)
+{
+	int r;
+
+	if (!userns_available()) {
+		warn_once(&warned_userns,
+			  "QEMU runs unjailed (as you): unprivileged user namespaces are not "
+			  "available (sysctl user.max_user_namespaces, "
+			  "kernel.unprivileged_userns_clone or an AppArmor restriction)");
+		return 0;
+	}
+	j->on = true;
+	j->userns = true;
+	j->uid = getuid();
+	j->gid = getgid();
+	j->kvm = o->kvm;
+	if ((r = collect_paths(j, o, err)) < 0)
+		return r;
+	/* A file QEMU writes is bound at its path: it must exist (a new template's guest RAM). */
+	for (size_t i = 0; i < j->n_paths; i++) {
+		int fd;
+		if (j->paths[i].dir || !j->paths[i].rw)
+			continue;
+		fd = open(j->paths[i].path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return avm_error_setx(err, -errno, "jail: cannot open %s", j->paths[i].path);
+		close(fd);
+	}
+	return 0;
+}
+
+int jail_prepare(struct jail *j, const struct jail_opts *o, struct avm_error *err)
+{
+	struct passwd *pw;
+	struct group *gr;
+	int r;
+
+	memset(j, 0, sizeof(*j));
+	j->kvm_gid = (gid_t)-1;
+	if (getenv("AGENTVM_JAIL") && !strcmp(getenv("AGENTVM_JAIL"), "0"))
+		return 0;
+	if (geteuid() != 0)
+		return prepare_rootless(j, o, err);
+	cgroups_defer(j, o);
+	pw = getpwnam(JAIL_USER);
+	if (!pw) {
+		warn_once(&warned_user,
+			  "QEMU runs unjailed as root: there is no user " JAIL_USER
+			  " ('make deps' creates it)");
+		return 0;
+	}
+	j->on = true;
+	j->uid = pw->pw_uid;
+	j->gid = pw->pw_gid;
+	j->kvm = o->kvm;
+	if (o->kvm && (gr = getgrnam("kvm")))
+		j->kvm_gid = gr->gr_gid;
+	if ((r = collect_paths(j, o, err)) < 0)
+		return r;
 	for (size_t i = 0; i < j->n_paths; i++) {
 		struct jail_path *p = &j->paths[i];
 		struct stat st;
@@ -574,8 +639,10 @@ int jail_prepare(struct jail *j, const struct jail_opts *o, struct avm_error *er
 unsigned long jail_clone_flags(const struct jail *j)
 {
 	/* CLONE_NEWNET too: QEMU only needs the tap fd it inherits, never a socket of its own. */
-	return j && j->on ? CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET
-			  : 0;
+	if (!j || !j->on)
+		return 0;
+	return CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET |
+	       (j->userns ? CLONE_NEWUSER : 0);
 }
 
 /* --- in the child, between fork and exec ------------------------------------------------------ */
@@ -616,7 +683,14 @@ static int bind_path(const char *root, const char *path, bool rw, bool dir)
 	}
 	if (mount(path, dst, NULL, MS_BIND | MS_REC, NULL) < 0)
 		return -errno;
-	if (!rw && mount(NULL, dst, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID, NULL) < 0)
+	if (rw)
+		return 0;
+	/* In a user namespace the source mount's nodev/noexec are locked: keep them. */
+	struct statvfs sv;
+	unsigned long keep = 0;
+	if (statvfs(dst, &sv) == 0)
+		keep = (sv.f_flag & ST_NODEV ? MS_NODEV : 0) | (sv.f_flag & ST_NOEXEC ? MS_NOEXEC : 0);
+	if (mount(NULL, dst, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | keep, NULL) < 0)
 		return -errno;
 	return 0;
 }
@@ -658,6 +732,18 @@ int jail_enter(const struct jail *j)
 
 	if (!j->on)
 		return 0;
+	/* Rootless: map only the caller's ids (the kernel allows exactly that without privilege);
+	 * setgroups must be denied before a gid map can be written. */
+	if (j->userns) {
+		char map[48];
+		snprintf(map, sizeof(map), "%u %u 1\n", (unsigned)j->uid, (unsigned)j->uid);
+		if ((r = write_str("/proc/self", "uid_map", map)) < 0 ||
+		    (r = write_str("/proc/self", "setgroups", "deny")) < 0)
+			return r;
+		snprintf(map, sizeof(map), "%u %u 1\n", (unsigned)j->gid, (unsigned)j->gid);
+		if ((r = write_str("/proc/self", "gid_map", map)) < 0)
+			return r;
+	}
 	/* Nothing mounted here may reach the host's mount table. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		return -errno;
@@ -700,7 +786,8 @@ int jail_enter(const struct jail *j)
 		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
 			return -errno;
 	gid_t groups[1] = { j->kvm_gid };
-	if (setgroups(j->kvm_gid != (gid_t)-1 ? 1 : 0, groups) < 0 ||
+	/* (Rootless: setgroups is denied, and the caller's groups stay, like the caller's ids.) */
+	if ((!j->userns && setgroups(j->kvm_gid != (gid_t)-1 ? 1 : 0, groups) < 0) ||
 	    setresgid(j->gid, j->gid, j->gid) < 0 || setresuid(j->uid, j->uid, j->uid) < 0)
 		return -errno;
 	/* A credential change clears the parent-death signal: set it again. */

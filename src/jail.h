@@ -12,8 +12,13 @@
  * JAIL_MEM_OVERHEAD_MIB, a pids limit and the profile's io weight (where the host's block layer
  * offers one: io.cost or BFQ).
  *
- * Whatever the host lacks (not root, no agentvm-qemu user, no writable cgroup) is skipped with
- * one warning line naming it; AGENTVM_JAIL=0 turns the jail off (debugging).
+ * Rootless (agentvm not root): the same namespaces, root, no_new_privs, empty capability sets
+ * and seccomp, inside a new user namespace that maps only the caller's uid and gid; QEMU runs as
+ * the caller. No cgroups (nothing is delegated to a user here).
+ *
+ * Whatever the host lacks (no unprivileged user namespaces, no agentvm-qemu user, no writable
+ * cgroup) is skipped with one warning line naming it; AGENTVM_JAIL=0 turns the jail off
+ * (debugging).
  */
 #ifndef AGENTVM_JAIL_H
 #define AGENTVM_JAIL_H
@@ -42,6 +47,7 @@ struct jail_path {
 
 struct jail {
 	bool on;            /* namespaces + user + root + seccomp */
+	bool userns;        /* rootless: all of it inside a user namespace of the caller's */
 	uid_t uid;
 	gid_t gid;
 	gid_t kvm_gid;      /* supplementary group for /dev/kvm, or (gid_t)-1 */
