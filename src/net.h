@@ -23,6 +23,13 @@
 #include "error.h"
 #include "spec.h"
 
+/* One step of a set-up or teardown and its cost (bench/net_cost.c, AGENTVM_TRACE=1 run). */
+struct net_step {
+	const char *what;
+	uint32_t us;
+};
+#define NET_TRACE_MAX 24
+
 /* Where leases live: <state root>/.net/leases; the pool: $AGENTVM_NET_POOL or NF_POOL_DEFAULT. */
 #define NET_POOL_ENV "AGENTVM_NET_POOL"
 
@@ -56,6 +63,10 @@ struct vm_net {
 	struct nf_nft *nft;        /* kept open from setup to teardown (see net.c) */
 	bool rules;                /* the VM's nft rules were installed */
 	bool torn_down;
+	/* Steps of this process's last net_setup() and teardown, in order (costs ~nothing). */
+	struct net_step trace[NET_TRACE_MAX];
+	size_t n_trace;
+	uint64_t t_step; /* when the previous step ended (us, monotonic) */
 };
 
 /* A vm_net for `mode` with nothing allocated (tap_fd -1). */
