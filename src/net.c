@@ -7,6 +7,7 @@
 #include <glob.h>
 #include <json-c/json.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -357,7 +358,85 @@ static int start_forwarder(struct vm_net *n, struct avm_error *err)
 	r = launch_spawn(&lo, &n->dns_pid, &n->dns_pidfd, err);
 	if (r < 0)
 		return avm_error_wrap(err, "cannot start the DNS forwarder %s", bin);
+	n->dns_started_ms = now_ms();
 	/* Not waited for here: it starts (20-110 ms measured on a loaded host) while QEMU does. */
+	return 0;
+}
+
+int net_forwarder_fd(const struct vm_net *n)
+{
+	return n->dns_pidfd;
+}
+
+/* Append one line to the forwarder's log (its own output goes there too). */
+static void forwarder_log(const struct vm_net *n, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void forwarder_log(const struct vm_net *n, const char *fmt, ...)
+{
+	char conf[PATH_MAX], log[PATH_MAX], line[256];
+	va_list ap;
+	int fd;
+
+	if (forwarder_conf_path(n, conf, sizeof(conf)) < 0 ||
+	    snprintf(log, sizeof(log), "%.*s.log", (int)(strlen(conf) - 5), conf) >= (int)sizeof(log))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line) - 1, fmt, ap);
+	va_end(ap);
+	strcat(line, "\n");
+	fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd >= 0) {
+		(void)!write(fd, line, strlen(line));
+		close(fd);
+	}
+}
+
+int net_forwarder_exited(struct vm_net *n)
+{
+	int status = 0;
+	bool quick;
+
+	if (n->dns_pidfd < 0)
+		return -1;
+	if (waitpid(n->dns_pid, &status, WNOHANG) <= 0)
+		status = -1;
+	close(n->dns_pidfd);
+	n->dns_pidfd = -1;
+	quick = now_ms() - n->dns_started_ms < NET_DNS_STABLE_MS;
+	n->dns_restarts = quick ? n->dns_restarts + 1 : 1;
+	if (status == -1)
+		snprintf(n->dns_exit, sizeof(n->dns_exit), "exited");
+	else if (WIFSIGNALED(status))
+		snprintf(n->dns_exit, sizeof(n->dns_exit), "was killed by signal %d",
+			 WTERMSIG(status));
+	else
+		snprintf(n->dns_exit, sizeof(n->dns_exit), "exited with status %d",
+			 WEXITSTATUS(status));
+	if (n->dns_restarts > NET_DNS_MAX_RESTARTS) {
+		forwarder_log(n, "agentvm: dnsmasq (pid %d) %s; %d restarts in a row failed, not "
+			      "restarting it: the VM's names no longer resolve",
+			      (int)n->dns_pid, n->dns_exit, NET_DNS_MAX_RESTARTS);
+		n->dns_pid = 0;
+		return -1;
+	}
+	/* The first restart at once; one that keeps dying waits 250 ms, 500 ms ... 8 s. */
+	return n->dns_restarts <= 1 ? 0 : 250 << (n->dns_restarts - 2 < 5 ? n->dns_restarts - 2 : 5);
+}
+
+int net_forwarder_restart(struct vm_net *n, struct avm_error *err)
+{
+	pid_t old = n->dns_pid;
+	int r = start_forwarder(n, err);
+
+	if (r < 0) {
+		forwarder_log(n, "agentvm: dnsmasq (pid %d) %s; restarting it failed: %s", (int)old,
+			      n->dns_exit, err ? err->msg : "");
+		n->dns_pid = 0;
+		return r;
+	}
+	forwarder_log(n, "agentvm: dnsmasq (pid %d) %s; restarted as pid %d (%u of %d in a row)",
+		      (int)old, n->dns_exit, (int)n->dns_pid, n->dns_restarts,
+		      NET_DNS_MAX_RESTARTS);
 	return 0;
 }
 
