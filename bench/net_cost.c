@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * What each step of a VM's network set-up and teardown costs: net_setup() + net_save() +
- * net_ready() and net_release_rules() + net_teardown() of src/net.c, called as vm.c calls them
- * (without QEMU: this process holds the tap), N rounds per policy, interleaved, with the steps
+ * net_ready() and net_teardown() of src/net.c, called as vm.c calls them when QEMU has ended
+ * (rm --force, a guest that stopped; no QEMU here: this process holds the tap), N rounds per policy, interleaved, with the steps
  * net.c records in vm_net.trace. Prints a markdown table of medians (us) per step and policy,
  * and how long after teardown returned the tap was gone (the deferred, off-path part).
  *   plain    --network nat-filtered, default policy
@@ -104,8 +104,7 @@ static void one(int pol, size_t round, const char *dns)
 		die("net_ready", &err);
 	t1 = now_us();
 	cols[pol].us[slot(&cols[pol], "net.json (net_save)")][round] = save_us;
-	/* vm_destroy(): the rules go while QEMU exits, the rest once it is gone (vm_free). */
-	net_release_rules(&n);
+	/* The path of rm --force and of a VM that ended: QEMU is gone, vm_free() tears down. */
 	snprintf(tap, sizeof(tap), "%s", n.tap);
 	net_teardown(&n);
 	t2 = now_us();
@@ -160,7 +159,7 @@ int main(int argc, char **argv)
 		printf("\n");
 	}
 	static const char *const tot[] = { "**set-up** (net_setup + net_save + net_ready)",
-					   "**teardown** (net_release_rules + net_teardown)",
+					   "**teardown** (net_teardown, QEMU gone)",
 					   "tap gone, after teardown returned (off the path)" };
 	for (int t = 0; t < 3; t++) {
 		printf("| %s |", tot[t]);

@@ -98,7 +98,7 @@ static void uplink_forwarding_restore(void)
 	globfree(&g);
 }
 
-static bool last_vm_out(struct nf_nft *nft);
+static bool last_vm_out(struct nf_nft *nft, const char *but);
 
 /* Record that step `what` ended now (its cost: since the previous step ended). */
 static void step(struct vm_net *n, const char *what)
@@ -597,7 +597,7 @@ static int setup_nat(struct vm_net *n, const struct vm_spec *spec, struct avm_er
 	step(n, "uplink forwarding");
 	r = nf_nft_vm_add(n->nft, &v, &nerr);
 	if (r < 0)
-		last_vm_out(n->nft); /* undo the forwarding (and table) when no VM is left */
+		last_vm_out(n->nft, NULL); /* undo the forwarding (and table) when no VM is left */
 	nft_unlock(lock);
 	if (r < 0) {
 		r = nf_fail(err, &nerr, "cannot install the VM's firewall rules");
@@ -909,14 +909,19 @@ static bool lease_is_ours(const struct vm_net *n, struct nf_pool *pool)
 	       cur.index == n->lease.index;
 }
 
-/* Under the nft lock. The last VM out leaves no trace: no table, no forwarding we turned on. */
-static bool last_vm_out(struct nf_nft *nft)
+/*
+ * Under the nft lock. The last VM out leaves no trace: no table, no forwarding we turned on.
+ * `but` (may be NULL): a tap whose rules do not count (they go with the table).
+ */
+static bool last_vm_out(struct nf_nft *nft, const char *but)
 {
 	char **taps = NULL;
 	int left = nf_nft_vm_list(nft, &taps, NULL);
 
-	if (left > 0)
-		nf_strv_free(taps, (size_t)left);
+	if (left == 1 && but && !strcmp(taps[0], but))
+		left = 0;
+	if (taps)
+		nf_strv_free(taps, left > 0 ? (size_t)left : 1);
 	if (left != 0)
 		return false;
 	nf_nft_table_delete(nft, NULL);
@@ -931,7 +936,7 @@ bool net_host_gc(void)
 
 	if (nf_nft_new(&nft, NULL) == 0) {
 		int lock = nft_lock();
-		removed = last_vm_out(nft);
+		removed = last_vm_out(nft, NULL);
 		nft_unlock(lock);
 	}
 	nf_nft_free(nft);
@@ -978,6 +983,23 @@ void net_teardown(struct vm_net *n)
 	size_t n_slow = 0;
 
 	if (n->mode != VM_NET_ISOLATED && !n->torn_down) {
+		bool table_gone = false;
+		n->t_step = now_us();
+		/*
+		 * QEMU is gone. When this VM is the last with rules, deleting the table takes its
+		 * rules with it: one transaction instead of two (its rules, then the table), in a
+		 * process where each costs copy-on-write faults after QEMU's fork.
+		 */
+		if (n->mode == VM_NET_NAT_FILTERED && n->rules &&
+		    (n->nft || nf_nft_new(&n->nft, NULL) == 0)) {
+			int lock = nft_lock();
+			table_gone = last_vm_out(n->nft, n->tap);
+			nft_unlock(lock);
+			if (table_gone) {
+				n->rules = false;
+				step(n, "last VM out: table deleted");
+			}
+		}
 		net_release_rules(n);
 		n->t_step = now_us();
 		/*
@@ -995,8 +1017,9 @@ void net_teardown(struct vm_net *n)
 		 * Only now, with QEMU gone: the base chains' drop of unknown avm-* interfaces must
 		 * outlive every VM (an early release while the guest still ran left it unfiltered).
 		 */
-		if (n->mode == VM_NET_NAT_FILTERED && (n->nft || nf_nft_new(&n->nft, NULL) == 0))
-			last_vm_out(n->nft);
+		if (n->mode == VM_NET_NAT_FILTERED && !table_gone &&
+		    (n->nft || nf_nft_new(&n->nft, NULL) == 0))
+			last_vm_out(n->nft, NULL);
 		nft_unlock(lock);
 		nf_pool_free(pool);
 		n->torn_down = true;
