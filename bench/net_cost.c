@@ -2,9 +2,10 @@
 /*
  * What each step of a VM's network set-up and teardown costs: net_setup() + net_save() +
  * net_ready() and net_teardown() of src/net.c, called as vm.c calls them when QEMU has ended
- * (rm --force, a guest that stopped; no QEMU here: this process holds the tap), N rounds per policy, interleaved, with the steps
- * net.c records in vm_net.trace. Prints a markdown table of medians (us) per step and policy,
- * and how long after teardown returned the tap was gone (the deferred, off-path part).
+ * (rm --force, a guest that stopped; no QEMU here: this process holds the tap), N rounds per
+ * policy, interleaved, with the steps net.c records in vm_net.trace. Prints a markdown table of
+ * medians (us) per step and policy, and how long after teardown returned the tap was gone (the
+ * deferred, off-path part).
  *   plain    --network nat-filtered, default policy
  *   domains  --allow-domain good.test --allow-domain *.example.test --allow-cidr 10.77.0.0/16
  *            (its dnsmasq started and waited for)
