@@ -32,6 +32,7 @@ static const char *const pol_name[N_POL] = { "plain", "domains", "bw" };
 struct col {
 	const char *what[MAX_STEPS];
 	uint32_t us[MAX_STEPS][MAX_ROUNDS];
+	uint32_t faults[MAX_STEPS][MAX_ROUNDS];
 	size_t n_steps;
 };
 
@@ -114,8 +115,11 @@ static void one(int pol, size_t round, const char *dns)
 	totals[pol][0][round] = (uint32_t)(t1 - t0);
 	totals[pol][1][round] = (uint32_t)(t2 - t1);
 	totals[pol][2][round] = (uint32_t)(now_us() - t2);
-	for (size_t i = 0; i < n.n_trace; i++)
-		cols[pol].us[slot(&cols[pol], n.trace[i].what)][round] = n.trace[i].us;
+	for (size_t i = 0; i < n.n_trace; i++) {
+		size_t k = slot(&cols[pol], n.trace[i].what);
+		cols[pol].us[k][round] = n.trace[i].us;
+		cols[pol].faults[k][round] = n.trace[i].faults;
+	}
 	statedir_remove(dir);
 	free(dir);
 	vm_spec_free(spec);
@@ -133,7 +137,7 @@ int main(int argc, char **argv)
 	for (size_t r = 0; r < rounds; r++)
 		for (int k = 0; k < N_POL; k++)
 			one((int)((k + r) % N_POL), r, dns); /* the order rotates: drift hits all */
-	printf("| step (median us, N=%zu) |", rounds);
+	printf("| step (median us / page faults, N=%zu) |", rounds);
 	for (int pol = 0; pol < N_POL; pol++)
 		printf(" %s |", pol_name[pol]);
 	printf("\n|---|");
@@ -155,7 +159,8 @@ int main(int argc, char **argv)
 			if (k == cols[pol].n_steps)
 				printf(" - |");
 			else
-				printf(" %u |", median(cols[pol].us[k], rounds));
+				printf(" %u / %u |", median(cols[pol].us[k], rounds),
+				       median(cols[pol].faults[k], rounds));
 		}
 		printf("\n");
 	}

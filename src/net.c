@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/random.h>
 #include <poll.h>
 #include <signal.h>
@@ -101,13 +102,29 @@ static void uplink_forwarding_restore(void)
 static bool last_vm_out(struct nf_nft *nft, const char *but);
 
 /* Record that step `what` ended now (its cost: since the previous step ended). */
+static uint64_t faults_now(void)
+{
+	struct rusage ru;
+
+	return getrusage(RUSAGE_SELF, &ru) == 0 ? (uint64_t)(ru.ru_minflt + ru.ru_majflt) : 0;
+}
+
+/* Start timing steps from now. */
+static void steps_begin(struct vm_net *n)
+{
+	n->t_step = now_us();
+	n->faults_step = faults_now();
+}
+
 static void step(struct vm_net *n, const char *what)
 {
-	uint64_t t = now_us();
+	uint64_t t = now_us(), f = faults_now();
 
 	if (n->t_step && n->n_trace < ARRAY_SIZE(n->trace))
-		n->trace[n->n_trace++] = (struct net_step){ what, (uint32_t)(t - n->t_step) };
+		n->trace[n->n_trace++] = (struct net_step){ what, (uint32_t)(t - n->t_step),
+							    (uint32_t)(f - n->faults_step) };
 	n->t_step = t;
+	n->faults_step = f;
 }
 
 void net_init(struct vm_net *n, const char *vm_name)
@@ -447,7 +464,7 @@ int net_ready(struct vm_net *n, struct avm_error *err)
 
 	if (n->dns_pidfd < 0)
 		return 0;
-	n->t_step = now_us();
+	steps_begin(n);
 	for (int i = 0; i < 5000 && !udp53_bound(n->lease.host); i++) {
 		struct pollfd p = { .fd = n->dns_pidfd, .events = POLLIN };
 		if (poll(&p, 1, 1) > 0) {
@@ -650,7 +667,7 @@ int net_setup(struct vm_net *n, const struct vm_spec *spec, struct avm_error *er
 	if (n->mode == VM_NET_ISOLATED)
 		return 0;
 	n->n_trace = 0;
-	n->t_step = now_us();
+	steps_begin(n);
 	r = new_identity(n, err);
 	if (r < 0)
 		return r;
@@ -950,7 +967,7 @@ void net_release_rules(struct vm_net *n)
 
 	if (n->mode != VM_NET_NAT_FILTERED || n->torn_down)
 		return;
-	n->t_step = now_us();
+	steps_begin(n);
 	/*
 	 * The rules first, then the forwarder: a SIGKILLed dnsmasq dies (and releases its nftables
 	 * socket) while our transaction runs, and made it wait (nft del 2-3 ms -> 15-19 ms measured
@@ -984,7 +1001,7 @@ void net_teardown(struct vm_net *n)
 
 	if (n->mode != VM_NET_ISOLATED && !n->torn_down) {
 		bool table_gone = false;
-		n->t_step = now_us();
+		steps_begin(n);
 		/*
 		 * QEMU is gone. When this VM is the last with rules, deleting the table takes its
 		 * rules with it: one transaction instead of two (its rules, then the table), in a
@@ -1001,7 +1018,7 @@ void net_teardown(struct vm_net *n)
 			}
 		}
 		net_release_rules(n);
-		n->t_step = now_us();
+		steps_begin(n);
 		/*
 		 * A tap nobody holds is gone already (it is not persistent); one we still hold goes
 		 * with our fd below. An explicit delete is for a tap left by an older agentvm.
@@ -1026,7 +1043,7 @@ void net_teardown(struct vm_net *n)
 		step(n, "last VM out check");
 	}
 	/* Both last closes wait for an RCU grace period: hand them to a grandchild. */
-	n->t_step = now_us();
+	steps_begin(n);
 	if (n->tap_fd >= 0)
 		slow[n_slow++] = TAKE_FD(n->tap_fd);
 	nfd = nf_nft_fd(n->nft);

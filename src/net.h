@@ -27,6 +27,7 @@
 struct net_step {
 	const char *what;
 	uint32_t us;
+	uint32_t faults; /* page faults taken (minor + major): the load-independent part */
 };
 #define NET_TRACE_MAX 24
 
@@ -69,7 +70,8 @@ struct vm_net {
 	/* Steps of this process's last net_setup() and teardown, in order (costs ~nothing). */
 	struct net_step trace[NET_TRACE_MAX];
 	size_t n_trace;
-	uint64_t t_step; /* when the previous step ended (us, monotonic) */
+	uint64_t t_step;      /* when the previous step ended (us, monotonic) */
+	uint64_t faults_step; /* this process's page faults then */
 };
 
 /* A vm_net for `mode` with nothing allocated (tap_fd -1). */

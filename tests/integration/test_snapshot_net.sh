@@ -24,6 +24,19 @@ HOST_GET="timeout 60 wget -q -O - http://$GW:80/"
 HOST_BLOCKED80="timeout 5 wget -q -O - http://$GW:80/ || echo blocked"
 HOST_BLOCKED22="timeout 5 wget -q -O - http://$GW:22/ || echo blocked"
 
+# Start `agentvm serve ARGS` in the host namespace (pid in $spid) and wait until it answers.
+# Not through avm(): $! must be serve itself (ip netns exec execs it), not a subshell.
+serve_up() {
+	ip netns exec "$NS_HOST" "$AVM" serve "$@" >"$tmp_root/serve.log" 2>&1 &
+	spid=$!
+	i=0
+	until avm pool status >/dev/null 2>&1; do
+		i=$((i + 1))
+		[ $i -gt 100 ] && { fail "serve did not come up: $(cat "$tmp_root/serve.log")"; break; }
+		sleep 0.1
+	done
+}
+
 t_networked_clones() {
 	avm start --accel tcg --boot-timeout 180 --name golden >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
 	gaddr=$(gx golden 'ip -4 -o addr show dev eth0' | awk '{print $4}')
@@ -56,16 +69,7 @@ t_networked_clones() {
 	expect_contains "no-NIC message" "cannot remove" "$(cat "$tmp_root/err")"
 	for v in nc-1 nc-2 wide golden; do avm rm --force "$v" >/dev/null || fail "rm $v"; done
 	# serve takes the same network flags: every pool VM gets the policy.
-	# Not through avm(): $! must be serve itself (ip netns exec execs it), not a subshell.
-	ip netns exec "$NS_HOST" "$AVM" serve --pool netbase --pool-min 1 --pool-max 1 --allow tcp:8080 \
-		--allow-host tcp:80 >"$tmp_root/serve.log" 2>&1 &
-	spid=$!
-	i=0
-	until avm pool status >/dev/null 2>&1; do
-		i=$((i + 1))
-		[ $i -gt 100 ] && { fail "serve did not come up: $(cat "$tmp_root/serve.log")"; break; }
-		sleep 0.1
-	done
+	serve_up --pool netbase --pool-min 1 --pool-max 1 --allow tcp:8080 --allow-host tcp:80
 	pv=$(avm pool acquire --timeout 120 2>"$tmp_root/err") || fail "acquire: $(cat "$tmp_root/err") $(cat "$tmp_root/serve.log")"
 	if [ -n "$pv" ]; then
 		expect_eq "pool VM has serve's --allow" "internet:8080" "$(gx "$pv" "wget -q -O - http://$S:8080/")"
@@ -110,15 +114,7 @@ t_pool_with_domain_policy() {
 		{ fail "start: $(cat "$tmp_root/err")"; return; }
 	avm snapshot save pgold pdom >/dev/null 2>"$tmp_root/err" || fail "save: $(cat "$tmp_root/err")"
 	avm rm --force pgold >/dev/null || fail "rm pgold"
-	ip netns exec "$NS_HOST" "$AVM" serve --pool pdom --pool-min 1 --pool-max 2 --dns "$S" \
-		--allow-domain good.test >"$tmp_root/serve.log" 2>&1 &
-	spid=$!
-	i=0
-	until avm pool status >/dev/null 2>&1; do
-		i=$((i + 1))
-		[ $i -gt 100 ] && { fail "serve did not come up: $(cat "$tmp_root/serve.log")"; break; }
-		sleep 0.1
-	done
+	serve_up --pool pdom --pool-min 1 --pool-max 2 --dns "$S" --allow-domain good.test
 	p1=$(avm pool acquire --timeout 180 2>"$tmp_root/err") || fail "acquire: $(cat "$tmp_root/err")"
 	p2=$(avm pool acquire --timeout 180 2>"$tmp_root/err") || fail "acquire 2: $(cat "$tmp_root/err")"
 	if [ -z "$p1" ] || [ -z "$p2" ]; then
