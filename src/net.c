@@ -371,7 +371,7 @@ static int start_forwarder(struct vm_net *n, struct avm_error *err)
 		return avm_error_setx(err, r, "cannot write %s", conf);
 	snprintf(arg, sizeof(arg), "--conf-file=%s", conf);
 	char *argv[] = { (char *)bin, arg, NULL };
-	struct launch_opts lo = { .argv = argv, .log_path = log };
+	struct launch_opts lo = { .argv = argv, .log_path = log, .vfork = true };
 	r = launch_spawn(&lo, &n->dns_pid, &n->dns_pidfd, err);
 	if (r < 0)
 		return avm_error_wrap(err, "cannot start the DNS forwarder %s", bin);
