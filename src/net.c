@@ -1042,7 +1042,7 @@ void net_teardown(struct vm_net *n)
 		n->torn_down = true;
 		step(n, "last VM out check");
 	}
-	/* Both last closes wait for an RCU grace period: hand them to a grandchild. */
+	/* Both last closes wait for an RCU grace period: hand them to a closer process (close_async). */
 	steps_begin(n);
 	if (n->tap_fd >= 0)
 		slow[n_slow++] = TAKE_FD(n->tap_fd);
