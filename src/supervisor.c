@@ -474,7 +474,9 @@ static void watch_forwarder(struct sup *s)
 
 static void restart_forwarder(struct sup *s)
 {
-	if (net_forwarder_restart(&s->vm->net, NULL) == 0) {
+	struct avm_error err = { 0 }; /* its reason goes to dnsmasq.log */
+
+	if (net_forwarder_restart(&s->vm->net, &err) == 0) {
 		net_save(&s->vm->net, s->vm->dir); /* teardown elsewhere finds the new pid */
 		watch_forwarder(s);
 	}
