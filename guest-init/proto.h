@@ -63,6 +63,8 @@ enum avm_tag {
 	AVM_TAG_GID = 7,        /* EXEC: u32 */
 	AVM_TAG_BUILTIN = 8,    /* EXEC: u32 1 = argv[0] names an agent builtin (tar-out, tar-in:
 				 * `agentvm cp`), run as a process of its own like any command */
+	AVM_TAG_ROOT = 9,       /* EXEC: absolute dir the command is chrooted into (a container's
+				 * root file system on a share: the containerd shim) */
 	AVM_TAG_TIME_NS = 20,   /* SYNC: u64 CLOCK_REALTIME nanoseconds */
 	AVM_TAG_ENTROPY = 21,   /* SYNC: bytes to credit to the guest RNG */
 	AVM_TAG_HOSTNAME = 22,  /* SYNC: hostname */

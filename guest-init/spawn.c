@@ -108,6 +108,9 @@ static int child_main(void *arg)
 	for (int i = 0; i < 3; i++)
 		if (dup2(c->fds[i], i) < 0)
 			goto fail;
+	/* A container's root (the shim): entered while still root, before the ids drop. */
+	if (req->root && (chroot(req->root) < 0 || chdir("/") < 0))
+		goto fail;
 	if (req->set_ids) {
 		/* Groups first: after setuid we could no longer drop them. */
 		if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setgid, req->gid) < 0 ||

@@ -62,6 +62,9 @@ struct vm_exec_request {
 	int sig_fd; /* signalfd or -1: SIGINT/SIGTERM/SIGHUP are forwarded to the command;
 		       a second one of them aborts with -EINTR */
 	bool builtin; /* argv[0] is an agent builtin (guest-init/tarcmd.h), run as root */
+	const char *root; /* chroot the command here in the guest (absolute); NULL = none */
+	bool set_ids;     /* run as uid:gid instead of the image's user */
+	uint32_t uid, gid;
 };
 
 struct vm_exec_result {
