@@ -250,13 +250,21 @@ int qemu_build_argv(const struct qemu_config *c, struct strv *a, struct avm_erro
 	 * can read outputs. QEMU itself resolves every path under the export with O_NOFOLLOW at
 	 * each step (its CVE-2016-9602 fix), so ".." and host symlinks cannot lead out either.
 	 * readonly=on: QEMU refuses every write, whatever the guest's root does.
+	 * A container's root file system (the containerd shim) is the exception: its files,
+	 * owners, modes and symlinks are the image's, made real on the host by containerd's
+	 * snapshotter, so it is exported with security_model=none (as runc's container writes its
+	 * own rootfs); QEMU's O_NOFOLLOW path walk still keeps it inside.
 	 */
 	for (size_t i = 0; i < c->n_shares; i++) {
 		char *dir = opt_escape(c->shares[i].host_dir);
 		strv_add(a, "-fsdev");
-		strv_addf(a, "local,id=fs%zu,path=%s,security_model=mapped-xattr,fmode=0644,"
-			  "dmode=0755%s",
-			  i, dir ? dir : "", c->shares[i].readonly ? ",readonly=on" : "");
+		if (c->shares[i].container_root)
+			strv_addf(a, "local,id=fs%zu,path=%s,security_model=none%s", i,
+				  dir ? dir : "", c->shares[i].readonly ? ",readonly=on" : "");
+		else
+			strv_addf(a, "local,id=fs%zu,path=%s,security_model=mapped-xattr,fmode=0644,"
+				  "dmode=0755%s",
+				  i, dir ? dir : "", c->shares[i].readonly ? ",readonly=on" : "");
 		free(dir);
 		strv_add(a, "-device");
 		strv_addf(a, "virtio-9p-device,fsdev=fs%zu,mount_tag=" QEMU_SHARE_TAG_PREFIX "%zu", i,

@@ -28,6 +28,7 @@ struct qemu_share {
 	const char *host_dir;
 	const char *guest_dir;
 	bool readonly;
+	bool container_root; /* security_model=none (see qemu_argv.c) */
 };
 #define QEMU_SHARE_TAG_PREFIX "avm-share"
 

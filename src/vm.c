@@ -375,7 +375,9 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	for (size_t i = 0; i < o->spec->n_shares; i++)
 		qshares[i] = (struct qemu_share){ .host_dir = o->spec->shares[i].host_dir,
 						  .guest_dir = o->spec->shares[i].guest_dir,
-						  .readonly = o->spec->shares[i].readonly };
+						  .readonly = o->spec->shares[i].readonly,
+						  .container_root =
+							  o->spec->shares[i].container_root };
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qmp_sp) < 0 ||
 	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, agent_sp) < 0 ||

@@ -59,6 +59,8 @@ int shim_vm_boot(const char *name, const char *rootfs, unsigned boot_timeout_s,
 	if (r == 0)
 		r = vm_spec_add_share(spec, share, err);
 	if (r == 0)
+		spec->shares[spec->n_shares - 1].container_root = true;
+	if (r == 0)
 		r = statedir_check_paths(name, err);
 	if (r == 0)
 		r = host_resolve_accel(spec->accel, &accel, &fell_back, err);
@@ -103,41 +105,49 @@ static int exit_code_of(const struct vm_exec_result *res)
 	}
 }
 
-static _Noreturn void helper_main(const char *name, const struct shim_proc *p,
-				  const char *stdio[3], int sig_fd)
+/* In the helper: stdin (or nothing) on fd 0, the output FIFOs on 1 and 2, nothing else. */
+static void helper_fds(int stdin_fd, const char *out, const char *errpath)
+{
+	const char *paths[3] = { NULL, out, errpath };
+	int null = open("/dev/null", O_RDWR);
+
+	dup2(stdin_fd >= 0 ? stdin_fd : null, 0);
+	for (int i = 1; i < 3; i++) {
+		int fd = paths[i] && *paths[i] ? open_fifo(paths[i], O_WRONLY) : -1;
+		dup2(fd >= 0 ? fd : null, i);
+	}
+	/* Not the shim's sockets, epoll, or other processes' stdin writers (their EOF). */
+	close_range(3, ~0u, 0);
+}
+
+static _Noreturn void helper_main(const char *name, const struct shim_proc *p, bool has_stdin,
+				  int sig_fd)
 {
 	struct avm_error err = { 0 };
 	struct vm *vm = NULL;
-	int fds[3] = { -1, -1, -1 };
 
-	/* stdin blocks until containerd opens its end, and ends when containerd closes it. */
-	if (stdio[0] && *stdio[0])
-		fds[0] = open(stdio[0], O_RDONLY | O_CLOEXEC);
-	for (int i = 1; i < 3; i++) {
-		if (stdio[i] && *stdio[i])
-			fds[i] = open_fifo(stdio[i], O_WRONLY);
-		if (fds[i] < 0)
-			fds[i] = open("/dev/null", O_WRONLY | O_CLOEXEC);
-	}
-	if (vm_attach(name, &vm, &err) < 0) {
-		fprintf(stderr, "agentvm-shim: %s\n", err.msg);
+	if (sig_fd < 0 || vm_attach(name, &vm, &err) < 0) {
+		fprintf(stderr, "agentvm-shim: %s\n", sig_fd < 0 ? "signalfd failed" : err.msg);
 		_exit(255);
 	}
 	struct vm_exec_request req = {
 		.argv = p->argv, .env = p->env, .cwd = p->cwd ? p->cwd : "/",
-		.stdin_fd = fds[0], .stdout_fd = fds[1], .stderr_fd = fds[2], .sig_fd = sig_fd,
+		.stdin_fd = has_stdin ? 0 : -1, .stdout_fd = 1, .stderr_fd = 2, .sig_fd = sig_fd,
 		.root = SHIM_GUEST_ROOT, .set_ids = true, .uid = p->uid, .gid = p->gid,
 	};
 	struct vm_exec_result res = { 0 };
 	int r = vm_exec(vm, &req, &res, &err);
 	if (r < 0)
 		fprintf(stderr, "agentvm-shim: %s\n", err.msg);
+	else if (res.info.kind == AVM_EXIT_START_FAILED)
+		fprintf(stderr, "agentvm-shim: cannot run %s in the container: %s\n", p->argv[0],
+			strerror(res.info.code));
 	vm_destroy(vm); /* attached: only detaches */
 	_exit(r < 0 ? 255 : exit_code_of(&res));
 }
 
-int shim_vm_spawn(const char *name, const struct shim_proc *p, const char *stdio[3], pid_t *pid,
-		  struct avm_error *err)
+int shim_vm_spawn(const char *name, const struct shim_proc *p, int stdin_fd, const char *out,
+		  const char *errpath, pid_t *pid, struct avm_error *err)
 {
 	struct vm_exec_request chk = { .argv = p->argv, .env = p->env, .cwd = p->cwd };
 	sigset_t set, old;
@@ -161,8 +171,9 @@ int shim_vm_spawn(const char *name, const struct shim_proc *p, const char *stdio
 		sigemptyset(&chld);
 		sigaddset(&chld, SIGCHLD);
 		sigprocmask(SIG_UNBLOCK, &chld, NULL);
+		helper_fds(stdin_fd, out, errpath);
 		int sig_fd = signalfd(-1, &set, SFD_CLOEXEC);
-		helper_main(name, p, stdio, sig_fd);
+		helper_main(name, p, stdin_fd >= 0, sig_fd);
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	return 0;

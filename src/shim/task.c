@@ -37,6 +37,7 @@ struct proc {
 	bool terminal;
 	struct shim_proc spec;
 	pid_t pid; /* the helper running it (shim_vm.h) */
+	int stdin_w; /* our writer on the stdin FIFO, +1 (0 = none): see start_stdin() */
 	enum status status;
 	uint32_t exit_status;
 	int64_t exited_ns;
@@ -146,8 +147,16 @@ static struct proc *proc_find(struct task *t, const char *exec_id)
 	return NULL;
 }
 
+static void close_stdin(struct proc *p)
+{
+	if (p->stdin_w > 0)
+		close(p->stdin_w - 1);
+	p->stdin_w = 0;
+}
+
 static void proc_free(struct proc *p)
 {
+	close_stdin(p);
 	free(p->exec_id);
 	for (int i = 0; i < 3; i++)
 		free(p->stdio[i]);
@@ -185,6 +194,7 @@ static void proc_exited(struct task *t, struct proc *p, int wstatus)
 	struct pb_buf ev = { 0 };
 
 	p->status = ST_STOPPED;
+	close_stdin(p);
 	p->exit_status = WIFEXITED(wstatus) ? (uint32_t)WEXITSTATUS(wstatus)
 					    : 128u + (uint32_t)WTERMSIG(wstatus);
 	p->exited_ns = shim_now_ns();
@@ -475,11 +485,37 @@ static struct proc *lookup(struct task *t, struct ttrpc_call call, const struct 
 	return p;
 }
 
+/*
+ * The stdin FIFO: opened here without blocking (containerd may open its writer later, or may
+ * have come and gone already), with a writer of our own so the process sees no end of input
+ * before containerd's CloseIO; the helper gets the reader. Returns the reader or -1.
+ */
+static int start_stdin(struct proc *p)
+{
+	const char *path = p->stdio[0];
+	int r, w;
+
+	if (!path || !*path)
+		return -1;
+	r = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (r < 0)
+		return -1;
+	w = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	if (w < 0) {
+		close(r);
+		return -1;
+	}
+	fcntl(r, F_SETFL, fcntl(r, F_GETFL) & ~O_NONBLOCK);
+	p->stdin_w = w + 1;
+	return r;
+}
+
 static void task_start(struct task *t, struct ttrpc_call call, const struct common_req *c)
 {
 	struct proc *p = lookup(t, call, c);
 	struct avm_error err = { 0 };
 	struct pb_buf b = { 0 }, ev = { 0 };
+	int in, r;
 
 	if (!p)
 		return;
@@ -487,7 +523,12 @@ static void task_start(struct task *t, struct ttrpc_call call, const struct comm
 		ttrpc_reply(t->srv, call, TTRPC_FAILED_PRECONDITION, "process already started", NULL);
 		return;
 	}
-	if (shim_vm_spawn(t->vm, &p->spec, (const char **)p->stdio, &p->pid, &err) < 0) {
+	in = start_stdin(p);
+	r = shim_vm_spawn(t->vm, &p->spec, in, p->stdio[1], p->stdio[2], &p->pid, &err);
+	if (in >= 0)
+		close(in);
+	if (r < 0) {
+		close_stdin(p);
 		ttrpc_reply(t->srv, call, TTRPC_INTERNAL, err.msg, NULL);
 		return;
 	}
@@ -757,9 +798,13 @@ static void handle(void *ctx, struct ttrpc_call call, const struct ttrpc_request
 	} else if (!strcmp(m, "Pids")) {
 		task_pids(t, call, &c);
 	} else if (!strcmp(m, "CloseIO")) {
-		/* stdin's writer is containerd's: closing it is the helper's EOF. */
-		if (lookup(t, call, &c))
+		/* Our writer goes; with containerd's gone too the process reads EOF. */
+		struct proc *p = lookup(t, call, &c);
+		if (p) {
+			if (c.v3)
+				close_stdin(p);
 			ttrpc_reply(t->srv, call, TTRPC_OK, NULL, NULL);
+		}
 	} else if (!strcmp(m, "Connect")) {
 		struct pb_buf b = { 0 };
 		struct proc *p = t->created ? proc_find(t, NULL) : NULL;

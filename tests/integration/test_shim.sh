@@ -1,0 +1,153 @@
+#!/bin/sh
+# Integration tests for containerd-shim-agentvm-v2 with a real containerd (Debian's 1.6), run
+# privately here: its own root, state and sockets under the run's temp dir, the CRI plugin off,
+# the shim on its PATH, stopped at the end. A local OCI image (oci.sh) is imported and run with
+# `ctr run --runtime io.containerd.agentvm.v2`: the command runs in a microVM in the image's root
+# file system, its output and exit code arrive; then exec, pause, resume, kill -s TERM (143),
+# rm, and the task events. Nothing may be left: no VM, shim, containerd or mount.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+. "$here/oci.sh"
+
+SHIM=$(dirname "$AVM")/containerd-shim-agentvm-v2
+RT=io.containerd.agentvm.v2
+IMG=localhost/avm-shim-test:latest
+CT=$tmp_root/ctrd
+CTR_PID=
+
+if [ "$(id -u)" != 0 ]; then
+	echo "  SKIP all: containerd needs root"
+	exit 0
+fi
+if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null; then
+	echo "  SKIP all: containerd is not installed (make deps)"
+	exit 0
+fi
+
+ctr_() { ctr --address "$CT/c.sock" "$@"; }
+
+stop_containerd() {
+	[ -n "$CTR_PID" ] || return 0
+	kill "$CTR_PID" 2>/dev/null
+	wait "$CTR_PID" 2>/dev/null
+	CTR_PID=
+}
+
+# Whatever happened, nothing of ours outlives the script (a failing or interrupted run).
+cleanup_shim() {
+	stop_containerd
+	pkill -9 -f "containerd-shim-agentvm-v2 .*$CT" 2>/dev/null
+	grep " $CT" /proc/mounts | cut -d' ' -f2 | sort -r | while read -r m; do umount -l "$m"; done
+	cleanup_all
+}
+trap cleanup_shim EXIT INT TERM
+
+shim_leftovers() {
+	if pgrep -f "containerd-shim-agentvm-v2 .*$CT" >/dev/null; then
+		fail "shim processes left: $(pgrep -af "containerd-shim-agentvm-v2 .*$CT")"
+		pkill -9 -f "containerd-shim-agentvm-v2 .*$CT"
+	fi
+	if grep -q " $CT" /proc/mounts; then
+		fail "mounts left: $(grep " $CT" /proc/mounts)"
+	fi
+}
+LEFTOVER_HOOK=shim_leftovers
+
+start_containerd() {
+	mkdir -p "$CT/bin"
+	ln -sf "$SHIM" "$CT/bin/containerd-shim-agentvm-v2"
+	cat >"$CT/config.toml" <<EOC
+version = 2
+root = "$CT/root"
+state = "$CT/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$CT/c.sock"
+[ttrpc]
+  address = "$CT/c.sock.ttrpc"
+[debug]
+  address = "$CT/debug.sock"
+  level = "info"
+EOC
+	# containerd finds the shim on its own PATH (not the client's).
+	PATH="$CT/bin:$PATH" containerd --config "$CT/config.toml" >"$CT/containerd.log" 2>&1 &
+	CTR_PID=$!
+	i=0
+	until ctr_ version >/dev/null 2>&1; do
+		i=$((i + 1))
+		[ $i -gt 100 ] && { fail "containerd did not start: $(tail -5 "$CT/containerd.log")"; return 1; }
+		sleep 0.1
+	done
+	make_oci "$tmp_root/oci"
+	tar -C "$tmp_root/oci/layout" -cf "$tmp_root/oci.tar" .
+	ctr_ images import --base-name localhost/avm-shim-test "$tmp_root/oci.tar" >/dev/null ||
+		fail "ctr images import failed"
+}
+
+t_run_exit_code_and_rootfs() {
+	out=$(ctr_ run --runtime "$RT" "$IMG" c1 sh -c \
+		'busybox cat /opt/new.txt; test -e /opt/gone.txt && echo gone-exists; id -u; uname -r; exit 7' \
+		</dev/null 2>"$tmp_root/err")
+	rc=$?
+	expect_eq "exit code of the task" 7 "$rc"
+	# /opt/new.txt exists only in the image's second layer, /opt/gone.txt was whited out.
+	expect_contains "a file only the image has" "new" "$out"
+	case "$out" in *gone-exists*) fail "whiteout not applied: $out" ;; esac
+	# The image's User app (1000) and a guest kernel, not the host's.
+	expect_contains "image user" "1000" "$out"
+	case "$out" in *"$(uname -r)"*) fail "ran on the host kernel: $out" ;; esac
+	[ -s "$tmp_root/err" ] && echo "    (stderr: $(head -3 "$tmp_root/err"))"
+	ctr_ containers rm c1 || fail "ctr containers rm c1"
+	[ $CURRENT_OK = 1 ] || grep -a agentvm-shim "$CT/containerd.log" | tail -20
+}
+
+t_exec_pause_resume_kill() {
+	ctr_ events >"$tmp_root/events" 2>&1 &
+	ev=$!
+	ctr_ run --runtime "$RT" "$IMG" c2 busybox sleep 600 </dev/null >"$tmp_root/c2.out" 2>&1 &
+	run=$!
+	i=0
+	until ctr_ task ls 2>/dev/null | grep -q '^c2 .*RUNNING'; do
+		i=$((i + 1))
+		[ $i -gt 1200 ] && { fail "task c2 never ran"; break; }
+		sleep 0.1
+	done
+	out=$(ctr_ task exec --exec-id e1 c2 sh -c 'echo exec-out $(busybox cat /opt/new.txt); exit 3' </dev/null)
+	rc=$?
+	expect_eq "exec exit code" 3 "$rc"
+	expect_eq "exec output" "exec-out new" "$out"
+	ctr_ task pause c2 || fail "pause"
+	expect_contains "paused state" "PAUSED" "$(ctr_ task ls | grep '^c2 ')"
+	ctr_ task resume c2 || fail "resume"
+	expect_contains "resumed state" "RUNNING" "$(ctr_ task ls | grep '^c2 ')"
+	ctr_ task kill -s TERM c2 || fail "kill -s TERM"
+	wait $run
+	expect_eq "exit code after SIGTERM" 143 "$?"
+	ctr_ containers rm c2 || fail "ctr containers rm c2"
+	sleep 0.5
+	kill $ev 2>/dev/null
+	wait $ev 2>/dev/null
+	for topic in /tasks/create /tasks/start /tasks/exec-added /tasks/exec-started \
+		/tasks/paused /tasks/resumed /tasks/exit /tasks/delete; do
+		grep -q "$topic" "$tmp_root/events" || fail "no $topic event in ctr events"
+	done
+}
+
+t_bad_runtime_input() {
+	# An image without the command: the task fails to start and nothing is left.
+	ctr_ run --runtime "$RT" "$IMG" c3 /no/such/cmd </dev/null >/dev/null 2>&1
+	rc=$?
+	[ "$rc" -ne 0 ] || fail "a missing command succeeded"
+	ctr_ task rm -f c3 >/dev/null 2>&1
+	ctr_ containers rm c3 >/dev/null 2>&1 || true
+}
+
+if start_containerd; then
+	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input}; do
+		run_test "$t"
+	done
+fi
+stop_containerd
+run_test shim_leftovers
+summary
