@@ -121,7 +121,8 @@ void pb_put_any(struct pb_buf *b, uint32_t field, const char *type_url, const st
 void pb_reader_init(struct pb_reader *r, const void *p, size_t len)
 {
 	r->p = p;
-	r->end = r->p + len;
+	/* An absent field (NULL, 0): pointer arithmetic on NULL is undefined even for 0. */
+	r->end = p ? r->p + len : r->p;
 }
 
 static int get_uvarint(struct pb_reader *r, uint64_t *v)
