@@ -74,6 +74,9 @@ deps:
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing$$(echo $$missing | sed 's/^/ /')"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+		case " $$missing " in *" containerd "*) \
+			echo "deps: containerd installed for the shim tests; its system service stays off"; \
+			systemctl disable --now containerd 2>/dev/null || true;; esac; \
 	else echo "deps: all Debian packages present"; fi
 	@# The image builder installs agent CLIs with the host's npm (any: a newer one from
 	@# nodesource provides it too; Debian's is the fallback).

@@ -143,8 +143,27 @@ t_bad_runtime_input() {
 	ctr_ containers rm c3 >/dev/null 2>&1 || true
 }
 
+# A shim killed with its VM running: containerd runs `shim delete`, which removes the VM.
+t_dead_shim_cleanup() {
+	ctr_ run -d --runtime "$RT" "$IMG" c4 busybox sleep 600 >/dev/null 2>&1 ||
+		fail "ctr run -d c4"
+	n=$(ls "$AGENTVM_STATE_DIR" | grep -c '^ctr-')
+	expect_eq "VMs running for c4" 1 "$n"
+	pids=$(pgrep -f "containerd-shim-agentvm-v2 .*-id c4 ")
+	[ -n "$pids" ] || fail "no shim process for c4"
+	kill -9 $pids
+	i=0
+	while ls "$AGENTVM_STATE_DIR" | grep -q '^ctr-'; do
+		i=$((i + 1))
+		[ $i -gt 300 ] && { fail "the dead shim's VM was not removed"; break; }
+		sleep 0.1
+	done
+	ctr_ task rm -f c4 >/dev/null 2>&1
+	ctr_ containers rm c4 || fail "ctr containers rm c4"
+}
+
 if start_containerd; then
-	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input}; do
+	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_dead_shim_cleanup}; do
 		run_test "$t"
 	done
 fi
