@@ -65,7 +65,7 @@ void shim_publish(const struct shim_opts *o, const char *topic, const char *type
 	int p[2];
 	pid_t pid;
 
-	if (!o->publish_binary || !*o->publish_binary)
+	if (!o->publish_binary || !*o->publish_binary || !o->address)
 		return;
 	/* stdin carries the google.protobuf.Any itself: {type_url = 1, value = 2}. */
 	pb_put_str(&any, 1, type);

@@ -165,11 +165,12 @@ static void on_sigchld(void *ctx, int fd, uint32_t events)
 
 /* --- requests ------------------------------------------------------------------------------- */
 
-/* The fields most requests carry: id = 1, exec_id = 2, and one more varint. */
+/* The fields most requests carry: id = 1, exec_id = 2 (or a varint: Shutdown's now), and
+ * varints 3 and 4 (Kill's signal and all, CloseIO's stdin). */
 struct common_req {
 	char *id;
 	char *exec_id;
-	uint64_t v3, v4;
+	uint64_t v2, v3, v4;
 };
 
 static int parse_common(const uint8_t *p, size_t len, struct common_req *c)
@@ -184,6 +185,8 @@ static int parse_common(const uint8_t *p, size_t len, struct common_req *c)
 			n = pb_field_str(&f, &c->id);
 		else if (f.num == 2 && f.wire == PB_LEN)
 			n = pb_field_str(&f, &c->exec_id);
+		else if (f.num == 2 && f.wire == PB_VARINT)
+			c->v2 = f.v;
 		else if (f.num == 3 && f.wire == PB_VARINT)
 			c->v3 = f.v;
 		else if (f.num == 4 && f.wire == PB_VARINT)
@@ -550,7 +553,8 @@ static void task_state(struct task *t, struct ttrpc_call call, const struct comm
 	enum status st = p->status == ST_RUNNING && t->paused ? ST_PAUSED : p->status;
 	pb_put_str(&b, 1, t->id);
 	pb_put_str(&b, 2, t->bundle);
-	pb_put_varint(&b, 3, (uint32_t)p->pid);
+	/* Before Start the init's pid is the one Create answered: the shim's. */
+	pb_put_varint(&b, 3, p->pid || p->exec_id ? (uint32_t)p->pid : (uint32_t)getpid());
 	pb_put_varint(&b, 4, st);
 	for (int i = 0; i < 3; i++)
 		pb_put_str(&b, 5 + i, p->stdio[i]);
@@ -746,7 +750,7 @@ static void handle(void *ctx, struct ttrpc_call call, const struct ttrpc_request
 		for (int i = 0; i < MAX_PROCS; i++)
 			live |= t->procs[i].used && t->procs[i].status == ST_RUNNING;
 		ttrpc_reply(t->srv, call, TTRPC_OK, NULL, NULL);
-		if (!live || c.v3)
+		if (!live || c.v2)
 			ttrpc_server_stop(t->srv);
 	} else {
 		/* Stats, Update, ResizePty, Checkpoint: not in this phase. */
