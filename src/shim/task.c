@@ -356,6 +356,14 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 			goto out;
 		t->mounted = true;
 	}
+	/* Mount points for the guest's /proc, /dev and /sys (guest-init binds them), as runc
+	 * makes its own; in the container's writable layer, never in the image. */
+	static const char *const mps[] = { "proc", "dev", "sys" };
+	for (size_t i = 0; i < sizeof(mps) / sizeof(mps[0]); i++) {
+		char mp[4200];
+		snprintf(mp, sizeof(mp), "%s/%s", t->rootfs, mps[i]);
+		mkdir(mp, 0555);
+	}
 	struct avm_error err = { 0 };
 	shim_vm_name(t->o->ns, id, t->vm);
 	shim_log("create %s: booting VM %s with root %s", id, t->vm, t->rootfs);

@@ -87,7 +87,9 @@ EOC
 
 t_run_exit_code_and_rootfs() {
 	out=$(ctr_ run --runtime "$RT" "$IMG" c1 sh -c \
-		'busybox cat /opt/new.txt; test -e /opt/gone.txt && echo gone-exists; id -u; uname -r; exit 7' \
+		'busybox cat /opt/new.txt; test -e /opt/gone.txt && echo gone-exists; id -u; uname -r
+		 echo x >/dev/null && test -c /dev/null && echo devnull-ok
+		 test -r /proc/self/status && echo proc-ok; exit 7' \
 		</dev/null 2>"$tmp_root/err")
 	rc=$?
 	expect_eq "exit code of the task" 7 "$rc"
@@ -96,6 +98,9 @@ t_run_exit_code_and_rootfs() {
 	case "$out" in *gone-exists*) fail "whiteout not applied: $out" ;; esac
 	# The image's User app (1000) and a guest kernel, not the host's.
 	expect_contains "image user" "1000" "$out"
+	# The guest's /dev and /proc inside the container root.
+	expect_contains "/dev/null in the container" "devnull-ok" "$out"
+	expect_contains "/proc in the container" "proc-ok" "$out"
 	case "$out" in *"$(uname -r)"*) fail "ran on the host kernel: $out" ;; esac
 	[ -s "$tmp_root/err" ] && echo "    (stderr: $(head -3 "$tmp_root/err"))"
 	ctr_ containers rm c1 || fail "ctr containers rm c1"
