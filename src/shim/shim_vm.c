@@ -39,8 +39,28 @@ void shim_vm_name(const char *ns, const char *id, char out[24])
 		 h[5], h[6], h[7]);
 }
 
-int shim_vm_boot(const char *name, const char *rootfs, unsigned boot_timeout_s,
-		 struct avm_error *err)
+int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *value,
+		       struct avm_error *err)
+{
+	static const char *const keys[] = { "profile", "cpus", "memory", "network" };
+	const char **slots[] = { &c->profile, &c->cpus, &c->memory, &c->network };
+
+	if (strncmp(key, SHIM_ANNOTATION_PREFIX, strlen(SHIM_ANNOTATION_PREFIX)) != 0)
+		return 0; /* not ours */
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		if (!strcmp(key + strlen(SHIM_ANNOTATION_PREFIX), keys[i])) {
+			*slots[i] = value;
+			return 0;
+		}
+	}
+	return avm_error_set(err, -EINVAL,
+			     "unknown annotation '%s'; agentvm knows io.agentvm.profile, "
+			     "io.agentvm.cpus, io.agentvm.memory and io.agentvm.network",
+			     key);
+}
+
+int shim_vm_boot(const char *name, const char *rootfs, const struct shim_vm_config *c,
+		 unsigned boot_timeout_s, struct avm_error *err)
 {
 	_cleanup_free_ char *qemu = NULL, *kernel = NULL, *initrd = NULL;
 	struct vm_spec *spec = vm_spec_new();
@@ -54,8 +74,15 @@ int shim_vm_boot(const char *name, const char *rootfs, unsigned boot_timeout_s,
 		return avm_error_set(err, -ENOMEM, "out of memory");
 	snprintf(share, sizeof(share), "%s:%s", rootfs, SHIM_GUEST_ROOT);
 	spec->name = strdup(name);
-	/* Phase one: no network (nothing to set up or leave behind); see README. */
-	r = spec->name ? vm_spec_set_network(spec, "isolated", err) : -ENOMEM;
+	/* No network unless asked for (see README). */
+	r = spec->name ? vm_spec_set_network(spec, c->network ? c->network : "isolated", err)
+		       : -ENOMEM;
+	if (r == 0 && c->profile)
+		r = vm_spec_set_profile(spec, c->profile, err);
+	if (r == 0 && c->cpus)
+		r = vm_spec_set_cpus(spec, c->cpus, err);
+	if (r == 0 && c->memory)
+		r = vm_spec_set_memory(spec, c->memory, err);
 	if (r == 0)
 		r = vm_spec_add_share(spec, share, err);
 	if (r == 0)

@@ -21,9 +21,25 @@
 /* The VM name for a container: "ctr-" and 16 hex digits of sha256(namespace "/" id). */
 void shim_vm_name(const char *ns, const char *id, char out[24]);
 
+/*
+ * The VM's settings from the container's OCI annotations (NULL = default): io.agentvm.profile,
+ * io.agentvm.cpus, io.agentvm.memory (MiB) and io.agentvm.network (isolated, the default, or
+ * nat-filtered), with agentvm's own syntax and checks.
+ */
+#define SHIM_ANNOTATION_PREFIX "io.agentvm."
+struct shim_vm_config {
+	const char *profile;
+	const char *cpus;
+	const char *memory;
+	const char *network;
+};
+/* One annotation into c; -EINVAL (err names it and the known ones) for an unknown io.agentvm.*. */
+int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *value,
+		       struct avm_error *err);
+
 /* Boot a detached VM `name` with host dir rootfs shared (read-write) at SHIM_GUEST_ROOT. */
-int shim_vm_boot(const char *name, const char *rootfs, unsigned boot_timeout_s,
-		 struct avm_error *err);
+int shim_vm_boot(const char *name, const char *rootfs, const struct shim_vm_config *c,
+		 unsigned boot_timeout_s, struct avm_error *err);
 
 struct shim_proc {
 	char **argv; /* NULL-terminated */

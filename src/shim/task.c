@@ -294,6 +294,9 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 	struct proc *pr = NULL;
 	char *why = "malformed CreateTaskRequest";
 	char *stdio[3] = { NULL, NULL, NULL }, *id = NULL, *bundle = NULL;
+	struct json_object *cfg = NULL, *proc = NULL, *root = NULL, *rp, *an;
+	struct shim_vm_config vc = { 0 };
+	struct avm_error err = { 0 };
 	bool terminal = false;
 	int n, code = TTRPC_INVALID_ARGUMENT;
 
@@ -325,9 +328,8 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 	/* The process and root from the bundle's config.json. */
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/config.json", bundle);
-	struct json_object *cfg = json_object_from_file(path), *proc = NULL, *root = NULL, *rp;
+	cfg = json_object_from_file(path);
 	if (!cfg || !json_object_object_get_ex(cfg, "process", &proc)) {
-		json_object_put(cfg);
 		why = "cannot read process from the bundle's config.json";
 		goto out;
 	}
@@ -342,7 +344,20 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 		snprintf(t->rootfs, sizeof(t->rootfs), "%s", rootp);
 	else
 		snprintf(t->rootfs, sizeof(t->rootfs), "%s/%s", bundle, rootp);
-	json_object_put(cfg);
+	/* The VM's settings from the annotations (strings stay in cfg until the boot). */
+	if (n == 0 && json_object_object_get_ex(cfg, "annotations", &an) &&
+	    json_object_is_type(an, json_type_object)) {
+		json_object_object_foreach(an, key, val)
+		{
+			if (n == 0 && json_object_is_type(val, json_type_string))
+				n = shim_vm_config_set(&vc, key, json_object_get_string(val), &err);
+		}
+		if (n < 0) {
+			static char msg[sizeof(err.msg)];
+			snprintf(msg, sizeof(msg), "%s", err.msg);
+			why = msg;
+		}
+	}
 	if (n < 0)
 		goto out;
 	code = TTRPC_INTERNAL;
@@ -364,10 +379,9 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 		snprintf(mp, sizeof(mp), "%s/%s", t->rootfs, mps[i]);
 		mkdir(mp, 0555);
 	}
-	struct avm_error err = { 0 };
 	shim_vm_name(t->o->ns, id, t->vm);
 	shim_log("create %s: booting VM %s with root %s", id, t->vm, t->rootfs);
-	if (shim_vm_boot(t->vm, t->rootfs, BOOT_TIMEOUT_S, &err) < 0) {
+	if (shim_vm_boot(t->vm, t->rootfs, &vc, BOOT_TIMEOUT_S, &err) < 0) {
 		static char msg[sizeof(err.msg) + 32];
 		snprintf(msg, sizeof(msg), "cannot boot the VM: %s", err.msg);
 		why = msg;
@@ -407,6 +421,7 @@ out:
 		pb_buf_release(&ev);
 		pb_buf_release(&io);
 	}
+	json_object_put(cfg);
 	for (int i = 0; i < n_mounts; i++)
 		mount_release(&mounts[i]);
 	for (int i = 0; i < 3; i++)

@@ -148,6 +148,26 @@ t_bad_runtime_input() {
 	ctr_ containers rm c3 >/dev/null 2>&1 || true
 }
 
+# The VM's settings from OCI annotations: memory and a (filtered) network; an unknown one fails.
+t_annotations() {
+	out=$(ctr_ run --runtime "$RT" --annotation io.agentvm.memory=768 \
+		--annotation io.agentvm.network=nat-filtered "$IMG" c5 sh -c \
+		'busybox grep MemTotal /proc/meminfo; busybox cat /sys/class/net/eth0/address' \
+		</dev/null 2>&1)
+	rc=$?
+	expect_eq "exit code" 0 "$rc"
+	kb=$(echo "$out" | busybox awk '/MemTotal/ {print $2}')
+	# 768 MiB less the kernel's own share; the default (512 MiB) stays below 524288 kB.
+	[ "${kb:-0}" -gt 600000 ] && [ "${kb:-0}" -le 786432 ] || fail "MemTotal '$kb' kB is not ~768 MiB: $out"
+	expect_contains "a NIC in the VM" "02:" "$out"
+	ctr_ containers rm c5 || fail "ctr containers rm c5"
+	out=$(ctr_ run --runtime "$RT" --annotation io.agentvm.colour=red "$IMG" c6 true </dev/null 2>&1)
+	[ $? -ne 0 ] || fail "an unknown io.agentvm annotation was accepted"
+	expect_contains "the error names the annotation" "unknown annotation 'io.agentvm.colour'" "$out"
+	ctr_ task rm -f c6 >/dev/null 2>&1
+	ctr_ containers rm c6 >/dev/null 2>&1
+}
+
 # A shim killed with its VM running: containerd runs `shim delete`, which removes the VM.
 t_dead_shim_cleanup() {
 	ctr_ run -d --runtime "$RT" "$IMG" c4 busybox sleep 600 >/dev/null 2>&1 ||
@@ -168,7 +188,7 @@ t_dead_shim_cleanup() {
 }
 
 if start_containerd; then
-	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_dead_shim_cleanup}; do
+	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_dead_shim_cleanup}; do
 		run_test "$t"
 	done
 fi
