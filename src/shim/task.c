@@ -325,6 +325,10 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 		why = "this shim already runs a task";
 		goto out;
 	}
+	if (terminal) {
+		why = "agentvm does not give containers a terminal yet; run without -t";
+		goto out;
+	}
 	/* The process and root from the bundle's config.json. */
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/config.json", bundle);
@@ -519,6 +523,8 @@ static void task_exec(struct task *t, struct ttrpc_call call, const uint8_t *dat
 			n = pb_field_str(&f, &c.id);
 		else if (f.num == 2)
 			n = pb_field_str(&f, &c.exec_id);
+		else if (f.num == 3 && f.wire == PB_VARINT && f.v)
+			why = "agentvm does not give processes a terminal yet; exec without -t";
 		else if (f.num >= 4 && f.num <= 6)
 			n = pb_field_str(&f, &stdio[f.num - 4]);
 		else if (f.num == 7)
@@ -526,7 +532,7 @@ static void task_exec(struct task *t, struct ttrpc_call call, const uint8_t *dat
 		if (n < 0)
 			break;
 	}
-	if (n < 0 || !c.exec_id || !*c.exec_id || !spec) {
+	if (n < 0 || !c.exec_id || !*c.exec_id || !spec || strstr(why, "terminal")) {
 		ttrpc_reply(t->srv, call, TTRPC_INVALID_ARGUMENT, why, NULL);
 		goto out;
 	}

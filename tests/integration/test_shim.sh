@@ -141,11 +141,20 @@ t_exec_pause_resume_kill() {
 
 t_bad_runtime_input() {
 	# An image without the command: the task fails to start and nothing is left.
-	ctr_ run --runtime "$RT" "$IMG" c3 /no/such/cmd </dev/null >/dev/null 2>&1
+	out=$(ctr_ run --runtime "$RT" "$IMG" c3 /no/such/cmd </dev/null 2>&1)
 	rc=$?
 	[ "$rc" -ne 0 ] || fail "a missing command succeeded"
+	expect_contains "the reason" "cannot run /no/such/cmd in the container: No such file" "$out"
 	ctr_ task rm -f c3 >/dev/null 2>&1
 	ctr_ containers rm c3 >/dev/null 2>&1 || true
+	# A terminal is refused with the reason, before any VM boots.
+	# (ctr -t wants a console: script(1) gives it a pty.)
+	out=$(script -qec "ctr --address $CT/c.sock run -t --runtime $RT $IMG c7 true" /dev/null \
+		</dev/null 2>&1)
+	[ $? -ne 0 ] || fail "ctr run -t succeeded"
+	expect_contains "the terminal refusal" "does not give containers a terminal" "$out"
+	ctr_ task rm -f c7 >/dev/null 2>&1
+	ctr_ containers rm c7 >/dev/null 2>&1 || true
 }
 
 # The VM's settings from OCI annotations: memory and a (filtered) network; an unknown one fails.
