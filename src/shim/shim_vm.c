@@ -104,19 +104,6 @@ int shim_vm_boot(const char *name, const char *rootfs, const struct shim_vm_conf
 	return r;
 }
 
-static int open_fifo(const char *path, int flags)
-{
-	/* Non-blocking first (a reader may be there already), then wait for the peer: this runs
-	 * in the helper, never in the shim's loop. */
-	int fd = open(path, flags | O_NONBLOCK | O_CLOEXEC);
-
-	if (fd < 0 && errno == ENXIO)
-		fd = open(path, flags | O_CLOEXEC);
-	if (fd >= 0)
-		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-	return fd;
-}
-
 static int exit_code_of(const struct vm_exec_result *res)
 {
 	switch (res->info.kind) {
@@ -132,17 +119,17 @@ static int exit_code_of(const struct vm_exec_result *res)
 	}
 }
 
-/* In the helper: stdin (or nothing) on fd 0, the output FIFOs on 1 and 2, nothing else. */
-static void helper_fds(int stdin_fd, const char *out, const char *errpath)
+/* In the helper: the stdio fds (or /dev/null) on 0-2, nothing else. */
+static void helper_fds(const int fds[3])
 {
-	const char *paths[3] = { NULL, out, errpath };
 	int null = open("/dev/null", O_RDWR);
+	int tmp[3];
 
-	dup2(stdin_fd >= 0 ? stdin_fd : null, 0);
-	for (int i = 1; i < 3; i++) {
-		int fd = paths[i] && *paths[i] ? open_fifo(paths[i], O_WRONLY) : -1;
-		dup2(fd >= 0 ? fd : null, i);
-	}
+	/* Out of the way first: one of them may be 0-2 itself. */
+	for (int i = 0; i < 3; i++)
+		tmp[i] = fcntl(fds[i] >= 0 ? fds[i] : null, F_DUPFD, 10);
+	for (int i = 0; i < 3; i++)
+		dup2(tmp[i], i);
 	/* Not the shim's sockets, epoll, or other processes' stdin writers (their EOF). */
 	close_range(3, ~0u, 0);
 }
@@ -173,8 +160,8 @@ static _Noreturn void helper_main(const char *name, const struct shim_proc *p, b
 	_exit(r < 0 ? 255 : exit_code_of(&res));
 }
 
-int shim_vm_spawn(const char *name, const struct shim_proc *p, int stdin_fd, const char *out,
-		  const char *errpath, pid_t *pid, struct avm_error *err)
+int shim_vm_spawn(const char *name, const struct shim_proc *p, const int fds[3], pid_t *pid,
+		  struct avm_error *err)
 {
 	struct vm_exec_request chk = { .argv = p->argv, .env = p->env, .cwd = p->cwd };
 	sigset_t set, old;
@@ -198,9 +185,9 @@ int shim_vm_spawn(const char *name, const struct shim_proc *p, int stdin_fd, con
 		sigemptyset(&chld);
 		sigaddset(&chld, SIGCHLD);
 		sigprocmask(SIG_UNBLOCK, &chld, NULL);
-		helper_fds(stdin_fd, out, errpath);
+		helper_fds(fds);
 		int sig_fd = signalfd(-1, &set, SFD_CLOEXEC);
-		helper_main(name, p, stdin_fd >= 0, sig_fd);
+		helper_main(name, p, fds[0] >= 0, sig_fd);
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	return 0;

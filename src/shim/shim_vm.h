@@ -49,13 +49,13 @@ struct shim_proc {
 };
 
 /*
- * Fork a helper that runs p chrooted into the container root of VM `name`: stdin from stdin_fd
- * (-1 = none), stdout and stderr to the FIFO paths (NULL or "" = none). The helper keeps no
- * other fd of the caller. Its exit status is the process's: its code, 128+N for signal N, 127
- * when it could not start, 255 when the VM was lost (the reason goes to the stderr FIFO).
+ * Fork a helper that runs p chrooted into the container root of VM `name` with stdio from fds
+ * (-1 = none). The helper keeps no other fd of the caller. Its exit status is the process's:
+ * its code, 128+N for signal N, 127 when it could not start, 255 when the VM was lost (the
+ * reason goes to its stderr).
  */
-int shim_vm_spawn(const char *name, const struct shim_proc *p, int stdin_fd, const char *out,
-		  const char *errpath, pid_t *pid, struct avm_error *err);
+int shim_vm_spawn(const char *name, const struct shim_proc *p, const int fds[3], pid_t *pid,
+		  struct avm_error *err);
 /* Send any signal to the process run by helper `pid` (in the guest, to its process group). */
 int shim_vm_signal(pid_t pid, int sig);
 /* Pause (QMP stop) or resume (cont) the VM. */

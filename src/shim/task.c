@@ -468,12 +468,29 @@ static int start_stdin(struct proc *p)
 	return r;
 }
 
+/*
+ * An output FIFO: opened read-write, which never blocks and never fails for want of a reader
+ * (containerd's may come later, or be gone: `ctr run -d` exits after Start), as containerd's
+ * own shims keep a reader of their own. Returns the fd or -1.
+ */
+static int open_output(const char *path)
+{
+	int fd;
+
+	if (!path || !*path)
+		return -1;
+	fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	if (fd >= 0)
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	return fd;
+}
+
 static void task_start(struct task *t, struct ttrpc_call call, const struct common_req *c)
 {
 	struct proc *p = lookup(t, call, c);
 	struct avm_error err = { 0 };
 	struct pb_buf b = { 0 }, ev = { 0 };
-	int in, r;
+	int fds[3], r;
 
 	if (!p)
 		return;
@@ -481,10 +498,13 @@ static void task_start(struct task *t, struct ttrpc_call call, const struct comm
 		ttrpc_reply(t->srv, call, TTRPC_FAILED_PRECONDITION, "process already started", NULL);
 		return;
 	}
-	in = start_stdin(p);
-	r = shim_vm_spawn(t->vm, &p->spec, in, p->stdio[1], p->stdio[2], &p->pid, &err);
-	if (in >= 0)
-		close(in);
+	fds[0] = start_stdin(p);
+	fds[1] = open_output(p->stdio[1]);
+	fds[2] = open_output(p->stdio[2]);
+	r = shim_vm_spawn(t->vm, &p->spec, fds, &p->pid, &err);
+	for (int i = 0; i < 3; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
 	if (r < 0) {
 		close_stdin(p);
 		ttrpc_reply(t->srv, call, TTRPC_INTERNAL, err.msg, NULL);

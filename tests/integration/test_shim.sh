@@ -54,6 +54,18 @@ shim_leftovers() {
 }
 LEFTOVER_HOOK=shim_leftovers
 
+run_containerd() {
+	# containerd finds the shim on its own PATH (not the client's).
+	PATH="$CT/bin:$PATH" containerd --config "$CT/config.toml" >>"$CT/containerd.log" 2>&1 &
+	CTR_PID=$!
+	i=0
+	until ctr_ version >/dev/null 2>&1; do
+		i=$((i + 1))
+		[ $i -gt 100 ] && { fail "containerd did not start: $(tail -5 "$CT/containerd.log")"; return 1; }
+		sleep 0.1
+	done
+}
+
 start_containerd() {
 	mkdir -p "$CT/bin"
 	ln -sf "$SHIM" "$CT/bin/containerd-shim-agentvm-v2"
@@ -70,15 +82,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = "$CT/debug.sock"
   level = "info"
 EOC
-	# containerd finds the shim on its own PATH (not the client's).
-	PATH="$CT/bin:$PATH" containerd --config "$CT/config.toml" >"$CT/containerd.log" 2>&1 &
-	CTR_PID=$!
-	i=0
-	until ctr_ version >/dev/null 2>&1; do
-		i=$((i + 1))
-		[ $i -gt 100 ] && { fail "containerd did not start: $(tail -5 "$CT/containerd.log")"; return 1; }
-		sleep 0.1
-	done
+	run_containerd || return 1
 	make_oci "$tmp_root/oci"
 	tar -C "$tmp_root/oci/layout" -cf "$tmp_root/oci.tar" .
 	ctr_ images import --base-name localhost/avm-shim-test "$tmp_root/oci.tar" >/dev/null ||
@@ -177,6 +181,27 @@ t_annotations() {
 	ctr_ containers rm c6 >/dev/null 2>&1
 }
 
+# containerd restarts while a task runs: the shim and its VM live on and containerd takes them
+# back (the bundle's address file); exec and kill still work.
+t_containerd_restart() {
+	ctr_ run -d --runtime "$RT" "$IMG" c8 busybox sleep 600 >/dev/null 2>&1 ||
+		fail "ctr run -d c8"
+	stop_containerd
+	run_containerd || return
+	expect_contains "c8 after the restart" "RUNNING" "$(ctr_ task ls | grep '^c8 ')"
+	out=$(ctr_ task exec --exec-id e8 c8 sh -c 'echo still-here' </dev/null)
+	expect_eq "exec after the restart" "still-here" "$out"
+	ctr_ task kill -s KILL c8 || fail "kill -s KILL"
+	i=0
+	until ctr_ task ls | grep -q '^c8 .*STOPPED'; do
+		i=$((i + 1))
+		[ $i -gt 300 ] && { fail "c8 never stopped"; break; }
+		sleep 0.1
+	done
+	ctr_ task rm c8 >/dev/null || fail "ctr task rm c8"
+	ctr_ containers rm c8 || fail "ctr containers rm c8"
+}
+
 # A shim killed with its VM running: containerd runs `shim delete`, which removes the VM.
 t_dead_shim_cleanup() {
 	ctr_ run -d --runtime "$RT" "$IMG" c4 busybox sleep 600 >/dev/null 2>&1 ||
@@ -197,7 +222,7 @@ t_dead_shim_cleanup() {
 }
 
 if start_containerd; then
-	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_dead_shim_cleanup}; do
+	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_containerd_restart t_dead_shim_cleanup}; do
 		run_test "$t"
 	done
 fi
