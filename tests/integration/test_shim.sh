@@ -134,13 +134,18 @@ t_exec_pause_resume_kill() {
 	wait $run
 	expect_eq "exit code after SIGTERM" 143 "$?"
 	ctr_ containers rm c2 || fail "ctr containers rm c2"
-	sleep 0.5
-	kill $ev 2>/dev/null
-	wait $ev 2>/dev/null
+	# The shim publishes through containerd's publish binary, asynchronously: wait for them.
 	for topic in /tasks/create /tasks/start /tasks/exec-added /tasks/exec-started \
 		/tasks/paused /tasks/resumed /tasks/exit /tasks/delete; do
-		grep -q "$topic" "$tmp_root/events" || fail "no $topic event in ctr events"
+		i=0
+		while ! grep -q "$topic" "$tmp_root/events"; do
+			i=$((i + 1))
+			[ $i -gt 300 ] && { fail "no $topic event in ctr events"; break; }
+			sleep 0.1
+		done
 	done
+	kill $ev 2>/dev/null
+	wait $ev 2>/dev/null
 }
 
 t_bad_runtime_input() {
