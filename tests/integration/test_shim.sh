@@ -90,7 +90,7 @@ EOC
 }
 
 t_run_exit_code_and_rootfs() {
-	out=$(ctr_ run --runtime "$RT" "$IMG" c1 sh -c \
+	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" "$IMG" c1 sh -c \
 		'busybox cat /opt/new.txt; test -e /opt/gone.txt && echo gone-exists; id -u; uname -r
 		 echo x >/dev/null && test -c /dev/null && echo devnull-ok
 		 test -r /proc/self/status && echo proc-ok; exit 7' \
@@ -114,7 +114,7 @@ t_run_exit_code_and_rootfs() {
 t_exec_pause_resume_kill() {
 	ctr_ events >"$tmp_root/events" 2>&1 &
 	ev=$!
-	ctr_ run --runtime "$RT" "$IMG" c2 busybox sleep 600 </dev/null >"$tmp_root/c2.out" 2>&1 &
+	ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" "$IMG" c2 busybox sleep 600 </dev/null >"$tmp_root/c2.out" 2>&1 &
 	run=$!
 	i=0
 	until ctr_ task ls 2>/dev/null | grep -q '^c2 .*RUNNING'; do
@@ -122,7 +122,7 @@ t_exec_pause_resume_kill() {
 		[ $i -gt 1200 ] && { fail "task c2 never ran"; break; }
 		sleep 0.1
 	done
-	out=$(ctr_ task exec --exec-id e1 c2 sh -c 'echo exec-out $(busybox cat /opt/new.txt); exit 3' </dev/null)
+	out=$(ctr_ task exec --fifo-dir "$CT/fifo" --exec-id e1 c2 sh -c 'echo exec-out $(busybox cat /opt/new.txt); exit 3' </dev/null)
 	rc=$?
 	expect_eq "exec exit code" 3 "$rc"
 	expect_eq "exec output" "exec-out new" "$out"
@@ -150,7 +150,7 @@ t_exec_pause_resume_kill() {
 
 t_bad_runtime_input() {
 	# An image without the command: the task fails to start and nothing is left.
-	out=$(ctr_ run --runtime "$RT" "$IMG" c3 /no/such/cmd </dev/null 2>&1)
+	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" "$IMG" c3 /no/such/cmd </dev/null 2>&1)
 	rc=$?
 	[ "$rc" -ne 0 ] || fail "a missing command succeeded"
 	expect_contains "the reason" "cannot run /no/such/cmd in the container: No such file" "$out"
@@ -158,7 +158,7 @@ t_bad_runtime_input() {
 	ctr_ containers rm c3 >/dev/null 2>&1 || true
 	# A terminal is refused with the reason, before any VM boots.
 	# (ctr -t wants a console: script(1) gives it a pty.)
-	out=$(script -qec "ctr --address $CT/c.sock run -t --runtime $RT $IMG c7 true" /dev/null \
+	out=$(script -qec "ctr --address $CT/c.sock run -t --fifo-dir $CT/fifo --runtime $RT $IMG c7 true" /dev/null \
 		</dev/null 2>&1)
 	[ $? -ne 0 ] || fail "ctr run -t succeeded"
 	expect_contains "the terminal refusal" "does not give containers a terminal" "$out"
@@ -168,7 +168,7 @@ t_bad_runtime_input() {
 
 # The VM's settings from OCI annotations: memory and a (filtered) network; an unknown one fails.
 t_annotations() {
-	out=$(ctr_ run --runtime "$RT" --annotation io.agentvm.memory=768 \
+	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" --annotation io.agentvm.memory=768 \
 		--annotation io.agentvm.network=nat-filtered "$IMG" c5 sh -c \
 		'busybox grep MemTotal /proc/meminfo; busybox cat /sys/class/net/eth0/address' \
 		</dev/null 2>&1)
@@ -179,7 +179,7 @@ t_annotations() {
 	[ "${kb:-0}" -gt 600000 ] && [ "${kb:-0}" -le 786432 ] || fail "MemTotal '$kb' kB is not ~768 MiB: $out"
 	expect_contains "a NIC in the VM" "02:" "$out"
 	ctr_ containers rm c5 || fail "ctr containers rm c5"
-	out=$(ctr_ run --runtime "$RT" --annotation io.agentvm.colour=red "$IMG" c6 true </dev/null 2>&1)
+	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" --annotation io.agentvm.colour=red "$IMG" c6 true </dev/null 2>&1)
 	[ $? -ne 0 ] || fail "an unknown io.agentvm annotation was accepted"
 	expect_contains "the error names the annotation" "unknown annotation 'io.agentvm.colour'" "$out"
 	ctr_ task rm -f c6 >/dev/null 2>&1
@@ -189,12 +189,12 @@ t_annotations() {
 # containerd restarts while a task runs: the shim and its VM live on and containerd takes them
 # back (the bundle's address file); exec and kill still work.
 t_containerd_restart() {
-	ctr_ run -d --runtime "$RT" "$IMG" c8 busybox sleep 600 >/dev/null 2>&1 ||
+	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" "$IMG" c8 busybox sleep 600 >/dev/null 2>&1 ||
 		fail "ctr run -d c8"
 	stop_containerd
 	run_containerd || return
 	expect_contains "c8 after the restart" "RUNNING" "$(ctr_ task ls | grep '^c8 ')"
-	out=$(ctr_ task exec --exec-id e8 c8 sh -c 'echo still-here' </dev/null)
+	out=$(ctr_ task exec --fifo-dir "$CT/fifo" --exec-id e8 c8 sh -c 'echo still-here' </dev/null)
 	expect_eq "exec after the restart" "still-here" "$out"
 	ctr_ task kill -s KILL c8 || fail "kill -s KILL"
 	i=0
@@ -209,7 +209,7 @@ t_containerd_restart() {
 
 # A shim killed with its VM running: containerd runs `shim delete`, which removes the VM.
 t_dead_shim_cleanup() {
-	ctr_ run -d --runtime "$RT" "$IMG" c4 busybox sleep 600 >/dev/null 2>&1 ||
+	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" "$IMG" c4 busybox sleep 600 >/dev/null 2>&1 ||
 		fail "ctr run -d c4"
 	n=$(ls "$AGENTVM_STATE_DIR" | grep -c '^ctr-')
 	expect_eq "VMs running for c4" 1 "$n"
