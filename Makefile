@@ -7,7 +7,7 @@ DATADIR ?= $(PREFIX)/share/agentvm
 B ?= build
 
 CC ?= gcc
-PKGS := json-c libnl-3.0 libnl-route-3.0 libnftables libseccomp libarchive
+PKGS := json-c libnl-3.0 libnl-route-3.0 libnftables libseccomp libarchive libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
@@ -65,7 +65,7 @@ DEB_PKGS := build-essential pkg-config clang libjson-c-dev libnl-3-dev libnl-rou
 	libnftables-dev libseccomp-dev libcmocka-dev qemu-system-x86 qemu-utils linux-source-6.1 \
 	bc bison flex libelf-dev cpio busybox-static nftables iproute2 xz-utils socat dnsmasq-base \
 	python3 e2fsprogs mmdebstrap skopeo umoci uidmap git openssl openssh-client dropbear-bin \
-	libarchive-dev
+	libarchive-dev libmicrohttpd-dev prometheus
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
 		grep -q 'install ok installed' || echo $$p; done); \
