@@ -195,6 +195,7 @@ FUZZ_LINK_fuzz_oci_config := src/image_oci.c src/strv.c src/util.c src/error.c
 FUZZ_LINK_fuzz_egress := netfilter/rules.c netfilter/dns.c netfilter/util.c
 # The state-file readers pull in the core (net.c needs netfilter/, snapshot.c the QEMU argv).
 FUZZ_LINK_fuzz_state_files := $(CORE_SRC) $(QMP_SRC) $(NF_SRC) $(PROTO_SRC)
+FUZZ_LINK_fuzz_metrics := $(CORE_SRC) $(QMP_SRC) $(NF_SRC) $(PROTO_SRC)
 $(B)/fuzz/%: tests/fuzz/%.c $(QMP_SRC) $(PROTO_SRC) $(GUEST_SRC)
 	@mkdir -p $(dir $@)
 	$(Q)$(FUZZ_CC) -g -O1 -std=gnu17 -D_GNU_SOURCE= -fsanitize=fuzzer,address,undefined \
