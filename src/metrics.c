@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "pool.h"
@@ -18,8 +19,9 @@
 #include "vmstate.h"
 
 #define VM_FILE "metrics.json"
-#define GONE_FILE ".metrics.json"
-#define LOCK_FILE ".metrics.lock"
+#define HOST_DIR ".metrics" /* in the state root; not a VM name (those start with [a-z0-9]) */
+#define GONE_FILE HOST_DIR "/gone.json"
+#define LOCK_FILE HOST_DIR "/lock"
 #define ANOMALIES_FILE "anomalies.json"
 #define MAX_FILE (64u << 10)
 
@@ -234,6 +236,10 @@ static int lock_root(int how)
 	char path[PATH_MAX];
 	int fd;
 
+	if (statedir_file(path, sizeof(path), statedir_root(), HOST_DIR) < 0)
+		return -1;
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return -1;
 	if (statedir_file(path, sizeof(path), statedir_root(), LOCK_FILE) < 0)
 		return -1;
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);

@@ -7,10 +7,10 @@
  *   <vm state dir>/metrics.json   this VM's boot/restore/exec histograms and exec results.
  *                                 Written atomically (tmp + rename) by the VM's one owner (the
  *                                 `run` process or the VM's supervisor), read by anyone.
- *   <state root>/.metrics.json    the same sums for every VM that is gone: when a state dir is
- *                                 removed its numbers are added here first, under
- *                                 <state root>/.metrics.lock (flock), so host-wide counters never
- *                                 go backwards when a VM is removed.
+ *   <state root>/.metrics/gone.json  the same sums for every VM that is gone: when a state dir
+ *                                 is removed its numbers are added here first, under
+ *                                 <state root>/.metrics/lock (flock), so host-wide counters
+ *                                 never go backwards when a VM is removed.
  *   <vm state dir>/anomalies.json {"rules": {"<rule>": <count>, ...}} written by the anomaly
  *                                 detector (audit); read here for agentvm_anomalies_total.
  * Host-wide histograms = the gone file + every live VM's file, summed under the lock (shared),

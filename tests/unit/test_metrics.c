@@ -133,7 +133,7 @@ static void test_retire(void **state)
 
 	snprintf(a, sizeof(a), "%s/vm-a", root);
 	snprintf(b, sizeof(b), "%s/vm-b", root);
-	snprintf(gone, sizeof(gone), "%s/.metrics.json", root);
+	snprintf(gone, sizeof(gone), "%s/.metrics/gone.json", root);
 	assert_int_equal(mkdir(a, 0700), 0);
 	assert_int_equal(mkdir(b, 0700), 0);
 	metrics_record_exec(a, METRICS_EXEC_OK, 1000);
