@@ -63,6 +63,9 @@ enum metrics_exec_class metrics_exec_class_of(const struct avm_exit_info *info);
 int metrics_counters_read(const char *path, struct metrics_counters *c);
 int metrics_counters_write(const char *path, const struct metrics_counters *c);
 
+/* Recording on (the default) or off, in this process: for bench/metrics.sh's on/off ratio. */
+void metrics_set_recording(bool on);
+
 /*
  * Recording, by the VM's owner, never failing the caller (a full state dir costs a sample,
  * not a boot or an exec). us: microseconds.

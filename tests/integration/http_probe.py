@@ -24,7 +24,11 @@ def get(url, source=None, method="GET"):
     c.request(method, u.path or "/")
     r = c.getresponse()
     print(r.status)
-    sys.stdout.write(r.read().decode())
+    try:
+        sys.stdout.write(r.read().decode())
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass  # `| head -1`: only the status was wanted
 
 
 def slowloris(host, port, n, secs):

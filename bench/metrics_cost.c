@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Bench helper: the cost of metrics recording on the exec round trip. Boots one VM through
+ * libagentvm, then runs `true` 2N times, recording switched on and off in turn (interleaved, so
+ * both see the same load), and prints "on US" / "off US" per exec: the wall time of vm_exec,
+ * which includes the recording (a read-modify-write of the VM's metrics.json). Then times the
+ * recording alone (metrics_record_exec, 1000 calls) and prints "record US" per call.
+ * usage: metrics-cost KERNEL INITRD N
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "host.h"
+#include "metrics.h"
+#include "spec.h"
+#include "util.h"
+#include "vm.h"
+
+int main(int argc, char **argv)
+{
+	struct avm_error err = { 0 };
+	struct vm *vm = NULL;
+	char *qemu = NULL;
+	char *cmd[] = { "true", NULL };
+	enum vm_accel accel;
+	bool fell_back;
+	int n, devnull, rc = 1;
+
+	if (argc != 4) {
+		fprintf(stderr, "usage: metrics-cost KERNEL INITRD N\n");
+		return 2;
+	}
+	n = atoi(argv[3]);
+	struct vm_spec *spec = vm_spec_new();
+	if (!spec || host_find_qemu(&qemu, &err) < 0 ||
+	    host_resolve_accel(VM_ACCEL_AUTO, &accel, &fell_back, &err) < 0)
+		goto out;
+	struct vm_launch_opts lo = {
+		.spec = spec, .kernel = argv[1], .initrd = argv[2], .qemu = qemu, .accel = accel,
+	};
+	if (vm_launch(&lo, &vm, &err) < 0 || vm_wait_ready(vm, 60000, -1, &err) < 0)
+		goto out;
+	devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	for (int i = 0; i < 2 * n; i++) {
+		struct vm_exec_request req = {
+			.argv = cmd, .stdin_fd = -1, .stdout_fd = devnull, .stderr_fd = devnull,
+			.sig_fd = -1,
+		};
+		struct vm_exec_result res;
+		bool on = i % 2 == 0;
+		metrics_set_recording(on);
+		uint64_t t0 = now_us();
+		if (vm_exec(vm, &req, &res, &err) < 0)
+			goto out;
+		printf("%s %llu\n", on ? "on" : "off", (unsigned long long)(now_us() - t0));
+	}
+	metrics_set_recording(true);
+	for (int i = 0; i < 1000; i++) {
+		uint64_t t0 = now_us();
+		metrics_record_exec(vm_state_dir(vm), METRICS_EXEC_OK, 1000);
+		printf("record %llu\n", (unsigned long long)(now_us() - t0));
+	}
+	rc = 0;
+out:
+	if (rc)
+		fprintf(stderr, "metrics-cost: %s\n", err.msg);
+	vm_destroy(vm);
+	vm_spec_free(spec);
+	free(qemu);
+	return rc;
+}
