@@ -72,6 +72,10 @@ deps:
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing$$(echo $$missing | sed 's/^/ /')"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+		case " $$missing " in *" prometheus "*) \
+			echo "deps: prometheus is for the tests only: its services stay off"; \
+			if [ -d /run/systemd/system ]; then systemctl disable --now prometheus \
+				prometheus-node-exporter >/dev/null 2>&1 || true; fi ;; esac; \
 	else echo "deps: all Debian packages present"; fi
 	@# The image builder installs agent CLIs with the host's npm (any: a newer one from
 	@# nodesource provides it too; Debian's is the fallback).
