@@ -220,11 +220,7 @@ $(B)/bench/jail-cost: bench/jail_cost.c $(LIBS_ALL)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) $< -o $@ $(LIBS_ALL) $(PKG_LIBS) $(LDFLAGS)
 
-$(B)/bench/metrics-cost: bench/metrics_cost.c $(LIBS_ALL)
-	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) $< -o $@ $(LIBS_ALL) $(PKG_LIBS) $(LDFLAGS)
-
-bench: all $(B)/bench/exec-rtt $(B)/bench/qmp-rtt $(B)/bench/jail-cost $(B)/bench/metrics-cost
+bench: all $(B)/bench/exec-rtt $(B)/bench/qmp-rtt $(B)/bench/jail-cost
 	$(Q)sh bench/run.sh $(AGENTVM)
 
 install: all jail-user

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Metrics recording cost, standalone: in ONE run, one VM, `true` run 2N times with recording on
-# and off in turn (bench/metrics_cost.c), medians and their ratio; and the recording alone.
+# and off in turn (`exec-rtt ... --metrics-ab`, bench/exec_rtt.c), medians and their ratio; and
+# the recording alone.
 # Also the time of a one-shot `agentvm metrics` with that VM running.
 # The state dir goes where STATE_PARENT says (default /dev/shm: a tmpfs, as /run/agentvm is on a
 # usual host); STATE_PARENT=/tmp measures a disk file system (ext4 writes back a file renamed
@@ -16,7 +17,7 @@ export AGENTVM_STATE_DIR=$tmp/state
 trap 'rm -rf "$tmp"' EXIT INT TERM
 median() { sort -n "$1" | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
-"$B/bench/metrics-cost" "$IMG/vmlinux" "$IMG/initramfs.cpio" "$N" >"$tmp/out" 2>"$tmp/err" ||
+"$B/bench/exec-rtt" "$IMG/vmlinux" "$IMG/initramfs.cpio" "$N" --metrics-ab >"$tmp/out" 2>"$tmp/err" ||
 	{ cat "$tmp/err"; exit 1; }
 for k in on off record; do awk -v k=$k '$1 == k {print $2}' "$tmp/out" >"$tmp/$k"; done
 on=$(median "$tmp/on")

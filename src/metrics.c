@@ -440,24 +440,22 @@ static void per_vm(FILE *f, struct vm_row *rows, size_t n)
 		if (rows[i].s.live && rows[i].s.ready_ms > 0)
 			fprintf(f, "agentvm_vm_ready_time_seconds{vm=\"%s\"} %.3f\n",
 				rows[i].s.name, (double)rows[i].s.ready_ms / 1000);
-	head(f, "agentvm_vm_network_bytes_total", "counter",
-	     "Bytes through the VM's egress filter by direction (tx: from the VM) and verdict.");
-	for (size_t i = 0; i < n; i++)
-		for (size_t k = 0; rows[i].s.have_net && k < ARRAY_SIZE(net); k++)
-			fprintf(f,
-				"agentvm_vm_network_bytes_total{vm=\"%s\",direction=\"%s\","
-				"verdict=\"%s\"} %llu\n",
-				rows[i].s.name, net[k].dir, net[k].verdict,
-				(unsigned long long)NETC(&rows[i], net[k].bytes));
-	head(f, "agentvm_vm_network_packets_total", "counter",
-	     "Packets through the VM's egress filter by direction (tx: from the VM) and verdict.");
-	for (size_t i = 0; i < n; i++)
-		for (size_t k = 0; rows[i].s.have_net && k < ARRAY_SIZE(net); k++)
-			fprintf(f,
-				"agentvm_vm_network_packets_total{vm=\"%s\",direction=\"%s\","
-				"verdict=\"%s\"} %llu\n",
-				rows[i].s.name, net[k].dir, net[k].verdict,
-				(unsigned long long)NETC(&rows[i], net[k].packets));
+	for (int unit = 0; unit < 2; unit++) { /* bytes, then packets */
+		const char *what = unit ? "packets" : "bytes";
+		fprintf(f,
+			"# HELP agentvm_vm_network_%s_total %s through the VM's egress filter by "
+			"direction (tx: from the VM) and verdict.\n"
+			"# TYPE agentvm_vm_network_%s_total counter\n",
+			what, unit ? "Packets" : "Bytes", what);
+		for (size_t i = 0; i < n; i++)
+			for (size_t k = 0; rows[i].s.have_net && k < ARRAY_SIZE(net); k++)
+				fprintf(f,
+					"agentvm_vm_network_%s_total{vm=\"%s\",direction=\"%s\","
+					"verdict=\"%s\"} %llu\n",
+					what, rows[i].s.name, net[k].dir, net[k].verdict,
+					(unsigned long long)NETC(&rows[i], unit ? net[k].packets :
+										    net[k].bytes));
+	}
 	head(f, "agentvm_anomalies_total", "counter", "Anomaly alerts raised, by VM and rule.");
 	for (size_t i = 0; i < n; i++)
 		for (size_t k = 0; k < rows[i].n_anom; k++)
