@@ -102,6 +102,18 @@ static int parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *s
 	return 0;
 }
 
+int metrics_http_check(const char *addr, struct avm_error *err)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	if (parse_listen(addr, &ss, &sl) < 0)
+		return avm_error_set(err, -EINVAL,
+				     "'%s' is not ADDR:PORT (e.g. 127.0.0.1:9464 or [::1]:9464)",
+				     addr);
+	return 0;
+}
+
 int metrics_http_start(const char *addr, metrics_http_render_fn render, void *ctx,
 		       struct metrics_http **out, struct avm_error *err)
 {
@@ -111,10 +123,8 @@ int metrics_http_start(const char *addr, metrics_http_render_fn render, void *ct
 	char host[INET6_ADDRSTRLEN], port[8];
 	int one = 1;
 
-	if (parse_listen(addr, &ss, &sl) < 0)
-		return avm_error_set(err, -EINVAL,
-				     "'%s' is not ADDR:PORT (e.g. 127.0.0.1:9464 or [::1]:9464)",
-				     addr);
+	if (metrics_http_check(addr, err) < 0 || parse_listen(addr, &ss, &sl) < 0)
+		return -EINVAL;
 	h = calloc(1, sizeof(*h));
 	if (!h)
 		return avm_error_set(err, -ENOMEM, "out of memory");

@@ -28,6 +28,8 @@ typedef int (*metrics_http_render_fn)(FILE *f, void *ctx);
  */
 int metrics_http_start(const char *listen, metrics_http_render_fn render, void *ctx,
 		       struct metrics_http **out, struct avm_error *err);
+/* Whether addr is a valid "ADDR:PORT" for metrics_http_start: 0 or -EINVAL with err filled. */
+int metrics_http_check(const char *addr, struct avm_error *err);
 /* An fd for the caller's epoll set (readable: call metrics_http_run). */
 int metrics_http_fd(const struct metrics_http *h);
 /* The address actually bound, "ADDR:PORT". */

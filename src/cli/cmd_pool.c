@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "metrics_http.h"
 #include "pool.h"
 #include "statedir.h"
 #include "util.h"
@@ -52,6 +53,11 @@ int cmd_serve(int argc, char **argv)
 		} else if (c == 'p') {
 			p->snap = optarg;
 		} else if (c == 'L') {
+			if (metrics_http_check(optarg, &err) < 0) {
+				cli_error("--metrics-listen: %s", err.msg);
+				vm_spec_free(no.spec);
+				return EXIT_USAGE;
+			}
 			p->metrics_listen = optarg;
 		} else if (slot) {
 			if (parse_long(optarg, 0, c == 't' ? 30 * 86400 : POOL_MAX_VMS, slot) < 0) {

@@ -114,6 +114,17 @@ t_bad_flags() {
 	expect_contains "bad address message" "ADDR:PORT" "$(cat "$tmp_root/err")"
 	avm metrics extra 2>/dev/null
 	expect_eq "metrics extra argument" 125 $?
+	avm serve --pool nosuch --metrics-listen 127.0.0.1 2>"$tmp_root/err"
+	expect_eq "serve bad metrics address" 125 $?
+	expect_contains "serve bad address message" "--metrics-listen" "$(cat "$tmp_root/err")"
+	# A port in use: one clear line, non-zero, nothing left.
+	"$AVM" metrics --listen 127.0.0.1:0 2>"$tmp_root/ml0.log" &
+	bg_pids=$!
+	addr=$(listen_addr "$tmp_root/ml0.log") || fail "no listen line"
+	avm metrics --listen "$addr" 2>"$tmp_root/err"
+	expect_eq "port in use" 1 $?
+	expect_contains "port in use message" "cannot listen on $addr" "$(cat "$tmp_root/err")"
+	stop_bg
 }
 
 t_endpoint() {
