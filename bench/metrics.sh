@@ -23,6 +23,9 @@ for k in on off record; do awk -v k=$k '$1 == k {print $2}' "$tmp/out" >"$tmp/$k
 on=$(median "$tmp/on")
 off=$(median "$tmp/off")
 rec=$(median "$tmp/record")
+# Each on is run next to an off (on, off, off, on): the median of their differences.
+paste -d' ' "$tmp/on" "$tmp/off" | awk '{print $1 - $2}' >"$tmp/diff"
+diff=$(median "$tmp/diff")
 "$AVM" start --accel tcg --network isolated --name mb >/dev/null
 : >"$tmp/m"
 for i in 1 2 3 4 5 6 7 8 9 10; do
@@ -36,5 +39,6 @@ echo "|---|---|"
 echo "| exec round trip of \`true\`, recording on | $on us |"
 echo "| exec round trip of \`true\`, recording off | $off us |"
 echo "| ratio on/off | $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.3f", a / b}') |"
+echo "| median of paired differences (on - off, neighbours) | $diff us |"
 echo "| metrics_record_exec alone (1000 calls) | $rec us |"
 echo "| one-shot \`agentvm metrics\`, 1 VM running (10 runs) | $(median "$tmp/m") us |"

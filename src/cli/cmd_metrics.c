@@ -142,6 +142,15 @@ static double cpu_percent(const struct vm_sample *a, const struct vm_sample *b)
 	return 100.0 * (double)(b->cpu_ns - a->cpu_ns) / (double)(b->sample_ns - a->sample_ns);
 }
 
+/* A double printed with 3 decimals (json-c would print 3.4300000000000002). */
+static struct json_object *dbl3(double v)
+{
+	char buf[32];
+
+	snprintf(buf, sizeof(buf), "%.3f", v);
+	return json_object_new_double_s(v, buf);
+}
+
 static struct json_object *sample_json(const struct vm_sample *s, double cpu)
 {
 	struct json_object *o = json_object_new_object(), *n;
@@ -149,8 +158,8 @@ static struct json_object *sample_json(const struct vm_sample *s, double cpu)
 #define I64(k, v) json_object_object_add(o, k, json_object_new_int64((int64_t)(v)))
 	json_object_object_add(o, "name", json_object_new_string(s->name));
 	json_object_object_add(o, "state", json_object_new_string(s->state));
-	json_object_object_add(o, "cpu_percent", json_object_new_double(cpu));
-	json_object_object_add(o, "cpu_seconds", json_object_new_double((double)s->cpu_ns / 1e9));
+	json_object_object_add(o, "cpu_percent", dbl3(cpu));
+	json_object_object_add(o, "cpu_seconds", dbl3((double)s->cpu_ns / 1e9));
 	I64("host_rss_bytes", s->rss_bytes);
 	I64("host_pss_bytes", s->pss_bytes);
 	if (s->have_guest) {
@@ -172,7 +181,7 @@ static struct json_object *sample_json(const struct vm_sample *s, double cpu)
 		json_object_object_add(o, "net", n);
 	}
 	I64("disk_overlay_bytes", s->disk_bytes);
-	json_object_object_add(o, "uptime_s", json_object_new_double(s->uptime_s));
+	json_object_object_add(o, "uptime_s", dbl3(s->uptime_s));
 	I64("execs", s->execs);
 #undef I64
 	return o;
