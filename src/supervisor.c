@@ -427,6 +427,11 @@ static void record_exit(struct sup *s)
 		state = "crashed";
 	}
 	snprintf(vm->st.exit_reason, sizeof(vm->st.exit_reason), "%s", reason);
+	/* Commands the VM took with it never get an EXIT: each ended in error. */
+	for (int i = 0; i < MAX_ROUTES; i++)
+		if (s->routes[i].used && s->routes[i].type == AVM_MSG_EXEC)
+			metrics_record_exec(vm->dir, METRICS_EXEC_ERROR,
+					    now_us() - s->routes[i].t0_us);
 	vm__set_state(vm, state);
 	statedir_file(path, sizeof(path), vm->dir, "agent.sock");
 	unlink(path);

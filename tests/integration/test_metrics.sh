@@ -103,6 +103,28 @@ EOF
 	promtool check metrics <"$tmp_root/m2.prom" >/dev/null 2>&1 || fail "promtool after rm"
 }
 
+# A command the VM takes with it (QEMU killed mid-command) counts as an error.
+t_lost_exec() {
+	avm start --accel tcg --name m2 --network isolated >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	avm metrics >"$tmp_root/l0.prom"
+	e0=$(series "$tmp_root/l0.prom" 'agentvm_exec_results_total{result="error"}')
+	avm exec m2 -- sleep 600 >/dev/null 2>&1 &
+	xpid=$!
+	i=0
+	until avm exec m2 -- sh -c 'ps | grep -q "[s]leep 600"'; do
+		i=$((i + 1))
+		[ $i -gt 60 ] && { fail "the sleep never started"; break; }
+		sleep 0.5
+	done
+	avm kill m2 || fail "kill"
+	wait "$xpid"
+	avm wait m2 --state stopped --timeout 30 >/dev/null 2>&1
+	avm metrics >"$tmp_root/l1.prom"
+	expect_eq "errors after a lost command" $((e0 + 1)) "$(series "$tmp_root/l1.prom" 'agentvm_exec_results_total{result="error"}')"
+	expect_eq "vms crashed or stopped" 1 "$(($(series "$tmp_root/l1.prom" 'agentvm_vms{state="stopped"}') + $(series "$tmp_root/l1.prom" 'agentvm_vms{state="crashed"}')))"
+	avm rm --force m2 >/dev/null || fail "rm"
+}
+
 t_bad_flags() {
 	avm stats nosuch 2>"$tmp_root/err"
 	expect_eq "stats unknown VM" 1 $?
@@ -195,7 +217,7 @@ EOF
 	avm snapshot rm gold >/dev/null 2>&1
 }
 
-for t in ${ONLY:-t_stats_and_metrics t_bad_flags t_endpoint t_prometheus_scrapes_serve}; do
+for t in ${ONLY:-t_stats_and_metrics t_lost_exec t_bad_flags t_endpoint t_prometheus_scrapes_serve}; do
 	run_test "$t"
 done
 stop_bg
