@@ -113,7 +113,7 @@ t_pool() {
 	stop_serve
 	[ -e "$AGENTVM_STATE_DIR/.pool.sock" ] && fail "serve left its socket"
 	w=0
-	while [ -n "$(ls -A "$AGENTVM_STATE_DIR")" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
+	while [ -n "$(ls -A "$AGENTVM_STATE_DIR" | grep -vx -e .net -e .metrics)" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
 
 	# TTL: ready VMs older than it are replaced by fresh ones.
 	"$AVM" serve --pool gold --pool-min 1 --pool-max 2 --pool-ttl 2 2>"$tmp_root/serve.log" &
@@ -126,7 +126,7 @@ t_pool() {
 	wait_ready 1
 	stop_serve
 	w=0
-	while [ -n "$(ls -A "$AGENTVM_STATE_DIR")" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
+	while [ -n "$(ls -A "$AGENTVM_STATE_DIR" | grep -vx -e .net -e .metrics)" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
 }
 
 # The socket: a connection beyond its 128 is told so (it was closed without a word), and one
@@ -172,7 +172,7 @@ PY
 	expect_eq "serving again" "1" "$(counts | cut -d' ' -f1)"
 	stop_serve
 	w=0
-	while [ -n "$(ls -A "$AGENTVM_STATE_DIR")" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
+	while [ -n "$(ls -A "$AGENTVM_STATE_DIR" | grep -vx -e .net -e .metrics)" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
 }
 
 # agentvm processes of this run (pool workers, supervisors): they carry our state dir.
@@ -191,7 +191,7 @@ pool_leftovers() {
 		ks="$ks $(sed -n 's/.*"supervisor_pid":\([0-9]*\).*/\1/p' "$AGENTVM_STATE_DIR/$v/state.json" 2>/dev/null)"
 		kt="$kt $( (tr -d ' \n' <"$AGENTVM_STATE_DIR/$v/net.json") 2>/dev/null | sed -n 's/.*"tap":"\([^"]*\)".*/\1/p')"
 	done
-	for d in $(ls -A "$AGENTVM_STATE_DIR" | grep -vx -e .net -e .pool.sock); do
+	for d in $(ls -A "$AGENTVM_STATE_DIR" | grep -vx -e .net -e .pool.sock -e .metrics); do
 		case " $keep " in *" $d "*) ;; *) echo "state dir $d" ;; esac
 	done
 	for q in $(pgrep -f "qemu-system-x86_64.*$tmp_root"); do
@@ -297,7 +297,7 @@ t_pool_serve_killed() {
 	done
 	stop_serve
 	w=0
-	while [ -n "$(ls -A "$AGENTVM_STATE_DIR" | grep -vx .net)" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
+	while [ -n "$(ls -A "$AGENTVM_STATE_DIR" | grep -vx -e .net -e .metrics)" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
 	avm snapshot rm kgold
 }
 
@@ -329,7 +329,7 @@ t_pool_ping_misses() {
 	wait_ready 1
 	stop_serve
 	w=0
-	while [ -n "$(ls -A "$AGENTVM_STATE_DIR")" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
+	while [ -n "$(ls -A "$AGENTVM_STATE_DIR" | grep -vx -e .net -e .metrics)" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
 }
 
 t_bad_serve() {
