@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "util.h"
+#include "metrics.h"
 #include "vm_internal.h"
 
 struct exec_state {
@@ -350,5 +351,12 @@ int vm_exec(struct vm *vm, const struct vm_exec_request *req, struct vm_exec_res
 	}
 	exec_teardown(&s);
 	res->round_trip_us = now_us() - t0;
+	/* A detached VM's supervisor records what passes through it; `run` owns its VM. */
+	if (!vm->attached)
+		metrics_record_exec(vm->dir,
+				    r < 0 && !s.done ? METRICS_EXEC_ERROR :
+				    res->timed_out   ? METRICS_EXEC_TIMEOUT :
+						       metrics_exec_class_of(&res->info),
+				    res->round_trip_us);
 	return r;
 }
