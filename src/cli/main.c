@@ -57,7 +57,9 @@ static void usage(FILE *f)
 	      "  rm [--force] NAME               remove a stopped VM (--force: kill it first)\n"
 	      "  wait NAME [--state S] [--timeout S]  wait for running|paused|stopped\n"
 	      "  logs NAME [--follow]            the guest console\n"
-	      "  gc                              remove VMs whose processes are gone\n"
+	      "  gc                              remove VMs whose processes are gone (and long-unused\n"
+	      "                                  boot templates)\n"
+	      "  cache ls [--json] | cache rm KEY|--all  the boot templates run and start restore\n"
 	      "  net ls [--json]                 taps, addresses, egress policies, counters\n"
 	      "  net gc                          remove taps, rules, leases of VMs that are gone\n"
 	      "  qmp NAME CMD ['{ARGS}']         any QMP command; prints the reply JSON\n"
@@ -115,6 +117,7 @@ int main(int argc, char **argv)
 		{ "snapshot", cmd_snapshot }, { "restore", cmd_restore }, { "reset", cmd_reset },
 		{ "serve", cmd_serve },   { "pool", cmd_pool },
 		{ "net", cmd_net },	    { "image", cmd_image },   { "cp", cmd_cp },
+		{ "cache", cmd_cache },
 	};
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
 		if (strcmp(verb, verbs[i].name) != 0)
