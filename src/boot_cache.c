@@ -567,9 +567,9 @@ static bool template_trouble(int r)
 enum use { USE_DONE, USE_MISS, USE_BAD };
 
 /* Start a clone of the template in dir if it is there and sound; *res: start()'s result. */
-static enum use try_use(const struct vm_launch_opts *o, const char *dir, const char *key,
-			const char *text, boot_cache_start_fn start, void *ctx, int *res,
-			struct avm_error *err)
+static enum use try_use(const struct vm_launch_opts *o, const struct boot_cache_opts *bo,
+			const char *dir, const char *key, const char *text,
+			boot_cache_start_fn start, void *ctx, int *res, struct avm_error *err)
 {
 	char p[PATH_MAX], mem[PATH_MAX], dev[PATH_MAX], why[128];
 	struct tmeta m;
@@ -603,7 +603,9 @@ static enum use try_use(const struct vm_launch_opts *o, const char *dir, const c
 	struct vm_launch_opts lo = *o;
 	lo.incoming = &in;
 	lo.template_boot = true;
-	r = start(&lo, ctx, err);
+	r = start(&lo, bo->boot_timeout_ms < BOOT_CACHE_RESTORE_TIMEOUT_MS
+			       ? bo->boot_timeout_ms : BOOT_CACHE_RESTORE_TIMEOUT_MS,
+		  ctx, err);
 	close(lock);
 	if (r < 0 && template_trouble(r)) {
 		warn("boot template %s failed (%s); removed it, booting cold", key, err->msg);
@@ -626,36 +628,36 @@ int boot_cache_start(const struct vm_launch_opts *o, const struct boot_cache_opt
 	int r = 0;
 
 	if (bo->cold || !boot_cache_enabled() || o->incoming || o->spec->n_shares)
-		return start(o, ctx, err);
+		return start(o, bo->boot_timeout_ms, ctx, err);
 	if (shape_of(o, &sh, &e) < 0 || boot_cache_shape_text(&sh, text, sizeof(text), key) < 0 ||
 	    mkdir_p(root, 0700) < 0) {
 		warn("boot cache: %s; booting cold", e.msg[0] ? e.msg : strerror(errno));
-		return start(o, ctx, err);
+		return start(o, bo->boot_timeout_ms, ctx, err);
 	}
 	statedir_file(dir, sizeof(dir), root, key);
-	u = try_use(o, dir, key, text, start, ctx, &r, err);
+	u = try_use(o, bo, dir, key, text, start, ctx, &r, err);
 	if (u == USE_DONE)
 		return r;
 	if (u == USE_BAD)
-		return start(o, ctx, err);
+		return start(o, bo->boot_timeout_ms, ctx, err);
 	/* Missing: one launch builds it, the others boot cold meanwhile. */
 	snprintf(lockp, sizeof(lockp), "%s/.%s.build", root, key);
 	build_lock = open(lockp, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (build_lock < 0 || flock(build_lock, LOCK_EX | LOCK_NB) < 0)
-		return start(o, ctx, err);
-	u = try_use(o, dir, key, text, start, ctx, &r, err); /* built while we waited? */
+		return start(o, bo->boot_timeout_ms, ctx, err);
+	u = try_use(o, bo, dir, key, text, start, ctx, &r, err); /* built while we waited? */
 	if (u == USE_DONE)
 		return r;
 	if (u == USE_BAD)
-		return start(o, ctx, err);
+		return start(o, bo->boot_timeout_ms, ctx, err);
 	r = build(o, bo, &sh, key, text, &e);
 	if (r == -EINTR)
 		return avm_error_set(err, r, "%s", e.msg);
 	if (r < 0) {
 		warn("cannot save a boot template (%s); booting cold", e.msg);
-		return start(o, ctx, err);
+		return start(o, bo->boot_timeout_ms, ctx, err);
 	}
 	evict(max_bytes(), key);
-	u = try_use(o, dir, key, text, start, ctx, &r, err);
-	return u == USE_DONE ? r : start(o, ctx, err);
+	u = try_use(o, bo, dir, key, text, start, ctx, &r, err);
+	return u == USE_DONE ? r : start(o, bo->boot_timeout_ms, ctx, err);
 }

@@ -63,13 +63,19 @@ const char *boot_cache_dir(void);
 
 struct boot_cache_opts {
 	bool cold;           /* --cold: a real boot; no template is used or written */
-	int boot_timeout_ms; /* for a template's own boot */
+	int boot_timeout_ms; /* for a cold boot, and a template's own */
 	int sig_fd;          /* a signalfd (or -1): a signal aborts a template build */
 };
 
-/* Starts a VM for o: vm_launch() + vm_wait_ready() (run), or supervisor_start() (start). */
-typedef int (*boot_cache_start_fn)(const struct vm_launch_opts *o, void *ctx,
+/*
+ * Starts a VM for o: vm_launch() + vm_wait_ready() (run), or supervisor_start() (start), giving
+ * the guest timeout_ms to be ready: the boot timeout for a cold boot, at most
+ * BOOT_CACHE_RESTORE_TIMEOUT_MS for a clone (which answers in well under a second: one that
+ * does not is a damaged template, and the cold boot after it should not wait a boot timeout).
+ */
+typedef int (*boot_cache_start_fn)(const struct vm_launch_opts *o, int timeout_ms, void *ctx,
 				   struct avm_error *err);
+#define BOOT_CACHE_RESTORE_TIMEOUT_MS 20000
 
 /*
  * Start o's VM through the cache: start() with o->incoming set to a clone of the template of

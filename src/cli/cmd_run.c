@@ -75,16 +75,17 @@ static void run_usage(FILE *f)
 
 struct run_start {
 	struct vm *vm;
-	int boot_timeout_ms, sig_fd;
+	int sig_fd;
 };
 
 /* boot_cache_start()'s way of starting run's VM: launch, then wait for the guest. */
-static int run_start(const struct vm_launch_opts *o, void *ctx, struct avm_error *err)
+static int run_start(const struct vm_launch_opts *o, int timeout_ms, void *ctx,
+		     struct avm_error *err)
 {
 	struct run_start *rs = ctx;
 	int r = vm_launch(o, &rs->vm, err);
 
-	if (r == 0 && (r = vm_wait_ready(rs->vm, rs->boot_timeout_ms, rs->sig_fd, err)) < 0) {
+	if (r == 0 && (r = vm_wait_ready(rs->vm, timeout_ms, rs->sig_fd, err)) < 0) {
 		vm_destroy(rs->vm);
 		rs->vm = NULL;
 	}
@@ -149,8 +150,8 @@ int cmd_run(int argc, char **argv)
 		.accel = accel,
 		.keep_state = a.keep_state,
 	};
-	struct run_start rs = { .boot_timeout_ms = (int)a.boot_timeout_s * 1000, .sig_fd = sig_fd };
-	struct boot_cache_opts bo = { .cold = a.cold, .boot_timeout_ms = rs.boot_timeout_ms,
+	struct run_start rs = { .sig_fd = sig_fd };
+	struct boot_cache_opts bo = { .cold = a.cold, .boot_timeout_ms = (int)a.boot_timeout_s * 1000,
 				      .sig_fd = sig_fd };
 	r = boot_cache_start(&lo, &bo, run_start, &rs, &err);
 	vm = rs.vm;

@@ -15,16 +15,16 @@
 #include "vm.h"
 
 struct start_ctx {
-	int boot_timeout_ms;
 	pid_t sup;
 };
 
 /* boot_cache_start()'s way of starting a detached VM: its supervisor, until READY. */
-static int start_supervised(const struct vm_launch_opts *o, void *ctx, struct avm_error *err)
+static int start_supervised(const struct vm_launch_opts *o, int timeout_ms, void *ctx,
+			    struct avm_error *err)
 {
 	struct start_ctx *sc = ctx;
 
-	return supervisor_start(o, sc->boot_timeout_ms, &sc->sup, err);
+	return supervisor_start(o, timeout_ms, &sc->sup, err);
 }
 
 int cmd_start(int argc, char **argv)
@@ -81,8 +81,8 @@ int cmd_start(int argc, char **argv)
 		.spec = a.spec, .kernel = kernel, .initrd = initrd, .qemu = qemu, .accel = accel,
 		.detached = true,
 	};
-	struct start_ctx sc = { .boot_timeout_ms = (int)a.boot_timeout_s * 1000 };
-	struct boot_cache_opts bo = { .cold = a.cold, .boot_timeout_ms = sc.boot_timeout_ms,
+	struct start_ctx sc = { 0 };
+	struct boot_cache_opts bo = { .cold = a.cold, .boot_timeout_ms = (int)a.boot_timeout_s * 1000,
 				      .sig_fd = -1 };
 	r = boot_cache_start(&lo, &bo, start_supervised, &sc, &err);
 	if (r < 0) {
