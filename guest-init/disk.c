@@ -94,19 +94,6 @@ static void sleep_ns(uint64_t ns)
 		;
 }
 
-/* Write s into the sysfs file path: 0 or -errno. */
-static int sysfs_write(const char *path, const char *s)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC), r = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (write(fd, s, strlen(s)) < 0)
-		r = -errno;
-	close(fd);
-	return r;
-}
-
 #define VIRTIO_BLK_DRV "/sys/bus/virtio/drivers/virtio_blk"
 
 int disk_rebind_all(void)
@@ -135,9 +122,9 @@ int disk_rebind_all(void)
 				memcpy(names[j], t, sizeof(t));
 			}
 	for (size_t i = 0; i < n; i++) {
-		int e = sysfs_write(VIRTIO_BLK_DRV "/unbind", names[i]);
+		int e = write_at_file(AT_FDCWD, VIRTIO_BLK_DRV "/unbind", names[i]);
 		if (e == 0)
-			e = sysfs_write(VIRTIO_BLK_DRV "/bind", names[i]);
+			e = write_at_file(AT_FDCWD, VIRTIO_BLK_DRV "/bind", names[i]);
 		if (e < 0) {
 			log_msg("disk %s: re-probe after the restore failed: %s", names[i],
 				strerror(-e));

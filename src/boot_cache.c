@@ -12,7 +12,6 @@
 #include <fcntl.h>
 #include <json-c/json.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,17 +32,12 @@
 /* A .tmp- build dir older than this is the leftover of a killed build. */
 #define STALE_TMP_S 3600
 
-static void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void warn(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("agentvm: warning: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
+/* The caller's one-line warnings (the CLI's words); none without a callback. */
+#define WARN(bo, ...)                                                                              \
+	do {                                                                                       \
+		if ((bo)->warn)                                                                    \
+			(bo)->warn(__VA_ARGS__);                                                   \
+	} while (0)
 
 bool boot_cache_enabled(void)
 {
@@ -591,7 +585,7 @@ static enum use try_use(const struct vm_launch_opts *o, const struct boot_cache_
 	if (r < 0) {
 		if (lock >= 0)
 			close(lock);
-		warn("boot template %s is damaged (%s); removed it, booting cold", key, why);
+		WARN(bo, "boot template %s is damaged (%s); removed it, booting cold", key, why);
 		remove_template(dir, true);
 		return USE_BAD;
 	}
@@ -608,7 +602,7 @@ static enum use try_use(const struct vm_launch_opts *o, const struct boot_cache_
 		  ctx, err);
 	close(lock);
 	if (r < 0 && template_trouble(r)) {
-		warn("boot template %s failed (%s); removed it, booting cold", key, err->msg);
+		WARN(bo, "boot template %s failed (%s); removed it, booting cold", key, err->msg);
 		remove_template(dir, true);
 		return USE_BAD;
 	}
@@ -631,7 +625,7 @@ int boot_cache_start(const struct vm_launch_opts *o, const struct boot_cache_opt
 		return start(o, bo->boot_timeout_ms, ctx, err);
 	if (shape_of(o, &sh, &e) < 0 || boot_cache_shape_text(&sh, text, sizeof(text), key) < 0 ||
 	    mkdir_p(root, 0700) < 0) {
-		warn("boot cache: %s; booting cold", e.msg[0] ? e.msg : strerror(errno));
+		WARN(bo, "boot cache: %s; booting cold", e.msg[0] ? e.msg : strerror(errno));
 		return start(o, bo->boot_timeout_ms, ctx, err);
 	}
 	statedir_file(dir, sizeof(dir), root, key);
@@ -654,7 +648,7 @@ int boot_cache_start(const struct vm_launch_opts *o, const struct boot_cache_opt
 	if (r == -EINTR)
 		return avm_error_set(err, r, "%s", e.msg);
 	if (r < 0) {
-		warn("cannot save a boot template (%s); booting cold", e.msg);
+		WARN(bo, "cannot save a boot template (%s); booting cold", e.msg);
 		return start(o, bo->boot_timeout_ms, ctx, err);
 	}
 	evict(max_bytes(), key);

@@ -65,6 +65,8 @@ struct boot_cache_opts {
 	bool cold;           /* --cold: a real boot; no template is used or written */
 	int boot_timeout_ms; /* for a cold boot, and a template's own */
 	int sig_fd;          /* a signalfd (or -1): a signal aborts a template build */
+	/* One line for a person (a template discarded or not saved); NULL: none. */
+	void (*warn)(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 };
 
 /*

@@ -152,7 +152,7 @@ int cmd_run(int argc, char **argv)
 	};
 	struct run_start rs = { .sig_fd = sig_fd };
 	struct boot_cache_opts bo = { .cold = a.cold, .boot_timeout_ms = (int)a.boot_timeout_s * 1000,
-				      .sig_fd = sig_fd };
+				      .sig_fd = sig_fd, .warn = cli_warn };
 	r = boot_cache_start(&lo, &bo, run_start, &rs, &err);
 	vm = rs.vm;
 	if (r < 0) {

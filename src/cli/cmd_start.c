@@ -83,7 +83,7 @@ int cmd_start(int argc, char **argv)
 	};
 	struct start_ctx sc = { 0 };
 	struct boot_cache_opts bo = { .cold = a.cold, .boot_timeout_ms = (int)a.boot_timeout_s * 1000,
-				      .sig_fd = -1 };
+				      .sig_fd = -1, .warn = cli_warn };
 	r = boot_cache_start(&lo, &bo, start_supervised, &sc, &err);
 	if (r < 0) {
 		cli_error("%s", err.msg);
