@@ -13,7 +13,7 @@
  * One agentvm.disk=SERIAL:DIR:rw|ro word per workspace disk, for guest-init's mounts, and
  * agentvm.root=SERIAL for the root image it switches to first.
  */
-static char *disk_words(const struct qemu_config *c)
+char *qemu_guest_boot_words(const struct qemu_config *c)
 {
 	char *s = strdup(""), *t;
 
@@ -55,7 +55,9 @@ static char *opt_escape(const char *v)
 
 char *qemu_kernel_cmdline(const struct qemu_config *c)
 {
-	char *s = NULL, *disks = disk_words(c);
+	char *s = NULL, *disks = c->template_boot ? strdup(" agentvm.template=1")
+						   : qemu_guest_boot_words(c);
+	const char *extra = c->template_boot ? NULL : c->extra_cmdline;
 	char tsc[64] = "";
 
 	if (!disks)
@@ -75,8 +77,8 @@ char *qemu_kernel_cmdline(const struct qemu_config *c)
 	 * turns IPv6 off on eth0 and the host's filter drops IPv6 at the tap.
 	 */
 	if (asprintf(&s, "console=hvc0 quiet reboot=t panic=-1 rdinit=/init%s%s%s%s%s",
-		     c->guest_debug ? " agentvm.debug=1" : "", tsc, c->extra_cmdline && *c->extra_cmdline ? " " : "",
-		     c->extra_cmdline ? c->extra_cmdline : "", disks) < 0)
+		     c->guest_debug ? " agentvm.debug=1" : "", tsc, extra && *extra ? " " : "",
+		     extra ? extra : "", disks) < 0)
 		s = NULL;
 	free(disks);
 	return s;

@@ -232,6 +232,7 @@ static void vm_free(struct vm *vm)
 		statedir_remove(vm->dir);
 	free(vm->dir);
 	free(vm->name);
+	free(vm->boot_words);
 	free(vm);
 }
 
@@ -402,8 +403,9 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		.cpus = o->spec->cpus,
 		.memory_mib = o->spec->memory_mib,
 		.incoming = o->incoming != NULL,
-		.mem_path = o->incoming ? o->incoming->mem_path : NULL,
-		.mem_share = o->incoming && o->incoming->mem_share,
+		.mem_path = o->incoming ? o->incoming->mem_path : o->template_mem,
+		.mem_share = o->incoming ? o->incoming->mem_share : o->template_mem != NULL,
+		.template_boot = o->template_boot,
 		.tsc_khz = o->accel == VM_ACCEL_TCG ? host_tsc_khz() : 0,
 		.qmp_fd = qmp_sp[1],
 		.agent_fd = agent_sp[1],
@@ -422,6 +424,10 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		.shares = qshares,
 		.n_shares = o->spec->n_shares,
 	};
+	if (o->template_boot && o->incoming && !(vm->boot_words = qemu_guest_boot_words(&qc))) {
+		r = avm_error_set(err, -ENOMEM, "out of memory");
+		goto fail;
+	}
 	if (o->detached) {
 		/* The second monitor's socket is made here and inherited, listening. */
 		struct sockaddr_un sa = { .sun_family = AF_UNIX };
