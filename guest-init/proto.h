@@ -49,7 +49,9 @@ enum avm_msg_type {
 	AVM_MSG_POWEROFF = 11, /* host -> guest; the guest syncs and powers off */
 	AVM_MSG_SYNC = 12,    /* host -> guest; payload: TLVs (time, entropy, hostname) */
 	AVM_MSG_SYNC_DONE = 13, /* guest -> host */
-	AVM_MSG_TYPE_MAX = 13,
+	AVM_MSG_STATS = 14,   /* host -> guest; no payload: how much memory the guest uses */
+	AVM_MSG_STATS_REPLY = 15, /* guest -> host; payload: TLVs (AVM_TAG_MEM_*) */
+	AVM_MSG_TYPE_MAX = 15,
 };
 
 /* TLV tags used in READY, EXEC and SYNC payloads: u16 tag, u32 len, len bytes. */
@@ -63,6 +65,8 @@ enum avm_tag {
 	AVM_TAG_GID = 7,        /* EXEC: u32 */
 	AVM_TAG_BUILTIN = 8,    /* EXEC: u32 1 = argv[0] names an agent builtin (tar-out, tar-in:
 				 * `agentvm cp`), run as a process of its own like any command */
+	AVM_TAG_ROOT = 9,       /* EXEC: absolute dir the command is chrooted into (a container's
+				 * root file system on a share: the containerd shim) */
 	AVM_TAG_TIME_NS = 20,   /* SYNC: u64 CLOCK_REALTIME nanoseconds */
 	AVM_TAG_ENTROPY = 21,   /* SYNC: bytes to credit to the guest RNG */
 	AVM_TAG_HOSTNAME = 22,  /* SYNC: hostname */
@@ -70,8 +74,13 @@ enum avm_tag {
 	AVM_TAG_NET_GW = 24,    /* SYNC: default gateway "A.B.C.D" */
 	AVM_TAG_NET_DNS = 25,   /* SYNC: resolver "A.B.C.D" (written to /etc/resolv.conf) */
 	AVM_TAG_NET_MAC = 26,   /* SYNC: eth0's new MAC, 6 bytes */
+	AVM_TAG_BOOT_ARGS = 27, /* SYNC to a boot template's clone (agentvm.template=1 on its
+				 * cmdline): the agentvm.root/disk/share words its cold boot would
+				 * have had on the kernel cmdline, applied once, after the restore */
 	AVM_TAG_VERSION = 30,   /* READY: agent version string */
 	AVM_TAG_BOOT_NS = 31,   /* READY: u64 CLOCK_BOOTTIME at READY, nanoseconds */
+	AVM_TAG_MEM_TOTAL = 40, /* STATS_REPLY: u64 bytes, /proc/meminfo MemTotal */
+	AVM_TAG_MEM_AVAILABLE = 41, /* STATS_REPLY: u64 bytes, /proc/meminfo MemAvailable */
 };
 
 /* How an EXEC ended. */
@@ -173,6 +182,24 @@ int avm_tlv_u64(const uint8_t *val, uint32_t len, uint64_t *out);
 /* EXIT payload (de)serialisation; decode returns -EBADMSG on a wrong size. */
 void avm_exit_info_encode(const struct avm_exit_info *in, uint8_t out[AVM_EXIT_INFO_SIZE]);
 int avm_exit_info_decode(const uint8_t *p, size_t len, struct avm_exit_info *out);
+
+/* The guest's memory (STATS_REPLY), bytes. */
+struct avm_guest_stats {
+	uint64_t mem_total;
+	uint64_t mem_available;
+};
+/*
+ * STATS_REPLY payload: encode appends its TLVs to b (0 or -ENOMEM); decode takes the known tags,
+ * skips others, and returns -EBADMSG for a malformed payload or one without MemTotal, or one
+ * whose MemAvailable exceeds MemTotal.
+ */
+int avm_guest_stats_encode(struct avm_buf *b, const struct avm_guest_stats *s);
+int avm_guest_stats_decode(const uint8_t *p, size_t len, struct avm_guest_stats *out);
+/*
+ * MemTotal and MemAvailable (bytes) out of /proc/meminfo text (len bytes, need not end in NUL).
+ * 0, or -EBADMSG when MemTotal is missing.
+ */
+int avm_meminfo_parse(const char *text, size_t len, struct avm_guest_stats *out);
 
 /* Little-endian helpers. */
 static inline void avm_put_le16(uint8_t *p, uint16_t v)

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "statedir.h"
+#include "metrics.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -170,6 +171,7 @@ int statedir_create(const char *name, char **path, struct avm_error *err)
 
 int statedir_remove(const char *dir)
 {
+	metrics_retire(dir); /* its counters outlive it in the host-wide sums */
 	return remove_flat_dir(dir);
 }
 

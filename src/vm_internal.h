@@ -44,6 +44,7 @@ struct vm {
 	bool attached;       /* a client of a detached VM's supervisor, not QEMU's parent */
 	struct vm_state st;  /* mirrored to state.json by its owner */
 	struct vm_net net;   /* torn down once QEMU is gone (owners only) */
+	char *boot_words;    /* a boot template's clone: its per-run words, sent with SYNC */
 };
 
 int vm__ep_add(int epfd, int fd, uint32_t events, enum ev_tag tag);
