@@ -193,6 +193,7 @@ FUZZ_LINK_fuzz_guest_disk := guest-init/diskcfg.c
 FUZZ_LINK_fuzz_guest_imagecfg := guest-init/imagecfg.c
 FUZZ_LINK_fuzz_oci_config := src/image_oci.c src/strv.c src/util.c src/error.c
 FUZZ_LINK_fuzz_egress := netfilter/rules.c netfilter/dns.c netfilter/util.c
+FUZZ_LINK_fuzz_tz := src/tz.c
 # The state-file readers pull in the core (net.c needs netfilter/, snapshot.c the QEMU argv).
 FUZZ_LINK_fuzz_state_files := $(CORE_SRC) $(QMP_SRC) $(NF_SRC) $(PROTO_SRC)
 $(B)/fuzz/%: tests/fuzz/%.c $(QMP_SRC) $(PROTO_SRC) $(GUEST_SRC)
