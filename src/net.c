@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "audit.h"
 #include "launcher.h"
 #include "statedir.h"
 #include "util.h"
@@ -506,6 +507,7 @@ static int setup_nat(struct vm_net *n, const struct vm_spec *spec, struct avm_er
 		goto out;
 	}
 	n->rules = true;
+	audit_net_policy(n);
 	if (n->n_domains) {
 		inet_ntop(AF_INET, &n->lease.host, n->dns, sizeof(n->dns));
 		r = start_forwarder(n, err);

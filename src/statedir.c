@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "snapshot.h"
 #include "strv.h"
 #include "util.h"
@@ -78,7 +79,8 @@ int statedir_check_all_trust(struct avm_error *err)
 		*slash = '\0';
 	if ((r = statedir_check_trust(statedir_root(), "AGENTVM_STATE_DIR", err)) < 0 ||
 	    (r = statedir_check_trust(snap_root(), "AGENTVM_SNAPSHOT_DIR", err)) < 0 ||
-	    (r = statedir_check_trust(cache, "AGENTVM_CACHE_DIR", err)) < 0)
+	    (r = statedir_check_trust(cache, "AGENTVM_CACHE_DIR", err)) < 0 ||
+	    (r = audit_check_trust(err)) < 0)
 		return r;
 	return 0;
 }
@@ -151,7 +153,12 @@ int statedir_create(const char *name, char **path, struct avm_error *err)
 
 int statedir_remove(const char *dir)
 {
-	return remove_flat_dir(dir);
+	const char *slash = strrchr(dir, '/');
+	int r = remove_flat_dir(dir);
+
+	if (r == 0)
+		audit_vm("vm.removed", slash ? slash + 1 : dir);
+	return r;
 }
 
 int statedir_find(const char *name, char **path, struct avm_error *err)

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "agent_conn.h"
+#include "audit.h"
 #include "disk.h"
 #include "host.h"
 #include "launcher.h"
@@ -116,6 +117,7 @@ int vm__qemu_died(struct vm *vm, const char *when, struct avm_error *err)
 	else
 		snprintf(how, sizeof(how), "exit status %d", WEXITSTATUS(vm->wstatus));
 	console_close(&vm->con); /* its last words tell a panic from a reboot */
+	audit_vm_str("error", vm->name, "what", "QEMU exited unexpectedly");
 	if (vm__exit_reason(vm) && !strcmp(vm__exit_reason(vm), "guest-panic"))
 		return avm_error_set(err, -ECHILD,
 				     "the guest kernel panicked %s (out of memory?); see the console "
@@ -166,11 +168,14 @@ const char *vm__exit_reason(const struct vm *vm)
 
 void vm__set_state(struct vm *vm, const char *state)
 {
+	char old[sizeof(vm->st.state)];
 	int r;
 
+	snprintf(old, sizeof(old), "%s", vm->st.state);
 	snprintf(vm->st.state, sizeof(vm->st.state), "%s", state);
 	if (vm->attached)
 		return;
+	audit_vm_state(vm->name, old, state, vm->st.exit_reason);
 	/* Console output that could not be written is worth a line in state.json. */
 	if (vm->con.write_error && !vm->st.error[0])
 		vm__note_write_error(vm, "console.log", vm->con.write_error);
@@ -219,6 +224,8 @@ static void vm_free(struct vm *vm)
 	console_close(&vm->con);
 	if (!vm->attached && (vm->exited || vm->pid <= 0))
 		jail_release(&vm->jail);
+	if (!vm->attached && vm->name && vmstate_is_live(vm->st.state))
+		audit_vm_state(vm->name, vm->st.state, "stopped", NULL);
 	qmp_client_free(vm->qmp);
 	agent_conn_release(&vm->agent);
 	if (vm->agent_fd >= 0)

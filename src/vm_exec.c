@@ -11,6 +11,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "util.h"
 #include "vm_internal.h"
 
@@ -26,6 +27,7 @@ struct exec_state {
 	bool stdout_broken;   /* our stdout reader went away (EPIPE) */
 	int signals_seen;
 	bool done;
+	uint64_t bytes_out; /* stdout + stderr received, for the audit log */
 };
 
 static int build_exec(const struct vm_exec_request *req, struct avm_buf *b)
@@ -113,6 +115,7 @@ static int forward_stdin(struct exec_state *s, struct avm_error *err)
 static int write_output(struct exec_state *s, int fd, const uint8_t *p, uint32_t len,
 			struct avm_error *err)
 {
+	s->bytes_out += len;
 	if (len == 0 || (fd == s->req->stdout_fd && s->stdout_broken))
 		return 0;
 	int r = write_all(fd, p, len);
@@ -287,6 +290,7 @@ int vm_exec(struct vm *vm, const struct vm_exec_request *req, struct vm_exec_res
 	if (!vm->ready)
 		return avm_error_set(err, -EAGAIN, "the guest is not ready");
 	r = exec_setup(&s, err);
+	audit_exec_start(vm_name(vm), req->argv, req->cwd);
 	while (r == 0 && !s.done) {
 		/* A regular-file stdin never signals readiness: feed it between other events. */
 		bool busy_stdin = s.stdin_open && !s.stdin_polled && !s.stdin_paused;
@@ -337,5 +341,6 @@ int vm_exec(struct vm *vm, const struct vm_exec_request *req, struct vm_exec_res
 	}
 	exec_teardown(&s);
 	res->round_trip_us = now_us() - t0;
+	audit_exec_done(vm_name(vm), req, res, r, s.bytes_out);
 	return r;
 }

@@ -141,5 +141,6 @@ int cmd_reset(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_pool(int argc, char **argv);
 int cmd_image(int argc, char **argv);
+int cmd_audit(int argc, char **argv);
 
 #endif
