@@ -242,6 +242,7 @@ static void fill_nf_vm(const struct vm_net *n, struct nf_vm *v)
 		.conn_rate = n->conn_rate,
 		.rate_bytes = n->rate_bytes,
 		.burst_bytes = n->burst_bytes,
+		.log_group = NF_LOG_GROUP(n->lease.index),
 	};
 	memcpy(v->mac, n->mac, sizeof(v->mac));
 	/* --deny-all-egress: no DNS either, unless --allow names port 53. */

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "monitor.h"
 #include "pool.h"
 #include "statedir.h"
 #include "util.h"
@@ -41,6 +42,7 @@
 #define EV_LISTEN 100
 #define EV_POOL 101 /* the pool's pidfd: serve exited */
 #define EV_NOTIFY 102 /* the starting CLI's pipe: it exited before READY */
+#define EV_MONITOR0 200 /* + 0..MONITOR_FDS-1: src/monitor.h */
 #define EV_CLIENT0 1000 /* EV_CLIENT0 + slot */
 
 struct client {
@@ -72,6 +74,7 @@ struct sup {
 	int pool_fd; /* a pool VM: pidfd of the serve it was started for, until it exits */
 	bool remove_at_exit; /* serve died holding the VM: leave no state dir either */
 	FILE *events;
+	struct monitor *mon; /* connections, drops, anomalies */
 };
 
 static void drain_guest(struct sup *s);
@@ -238,6 +241,11 @@ static void from_guest(struct sup *s, const struct avm_frame_hdr *h, const uint8
 			s->vm->agent_in_paused = true;
 			vm__agent_want_out(s->vm);
 		}
+	}
+	if (h->type == AVM_MSG_EXIT && r->type == AVM_MSG_EXEC) {
+		struct avm_exit_info ei;
+		if (avm_exit_info_decode(p, h->len, &ei) == 0)
+			monitor_note_exec(s->mon, ei.kind != AVM_EXIT_CODE || ei.code != 0);
 	}
 	if (final)
 		r->used = false;
@@ -493,6 +501,8 @@ static void serve(struct sup *s)
 				on_signal(s);
 			} else if (tag == EV_POOL) {
 				on_pool_gone(s);
+			} else if (monitor_owns(s->mon, tag)) {
+				monitor_event(s->mon, tag);
 			} else if (tag >= EV_CLIENT0 && tag < EV_CLIENT0 + MAX_CLIENTS) {
 				if (s->clients[tag - EV_CLIENT0].used)
 					pump_client(s, (int)(tag - EV_CLIENT0), evs[i].events);
@@ -585,7 +595,9 @@ static void supervisor_main(const struct vm_launch_opts *o, int boot_timeout_ms,
 	}
 	s.vm->keep_state = true;
 	notify(notify_fd, "OK");
+	s.mon = monitor_new(s.vm, o->spec->cpus, o->spec->memory_mib, s.vm->epfd, EV_MONITOR0);
 	serve(&s);
+	monitor_free(s.mon);
 	if (s.remove_at_exit)
 		s.vm->keep_state = false;
 	if (s.events)
