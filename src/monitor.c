@@ -490,8 +490,10 @@ struct monitor *monitor_new(struct vm *vm, unsigned cpus, unsigned memory_mib, i
 	struct avm_error err = { 0 };
 	struct itimerspec its = { .it_interval = { 1, 0 }, .it_value = { 1, 0 } };
 
-	if (!m)
+	if (!m || !audit_enabled()) {
+		free(m); /* nothing to log to: no listening, no alerts (the bench's "off") */
 		return NULL;
+	}
 	m->vm = vm;
 	m->epfd = epfd;
 	m->tag_base = tag_base;

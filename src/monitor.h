@@ -35,7 +35,8 @@ struct monitor;
 /*
  * Start watching vm (running, owned by this process): registers MONITOR_FDS fds in epfd with
  * tags tag_base + 0..MONITOR_FDS-1. A part that cannot start (no netfilter network, netlink
- * refused) is left out and said once in the audit log: never fatal. NULL only out of memory.
+ * refused) is left out and said once in the audit log: never fatal. NULL when the audit log is
+ * off ($AGENTVM_AUDIT=off: nothing to report to) or out of memory; the monitor_* calls take NULL.
  */
 struct monitor *monitor_new(struct vm *vm, unsigned cpus, unsigned memory_mib, int epfd,
 			    uint32_t tag_base);

@@ -158,7 +158,34 @@ print(json.load(open(sys.argv[1]))["rules"]["scan_ports"])' "$AGENTVM_STATE_DIR/
 	avm rm --force $vm >/dev/null || fail "rm"
 }
 
-all_tests="t_lifecycle_and_concurrent_execs t_untrusted_log_dir t_connections_and_scan_alert"
+# A flood beyond the log rate (3 events/s here) is counted in connlog.lost, not logged, and the
+# VM's traffic is not held up: every request still gets its answer.
+t_flood_counts_what_it_cannot_log() {
+	[ -n "${NET_READY:-}" ] || { skip "${NET_WHY:-no network topology}"; return; }
+	vm=flood1
+	printf 'log_rate = 3\nscan_ports = 0\n' >"$tmp_root/anomaly.conf"
+	AGENTVM_ANOMALY_CONF="$tmp_root/anomaly.conf" avm start $BOOT --name $vm >/dev/null \
+		2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	avm exec --timeout 240 $vm -- sh -c "for i in \$(seq 1 30); do \
+(wget -q -O - http://$S:80/ >/tmp/w.\$i 2>&1 &); done; sleep 8; cat /tmp/w.* | grep -c internet:80" \
+		>"$tmp_root/out" 2>&1
+	expect_eq "answers to 30 requests" 30 "$(cat "$tmp_root/out")"
+	i=0
+	until [ "$(count "e['event']=='connlog.lost' and e['vm']=='$vm'")" -ge 1 ]; do
+		i=$((i + 1))
+		[ $i -gt 30 ] && break
+		sleep 1
+	done
+	[ "$(events "e['event']=='connlog.lost' and e['vm']=='$vm'" | python3 -c 'import json,sys
+print(sum(json.loads(l)["unlogged"] for l in sys.stdin))')" -gt 0 ] ||
+		fail "no connlog.lost with unlogged > 0"
+	opens=$(count "e['event']=='conn.open' and e['vm']=='$vm'")
+	[ "$opens" -lt 30 ] || fail "all $opens opens were logged despite log_rate = 3"
+	avm rm --force $vm >/dev/null || fail "rm"
+}
+
+all_tests="t_lifecycle_and_concurrent_execs t_untrusted_log_dir t_connections_and_scan_alert
+t_flood_counts_what_it_cannot_log"
 NET_READY=""
 NET_WHY=""
 if ! NET_WHY=$(net_missing); then
