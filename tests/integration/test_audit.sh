@@ -187,8 +187,31 @@ print(sum(json.loads(l)["unlogged"] for l in sys.stdin))')" -gt 0 ] ||
 	avm rm --force $vm >/dev/null || fail "rm"
 }
 
+# The opt-in action: "action = pause" pauses a VM on its first alert (and says so in the event).
+t_pause_action() {
+	[ -n "${NET_READY:-}" ] || { skip "${NET_WHY:-no network topology}"; return; }
+	vm=pause1
+	printf 'scan_ports = 3\naction = pause\n' >"$tmp_root/anomaly.conf"
+	AGENTVM_ANOMALY_CONF="$tmp_root/anomaly.conf" avm start $BOOT --name $vm >/dev/null \
+		2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
+	# In the background: the exec returns before the VM is paused under it.
+	avm exec $vm -- sh -c "for p in 8080 8081 8082 8083 8084; do \
+(timeout 3 nc -w 2 $S \$p </dev/null >/dev/null 2>&1 &); done" >/dev/null 2>&1
+	i=0
+	until [ "$(count "e['event']=='vm.paused' and e['vm']=='$vm'")" -ge 1 ]; do
+		i=$((i + 1))
+		[ $i -gt 30 ] && break
+		sleep 1
+	done
+	expect_eq "alert with action" 1 "$(count "e['event']=='anomaly' and e['vm']=='$vm' and \
+e['rule']=='scan_ports' and e['action']=='pause'")"
+	expect_eq "state" paused "$(avm inspect $vm | python3 -c 'import json,sys
+print(json.load(sys.stdin)["state"])' 2>/dev/null)"
+	avm rm --force $vm >/dev/null || fail "rm"
+}
+
 all_tests="t_lifecycle_and_concurrent_execs t_untrusted_log_dir t_connections_and_scan_alert
-t_flood_counts_what_it_cannot_log"
+t_flood_counts_what_it_cannot_log t_pause_action"
 NET_READY=""
 NET_WHY=""
 if ! NET_WHY=$(net_missing); then
