@@ -42,7 +42,6 @@
 #define EV_LISTEN 100
 #define EV_POOL 101 /* the pool's pidfd: serve exited */
 #define EV_NOTIFY 102 /* the starting CLI's pipe: it exited before READY */
-#define EV_MONITOR0 200 /* + 0..MONITOR_FDS-1: src/monitor.h */
 #define EV_CLIENT0 1000 /* EV_CLIENT0 + slot */
 
 struct client {

@@ -21,6 +21,7 @@
 #include "disk.h"
 #include "host.h"
 #include "launcher.h"
+#include "monitor.h"
 #include "qemu_argv.h"
 #include "qmp.h"
 #include "statedir.h"
@@ -214,6 +215,7 @@ static void vm_free(struct vm *vm)
 {
 	if (!vm)
 		return;
+	monitor_free(vm->mon); /* its last events first, while the VM's network is there */
 	/* Only once QEMU is gone: the tap must not vanish under a running VM. */
 	if (!vm->attached && vm->dir && (vm->exited || vm->pid <= 0)) {
 		bool had_net = vm->net.tap[0] && !vm->net.torn_down;
@@ -690,6 +692,12 @@ int vm_wait_ready(struct vm *vm, int timeout_ms, int sig_fd, struct avm_error *e
 	if (sig_fd >= 0 && vm__ep_add(vm->epfd, sig_fd, EPOLLIN, EV_SIG) < 0)
 		return avm_error_setx(err, -errno, "epoll");
 	return vm__wait_guest(vm, &w, deadline, timeout_ms, sig_fd, 0, err);
+}
+
+void vm_monitor_start(struct vm *vm, unsigned cpus, unsigned memory_mib)
+{
+	if (!vm->attached && !vm->mon)
+		vm->mon = monitor_new(vm, cpus, memory_mib, vm->epfd, EV_MONITOR0);
 }
 
 int vm_attach(const char *name, struct vm **out, struct avm_error *err)

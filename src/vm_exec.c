@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "monitor.h"
 #include "util.h"
 #include "vm_internal.h"
 
@@ -327,6 +328,10 @@ int vm_exec(struct vm *vm, const struct vm_exec_request *req, struct vm_exec_res
 				break;
 			case EV_CONSOLE:
 				vm__pump_console(vm);
+				break;
+			default:
+				if (monitor_owns(vm->mon, evs[i].data.u32))
+					monitor_event(vm->mon, evs[i].data.u32);
 				break;
 			case EV_PIDFD:
 				/* Output already received still goes out before the error. */

@@ -44,7 +44,9 @@ struct vm {
 	bool attached;       /* a client of a detached VM's supervisor, not QEMU's parent */
 	struct vm_state st;  /* mirrored to state.json by its owner */
 	struct vm_net net;   /* torn down once QEMU is gone (owners only) */
+	struct monitor *mon; /* run: connections and anomalies (vm_monitor_start) */
 };
+#define EV_MONITOR0 200 /* + 0..MONITOR_FDS-1: the monitor's fds in epfd (monitor.h) */
 
 int vm__ep_add(int epfd, int fd, uint32_t events, enum ev_tag tag);
 /* Register the agent fd for EPOLLOUT exactly while output is queued. */

@@ -210,8 +210,23 @@ print(json.load(sys.stdin)["state"])' 2>/dev/null)"
 	avm rm --force $vm >/dev/null || fail "rm"
 }
 
+# `agentvm run` (no supervisor) logs its connections too: the allowed one and the dropped one.
+t_run_logs_connections() {
+	[ -n "${NET_READY:-}" ] || { skip "${NET_WHY:-no network topology}"; return; }
+	avm run $BOOT --name run1 -- sh -c "wget -q -O - http://$S:80/; \
+timeout 5 nc -w 3 $S 8080 </dev/null; sleep 1" >"$tmp_root/out" 2>"$tmp_root/err"
+	expect_eq "run output" "internet:80" "$(cat "$tmp_root/out")"
+	expect_eq "conn.open :80" 1 "$(count "e['event']=='conn.open' and e['vm']=='run1' and \
+e['dst']=='$S' and e['dport']==80 and e['verdict']=='allowed'")"
+	[ "$(count "e['event']=='conn.drop' and e['vm']=='run1' and e['dport']==8080")" -ge 1 ] ||
+		fail "no conn.drop for :8080 from run: $(events "e.get('vm')=='run1'")"
+	for ev in vm.created vm.ready exec.start exec.end vm.stopped vm.removed; do
+		expect_eq "$ev of run1" 1 "$(count "e['event']=='$ev' and e.get('vm')=='run1'")"
+	done
+}
+
 all_tests="t_lifecycle_and_concurrent_execs t_untrusted_log_dir t_connections_and_scan_alert
-t_flood_counts_what_it_cannot_log t_pause_action"
+t_flood_counts_what_it_cannot_log t_pause_action t_run_logs_connections"
 NET_READY=""
 NET_WHY=""
 if ! NET_WHY=$(net_missing); then
