@@ -24,7 +24,7 @@ IMG=$B/images
 out=bench/RESULTS.md
 tmp=$(mktemp -d /tmp/avm-bench.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-export AGENTVM_STATE_DIR=$tmp/state
+export AGENTVM_STATE_DIR=$tmp/state AGENTVM_LOG_DIR=$tmp/log
 
 # The same rule as agentvm's own (src/host.c): KVM needs /dev/kvm and vmx/svm in the CPU flags.
 accel=tcg
