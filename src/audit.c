@@ -488,14 +488,27 @@ int audit_read(const struct audit_filter *f, bool follow, int stop_fd,
 			return r > 0 ? 0 : avm_error_setx(err, r, "reading %s", audit_path());
 		if (!follow)
 			return 0;
-		/* Rotated (or created): finish the old file above, then go on in the new one. */
+		/* Rotated (or created): finish the old file, then go on in the one after it, which
+		 * is not the current one when several rotations passed between two looks. */
 		struct stat a, b;
 		if (stat(audit_path(), &b) == 0 && (fd < 0 || (fstat(fd, &a) == 0 && a.st_ino != b.st_ino))) {
 			if (fd >= 0 && (r = pump(rd, fd)) != 0)
 				return r > 0 ? 0 : avm_error_setx(err, r, "reading %s", audit_path());
+			const char *next = audit_path();
+			for (int k = 1; fd >= 0 && k <= AUDIT_KEEP; k++) {
+				struct stat c;
+				snprintf(path, sizeof(path), "%s.%d", audit_path(), k);
+				if (stat(path, &c) == 0 && c.st_ino == a.st_ino && c.st_dev == a.st_dev) {
+					if (k > 1) {
+						snprintf(path, sizeof(path), "%s.%d", audit_path(), k - 1);
+						next = path;
+					}
+					break;
+				}
+			}
 			if (fd >= 0)
 				close(fd);
-			fd = open(audit_path(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+			fd = open(next, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 			rd->len = 0;
 			continue;
 		}

@@ -216,6 +216,55 @@ static void test_since(void **state)
 			fail_msg("accepted '%s'", bad[i]);
 }
 
+/* On the first line it sees, the reader itself appends 100 lines: three rotations at once. */
+static int rotate_under_reader(void *opaque, const char *line, struct json_object *ev)
+{
+	struct tally *t = opaque;
+
+	count_line(opaque, line, ev);
+	if (t->lines == 1) {
+		for (int k = 0; k < 100; k++) {
+			struct json_object *f = json_object_new_object();
+			json_object_object_add(f, "writer", json_object_new_int(0));
+			json_object_object_add(f, "seq", json_object_new_int(k));
+			json_object_object_add(f, "pad", json_object_new_string(
+				"0123456789012345678901234567890123456789012345678901234567890123456789"));
+			audit_log("test.line", "vm-test", f);
+		}
+	}
+	return 0;
+}
+
+/*
+ * --follow goes through every rotated file in order, also when several rotations passed
+ * between two looks (it used to jump to the current file and skip those between). stop_fd is
+ * readable from the start: the reader returns once it has caught up.
+ */
+static void test_follow_through_rotation(void **state)
+{
+	struct audit_filter f = { 0 };
+	struct tally t = { 0 };
+	struct avm_error err = { 0 };
+	int p[2];
+	char path[256];
+	struct stat st;
+
+	setenv("AGENTVM_AUDIT_MAX_BYTES", "8192", 1);
+	audit_vm("test.before", "vm-f");
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	assert_int_equal(write(p[1], "x", 1), 1);
+	assert_int_equal(audit_read(&f, true, p[0], rotate_under_reader, &t, &err), 0);
+	snprintf(path, sizeof(path), "%s.2", audit_path());
+	assert_int_equal(stat(path, &st), 0); /* it did rotate more than once */
+	assert_int_equal(t.lines, 101);
+	assert_int_equal(t.per_writer[0], 100);
+	assert_int_equal(t.bad, 1); /* the test.before line (no writer field) */
+	assert_false(t.out_of_order);
+	close(p[0]);
+	close(p[1]);
+	unsetenv("AGENTVM_AUDIT_MAX_BYTES");
+}
+
 static void test_off(void **state)
 {
 	struct stat a, b;
@@ -237,6 +286,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_long_fields_are_cut, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_trust, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_since, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_follow_through_rotation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_off, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
