@@ -217,7 +217,11 @@ $(B)/bench/jail-cost: bench/jail_cost.c $(LIBS_ALL)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) $< -o $@ $(LIBS_ALL) $(PKG_LIBS) $(LDFLAGS)
 
-bench: all $(B)/bench/exec-rtt $(B)/bench/qmp-rtt $(B)/bench/jail-cost
+$(B)/bench/net-cost: bench/net_cost.c $(LIBS_ALL)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS) $< -o $@ $(LIBS_ALL) $(PKG_LIBS) $(LDFLAGS)
+
+bench: all $(B)/bench/exec-rtt $(B)/bench/qmp-rtt $(B)/bench/jail-cost $(B)/bench/net-cost
 	$(Q)sh bench/run.sh $(AGENTVM)
 
 install: all jail-user

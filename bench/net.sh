@@ -15,6 +15,8 @@
 #        resolver directly, 200 A queries each, median
 #   (n6) --bandwidth 8mbit: a limited VM (upload through the nft limit, download through the tap's
 #        tbf) measured while an unlimited VM transfers at the same time
+#   (n7) each step of the network's set-up and teardown (build/bench/net-cost), medians and
+#        page faults per step
 # Prints a markdown table for bench/RESULTS.md. usage: bench/net.sh build/agentvm [N] [MIB]
 set -u
 AVM=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -194,6 +196,14 @@ paste "$tmp/pol.setup" "$tmp/isolated.setup" | awk '{print $1 - $2}' >"$tmp/diff
 paste "$tmp/nat.setup" "$tmp/isolated.setup" "$tmp/nat.rm" "$tmp/isolated.rm" |
 	awk '{print $1 - $2 + $3 - $4}' >"$tmp/diff.nat"
 
+# (n7) each step of the network's set-up and teardown, library calls without QEMU (net_cost.c).
+netcost=$(dirname "$AVM")/bench/net-cost
+if [ -x "$netcost" ]; then
+	hx "$netcost" "$N" "$S" >"$tmp/netcost.md" 2>"$tmp/err" || die "net-cost: $(cat "$tmp/err")"
+else
+	echo "(n7) skipped: $netcost not built (make build/bench/net-cost)" >"$tmp/netcost.md"
+fi
+
 # (n5) DNS latency through a VM's forwarder vs directly, both asked from the host ns.
 cat >"$tmp/dnslat.py" <<'PY'
 import socket, struct, sys, time
@@ -295,4 +305,9 @@ cat <<MD
 - (n5) forwarder memory per VM: RSS ${rss:-?} KiB, PSS ${pss:-?} KiB. Samples (ms) forwarder: $(sort -n "$tmp/dns.fwd" | awk 'NR % 40 == 1 {printf "%.2f ", $1 / 1000}') / direct: $(sort -n "$tmp/dns.direct" | awk 'NR % 40 == 1 {printf "%.2f ", $1 / 1000}')
 - (n4) per round (ms): $(sort -n "$tmp/diff.pol" | awk '{printf "%.1f ", $1 / 1000}')/ (n4b) $(sort -n "$tmp/diff.nat" | awk '{printf "%.1f ", $1 / 1000}')
 - (n6) net ls during the test: $(grep -E '^(lim|free) ' "$tmp/netls.txt" | awk '{print $1": "$NF}' | tr '\n' ' ')
+
+(n7) Steps of the network's set-up and teardown (bench/net_cost.c: net_setup/net_save/net_ready,
+then net_teardown as after QEMU ended; no QEMU, N=$N rounds per policy, interleaved):
+
+$(cat "$tmp/netcost.md")
 MD

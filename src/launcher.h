@@ -8,6 +8,7 @@
 #ifndef AGENTVM_LAUNCHER_H
 #define AGENTVM_LAUNCHER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -21,6 +22,13 @@ struct launch_opts {
 	size_t n_keep;
 	const char *log_path; /* the child's stdout+stderr go here (appended); NULL = /dev/null */
 	const struct jail *jail; /* the child's jail (jail.h), or NULL */
+	/*
+	 * Without a jail only: the child borrows our memory until it execs (CLONE_VM|CLONE_VFORK,
+	 * as posix_spawn does) instead of a fork's copy of the page tables, which marks all our
+	 * memory copy-on-write: 6-40 ms, then hundreds of faults in the parent, on a host where a
+	 * fault costs ~20 us (bench/RESULTS.md, egress2). We wait while it sets up and execs.
+	 */
+	bool vfork;
 };
 
 /*

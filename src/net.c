@@ -7,9 +7,11 @@
 #include <glob.h>
 #include <json-c/json.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/random.h>
 #include <poll.h>
 #include <signal.h>
@@ -98,7 +100,33 @@ static void uplink_forwarding_restore(void)
 	globfree(&g);
 }
 
-static bool last_vm_out(struct nf_nft *nft);
+static bool last_vm_out(struct nf_nft *nft, const char *but);
+
+/* Record that step `what` ended now (its cost: since the previous step ended). */
+static uint64_t faults_now(void)
+{
+	struct rusage ru;
+
+	return getrusage(RUSAGE_SELF, &ru) == 0 ? (uint64_t)(ru.ru_minflt + ru.ru_majflt) : 0;
+}
+
+/* Start timing steps from now. */
+static void steps_begin(struct vm_net *n)
+{
+	n->t_step = now_us();
+	n->faults_step = faults_now();
+}
+
+static void step(struct vm_net *n, const char *what)
+{
+	uint64_t t = now_us(), f = faults_now();
+
+	if (n->t_step && n->n_trace < ARRAY_SIZE(n->trace))
+		n->trace[n->n_trace++] = (struct net_step){ what, (uint32_t)(t - n->t_step),
+							    (uint32_t)(f - n->faults_step) };
+	n->t_step = t;
+	n->faults_step = f;
+}
 
 void net_init(struct vm_net *n, const char *vm_name)
 {
@@ -345,11 +373,89 @@ static int start_forwarder(struct vm_net *n, struct avm_error *err)
 		return avm_error_setx(err, r, "cannot write %s", conf);
 	snprintf(arg, sizeof(arg), "--conf-file=%s", conf);
 	char *argv[] = { (char *)bin, arg, NULL };
-	struct launch_opts lo = { .argv = argv, .log_path = log };
+	struct launch_opts lo = { .argv = argv, .log_path = log, .vfork = true };
 	r = launch_spawn(&lo, &n->dns_pid, &n->dns_pidfd, err);
 	if (r < 0)
 		return avm_error_wrap(err, "cannot start the DNS forwarder %s", bin);
+	n->dns_started_ms = now_ms();
 	/* Not waited for here: it starts (20-110 ms measured on a loaded host) while QEMU does. */
+	return 0;
+}
+
+int net_forwarder_fd(const struct vm_net *n)
+{
+	return n->dns_pidfd;
+}
+
+/* Append one line to the forwarder's log (its own output goes there too). */
+static void forwarder_log(const struct vm_net *n, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void forwarder_log(const struct vm_net *n, const char *fmt, ...)
+{
+	char conf[PATH_MAX], log[PATH_MAX], line[256];
+	va_list ap;
+	int fd;
+
+	if (forwarder_conf_path(n, conf, sizeof(conf)) < 0 ||
+	    snprintf(log, sizeof(log), "%.*s.log", (int)(strlen(conf) - 5), conf) >= (int)sizeof(log))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line) - 1, fmt, ap);
+	va_end(ap);
+	strcat(line, "\n");
+	fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd >= 0) {
+		(void)!write(fd, line, strlen(line));
+		close(fd);
+	}
+}
+
+int net_forwarder_exited(struct vm_net *n)
+{
+	int status = 0;
+	bool quick;
+
+	if (n->dns_pidfd < 0)
+		return -1;
+	if (waitpid(n->dns_pid, &status, WNOHANG) <= 0)
+		status = -1;
+	close(n->dns_pidfd);
+	n->dns_pidfd = -1;
+	quick = now_ms() - n->dns_started_ms < NET_DNS_STABLE_MS;
+	n->dns_restarts = quick ? n->dns_restarts + 1 : 1;
+	if (status == -1)
+		snprintf(n->dns_exit, sizeof(n->dns_exit), "exited");
+	else if (WIFSIGNALED(status))
+		snprintf(n->dns_exit, sizeof(n->dns_exit), "was killed by signal %d",
+			 WTERMSIG(status));
+	else
+		snprintf(n->dns_exit, sizeof(n->dns_exit), "exited with status %d",
+			 WEXITSTATUS(status));
+	if (n->dns_restarts > NET_DNS_MAX_RESTARTS) {
+		forwarder_log(n, "agentvm: dnsmasq (pid %d) %s; %d restarts in a row failed, not "
+			      "restarting it: the VM's names no longer resolve",
+			      (int)n->dns_pid, n->dns_exit, NET_DNS_MAX_RESTARTS);
+		n->dns_pid = 0;
+		return -1;
+	}
+	/* The first restart at once; one that keeps dying waits 250 ms, 500 ms ... 8 s. */
+	return n->dns_restarts <= 1 ? 0 : 250 << (n->dns_restarts - 2 < 5 ? n->dns_restarts - 2 : 5);
+}
+
+int net_forwarder_restart(struct vm_net *n, struct avm_error *err)
+{
+	pid_t old = n->dns_pid;
+	int r = start_forwarder(n, err);
+
+	if (r < 0) {
+		forwarder_log(n, "agentvm: dnsmasq (pid %d) %s; restarting it failed: %s", (int)old,
+			      n->dns_exit, err ? err->msg : "");
+		n->dns_pid = 0;
+		return r;
+	}
+	forwarder_log(n, "agentvm: dnsmasq (pid %d) %s; restarted as pid %d (%u of %d in a row)",
+		      (int)old, n->dns_exit, (int)n->dns_pid, n->dns_restarts,
+		      NET_DNS_MAX_RESTARTS);
 	return 0;
 }
 
@@ -360,6 +466,7 @@ int net_ready(struct vm_net *n, struct avm_error *err)
 
 	if (n->dns_pidfd < 0)
 		return 0;
+	steps_begin(n);
 	for (int i = 0; i < 5000 && !udp53_bound(n->lease.host); i++) {
 		struct pollfd p = { .fd = n->dns_pidfd, .events = POLLIN };
 		if (poll(&p, 1, 1) > 0) {
@@ -379,6 +486,7 @@ int net_ready(struct vm_net *n, struct avm_error *err)
 	if (!udp53_bound(n->lease.host))
 		return avm_error_set(err, -ETIMEDOUT, "the DNS forwarder (dnsmasq) did not start "
 				     "listening within 5 s");
+	step(n, "dnsmasq ready (waited)");
 	return 0;
 }
 
@@ -463,6 +571,7 @@ static int setup_nat(struct vm_net *n, const struct vm_spec *spec, struct avm_er
 	r = nf_nft_new(&n->nft, &nerr);
 	if (r < 0)
 		return nf_fail(err, &nerr, "cannot set up the VM's firewall");
+	step(n, "nft context");
 	/* Teardown must find the lease in the same pool, whatever its caller's environment. */
 	snprintf(n->pool, sizeof(n->pool), "%s", getenv(NET_POOL_ENV) ? getenv(NET_POOL_ENV) : "");
 	r = net_pool_open(n->pool, &pool, err);
@@ -476,21 +585,26 @@ static int setup_nat(struct vm_net *n, const struct vm_spec *spec, struct avm_er
 		goto out;
 	}
 	n->has_lease = true;
+	step(n, "lease");
 	r = nf_tap_create(n->tap, false, &nerr);
 	if (r < 0) {
 		r = nf_fail(err, &nerr, "cannot create the VM's tap");
 		goto out;
 	}
 	n->tap_fd = r;
+	step(n, "tap create");
 	r = nf_link_configure(n->tap, n->lease.host, n->lease.prefixlen, &nerr);
 	if (r < 0) {
 		r = nf_fail(err, &nerr, "cannot configure the VM's tap");
 		goto out;
 	}
+	step(n, "tap configure");
 	if (n->rate_bytes && (r = nf_tap_shape(n->tap, n->rate_bytes, n->burst_bytes, &nerr)) < 0) {
 		r = nf_fail(err, &nerr, "cannot limit the VM's bandwidth");
 		goto out;
 	}
+	if (n->rate_bytes)
+		step(n, "tap qdisc");
 	fill_nf_vm(n, &v);
 	int lock = nft_lock();
 	/* Replies come back through the uplink: IPv4 forwarding is per ingress interface. */
@@ -499,21 +613,24 @@ static int setup_nat(struct vm_net *n, const struct vm_spec *spec, struct avm_er
 		r = nf_fail(err, &nerr, "cannot enable forwarding on the uplink");
 		goto out;
 	}
+	step(n, "uplink forwarding");
 	r = nf_nft_vm_add(n->nft, &v, &nerr);
 	if (r < 0)
-		last_vm_out(n->nft); /* undo the forwarding (and table) when no VM is left */
+		last_vm_out(n->nft, NULL); /* undo the forwarding (and table) when no VM is left */
 	nft_unlock(lock);
 	if (r < 0) {
 		r = nf_fail(err, &nerr, "cannot install the VM's firewall rules");
 		goto out;
 	}
 	n->rules = true;
+	step(n, "nft add");
 	audit_net_policy(n);
 	if (n->n_domains) {
 		inet_ntop(AF_INET, &n->lease.host, n->dns, sizeof(n->dns));
 		r = start_forwarder(n, err);
 		if (r < 0)
 			goto out;
+		step(n, "dnsmasq spawn");
 	}
 	r = 0;
 out:
@@ -552,6 +669,8 @@ int net_setup(struct vm_net *n, const struct vm_spec *spec, struct avm_error *er
 	n->mode = spec->net_mode;
 	if (n->mode == VM_NET_ISOLATED)
 		return 0;
+	n->n_trace = 0;
+	steps_begin(n);
 	r = new_identity(n, err);
 	if (r < 0)
 		return r;
@@ -810,14 +929,19 @@ static bool lease_is_ours(const struct vm_net *n, struct nf_pool *pool)
 	       cur.index == n->lease.index;
 }
 
-/* Under the nft lock. The last VM out leaves no trace: no table, no forwarding we turned on. */
-static bool last_vm_out(struct nf_nft *nft)
+/*
+ * Under the nft lock. The last VM out leaves no trace: no table, no forwarding we turned on.
+ * `but` (may be NULL): a tap whose rules do not count (they go with the table).
+ */
+static bool last_vm_out(struct nf_nft *nft, const char *but)
 {
 	char **taps = NULL;
 	int left = nf_nft_vm_list(nft, &taps, NULL);
 
-	if (left > 0)
-		nf_strv_free(taps, (size_t)left);
+	if (left == 1 && but && !strcmp(taps[0], but))
+		left = 0;
+	if (taps)
+		nf_strv_free(taps, left > 0 ? (size_t)left : 1);
 	if (left != 0)
 		return false;
 	nf_nft_table_delete(nft, NULL);
@@ -832,7 +956,7 @@ bool net_host_gc(void)
 
 	if (nf_nft_new(&nft, NULL) == 0) {
 		int lock = nft_lock();
-		removed = last_vm_out(nft);
+		removed = last_vm_out(nft, NULL);
 		nft_unlock(lock);
 	}
 	nf_nft_free(nft);
@@ -846,21 +970,30 @@ void net_release_rules(struct vm_net *n)
 
 	if (n->mode != VM_NET_NAT_FILTERED || n->torn_down)
 		return;
-	/* First: it writes into the VM's set, which goes with the rules. */
-	stop_forwarder(n);
-	if (!n->rules)
-		return;
-	/* The rules name the guest address: only while the lease is ours, is it ours to remove. */
-	if (net_pool_open(n->pool, &pool, NULL) == 0 && lease_is_ours(n, pool)) {
-		fill_nf_vm(n, &v);
-		if (n->nft || nf_nft_new(&n->nft, NULL) == 0) {
-			int lock = nft_lock();
-			nf_nft_vm_del(n->nft, &v, NULL);
-			nft_unlock(lock);
+	steps_begin(n);
+	/*
+	 * The rules first, then the forwarder: a SIGKILLed dnsmasq dies (and releases its nftables
+	 * socket) while our transaction runs, and made it wait (nft del 2-3 ms -> 15-19 ms measured
+	 * with it killed first). Should it still add an address meanwhile, the set goes anyway.
+	 */
+	if (n->rules) {
+		/* The rules name the guest address: only while the lease is ours, are they ours. */
+		if (net_pool_open(n->pool, &pool, NULL) == 0 && lease_is_ours(n, pool)) {
+			fill_nf_vm(n, &v);
+			if (n->nft || nf_nft_new(&n->nft, NULL) == 0) {
+				int lock = nft_lock();
+				nf_nft_vm_del(n->nft, &v, NULL);
+				nft_unlock(lock);
+			}
 		}
+		nf_pool_free(pool);
+		n->rules = false;
+		step(n, "nft del");
 	}
-	nf_pool_free(pool);
-	n->rules = false;
+	if (n->dns_pid > 0) {
+		stop_forwarder(n);
+		step(n, "dnsmasq stop");
+	}
 }
 
 void net_teardown(struct vm_net *n)
@@ -870,27 +1003,50 @@ void net_teardown(struct vm_net *n)
 	size_t n_slow = 0;
 
 	if (n->mode != VM_NET_ISOLATED && !n->torn_down) {
+		bool table_gone = false;
+		steps_begin(n);
+		/*
+		 * QEMU is gone. When this VM is the last with rules, deleting the table takes its
+		 * rules with it: one transaction instead of two (its rules, then the table), in a
+		 * process where each costs copy-on-write faults after QEMU's fork.
+		 */
+		if (n->mode == VM_NET_NAT_FILTERED && n->rules &&
+		    (n->nft || nf_nft_new(&n->nft, NULL) == 0)) {
+			int lock = nft_lock();
+			table_gone = last_vm_out(n->nft, n->tap);
+			nft_unlock(lock);
+			if (table_gone) {
+				n->rules = false;
+				step(n, "last VM out: table deleted");
+			}
+		}
 		net_release_rules(n);
+		steps_begin(n);
 		/*
 		 * A tap nobody holds is gone already (it is not persistent); one we still hold goes
 		 * with our fd below. An explicit delete is for a tap left by an older agentvm.
 		 */
 		if (n->tap[0] && n->tap_fd < 0 && nf_link_exists(n->tap, NULL) > 0)
 			nf_link_delete(n->tap, NULL);
+		step(n, "tap check");
 		int lock = nft_lock(); /* check-then-release, against another teardown and alloc */
 		if (n->has_lease && net_pool_open(n->pool, &pool, NULL) == 0 && lease_is_ours(n, pool))
 			nf_pool_release(pool, n->lease.index, NULL);
+		step(n, "lease release");
 		/*
 		 * Only now, with QEMU gone: the base chains' drop of unknown avm-* interfaces must
 		 * outlive every VM (an early release while the guest still ran left it unfiltered).
 		 */
-		if (n->mode == VM_NET_NAT_FILTERED && (n->nft || nf_nft_new(&n->nft, NULL) == 0))
-			last_vm_out(n->nft);
+		if (n->mode == VM_NET_NAT_FILTERED && !table_gone &&
+		    (n->nft || nf_nft_new(&n->nft, NULL) == 0))
+			last_vm_out(n->nft, NULL);
 		nft_unlock(lock);
 		nf_pool_free(pool);
 		n->torn_down = true;
+		step(n, "last VM out check");
 	}
-	/* Both last closes wait for an RCU grace period: hand them to a grandchild. */
+	/* Both last closes wait for an RCU grace period: hand them to a closer process (close_async). */
+	steps_begin(n);
 	if (n->tap_fd >= 0)
 		slow[n_slow++] = TAKE_FD(n->tap_fd);
 	nfd = nf_nft_fd(n->nft);
@@ -899,6 +1055,8 @@ void net_teardown(struct vm_net *n)
 	nf_nft_free(n->nft);
 	n->nft = NULL;
 	close_async(slow, n_slow);
+	if (n_slow)
+		step(n, "last closes handed off");
 }
 
 int net_teardown_dir(const char *dir)

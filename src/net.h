@@ -23,6 +23,14 @@
 #include "error.h"
 #include "spec.h"
 
+/* One step of a set-up or teardown and its cost (bench/net_cost.c, AGENTVM_TRACE=1 run). */
+struct net_step {
+	const char *what;
+	uint32_t us;
+	uint32_t faults; /* page faults taken (minor + major): the load-independent part */
+};
+#define NET_TRACE_MAX 24
+
 /* Where leases live: <state root>/.net/leases; the pool: $AGENTVM_NET_POOL or NF_POOL_DEFAULT. */
 #define NET_POOL_ENV "AGENTVM_NET_POOL"
 
@@ -52,10 +60,18 @@ struct vm_net {
 	bool deny_all;                          /* --deny-all-egress: not even the resolver */
 	pid_t dns_pid;                          /* the VM's dnsmasq, 0 = none */
 	int dns_pidfd;                          /* -1 unless this process started it */
+	unsigned dns_restarts;                  /* quick restarts in a row (net_forwarder_exited) */
+	uint64_t dns_started_ms;                /* when this process last started it */
+	char dns_exit[48];                      /* how the last one ended, for the log line */
 	int tap_fd;                /* -1 once handed to QEMU and closed */
 	struct nf_nft *nft;        /* kept open from setup to teardown (see net.c) */
 	bool rules;                /* the VM's nft rules were installed */
 	bool torn_down;
+	/* Steps of this process's last net_setup() and teardown, in order (costs ~nothing). */
+	struct net_step trace[NET_TRACE_MAX];
+	size_t n_trace;
+	uint64_t t_step;      /* when the previous step ended (us, monotonic) */
+	uint64_t faults_step; /* this process's page faults then */
 };
 
 /* A vm_net for `mode` with nothing allocated (tap_fd -1). */
@@ -75,6 +91,21 @@ const char *net_dnsmasq_path(void);
  * 0 at once when there is none. Call before the guest runs.
  */
 int net_ready(struct vm_net *n, struct avm_error *err);
+
+/*
+ * Supervision of the forwarder by the process that started it (the supervisor of a detached or
+ * pooled VM). net_forwarder_fd(): its pidfd, readable once it has exited, or -1.
+ * net_forwarder_exited(): reap it and say when to start it again: 0 now, > 0 in that many ms
+ * (it keeps dying: 250 ms doubling up to 8 s), < 0 never (NET_DNS_MAX_RESTARTS quick restarts
+ * in a row; a forwarder that ran NET_DNS_STABLE_MS counts as healthy again).
+ * net_forwarder_restart(): start it again with the same configuration and append one line to
+ * its log (dnsmasq.log in the state dir). The caller saves net.json (the pid changed).
+ */
+#define NET_DNS_MAX_RESTARTS 5
+#define NET_DNS_STABLE_MS    30000
+int net_forwarder_fd(const struct vm_net *n);
+int net_forwarder_exited(struct vm_net *n);
+int net_forwarder_restart(struct vm_net *n, struct avm_error *err);
 
 /* Kernel cmdline keys for the guest ("" for isolated): agentvm.ip/gw/dns/hostname. */
 int net_guest_cmdline(const struct vm_net *n, const char *hostname, char *buf, size_t len);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -42,6 +43,8 @@
 #define EV_LISTEN 100
 #define EV_POOL 101 /* the pool's pidfd: serve exited */
 #define EV_NOTIFY 102 /* the starting CLI's pipe: it exited before READY */
+#define EV_DNS 103 /* the VM's DNS forwarder (--allow-domain) exited */
+#define EV_DNS_TIMER 104 /* time to start it again */
 #define EV_CLIENT0 1000 /* EV_CLIENT0 + slot */
 
 struct client {
@@ -73,6 +76,7 @@ struct sup {
 	int pool_fd; /* a pool VM: pidfd of the serve it was started for, until it exits */
 	bool remove_at_exit; /* serve died holding the VM: leave no state dir either */
 	FILE *events;
+	int dns_timer; /* timerfd of a forwarder restart that waits (backoff), or -1 */
 	struct monitor *mon; /* connections, drops, anomalies */
 };
 
@@ -466,10 +470,71 @@ static void on_pool_gone(struct sup *s)
 	stop_vm(s);
 }
 
+/* Watch the VM's DNS forwarder, if it has one: nothing else restarts it when it dies. */
+static void watch_forwarder(struct sup *s)
+{
+	int fd = net_forwarder_fd(&s->vm->net);
+
+	if (fd >= 0)
+		vm__ep_add(s->vm->epfd, fd, EPOLLIN, EV_DNS);
+}
+
+static void restart_forwarder(struct sup *s)
+{
+	struct avm_error err = { 0 }; /* its reason goes to dnsmasq.log */
+
+	if (net_forwarder_restart(&s->vm->net, &err) == 0) {
+		net_save(&s->vm->net, s->vm->dir); /* teardown elsewhere finds the new pid */
+		watch_forwarder(s);
+	}
+}
+
+/*
+ * The forwarder died (killed, crashed, OOM): the guest's names stop resolving and no new
+ * address reaches its set. Start it again, at once the first time, with a growing delay when
+ * it keeps dying, and not after NET_DNS_MAX_RESTARTS quick failures in a row (net.c logs one
+ * line to dnsmasq.log each time).
+ */
+static void on_forwarder_exit(struct sup *s)
+{
+	int fd = net_forwarder_fd(&s->vm->net);
+	int delay;
+
+	epoll_ctl(s->vm->epfd, EPOLL_CTL_DEL, fd, NULL);
+	delay = net_forwarder_exited(&s->vm->net);
+	if (delay == 0) {
+		restart_forwarder(s);
+	} else if (delay > 0) {
+		struct itimerspec it = { .it_value = { .tv_sec = delay / 1000,
+						       .tv_nsec = (long)(delay % 1000) * 1000000 } };
+		if (s->dns_timer < 0) {
+			s->dns_timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+			if (s->dns_timer >= 0 &&
+			    vm__ep_add(s->vm->epfd, s->dns_timer, EPOLLIN, EV_DNS_TIMER) < 0) {
+				close(s->dns_timer);
+				s->dns_timer = -1;
+			}
+		}
+		if (s->dns_timer < 0 || timerfd_settime(s->dns_timer, 0, &it, NULL) < 0)
+			restart_forwarder(s); /* no timer: at once rather than never */
+	} else {
+		net_save(&s->vm->net, s->vm->dir); /* no forwarder any more */
+	}
+}
+
+static void on_forwarder_timer(struct sup *s)
+{
+	uint64_t ticks;
+
+	(void)!read(s->dns_timer, &ticks, sizeof(ticks));
+	restart_forwarder(s);
+}
+
 static void serve(struct sup *s)
 {
 	struct epoll_event evs[16];
 
+	watch_forwarder(s);
 	for (;;) {
 		int n = epoll_wait(s->vm->epfd, evs, ARRAY_SIZE(evs), -1);
 		if (n < 0 && errno != EINTR)
@@ -500,6 +565,10 @@ static void serve(struct sup *s)
 				on_signal(s);
 			} else if (tag == EV_POOL) {
 				on_pool_gone(s);
+			} else if (tag == EV_DNS) {
+				on_forwarder_exit(s);
+			} else if (tag == EV_DNS_TIMER) {
+				on_forwarder_timer(s);
 			} else if (monitor_owns(s->mon, tag)) {
 				monitor_event(s->mon, tag);
 			} else if (tag >= EV_CLIENT0 && tag < EV_CLIENT0 + MAX_CLIENTS) {
@@ -542,7 +611,7 @@ static int abort_fd(int sig_fd, int pool_fd, int notify_fd)
 /* Runs in the daemonised grandchild. Never returns. */
 static void supervisor_main(const struct vm_launch_opts *o, int boot_timeout_ms, int notify_fd)
 {
-	struct sup s = { .listen_fd = -1, .sig_fd = -1, .pool_fd = -1 };
+	struct sup s = { .listen_fd = -1, .sig_fd = -1, .pool_fd = -1, .dns_timer = -1 };
 	struct avm_error err = { 0 };
 	char msg[sizeof(err.msg) + 32], path[PATH_MAX];
 	int r, wait_fd;

@@ -10,6 +10,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -194,50 +196,88 @@ int parse_long(const char *s, long min, long max, long *out)
 	return 0;
 }
 
-static bool fd_in(int fd, const int *fds, size_t n)
+/* What the closer of close_async() needs, in memory of its own (the caller's stack moves on). */
+struct closer {
+	int gate;   /* read end: EOF once the caller has closed its copies */
+	size_t n;   /* fds[0..n-1], then the gate: sorted ascending in keep[] */
+	int fds[8];
+	int keep[9];
+};
+
+#define CLOSER_STACK (64 * 1024)
+
+/*
+ * The closer shares the caller's memory (CLONE_VM): raw syscalls on its own stack only, no
+ * libc state. It holds a copy of every fd the caller had; it drops all but its own at once.
+ */
+__attribute__((no_sanitize("address", "undefined"))) static int closer_main(void *arg)
 {
-	for (size_t i = 0; i < n; i++)
-		if (fds[i] == fd)
-			return true;
-	return false;
+	struct closer *c = arg;
+	unsigned next = 0;
+	char b;
+
+	/* Hold nothing else: a pipe reader must not wait for our copy of its write end. */
+	for (size_t i = 0; i <= c->n; i++) {
+		if ((unsigned)c->keep[i] > next)
+			syscall(SYS_close_range, next, (unsigned)c->keep[i] - 1, 0);
+		next = (unsigned)c->keep[i] + 1;
+	}
+	syscall(SYS_close_range, next, ~0U, 0);
+	/* Wait until the caller has dropped its copies: ours must be the last ones. */
+	for (int i = 0; i < 100 && syscall(SYS_read, c->gate, &b, 1) < 0; i++)
+		;
+	for (size_t i = 0; i < c->n; i++)
+		syscall(SYS_close, c->fds[i]);
+	return 0;
 }
 
+/*
+ * The closer is a process that shares our memory (like a thread, but outliving us): creating
+ * it copies the fd table and no page tables, ~0.1 ms, where a double fork() cost 6-15 ms on a
+ * loaded host (page tables copied, then copy-on-write faults in the caller). Its exit signal is
+ * 0: it never disturbs the caller's SIGCHLD or waitpid(-1); the caller's exit hands it to init.
+ * Its stack (64 KiB of address space, a page or two touched) is not given back: callers are
+ * processes about to end (supervisor, run, rm).
+ */
 void close_async(const int *fds, size_t n)
 {
 	int gate[2];
-	pid_t pid;
+	struct closer *c;
+	char *mem;
 
 	if (n == 0)
 		return;
-	if (pipe2(gate, O_CLOEXEC) < 0)
+	if (n > ARRAY_SIZE(c->fds) || pipe2(gate, O_CLOEXEC) < 0)
 		goto sync;
-	pid = fork();
-	if (pid < 0) {
+	mem = mmap(NULL, CLOSER_STACK, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (mem == MAP_FAILED) {
 		close(gate[0]);
 		close(gate[1]);
 		goto sync;
 	}
-	if (pid == 0) {
-		/* The middle child exits at once, so nobody has to reap the one doing the work. */
-		if (fork() != 0)
-			_exit(0);
-		/* Hold nothing else: a pipe reader must not wait for our copy of its write end. */
-		for (int fd = 0; fd < 1024; fd++)
-			if (fd != gate[0] && !fd_in(fd, fds, n))
-				close(fd);
-		/* Wait until the parent has dropped its copies: ours must be the last ones. */
-		char c;
-		while (read(gate[0], &c, 1) < 0 && errno == EINTR)
-			;
-		for (size_t i = 0; i < n; i++)
-			close(fds[i]);
-		_exit(0);
+	c = (struct closer *)mem;
+	c->gate = gate[0];
+	c->n = n;
+	for (size_t i = 0; i < n; i++)
+		c->fds[i] = c->keep[i] = fds[i];
+	c->keep[n] = gate[0];
+	for (size_t i = 1; i <= n; i++) /* insertion sort: a handful of fds */
+		for (size_t k = i; k > 0 && c->keep[k - 1] > c->keep[k]; k--) {
+			int t = c->keep[k];
+			c->keep[k] = c->keep[k - 1];
+			c->keep[k - 1] = t;
+		}
+	if (clone(closer_main, mem + CLOSER_STACK, CLONE_VM, c) < 0) {
+		munmap(mem, CLOSER_STACK);
+		close(gate[0]);
+		close(gate[1]);
+		goto sync;
 	}
 	close(gate[0]);
-	waitpid(pid, NULL, 0);
 	for (size_t i = 0; i < n; i++)
 		close(fds[i]);
-	close(gate[1]); /* now the grandchild closes the last copies */
+	close(gate[1]); /* now the closer closes the last copies */
 	return;
 sync:
 	for (size_t i = 0; i < n; i++)

@@ -61,9 +61,10 @@ int mkdir_p(const char *path, mode_t mode);
 
 /*
  * Close fds whose last close is slow (a tap's unregister, an nftables socket right after a
- * commit: an RCU grace period each, 15-20 ms measured) in a short-lived grandchild, the way
- * systemd's asynchronous_close() does; the caller's copies are closed before it returns. Below
- * fd 1024 only; the grandchild holds nothing else.
+ * commit: an RCU grace period each, 15-20 ms measured) in a short-lived process, the way
+ * systemd's asynchronous_close() does; the caller's copies are closed before it returns. At
+ * most 8 fds; the closer (a process sharing our memory, see util.c) holds nothing else. For
+ * processes about to end: each call keeps 64 KiB of address space.
  */
 void close_async(const int *fds, size_t n);
 

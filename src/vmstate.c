@@ -3,6 +3,7 @@
 
 #include <json-c/json.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -228,6 +229,29 @@ int proc_kill(pid_t pid, uint64_t start, int sig)
 		r = -errno;
 	close(fd);
 	return r;
+}
+
+bool proc_wait_gone(pid_t pid, uint64_t start, int ms)
+{
+	struct pollfd p = { .events = POLLIN };
+	bool gone;
+
+	if (pid <= 0 || start == 0)
+		return true;
+	p.fd = pidfd_open_cloexec(pid);
+	if (p.fd < 0)
+		return true;
+	/* Checked with the pidfd held, as in proc_kill(); readable once the process has ended. */
+	gone = proc_start_time(pid) != start;
+	while (!gone) {
+		int r = poll(&p, 1, ms);
+		if (r < 0 && errno == EINTR)
+			continue;
+		gone = r > 0;
+		break;
+	}
+	close(p.fd);
+	return gone;
 }
 
 void vmstate_effective(const char *dir, struct vm_state *s)

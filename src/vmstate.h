@@ -54,6 +54,8 @@ bool proc_is(pid_t pid, uint64_t start);
  * neither a reused pid nor one planted in state.json is ever signalled. 0, or -ESRCH.
  */
 int proc_kill(pid_t pid, uint64_t start, int sig);
+/* Wait up to ms for the process (pid, start) to end; true when it has (or never was). */
+bool proc_wait_gone(pid_t pid, uint64_t start, int ms);
 /*
  * The state as a user should see it: the recorded state, corrected when the processes that
  * should exist do not (a killed supervisor: "crashed", reason "supervisor-killed").

@@ -285,6 +285,13 @@ static int remove_vm(const char *name, const char *dir, bool force)
 			return 1;
 		}
 		kill_qemu(dir, &st);
+		/*
+		 * A live supervisor writes the exit down, then tears the network down and exits: let
+		 * it. Killed half-way (as soon as the state said stopped), it left this process to redo
+		 * that teardown from a cold start and to wait out its own dying closes in 20 ms polls
+		 * (~60-90 ms of every rm of a nat-filtered VM, bench/net.sh). A stuck one is killed.
+		 */
+		proc_wait_gone(st.supervisor_pid, st.supervisor_start, 5000);
 		wait_not_live(dir, 5000);
 		proc_kill(st.supervisor_pid, st.supervisor_start, SIGKILL);
 		/* Give the supervisor a moment to finish removing its sockets. */

@@ -47,7 +47,7 @@ check_leftovers() {
 	# A script on the host's network (HOST_NETWORK=1: it starts no VM) shares the machine with
 	# other users' VMs: their taps and table are not its leftovers.
 	if [ -z "${HOST_NETWORK:-}" ]; then
-		# Taps go away with the last fd, which a short-lived grandchild closes (see close_async):
+		# Taps go away with the last fd, which a short-lived closer process closes (see close_async):
 		# allow it a moment. The table goes with the last VM.
 		i=0
 		while ip -br link 2>/dev/null | grep -q '^avm-'; do

@@ -686,6 +686,37 @@ $(probe_http lan 10.77.0.10 80 10)"
 	avm rm --force dom >/dev/null || fail "rm"
 }
 
+# Issue 16: a VM's forwarder that dies is started again by the VM's supervisor, which says so in
+# one line of dnsmasq.log; the names resolve again and rm removes the new one.
+t_forwarder_restarts() {
+	vm_start fwd --allow-domain good.test || return
+	conf="$AGENTVM_STATE_DIR/fwd/dnsmasq.conf"
+	old=$(pgrep -f "dnsmasq --conf-file=$conf")
+	[ -n "$old" ] || {
+		fail "no dnsmasq for the VM"
+		return
+	}
+	kill -9 "$old"
+	new=""
+	_i=0
+	while [ $_i -lt 100 ]; do
+		new=$(pgrep -f "dnsmasq --conf-file=$conf")
+		[ -n "$new" ] && [ "$new" != "$old" ] && break
+		new=""
+		sleep 0.1
+		_i=$((_i + 1))
+	done
+	[ -n "$new" ] || fail "dnsmasq was not restarted within 10 s"
+	expect_contains "one line in dnsmasq.log" \
+		"agentvm: dnsmasq (pid $old) was killed by signal 9; restarted as pid $new" \
+		"$(cat "$AGENTVM_STATE_DIR/fwd/dnsmasq.log")"
+	gx fwd "for i in 1 2 3 4 5; do nslookup good.test && break; sleep 1; done
+timeout 90 wget -q -O - http://good.test/"
+	expect_contains "good.test resolves again" "Address: $NET_GOOD" "$gout"
+	expect_contains "and connects" "good:80" "$gout"
+	avm rm --force fwd >/dev/null || fail "rm"
+}
+
 t_allow_domain_errors() {
 	export AGENTVM_DNSMASQ=/nonexistent/dnsmasq
 	expect_rejected "no dnsmasq" start $BOOT --name bad --allow-domain good.test
@@ -719,7 +750,7 @@ t_no_inbound_no_host_services t_vm_to_vm_blocked t_isolated_has_no_nic
 t_allow_tcp_8080_opens_exactly_that t_allow_host_opens_exactly_that t_allow_udp_9999 t_deny_all_egress t_counters_grow_with_traffic
 t_ten_vms_at_once t_bad_input_leaves_nothing t_kill9_then_net_gc t_teardown_on_stop_and_run_paths
 t_dns_flag t_antispoof_from_the_guest t_bridge_mode t_pool_env_is_remembered
-t_closed_destinations_and_pinned_dns t_allow_domain t_allow_domain_errors"
+t_closed_destinations_and_pinned_dns t_allow_domain t_allow_domain_errors t_forwarder_restarts"
 
 why=""
 if ! why=$(net_missing); then

@@ -144,7 +144,15 @@ t_pool_conns() {
 		timeout 30 socat -u "UNIX-CONNECT:$sock" - >"$tmp_root/idle.$n" 2>&1 &
 		pids="$pids $!"
 	done
-	sleep 2
+	# Wait until all 128 are connected (a fixed sleep was too short for 128 socats on a loaded
+	# CI machine): the server's ends carry the socket's path in /proc/net/unix (state 03).
+	w=0
+	until [ "$(awk -v s="$sock" '$6 == "03" && $8 == s' /proc/net/unix | wc -l)" -ge 128 ] ||
+		[ $w -ge 300 ]; do
+		w=$((w + 1))
+		sleep 0.1
+	done
+	sleep 0.5 # and accepted by serve's loop
 	expect_eq "connection 129" "ERR too many connections (128); try again" "$(timeout 5 socat -u "UNIX-CONNECT:$sock" - 2>&1)"
 	for pid in $pids; do wait "$pid"; done
 	ms=$((($(date +%s%N) - ts0) / 1000000))

@@ -24,6 +24,19 @@ HOST_GET="timeout 60 wget -q -O - http://$GW:80/"
 HOST_BLOCKED80="timeout 5 wget -q -O - http://$GW:80/ || echo blocked"
 HOST_BLOCKED22="timeout 5 wget -q -O - http://$GW:22/ || echo blocked"
 
+# Start `agentvm serve ARGS` in the host namespace (pid in $spid) and wait until it answers.
+# Not through avm(): $! must be serve itself (ip netns exec execs it), not a subshell.
+serve_up() {
+	ip netns exec "$NS_HOST" "$AVM" serve "$@" >"$tmp_root/serve.log" 2>&1 &
+	spid=$!
+	i=0
+	until avm pool status >/dev/null 2>&1; do
+		i=$((i + 1))
+		[ $i -gt 100 ] && { fail "serve did not come up: $(cat "$tmp_root/serve.log")"; break; }
+		sleep 0.1
+	done
+}
+
 t_networked_clones() {
 	avm start --accel tcg --boot-timeout 180 --name golden >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
 	gaddr=$(gx golden 'ip -4 -o addr show dev eth0' | awk '{print $4}')
@@ -56,16 +69,7 @@ t_networked_clones() {
 	expect_contains "no-NIC message" "cannot remove" "$(cat "$tmp_root/err")"
 	for v in nc-1 nc-2 wide golden; do avm rm --force "$v" >/dev/null || fail "rm $v"; done
 	# serve takes the same network flags: every pool VM gets the policy.
-	# Not through avm(): $! must be serve itself (ip netns exec execs it), not a subshell.
-	ip netns exec "$NS_HOST" "$AVM" serve --pool netbase --pool-min 1 --pool-max 1 --allow tcp:8080 \
-		--allow-host tcp:80 >"$tmp_root/serve.log" 2>&1 &
-	spid=$!
-	i=0
-	until avm pool status >/dev/null 2>&1; do
-		i=$((i + 1))
-		[ $i -gt 100 ] && { fail "serve did not come up: $(cat "$tmp_root/serve.log")"; break; }
-		sleep 0.1
-	done
+	serve_up --pool netbase --pool-min 1 --pool-max 1 --allow tcp:8080 --allow-host tcp:80
 	pv=$(avm pool acquire --timeout 120 2>"$tmp_root/err") || fail "acquire: $(cat "$tmp_root/err") $(cat "$tmp_root/serve.log")"
 	if [ -n "$pv" ]; then
 		expect_eq "pool VM has serve's --allow" "internet:8080" "$(gx "$pv" "wget -q -O - http://$S:8080/")"
@@ -103,6 +107,66 @@ t_domain_policy_survives_snapshots() {
 	avm snapshot rm dombase
 }
 
+# Issue 16: a pool served with a domain policy: each pooled VM gets a forwarder and a set of its
+# own; releasing one leaves no dnsmasq, nft set or tap of it, and serve's stop none at all.
+t_pool_with_domain_policy() {
+	avm start --accel tcg --boot-timeout 180 --name pgold >/dev/null 2>"$tmp_root/err" ||
+		{ fail "start: $(cat "$tmp_root/err")"; return; }
+	avm snapshot save pgold pdom >/dev/null 2>"$tmp_root/err" || fail "save: $(cat "$tmp_root/err")"
+	avm rm --force pgold >/dev/null || fail "rm pgold"
+	serve_up --pool pdom --pool-min 1 --pool-max 2 --dns "$S" --allow-domain good.test
+	p1=$(avm pool acquire --timeout 180 2>"$tmp_root/err") || fail "acquire: $(cat "$tmp_root/err")"
+	p2=$(avm pool acquire --timeout 180 2>"$tmp_root/err") || fail "acquire 2: $(cat "$tmp_root/err")"
+	if [ -z "$p1" ] || [ -z "$p2" ]; then
+		kill "$spid"
+		wait "$spid"
+		avm snapshot rm pdom
+		return
+	fi
+	taps=""
+	for v in "$p1" "$p2"; do
+		tap=$(sed -n 's/.*"tap": *"\(avm-[0-9a-f]*\)".*/\1/p' "$AGENTVM_STATE_DIR/$v/net.json")
+		taps="$taps $tap"
+		pgrep -f "dnsmasq --conf-file=$AGENTVM_STATE_DIR/$v/dnsmasq.conf" >/dev/null ||
+			fail "$v: no dnsmasq of its own"
+		hx nft list set inet agentvm "dom-$tap" >/dev/null 2>&1 || fail "$v: no set dom-$tap"
+		gw=$(gx "$v" "ip route | awk '/^default/ {print \$3}'")
+		expect_eq "$v: resolver is its own forwarder" "nameserver $gw" \
+			"$(gx "$v" 'grep nameserver /etc/resolv.conf')"
+		expect_eq "$v: good.test" "good:80" "$(gx "$v" "wget -q -O - http://good.test/")"
+		expect_eq "$v: bad.test does not resolve" "noname" \
+			"$(gx "$v" "nslookup bad.test >/dev/null 2>&1 || echo noname")"
+		expect_eq "$v: bad.test's address blocked" "blocked" \
+			"$(gx "$v" "timeout 5 wget -q -O - http://$NET_BAD/ 2>/dev/null || echo blocked" | tail -1)"
+	done
+	avm pool release "$p1" >/dev/null || fail "release"
+	tap1=$(echo $taps | cut -d' ' -f1)
+	i=0
+	while pgrep -f "dnsmasq --conf-file=$AGENTVM_STATE_DIR/$p1/" >/dev/null ||
+		hx nft list set inet agentvm "dom-$tap1" >/dev/null 2>&1 ||
+		ip -n "$NS_HOST" link show "$tap1" >/dev/null 2>&1; do
+		i=$((i + 1))
+		[ $i -gt 100 ] && { fail "released $p1 left its dnsmasq, set or tap $tap1"; break; }
+		sleep 0.1
+	done
+	expect_eq "$p2 still resolves after $p1 went" "good:80" "$(gx "$p2" "wget -q -O - http://good.test/")"
+	avm pool release "$p2" >/dev/null || fail "release $p2"
+	# serve stops the VMs it holds ready (an acquired one would be its caller's, and run on).
+	kill "$spid"
+	wait "$spid"
+	i=0
+	while pgrep -f "dnsmasq --conf-file=$AGENTVM_STATE_DIR/" >/dev/null ||
+		[ -n "$(net_leftovers "$AGENTVM_STATE_DIR/.net/leases")" ]; do
+		i=$((i + 1))
+		[ $i -gt 100 ] && {
+			fail "serve's stop left: $(pgrep -af "dnsmasq --conf-file=$AGENTVM_STATE_DIR/") $(net_leftovers "$AGENTVM_STATE_DIR/.net/leases" | tr '\n' ' ')"
+			break
+		}
+		sleep 0.1
+	done
+	avm snapshot rm pdom
+}
+
 if ! why=$(net_missing); then
 	echo "  SKIP t_networked_clones: $why"
 	exit 0
@@ -114,4 +178,5 @@ fi
 echo "networked snapshot tests (TCG)"
 run_test t_networked_clones
 run_test t_domain_policy_survives_snapshots
+run_test t_pool_with_domain_policy
 summary

@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* util.c: close_async hands the last close to another process, and holds nothing else. */
+/*
+ * util.c: close_async hands the last close to another process, and holds nothing else.
+ * launcher.c: the vfork-style spawn (no jail) starts the program with its log, and reports a
+ * failed exec as an error.
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -7,10 +11,15 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include "launcher.h"
 #include "util.h"
 
 /* Whether the read end sees EOF (every write end closed) within ms. */
@@ -42,6 +51,52 @@ static void test_close_async_closes_everywhere(void **state)
 	close(b[0]);
 }
 
+/* Several fds, given out of order: the closer keeps exactly those (and drops every other). */
+static void test_close_async_several(void **state)
+{
+	int p[4][2];
+
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pipe2(p[i], O_CLOEXEC), 0);
+	int fds[3] = { p[2][1], p[0][1], p[1][1] };
+	close_async(fds, 3);
+	for (int i = 0; i < 3; i++)
+		assert_true(eof_within(p[i][0], 2000));
+	close(p[3][1]);
+	assert_true(eof_within(p[3][0], 0));
+	for (int i = 0; i < 4; i++)
+		close(p[i][0]);
+}
+
+static void test_launch_vfork(void **state)
+{
+	char log[] = "/tmp/avm-test-launch.XXXXXX", buf[64] = "";
+	char *argv[] = { "/bin/sh", "-c", "echo hi; exit 3", NULL };
+	struct launch_opts o = { .argv = argv, .log_path = log, .vfork = true };
+	struct avm_error err = { 0 };
+	int fd = mkstemp(log), pidfd, status = 0;
+	pid_t pid;
+
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(launch_spawn(&o, &pid, &pidfd, &err), 0);
+	struct pollfd p = { .fd = pidfd, .events = POLLIN };
+	assert_int_equal(poll(&p, 1, 10000), 1);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 3);
+	close(pidfd);
+	FILE *f = fopen(log, "r");
+	assert_non_null(f);
+	assert_non_null(fgets(buf, sizeof(buf), f));
+	fclose(f);
+	unlink(log);
+	assert_string_equal(buf, "hi\n");
+	/* A program that cannot be run is an error of the spawn, not an early exit later. */
+	char *bad[] = { "/nonexistent/agentvm-test", NULL };
+	o = (struct launch_opts){ .argv = bad, .vfork = true };
+	assert_int_equal(launch_spawn(&o, &pid, &pidfd, &err), -ENOENT);
+}
+
 static void test_close_async_nothing(void **state)
 {
 	close_async(NULL, 0);
@@ -52,6 +107,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_close_async_closes_everywhere),
 		cmocka_unit_test(test_close_async_nothing),
+		cmocka_unit_test(test_close_async_several),
+		cmocka_unit_test(test_launch_vfork),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
