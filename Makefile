@@ -7,7 +7,7 @@ DATADIR ?= $(PREFIX)/share/agentvm
 B ?= build
 
 CC ?= gcc
-PKGS := json-c libnl-3.0 libnl-route-3.0 libnl-nf-3.0 libnftables libseccomp libarchive
+PKGS := json-c libnl-3.0 libnl-route-3.0 libnl-nf-3.0 libnftables libseccomp libarchive libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
@@ -65,13 +65,17 @@ DEB_PKGS := build-essential pkg-config clang libjson-c-dev libnl-3-dev libnl-rou
 	libnftables-dev libseccomp-dev libcmocka-dev qemu-system-x86 qemu-utils linux-source-6.1 \
 	bc bison flex libelf-dev cpio busybox-static nftables iproute2 xz-utils socat dnsmasq-base \
 	python3 e2fsprogs mmdebstrap skopeo umoci uidmap git openssl openssh-client dropbear-bin \
-	libarchive-dev libnl-nf-3-dev
+	libarchive-dev libmicrohttpd-dev prometheus libnl-nf-3-dev
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
 		grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "deps: installing$$(echo $$missing | sed 's/^/ /')"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+		case " $$missing " in *" prometheus "*) \
+			echo "deps: prometheus is for the tests only: its services stay off"; \
+			if [ -d /run/systemd/system ]; then systemctl disable --now prometheus \
+				prometheus-node-exporter >/dev/null 2>&1 || true; fi ;; esac; \
 	else echo "deps: all Debian packages present"; fi
 	@# The image builder installs agent CLIs with the host's npm (any: a newer one from
 	@# nodesource provides it too; Debian's is the fallback).
@@ -197,6 +201,7 @@ FUZZ_LINK_fuzz_tz := src/tz.c
 FUZZ_LINK_fuzz_anomaly_conf := src/anomaly.c src/util.c src/error.c
 # The state-file readers pull in the core (net.c needs netfilter/, snapshot.c the QEMU argv).
 FUZZ_LINK_fuzz_state_files := $(CORE_SRC) $(QMP_SRC) $(NF_SRC) $(PROTO_SRC)
+FUZZ_LINK_fuzz_metrics := $(CORE_SRC) $(QMP_SRC) $(NF_SRC) $(PROTO_SRC)
 $(B)/fuzz/%: tests/fuzz/%.c $(QMP_SRC) $(PROTO_SRC) $(GUEST_SRC)
 	@mkdir -p $(dir $@)
 	$(Q)$(FUZZ_CC) -g -O1 -std=gnu17 -D_GNU_SOURCE= -fsanitize=fuzzer,address,undefined \

@@ -2,15 +2,24 @@
 /*
  * Bench helper: boot one VM through libagentvm, then run `true` N times in it and print each
  * exec round trip (EXEC sent -> EXIT received) in microseconds, one per line. Also prints the
- * boot-to-READY time on stderr. usage: exec-rtt KERNEL INITRD N
+ * boot-to-READY time on stderr. usage: exec-rtt KERNEL INITRD N [--metrics-ab]
+ *
+ * --metrics-ab: the cost of metrics recording instead. 2N execs with recording on and off in
+ * turn (on, off, off, on, ...: interleaved, so both see the same load and neither always
+ * follows the other), printing "on US" / "off US": the wall time of vm_exec, which includes the
+ * recording (a rewrite of the VM's metrics.json); then "record US" for 1000 calls of
+ * metrics_record_exec alone.
  */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "host.h"
+#include "metrics.h"
 #include "spec.h"
+#include "util.h"
 #include "vm.h"
 
 int main(int argc, char **argv)
@@ -23,11 +32,14 @@ int main(int argc, char **argv)
 	bool fell_back;
 	int n, devnull, rc = 1;
 
-	if (argc != 4) {
-		fprintf(stderr, "usage: exec-rtt KERNEL INITRD N\n");
+	bool ab = argc == 5 && !strcmp(argv[4], "--metrics-ab");
+	if (argc != 4 && !ab) {
+		fprintf(stderr, "usage: exec-rtt KERNEL INITRD N [--metrics-ab]\n");
 		return 2;
 	}
 	n = atoi(argv[3]);
+	if (ab)
+		n *= 2;
 	struct vm_spec *spec = vm_spec_new();
 	if (!spec || host_find_qemu(&qemu, &err) < 0 ||
 	    host_resolve_accel(VM_ACCEL_AUTO, &accel, &fell_back, &err) < 0)
@@ -45,9 +57,22 @@ int main(int argc, char **argv)
 			.sig_fd = -1,
 		};
 		struct vm_exec_result res;
+		bool on = i % 4 == 0 || i % 4 == 3;
+		if (ab)
+			metrics_set_recording(on);
+		uint64_t t0 = now_us();
 		if (vm_exec(vm, &req, &res, &err) < 0)
 			goto out;
-		printf("%llu\n", (unsigned long long)res.round_trip_us);
+		if (ab)
+			printf("%s %llu\n", on ? "on" : "off", (unsigned long long)(now_us() - t0));
+		else
+			printf("%llu\n", (unsigned long long)res.round_trip_us);
+	}
+	metrics_set_recording(true);
+	for (int i = 0; ab && i < 1000; i++) {
+		uint64_t t0 = now_us();
+		metrics_record_exec(vm_state_dir(vm), METRICS_EXEC_OK, 1000);
+		printf("record %llu\n", (unsigned long long)(now_us() - t0));
 	}
 	rc = 0;
 out:

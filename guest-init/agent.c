@@ -10,6 +10,8 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <string.h>
 
 /* Reads per pump: enough to batch a burst, small enough to keep command output flowing. */
@@ -36,6 +38,33 @@ void agent_ready(void)
 		  (unsigned long long)(t % NSEC_PER_SEC / 1000));
 }
 
+/*
+ * STATS: the guest's memory from /proc/meminfo. One bounded read on the stack (the file is ~1.5
+ * KiB; the fields asked for are at its top), so a flood of STATS costs no memory.
+ */
+static void stats_reply(uint32_t id)
+{
+	char text[4096];
+	struct avm_guest_stats st;
+	struct avm_buf b = { 0 };
+	ssize_t n = -1;
+	int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0) {
+		n = read(fd, text, sizeof(text));
+		close(fd);
+	}
+	if (n <= 0 || avm_meminfo_parse(text, (size_t)n, &st) < 0) {
+		port_send_error(id, EIO, "STATS: cannot read /proc/meminfo");
+		return;
+	}
+	if (avm_guest_stats_encode(&b, &st) < 0)
+		port_send_error(id, ENOMEM, "STATS: out of memory");
+	else
+		port_send(AVM_MSG_STATS_REPLY, id, b.data, (uint32_t)b.len);
+	avm_buf_release(&b);
+}
+
 static void dispatch(const struct avm_frame_hdr *h, const uint8_t *p)
 {
 	const char *why = NULL;
@@ -53,6 +82,9 @@ static void dispatch(const struct avm_frame_hdr *h, const uint8_t *p)
 		break;
 	case AVM_MSG_PING:
 		port_send(AVM_MSG_PONG, h->id, p, h->len);
+		break;
+	case AVM_MSG_STATS:
+		stats_reply(h->id);
 		break;
 	case AVM_MSG_SYNC:
 		r = sync_apply(p, h->len, &why);

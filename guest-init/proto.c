@@ -330,10 +330,75 @@ const char *avm_msg_type_name(uint16_t type)
 		[AVM_MSG_EXIT] = "EXIT",	 [AVM_MSG_PING] = "PING",
 		[AVM_MSG_PONG] = "PONG",	 [AVM_MSG_ERROR] = "ERROR",
 		[AVM_MSG_POWEROFF] = "POWEROFF", [AVM_MSG_SYNC] = "SYNC",
-		[AVM_MSG_SYNC_DONE] = "SYNC_DONE",
+		[AVM_MSG_SYNC_DONE] = "SYNC_DONE", [AVM_MSG_STATS] = "STATS",
+		[AVM_MSG_STATS_REPLY] = "STATS_REPLY",
 	};
 
 	if (type == 0 || type > AVM_MSG_TYPE_MAX)
 		return "UNKNOWN";
 	return names[type];
+}
+
+int avm_guest_stats_encode(struct avm_buf *b, const struct avm_guest_stats *s)
+{
+	if (avm_tlv_put_u64(b, AVM_TAG_MEM_TOTAL, s->mem_total) < 0 ||
+	    avm_tlv_put_u64(b, AVM_TAG_MEM_AVAILABLE, s->mem_available) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
+int avm_guest_stats_decode(const uint8_t *p, size_t len, struct avm_guest_stats *out)
+{
+	struct avm_tlv_iter it;
+	const uint8_t *val;
+	uint32_t vlen;
+	uint16_t tag;
+	int r, have = 0;
+
+	out->mem_total = out->mem_available = 0;
+	avm_tlv_iter_init(&it, p, len);
+	while ((r = avm_tlv_next(&it, &tag, &val, &vlen)) == 1) {
+		if (tag == AVM_TAG_MEM_TOTAL) {
+			if (avm_tlv_u64(val, vlen, &out->mem_total) < 0)
+				return -EBADMSG;
+			have = 1;
+		} else if (tag == AVM_TAG_MEM_AVAILABLE) {
+			if (avm_tlv_u64(val, vlen, &out->mem_available) < 0)
+				return -EBADMSG;
+		}
+	}
+	if (r < 0 || !have || out->mem_available > out->mem_total)
+		return -EBADMSG;
+	return 0;
+}
+
+/* The number after "Key:" at the start of a line, in kB, as bytes; 0 when absent or absurd. */
+static uint64_t meminfo_field(const char *text, size_t len, const char *key)
+{
+	size_t klen = strlen(key);
+
+	for (size_t i = 0; i + klen < len; i++) {
+		if ((i > 0 && text[i - 1] != '\n') || memcmp(text + i, key, klen) != 0)
+			continue;
+		uint64_t v = 0;
+		size_t j = i + klen;
+		while (j < len && text[j] == ' ')
+			j++;
+		for (; j < len && text[j] >= '0' && text[j] <= '9'; j++) {
+			if (v > (UINT64_MAX / 1024 - 9) / 10)
+				return 0;
+			v = v * 10 + (uint64_t)(text[j] - '0');
+		}
+		return v * 1024;
+	}
+	return 0;
+}
+
+int avm_meminfo_parse(const char *text, size_t len, struct avm_guest_stats *out)
+{
+	out->mem_total = meminfo_field(text, len, "MemTotal:");
+	out->mem_available = meminfo_field(text, len, "MemAvailable:");
+	if (out->mem_available > out->mem_total)
+		out->mem_available = out->mem_total;
+	return out->mem_total ? 0 : -EBADMSG;
 }

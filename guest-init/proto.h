@@ -49,7 +49,9 @@ enum avm_msg_type {
 	AVM_MSG_POWEROFF = 11, /* host -> guest; the guest syncs and powers off */
 	AVM_MSG_SYNC = 12,    /* host -> guest; payload: TLVs (time, entropy, hostname) */
 	AVM_MSG_SYNC_DONE = 13, /* guest -> host */
-	AVM_MSG_TYPE_MAX = 13,
+	AVM_MSG_STATS = 14,   /* host -> guest; no payload: how much memory the guest uses */
+	AVM_MSG_STATS_REPLY = 15, /* guest -> host; payload: TLVs (AVM_TAG_MEM_*) */
+	AVM_MSG_TYPE_MAX = 15,
 };
 
 /* TLV tags used in READY, EXEC and SYNC payloads: u16 tag, u32 len, len bytes. */
@@ -72,6 +74,8 @@ enum avm_tag {
 	AVM_TAG_NET_MAC = 26,   /* SYNC: eth0's new MAC, 6 bytes */
 	AVM_TAG_VERSION = 30,   /* READY: agent version string */
 	AVM_TAG_BOOT_NS = 31,   /* READY: u64 CLOCK_BOOTTIME at READY, nanoseconds */
+	AVM_TAG_MEM_TOTAL = 40, /* STATS_REPLY: u64 bytes, /proc/meminfo MemTotal */
+	AVM_TAG_MEM_AVAILABLE = 41, /* STATS_REPLY: u64 bytes, /proc/meminfo MemAvailable */
 };
 
 /* How an EXEC ended. */
@@ -173,6 +177,24 @@ int avm_tlv_u64(const uint8_t *val, uint32_t len, uint64_t *out);
 /* EXIT payload (de)serialisation; decode returns -EBADMSG on a wrong size. */
 void avm_exit_info_encode(const struct avm_exit_info *in, uint8_t out[AVM_EXIT_INFO_SIZE]);
 int avm_exit_info_decode(const uint8_t *p, size_t len, struct avm_exit_info *out);
+
+/* The guest's memory (STATS_REPLY), bytes. */
+struct avm_guest_stats {
+	uint64_t mem_total;
+	uint64_t mem_available;
+};
+/*
+ * STATS_REPLY payload: encode appends its TLVs to b (0 or -ENOMEM); decode takes the known tags,
+ * skips others, and returns -EBADMSG for a malformed payload or one without MemTotal, or one
+ * whose MemAvailable exceeds MemTotal.
+ */
+int avm_guest_stats_encode(struct avm_buf *b, const struct avm_guest_stats *s);
+int avm_guest_stats_decode(const uint8_t *p, size_t len, struct avm_guest_stats *out);
+/*
+ * MemTotal and MemAvailable (bytes) out of /proc/meminfo text (len bytes, need not end in NUL).
+ * 0, or -EBADMSG when MemTotal is missing.
+ */
+int avm_meminfo_parse(const char *text, size_t len, struct avm_guest_stats *out);
 
 /* Little-endian helpers. */
 static inline void avm_put_le16(uint8_t *p, uint16_t v)

@@ -23,6 +23,8 @@
 
 #include "audit.h"
 #include "launcher.h"
+#include "metrics.h"
+#include "metrics_http.h"
 #include "pool_internal.h"
 #include "snapshot.h"
 #include "util.h"
@@ -170,6 +172,7 @@ static void worker_done(struct pool *p, int slot)
 		v->state = PVM_FREE;
 		/* Do not spin on a broken snapshot: back off up to 10 s. */
 		p->failures++;
+		p->refill_failures++;
 		p->backoff_until_ms = now_ms() + (p->failures > 10 ? 10000 : 1000u * p->failures);
 	}
 	pool_refill(p);
@@ -229,6 +232,21 @@ static void tick(struct pool *p)
 	while (waitpid(-1, NULL, WNOHANG) > 0)
 		; /* destroy workers */
 	pool_refill(p);
+}
+
+/* GET /metrics from serve itself: the pool's numbers from memory (its socket is ours). */
+static int render_metrics(FILE *f, void *ctx)
+{
+	struct pool *p = ctx;
+	struct metrics_pool mp = { .present = true, .refill_failures = p->refill_failures };
+	int starting, ready, leased;
+
+	pool_count(p, &starting, &ready, &leased);
+	mp.ready = ready;
+	mp.starting = starting;
+	mp.acquired = leased;
+	mp.waiting = pool_waiters(p);
+	return metrics_render(f, &mp, NULL);
 }
 
 /* Block the stop signals into a signalfd, start the 100 ms timer, and put both on the loop. */
@@ -295,12 +313,23 @@ int pool_serve(const struct pool_opts *o, struct avm_error *err)
 		restore_release(&p->rs);
 		return avm_error_setx(err, p->self_pidfd, "pidfd_open");
 	}
+	if (o->metrics_listen &&
+	    (r = metrics_http_start(o->metrics_listen, render_metrics, p, &p->http, err)) < 0) {
+		close(p->self_pidfd);
+		restore_release(&p->rs);
+		return r;
+	}
 	if ((r = pool_listen(p, err)) < 0) {
+		metrics_http_free(TAKE_PTR(p->http));
 		close(p->self_pidfd);
 		restore_release(&p->rs);
 		return r;
 	}
 	loop_setup(p);
+	if (p->http) {
+		pool_ep_add(p->ep, metrics_http_fd(p->http), TAG_METRICS);
+		pool_log("metrics on http://%s/metrics", metrics_http_address(p->http));
+	}
 	pool_log("serving pool of '%s' (min %ld, max %ld, ttl %ld s) on %s", p->snap, p->min,
 		 p->max, p->ttl_s, p->sock_path);
 	pool_vm_adopt(p);
@@ -317,8 +346,12 @@ int pool_serve(const struct pool_opts *o, struct avm_error *err)
 				struct signalfd_siginfo si;
 				(void)!read(p->sig_fd, &si, sizeof(si));
 				p->stopping = true;
-			} else if (tag == TAG_TIMER)
+			} else if (tag == TAG_TIMER) {
 				tick(p);
+				if (p->http) /* connections that timed out */
+					metrics_http_run(p->http);
+			} else if (tag == TAG_METRICS)
+				metrics_http_run(p->http);
 			else if (tag >= TAG_CONN && tag < TAG_CONN + MAX_CONNS)
 				pool_conn_read(p, (int)(tag - TAG_CONN));
 			else if (tag >= TAG_WORKER && tag < TAG_WORKER + MAX_VMS)
@@ -328,6 +361,7 @@ int pool_serve(const struct pool_opts *o, struct avm_error *err)
 			break;
 	}
 	pool_log("stopped (acquired VMs stay with their callers)");
+	metrics_http_free(TAKE_PTR(p->http));
 	unlink(p->sock_path);
 	while (wait(NULL) > 0)
 		; /* the destroy workers */

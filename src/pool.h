@@ -43,6 +43,7 @@ struct pool_opts {
 	/* Network flags replacing the snapshot's for every pool VM (borrowed; NULL = none). */
 	const struct vm_spec *net_override;
 	bool net_mode_given, policy_given;
+	const char *metrics_listen; /* "ADDR:PORT" to serve /metrics on, or NULL */
 };
 
 /*

@@ -66,6 +66,8 @@ static void status_json(struct pool *p, int slot)
 	json_object_object_add(o, "starting", json_object_new_int(starting));
 	json_object_object_add(o, "leased", json_object_new_int(leased));
 	json_object_object_add(o, "waiting", json_object_new_int(pool_waiters(p)));
+	json_object_object_add(o, "refill_failures",
+			       json_object_new_int64((int64_t)p->refill_failures));
 	for (int i = 0; i < MAX_VMS; i++) {
 		if (p->vms[i].state == PVM_FREE)
 			continue;

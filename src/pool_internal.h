@@ -18,6 +18,7 @@
 #define TAG_LISTEN 1u
 #define TAG_SIG 2u
 #define TAG_TIMER 3u
+#define TAG_METRICS 4u /* the /metrics endpoint's epoll fd */
 #define TAG_WORKER 0x10000u /* + vm slot */
 #define TAG_CONN 0x20000u   /* + conn slot */
 
@@ -60,6 +61,8 @@ struct pool {
 	unsigned ping_rr;
 	unsigned ticks;
 	unsigned failures; /* consecutive restore failures: back off */
+	uint64_t refill_failures; /* every restore that failed since serve started (metrics) */
+	struct metrics_http *http; /* --metrics-listen, or NULL */
 	uint64_t backoff_until_ms;
 	bool stopping;
 	char sock_path[PATH_MAX];

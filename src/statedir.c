@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "statedir.h"
+#include "metrics.h"
 
 #include <dirent.h>
 #include <limits.h>
@@ -154,8 +155,10 @@ int statedir_create(const char *name, char **path, struct avm_error *err)
 int statedir_remove(const char *dir)
 {
 	const char *slash = strrchr(dir, '/');
-	int r = remove_flat_dir(dir);
+	int r;
 
+	metrics_retire(dir); /* its counters outlive it in the host-wide sums */
+	r = remove_flat_dir(dir);
 	if (r == 0)
 		audit_vm("vm.removed", slash ? slash + 1 : dir);
 	return r;

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "metrics.h"
 #include "monitor.h"
 #include "pool.h"
 #include "statedir.h"
@@ -60,7 +61,8 @@ struct route {
 	int client; /* slot, or -1 once the client went away */
 	uint32_t client_id;
 	uint32_t guest_id;
-	uint16_t type; /* EXEC, PING, SYNC, POWEROFF */
+	uint16_t type; /* EXEC, PING, SYNC, POWEROFF, STATS */
+	uint64_t t0_us; /* EXEC: when it was sent, for agentvm_exec_duration_seconds */
 };
 
 struct sup {
@@ -192,6 +194,7 @@ static void from_client(struct sup *s, int slot, const struct avm_frame_hdr *h, 
 	case AVM_MSG_PING:
 	case AVM_MSG_SYNC:
 	case AVM_MSG_POWEROFF:
+	case AVM_MSG_STATS:
 		if (r) {
 			client_error(s, slot, h->id, EEXIST, "request id already in use");
 			return;
@@ -204,7 +207,8 @@ static void from_client(struct sup *s, int slot, const struct avm_frame_hdr *h, 
 			return;
 		}
 		*r = (struct route){ .used = true, .client = slot, .client_id = h->id,
-				     .guest_id = ++s->next_guest_id, .type = h->type };
+				     .guest_id = ++s->next_guest_id, .type = h->type,
+				     .t0_us = now_us() };
 		if (h->type == AVM_MSG_POWEROFF)
 			s->poweroff_requested = true;
 		break;
@@ -223,6 +227,18 @@ static void from_client(struct sup *s, int slot, const struct avm_frame_hdr *h, 
 	vm__agent_want_out(s->vm);
 }
 
+/* An EXEC's last frame: its duration and how it ended, for `agentvm metrics`. */
+static void record_exec(struct sup *s, const struct route *r, const struct avm_frame_hdr *h,
+			const uint8_t *p)
+{
+	struct avm_exit_info info;
+	enum metrics_exec_class cls = METRICS_EXEC_ERROR;
+
+	if (h->type == AVM_MSG_EXIT && avm_exit_info_decode(p, h->len, &info) == 0)
+		cls = metrics_exec_class_of(&info);
+	metrics_record_exec(s->vm->dir, cls, now_us() - r->t0_us);
+}
+
 /* A frame from the guest: back to the client that asked, under its own id. */
 static void from_guest(struct sup *s, const struct avm_frame_hdr *h, const uint8_t *p)
 {
@@ -234,7 +250,7 @@ static void from_guest(struct sup *s, const struct avm_frame_hdr *h, const uint8
 	/* The guest answers every request with exactly one of these last (an ENOBUFS ERROR only
 	 * says unread stdin was dropped; the command goes on). */
 	final = h->type == AVM_MSG_EXIT || h->type == AVM_MSG_PONG ||
-		h->type == AVM_MSG_SYNC_DONE ||
+		h->type == AVM_MSG_SYNC_DONE || h->type == AVM_MSG_STATS_REPLY ||
 		(h->type == AVM_MSG_ERROR && !(h->len >= 4 && avm_get_le32(p) == ENOBUFS));
 	if (r->client >= 0) {
 		struct agent_conn *c = &s->clients[r->client].conn;
@@ -250,6 +266,8 @@ static void from_guest(struct sup *s, const struct avm_frame_hdr *h, const uint8
 		if (avm_exit_info_decode(p, h->len, &ei) == 0)
 			monitor_note_exec(s->mon, ei.kind != AVM_EXIT_CODE || ei.code != 0);
 	}
+	if (final && r->type == AVM_MSG_EXEC)
+		record_exec(s, r, h, p);
 	if (final)
 		r->used = false;
 }
@@ -420,6 +438,11 @@ static void record_exit(struct sup *s)
 		state = "crashed";
 	}
 	snprintf(vm->st.exit_reason, sizeof(vm->st.exit_reason), "%s", reason);
+	/* Commands the VM took with it never get an EXIT: each ended in error. */
+	for (int i = 0; i < MAX_ROUTES; i++)
+		if (s->routes[i].used && s->routes[i].type == AVM_MSG_EXEC)
+			metrics_record_exec(vm->dir, METRICS_EXEC_ERROR,
+					    now_us() - s->routes[i].t0_us);
 	vm__set_state(vm, state);
 	statedir_file(path, sizeof(path), vm->dir, "agent.sock");
 	unlink(path);

@@ -26,6 +26,7 @@
 #include "qmp.h"
 #include "statedir.h"
 #include "util.h"
+#include "metrics.h"
 #include "vm_internal.h"
 
 /* Under TCG QEMU takes ~50 ms to greet; allow for a loaded CI machine. */
@@ -662,6 +663,7 @@ int vm__wait_guest(struct vm *vm, const struct vm_wait *w, uint64_t deadline, in
 	if (r == 0) {
 		vm->st.ready_ms = realtime_ms();
 		vm__set_state(vm, "running");
+		metrics_record_ready(vm->dir, vm->restored, vm->t_ready_us - vm->t_launch_us);
 	}
 	return r;
 }

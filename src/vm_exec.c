@@ -14,6 +14,7 @@
 #include "audit.h"
 #include "monitor.h"
 #include "util.h"
+#include "metrics.h"
 #include "vm_internal.h"
 
 struct exec_state {
@@ -347,5 +348,12 @@ int vm_exec(struct vm *vm, const struct vm_exec_request *req, struct vm_exec_res
 	exec_teardown(&s);
 	res->round_trip_us = now_us() - t0;
 	audit_exec_done(vm_name(vm), req, res, r, s.bytes_out);
+	/* A detached VM's supervisor records what passes through it; `run` owns its VM. */
+	if (!vm->attached)
+		metrics_record_exec(vm->dir,
+				    r < 0 && !s.done ? METRICS_EXEC_ERROR :
+				    res->timed_out   ? METRICS_EXEC_TIMEOUT :
+						       metrics_exec_class_of(&res->info),
+				    res->round_trip_us);
 	return r;
 }

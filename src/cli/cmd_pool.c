@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "metrics_http.h"
 #include "pool.h"
 #include "statedir.h"
 #include "util.h"
@@ -26,6 +27,7 @@ int cmd_serve(int argc, char **argv)
 		{ "pool-max", required_argument, NULL, 'M' },
 		{ "pool-ttl", required_argument, NULL, 't' },
 		{ "boot-timeout", required_argument, NULL, 'b' },
+		{ "metrics-listen", required_argument, NULL, 'L' },
 		CLI_NET_OPTIONS,
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -50,6 +52,13 @@ int cmd_serve(int argc, char **argv)
 			}
 		} else if (c == 'p') {
 			p->snap = optarg;
+		} else if (c == 'L') {
+			if (metrics_http_check(optarg, &err) < 0) {
+				cli_error("--metrics-listen: %s", err.msg);
+				vm_spec_free(no.spec);
+				return EXIT_USAGE;
+			}
+			p->metrics_listen = optarg;
 		} else if (slot) {
 			if (parse_long(optarg, 0, c == 't' ? 30 * 86400 : POOL_MAX_VMS, slot) < 0) {
 				cli_error("'%s' is not a valid value for %s", optarg,
@@ -63,9 +72,12 @@ int cmd_serve(int argc, char **argv)
 			     "       [--network MODE] [--allow PROTO:PORT]... [--allow-host PROTO:PORT]...\n"
 			     "       [--deny-all-egress] [--dns ADDR] [--allow-cidr CIDR[:PROTO:PORT]]...\n"
 			     "       [--allow-domain NAME]... [--domain-ttl S] [--conn-limit N]\n"
-			     "       [--conn-rate N] [--bandwidth RATE[:BURST]]\n"
+			     "       [--conn-rate N] [--bandwidth RATE[:BURST]]"
+			     " [--metrics-listen ADDR:PORT]\n"
 			     "Keep N..M VMs restored from SNAPSHOT ready for 'agentvm pool acquire'.\n"
-			     "The network flags replace the snapshot's policy, as for restore.");
+			     "The network flags replace the snapshot's policy, as for restore.\n"
+			     "--metrics-listen serves Prometheus metrics at http://ADDR:PORT/metrics\n"
+			     "(read-only; bind a loopback address unless a firewall guards it).");
 			vm_spec_free(no.spec);
 			return 0;
 		} else {

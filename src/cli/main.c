@@ -58,6 +58,8 @@ static void usage(FILE *f)
 	      "  wait NAME [--state S] [--timeout S]  wait for running|paused|stopped\n"
 	      "  logs NAME [--follow]            the guest console\n"
 	      "  gc                              remove VMs whose processes are gone\n"
+	      "  stats [NAME] [--json] [--follow]  CPU, memory, network, disk, uptime, execs\n"
+	      "  metrics [--listen ADDR:PORT]    Prometheus metrics, printed once or served\n"
 	      "  net ls [--json]                 taps, addresses, egress policies, counters\n"
 	      "  net gc                          remove taps, rules, leases of VMs that are gone\n"
 	      "  qmp NAME CMD ['{ARGS}']         any QMP command; prints the reply JSON\n"
@@ -67,7 +69,8 @@ static void usage(FILE *f)
 	      "  snapshot ls [--json] | snapshot rm SNAP  list / remove snapshots\n"
 	      "  restore SNAP [--name N] [--count N]      new VM(s) from a snapshot\n"
 	      "  reset NAME                      back to the snapshot the VM came from\n"
-	      "  serve --pool SNAP --pool-min N --pool-max M [--pool-ttl S]  warm pool daemon\n"
+	      "  serve --pool SNAP --pool-min N --pool-max M [--pool-ttl S] [--metrics-listen A:P]\n"
+	      "                                  warm pool daemon (and /metrics endpoint)\n"
 	      "  pool acquire [--timeout S] | release NAME | status [--json]\n"
 	      "  image build NAME [--from RECIPE] [--packages P,..] [--npm PKG,..] [--file SRC:DST]\n"
 	      "        [--run CMD] [--ca-cert FILE] [--size SIZE]  build a root image (Debian + npm)\n"
@@ -117,6 +120,7 @@ int main(int argc, char **argv)
 		{ "serve", cmd_serve },   { "pool", cmd_pool },
 		{ "audit", cmd_audit },
 		{ "net", cmd_net },	    { "image", cmd_image },   { "cp", cmd_cp },
+		{ "stats", cmd_stats },	    { "metrics", cmd_metrics },
 	};
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
 		if (strcmp(verb, verbs[i].name) != 0)

@@ -2,7 +2,7 @@
 /*
  * libFuzzer target: the agent protocol decoder as the host uses it on bytes from the guest.
  * Arbitrary bytes are fed in arbitrary splits; every frame's payload goes through the TLV
- * iterator and the EXIT decoder. Invariants: no crash, no overread, the decoder always makes
+ * iterator, the EXIT decoder and the STATS_REPLY decoder. Invariants: no crash, no overread, the decoder always makes
  * progress (never returns BAD without consuming), and a valid frame appended after any garbage
  * is still found (the channel recovers).
  */
@@ -29,6 +29,10 @@ static void consume(const struct avm_frame_hdr *h, const uint8_t *p)
 		(void)avm_tlv_u64(val, len, &u64);
 	}
 	(void)avm_exit_info_decode(p, h->len, &x);
+	/* STATS_REPLY: the guest's memory, as `agentvm stats` decodes it. */
+	struct avm_guest_stats gs;
+	if (avm_guest_stats_decode(p, h->len, &gs) == 0 && gs.mem_available > gs.mem_total)
+		abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -36,8 +36,8 @@ check_leftovers() {
 		sleep 0.1
 	done
 	# .net/ is the host's lease directory, not a VM: only a lease file in it is a leftover.
-	if [ -d "$AGENTVM_STATE_DIR" ] && [ -n "$(ls -A "$AGENTVM_STATE_DIR" | grep -vx .net)" ]; then
-		fail "state dirs left behind: $(ls -A "$AGENTVM_STATE_DIR" | grep -vx .net)"
+	if [ -d "$AGENTVM_STATE_DIR" ] && [ -n "$(ls -A "$AGENTVM_STATE_DIR" | grep -vx -e .net -e .metrics)" ]; then
+		fail "state dirs left behind: $(ls -A "$AGENTVM_STATE_DIR" | grep -vx -e .net -e .metrics)"
 		rm -rf "${AGENTVM_STATE_DIR:?}"/*
 	fi
 	if [ -n "$(ls -A "$AGENTVM_STATE_DIR/.net/leases" 2>/dev/null)" ]; then

@@ -155,6 +155,9 @@ e['rule']=='scan_ports' and e['action']=='none'")"
 	expect_eq "anomalies.json scan_ports" 1 "$(python3 -c 'import json,sys
 print(json.load(open(sys.argv[1]))["rules"]["scan_ports"])' "$AGENTVM_STATE_DIR/$vm/anomalies.json" \
 		2>&1)"
+	# The metrics export exactly this file.
+	avm metrics 2>/dev/null | grep -q "^agentvm_anomalies_total{vm=\"$vm\",rule=\"scan_ports\"} 1\$" ||
+		fail "agentvm metrics has no scan_ports count for $vm"
 	expect_eq "still running (no action by default)" running \
 		"$(avm inspect $vm | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' 2>/dev/null)"
 	check_log >/dev/null || fail "bad log line"

@@ -157,7 +157,7 @@ t_pool_with_a_disk() {
 	fi
 	kill "$spid" 2>/dev/null && wait "$spid" 2>/dev/null
 	w=0
-	while [ -n "$(ls -A "$AGENTVM_STATE_DIR" | grep -vx .net)" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
+	while [ -n "$(ls -A "$AGENTVM_STATE_DIR" | grep -vx -e .net -e .metrics)" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
 	avm snapshot rm psnap >/dev/null || fail "snapshot rm after serve stopped"
 	image_unchanged
 }

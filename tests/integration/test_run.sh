@@ -182,7 +182,7 @@ t_hundred_runs_no_hang() {
 		r=$?
 		[ $r -eq 0 ] || { fail "run $i exited $r: $(cat "$tmp_root/err")"; break; }
 		# Nothing may outlive a run: no state dir, no QEMU of ours.
-		if [ -n "$(ls -A "$AGENTVM_STATE_DIR" 2>/dev/null | grep -vx .net)" ] ||
+		if [ -n "$(ls -A "$AGENTVM_STATE_DIR" 2>/dev/null | grep -vx -e .net -e .metrics)" ] ||
 		   [ -n "$(ls -A "$AGENTVM_STATE_DIR/.net/leases" 2>/dev/null)" ] ||
 			pgrep -f "qemu-system-x86_64.*$tmp_root" >/dev/null; then
 			fail "run $i left something behind: $(ls -A "$AGENTVM_STATE_DIR" "$AGENTVM_STATE_DIR/.net/leases" 2>/dev/null) $(pgrep -af "qemu-system-x86_64.*$tmp_root")"
