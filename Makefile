@@ -32,6 +32,7 @@ endif
 # --- sources -----------------------------------------------------------------------------------
 CORE_SRC := $(wildcard src/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
+SHIM_SRC := $(wildcard src/shim/*.c)
 QMP_SRC := $(wildcard qmp/*.c)
 NF_SRC := $(wildcard netfilter/*.c)
 PROTO_SRC := guest-init/proto.c
@@ -48,6 +49,7 @@ LIBPROTO := $(B)/libproto.a
 LIBS_ALL := $(LIBAGENTVM) $(LIBQMP) $(if $(NF_SRC),$(LIBNF)) $(LIBPROTO)
 
 AGENTVM := $(B)/agentvm
+SHIM := $(B)/containerd-shim-agentvm-v2
 IMAGES := $(B)/images
 VMLINUX := $(IMAGES)/vmlinux
 INITRAMFS := $(IMAGES)/initramfs.cpio
@@ -65,7 +67,7 @@ DEB_PKGS := build-essential pkg-config clang libjson-c-dev libnl-3-dev libnl-rou
 	libnftables-dev libseccomp-dev libcmocka-dev qemu-system-x86 qemu-utils linux-source-6.1 \
 	bc bison flex libelf-dev cpio busybox-static nftables iproute2 xz-utils socat dnsmasq-base \
 	python3 e2fsprogs mmdebstrap skopeo umoci uidmap git openssl openssh-client dropbear-bin \
-	libarchive-dev libmicrohttpd-dev prometheus libnl-nf-3-dev
+	libarchive-dev libmicrohttpd-dev prometheus containerd libnl-nf-3-dev
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
 		grep -q 'install ok installed' || echo $$p; done); \
@@ -76,6 +78,10 @@ deps:
 			echo "deps: prometheus is for the tests only: its services stay off"; \
 			if [ -d /run/systemd/system ]; then systemctl disable --now prometheus \
 				prometheus-node-exporter >/dev/null 2>&1 || true; fi ;; esac; \
+		case " $$missing " in *" containerd "*) \
+			echo "deps: containerd is for the shim tests only: its service stays off"; \
+			if [ -d /run/systemd/system ]; then systemctl disable --now containerd \
+				>/dev/null 2>&1 || true; fi ;; esac; \
 	else echo "deps: all Debian packages present"; fi
 	@# The image builder installs agent CLIs with the host's npm (any: a newer one from
 	@# nodesource provides it too; Debian's is the fallback).
@@ -97,7 +103,7 @@ demo: deps
 		python3 -c "import sys; print(\"python\", sys.version.split()[0])"; \
 		node -e "console.log(\"node\", process.version)"; git --version; \
 		echo "claude $$(claude --version)"; echo "copilot $$(copilot --version | head -1)"'
-build: $(AGENTVM)
+build: $(AGENTVM) $(SHIM)
 images: $(VMLINUX) $(INITRAMFS) $(BASELINE_INITRAMFS)
 
 $(B)/obj/%.o: %.c
@@ -117,6 +123,11 @@ $(B)/lib%.a:
 $(AGENTVM): $(call obj,$(CLI_SRC)) $(LIBS_ALL)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(call obj,$(CLI_SRC)) $(LIBS_ALL) $(PKG_LIBS)
+
+# containerd's runtime v2 shim (runtime io.containerd.agentvm.v2), on the same library.
+$(SHIM): $(call obj,$(SHIM_SRC)) $(LIBS_ALL)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(call obj,$(SHIM_SRC)) $(LIBS_ALL) $(PKG_LIBS)
 
 # --- guest images ------------------------------------------------------------------------------
 # The guest PID 1 is static and built without sanitizers: it runs alone inside the VM.
@@ -162,6 +173,7 @@ $(B)/tests/test_guest_disk: $(call obj,guest-init/diskcfg.c guest-init/netcfg.c)
 $(B)/tests/test_guest_imagecfg: $(call obj,guest-init/imagecfg.c guest-init/request.c \
 	guest-init/util.c guest-init/tarcmd.c guest-init/tar.c)
 $(B)/tests/test_guest_tar: $(call obj,guest-init/tar.c)
+$(B)/tests/test_shim_proto: $(call obj,src/shim/pb.c src/shim/ttrpc.c src/shim/process.c)
 $(B)/tests/test_guest_share: $(call obj,guest-init/sharecfg.c guest-init/diskcfg.c \
 	guest-init/netcfg.c)
 
@@ -196,6 +208,8 @@ FUZZ_LINK_fuzz_guest_net := $(PROTO_SRC) guest-init/netcfg.c
 FUZZ_LINK_fuzz_guest_disk := guest-init/diskcfg.c
 FUZZ_LINK_fuzz_guest_imagecfg := guest-init/imagecfg.c
 FUZZ_LINK_fuzz_oci_config := src/image_oci.c src/strv.c src/util.c src/error.c
+FUZZ_LINK_fuzz_shim_ttrpc := src/shim/pb.c src/shim/ttrpc.c src/shim/process.c src/strv.c
+$(B)/fuzz/fuzz_shim_ttrpc: $(SHIM_SRC) $(wildcard src/shim/*.h)
 FUZZ_LINK_fuzz_egress := netfilter/rules.c netfilter/dns.c netfilter/util.c
 FUZZ_LINK_fuzz_tz := src/tz.c
 FUZZ_LINK_fuzz_anomaly_conf := src/anomaly.c src/util.c src/error.c
@@ -232,13 +246,14 @@ bench: all $(B)/bench/exec-rtt $(B)/bench/qmp-rtt $(B)/bench/jail-cost $(B)/benc
 install: all jail-user
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)
 	install -m 0755 $(AGENTVM) $(DESTDIR)$(BINDIR)/agentvm
+	install -m 0755 $(SHIM) $(DESTDIR)$(BINDIR)/containerd-shim-agentvm-v2
 	install -m 0644 $(VMLINUX) $(INITRAMFS) $(DESTDIR)$(DATADIR)/
 	install -d $(DESTDIR)$(DATADIR)/recipes
 	install -m 0755 images/build-rootfs.sh $(DESTDIR)$(DATADIR)/
 	install -m 0644 images/recipes/* $(DESTDIR)$(DATADIR)/recipes/
 
 clean:
-	rm -rf $(B)/obj $(B)/tests $(B)/fuzz $(B)/*.a $(AGENTVM)
+	rm -rf $(B)/obj $(B)/tests $(B)/fuzz $(B)/*.a $(AGENTVM) $(SHIM)
 distclean:
 	rm -rf $(B)
 

@@ -25,6 +25,9 @@ out=bench/RESULTS.md
 tmp=$(mktemp -d /tmp/avm-bench.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 export AGENTVM_STATE_DIR=$tmp/state AGENTVM_LOG_DIR=$tmp/log
+# (a) and (d) are cold boots against the raw-QEMU floor; bench/bootcache.sh measures the default
+# path (a boot template's clone) against these, in its own run.
+export AGENTVM_BOOT_CACHE=0
 
 # The same rule as agentvm's own (src/host.c): KVM needs /dev/kvm and vmx/svm in the CPU flags.
 accel=tcg
@@ -132,7 +135,7 @@ if [ "$(id -u)" = 0 ] && [ -x "$B/bench/jail-cost" ]; then
 	} >>"$out"
 fi
 # Networking and snapshots: their own scripts, each with its cold baseline measured in its run.
-for part in net snapshot disk image files; do
+for part in net snapshot disk image files bootcache; do
 	[ -f "bench/$part.sh" ] || continue
 	echo "bench: bench/$part.sh"
 	{

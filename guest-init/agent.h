@@ -21,5 +21,11 @@ bool agent_has_work(bool readable);
 
 /* SYNC: apply time, entropy, hostname and network identity. Returns 0 or -errno with *why set. */
 int sync_apply(const uint8_t *p, size_t len, const char **why);
+/*
+ * This boot is a boot template's (agentvm.template=1): the first SYNC after a restore may carry
+ * AVM_TAG_BOOT_ARGS, the per-run words (root image, disks, shares) a cold boot reads from the
+ * cmdline; they are applied then, once, in a cold boot's order.
+ */
+void sync_defer_boot(void);
 
 #endif

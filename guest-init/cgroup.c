@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "cgroup.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,18 +18,6 @@ static bool cg_on;
 static uint32_t pending[CG_PENDING]; /* exec ids whose cgroup still had processes */
 static size_t n_pending;
 
-static int write_at(int dir, const char *file, const char *s)
-{
-	int fd = openat(dir, file, O_WRONLY | O_CLOEXEC), r = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (write(fd, s, strlen(s)) < 0)
-		r = -errno;
-	close(fd);
-	return r;
-}
-
 int cgroup_setup(void)
 {
 	int root;
@@ -41,9 +30,9 @@ int cgroup_setup(void)
 	if (root < 0)
 		return -errno;
 	/* One at a time: a controller the kernel lacks must not cost the others. */
-	write_at(root, "cgroup.subtree_control", "+memory");
-	write_at(root, "cgroup.subtree_control", "+pids");
-	write_at(root, "cgroup.subtree_control", "+cpu");
+	write_at_file(root, "cgroup.subtree_control", "+memory");
+	write_at_file(root, "cgroup.subtree_control", "+pids");
+	write_at_file(root, "cgroup.subtree_control", "+cpu");
 	close(root);
 	cg_on = true;
 	return 0;
@@ -65,7 +54,7 @@ int cgroup_exec_create(uint32_t id)
 
 int cgroup_exec_join(int dir_fd)
 {
-	return dir_fd < 0 ? 0 : write_at(dir_fd, "cgroup.procs", "0");
+	return dir_fd < 0 ? 0 : write_at_file(dir_fd, "cgroup.procs", "0");
 }
 
 void cgroup_exec_signal(int dir_fd, int sig)
@@ -76,7 +65,7 @@ void cgroup_exec_signal(int dir_fd, int sig)
 
 	if (dir_fd < 0)
 		return;
-	if (sig == SIGKILL && write_at(dir_fd, "cgroup.kill", "1") == 0)
+	if (sig == SIGKILL && write_at_file(dir_fd, "cgroup.kill", "1") == 0)
 		return;
 	fd = openat(dir_fd, "cgroup.procs", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)

@@ -94,6 +94,46 @@ static void sleep_ns(uint64_t ns)
 		;
 }
 
+#define VIRTIO_BLK_DRV "/sys/bus/virtio/drivers/virtio_blk"
+
+int disk_rebind_all(void)
+{
+	char names[DISKCFG_MAX][32];
+	size_t n = 0;
+	struct dirent *de;
+	DIR *d;
+	int r = 0;
+
+	d = opendir(VIRTIO_BLK_DRV);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno; /* no disk was ever probed */
+	while ((de = readdir(d)) && n < DISKCFG_MAX)
+		if (!strncmp(de->d_name, "virtio", 6) && strlen(de->d_name) < sizeof(names[0]))
+			strcpy(names[n++], de->d_name);
+	closedir(d);
+	/* Probe order is -device order: keep it, so vdX names stay what a cold boot gives. */
+	for (size_t i = 0; i + 1 < n; i++)
+		for (size_t j = i + 1; j < n; j++)
+			if (strlen(names[j]) < strlen(names[i]) ||
+			    (strlen(names[j]) == strlen(names[i]) && strcmp(names[j], names[i]) < 0)) {
+				char t[32];
+				memcpy(t, names[i], sizeof(t));
+				memcpy(names[i], names[j], sizeof(t));
+				memcpy(names[j], t, sizeof(t));
+			}
+	for (size_t i = 0; i < n; i++) {
+		int e = write_at_file(AT_FDCWD, VIRTIO_BLK_DRV "/unbind", names[i]);
+		if (e == 0)
+			e = write_at_file(AT_FDCWD, VIRTIO_BLK_DRV "/bind", names[i]);
+		if (e < 0) {
+			log_msg("disk %s: re-probe after the restore failed: %s", names[i],
+				strerror(-e));
+			r = r ? r : e;
+		}
+	}
+	return r;
+}
+
 int disk_mkdir_p(const char *dir)
 {
 	char path[DISKCFG_DIR_MAX + 1];

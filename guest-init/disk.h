@@ -33,6 +33,14 @@ const char *disk_explain(const char *node);
  */
 void disk_unmount_all(void);
 
+/*
+ * A boot template's clone, before its disks are mounted: unbind and bind again every
+ * virtio-blk device, so the kernel forgets what it read while probing the template's blank
+ * placeholder disks (capacity, partition table, the first blocks in the page cache) and probes
+ * this run's disks afresh. 0 or the first -errno (each failure is logged).
+ */
+int disk_rebind_all(void);
+
 /* mkdir -p: every missing component, 0755. 0 or -1 with errno (of the component that failed). */
 int disk_mkdir_p(const char *dir);
 

@@ -20,6 +20,7 @@ struct exec_req {
 	char **argv; /* argv[-1] is a spare slot for the "/bin/sh script" fallback */
 	char **envp;
 	const char *cwd;
+	const char *root; /* chroot here first (AVM_TAG_ROOT); NULL = none */
 	const char *path; /* PATH used to find argv[0] */
 	uint32_t timeout_ms;
 	uint32_t uid, gid;

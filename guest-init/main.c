@@ -38,11 +38,25 @@ int main(int argc, char **argv)
 
 	sys_setup_early();
 	port_fd = port_open();
+	if (sys_cmdline(&net, &disks)) {
+		/*
+		 * A boot template (src/boot_cache.c): what every run shares, then READY, at which
+		 * the host saves the VM. Its cmdline has no per-run word and no disk was mounted,
+		 * so nothing of one run is in the template; each clone finishes the boot from its
+		 * first SYNC (sync_finish_boot()).
+		 */
+		t1 = boottime_ns();
+		sys_setup_late();
+		net_setup(&net); /* lo, eth0 up without an address */
+		t2 = t3 = t4 = boottime_ns();
+		sync_defer_boot();
+		agent_ready();
+		goto serve;
+	}
 	agent_ready();
 	t1 = boottime_ns();
 	/* Before the first request is read, so every command sees the finished system. */
 	sys_setup_late();
-	sys_cmdline(&net, &disks);
 	/* Into the root image (--image) before anything writes /etc or mounts a workspace. */
 	if (disks.root[0] && rootfs_switch(disks.root) == 0 && !net.hostname[0])
 		net_set_hostname(SYS_HOSTNAME, strlen(SYS_HOSTNAME));
@@ -55,6 +69,7 @@ int main(int argc, char **argv)
 	/* Shares last: one may sit inside a disk's directory, never the other way round. */
 	share_mount_all();
 	t4 = boottime_ns();
+serve:
 	log_debug("init started %llu us after boot, READY after %llu us, late setup %llu us"
 		  " (network %llu us, disks %llu us)",
 		  (unsigned long long)t0 / 1000, (unsigned long long)(t1 - t0) / 1000,

@@ -65,6 +65,8 @@ enum avm_tag {
 	AVM_TAG_GID = 7,        /* EXEC: u32 */
 	AVM_TAG_BUILTIN = 8,    /* EXEC: u32 1 = argv[0] names an agent builtin (tar-out, tar-in:
 				 * `agentvm cp`), run as a process of its own like any command */
+	AVM_TAG_ROOT = 9,       /* EXEC: absolute dir the command is chrooted into (a container's
+				 * root file system on a share: the containerd shim) */
 	AVM_TAG_TIME_NS = 20,   /* SYNC: u64 CLOCK_REALTIME nanoseconds */
 	AVM_TAG_ENTROPY = 21,   /* SYNC: bytes to credit to the guest RNG */
 	AVM_TAG_HOSTNAME = 22,  /* SYNC: hostname */
@@ -72,6 +74,9 @@ enum avm_tag {
 	AVM_TAG_NET_GW = 24,    /* SYNC: default gateway "A.B.C.D" */
 	AVM_TAG_NET_DNS = 25,   /* SYNC: resolver "A.B.C.D" (written to /etc/resolv.conf) */
 	AVM_TAG_NET_MAC = 26,   /* SYNC: eth0's new MAC, 6 bytes */
+	AVM_TAG_BOOT_ARGS = 27, /* SYNC to a boot template's clone (agentvm.template=1 on its
+				 * cmdline): the agentvm.root/disk/share words its cold boot would
+				 * have had on the kernel cmdline, applied once, after the restore */
 	AVM_TAG_VERSION = 30,   /* READY: agent version string */
 	AVM_TAG_BOOT_NS = 31,   /* READY: u64 CLOCK_BOOTTIME at READY, nanoseconds */
 	AVM_TAG_MEM_TOTAL = 40, /* STATS_REPLY: u64 bytes, /proc/meminfo MemTotal */

@@ -24,9 +24,9 @@ static const char *const default_env[] = {
 
 struct counts {
 	size_t argc, envc, bytes;
-	const uint8_t *cwd;
-	uint32_t cwd_len;
-	bool has_cwd, has_timeout, has_uid, has_gid, has_stdin, has_builtin;
+	const uint8_t *cwd, *root;
+	uint32_t cwd_len, root_len;
+	bool has_root, has_cwd, has_timeout, has_uid, has_gid, has_stdin, has_builtin;
 };
 
 static bool env_key_eq(const char *a, const char *b)
@@ -99,6 +99,16 @@ static int scan(const uint8_t *p, size_t len, struct exec_req *req, struct count
 			}
 			c->cwd = val;
 			c->cwd_len = vlen;
+			break;
+		case AVM_TAG_ROOT:
+			if ((r = once(&c->has_root, why, "duplicate root")) < 0)
+				return r;
+			if (vlen < 2 || val[0] != '/' || !mem_nul_free(val, vlen)) {
+				*why = "root must be an absolute directory";
+				return -EINVAL;
+			}
+			c->root = val;
+			c->root_len = vlen;
 			break;
 		case AVM_TAG_BUILTIN:
 			if ((r = once(&c->has_builtin, why, "duplicate builtin flag")) < 0)
@@ -196,7 +206,7 @@ int exec_req_parse(const uint8_t *p, size_t len, struct exec_req *req, const cha
 
 	/* [spare] argv... NULL | envp... defaults... NULL | strings */
 	nptr = 1 + c.argc + 1 + c.envc + ndef + 1;
-	c.bytes += c.cwd_len + 1 + strlen("HOME=") + strlen(home) + 1;
+	c.bytes += c.root_len + 1 + c.cwd_len + 1 + strlen("HOME=") + strlen(home) + 1;
 	req->mem = calloc(1, nptr * sizeof(char *) + c.bytes);
 	if (!req->mem) {
 		*why = "out of memory";
@@ -225,6 +235,12 @@ int exec_req_parse(const uint8_t *p, size_t len, struct exec_req *req, const cha
 		return -EINVAL;
 	}
 
+	if (c.has_root) {
+		memcpy(s, c.root, c.root_len);
+		s[c.root_len] = '\0';
+		req->root = s;
+		s += c.root_len + 1;
+	}
 	if (c.has_cwd) {
 		memcpy(s, c.cwd, c.cwd_len);
 		s[c.cwd_len] = '\0';

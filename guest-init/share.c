@@ -26,8 +26,6 @@
 
 void share_mount_all(void)
 {
-	struct share_cfg cfg;
-	const char *why = NULL;
 	char buf[4096];
 	ssize_t n;
 	int fd;
@@ -40,7 +38,15 @@ void share_mount_all(void)
 	if (n <= 0)
 		return;
 	buf[n] = '\0';
-	if (sharecfg_parse_cmdline(buf, &cfg, &why) < 0)
+	share_mount_words(buf);
+}
+
+void share_mount_words(const char *words)
+{
+	struct share_cfg cfg;
+	const char *why = NULL;
+
+	if (sharecfg_parse_cmdline(words, &cfg, &why) < 0)
 		log_msg("kernel cmdline: %s; ignored (%u agentvm.share word%s refused)", why,
 			cfg.rejected, cfg.rejected == 1 ? "" : "s");
 	/* Shortest directory first: a parent is always shorter, so /a is mounted before /a/b. */

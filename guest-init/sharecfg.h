@@ -40,5 +40,7 @@ int sharecfg_parse_cmdline(const char *cmdline, struct share_cfg *cfg, const cha
 
 /* Mount every share of the kernel cmdline (9p over virtio), after the disks. */
 void share_mount_all(void);
+/* The same for the agentvm.share words of a string (a boot template's SYNC). */
+void share_mount_words(const char *words);
 
 #endif

@@ -20,7 +20,10 @@
 #include <limits.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -93,6 +96,27 @@ static void exec_search(char **argv, char **envp, const char *path)
 	errno = eacces ? EACCES : ENOENT;
 }
 
+/*
+ * A container root (AVM_TAG_ROOT) gets the guest's /proc, /dev and /sys bound on the mount points
+ * it has (the shim makes them), once: a mount point still on the root's own device has none yet.
+ * Programs expect them (/dev/null, /proc/self); the VM, not the chroot, is the sandbox.
+ */
+static void bind_container_fs(const char *root)
+{
+	static const char *const dirs[] = { "/proc", "/dev", "/sys" };
+	char path[PATH_MAX];
+	struct stat r, d;
+
+	if (stat(root, &r) < 0)
+		return;
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+		if (snprintf(path, sizeof(path), "%s%s", root, dirs[i]) >= (int)sizeof(path) ||
+		    lstat(path, &d) < 0 || !S_ISDIR(d.st_mode) || d.st_dev != r.st_dev)
+			continue;
+		mount(dirs[i], path, NULL, MS_BIND | MS_REC, NULL);
+	}
+}
+
 static int child_main(void *arg)
 {
 	struct spawn_ctx *c = arg;
@@ -108,6 +132,11 @@ static int child_main(void *arg)
 	for (int i = 0; i < 3; i++)
 		if (dup2(c->fds[i], i) < 0)
 			goto fail;
+	/* A container's root (the shim): entered while still root, before the ids drop. */
+	if (req->root)
+		bind_container_fs(req->root);
+	if (req->root && (chroot(req->root) < 0 || chdir("/") < 0))
+		goto fail;
 	if (req->set_ids) {
 		/* Groups first: after setuid we could no longer drop them. */
 		if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setgid, req->gid) < 0 ||

@@ -8,9 +8,13 @@
 #define _GNU_SOURCE
 #endif
 #include "agent.h"
+#include "disk.h"
 #include "net.h"
 #include "netcfg.h"
 #include "proto.h"
+#include "rootfs.h"
+#include "sharecfg.h"
+#include "sys.h"
 #include "util.h"
 
 #include <errno.h>
@@ -23,6 +27,33 @@
 #include <unistd.h>
 
 #define ENTROPY_MAX (64u * 1024u)
+#define BOOT_ARGS_MAX 4096u
+
+/* A boot template's clone that has not had its AVM_TAG_BOOT_ARGS yet (main.c). */
+static bool boot_deferred;
+
+void sync_defer_boot(void)
+{
+	boot_deferred = true;
+}
+
+/*
+ * The root image first, as a cold boot does (after a fresh probe of the disks: the template saw
+ * only blank placeholders), so the hostname and resolv.conf land in it.
+ */
+static void finish_boot_root(const char *words, struct disk_cfg *disks)
+{
+	const char *why = NULL;
+
+	if (disk_rebind_all() < 0)
+		log_msg("SYNC: the disks may show the template's placeholders");
+	if (diskcfg_parse_cmdline(words, disks, &why) < 0)
+		log_msg("SYNC boot words: %.*s: %s; ignored (%u refused in all)", disks->bad_len,
+			disks->bad, why, disks->rejected);
+	disks->bad = NULL;
+	if (disks->root[0])
+		rootfs_switch(disks->root);
+}
 
 static int add_entropy(const uint8_t *p, uint32_t len)
 {
@@ -50,8 +81,10 @@ static int add_entropy(const uint8_t *p, uint32_t len)
 
 int sync_apply(const uint8_t *p, size_t len, const char **why)
 {
-	const uint8_t *time_v = NULL, *ent = NULL, *host = NULL;
-	uint32_t ent_len = 0, host_len = 0;
+	const uint8_t *time_v = NULL, *ent = NULL, *host = NULL, *boot = NULL;
+	uint32_t ent_len = 0, host_len = 0, boot_len = 0;
+	char words[BOOT_ARGS_MAX + 1];
+	struct disk_cfg disks = { 0 };
 	struct avm_tlv_iter it;
 	const uint8_t *val;
 	uint32_t vlen;
@@ -89,6 +122,18 @@ int sync_apply(const uint8_t *p, size_t len, const char **why)
 			host = val;
 			host_len = vlen;
 			break;
+		case AVM_TAG_BOOT_ARGS:
+			if (!boot_deferred) {
+				*why = "boot words sent to a guest that is no boot template's clone";
+				return -EINVAL;
+			}
+			if (boot || vlen > BOOT_ARGS_MAX || !mem_nul_free(val, vlen)) {
+				*why = "boot words must be one record of at most 4096 bytes, no NUL";
+				return -EINVAL;
+			}
+			boot = val;
+			boot_len = vlen;
+			break;
 		default:
 			break; /* network identity: netcfg_parse_sync(); newer hosts may send more */
 		}
@@ -116,6 +161,16 @@ int sync_apply(const uint8_t *p, size_t len, const char **why)
 		*why = "RNDADDENTROPY failed";
 		return r;
 	}
+	if (boot) {
+		memcpy(words, boot, boot_len);
+		words[boot_len] = '\0';
+		t0 = boottime_ns();
+		finish_boot_root(words, &disks);
+		log_debug("SYNC: disks re-probed and root set up in %llu us",
+			  (unsigned long long)(boottime_ns() - t0) / 1000);
+		if (!host && disks.root[0])
+			net_set_hostname(SYS_HOSTNAME, strlen(SYS_HOSTNAME));
+	}
 	if (host && (r = net_set_hostname((const char *)host, host_len)) < 0) {
 		*why = "setting the hostname failed";
 		return r;
@@ -126,6 +181,12 @@ int sync_apply(const uint8_t *p, size_t len, const char **why)
 			return r;
 		log_debug("SYNC: network re-identified in %llu us",
 			  (unsigned long long)(boottime_ns() - t0) / 1000);
+	}
+	if (boot) {
+		/* As a cold boot: the workspace disks, then the shares (one may sit in a disk). */
+		disk_mount_all(&disks);
+		share_mount_words(words);
+		boot_deferred = false;
 	}
 	return 0;
 }

@@ -28,12 +28,14 @@ struct mnt {
 };
 
 /*
- * Before READY only what finding the port needs: /dev and /sys. The kernel does not automount
+ * Before READY only what finding the port needs: /dev and /sys, and /proc for the cmdline (a
+ * boot template says READY only after its setup: see main.c). The kernel does not automount
  * devtmpfs for an initramfs (CONFIG_DEVTMPFS_MOUNT only applies to a real root).
  */
 static const struct mnt early_mounts[] = {
 	{ "devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755", 0755 },
 	{ "sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555 },
+	{ "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555 },
 };
 
 /*
@@ -43,7 +45,6 @@ static const struct mnt early_mounts[] = {
  * guest kernel panicked. 30% + 10% + 5% leaves the rest for the kernel, the agent and commands.
  */
 static const struct mnt late_mounts[] = {
-	{ "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, 0555 },
 	{ "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620",
 	  0755 },
 	{ "tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=10%", 01777 },
@@ -147,8 +148,9 @@ int sys_signals(void)
 	return fd < 0 ? -errno : fd;
 }
 
-void sys_cmdline(struct net_cfg *net, struct disk_cfg *disks)
+bool sys_cmdline(struct net_cfg *net, struct disk_cfg *disks)
 {
+	bool template = false;
 	char buf[4096], *tok, *save = NULL;
 	const char *why = NULL;
 	ssize_t n;
@@ -158,11 +160,11 @@ void sys_cmdline(struct net_cfg *net, struct disk_cfg *disks)
 	memset(disks, 0, sizeof(*disks));
 	fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return;
+		return false;
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	if (n <= 0)
-		return;
+		return false;
 	buf[n] = '\0';
 	/* Before strtok_r cuts buf up. Always logged: a guest without its network is no detail. */
 	if (netcfg_parse_cmdline(buf, net, &why) < 0)
@@ -176,7 +178,10 @@ void sys_cmdline(struct net_cfg *net, struct disk_cfg *disks)
 	for (tok = strtok_r(buf, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save)) {
 		if (strcmp(tok, "agentvm.debug=1") == 0)
 			log_debug_enabled = true;
+		if (strcmp(tok, "agentvm.template=1") == 0)
+			template = true;
 	}
+	return template;
 }
 
 void sys_poweroff(void)

@@ -30,9 +30,11 @@ int sys_signals(void);
 /*
  * Read the kernel cmdline's agentvm.* keys (needs /proc): agentvm.debug=1 turns on log_debug(),
  * the network keys fill *net (see netcfg_parse_cmdline()), the agentvm.disk words fill *disks
- * (see diskcfg_parse_cmdline()); what either parser rejects is logged.
+ * (see diskcfg_parse_cmdline()); what either parser rejects is logged. true when the cmdline
+ * has agentvm.template=1: a boot template, whose per-run words come with its clones' first
+ * SYNC (AVM_TAG_BOOT_ARGS) instead.
  */
-void sys_cmdline(struct net_cfg *net, struct disk_cfg *disks);
+bool sys_cmdline(struct net_cfg *net, struct disk_cfg *disks);
 
 /*
  * Kill everything, sync, unmount the workspace disks (see disk_unmount_all()), and reboot (a

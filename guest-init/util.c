@@ -99,3 +99,15 @@ bool mem_nul_free(const void *s, size_t len)
 {
 	return memchr(s, 0, len) == NULL;
 }
+
+int write_at_file(int dir, const char *file, const char *s)
+{
+	int fd = openat(dir, file, O_WRONLY | O_CLOEXEC), r = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (write(fd, s, strlen(s)) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}

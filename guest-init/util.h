@@ -36,4 +36,7 @@ int fd_set_nonblock(int fd);
 /* true when s[0..len) holds no NUL byte. */
 bool mem_nul_free(const void *s, size_t len);
 
+/* One write of s into dir/file (a sysfs or cgroupfs knob; dir may be AT_FDCWD): 0 or -errno. */
+int write_at_file(int dir, const char *file, const char *s);
+
 #endif

@@ -13,7 +13,7 @@
  * One agentvm.disk=SERIAL:DIR:rw|ro word per workspace disk, for guest-init's mounts, and
  * agentvm.root=SERIAL for the root image it switches to first.
  */
-static char *disk_words(const struct qemu_config *c)
+char *qemu_guest_boot_words(const struct qemu_config *c)
 {
 	char *s = strdup(""), *t;
 
@@ -55,7 +55,9 @@ static char *opt_escape(const char *v)
 
 char *qemu_kernel_cmdline(const struct qemu_config *c)
 {
-	char *s = NULL, *disks = disk_words(c);
+	char *s = NULL, *disks = c->template_boot ? strdup(" agentvm.template=1")
+						   : qemu_guest_boot_words(c);
+	const char *extra = c->template_boot ? NULL : c->extra_cmdline;
 	char tsc[64] = "";
 
 	if (!disks)
@@ -75,8 +77,8 @@ char *qemu_kernel_cmdline(const struct qemu_config *c)
 	 * turns IPv6 off on eth0 and the host's filter drops IPv6 at the tap.
 	 */
 	if (asprintf(&s, "console=hvc0 quiet reboot=t panic=-1 rdinit=/init%s%s%s%s%s",
-		     c->guest_debug ? " agentvm.debug=1" : "", tsc, c->extra_cmdline && *c->extra_cmdline ? " " : "",
-		     c->extra_cmdline ? c->extra_cmdline : "", disks) < 0)
+		     c->guest_debug ? " agentvm.debug=1" : "", tsc, extra && *extra ? " " : "",
+		     extra ? extra : "", disks) < 0)
 		s = NULL;
 	free(disks);
 	return s;
@@ -250,13 +252,21 @@ int qemu_build_argv(const struct qemu_config *c, struct strv *a, struct avm_erro
 	 * can read outputs. QEMU itself resolves every path under the export with O_NOFOLLOW at
 	 * each step (its CVE-2016-9602 fix), so ".." and host symlinks cannot lead out either.
 	 * readonly=on: QEMU refuses every write, whatever the guest's root does.
+	 * A container's root file system (the containerd shim) is the exception: its files,
+	 * owners, modes and symlinks are the image's, made real on the host by containerd's
+	 * snapshotter, so it is exported with security_model=none (as runc's container writes its
+	 * own rootfs); QEMU's O_NOFOLLOW path walk still keeps it inside.
 	 */
 	for (size_t i = 0; i < c->n_shares; i++) {
 		char *dir = opt_escape(c->shares[i].host_dir);
 		strv_add(a, "-fsdev");
-		strv_addf(a, "local,id=fs%zu,path=%s,security_model=mapped-xattr,fmode=0644,"
-			  "dmode=0755%s",
-			  i, dir ? dir : "", c->shares[i].readonly ? ",readonly=on" : "");
+		if (c->shares[i].container_root)
+			strv_addf(a, "local,id=fs%zu,path=%s,security_model=none%s", i,
+				  dir ? dir : "", c->shares[i].readonly ? ",readonly=on" : "");
+		else
+			strv_addf(a, "local,id=fs%zu,path=%s,security_model=mapped-xattr,fmode=0644,"
+				  "dmode=0755%s",
+				  i, dir ? dir : "", c->shares[i].readonly ? ",readonly=on" : "");
 		free(dir);
 		strv_add(a, "-device");
 		strv_addf(a, "virtio-9p-device,fsdev=fs%zu,mount_tag=" QEMU_SHARE_TAG_PREFIX "%zu", i,

@@ -28,6 +28,7 @@ struct qemu_share {
 	const char *host_dir;
 	const char *guest_dir;
 	bool readonly;
+	bool container_root; /* security_model=none (see qemu_argv.c) */
 };
 #define QEMU_SHARE_TAG_PREFIX "avm-share"
 
@@ -60,6 +61,12 @@ struct qemu_config {
 	size_t n_disks;
 	const struct qemu_share *shares; /* virtio-9p devices, mount_tag avm-share<index> */
 	size_t n_shares;
+	/*
+	 * A boot template or its clone (src/boot_cache.h): agentvm.template=1 and no per-run word
+	 * (extra_cmdline, disks, shares) on the cmdline; the clone's guest gets those words with
+	 * SYNC instead (qemu_guest_boot_words()).
+	 */
+	bool template_boot;
 };
 
 /* The x86 kernel's COMMAND_LINE_SIZE: what is longer is cut without a word. */
@@ -67,6 +74,8 @@ struct qemu_config {
 
 /* The guest kernel command line for this config (caller frees). */
 char *qemu_kernel_cmdline(const struct qemu_config *c);
+/* The agentvm.root/disk/share words of this config (caller frees; "" without any). */
+char *qemu_guest_boot_words(const struct qemu_config *c);
 
 /* Fill argv with the full command line. On failure argv is released and -errno returned. */
 int qemu_build_argv(const struct qemu_config *c, struct strv *argv, struct avm_error *err);

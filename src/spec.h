@@ -68,6 +68,8 @@ struct vm_share {
 	char *host_dir;  /* absolute, resolved (realpath) */
 	char *guest_dir;
 	bool readonly;   /* QEMU refuses every write (readonly=on), the guest's root's too */
+	bool container_root; /* a container's root file system (the containerd shim): host
+				owners, modes and symlinks as they are (security_model=none) */
 };
 
 struct vm_spec {

@@ -241,6 +241,7 @@ static void vm_free(struct vm *vm)
 		statedir_remove(vm->dir);
 	free(vm->dir);
 	free(vm->name);
+	free(vm->boot_words);
 	free(vm);
 }
 
@@ -385,7 +386,9 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	for (size_t i = 0; i < o->spec->n_shares; i++)
 		qshares[i] = (struct qemu_share){ .host_dir = o->spec->shares[i].host_dir,
 						  .guest_dir = o->spec->shares[i].guest_dir,
-						  .readonly = o->spec->shares[i].readonly };
+						  .readonly = o->spec->shares[i].readonly,
+						  .container_root =
+							  o->spec->shares[i].container_root };
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qmp_sp) < 0 ||
 	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, agent_sp) < 0 ||
@@ -409,8 +412,9 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		.cpus = o->spec->cpus,
 		.memory_mib = o->spec->memory_mib,
 		.incoming = o->incoming != NULL,
-		.mem_path = o->incoming ? o->incoming->mem_path : NULL,
-		.mem_share = o->incoming && o->incoming->mem_share,
+		.mem_path = o->incoming ? o->incoming->mem_path : o->template_mem,
+		.mem_share = o->incoming ? o->incoming->mem_share : o->template_mem != NULL,
+		.template_boot = o->template_boot,
 		.tsc_khz = o->accel == VM_ACCEL_TCG ? host_tsc_khz() : 0,
 		.qmp_fd = qmp_sp[1],
 		.agent_fd = agent_sp[1],
@@ -429,6 +433,10 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		.shares = qshares,
 		.n_shares = o->spec->n_shares,
 	};
+	if (o->template_boot && o->incoming && !(vm->boot_words = qemu_guest_boot_words(&qc))) {
+		r = avm_error_set(err, -ENOMEM, "out of memory");
+		goto fail;
+	}
 	if (o->detached) {
 		/* The second monitor's socket is made here and inherited, listening. */
 		struct sockaddr_un sa = { .sun_family = AF_UNIX };

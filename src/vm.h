@@ -40,6 +40,13 @@ struct vm_launch_opts {
 	/* detached, > 0: a pidfd of the pool (`serve`) this VM is started for; see POOL_VM_FILE
 	   in pool.h. The supervisor inherits it. 0: an ordinary VM (fd 0 is never a pidfd). */
 	int pool_pidfd;
+	/*
+	 * Boot templates (boot_cache.h). template_boot: no per-run word on the guest's cmdline
+	 * (agentvm.template=1); with incoming, SYNC carries them (a template's clone). template_mem
+	 * (incoming NULL): a template's own cold boot, its guest RAM in this new file (share=on).
+	 */
+	bool template_boot;
+	const char *template_mem;
 };
 
 /* Launch QEMU paused, negotiate QMP and resume. On failure nothing is left behind. */
@@ -68,6 +75,9 @@ struct vm_exec_request {
 	int sig_fd; /* signalfd or -1: SIGINT/SIGTERM/SIGHUP are forwarded to the command;
 		       a second one of them aborts with -EINTR */
 	bool builtin; /* argv[0] is an agent builtin (guest-init/tarcmd.h), run as root */
+	const char *root; /* chroot the command here in the guest (absolute); NULL = none */
+	bool set_ids;     /* run as uid:gid instead of the image's user */
+	uint32_t uid, gid;
 };
 
 struct vm_exec_result {

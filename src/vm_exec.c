@@ -51,6 +51,12 @@ static int build_exec(const struct vm_exec_request *req, struct avm_buf *b)
 		r = avm_tlv_put_u32(b, AVM_TAG_BUILTIN, 1);
 	if (r == 0 && req->builtin)
 		r = avm_tlv_put_u32(b, AVM_TAG_UID, 0);
+	if (r == 0 && req->root)
+		r = avm_tlv_put_str(b, AVM_TAG_ROOT, req->root);
+	if (r == 0 && req->set_ids && !req->builtin)
+		r = avm_tlv_put_u32(b, AVM_TAG_UID, req->uid);
+	if (r == 0 && req->set_ids && !req->builtin)
+		r = avm_tlv_put_u32(b, AVM_TAG_GID, req->gid);
 	return r;
 }
 
@@ -195,6 +201,13 @@ static int on_signal(struct exec_state *s, int sig_fd, struct avm_error *err)
 
 	if (read(sig_fd, &si, sizeof(si)) != sizeof(si))
 		return 0;
+	/*
+	 * A signal queued with a value (sigqueue, SI_QUEUE) names the guest signal to send: any
+	 * signal, SIGKILL included, as many times as asked, never aborting (the containerd shim's
+	 * Kill). Plain signals are the user's Ctrl-C: forwarded once, the second aborts.
+	 */
+	if (si.ssi_code == SI_QUEUE && si.ssi_int > 0 && si.ssi_int < 65)
+		return send_signal(s, si.ssi_int, err);
 	if (++s->signals_seen > 1)
 		return avm_error_set(err, -EINTR, "interrupted (signal %u twice)", si.ssi_signo);
 	return send_signal(s, (int)si.ssi_signo, err);

@@ -44,6 +44,7 @@ struct vm {
 	bool attached;       /* a client of a detached VM's supervisor, not QEMU's parent */
 	struct vm_state st;  /* mirrored to state.json by its owner */
 	struct vm_net net;   /* torn down once QEMU is gone (owners only) */
+	char *boot_words;    /* a boot template's clone: its per-run words, sent with SYNC */
 	struct monitor *mon; /* run: connections and anomalies (vm_monitor_start) */
 };
 #define EV_MONITOR0 200 /* + 0..MONITOR_FDS-1: the monitor's fds in epfd (monitor.h) */

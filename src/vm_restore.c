@@ -193,6 +193,9 @@ static int send_sync(struct vm *vm, uint32_t id, struct avm_error *err)
 		r = avm_tlv_put(&b, AVM_TAG_ENTROPY, ent, sizeof(ent));
 	if (r == 0)
 		r = avm_tlv_put_str(&b, AVM_TAG_HOSTNAME, vm->name);
+	/* A boot template's clone finishes its boot now: root image, disks, shares. */
+	if (r == 0 && vm->boot_words)
+		r = avm_tlv_put_str(&b, AVM_TAG_BOOT_ARGS, vm->boot_words);
 	/*
 	 * A clone with a NIC has its own tap, MAC and (nat-filtered) /30 lease, made by vm_launch
 	 * like any VM's; the guest still has the template's, so it is told the new ones.
@@ -259,28 +262,39 @@ int vm_build_cow_template(const struct vm_launch_opts *o, const char *devstate_p
 			  struct avm_error *err)
 {
 	struct vm *vm = NULL;
-	struct qmp_error qe = { 0 };
-	struct json_object *args;
-	_cleanup_close_ int fd = -1;
 	int r;
 
 	r = vm_launch(o, &vm, err);
 	if (r < 0)
 		return r;
+	r = vm_save_cow_state(vm, devstate_path, NULL, err);
+	vm_destroy(vm);
+	return r;
+}
+
+int vm_save_cow_state(struct vm *vm, const char *devstate_path, char qemu_version[32],
+		      struct avm_error *err)
+{
+	struct qmp_error qe = { 0 };
+	struct json_object *args;
+	_cleanup_close_ int fd = -1;
+	int major = 0, minor = 0, micro = 0, r;
+
+	if (qemu_version) {
+		qmp_client_version(vm->qmp, &major, &minor, &micro);
+		snprintf(qemu_version, 32, "%d.%d.%d", major, minor, micro);
+	}
+
 	args = json_tokener_parse(
 		"{\"capabilities\":[{\"capability\":\"x-ignore-shared\",\"state\":true}]}");
 	r = qmp_client_execute(vm->qmp, "migrate-set-capabilities", args, NULL, 0, NULL,
 			       QMP_TIMEOUT_MS, &qe);
 	json_object_put(args);
-	if (r < 0) {
-		avm_error_set(err, r, "QMP migrate-set-capabilities failed: %s", qe.desc);
-		goto out;
-	}
+	if (r < 0)
+		return avm_error_set(err, r, "QMP migrate-set-capabilities failed: %s", qe.desc);
 	fd = open(devstate_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		r = avm_error_setx(err, -errno, "cannot create %s", devstate_path);
-		goto out;
-	}
+	if (fd < 0)
+		return avm_error_setx(err, -errno, "cannot create %s", devstate_path);
 	static const struct migrate_req rq = {
 		.fdname = "avm-template", .timeout_ms = INCOMING_TIMEOUT_MS, .poll_ms = 1,
 		.qmp_timeout_ms = QMP_TIMEOUT_MS,
@@ -292,7 +306,5 @@ int vm_build_cow_template(const struct vm_launch_opts *o, const char *devstate_p
 				  end.has_desc ? end.desc : end.status);
 	if (r == 0 && fsync(fd) < 0)
 		r = avm_error_setx(err, -errno, "fsync %s", devstate_path);
-out:
-	vm_destroy(vm);
 	return r;
 }

@@ -19,4 +19,13 @@
 int vm_build_cow_template(const struct vm_launch_opts *o, const char *devstate_path,
 			  struct avm_error *err);
 
+/*
+ * The device state of vm (its guest RAM a share=on file) into devstate_path, with
+ * x-ignore-shared: the RAM stays in its file. vm is stopped after it (QEMU's postmigrate) and
+ * is the caller's to destroy. qemu_version (or NULL): QEMU's "major.minor.micro", which a
+ * restore of the file must find.
+ */
+int vm_save_cow_state(struct vm *vm, const char *devstate_path, char qemu_version[32],
+		      struct avm_error *err);
+
 #endif

@@ -37,6 +37,7 @@ struct vm_args {
 	struct vm_spec *spec;
 	long boot_timeout_s;
 	bool keep_state;
+	bool cold; /* --cold: boot a kernel; no boot template is used or written */
 	/* run only: --copy-in HOST:GUEST and --copy-out GUEST:HOST (pointers into argv) */
 	const char *copy_in_host[CLI_MAX_COPIES], *copy_in_guest[CLI_MAX_COPIES];
 	const char *copy_out_guest[CLI_MAX_COPIES], *copy_out_host[CLI_MAX_COPIES];
@@ -142,6 +143,7 @@ int cmd_serve(int argc, char **argv);
 int cmd_pool(int argc, char **argv);
 int cmd_image(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
+int cmd_cache(int argc, char **argv);
 int cmd_metrics(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 

@@ -8,6 +8,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "boot_cache.h"
 #include "cli.h"
 #include "files.h"
 #include "statedir.h"
@@ -44,6 +45,8 @@ static void run_usage(FILE *f)
 		"  --name NAME          name of the VM (state dir); default: generated\n"
 		"  --boot-timeout S     give up if the guest is not ready after S seconds (default %d)\n"
 		"  --keep-state         keep the state dir (console.log, qemu.log) for debugging\n"
+		"  --cold               boot a kernel instead of restoring a cached boot template\n"
+		"                       (and write none); AGENTVM_BOOT_CACHE=0 does it for all\n"
 		"  --network MODE       nat-filtered (default: NAT + egress allowlist), isolated (no\n"
 		"                       NIC), bridge:BRIDGE (tap on an existing bridge, unfiltered)\n"
 		"  --allow PROTO:PORT   add to the egress allowlist (default: tcp:80 tcp:443 tcp:22\n"
@@ -70,6 +73,24 @@ static void run_usage(FILE *f)
 		CLI_DEFAULT_BOOT_TIMEOUT_S);
 }
 
+struct run_start {
+	struct vm *vm;
+	int sig_fd;
+};
+
+/* boot_cache_start()'s way of starting run's VM: launch, then wait for the guest. */
+static int run_start(const struct vm_launch_opts *o, int timeout_ms, void *ctx,
+		     struct avm_error *err)
+{
+	struct run_start *rs = ctx;
+	int r = vm_launch(o, &rs->vm, err);
+
+	if (r == 0 && (r = vm_wait_ready(rs->vm, timeout_ms, rs->sig_fd, err)) < 0) {
+		vm_destroy(rs->vm);
+		rs->vm = NULL;
+	}
+	return r;
+}
 
 int cmd_run(int argc, char **argv)
 {
@@ -129,9 +150,11 @@ int cmd_run(int argc, char **argv)
 		.accel = accel,
 		.keep_state = a.keep_state,
 	};
-	r = vm_launch(&lo, &vm, &err);
-	if (r == 0)
-		r = vm_wait_ready(vm, (int)a.boot_timeout_s * 1000, sig_fd, &err);
+	struct run_start rs = { .sig_fd = sig_fd };
+	struct boot_cache_opts bo = { .cold = a.cold, .boot_timeout_ms = (int)a.boot_timeout_s * 1000,
+				      .sig_fd = sig_fd, .warn = cli_warn };
+	r = boot_cache_start(&lo, &bo, run_start, &rs, &err);
+	vm = rs.vm;
 	if (r < 0) {
 		cli_error("%s", err.msg);
 		vm_destroy(vm);

@@ -6,12 +6,26 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "boot_cache.h"
 #include "cli.h"
 #include "host.h"
 #include "statedir.h"
 #include "supervisor.h"
 #include "util.h"
 #include "vm.h"
+
+struct start_ctx {
+	pid_t sup;
+};
+
+/* boot_cache_start()'s way of starting a detached VM: its supervisor, until READY. */
+static int start_supervised(const struct vm_launch_opts *o, int timeout_ms, void *ctx,
+			    struct avm_error *err)
+{
+	struct start_ctx *sc = ctx;
+
+	return supervisor_start(o, timeout_ms, &sc->sup, err);
+}
 
 int cmd_start(int argc, char **argv)
 {
@@ -20,7 +34,6 @@ int cmd_start(int argc, char **argv)
 	_cleanup_free_ char *qemu = NULL, *kernel = NULL, *initrd = NULL;
 	char namebuf[32];
 	enum vm_accel accel;
-	pid_t sup;
 	int r;
 
 	if (!a.spec)
@@ -30,7 +43,7 @@ int cmd_start(int argc, char **argv)
 		puts("usage: agentvm start [--name NAME] [--profile P] [--cpus N] [--memory MIB]\n"
 		     "                     [--kernel PATH] [--initrd PATH] [--accel kvm|tcg]\n"
 		     "                     [--image NAME] [--disk FILE[:DIR][:ro]]...\n"
-		     "                     [--boot-timeout S] [--network nat-filtered|isolated|bridge:BR]\n"
+		     "                     [--boot-timeout S] [--cold] [--network nat-filtered|isolated|bridge:BR]\n"
 		     "                     [--allow PROTO:PORT]... [--allow-host PROTO:PORT]...\n"
 		     "                     [--deny-all-egress] [--dns ADDR]\n"
 		     "                     [--share HOSTDIR:GUESTDIR[:ro]]... [--workspace DIR]\n"
@@ -68,7 +81,10 @@ int cmd_start(int argc, char **argv)
 		.spec = a.spec, .kernel = kernel, .initrd = initrd, .qemu = qemu, .accel = accel,
 		.detached = true,
 	};
-	r = supervisor_start(&lo, (int)a.boot_timeout_s * 1000, &sup, &err);
+	struct start_ctx sc = { 0 };
+	struct boot_cache_opts bo = { .cold = a.cold, .boot_timeout_ms = (int)a.boot_timeout_s * 1000,
+				      .sig_fd = -1, .warn = cli_warn };
+	r = boot_cache_start(&lo, &bo, start_supervised, &sc, &err);
 	if (r < 0) {
 		cli_error("%s", err.msg);
 		vm_spec_free(a.spec);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "agent_conn.h"
+#include "boot_cache.h"
 #include "cli.h"
 #include "pool.h"
 #include "net.h"
@@ -356,6 +357,13 @@ int cmd_gc(int argc, char **argv)
 	if (pool_sock_remove_stale() > 0)
 		printf("removed a stale %s/%s\n", root, POOL_SOCK);
 	printf("removed %d VM%s\n", removed, removed == 1 ? "" : "s");
+	/* Boot templates unused for long, over the size bound, or left by a killed build. */
+	unsigned tpl = 0;
+	struct avm_error err = { 0 };
+	if (boot_cache_gc(&tpl, &err) < 0)
+		cli_warn("boot templates: %s", err.msg);
+	else if (tpl)
+		printf("removed %u boot template%s\n", tpl, tpl == 1 ? "" : "s");
 	return 0;
 }
 

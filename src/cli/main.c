@@ -57,7 +57,9 @@ static void usage(FILE *f)
 	      "  rm [--force] NAME               remove a stopped VM (--force: kill it first)\n"
 	      "  wait NAME [--state S] [--timeout S]  wait for running|paused|stopped\n"
 	      "  logs NAME [--follow]            the guest console\n"
-	      "  gc                              remove VMs whose processes are gone\n"
+	      "  gc                              remove VMs whose processes are gone (and long-unused\n"
+	      "                                  boot templates)\n"
+	      "  cache ls [--json] | cache rm KEY|--all  the boot templates run and start restore\n"
 	      "  stats [NAME] [--json] [--follow]  CPU, memory, network, disk, uptime, execs\n"
 	      "  metrics [--listen ADDR:PORT]    Prometheus metrics, printed once or served\n"
 	      "  net ls [--json]                 taps, addresses, egress policies, counters\n"
@@ -121,6 +123,7 @@ int main(int argc, char **argv)
 		{ "audit", cmd_audit },
 		{ "net", cmd_net },	    { "image", cmd_image },   { "cp", cmd_cp },
 		{ "stats", cmd_stats },	    { "metrics", cmd_metrics },
+		{ "cache", cmd_cache },
 	};
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
 		if (strcmp(verb, verbs[i].name) != 0)

@@ -35,6 +35,7 @@ enum {
 	OPT_WORKSPACE,
 	OPT_COPY_IN,
 	OPT_COPY_OUT,
+	OPT_COLD,
 };
 
 static const struct option run_opts[] = {
@@ -52,6 +53,7 @@ static const struct option run_opts[] = {
 	{ "name", required_argument, NULL, OPT_NAME },
 	{ "boot-timeout", required_argument, NULL, OPT_BOOT_TIMEOUT },
 	{ "keep-state", no_argument, NULL, OPT_KEEP_STATE },
+	{ "cold", no_argument, NULL, OPT_COLD },
 	{ "network", required_argument, NULL, OPT_NETWORK },
 	{ "allow", required_argument, NULL, OPT_ALLOW },
 	{ "allow-host", required_argument, NULL, OPT_ALLOW_HOST },
@@ -168,6 +170,9 @@ int cli_parse_vm_args(int argc, char **argv, struct vm_args *a, bool need_comman
 			break;
 		case OPT_KEEP_STATE:
 			a->keep_state = true;
+			break;
+		case OPT_COLD:
+			a->cold = true;
 			break;
 		case OPT_NETWORK:
 			r = vm_spec_set_network(a->spec, optarg, err);

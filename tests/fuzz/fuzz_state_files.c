@@ -2,7 +2,8 @@
 /*
  * libFuzzer target: the readers of the files in a state dir and a snapshot, which another local
  * user or a damaged disk may have written: state.json (vmstate_read), net.json (net_load),
- * meta.json (snap_meta_parse) and the disks of spec.json (vm_spec_disks_from_json). The first
+ * meta.json (snap_meta_parse), the disks of spec.json (vm_spec_disks_from_json) and a boot
+ * template's meta.json (boot_cache_list, which reads every template's). The first
  * byte picks the reader; the rest is the file. Invariants: no crash or leak; a refusal has a
  * message; what is accepted is within its bounds (a NUL-terminated state, an agentvm tap name
  * or none, at most VM_SPEC_MAX_DISKS disks).
@@ -17,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "boot_cache.h"
 #include "net.h"
 #include "snapshot.h"
 #include "spec.h"
@@ -45,10 +47,12 @@ static void cleanup(void)
 	char path[128];
 
 	for (const char *const *f = (const char *const[]){ "state.json", "state.json.spare",
-							   "net.json", NULL };
+							   "net.json", "templates/0123456789abcdef/meta.json",
+							   "templates/0123456789abcdef", "templates", NULL };
 	     *f; f++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, *f);
 		unlink(path);
+		rmdir(path);
 	}
 	rmdir(dir);
 }
@@ -72,7 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (size < 1)
 		return 0;
-	uint8_t which = data[0] % 4;
+	uint8_t which = data[0] % 5;
 	data++;
 	size--;
 	if (which == 0) {
@@ -93,6 +97,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check_err(r, &err);
 		if (r == 0 && n.tap[0] && !net_tap_name_is_ours(n.tap))
 			abort();
+	} else if (which == 4) {
+		struct boot_cache_entry *v;
+		size_t n;
+		char p[128];
+		setenv("AGENTVM_CACHE_DIR", dir, 1);
+		snprintf(p, sizeof(p), "%s/templates/0123456789abcdef", dir);
+		mkdir(boot_cache_dir(), 0700);
+		mkdir(p, 0700);
+		put("templates/0123456789abcdef/meta.json", data, size);
+		r = boot_cache_list(&v, &n, &err);
+		check_err(r, &err);
+		if (r == 0 && (n != 1 || strnlen(v[0].summary, sizeof(v[0].summary)) ==
+						  sizeof(v[0].summary)))
+			abort();
+		if (r == 0)
+			free(v);
 	} else {
 		char *text = malloc(size + 1);
 		if (!text)

@@ -177,8 +177,15 @@ t_qmp_verbs_and_events() {
 	avm rm qm || fail "rm"
 }
 
+# start restores a boot template by default; the cold path of the life cycle as well.
+t_start_cold_life_cycle() {
+	export AGENTVM_BOOT_CACHE=0
+	t_start_exec_pause_resume_stop
+	unset AGENTVM_BOOT_CACHE
+}
+
 filter=${1:-}
-for t in t_start_exec_pause_resume_stop t_duplicate_and_bad_names t_kill_qemu_is_recorded \
+for t in t_start_exec_pause_resume_stop t_start_cold_life_cycle t_duplicate_and_bad_names t_kill_qemu_is_recorded \
 	t_slow_supervisor_is_not_a_crash t_kill_supervisor_leaves_nothing_after_gc t_avm_kill_verb t_logs_and_inspect \
 	t_qmp_verbs_and_events t_twenty_concurrent_vms; do
 	case "$t" in *"$filter"*) run_test "$t" ;; esac

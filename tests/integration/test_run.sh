@@ -193,8 +193,29 @@ t_hundred_runs_no_hang() {
 	echo "    $i runs"
 }
 
+# The suite runs cached by default (boot templates: every run after the first of a shape is a
+# restore); this is the cold path (AGENTVM_BOOT_CACHE=0) for a representative subset: output,
+# exit codes, stdin with EOF, env and workdir, a timeout, a forwarded SIGINT.
+t_cold_path_subset() {
+	iso=$(AGENTVM_BOOT_CACHE=0 "$AVM" run --accel tcg -- cat /proc/cmdline)
+	case "$iso" in *agentvm.template*) fail "AGENTVM_BOOT_CACHE=0 restored a template" ;; esac
+	export AGENTVM_BOOT_CACHE=0
+	for c in t_echo_and_exit_zero t_exit_code_passthrough t_stdin_forwarded_with_eof \
+		t_env_and_workdir t_timeout_kills_and_tears_down t_sigint_forwarded; do
+		"$c"
+	done
+	unset AGENTVM_BOOT_CACHE
+}
+
+# And the default is the cached path: a clone's cmdline says so.
+t_default_is_a_template_clone() {
+	avm_run -- true
+	avm_run -- cat /proc/cmdline
+	expect_contains "a template's clone" "agentvm.template=1" "$(cat "$out")"
+}
+
 filter=${1:-}
-for t in t_echo_and_exit_zero t_exit_code_passthrough t_stderr_separated t_stdin_forwarded_with_eof t_unread_stdin_does_not_end_the_command \
+for t in t_default_is_a_template_clone t_cold_path_subset t_echo_and_exit_zero t_exit_code_passthrough t_stderr_separated t_stdin_forwarded_with_eof t_unread_stdin_does_not_end_the_command \
 	t_killed_by_signal t_command_not_found t_env_and_workdir t_profiles_and_sizes \
 	t_output_10mib_intact t_output_streams_before_exit t_timeout_kills_and_tears_down \
 	t_sigint_forwarded t_qemu_crash_reported t_tcg_warning_once t_bad_input_clear_errors \

@@ -167,9 +167,42 @@ static void test_request_with_image(void **state)
 	exec_req_free(&req);
 }
 
+/* AVM_TAG_ROOT (the containerd shim): an absolute dir, once; kept apart from the cwd. */
+static void test_request_root(void **state)
+{
+	struct avm_buf b = { 0 };
+	struct exec_req req;
+	const char *why = NULL;
+	static const char *const bad[] = { "rel/dir", "/", "" };
+
+	assert_int_equal(avm_tlv_put_str(&b, AVM_TAG_ARG, "true"), 0);
+	assert_int_equal(avm_tlv_put_str(&b, AVM_TAG_ROOT, "/mnt/rootfs"), 0);
+	assert_int_equal(avm_tlv_put_str(&b, AVM_TAG_CWD, "/opt"), 0);
+	assert_int_equal(exec_req_parse(b.data, b.len, &req, &why), 0);
+	assert_string_equal(req.root, "/mnt/rootfs");
+	assert_string_equal(req.cwd, "/opt");
+	exec_req_free(&req);
+	assert_int_equal(avm_tlv_put_str(&b, AVM_TAG_ROOT, "/mnt/other"), 0);
+	assert_int_equal(exec_req_parse(b.data, b.len, &req, &why), -EINVAL);
+	assert_string_equal(why, "duplicate root");
+	avm_buf_release(&b);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct avm_buf c = { 0 };
+		assert_int_equal(avm_tlv_put_str(&c, AVM_TAG_ARG, "true"), 0);
+		assert_int_equal(avm_tlv_put_str(&c, AVM_TAG_ROOT, bad[i]), 0);
+		assert_int_equal(exec_req_parse(c.data, c.len, &req, &why), -EINVAL);
+		avm_buf_release(&c);
+	}
+	/* Without the tag: no chroot. */
+	parse_req(&req, NULL, NULL, -1);
+	assert_null(req.root);
+	exec_req_free(&req);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(test_request_root, reset),
 		cmocka_unit_test_setup(test_env_file, reset),
 		cmocka_unit_test_setup(test_env_limits, reset),
 		cmocka_unit_test_setup(test_exec_file, reset),

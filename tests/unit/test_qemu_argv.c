@@ -258,6 +258,23 @@ static void test_shares_9p_mapped_xattr(void **state)
 	strv_release(&a);
 }
 
+/* The containerd shim's container root: the image's real owners, modes and symlinks. */
+static void test_share_container_root(void **state)
+{
+	static const struct qemu_share sh[1] = {
+		{ .host_dir = "/b/rootfs", .guest_dir = "/mnt/rootfs", .container_root = true },
+	};
+	struct qemu_config c = base(VM_ACCEL_TCG);
+	struct strv a = { 0 };
+
+	(void)state;
+	c.shares = sh;
+	c.n_shares = 1;
+	assert_int_equal(qemu_build_argv(&c, &a, NULL), 0);
+	assert_string_equal(after(a.v, "-fsdev", 0), "local,id=fs0,path=/b/rootfs,security_model=none");
+	strv_release(&a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -269,6 +286,7 @@ int main(void)
 		cmocka_unit_test(test_nic_only_when_asked),
 		cmocka_unit_test(test_disks_last_with_serials_and_cmdline),
 		cmocka_unit_test(test_shares_9p_mapped_xattr),
+		cmocka_unit_test(test_share_container_root),
 	};
 	return cmocka_run_group_tests_name("qemu_argv", tests, NULL, NULL);
 }

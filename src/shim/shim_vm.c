@@ -1,0 +1,262 @@
+/* SPDX-License-Identifier: MIT */
+/* The shim's adapter to agentvm (see shim_vm.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "host.h"
+#include "net.h"
+#include "qmp.h"
+#include "sha256.h"
+#include "shim_vm.h"
+#include "spec.h"
+#include "statedir.h"
+#include "supervisor.h"
+#include "util.h"
+#include "vm.h"
+#include "vmstate.h"
+
+void shim_vm_name(const char *ns, const char *id, char out[24])
+{
+	struct sha256 s;
+	uint8_t h[32];
+
+	sha256_init(&s);
+	sha256_update(&s, ns, strlen(ns));
+	sha256_update(&s, "/", 1);
+	sha256_update(&s, id, strlen(id));
+	sha256_final(&s, h);
+	snprintf(out, 24, "ctr-%02x%02x%02x%02x%02x%02x%02x%02x", h[0], h[1], h[2], h[3], h[4],
+		 h[5], h[6], h[7]);
+}
+
+int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *value,
+		       struct avm_error *err)
+{
+	static const char *const keys[] = { "profile", "cpus", "memory", "network" };
+	const char **slots[] = { &c->profile, &c->cpus, &c->memory, &c->network };
+
+	if (strncmp(key, SHIM_ANNOTATION_PREFIX, strlen(SHIM_ANNOTATION_PREFIX)) != 0)
+		return 0; /* not ours */
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		if (!strcmp(key + strlen(SHIM_ANNOTATION_PREFIX), keys[i])) {
+			*slots[i] = value;
+			return 0;
+		}
+	}
+	return avm_error_set(err, -EINVAL,
+			     "unknown annotation '%s'; agentvm knows io.agentvm.profile, "
+			     "io.agentvm.cpus, io.agentvm.memory and io.agentvm.network",
+			     key);
+}
+
+int shim_vm_boot(const char *name, const char *rootfs, const struct shim_vm_config *c,
+		 unsigned boot_timeout_s, struct avm_error *err)
+{
+	_cleanup_free_ char *qemu = NULL, *kernel = NULL, *initrd = NULL;
+	struct vm_spec *spec = vm_spec_new();
+	char share[4096];
+	bool fell_back;
+	enum vm_accel accel;
+	pid_t sup;
+	int r;
+
+	if (!spec)
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	snprintf(share, sizeof(share), "%s:%s", rootfs, SHIM_GUEST_ROOT);
+	spec->name = strdup(name);
+	/* No network unless asked for (see README). */
+	r = spec->name ? vm_spec_set_network(spec, c->network ? c->network : "isolated", err)
+		       : -ENOMEM;
+	if (r == 0 && c->profile)
+		r = vm_spec_set_profile(spec, c->profile, err);
+	if (r == 0 && c->cpus)
+		r = vm_spec_set_cpus(spec, c->cpus, err);
+	if (r == 0 && c->memory)
+		r = vm_spec_set_memory(spec, c->memory, err);
+	if (r == 0)
+		r = vm_spec_add_share(spec, share, err);
+	if (r == 0)
+		spec->shares[spec->n_shares - 1].container_root = true;
+	if (r == 0)
+		r = statedir_check_paths(name, err);
+	if (r == 0)
+		r = host_resolve_accel(spec->accel, &accel, &fell_back, err);
+	if (r == 0)
+		r = host_find_qemu(&qemu, err);
+	if (r == 0)
+		r = host_guest_images(NULL, NULL, &kernel, &initrd, err);
+	if (r == 0) {
+		struct vm_launch_opts lo = { .spec = spec, .kernel = kernel, .initrd = initrd,
+					     .qemu = qemu, .accel = accel, .detached = true };
+		r = supervisor_start(&lo, (int)boot_timeout_s * 1000, &sup, err);
+	}
+	vm_spec_free(spec);
+	return r;
+}
+
+static int exit_code_of(const struct vm_exec_result *res)
+{
+	switch (res->info.kind) {
+	case AVM_EXIT_CODE:
+		return res->info.code & 0xff;
+	case AVM_EXIT_SIGNAL:
+	case AVM_EXIT_OOM:
+		return 128 + (res->info.code & 0x7f);
+	case AVM_EXIT_TIMEOUT:
+		return 124;
+	default:
+		return 127;
+	}
+}
+
+/* In the helper: the stdio fds (or /dev/null) on 0-2, nothing else. */
+static void helper_fds(const int fds[3])
+{
+	int null = open("/dev/null", O_RDWR);
+	int tmp[3];
+
+	/* Out of the way first: one of them may be 0-2 itself. */
+	for (int i = 0; i < 3; i++)
+		tmp[i] = fcntl(fds[i] >= 0 ? fds[i] : null, F_DUPFD, 10);
+	for (int i = 0; i < 3; i++)
+		dup2(tmp[i], i);
+	/* Not the shim's sockets, epoll, or other processes' stdin writers (their EOF). */
+	close_range(3, ~0u, 0);
+}
+
+static _Noreturn void helper_main(const char *name, const struct shim_proc *p, bool has_stdin,
+				  int sig_fd)
+{
+	struct avm_error err = { 0 };
+	struct vm *vm = NULL;
+
+	if (sig_fd < 0 || vm_attach(name, &vm, &err) < 0) {
+		fprintf(stderr, "agentvm-shim: %s\n", sig_fd < 0 ? "signalfd failed" : err.msg);
+		_exit(255);
+	}
+	struct vm_exec_request req = {
+		.argv = p->argv, .env = p->env, .cwd = p->cwd ? p->cwd : "/",
+		.stdin_fd = has_stdin ? 0 : -1, .stdout_fd = 1, .stderr_fd = 2, .sig_fd = sig_fd,
+		.root = SHIM_GUEST_ROOT, .set_ids = true, .uid = p->uid, .gid = p->gid,
+	};
+	struct vm_exec_result res = { 0 };
+	int r = vm_exec(vm, &req, &res, &err);
+	if (r < 0)
+		fprintf(stderr, "agentvm-shim: %s\n", err.msg);
+	else if (res.info.kind == AVM_EXIT_START_FAILED)
+		fprintf(stderr, "agentvm-shim: cannot run %s in the container: %s\n", p->argv[0],
+			strerror(res.info.code));
+	vm_destroy(vm); /* attached: only detaches */
+	_exit(r < 0 ? 255 : exit_code_of(&res));
+}
+
+int shim_vm_spawn(const char *name, const struct shim_proc *p, const int fds[3], pid_t *pid,
+		  struct avm_error *err)
+{
+	struct vm_exec_request chk = { .argv = p->argv, .env = p->env, .cwd = p->cwd };
+	sigset_t set, old;
+	int r;
+
+	if ((r = vm_exec_check(&chk, err)) < 0)
+		return r;
+	/* Kill's signals come queued on SIGRTMIN (see vm_exec.c on_signal): blocked before the
+	 * fork, so none is lost between fork and the helper's signalfd. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGRTMIN);
+	sigprocmask(SIG_BLOCK, &set, &old);
+	*pid = fork();
+	if (*pid < 0) {
+		r = -errno;
+		sigprocmask(SIG_SETMASK, &old, NULL);
+		return avm_error_setx(err, r, "cannot fork a process helper");
+	}
+	if (*pid == 0) {
+		sigset_t chld;
+		sigemptyset(&chld);
+		sigaddset(&chld, SIGCHLD);
+		sigprocmask(SIG_UNBLOCK, &chld, NULL);
+		helper_fds(fds);
+		int sig_fd = signalfd(-1, &set, SFD_CLOEXEC);
+		helper_main(name, p, fds[0] >= 0, sig_fd);
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return 0;
+}
+
+int shim_vm_signal(pid_t pid, int sig)
+{
+	union sigval v = { .sival_int = sig };
+
+	return sigqueue(pid, SIGRTMIN, v) < 0 ? -errno : 0;
+}
+
+int shim_vm_pause(const char *name, bool pause, struct avm_error *err)
+{
+	_cleanup_free_ char *dir = NULL;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct qmp_error qe = { 0 };
+	struct qmp_client *q;
+	int fd, r;
+
+	if ((r = statedir_find(name, &dir, err)) < 0)
+		return r;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/qmp.sock", dir);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		r = -errno;
+		if (fd >= 0)
+			close(fd);
+		return avm_error_setx(err, r, "cannot connect to %s", sa.sun_path);
+	}
+	q = qmp_client_new(fd);
+	if (!q) {
+		close(fd);
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	}
+	r = qmp_client_handshake(q, 5000, &qe);
+	if (r == 0)
+		r = qmp_client_execute(q, pause ? "stop" : "cont", NULL, NULL, 0, NULL, 5000, &qe);
+	qmp_client_free(q);
+	if (r < 0)
+		return avm_error_set(err, r, "QMP %s: %s", pause ? "stop" : "cont", qe.desc);
+	return 0;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+void shim_vm_remove(const char *name)
+{
+	_cleanup_free_ char *dir = NULL;
+	struct vm_state st;
+
+	if (statedir_find(name, &dir, NULL) < 0)
+		return;
+	if (vmstate_read(dir, &st, NULL) == 0) {
+		proc_kill(st.qemu_pid, st.qemu_start, SIGKILL);
+		for (int i = 0; i < 250 && proc_is(st.qemu_pid, st.qemu_start); i++)
+			sleep_ms(20);
+		/* Its supervisor notices QEMU's end and exits; give it a moment, then make sure. */
+		for (int i = 0; i < 50 && proc_is(st.supervisor_pid, st.supervisor_start); i++)
+			sleep_ms(20);
+		proc_kill(st.supervisor_pid, st.supervisor_start, SIGKILL);
+		for (int i = 0; i < 250 && proc_is(st.supervisor_pid, st.supervisor_start); i++)
+			sleep_ms(20);
+	}
+	net_teardown_dir(dir);
+	statedir_remove(dir);
+}

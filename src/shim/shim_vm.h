@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Every call the containerd shim makes into agentvm, in one place: today through agentvm's
+ * internal library (src/vm.h, supervisor.h, ...), later through the public libagentvm (issue 13),
+ * which then changes this file only. A task's VM is a detached VM (its own supervisor owns QEMU,
+ * as for `agentvm start`), so it outlives the shim process; each container process runs in a
+ * helper process of the shim that attaches to the VM and runs it to completion.
+ */
+#ifndef AGENTVM_SHIM_VM_H
+#define AGENTVM_SHIM_VM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "error.h"
+
+/* Where the container's root file system (a 9p share) is mounted in the guest. */
+#define SHIM_GUEST_ROOT "/mnt/rootfs"
+
+/* The VM name for a container: "ctr-" and 16 hex digits of sha256(namespace "/" id). */
+void shim_vm_name(const char *ns, const char *id, char out[24]);
+
+/*
+ * The VM's settings from the container's OCI annotations (NULL = default): io.agentvm.profile,
+ * io.agentvm.cpus, io.agentvm.memory (MiB) and io.agentvm.network (isolated, the default, or
+ * nat-filtered), with agentvm's own syntax and checks.
+ */
+#define SHIM_ANNOTATION_PREFIX "io.agentvm."
+struct shim_vm_config {
+	const char *profile;
+	const char *cpus;
+	const char *memory;
+	const char *network;
+};
+/* One annotation into c; -EINVAL (err names it and the known ones) for an unknown io.agentvm.*. */
+int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *value,
+		       struct avm_error *err);
+
+/* Boot a detached VM `name` with host dir rootfs shared (read-write) at SHIM_GUEST_ROOT. */
+int shim_vm_boot(const char *name, const char *rootfs, const struct shim_vm_config *c,
+		 unsigned boot_timeout_s, struct avm_error *err);
+
+struct shim_proc {
+	char **argv; /* NULL-terminated */
+	char **env;  /* NULL-terminated KEY=VALUE or NULL */
+	char *cwd;   /* inside the container root; NULL = "/" */
+	uint32_t uid, gid;
+};
+
+/*
+ * Fork a helper that runs p chrooted into the container root of VM `name` with stdio from fds
+ * (-1 = none). The helper keeps no other fd of the caller. Its exit status is the process's:
+ * its code, 128+N for signal N, 127 when it could not start, 255 when the VM was lost (the
+ * reason goes to its stderr).
+ */
+int shim_vm_spawn(const char *name, const struct shim_proc *p, const int fds[3], pid_t *pid,
+		  struct avm_error *err);
+/* Send any signal to the process run by helper `pid` (in the guest, to its process group). */
+int shim_vm_signal(pid_t pid, int sig);
+/* Pause (QMP stop) or resume (cont) the VM. */
+int shim_vm_pause(const char *name, bool pause, struct avm_error *err);
+/* Kill the VM's QEMU and supervisor and remove its state dir; a missing VM is fine. */
+void shim_vm_remove(const char *name);
+
+#endif

@@ -1,0 +1,843 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The containerd.task.v2.Task service: one task (container) per shim and one VM per task. The
+ * container's root file system (the bundle's rootfs, mounted here from the mounts containerd
+ * hands over) is shared into the VM and every process of the container runs chrooted into it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "shim.h"
+#include "shim_vm.h"
+#include "strv.h"
+#include "util.h"
+
+#define MAX_PROCS 32
+#define MAX_WAITERS 8
+#define MAX_MOUNTS 8
+#define BOOT_TIMEOUT_S 120
+
+enum status { ST_UNKNOWN = 0, ST_CREATED = 1, ST_RUNNING = 2, ST_STOPPED = 3, ST_PAUSED = 4 };
+
+struct proc {
+	bool used;
+	char *exec_id; /* NULL for the init process */
+	char *stdio[3];
+	bool terminal;
+	struct shim_proc spec;
+	pid_t pid; /* the helper running it (shim_vm.h) */
+	int stdin_w; /* our writer on the stdin FIFO, +1 (0 = none): see start_stdin() */
+	enum status status;
+	uint32_t exit_status;
+	int64_t exited_ns;
+	struct ttrpc_call waiters[MAX_WAITERS];
+	int n_waiters;
+};
+
+struct task {
+	const struct shim_opts *o;
+	struct ttrpc_server *srv;
+	char *id;
+	char *bundle;
+	char rootfs[4096];
+	bool mounted;
+	bool created;
+	bool paused;
+	bool deleted;
+	char vm[24];
+	struct proc procs[MAX_PROCS];
+};
+
+/* --- processes ------------------------------------------------------------------------------- */
+
+static struct proc *proc_find(struct task *t, const char *exec_id)
+{
+	bool init = !exec_id || !*exec_id;
+
+	for (int i = 0; i < MAX_PROCS; i++) {
+		struct proc *p = &t->procs[i];
+		if (!p->used)
+			continue;
+		if (init ? !p->exec_id : p->exec_id && !strcmp(p->exec_id, exec_id))
+			return p;
+	}
+	return NULL;
+}
+
+static void close_stdin(struct proc *p)
+{
+	if (p->stdin_w > 0)
+		close(p->stdin_w - 1);
+	p->stdin_w = 0;
+}
+
+static void proc_free(struct proc *p)
+{
+	close_stdin(p);
+	free(p->exec_id);
+	for (int i = 0; i < 3; i++)
+		free(p->stdio[i]);
+	shim_proc_release(&p->spec);
+	*p = (struct proc){ 0 };
+}
+
+static struct proc *proc_new(struct task *t)
+{
+	for (int i = 0; i < MAX_PROCS; i++)
+		if (!t->procs[i].used) {
+			t->procs[i] = (struct proc){ .used = true, .status = ST_CREATED };
+			return &t->procs[i];
+		}
+	return NULL;
+}
+
+static const char *proc_event_id(const struct task *t, const struct proc *p)
+{
+	return p->exec_id ? p->exec_id : t->id;
+}
+
+static void reply_wait(struct task *t, struct proc *p, struct ttrpc_call call)
+{
+	struct pb_buf b = { 0 };
+
+	pb_put_varint(&b, 1, p->exit_status);
+	pb_put_timestamp(&b, 2, p->exited_ns);
+	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, &b);
+	pb_buf_release(&b);
+}
+
+static void proc_exited(struct task *t, struct proc *p, int wstatus)
+{
+	struct pb_buf ev = { 0 };
+
+	p->status = ST_STOPPED;
+	close_stdin(p);
+	p->exit_status = WIFEXITED(wstatus) ? (uint32_t)WEXITSTATUS(wstatus)
+					    : 128u + (uint32_t)WTERMSIG(wstatus);
+	p->exited_ns = shim_now_ns();
+	shim_log("process %s (helper %d) exited with %u", proc_event_id(t, p), (int)p->pid,
+		 p->exit_status);
+	pb_put_str(&ev, 1, t->id);
+	pb_put_str(&ev, 2, proc_event_id(t, p));
+	pb_put_varint(&ev, 3, (uint32_t)p->pid);
+	pb_put_varint(&ev, 4, p->exit_status);
+	pb_put_timestamp(&ev, 5, p->exited_ns);
+	shim_publish(t->o, "/tasks/exit", "containerd.events.TaskExit", &ev);
+	pb_buf_release(&ev);
+	for (int i = 0; i < p->n_waiters; i++)
+		reply_wait(t, p, p->waiters[i]);
+	p->n_waiters = 0;
+	/* The container ends with its init: its other processes go too (as with runc). */
+	if (!p->exec_id)
+		for (int i = 0; i < MAX_PROCS; i++)
+			if (t->procs[i].used && t->procs[i].status == ST_RUNNING)
+				shim_vm_signal(t->procs[i].pid, SIGKILL);
+}
+
+static void on_sigchld(void *ctx, int fd, uint32_t events)
+{
+	struct task *t = ctx;
+	struct signalfd_siginfo si;
+	int ws;
+	pid_t pid;
+
+	while (read(fd, &si, sizeof(si)) == sizeof(si))
+		;
+	while ((pid = waitpid(-1, &ws, WNOHANG)) > 0) {
+		for (int i = 0; i < MAX_PROCS; i++) {
+			struct proc *p = &t->procs[i];
+			if (p->used && p->pid == pid && p->status != ST_STOPPED)
+				proc_exited(t, p, ws);
+		}
+	}
+}
+
+/* --- requests ------------------------------------------------------------------------------- */
+
+/* The fields most requests carry: id = 1, exec_id = 2 (or a varint: Shutdown's now), and
+ * varints 3 and 4 (Kill's signal and all, CloseIO's stdin). */
+struct common_req {
+	char *id;
+	char *exec_id;
+	uint64_t v2, v3, v4;
+};
+
+static int parse_common(const uint8_t *p, size_t len, struct common_req *c)
+{
+	struct pb_reader r;
+	struct pb_field f;
+	int n;
+
+	pb_reader_init(&r, p, len);
+	while ((n = pb_next(&r, &f)) > 0) {
+		if (f.num == 1)
+			n = pb_field_str(&f, &c->id);
+		else if (f.num == 2 && f.wire == PB_LEN)
+			n = pb_field_str(&f, &c->exec_id);
+		else if (f.num == 2 && f.wire == PB_VARINT)
+			c->v2 = f.v;
+		else if (f.num == 3 && f.wire == PB_VARINT)
+			c->v3 = f.v;
+		else if (f.num == 4 && f.wire == PB_VARINT)
+			c->v4 = f.v;
+		if (n < 0)
+			return n;
+	}
+	return n;
+}
+
+static void common_release(struct common_req *c)
+{
+	free(c->id);
+	free(c->exec_id);
+}
+
+static void publish_id(struct task *t, const char *topic, const char *type)
+{
+	struct pb_buf ev = { 0 };
+
+	pb_put_str(&ev, 1, t->id);
+	shim_publish(t->o, topic, type, &ev);
+	pb_buf_release(&ev);
+}
+
+struct mount_req {
+	char *type, *source;
+	char *options[16];
+	int n_options;
+};
+
+static int parse_mount(const struct pb_field *mf, struct mount_req *m)
+{
+	struct pb_reader r;
+	struct pb_field f;
+	int n;
+
+	pb_reader_init(&r, mf->data, mf->len);
+	while ((n = pb_next(&r, &f)) > 0) {
+		if (f.num == 1)
+			n = pb_field_str(&f, &m->type);
+		else if (f.num == 2)
+			n = pb_field_str(&f, &m->source);
+		else if (f.num == 4) {
+			if (m->n_options == 16)
+				return -E2BIG;
+			m->options[m->n_options] = NULL;
+			n = pb_field_str(&f, &m->options[m->n_options]);
+			if (n == 0)
+				m->n_options++;
+		}
+		if (n < 0)
+			return n;
+	}
+	return n;
+}
+
+static void mount_release(struct mount_req *m)
+{
+	free(m->type);
+	free(m->source);
+	for (int i = 0; i < m->n_options; i++)
+		free(m->options[i]);
+}
+
+/* Mount one of containerd's rootfs mounts (overlay or bind) at the bundle's rootfs. */
+static int do_mount(const struct mount_req *m, const char *target, char **why)
+{
+	unsigned long flags = 0;
+	char data[8192] = "";
+	size_t dl = 0;
+
+	for (int i = 0; i < m->n_options; i++) {
+		const char *o = m->options[i];
+		if (!strcmp(o, "ro"))
+			flags |= MS_RDONLY;
+		else if (!strcmp(o, "rw"))
+			;
+		else if (!strcmp(o, "bind"))
+			flags |= MS_BIND;
+		else if (!strcmp(o, "rbind"))
+			flags |= MS_BIND | MS_REC;
+		else {
+			int k = snprintf(data + dl, sizeof(data) - dl, "%s%s", dl ? "," : "", o);
+			if (k < 0 || (size_t)k >= sizeof(data) - dl) {
+				*why = "mount options too long";
+				return -E2BIG;
+			}
+			dl += (size_t)k;
+		}
+	}
+	if (mount(m->source, target, m->type, flags, dl ? data : NULL) < 0) {
+		*why = "cannot mount the container's root file system";
+		return -errno;
+	}
+	return 0;
+}
+
+static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p, size_t len)
+{
+	struct mount_req mounts[MAX_MOUNTS] = { 0 };
+	int n_mounts = 0;
+	struct pb_reader r;
+	struct pb_field f;
+	struct proc *pr = NULL;
+	char *why = "malformed CreateTaskRequest";
+	char *stdio[3] = { NULL, NULL, NULL }, *id = NULL, *bundle = NULL;
+	struct json_object *cfg = NULL, *proc = NULL, *root = NULL, *rp, *an;
+	struct shim_vm_config vc = { 0 };
+	struct avm_error err = { 0 };
+	bool terminal = false;
+	int n, code = TTRPC_INVALID_ARGUMENT;
+
+	pb_reader_init(&r, p, len);
+	while ((n = pb_next(&r, &f)) > 0) {
+		if (f.num == 1)
+			n = pb_field_str(&f, &id);
+		else if (f.num == 2)
+			n = pb_field_str(&f, &bundle);
+		else if (f.num == 3) {
+			if (n_mounts == MAX_MOUNTS || f.wire != PB_LEN)
+				n = -E2BIG;
+			else
+				n = parse_mount(&f, &mounts[n_mounts++]);
+		} else if (f.num == 4 && f.wire == PB_VARINT)
+			terminal = f.v != 0;
+		else if (f.num >= 5 && f.num <= 7)
+			n = pb_field_str(&f, &stdio[f.num - 5]);
+		if (n < 0)
+			break;
+	}
+	if (n < 0 || !id || !bundle)
+		goto out;
+	if (t->created) {
+		code = TTRPC_ALREADY_EXISTS;
+		why = "this shim already runs a task";
+		goto out;
+	}
+	if (terminal) {
+		why = "agentvm does not give containers a terminal yet; run without -t";
+		goto out;
+	}
+	/* The process and root from the bundle's config.json. */
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/config.json", bundle);
+	cfg = json_object_from_file(path);
+	if (!cfg || !json_object_object_get_ex(cfg, "process", &proc)) {
+		why = "cannot read process from the bundle's config.json";
+		goto out;
+	}
+	pr = proc_new(t);
+	const char *pj = json_object_to_json_string(proc);
+	n = shim_oci_process(pj, strlen(pj), &pr->spec, &why);
+	const char *rootp = "rootfs";
+	if (json_object_object_get_ex(cfg, "root", &root) &&
+	    json_object_object_get_ex(root, "path", &rp))
+		rootp = json_object_get_string(rp);
+	if (rootp[0] == '/')
+		snprintf(t->rootfs, sizeof(t->rootfs), "%s", rootp);
+	else
+		snprintf(t->rootfs, sizeof(t->rootfs), "%s/%s", bundle, rootp);
+	/* The VM's settings from the annotations (strings stay in cfg until the boot). */
+	if (n == 0 && json_object_object_get_ex(cfg, "annotations", &an) &&
+	    json_object_is_type(an, json_type_object)) {
+		json_object_object_foreach(an, key, val)
+		{
+			if (n == 0 && json_object_is_type(val, json_type_string))
+				n = shim_vm_config_set(&vc, key, json_object_get_string(val), &err);
+		}
+		if (n < 0) {
+			static char msg[sizeof(err.msg)];
+			snprintf(msg, sizeof(msg), "%s", err.msg);
+			why = msg;
+		}
+	}
+	if (n < 0)
+		goto out;
+	code = TTRPC_INTERNAL;
+	if (n_mounts > 1) {
+		why = "more than one rootfs mount is not supported yet";
+		goto out;
+	}
+	if (n_mounts == 1) {
+		mkdir(t->rootfs, 0755);
+		if ((n = do_mount(&mounts[0], t->rootfs, &why)) < 0)
+			goto out;
+		t->mounted = true;
+	}
+	/* Mount points for the guest's /proc, /dev and /sys (guest-init binds them), as runc
+	 * makes its own; in the container's writable layer, never in the image. */
+	static const char *const mps[] = { "proc", "dev", "sys" };
+	for (size_t i = 0; i < sizeof(mps) / sizeof(mps[0]); i++) {
+		char mp[4200];
+		snprintf(mp, sizeof(mp), "%s/%s", t->rootfs, mps[i]);
+		mkdir(mp, 0555);
+	}
+	shim_vm_name(t->o->ns, id, t->vm);
+	shim_log("create %s: booting VM %s with root %s", id, t->vm, t->rootfs);
+	if (shim_vm_boot(t->vm, t->rootfs, &vc, BOOT_TIMEOUT_S, &err) < 0) {
+		static char msg[sizeof(err.msg) + 32];
+		snprintf(msg, sizeof(msg), "cannot boot the VM: %s", err.msg);
+		why = msg;
+		goto out;
+	}
+	t->created = true;
+	t->id = id;
+	t->bundle = bundle;
+	id = bundle = NULL;
+	for (int i = 0; i < 3; i++) {
+		pr->stdio[i] = stdio[i];
+		stdio[i] = NULL;
+	}
+	pr->terminal = terminal;
+	code = TTRPC_OK;
+out:
+	if (code != TTRPC_OK) {
+		shim_log("create failed: %s", why);
+		if (t->mounted)
+			umount2(t->rootfs, MNT_DETACH);
+		t->mounted = false;
+		if (pr)
+			proc_free(pr);
+		ttrpc_reply(t->srv, call, code, why, NULL);
+	} else {
+		struct pb_buf b = { 0 }, ev = { 0 }, io = { 0 };
+		pb_put_varint(&b, 1, (uint32_t)getpid());
+		ttrpc_reply(t->srv, call, TTRPC_OK, NULL, &b);
+		pb_put_str(&ev, 1, t->id);
+		pb_put_str(&ev, 2, t->bundle);
+		for (int i = 0; i < 3; i++)
+			pb_put_str(&io, i + 1, pr->stdio[i]);
+		pb_put_msg(&ev, 4, &io);
+		pb_put_varint(&ev, 6, (uint32_t)getpid());
+		shim_publish(t->o, "/tasks/create", "containerd.events.TaskCreate", &ev);
+		pb_buf_release(&b);
+		pb_buf_release(&ev);
+		pb_buf_release(&io);
+	}
+	json_object_put(cfg);
+	for (int i = 0; i < n_mounts; i++)
+		mount_release(&mounts[i]);
+	for (int i = 0; i < 3; i++)
+		free(stdio[i]);
+	free(id);
+	free(bundle);
+}
+
+static struct proc *lookup(struct task *t, struct ttrpc_call call, const struct common_req *c)
+{
+	struct proc *p = t->created && c->id && !strcmp(c->id, t->id) ? proc_find(t, c->exec_id)
+								     : NULL;
+	if (!p)
+		ttrpc_reply(t->srv, call, TTRPC_NOT_FOUND, "no such task or process", NULL);
+	return p;
+}
+
+/*
+ * The stdin FIFO: opened here without blocking (containerd may open its writer later, or may
+ * have come and gone already), with a writer of our own so the process sees no end of input
+ * before containerd's CloseIO; the helper gets the reader. Returns the reader or -1.
+ */
+static int start_stdin(struct proc *p)
+{
+	const char *path = p->stdio[0];
+	int r, w;
+
+	if (!path || !*path)
+		return -1;
+	r = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (r < 0)
+		return -1;
+	w = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	if (w < 0) {
+		close(r);
+		return -1;
+	}
+	fcntl(r, F_SETFL, fcntl(r, F_GETFL) & ~O_NONBLOCK);
+	p->stdin_w = w + 1;
+	return r;
+}
+
+/*
+ * An output FIFO: opened read-write, which never blocks and never fails for want of a reader
+ * (containerd's may come later, or be gone: `ctr run -d` exits after Start), as containerd's
+ * own shims keep a reader of their own. Returns the fd or -1.
+ */
+static int open_output(const char *path)
+{
+	int fd;
+
+	if (!path || !*path)
+		return -1;
+	fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	if (fd >= 0)
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	return fd;
+}
+
+static void task_start(struct task *t, struct ttrpc_call call, const struct common_req *c)
+{
+	struct proc *p = lookup(t, call, c);
+	struct avm_error err = { 0 };
+	struct pb_buf b = { 0 }, ev = { 0 };
+	int fds[3], r;
+
+	if (!p)
+		return;
+	if (p->status != ST_CREATED) {
+		ttrpc_reply(t->srv, call, TTRPC_FAILED_PRECONDITION, "process already started", NULL);
+		return;
+	}
+	fds[0] = start_stdin(p);
+	fds[1] = open_output(p->stdio[1]);
+	fds[2] = open_output(p->stdio[2]);
+	r = shim_vm_spawn(t->vm, &p->spec, fds, &p->pid, &err);
+	for (int i = 0; i < 3; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	if (r < 0) {
+		close_stdin(p);
+		ttrpc_reply(t->srv, call, TTRPC_INTERNAL, err.msg, NULL);
+		return;
+	}
+	p->status = ST_RUNNING;
+	pb_put_varint(&b, 1, (uint32_t)p->pid);
+	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, &b);
+	pb_put_str(&ev, 1, t->id);
+	if (p->exec_id) {
+		pb_put_str(&ev, 2, p->exec_id);
+		pb_put_varint(&ev, 3, (uint32_t)p->pid);
+		shim_publish(t->o, "/tasks/exec-started", "containerd.events.TaskExecStarted", &ev);
+	} else {
+		pb_put_varint(&ev, 2, (uint32_t)p->pid);
+		shim_publish(t->o, "/tasks/start", "containerd.events.TaskStart", &ev);
+	}
+	pb_buf_release(&b);
+	pb_buf_release(&ev);
+}
+
+static void task_exec(struct task *t, struct ttrpc_call call, const uint8_t *data, size_t len)
+{
+	struct common_req c = { 0 };
+	struct pb_reader r;
+	struct pb_field f;
+	char *stdio[3] = { NULL, NULL, NULL }, *type = NULL, *why = "malformed ExecProcessRequest";
+	const uint8_t *spec = NULL;
+	size_t spec_len = 0;
+	struct proc *p = NULL;
+	int n;
+
+	pb_reader_init(&r, data, len);
+	while ((n = pb_next(&r, &f)) > 0) {
+		if (f.num == 1)
+			n = pb_field_str(&f, &c.id);
+		else if (f.num == 2)
+			n = pb_field_str(&f, &c.exec_id);
+		else if (f.num == 3 && f.wire == PB_VARINT && f.v)
+			why = "agentvm does not give processes a terminal yet; exec without -t";
+		else if (f.num >= 4 && f.num <= 6)
+			n = pb_field_str(&f, &stdio[f.num - 4]);
+		else if (f.num == 7)
+			n = pb_field_any(&f, &type, &spec, &spec_len);
+		if (n < 0)
+			break;
+	}
+	if (n < 0 || !c.exec_id || !*c.exec_id || !spec || strstr(why, "terminal")) {
+		ttrpc_reply(t->srv, call, TTRPC_INVALID_ARGUMENT, why, NULL);
+		goto out;
+	}
+	if (!t->created || !c.id || strcmp(c.id, t->id)) {
+		ttrpc_reply(t->srv, call, TTRPC_NOT_FOUND, "no such task", NULL);
+		goto out;
+	}
+	if (proc_find(t, c.exec_id)) {
+		ttrpc_reply(t->srv, call, TTRPC_ALREADY_EXISTS, "exec id already in use", NULL);
+		goto out;
+	}
+	if (!(p = proc_new(t))) {
+		ttrpc_reply(t->srv, call, TTRPC_UNAVAILABLE, "too many processes", NULL);
+		goto out;
+	}
+	if (shim_oci_process((const char *)spec, spec_len, &p->spec, &why) < 0) {
+		proc_free(p);
+		ttrpc_reply(t->srv, call, TTRPC_INVALID_ARGUMENT, why, NULL);
+		goto out;
+	}
+	p->exec_id = c.exec_id;
+	c.exec_id = NULL;
+	for (int i = 0; i < 3; i++) {
+		p->stdio[i] = stdio[i];
+		stdio[i] = NULL;
+	}
+	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, NULL);
+	struct pb_buf ev = { 0 };
+	pb_put_str(&ev, 1, t->id);
+	pb_put_str(&ev, 2, p->exec_id);
+	shim_publish(t->o, "/tasks/exec-added", "containerd.events.TaskExecAdded", &ev);
+	pb_buf_release(&ev);
+out:
+	common_release(&c);
+	free(type);
+	for (int i = 0; i < 3; i++)
+		free(stdio[i]);
+}
+
+static void task_state(struct task *t, struct ttrpc_call call, const struct common_req *c)
+{
+	struct proc *p = lookup(t, call, c);
+	struct pb_buf b = { 0 };
+
+	if (!p)
+		return;
+	enum status st = p->status == ST_RUNNING && t->paused ? ST_PAUSED : p->status;
+	pb_put_str(&b, 1, t->id);
+	pb_put_str(&b, 2, t->bundle);
+	/* Before Start the init's pid is the one Create answered: the shim's. */
+	pb_put_varint(&b, 3, p->pid || p->exec_id ? (uint32_t)p->pid : (uint32_t)getpid());
+	pb_put_varint(&b, 4, st);
+	for (int i = 0; i < 3; i++)
+		pb_put_str(&b, 5 + i, p->stdio[i]);
+	pb_put_varint(&b, 8, p->terminal);
+	pb_put_varint(&b, 9, p->exit_status);
+	if (p->status == ST_STOPPED)
+		pb_put_timestamp(&b, 10, p->exited_ns);
+	pb_put_str(&b, 11, p->exec_id);
+	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, &b);
+	pb_buf_release(&b);
+}
+
+static void task_wait(struct task *t, struct ttrpc_call call, const struct common_req *c)
+{
+	struct proc *p = lookup(t, call, c);
+
+	if (!p)
+		return;
+	if (p->status == ST_STOPPED)
+		reply_wait(t, p, call);
+	else if (p->n_waiters == MAX_WAITERS)
+		ttrpc_reply(t->srv, call, TTRPC_UNAVAILABLE, "too many waiters", NULL);
+	else
+		p->waiters[p->n_waiters++] = call;
+}
+
+static void task_kill(struct task *t, struct ttrpc_call call, const struct common_req *c)
+{
+	struct proc *p = lookup(t, call, c);
+	int sig = (int)c->v3;
+
+	if (!p)
+		return;
+	if (sig <= 0 || sig > 64) {
+		ttrpc_reply(t->srv, call, TTRPC_INVALID_ARGUMENT, "bad signal number", NULL);
+		return;
+	}
+	if (p->status == ST_CREATED && !p->exec_id) {
+		/* Never started: it ends here, as if killed at once. */
+		p->pid = 0;
+		proc_exited(t, p, sig); /* a wait status of "killed by sig" */
+	} else if (p->status == ST_RUNNING) {
+		/* The guest sends it to the process group; with `all` every other process too. */
+		shim_vm_signal(p->pid, sig);
+		for (int i = 0; c->v4 && i < MAX_PROCS; i++)
+			if (t->procs[i].used && &t->procs[i] != p &&
+			    t->procs[i].status == ST_RUNNING)
+				shim_vm_signal(t->procs[i].pid, sig);
+		/* A paused VM cannot deliver it; SIGKILL must still end the task. */
+		if (t->paused && sig == SIGKILL)
+			shim_vm_pause(t->vm, false, NULL), t->paused = false;
+	} else {
+		ttrpc_reply(t->srv, call, TTRPC_NOT_FOUND, "process already finished", NULL);
+		return;
+	}
+	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, NULL);
+}
+
+static void task_pause(struct task *t, struct ttrpc_call call, const struct common_req *c,
+		       bool pause)
+{
+	struct avm_error err = { 0 };
+
+	if (!lookup(t, call, c))
+		return;
+	if (shim_vm_pause(t->vm, pause, &err) < 0) {
+		ttrpc_reply(t->srv, call, TTRPC_INTERNAL, err.msg, NULL);
+		return;
+	}
+	t->paused = pause;
+	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, NULL);
+	if (pause)
+		publish_id(t, "/tasks/paused", "containerd.events.TaskPaused");
+	else
+		publish_id(t, "/tasks/resumed", "containerd.events.TaskResumed");
+}
+
+static void task_teardown(struct task *t)
+{
+	if (t->vm[0])
+		shim_vm_remove(t->vm);
+	if (t->mounted && umount2(t->rootfs, MNT_DETACH) < 0)
+		shim_log("cannot unmount %s: %s", t->rootfs, strerror(errno));
+	t->mounted = false;
+}
+
+static void task_delete(struct task *t, struct ttrpc_call call, const struct common_req *c)
+{
+	struct proc *p = lookup(t, call, c);
+	struct pb_buf b = { 0 }, ev = { 0 };
+
+	if (!p)
+		return;
+	if (p->status == ST_RUNNING) {
+		ttrpc_reply(t->srv, call, TTRPC_FAILED_PRECONDITION,
+			    "process is running; kill it first", NULL);
+		return;
+	}
+	if (p->status == ST_CREATED)
+		p->exited_ns = shim_now_ns();
+	pb_put_varint(&b, 1, (uint32_t)p->pid);
+	pb_put_varint(&b, 2, p->exit_status);
+	pb_put_timestamp(&b, 3, p->exited_ns);
+	if (!p->exec_id) {
+		task_teardown(t);
+		t->deleted = true;
+		pb_put_str(&ev, 1, t->id);
+		pb_put_varint(&ev, 2, (uint32_t)p->pid);
+		pb_put_varint(&ev, 3, p->exit_status);
+		pb_put_timestamp(&ev, 4, p->exited_ns);
+		shim_publish(t->o, "/tasks/delete", "containerd.events.TaskDelete", &ev);
+	}
+	proc_free(p);
+	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, &b);
+	pb_buf_release(&b);
+	pb_buf_release(&ev);
+}
+
+static void task_pids(struct task *t, struct ttrpc_call call, const struct common_req *c)
+{
+	struct pb_buf b = { 0 };
+
+	if (!t->created || !c->id || strcmp(c->id, t->id)) {
+		ttrpc_reply(t->srv, call, TTRPC_NOT_FOUND, "no such task", NULL);
+		return;
+	}
+	for (int i = 0; i < MAX_PROCS; i++) {
+		struct pb_buf pi = { 0 };
+		if (!t->procs[i].used || t->procs[i].status != ST_RUNNING)
+			continue;
+		pb_put_varint(&pi, 1, (uint32_t)t->procs[i].pid);
+		pb_put_msg(&b, 1, &pi);
+		pb_buf_release(&pi);
+	}
+	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, &b);
+	pb_buf_release(&b);
+}
+
+static void handle(void *ctx, struct ttrpc_call call, const struct ttrpc_request *req)
+{
+	struct task *t = ctx;
+	struct common_req c = { 0 };
+	const char *m = req->method;
+
+	if (t->o->debug)
+		shim_log("call %s.%s", req->service, m);
+	if (strcmp(req->service, SHIM_TASK_SERVICE) != 0) {
+		ttrpc_reply(t->srv, call, TTRPC_UNIMPLEMENTED, "unknown service", NULL);
+		return;
+	}
+	if (!strcmp(m, "Create")) {
+		task_create(t, call, req->payload, req->len);
+		return;
+	}
+	if (!strcmp(m, "Exec")) {
+		task_exec(t, call, req->payload, req->len);
+		return;
+	}
+	if (parse_common(req->payload, req->len, &c) < 0) {
+		ttrpc_reply(t->srv, call, TTRPC_INVALID_ARGUMENT, "malformed request", NULL);
+	} else if (!strcmp(m, "Start")) {
+		task_start(t, call, &c);
+	} else if (!strcmp(m, "State")) {
+		task_state(t, call, &c);
+	} else if (!strcmp(m, "Wait")) {
+		task_wait(t, call, &c);
+	} else if (!strcmp(m, "Kill")) {
+		task_kill(t, call, &c);
+	} else if (!strcmp(m, "Pause") || !strcmp(m, "Resume")) {
+		task_pause(t, call, &c, m[0] == 'P');
+	} else if (!strcmp(m, "Delete")) {
+		task_delete(t, call, &c);
+	} else if (!strcmp(m, "Pids")) {
+		task_pids(t, call, &c);
+	} else if (!strcmp(m, "CloseIO")) {
+		/* Our writer goes; with containerd's gone too the process reads EOF. */
+		struct proc *p = lookup(t, call, &c);
+		if (p) {
+			if (c.v3)
+				close_stdin(p);
+			ttrpc_reply(t->srv, call, TTRPC_OK, NULL, NULL);
+		}
+	} else if (!strcmp(m, "Connect")) {
+		struct pb_buf b = { 0 };
+		struct proc *p = t->created ? proc_find(t, NULL) : NULL;
+		pb_put_varint(&b, 1, (uint32_t)getpid());
+		pb_put_varint(&b, 2, p ? (uint32_t)p->pid : 0);
+		pb_put_str(&b, 3, "agentvm-shim 1");
+		ttrpc_reply(t->srv, call, TTRPC_OK, NULL, &b);
+		pb_buf_release(&b);
+	} else if (!strcmp(m, "Shutdown")) {
+		bool live = false;
+		for (int i = 0; i < MAX_PROCS; i++)
+			live |= t->procs[i].used && t->procs[i].status == ST_RUNNING;
+		ttrpc_reply(t->srv, call, TTRPC_OK, NULL, NULL);
+		if (!live || c.v2)
+			ttrpc_server_stop(t->srv);
+	} else {
+		/* Stats, Update, ResizePty, Checkpoint: not in this phase. */
+		ttrpc_reply(t->srv, call, TTRPC_UNIMPLEMENTED, "not implemented by agentvm", NULL);
+	}
+	common_release(&c);
+}
+
+int shim_serve(const struct shim_opts *o, int lfd)
+{
+	struct task t = { .o = o };
+	sigset_t set;
+	int sfd, r;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sfd < 0)
+		return -errno;
+	r = ttrpc_server_from_fd(lfd, handle, &t, &t.srv);
+	if (r == 0)
+		r = ttrpc_server_watch(t.srv, sfd, on_sigchld, &t);
+	if (r == 0)
+		r = ttrpc_server_run(t.srv);
+	/* Shutdown with the task still there (containerd gave up on it): leave nothing. */
+	for (int i = 0; i < MAX_PROCS; i++)
+		if (t.procs[i].used && t.procs[i].status == ST_RUNNING)
+			kill(t.procs[i].pid, SIGKILL);
+	if (t.created && !t.deleted)
+		task_teardown(&t);
+	for (int i = 0; i < MAX_PROCS; i++)
+		if (t.procs[i].used)
+			proc_free(&t.procs[i]);
+	ttrpc_server_free(t.srv);
+	close(sfd);
+	free(t.id);
+	free(t.bundle);
+	return r;
+}

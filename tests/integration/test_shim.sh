@@ -1,0 +1,236 @@
+#!/bin/sh
+# Integration tests for containerd-shim-agentvm-v2 with a real containerd (Debian's 1.6), run
+# privately here: its own root, state and sockets under the run's temp dir, the CRI plugin off,
+# the shim on its PATH, stopped at the end. A local OCI image (oci.sh) is imported and run with
+# `ctr run --runtime io.containerd.agentvm.v2`: the command runs in a microVM in the image's root
+# file system, its output and exit code arrive; then exec, pause, resume, kill -s TERM (143),
+# rm, and the task events. Nothing may be left: no VM, shim, containerd or mount.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+. "$here/oci.sh"
+
+SHIM=$(dirname "$AVM")/containerd-shim-agentvm-v2
+RT=io.containerd.agentvm.v2
+IMG=localhost/avm-shim-test:latest
+CT=$tmp_root/ctrd
+CTR_PID=
+
+if [ "$(id -u)" != 0 ]; then
+	echo "  SKIP all: containerd needs root"
+	exit 0
+fi
+if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null; then
+	echo "  SKIP all: containerd is not installed (make deps)"
+	exit 0
+fi
+
+ctr_() { ctr --address "$CT/c.sock" "$@"; }
+
+stop_containerd() {
+	[ -n "$CTR_PID" ] || return 0
+	kill "$CTR_PID" 2>/dev/null
+	wait "$CTR_PID" 2>/dev/null
+	CTR_PID=
+}
+
+# Whatever happened, nothing of ours outlives the script (a failing or interrupted run).
+cleanup_shim() {
+	stop_containerd
+	pkill -9 -f "containerd-shim-agentvm-v2 .*$CT" 2>/dev/null
+	grep " $CT" /proc/mounts | cut -d' ' -f2 | sort -r | while read -r m; do umount -l "$m"; done
+	cleanup_all
+}
+trap cleanup_shim EXIT INT TERM
+
+shim_leftovers() {
+	if pgrep -f "containerd-shim-agentvm-v2 .*$CT" >/dev/null; then
+		fail "shim processes left: $(pgrep -af "containerd-shim-agentvm-v2 .*$CT")"
+		pkill -9 -f "containerd-shim-agentvm-v2 .*$CT"
+	fi
+	if grep -q " $CT" /proc/mounts; then
+		fail "mounts left: $(grep " $CT" /proc/mounts)"
+	fi
+}
+LEFTOVER_HOOK=shim_leftovers
+
+run_containerd() {
+	# containerd finds the shim on its own PATH (not the client's).
+	PATH="$CT/bin:$PATH" containerd --config "$CT/config.toml" >>"$CT/containerd.log" 2>&1 &
+	CTR_PID=$!
+	i=0
+	until ctr_ version >/dev/null 2>&1; do
+		i=$((i + 1))
+		[ $i -gt 100 ] && { fail "containerd did not start: $(tail -5 "$CT/containerd.log")"; return 1; }
+		sleep 0.1
+	done
+}
+
+start_containerd() {
+	mkdir -p "$CT/bin"
+	ln -sf "$SHIM" "$CT/bin/containerd-shim-agentvm-v2"
+	cat >"$CT/config.toml" <<EOC
+version = 2
+root = "$CT/root"
+state = "$CT/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$CT/c.sock"
+[ttrpc]
+  address = "$CT/c.sock.ttrpc"
+[debug]
+  address = "$CT/debug.sock"
+  level = "info"
+EOC
+	run_containerd || return 1
+	make_oci "$tmp_root/oci"
+	tar -C "$tmp_root/oci/layout" -cf "$tmp_root/oci.tar" .
+	ctr_ images import --base-name localhost/avm-shim-test "$tmp_root/oci.tar" >/dev/null ||
+		fail "ctr images import failed"
+}
+
+t_run_exit_code_and_rootfs() {
+	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" "$IMG" c1 sh -c \
+		'busybox cat /opt/new.txt; test -e /opt/gone.txt && echo gone-exists; id -u; uname -r
+		 echo x >/dev/null && test -c /dev/null && echo devnull-ok
+		 test -r /proc/self/status && echo proc-ok; exit 7' \
+		</dev/null 2>"$tmp_root/err")
+	rc=$?
+	expect_eq "exit code of the task" 7 "$rc"
+	# /opt/new.txt exists only in the image's second layer, /opt/gone.txt was whited out.
+	expect_contains "a file only the image has" "new" "$out"
+	case "$out" in *gone-exists*) fail "whiteout not applied: $out" ;; esac
+	# The image's User app (1000) and a guest kernel, not the host's.
+	expect_contains "image user" "1000" "$out"
+	# The guest's /dev and /proc inside the container root.
+	expect_contains "/dev/null in the container" "devnull-ok" "$out"
+	expect_contains "/proc in the container" "proc-ok" "$out"
+	case "$out" in *"$(uname -r)"*) fail "ran on the host kernel: $out" ;; esac
+	[ -s "$tmp_root/err" ] && echo "    (stderr: $(head -3 "$tmp_root/err"))"
+	ctr_ containers rm c1 || fail "ctr containers rm c1"
+	[ $CURRENT_OK = 1 ] || grep -a agentvm-shim "$CT/containerd.log" | tail -20
+}
+
+t_exec_pause_resume_kill() {
+	ctr_ events >"$tmp_root/events" 2>&1 &
+	ev=$!
+	ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" "$IMG" c2 busybox sleep 600 </dev/null >"$tmp_root/c2.out" 2>&1 &
+	run=$!
+	i=0
+	until ctr_ task ls 2>/dev/null | grep -q '^c2 .*RUNNING'; do
+		i=$((i + 1))
+		[ $i -gt 1200 ] && { fail "task c2 never ran"; break; }
+		sleep 0.1
+	done
+	out=$(ctr_ task exec --fifo-dir "$CT/fifo" --exec-id e1 c2 sh -c 'echo exec-out $(busybox cat /opt/new.txt); exit 3' </dev/null)
+	rc=$?
+	expect_eq "exec exit code" 3 "$rc"
+	expect_eq "exec output" "exec-out new" "$out"
+	ctr_ task pause c2 || fail "pause"
+	expect_contains "paused state" "PAUSED" "$(ctr_ task ls | grep '^c2 ')"
+	ctr_ task resume c2 || fail "resume"
+	expect_contains "resumed state" "RUNNING" "$(ctr_ task ls | grep '^c2 ')"
+	ctr_ task kill -s TERM c2 || fail "kill -s TERM"
+	wait $run
+	expect_eq "exit code after SIGTERM" 143 "$?"
+	ctr_ containers rm c2 || fail "ctr containers rm c2"
+	# The shim publishes through containerd's publish binary, asynchronously: wait for them.
+	for topic in /tasks/create /tasks/start /tasks/exec-added /tasks/exec-started \
+		/tasks/paused /tasks/resumed /tasks/exit /tasks/delete; do
+		i=0
+		while ! grep -q "$topic" "$tmp_root/events"; do
+			i=$((i + 1))
+			[ $i -gt 300 ] && { fail "no $topic event in ctr events"; break; }
+			sleep 0.1
+		done
+	done
+	kill $ev 2>/dev/null
+	wait $ev 2>/dev/null
+}
+
+t_bad_runtime_input() {
+	# An image without the command: the task fails to start and nothing is left.
+	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" "$IMG" c3 /no/such/cmd </dev/null 2>&1)
+	rc=$?
+	[ "$rc" -ne 0 ] || fail "a missing command succeeded"
+	expect_contains "the reason" "cannot run /no/such/cmd in the container: No such file" "$out"
+	ctr_ task rm -f c3 >/dev/null 2>&1
+	ctr_ containers rm c3 >/dev/null 2>&1 || true
+	# A terminal is refused with the reason, before any VM boots.
+	# (ctr -t wants a console: script(1) gives it a pty.)
+	out=$(script -qec "ctr --address $CT/c.sock run -t --fifo-dir $CT/fifo --runtime $RT $IMG c7 true" /dev/null \
+		</dev/null 2>&1)
+	[ $? -ne 0 ] || fail "ctr run -t succeeded"
+	expect_contains "the terminal refusal" "does not give containers a terminal" "$out"
+	ctr_ task rm -f c7 >/dev/null 2>&1
+	ctr_ containers rm c7 >/dev/null 2>&1 || true
+}
+
+# The VM's settings from OCI annotations: memory and a (filtered) network; an unknown one fails.
+t_annotations() {
+	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" --annotation io.agentvm.memory=768 \
+		--annotation io.agentvm.network=nat-filtered "$IMG" c5 sh -c \
+		'busybox grep MemTotal /proc/meminfo; busybox cat /sys/class/net/eth0/address' \
+		</dev/null 2>&1)
+	rc=$?
+	expect_eq "exit code" 0 "$rc"
+	kb=$(echo "$out" | busybox awk '/MemTotal/ {print $2}')
+	# 768 MiB less the kernel's own share; the default (512 MiB) stays below 524288 kB.
+	[ "${kb:-0}" -gt 600000 ] && [ "${kb:-0}" -le 786432 ] || fail "MemTotal '$kb' kB is not ~768 MiB: $out"
+	expect_contains "a NIC in the VM" "02:" "$out"
+	ctr_ containers rm c5 || fail "ctr containers rm c5"
+	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" --annotation io.agentvm.colour=red "$IMG" c6 true </dev/null 2>&1)
+	[ $? -ne 0 ] || fail "an unknown io.agentvm annotation was accepted"
+	expect_contains "the error names the annotation" "unknown annotation 'io.agentvm.colour'" "$out"
+	ctr_ task rm -f c6 >/dev/null 2>&1
+	ctr_ containers rm c6 >/dev/null 2>&1
+}
+
+# containerd restarts while a task runs: the shim and its VM live on and containerd takes them
+# back (the bundle's address file); exec and kill still work.
+t_containerd_restart() {
+	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" "$IMG" c8 busybox sleep 600 >/dev/null 2>&1 ||
+		fail "ctr run -d c8"
+	stop_containerd
+	run_containerd || return
+	expect_contains "c8 after the restart" "RUNNING" "$(ctr_ task ls | grep '^c8 ')"
+	out=$(ctr_ task exec --fifo-dir "$CT/fifo" --exec-id e8 c8 sh -c 'echo still-here' </dev/null)
+	expect_eq "exec after the restart" "still-here" "$out"
+	ctr_ task kill -s KILL c8 || fail "kill -s KILL"
+	i=0
+	until ctr_ task ls | grep -q '^c8 .*STOPPED'; do
+		i=$((i + 1))
+		[ $i -gt 300 ] && { fail "c8 never stopped"; break; }
+		sleep 0.1
+	done
+	ctr_ task rm c8 >/dev/null || fail "ctr task rm c8"
+	ctr_ containers rm c8 || fail "ctr containers rm c8"
+}
+
+# A shim killed with its VM running: containerd runs `shim delete`, which removes the VM.
+t_dead_shim_cleanup() {
+	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" "$IMG" c4 busybox sleep 600 >/dev/null 2>&1 ||
+		fail "ctr run -d c4"
+	n=$(ls "$AGENTVM_STATE_DIR" | grep -c '^ctr-')
+	expect_eq "VMs running for c4" 1 "$n"
+	pids=$(pgrep -f "containerd-shim-agentvm-v2 .*-id c4 ")
+	[ -n "$pids" ] || fail "no shim process for c4"
+	kill -9 $pids
+	i=0
+	while ls "$AGENTVM_STATE_DIR" | grep -q '^ctr-'; do
+		i=$((i + 1))
+		[ $i -gt 300 ] && { fail "the dead shim's VM was not removed"; break; }
+		sleep 0.1
+	done
+	ctr_ task rm -f c4 >/dev/null 2>&1
+	ctr_ containers rm c4 || fail "ctr containers rm c4"
+}
+
+if start_containerd; then
+	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_containerd_restart t_dead_shim_cleanup}; do
+		run_test "$t"
+	done
+fi
+stop_containerd
+run_test shim_leftovers
+summary
