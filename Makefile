@@ -7,9 +7,9 @@ DATADIR ?= $(PREFIX)/share/agentvm
 B ?= build
 
 CC ?= gcc
-PKGS := json-c libnl-3.0 libnl-route-3.0 libnftables libseccomp libarchive libmicrohttpd
+PKGS := json-c libnl-3.0 libnl-route-3.0 libnl-nf-3.0 libnftables libseccomp libarchive libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wundef -Wstrict-prototypes \
@@ -67,7 +67,7 @@ DEB_PKGS := build-essential pkg-config clang libjson-c-dev libnl-3-dev libnl-rou
 	libnftables-dev libseccomp-dev libcmocka-dev qemu-system-x86 qemu-utils linux-source-6.1 \
 	bc bison flex libelf-dev cpio busybox-static nftables iproute2 xz-utils socat dnsmasq-base \
 	python3 e2fsprogs mmdebstrap skopeo umoci uidmap git openssl openssh-client dropbear-bin \
-	libarchive-dev libmicrohttpd-dev prometheus containerd
+	libarchive-dev libmicrohttpd-dev prometheus containerd libnl-nf-3-dev
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
 		grep -q 'install ok installed' || echo $$p; done); \
@@ -220,6 +220,8 @@ FUZZ_LINK_fuzz_oci_config := src/image_oci.c src/strv.c src/util.c src/error.c
 FUZZ_LINK_fuzz_shim_ttrpc := src/shim/pb.c src/shim/ttrpc.c src/shim/process.c src/strv.c
 $(B)/fuzz/fuzz_shim_ttrpc: $(SHIM_SRC) $(wildcard src/shim/*.h)
 FUZZ_LINK_fuzz_egress := netfilter/rules.c netfilter/dns.c netfilter/util.c
+FUZZ_LINK_fuzz_tz := src/tz.c
+FUZZ_LINK_fuzz_anomaly_conf := src/anomaly.c src/util.c src/error.c
 # The state-file readers pull in the core (net.c needs netfilter/, snapshot.c the QEMU argv).
 FUZZ_LINK_fuzz_state_files := $(CORE_SRC) $(QMP_SRC) $(NF_SRC) $(PROTO_SRC)
 FUZZ_LINK_fuzz_metrics := $(CORE_SRC) $(QMP_SRC) $(NF_SRC) $(PROTO_SRC)

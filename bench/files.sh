@@ -11,7 +11,7 @@ N=${2:-3}
 [ "$N" -gt 5 ] && N=5 # each round moves ~2 GiB under TCG: 5 is plenty for a median
 tmp=$(mktemp -d /tmp/avm-bench-files.XXXXXX)
 # The image store (for the git row) lives in the real cache dir: AGENTVM_CACHE_DIR is kept.
-export AGENTVM_STATE_DIR=$tmp/state
+export AGENTVM_STATE_DIR=$tmp/state AGENTVM_LOG_DIR=$tmp/log
 cleanup() {
 	for d in "$AGENTVM_STATE_DIR"/*; do [ -d "$d" ] && "$AVM" rm --force "$(basename "$d")" >/dev/null 2>&1; done
 	rm -rf "$tmp"

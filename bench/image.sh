@@ -15,7 +15,7 @@ IMAGE=${AVM_BENCH_IMAGE:-agent}
 MEM_IMAGE=${AVM_BENCH_MEM_IMAGE:-base}
 STORE=${AVM_IMAGE_CACHE:-/var/cache/agentvm}/images
 tmp=$(mktemp -d /tmp/avm-bench-image.XXXXXX)
-export AGENTVM_STATE_DIR=$tmp/state AGENTVM_SNAPSHOT_DIR=$tmp/snaps AGENTVM_CACHE_DIR=$tmp/cache
+export AGENTVM_STATE_DIR=$tmp/state AGENTVM_LOG_DIR=$tmp/log AGENTVM_SNAPSHOT_DIR=$tmp/snaps AGENTVM_CACHE_DIR=$tmp/cache
 export AGENTVM_BOOT_CACHE=0 # its "cold run" baseline boots a kernel (bench/bootcache.sh: templates)
 mkdir -p "$AGENTVM_CACHE_DIR"
 ln -s "$STORE" "$AGENTVM_CACHE_DIR/images"

@@ -28,7 +28,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d /tmp/avm-bench-net.XXXXXX)
 trap 'net_down; rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
-export AGENTVM_STATE_DIR=$tmp/state
+export AGENTVM_STATE_DIR=$tmp/state AGENTVM_LOG_DIR=$tmp/log
 
 if ! why=$(net_missing); then
 	echo "bench/net: skipped: $why" >&2

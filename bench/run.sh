@@ -24,7 +24,7 @@ IMG=$B/images
 out=bench/RESULTS.md
 tmp=$(mktemp -d /tmp/avm-bench.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-export AGENTVM_STATE_DIR=$tmp/state
+export AGENTVM_STATE_DIR=$tmp/state AGENTVM_LOG_DIR=$tmp/log
 # (a) and (d) are cold boots against the raw-QEMU floor; bench/bootcache.sh measures the default
 # path (a boot template's clone) against these, in its own run.
 export AGENTVM_BOOT_CACHE=0

@@ -7,7 +7,7 @@ set -eu
 AVM=$1
 N=${2:-${BENCH_N:-10}}
 tmp=$(mktemp -d /tmp/avm-bench-snap.XXXXXX)
-export AGENTVM_STATE_DIR=$tmp/state AGENTVM_SNAPSHOT_DIR=$tmp/snaps AGENTVM_CACHE_DIR=$tmp/cache
+export AGENTVM_STATE_DIR=$tmp/state AGENTVM_LOG_DIR=$tmp/log AGENTVM_SNAPSHOT_DIR=$tmp/snaps AGENTVM_CACHE_DIR=$tmp/cache
 export AGENTVM_BOOT_CACHE=0 # its "cold run" baseline boots a kernel (bench/bootcache.sh: templates)
 serve_pid=""
 cleanup() {

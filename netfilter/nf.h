@@ -175,7 +175,12 @@ struct nf_vm {
 	unsigned conn_rate;  /* new connections per second (burst twice that); 0 = unbounded */
 	uint64_t rate_bytes; /* VM -> world bytes/s (nft limit); 0 = unlimited. The other way: */
 	uint64_t burst_bytes; /* nf_tap_shape() on the tap */
+	/* NFLOG group of the drop log (NF_LOG_GROUP of the lease; 0: the kernel log). One
+	 * listener per group: the VM's supervisor (src/monitor.h). */
+	uint16_t log_group;
 };
+#define NF_LOG_GROUP_BASE 0x8000u
+#define NF_LOG_GROUP(lease_index) ((uint16_t)(NF_LOG_GROUP_BASE + ((lease_index) & 0x7fffu)))
 
 /*
  * Text of the transaction that (re)asserts the base table and chains. Idempotent: it flushes and

@@ -535,11 +535,15 @@ int nf_rules_vm_add(const struct nf_vm *vm, char **out, struct nf_error *err)
 	put_domain_set(f, "delete", t, 0);
 	put_domain_set(f, "add", t, vm->domain_ttl ? vm->domain_ttl : NF_DEFAULT_DOMAIN_TTL);
 
+	/* Drops go to the VM's NFLOG group when it has one: its supervisor audits them. */
+	char group[24] = "";
+	if (vm->log_group)
+		snprintf(group, sizeof(group), "group %u ", vm->log_group);
 	fprintf(f, "add rule " T " drop-tx-%s limit rate 10/second burst 20 packets "
-		   "log prefix \"avm-drop %s out: \"\n", t, vm->name);
+		   "log %sprefix \"avm-drop %s out: \"\n", t, group, vm->name);
 	fprintf(f, "add rule " T " drop-tx-%s counter name \"%s-tx-drop\" drop\n", t, t);
 	fprintf(f, "add rule " T " drop-rx-%s limit rate 10/second burst 20 packets "
-		   "log prefix \"avm-drop %s in: \"\n", t, vm->name);
+		   "log %sprefix \"avm-drop %s in: \"\n", t, group, vm->name);
 	fprintf(f, "add rule " T " drop-rx-%s counter name \"%s-rx-drop\" drop\n", t, t);
 
 	/* VM -> world (forwarded). */

@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "audit.h"
 #include "launcher.h"
 #include "statedir.h"
 #include "util.h"
@@ -269,6 +270,7 @@ static void fill_nf_vm(const struct vm_net *n, struct nf_vm *v)
 		.conn_rate = n->conn_rate,
 		.rate_bytes = n->rate_bytes,
 		.burst_bytes = n->burst_bytes,
+		.log_group = NF_LOG_GROUP(n->lease.index),
 	};
 	memcpy(v->mac, n->mac, sizeof(v->mac));
 	/* --deny-all-egress: no DNS either, unless --allow names port 53. */
@@ -622,6 +624,7 @@ static int setup_nat(struct vm_net *n, const struct vm_spec *spec, struct avm_er
 	}
 	n->rules = true;
 	step(n, "nft add");
+	audit_net_policy(n);
 	if (n->n_domains) {
 		inet_ntop(AF_INET, &n->lease.host, n->dns, sizeof(n->dns));
 		r = start_forwarder(n, err);

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "launcher.h"
 #include "metrics.h"
 #include "metrics_http.h"
@@ -85,6 +86,8 @@ void pool_refill(struct pool *p)
 	long room = p->max - (starting + ready + leased);
 	if (want > room)
 		want = room;
+	if (want > 0)
+		audit_vm_int("pool.refill", NULL, "count", want);
 	for (long i = 0; i < want; i++)
 		pool_vm_spawn(p);
 }
@@ -133,6 +136,7 @@ void pool_serve_waiters(struct pool *p)
 		}
 		if (pool_reply(p, w, "OK %s", p->vms[v].name) == 0) {
 			p->vms[v].state = PVM_LEASED;
+			audit_vm("pool.acquire", p->vms[v].name);
 		} else {
 			/* A client gone before it heard the name never got the VM: keep it ready. */
 			pool_vm_mark_acquired(p->vms[v].name, false);

@@ -15,6 +15,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "pool_internal.h"
 #include "util.h"
 
@@ -102,6 +103,7 @@ static void handle_line(struct pool *p, int slot, char *line)
 	} else if (!strncmp(line, "RELEASE ", 8)) {
 		for (int i = 0; i < MAX_VMS; i++) {
 			if (p->vms[i].state == PVM_LEASED && !strcmp(p->vms[i].name, line + 8)) {
+				audit_vm("pool.release", p->vms[i].name);
 				pool_drop_vm(p, i, "released");
 				pool_reply(p, slot, "OK");
 				pool_refill(p);

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "host.h"
 #include "restore.h"
 #include "statedir.h"
@@ -275,6 +276,7 @@ int restore_one(const struct restore *rs, const char *name, long boot_timeout_s,
 	if (statedir_find(name, &dir, NULL) == 0 &&
 	    statedir_file(path, sizeof(path), dir, RESTORE_ORIGIN_FILE) == 0)
 		write_file_atomic(path, rs->meta.name, strlen(rs->meta.name));
+	audit_vm_str("snapshot.restore", name, "snapshot", rs->meta.name);
 	return 0;
 }
 

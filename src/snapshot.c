@@ -13,6 +13,7 @@
 #include "host.h"
 #include "sha256.h"
 #include "statedir.h"
+#include "tz.h"
 #include "util.h"
 
 void snap_meta_release(struct snap_meta *m)
@@ -71,25 +72,12 @@ int snap_path(char *buf, size_t len, const char *name, const char *file)
 
 void snap_time_ny(time_t t, char *buf, size_t len)
 {
-	char *old = getenv("TZ") ? strdup(getenv("TZ")) : NULL;
-	struct tm tm;
-	char z[8];
+	char full[40];
 
-	/* The product's timestamps are New York time with the offset, whatever the host's zone. */
-	setenv("TZ", "America/New_York", 1);
-	tzset();
-	localtime_r(&t, &tm);
-	strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
-	strftime(z, sizeof(z), "%z", &tm); /* -0500 */
-	if (strlen(z) == 5)
-		snprintf(buf + strlen(buf), len - strlen(buf), "%.3s:%.2s", z, z + 3);
-	if (old) {
-		setenv("TZ", old, 1);
-		free(old);
-	} else {
-		unsetenv("TZ");
-	}
-	tzset();
+	/* The product's timestamps are New York time with the offset, whatever the host's zone;
+	 * read from the tz database by tz.c, not by setenv("TZ") under the caller. */
+	tz_format_rfc3339(tz_new_york(), (int64_t)t * 1000, full, sizeof(full));
+	snprintf(buf, len, "%.19s%s", full, full + 23); /* without the ".000" */
 }
 
 static struct json_object *input_json(const struct snap_input *in)

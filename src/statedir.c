@@ -13,6 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "snapshot.h"
 #include "strv.h"
 #include "util.h"
@@ -80,7 +81,8 @@ int statedir_check_all_trust(struct avm_error *err)
 		*slash = '\0';
 	if ((r = statedir_check_trust(statedir_root(), "AGENTVM_STATE_DIR", err)) < 0 ||
 	    (r = statedir_check_trust(snap_root(), "AGENTVM_SNAPSHOT_DIR", err)) < 0 ||
-	    (r = statedir_check_trust(cache, "AGENTVM_CACHE_DIR", err)) < 0)
+	    (r = statedir_check_trust(cache, "AGENTVM_CACHE_DIR", err)) < 0 ||
+	    (r = audit_check_trust(err)) < 0)
 		return r;
 	return 0;
 }
@@ -171,8 +173,14 @@ int statedir_create(const char *name, char **path, struct avm_error *err)
 
 int statedir_remove(const char *dir)
 {
+	const char *slash = strrchr(dir, '/');
+	int r;
+
 	metrics_retire(dir); /* its counters outlive it in the host-wide sums */
-	return remove_flat_dir(dir);
+	r = remove_flat_dir(dir);
+	if (r == 0)
+		audit_vm("vm.removed", slash ? slash + 1 : dir);
+	return r;
 }
 
 int statedir_find(const char *name, char **path, struct avm_error *err)

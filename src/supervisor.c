@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "metrics.h"
+#include "monitor.h"
 #include "pool.h"
 #include "statedir.h"
 #include "util.h"
@@ -78,6 +79,7 @@ struct sup {
 	bool remove_at_exit; /* serve died holding the VM: leave no state dir either */
 	FILE *events;
 	int dns_timer; /* timerfd of a forwarder restart that waits (backoff), or -1 */
+	struct monitor *mon; /* connections, drops, anomalies */
 };
 
 static void drain_guest(struct sup *s);
@@ -258,6 +260,11 @@ static void from_guest(struct sup *s, const struct avm_frame_hdr *h, const uint8
 			s->vm->agent_in_paused = true;
 			vm__agent_want_out(s->vm);
 		}
+	}
+	if (h->type == AVM_MSG_EXIT && r->type == AVM_MSG_EXEC) {
+		struct avm_exit_info ei;
+		if (avm_exit_info_decode(p, h->len, &ei) == 0)
+			monitor_note_exec(s->mon, ei.kind != AVM_EXIT_CODE || ei.code != 0);
 	}
 	if (final && r->type == AVM_MSG_EXEC)
 		record_exec(s, r, h, p);
@@ -585,6 +592,8 @@ static void serve(struct sup *s)
 				on_forwarder_exit(s);
 			} else if (tag == EV_DNS_TIMER) {
 				on_forwarder_timer(s);
+			} else if (monitor_owns(s->mon, tag)) {
+				monitor_event(s->mon, tag);
 			} else if (tag >= EV_CLIENT0 && tag < EV_CLIENT0 + MAX_CLIENTS) {
 				if (s->clients[tag - EV_CLIENT0].used)
 					pump_client(s, (int)(tag - EV_CLIENT0), evs[i].events);
@@ -677,7 +686,9 @@ static void supervisor_main(const struct vm_launch_opts *o, int boot_timeout_ms,
 	}
 	s.vm->keep_state = true;
 	notify(notify_fd, "OK");
+	s.mon = monitor_new(s.vm, o->spec->cpus, o->spec->memory_mib, s.vm->epfd, EV_MONITOR0);
 	serve(&s);
+	monitor_free(s.mon);
 	if (s.remove_at_exit)
 		s.vm->keep_state = false;
 	if (s.events)

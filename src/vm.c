@@ -17,9 +17,11 @@
 #include <unistd.h>
 
 #include "agent_conn.h"
+#include "audit.h"
 #include "disk.h"
 #include "host.h"
 #include "launcher.h"
+#include "monitor.h"
 #include "qemu_argv.h"
 #include "qmp.h"
 #include "statedir.h"
@@ -117,6 +119,7 @@ int vm__qemu_died(struct vm *vm, const char *when, struct avm_error *err)
 	else
 		snprintf(how, sizeof(how), "exit status %d", WEXITSTATUS(vm->wstatus));
 	console_close(&vm->con); /* its last words tell a panic from a reboot */
+	audit_vm_str("error", vm->name, "what", "QEMU exited unexpectedly");
 	if (vm__exit_reason(vm) && !strcmp(vm__exit_reason(vm), "guest-panic"))
 		return avm_error_set(err, -ECHILD,
 				     "the guest kernel panicked %s (out of memory?); see the console "
@@ -167,11 +170,14 @@ const char *vm__exit_reason(const struct vm *vm)
 
 void vm__set_state(struct vm *vm, const char *state)
 {
+	char old[sizeof(vm->st.state)];
 	int r;
 
+	snprintf(old, sizeof(old), "%s", vm->st.state);
 	snprintf(vm->st.state, sizeof(vm->st.state), "%s", state);
 	if (vm->attached)
 		return;
+	audit_vm_state(vm->name, old, state, vm->st.exit_reason);
 	/* Console output that could not be written is worth a line in state.json. */
 	if (vm->con.write_error && !vm->st.error[0])
 		vm__note_write_error(vm, "console.log", vm->con.write_error);
@@ -210,6 +216,7 @@ static void vm_free(struct vm *vm)
 {
 	if (!vm)
 		return;
+	monitor_free(vm->mon); /* its last events first, while the VM's network is there */
 	/* Only once QEMU is gone: the tap must not vanish under a running VM. */
 	if (!vm->attached && vm->dir && (vm->exited || vm->pid <= 0)) {
 		bool had_net = vm->net.tap[0] && !vm->net.torn_down;
@@ -220,6 +227,8 @@ static void vm_free(struct vm *vm)
 	console_close(&vm->con);
 	if (!vm->attached && (vm->exited || vm->pid <= 0))
 		jail_release(&vm->jail);
+	if (!vm->attached && vm->name && vmstate_is_live(vm->st.state))
+		audit_vm_state(vm->name, vm->st.state, "stopped", NULL);
 	qmp_client_free(vm->qmp);
 	agent_conn_release(&vm->agent);
 	if (vm->agent_fd >= 0)
@@ -694,6 +703,12 @@ int vm_wait_ready(struct vm *vm, int timeout_ms, int sig_fd, struct avm_error *e
 	if (sig_fd >= 0 && vm__ep_add(vm->epfd, sig_fd, EPOLLIN, EV_SIG) < 0)
 		return avm_error_setx(err, -errno, "epoll");
 	return vm__wait_guest(vm, &w, deadline, timeout_ms, sig_fd, 0, err);
+}
+
+void vm_monitor_start(struct vm *vm, unsigned cpus, unsigned memory_mib)
+{
+	if (!vm->attached && !vm->mon)
+		vm->mon = monitor_new(vm, cpus, memory_mib, vm->epfd, EV_MONITOR0);
 }
 
 int vm_attach(const char *name, struct vm **out, struct avm_error *err)

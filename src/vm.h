@@ -58,6 +58,12 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
  */
 int vm_wait_ready(struct vm *vm, int timeout_ms, int sig_fd, struct avm_error *err);
 
+/*
+ * For a VM without a supervisor (`run`): log its connections and judge it like a supervisor
+ * does (src/monitor.h), serviced while vm_exec() runs; stopped by vm_destroy().
+ */
+void vm_monitor_start(struct vm *vm, unsigned cpus, unsigned memory_mib);
+
 struct vm_exec_request {
 	char *const *argv;
 	char *const *env; /* extra KEY=VALUE, may be NULL */

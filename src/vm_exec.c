@@ -11,6 +11,8 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "audit.h"
+#include "monitor.h"
 #include "util.h"
 #include "metrics.h"
 #include "vm_internal.h"
@@ -27,6 +29,7 @@ struct exec_state {
 	bool stdout_broken;   /* our stdout reader went away (EPIPE) */
 	int signals_seen;
 	bool done;
+	uint64_t bytes_out; /* stdout + stderr received, for the audit log */
 };
 
 static int build_exec(const struct vm_exec_request *req, struct avm_buf *b)
@@ -120,6 +123,7 @@ static int forward_stdin(struct exec_state *s, struct avm_error *err)
 static int write_output(struct exec_state *s, int fd, const uint8_t *p, uint32_t len,
 			struct avm_error *err)
 {
+	s->bytes_out += len;
 	if (len == 0 || (fd == s->req->stdout_fd && s->stdout_broken))
 		return 0;
 	int r = write_all(fd, p, len);
@@ -301,6 +305,7 @@ int vm_exec(struct vm *vm, const struct vm_exec_request *req, struct vm_exec_res
 	if (!vm->ready)
 		return avm_error_set(err, -EAGAIN, "the guest is not ready");
 	r = exec_setup(&s, err);
+	audit_exec_start(vm_name(vm), req->argv, req->cwd);
 	while (r == 0 && !s.done) {
 		/* A regular-file stdin never signals readiness: feed it between other events. */
 		bool busy_stdin = s.stdin_open && !s.stdin_polled && !s.stdin_paused;
@@ -338,6 +343,10 @@ int vm_exec(struct vm *vm, const struct vm_exec_request *req, struct vm_exec_res
 			case EV_CONSOLE:
 				vm__pump_console(vm);
 				break;
+			default:
+				if (monitor_owns(vm->mon, evs[i].data.u32))
+					monitor_event(vm->mon, evs[i].data.u32);
+				break;
 			case EV_PIDFD:
 				/* Output already received still goes out before the error. */
 				drain_frames(&s, err);
@@ -351,6 +360,7 @@ int vm_exec(struct vm *vm, const struct vm_exec_request *req, struct vm_exec_res
 	}
 	exec_teardown(&s);
 	res->round_trip_us = now_us() - t0;
+	audit_exec_done(vm_name(vm), req, res, r, s.bytes_out);
 	/* A detached VM's supervisor records what passes through it; `run` owns its VM. */
 	if (!vm->attached)
 		metrics_record_exec(vm->dir,

@@ -45,7 +45,9 @@ struct vm {
 	struct vm_state st;  /* mirrored to state.json by its owner */
 	struct vm_net net;   /* torn down once QEMU is gone (owners only) */
 	char *boot_words;    /* a boot template's clone: its per-run words, sent with SYNC */
+	struct monitor *mon; /* run: connections and anomalies (vm_monitor_start) */
 };
+#define EV_MONITOR0 200 /* + 0..MONITOR_FDS-1: the monitor's fds in epfd (monitor.h) */
 
 int vm__ep_add(int epfd, int fd, uint32_t events, enum ev_tag tag);
 /* Register the agent fd for EPOLLOUT exactly while output is queued. */

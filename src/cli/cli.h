@@ -142,6 +142,7 @@ int cmd_reset(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_pool(int argc, char **argv);
 int cmd_image(int argc, char **argv);
+int cmd_audit(int argc, char **argv);
 int cmd_cache(int argc, char **argv);
 int cmd_metrics(int argc, char **argv);
 int cmd_stats(int argc, char **argv);

@@ -161,6 +161,7 @@ int cmd_run(int argc, char **argv)
 		vm_spec_free(a.spec);
 		return cli_boot_error_exit(r);
 	}
+	vm_monitor_start(vm, a.spec->cpus, a.spec->memory_mib);
 
 	struct files_opts fo = { .sig_fd = sig_fd, .progress = false };
 	for (size_t i = 0; i < a.n_copy_in; i++) {

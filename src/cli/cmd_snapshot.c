@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "cli.h"
 #include "disk.h"
 #include "migrate.h"
@@ -377,6 +378,7 @@ static int snapshot_save(const char *vm, const char *snap, const char *desc)
 	}
 	tmp_made = false;
 	saved = true;
+	audit_vm_str("snapshot.save", vm, "snapshot", snap);
 	fsync_path(snap_root());
 	code = 0;
 	/* Build the copy-on-write template now, so the first restore is as fast as the rest. */
@@ -569,6 +571,7 @@ static int cmd_snapshot_rm(int argc, char **argv)
 		cli_error("cannot remove %s: %s", path, strerror(errno));
 		return EXIT_INTERNAL;
 	}
+	audit_vm_str("snapshot.rm", NULL, "snapshot", snap);
 	return 0;
 }
 

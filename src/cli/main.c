@@ -78,6 +78,7 @@ static void usage(FILE *f)
 	      "        [--run CMD] [--ca-cert FILE] [--size SIZE]  build a root image (Debian + npm)\n"
 	      "  image import NAME SOURCE        an OCI image (layout dir, archive, docker save, ref)\n"
 	      "  image ls [--json] | inspect [--verify] NAME | rm [--force] NAME  the image store\n"
+	      "  audit [--vm NAME] [--since T] [--follow] [--json]  the audit log\n"
 	      "  version                         print the version\n"
 	      "  help                            this text\n"
 	      "\n"
@@ -119,6 +120,7 @@ int main(int argc, char **argv)
 		{ "gc", cmd_gc },	    { "qmp", cmd_qmp },	      { "events", cmd_events },
 		{ "snapshot", cmd_snapshot }, { "restore", cmd_restore }, { "reset", cmd_reset },
 		{ "serve", cmd_serve },   { "pool", cmd_pool },
+		{ "audit", cmd_audit },
 		{ "net", cmd_net },	    { "image", cmd_image },   { "cp", cmd_cp },
 		{ "stats", cmd_stats },	    { "metrics", cmd_metrics },
 		{ "cache", cmd_cache },

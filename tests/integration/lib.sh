@@ -10,6 +10,8 @@ FAILED_NAMES=""
 
 tmp_root=$(mktemp -d /tmp/avm-it.XXXXXX)
 export AGENTVM_STATE_DIR="$tmp_root/state"
+# The audit log too: a run's lines stay with it (not in /var/log/agentvm).
+export AGENTVM_LOG_DIR="$tmp_root/log"
 # The input hash cache of snapshot saves: ours, so that nothing outlives the run.
 export AGENTVM_CACHE_DIR="$tmp_root/cache"
 

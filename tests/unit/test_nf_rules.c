@@ -112,6 +112,25 @@ static void test_base_only_touches_avm(void **state)
 	free(t);
 }
 
+/* With an NFLOG group the drops go to it (the supervisor's connection log), same prefix. */
+static void test_vm_drop_log_group(void **state)
+{
+	struct nf_vm vm = make_vm();
+	char *t;
+
+	vm.log_group = NF_LOG_GROUP(5);
+	assert_int_equal(vm.log_group, 0x8005);
+	t = gen_add(&vm);
+	HAS(t, "drop-tx-avm-ab12 limit rate 10/second burst 20 packets log group 32773 prefix "
+	       "\"avm-drop vm1 out: \"\n");
+	HAS(t, "drop-rx-avm-ab12 limit rate 10/second burst 20 packets log group 32773 prefix "
+	       "\"avm-drop vm1 in: \"\n");
+	HAS(t, "drop-tx-avm-ab12 counter name \"avm-ab12-tx-drop\" drop\n");
+	free(t);
+	/* Lease indexes beyond the group range wrap within it, never to 0 (the kernel log). */
+	assert_int_equal(NF_LOG_GROUP(0x8000), 0x8000);
+}
+
 static void test_vm_add_elements(void **state)
 {
 	struct nf_vm vm = make_vm();
@@ -669,6 +688,7 @@ int main(void)
 		cmocka_unit_test(test_default_allow),
 		cmocka_unit_test(test_base_only_touches_avm),
 		cmocka_unit_test(test_vm_add_elements),
+		cmocka_unit_test(test_vm_drop_log_group),
 		cmocka_unit_test(test_vm_add_deny_all_and_custom),
 		cmocka_unit_test(test_closed_destinations),
 		cmocka_unit_test(test_open_ranges),
