@@ -433,7 +433,7 @@ t_rootless() {
 	chmod 755 "$tmp_root"
 	as_nobody() {
 		setpriv --reuid=65534 --regid=65534 --clear-groups env -u AGENTVM_STATE_DIR \
-			-u AGENTVM_CACHE_DIR -u AGENTVM_SNAPSHOT_DIR XDG_RUNTIME_DIR="$rl" HOME="$rl" \
+			-u AGENTVM_CACHE_DIR -u AGENTVM_SNAPSHOT_DIR -u AGENTVM_LOG_DIR XDG_RUNTIME_DIR="$rl" HOME="$rl" \
 			"$AVM" "$@"
 	}
 	expect_eq "rootless run" hi "$(as_nobody run --accel tcg --network isolated -- echo hi 2>"$tmp_root/err")"
