@@ -231,7 +231,7 @@ avm rm --force dnsl >/dev/null || die "rm dnsl"
 # (n6) bandwidth: lim (8mbit up, 40mbit down) and free (unlimited) at the same time.
 LMIB=16
 avm start --accel $accel --name lim --allow tcp:5001 --bandwidth 8mbit >/dev/null 2>"$tmp/err" || die "start lim: $(cat "$tmp/err")"
-avm start --accel $accel --name free --allow tcp:5001 >/dev/null 2>"$tmp/err" || die "start free: $(cat "$tmp/err")"
+avm start --accel $accel --name free --allow tcp:5001 --bandwidth unlimited >/dev/null 2>"$tmp/err" || die "start free: $(cat "$tmp/err")"
 : >"$tmp/sink.log"
 avm exec --timeout 600 lim -- sh -c "dd if=/dev/zero bs=64k count=$((LMIB * 16)) 2>/dev/null | nc $S 5001" &
 lp=$!

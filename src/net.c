@@ -245,9 +245,9 @@ static void build_egress(struct vm_net *n, const struct vm_spec *spec)
 	n->conn_rate = spec->conn_rate ? spec->conn_rate : NF_DEFAULT_CONN_RATE;
 	n->rate_bytes = n->burst_bytes = 0;
 	n->bandwidth[0] = '\0';
-	if (spec->bandwidth &&
-	    nf_rate_parse(spec->bandwidth, &n->rate_bytes, &n->burst_bytes, NULL) == 0)
-		snprintf(n->bandwidth, sizeof(n->bandwidth), "%s", spec->bandwidth);
+	const char *bw = vm_spec_bandwidth(spec);
+	if (bw && nf_rate_parse(bw, &n->rate_bytes, &n->burst_bytes, NULL) == 0)
+		snprintf(n->bandwidth, sizeof(n->bandwidth), "%s", bw);
 }
 
 static void fill_nf_vm(const struct vm_net *n, struct nf_vm *v)

@@ -18,12 +18,15 @@
 #include "strv.h"
 #include "util.h"
 
-/* Sizes from the product spec; io weights grow with the CPUs (the host's own processes: 100). */
+/*
+ * Sizes from the product spec; io weights grow with the CPUs (the host's own processes: 100).
+ * Bandwidth too: without a default one sandbox could take a host's whole NIC from the others.
+ */
 const struct vm_profile vm_profiles[] = {
-	{ "light", 1, 512, 100 },
-	{ "standard", 2, 2048, 200 },
-	{ "intensive", 4, 4096, 400 },
-	{ NULL, 0, 0, 0 },
+	{ "light", 1, 512, 100, "200mbit" },
+	{ "standard", 2, 2048, 200, "500mbit" },
+	{ "intensive", 4, 4096, 400, "1gbit" },
+	{ NULL, 0, 0, 0, NULL },
 };
 
 const struct vm_profile *vm_profile_find(const char *name)
@@ -39,6 +42,15 @@ unsigned vm_profile_io_weight(const char *name)
 	const struct vm_profile *p = name ? vm_profile_find(name) : NULL;
 
 	return p ? p->io_weight : VM_IO_WEIGHT_DEFAULT;
+}
+
+const char *vm_spec_bandwidth(const struct vm_spec *s)
+{
+	const struct vm_profile *p = s->profile ? vm_profile_find(s->profile) : NULL;
+
+	if (s->bandwidth)
+		return strcmp(s->bandwidth, VM_BANDWIDTH_UNLIMITED) ? s->bandwidth : NULL;
+	return p ? p->bandwidth : VM_BANDWIDTH_DEFAULT;
 }
 
 struct vm_spec *vm_spec_new(void)
@@ -724,8 +736,9 @@ int vm_spec_set_bandwidth(struct vm_spec *s, const char *value, struct avm_error
 	struct nf_error nerr = { 0 };
 	uint64_t rate, burst;
 
-	if (nf_rate_parse(value, &rate, &burst, &nerr) < 0)
-		return avm_error_set(err, -EINVAL, "--bandwidth: %s", nerr.msg);
+	if (value && strcmp(value, VM_BANDWIDTH_UNLIMITED) &&
+	    nf_rate_parse(value, &rate, &burst, &nerr) < 0)
+		return avm_error_set(err, -EINVAL, "--bandwidth: %s (or unlimited)", nerr.msg);
 	return vm_spec_set_path(&s->bandwidth, "--bandwidth", value, err);
 }
 

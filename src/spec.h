@@ -45,9 +45,13 @@ struct vm_profile {
 	unsigned cpus;
 	unsigned memory_mib;
 	unsigned io_weight; /* QEMU's cgroup io weight (cgroup v2 scale 1-10000, host default 100) */
+	const char *bandwidth; /* default --bandwidth each way (a host NIC is shared by all VMs) */
 };
 /* The io weight of custom sizes (and of processes outside any VM): the kernel's default. */
 #define VM_IO_WEIGHT_DEFAULT 100
+/* The bandwidth of custom sizes; `--bandwidth unlimited` turns any default off. */
+#define VM_BANDWIDTH_DEFAULT "1gbit"
+#define VM_BANDWIDTH_UNLIMITED "unlimited"
 
 /*
  * A workspace disk: the user's image (raw or qcow2) is never written; each VM writes to a
@@ -106,7 +110,7 @@ struct vm_spec {
 	unsigned domain_ttl;  /* s an address learnt from a name stays allowed; 0 = default */
 	unsigned conn_limit;  /* conntrack entries; 0 = default */
 	unsigned conn_rate;   /* new connections/s; 0 = default */
-	char *bandwidth;      /* "RATE[:BURST]" each way; NULL = unlimited */
+	char *bandwidth;      /* "RATE[:BURST]" or "unlimited"; NULL = the profile's default */
 	struct vm_disk disks[VM_SPEC_MAX_DISKS]; /* the root image, when any, is one of them */
 	size_t n_disks;
 	char *image;    /* --image as given (a name or an id), NULL = the initramfs only */
@@ -120,6 +124,9 @@ extern const struct vm_profile vm_profiles[];
 const struct vm_profile *vm_profile_find(const char *name);
 /* The io weight of the named profile; VM_IO_WEIGHT_DEFAULT for "custom" or an unknown name. */
 unsigned vm_profile_io_weight(const char *name);
+/* The bandwidth a VM of this spec gets: --bandwidth, else its profile's default; NULL when
+ * unlimited (`--bandwidth unlimited`). */
+const char *vm_spec_bandwidth(const struct vm_spec *s);
 
 /* A new spec with the default profile applied. Caller owns; free with vm_spec_free(). */
 struct vm_spec *vm_spec_new(void);

@@ -89,7 +89,9 @@ int cli_egress_flag(struct vm_spec *spec, int c, const char *arg, struct avm_err
 	"  --conn-limit N       connections the VM may hold in the host's conntrack table\n"          \
 	"                       (default 2048)\n"                                                     \
 	"  --conn-rate N        new connections per second (default 200, burst twice that)\n"         \
-	"  --bandwidth RATE[:BURST]  limit each direction, e.g. 20mbit or 20mbit:256k\n"
+	"  --bandwidth RATE[:BURST]|unlimited  limit each direction, e.g. 20mbit or 20mbit:256k\n"  \
+	"                       (default from the profile: light 200mbit, standard 500mbit,\n"      \
+	"                       intensive 1gbit)\n"
 #define CLI_NET_OPTIONS                                                                            \
 	{ "network", required_argument, NULL, 'N' }, { "allow", required_argument, NULL, 'A' },    \
 		{ "allow-host", required_argument, NULL, 'H' },                                    \

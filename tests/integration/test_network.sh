@@ -320,9 +320,14 @@ $(probe_http gw8080 "$(netls al8080 gateway)" 80 10)"
 # --allow-host: the VM reaches the host's own service on exactly that port, only at its gateway
 # address, and --deny-all-egress leaves it alone; a VM without the flag reaches none (control).
 t_allow_host_opens_exactly_that() {
-	vm_start ahost --allow-host tcp:80 --deny-all-egress || return
+	vm_start ahost --allow-host tcp:80 --deny-all-egress --bandwidth unlimited || return
 	vm_start anohost || { avm rm --force ahost >/dev/null; return; }
 	gw=$(netls ahost gateway) gw2=$(netls anohost gateway) tap=$(netls ahost tap)
+	# Bandwidth: the profile's default (light: 200mbit) unless --bandwidth unlimited.
+	expect_eq "default bandwidth (light profile)" "200mbit" "$(netls anohost bandwidth)"
+	expect_contains "its tbf qdisc" "tbf" "$(hx tc qdisc show dev "$(netls anohost tap)")"
+	expect_eq "--bandwidth unlimited" "unlimited" "$(netls ahost bandwidth)"
+	case "$(hx tc qdisc show dev "$tap")" in *tbf*) fail "a tbf qdisc on an unlimited VM's tap" ;; esac
 	expect_eq "net ls --json host_allow" "tcp:80" "$(netls ahost host_allow)"
 	expect_eq "net ls --json host_allow without the flag" "" "$(netls anohost host_allow)"
 	expect_eq "egress allowlist (--deny-all-egress)" "" "$(netls ahost allow)"

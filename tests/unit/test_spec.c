@@ -495,6 +495,31 @@ static void test_egress_flags(void **state)
 	vm_spec_free(s);
 }
 
+/* Every VM has a bandwidth from its profile unless --bandwidth says otherwise (issue 16). */
+static void test_bandwidth_defaults_from_profile(void **state)
+{
+	struct vm_spec *s = vm_spec_new();
+	struct avm_error err = { 0 };
+
+	assert_string_equal(vm_spec_bandwidth(s), "200mbit"); /* light, the default profile */
+	assert_int_equal(vm_spec_set_profile(s, "standard", &err), 0);
+	assert_string_equal(vm_spec_bandwidth(s), "500mbit");
+	assert_int_equal(vm_spec_set_profile(s, "intensive", &err), 0);
+	assert_string_equal(vm_spec_bandwidth(s), "1gbit");
+	assert_int_equal(vm_spec_set_memory(s, "1024", &err), 0); /* custom size */
+	assert_string_equal(vm_spec_bandwidth(s), VM_BANDWIDTH_DEFAULT);
+	assert_int_equal(vm_spec_set_bandwidth(s, "20mbit:256k", &err), 0);
+	assert_string_equal(vm_spec_bandwidth(s), "20mbit:256k");
+	assert_int_equal(vm_spec_set_bandwidth(s, "unlimited", &err), 0);
+	assert_null(vm_spec_bandwidth(s));
+	assert_int_equal(vm_spec_set_bandwidth(s, "fast", &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "or unlimited"));
+	/* Every profile's default parses as a --bandwidth would. */
+	for (const struct vm_profile *p = vm_profiles; p->name; p++)
+		assert_int_equal(vm_spec_set_bandwidth(s, p->bandwidth, &err), 0);
+	vm_spec_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -510,6 +535,7 @@ int main(void)
 		cmocka_unit_test(test_image_in_spec_json),
 		cmocka_unit_test(test_share_and_workspace_flags),
 		cmocka_unit_test(test_egress_flags),
+		cmocka_unit_test(test_bandwidth_defaults_from_profile),
 	};
 	return cmocka_run_group_tests_name("spec", tests, NULL, NULL);
 }
