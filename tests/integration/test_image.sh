@@ -139,7 +139,8 @@ t_not_root() {
 	nr=$(mktemp -d /tmp/avm-nr.XXXXXX)
 	chown 65534:65534 "$nr"
 	setpriv --reuid 65534 --regid 65534 --clear-groups env AGENTVM_STATE_DIR="$nr/state" \
-		AGENTVM_CACHE_DIR="$nr/cache" AGENTVM_SNAPSHOT_DIR="$nr/snaps" "$AVM" image build x \
+		AGENTVM_CACHE_DIR="$nr/cache" AGENTVM_SNAPSHOT_DIR="$nr/snaps" \
+		AGENTVM_LOG_DIR="$nr/log" "$AVM" image build x \
 		>/dev/null 2>"$tmp_root/err"
 	expect_eq "exit code" 1 "$?"
 	expect_contains "message" "needs root" "$(cat "$tmp_root/err")"

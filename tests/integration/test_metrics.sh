@@ -94,7 +94,8 @@ EOF
 
 	# Gone VMs still count: the host-wide sums keep what m1 and a `run` recorded.
 	avm rm --force m1 >/dev/null || fail "rm"
-	avm_run -- true
+	# --cold: a real boot (a run restoring m1's boot template would count as a restore).
+	avm_run --cold -- true
 	expect_eq "run" 0 "$rc"
 	avm metrics >"$tmp_root/m2.prom" || fail "metrics after rm"
 	expect_eq "exec ok after rm and run" 4 "$(series "$tmp_root/m2.prom" 'agentvm_exec_results_total{result="ok"}')"
