@@ -330,6 +330,11 @@ int cmd_stats(int argc, char **argv)
 		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 			;
 		stats_sample_all(names, nft, true, !name, s1, &n1);
+		if (name && n1 == 0) { /* removed while we watched: nothing more will come */
+			cli_error("VM %s is gone (removed); see agentvm ls", name);
+			code = 1;
+			break;
+		}
 		struct json_object *arr = json ? json_object_new_array() : NULL;
 		if (!json)
 			printf("%-20s %-8s %7s %9s %9s %-19s %-19s %-11s %9s %9s %6s\n", "NAME",

@@ -64,7 +64,8 @@ EOF
 	avm stats --interval 0.2 >"$tmp_root/stats.txt" 2>&1 || fail "stats table"
 	expect_contains "stats table lists the VM" "m1 " "$(cat "$tmp_root/stats.txt")"
 	# --follow: a sample per interval until stopped.
-	avm stats m1 --json --follow --interval 0.3 >"$tmp_root/follow.json" 2>/dev/null &
+	# "$AVM", not the avm function: $! must be agentvm itself, not a subshell around it.
+	"$AVM" stats m1 --json --follow --interval 0.3 >"$tmp_root/follow.json" 2>/dev/null &
 	fpid=$!
 	sleep 3
 	kill "$fpid" 2>/dev/null
@@ -93,7 +94,19 @@ EOF
 	expect_eq "label names" "direction kind le result rule state verdict vm " "$labels"
 
 	# Gone VMs still count: the host-wide sums keep what m1 and a `run` recorded.
+	# A follower of a VM that is removed ends with one line (it used to print [] forever).
+	"$AVM" stats m1 --json --follow --interval 0.3 >/dev/null 2>"$tmp_root/follow.err" &
+	fpid=$!
 	avm rm --force m1 >/dev/null || fail "rm"
+	w=0
+	while kill -0 "$fpid" 2>/dev/null && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
+	if kill -0 "$fpid" 2>/dev/null; then
+		fail "stats --follow still running 10 s after its VM was removed"
+		kill "$fpid"
+	fi
+	wait "$fpid"
+	expect_eq "follower's exit code" 1 "$?"
+	expect_contains "follower's message" "m1 is gone" "$(cat "$tmp_root/follow.err")"
 	# --cold: a real boot (a run restoring m1's boot template would count as a restore).
 	avm_run --cold -- true
 	expect_eq "run" 0 "$rc"
