@@ -42,11 +42,12 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 
 obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
 
-LIBAGENTVM := $(B)/libagentvm.a
-LIBQMP := $(B)/libqmp.a
-LIBNF := $(B)/libnf.a
-LIBPROTO := $(B)/libproto.a
-LIBS_ALL := $(LIBAGENTVM) $(LIBQMP) $(if $(NF_SRC),$(LIBNF)) $(LIBPROTO)
+# Everything below the CLI in one internal archive (one archive: ld resolves the modules'
+# references among themselves in any order). The CLI, the shim, the tests and the benches link
+# it; the public libagentvm (.so and .a, further down) is made from the same objects.
+LIBINTERNAL := $(B)/libavm-internal.a
+LIBS_ALL := $(LIBINTERNAL)
+INTERNAL_SRC := $(CORE_SRC) $(QMP_SRC) $(NF_SRC) $(PROTO_SRC)
 
 AGENTVM := $(B)/agentvm
 SHIM := $(B)/containerd-shim-agentvm-v2
@@ -120,10 +121,7 @@ $(B)/gen/jail_bpf.h: $(B)/gen/seccomp-gen
 $(call obj,src/jail.c): $(B)/gen/jail_bpf.h
 CFLAGS += -I$(B)/gen
 
-$(LIBAGENTVM): $(call obj,$(CORE_SRC))
-$(LIBQMP): $(call obj,$(QMP_SRC))
-$(LIBNF): $(call obj,$(NF_SRC))
-$(LIBPROTO): $(call obj,$(PROTO_SRC))
+$(LIBINTERNAL): $(call obj,$(INTERNAL_SRC))
 $(B)/lib%.a:
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  AR      $@")
@@ -219,7 +217,7 @@ FUZZ_LINK_fuzz_guest_imagecfg := guest-init/imagecfg.c
 FUZZ_LINK_fuzz_oci_config := src/image_oci.c src/strv.c src/util.c src/error.c
 FUZZ_LINK_fuzz_shim_ttrpc := src/shim/pb.c src/shim/ttrpc.c src/shim/process.c src/strv.c
 $(B)/fuzz/fuzz_shim_ttrpc: $(SHIM_SRC) $(wildcard src/shim/*.h)
-FUZZ_LINK_fuzz_egress := netfilter/rules.c netfilter/dns.c netfilter/util.c
+FUZZ_LINK_fuzz_egress := netfilter/rules.c netfilter/dns.c netfilter/util.c src/error.c
 FUZZ_LINK_fuzz_tz := src/tz.c
 FUZZ_LINK_fuzz_anomaly_conf := src/anomaly.c src/util.c src/error.c
 # The state-file readers pull in the core (net.c needs netfilter/, snapshot.c the QEMU argv).

@@ -30,7 +30,7 @@
 
 #include "nf_internal.h"
 
-int nf_domain_check(const char *name, char *out, size_t len, struct nf_error *err)
+int nf_domain_check(const char *name, char *out, size_t len, struct avm_error *err)
 {
 	const char *p = name;
 	size_t n, label = 0, labels = 1;
@@ -75,7 +75,7 @@ int nf_domain_check(const char *name, char *out, size_t len, struct nf_error *er
 	return 0;
 }
 
-int nf_dns_config(const struct nf_dns_conf *c, char **out, struct nf_error *err)
+int nf_dns_config(const struct nf_dns_conf *c, char **out, struct avm_error *err)
 {
 	char listen[INET_ADDRSTRLEN], up[INET_ADDRSTRLEN], d[256];
 	char *buf = NULL;

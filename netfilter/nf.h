@@ -31,10 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct nf_error {
-	int code;	/* -errno */
-	char msg[512];	/* one line, human-readable */
-};
+/* Errors are the host's one error type (-errno + one line): src/error.h. */
+#include "error.h"
 
 /* ---- address pool --------------------------------------------------------------------------- */
 
@@ -57,12 +55,12 @@ struct nf_pool;
  * to the lease directory `dir` (created 0700 if missing, parents must exist). The caller owns
  * *out and frees it with nf_pool_free(). Bad strings: -EINVAL with the reason.
  */
-int nf_pool_new(const char *cidr, const char *dir, struct nf_pool **out, struct nf_error *err);
+int nf_pool_new(const char *cidr, const char *dir, struct nf_pool **out, struct avm_error *err);
 void nf_pool_free(struct nf_pool *pool);
 /* Number of /30s in the pool. */
 uint32_t nf_pool_size(const struct nf_pool *pool);
 /* Addresses of the k-th /30 (no lease involved); -ERANGE when k is outside the pool. */
-int nf_pool_addr(const struct nf_pool *pool, uint32_t k, struct nf_lease *out, struct nf_error *err);
+int nf_pool_addr(const struct nf_pool *pool, uint32_t k, struct nf_lease *out, struct avm_error *err);
 
 /*
  * Lease a free /30 for `owner` (the VM name). Safe across processes: the lease file is published
@@ -70,17 +68,17 @@ int nf_pool_addr(const struct nf_pool *pool, uint32_t k, struct nf_lease *out, s
  * first visible instant. Fills *out and returns k. -ENOSPC when every /30 is leased.
  */
 int nf_pool_alloc(struct nf_pool *pool, const char *owner, struct nf_lease *out,
-		  struct nf_error *err);
+		  struct avm_error *err);
 /* Release lease k. -ENOENT if it was not leased (callers tearing down may ignore that). */
-int nf_pool_release(struct nf_pool *pool, uint32_t k, struct nf_error *err);
+int nf_pool_release(struct nf_pool *pool, uint32_t k, struct avm_error *err);
 /* Find the lease of `owner`; returns k, or -ENOENT. */
 int nf_pool_find(struct nf_pool *pool, const char *owner, struct nf_lease *out,
-		 struct nf_error *err);
+		 struct avm_error *err);
 /*
  * List the leases of this pool, sorted by k. *out is a malloc'ed array the caller frees (NULL
  * when there are none). Returns the count.
  */
-int nf_pool_list(struct nf_pool *pool, struct nf_lease **out, struct nf_error *err);
+int nf_pool_list(struct nf_pool *pool, struct nf_lease **out, struct avm_error *err);
 
 typedef bool (*nf_is_alive_fn)(const char *owner, void *userdata);
 /*
@@ -88,7 +86,7 @@ typedef bool (*nf_is_alive_fn)(const char *owner, void *userdata);
  * allocators. Returns the number of leases removed.
  */
 int nf_pool_gc(struct nf_pool *pool, nf_is_alive_fn is_alive, void *userdata,
-	       struct nf_error *err);
+	       struct avm_error *err);
 
 /* ---- policy and rule generation (pure) -------------------------------------------------------- */
 
@@ -103,7 +101,7 @@ struct nf_port {
  */
 size_t nf_default_allow(const struct nf_port **out);
 /* Parse "tcp:5432" / "udp:53" (as given to --allow). -EINVAL with the reason. */
-int nf_port_parse(const char *s, struct nf_port *out, struct nf_error *err);
+int nf_port_parse(const char *s, struct nf_port *out, struct avm_error *err);
 
 /* A destination range opened on purpose (--allow-cidr CIDR[:PROTO:PORT]). */
 struct nf_cidr {
@@ -114,7 +112,7 @@ struct nf_cidr {
 };
 
 /* Parse "10.1.0.0/16", "10.1.2.3" (a /32) or "10.1.2.3/32:tcp:5432". -EINVAL with the reason. */
-int nf_cidr_parse(const char *s, struct nf_cidr *out, struct nf_error *err);
+int nf_cidr_parse(const char *s, struct nf_cidr *out, struct avm_error *err);
 /* Back to text ("10.1.0.0/16:tcp:5432"); buf of at least NF_CIDR_STRLEN bytes. */
 #define NF_CIDR_STRLEN 32
 void nf_cidr_string(const struct nf_cidr *c, char *buf, size_t len);
@@ -133,7 +131,7 @@ size_t nf_closed_ranges(const char *const **out);
  * a quarter second of RATE, at least 32k). Out: bytes/s and bytes. -EINVAL with the reason.
  */
 int nf_rate_parse(const char *s, uint64_t *rate_bytes, uint64_t *burst_bytes,
-		  struct nf_error *err);
+		  struct avm_error *err);
 
 /* Defaults of the per-VM state bounds (conntrack entries, new connections per second). */
 #define NF_DEFAULT_CONN_LIMIT 2048
@@ -186,14 +184,14 @@ struct nf_vm {
  * Text of the transaction that (re)asserts the base table and chains. Idempotent: it flushes and
  * refills the base chains, so running it again never duplicates a rule. *out is malloc'ed.
  */
-int nf_rules_base(char **out, struct nf_error *err);
+int nf_rules_base(char **out, struct avm_error *err);
 /* Base + everything of one VM, replacing a previous version of that VM. *out is malloc'ed. */
-int nf_rules_vm_add(const struct nf_vm *vm, char **out, struct nf_error *err);
+int nf_rules_vm_add(const struct nf_vm *vm, char **out, struct avm_error *err);
 /*
  * Removal of everything of one VM (needs vm->tap and vm->guest only). Idempotent: it succeeds
  * whether the VM's rules exist or not. *out is malloc'ed.
  */
-int nf_rules_vm_del(const struct nf_vm *vm, char **out, struct nf_error *err);
+int nf_rules_vm_del(const struct nf_vm *vm, char **out, struct avm_error *err);
 
 /* ---- the DNS forwarder of a VM with a domain allowlist (pure text, see dns.c) ------------------ */
 
@@ -213,9 +211,9 @@ struct nf_dns_conf {
  * Check one --allow-domain NAME ("example.com", "*.example.com", a trailing dot is dropped) and
  * write its lower-case form to out (len >= 254). -EINVAL with the reason.
  */
-int nf_domain_check(const char *name, char *out, size_t len, struct nf_error *err);
+int nf_domain_check(const char *name, char *out, size_t len, struct avm_error *err);
 /* The dnsmasq configuration file for `c` (*out malloc'ed). */
-int nf_dns_config(const struct nf_dns_conf *c, char **out, struct nf_error *err);
+int nf_dns_config(const struct nf_dns_conf *c, char **out, struct avm_error *err);
 
 /* ---- applying rules (libnftables) ------------------------------------------------------------- */
 
@@ -237,7 +235,7 @@ struct nf_counters {
 };
 
 /* A libnftables context with buffered output and error (nothing is ever printed). */
-int nf_nft_new(struct nf_nft **out, struct nf_error *err);
+int nf_nft_new(struct nf_nft **out, struct avm_error *err);
 void nf_nft_free(struct nf_nft *nft);
 /*
  * The context's netlink socket, or -1 when unknown. For callers that hand its last close to
@@ -250,21 +248,21 @@ int nf_nft_fd(const struct nf_nft *nft);
  * "needs root (CAP_NET_ADMIN)", nf_tables missing -> -EPROTONOSUPPORT, else -EINVAL/-EIO with
  * nft's first error line.
  */
-int nf_nft_run(struct nf_nft *nft, const char *cmds, struct nf_error *err);
-int nf_nft_ensure_base(struct nf_nft *nft, struct nf_error *err);
-int nf_nft_vm_add(struct nf_nft *nft, const struct nf_vm *vm, struct nf_error *err);
-int nf_nft_vm_del(struct nf_nft *nft, const struct nf_vm *vm, struct nf_error *err);
+int nf_nft_run(struct nf_nft *nft, const char *cmds, struct avm_error *err);
+int nf_nft_ensure_base(struct nf_nft *nft, struct avm_error *err);
+int nf_nft_vm_add(struct nf_nft *nft, const struct nf_vm *vm, struct avm_error *err);
+int nf_nft_vm_del(struct nf_nft *nft, const struct nf_vm *vm, struct avm_error *err);
 /* Counters of tap `tap`; -ENOENT when that VM has no rules. */
 int nf_nft_vm_counters(struct nf_nft *nft, const char *tap, struct nf_counters *out,
-		       struct nf_error *err);
+		       struct avm_error *err);
 /*
  * Taps that currently have rules (keys of the dispatch map), for gc. *out is a malloc'ed array of
  * malloc'ed strings; free with nf_strv_free(). Returns the count (0 when the table is absent).
  */
-int nf_nft_vm_list(struct nf_nft *nft, char ***out, struct nf_error *err);
+int nf_nft_vm_list(struct nf_nft *nft, char ***out, struct avm_error *err);
 void nf_strv_free(char **v, size_t n);
 /* Delete the whole table (gc when no VM is left). Succeeds when it does not exist. */
-int nf_nft_table_delete(struct nf_nft *nft, struct nf_error *err);
+int nf_nft_table_delete(struct nf_nft *nft, struct avm_error *err);
 
 /* ---- tap devices and links (/dev/net/tun, libnl-route) ---------------------------------------- */
 
@@ -276,42 +274,42 @@ int nf_nft_table_delete(struct nf_nft *nft, struct nf_error *err);
  * QEMU however QEMU ends (even kill -9) and its removal costs the caller nothing. persist =
  * true: it stays until nf_link_delete().
  */
-int nf_tap_create(const char *name, bool persist, struct nf_error *err);
+int nf_tap_create(const char *name, bool persist, struct avm_error *err);
 /*
  * Bring `ifname` up, give it host/prefixlen (the /30's gateway address), harden it
  * (nf_link_harden) and enable IPv4 forwarding on it only (/proc/sys/net/ipv4/conf/IF/forwarding).
  * Idempotent.
  */
 int nf_link_configure(const char *ifname, struct in_addr host, unsigned prefixlen,
-		      struct nf_error *err);
+		      struct avm_error *err);
 /*
  * Per-interface sysctls of a tap (nf_link_configure() calls it): ARP answered only for and from
  * the tap's address (arp_ignore 1, arp_announce 2, arp_filter 1), rp_filter 1, no accept_local,
  * no proxy_arp, IPv6 disabled on the interface.
  */
-int nf_link_harden(const char *ifname, struct nf_error *err);
+int nf_link_harden(const char *ifname, struct avm_error *err);
 /*
  * Limit what the host sends into `ifname` (world -> VM) to rate_bytes/s with a bucket of
  * burst_bytes: a tbf root qdisc (libnl-route). The other direction is an nft limit (nf_vm).
  */
 int nf_tap_shape(const char *ifname, uint64_t rate_bytes, uint64_t burst_bytes,
-		 struct nf_error *err);
+		 struct avm_error *err);
 /* Set /proc/sys/net/ipv4/conf/IFNAME/forwarding. */
-int nf_if_forwarding(const char *ifname, bool on, struct nf_error *err);
+int nf_if_forwarding(const char *ifname, bool on, struct avm_error *err);
 /* Delete the interface; -ENODEV when it does not exist. */
-int nf_link_delete(const char *ifname, struct nf_error *err);
+int nf_link_delete(const char *ifname, struct avm_error *err);
 /* Attach `ifname` to the existing bridge `bridge` and bring it up (-ENODEV: no such bridge). */
-int nf_link_set_master(const char *ifname, const char *bridge, struct nf_error *err);
+int nf_link_set_master(const char *ifname, const char *bridge, struct avm_error *err);
 /*
  * The interface of this namespace's IPv4 default route (out, IFNAMSIZ bytes): where NATed VM
  * traffic leaves and its replies arrive. -ENOENT when there is no default route.
  */
-int nf_uplink(char *out, struct nf_error *err);
+int nf_uplink(char *out, struct avm_error *err);
 /* Whether an interface exists: 1 yes, 0 no, < 0 error. */
-int nf_link_exists(const char *ifname, struct nf_error *err);
+int nf_link_exists(const char *ifname, struct avm_error *err);
 
 /* Validation shared by all parts (0 or -EINVAL with the reason). */
-int nf_check_tap_name(const char *tap, struct nf_error *err);
-int nf_check_owner(const char *owner, struct nf_error *err);
+int nf_check_tap_name(const char *tap, struct avm_error *err);
+int nf_check_owner(const char *owner, struct avm_error *err);
 
 #endif /* AGENTVM_NF_H */

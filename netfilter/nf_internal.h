@@ -32,7 +32,7 @@ static inline void nf_closep(int *fd)
 	})
 
 /* Fill err (if any) and return code (a -errno). */
-int nf_set_error(struct nf_error *err, int code, const char *fmt, ...)
+int nf_set_error(struct avm_error *err, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
 #endif

@@ -53,7 +53,7 @@ static void open_fds(uint8_t map[128])
  * the whole process when that socket cannot be opened (no nfnetlink). So: probe the socket first,
  * and afterwards mark whatever fds nft_ctx_new() opened close-on-exec.
  */
-static int ctx_new_cloexec(struct nft_ctx **out, int *sock_fd, struct nf_error *err)
+static int ctx_new_cloexec(struct nft_ctx **out, int *sock_fd, struct avm_error *err)
 {
 	uint8_t before[128], after[128];
 	struct nft_ctx *ctx;
@@ -87,7 +87,7 @@ static int ctx_new_cloexec(struct nft_ctx **out, int *sock_fd, struct nf_error *
 	return 0;
 }
 
-int nf_nft_new(struct nf_nft **out, struct nf_error *err)
+int nf_nft_new(struct nf_nft **out, struct avm_error *err)
 {
 	struct nf_nft *n = calloc(1, sizeof(*n));
 	int r;
@@ -137,7 +137,7 @@ static void first_error_line(const char *text, char *buf, size_t len)
 	buf[n] = '\0';
 }
 
-static int convert_error(const char *text, struct nf_error *err)
+static int convert_error(const char *text, struct avm_error *err)
 {
 	char line[400];
 
@@ -161,7 +161,7 @@ static int convert_error(const char *text, struct nf_error *err)
  * its netlink calls fail with EPERM, bypassing the buffered error. This module must never print,
  * so the capability is checked first and nft is not called at all without it.
  */
-static int need_net_admin(struct nf_error *err)
+static int need_net_admin(struct avm_error *err)
 {
 	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
 	struct __user_cap_data_struct d[2] = { 0 };
@@ -173,7 +173,7 @@ static int need_net_admin(struct nf_error *err)
 	return nf_set_error(err, -EPERM, "nftables: needs root (CAP_NET_ADMIN)");
 }
 
-int nf_nft_run(struct nf_nft *nft, const char *cmds, struct nf_error *err)
+int nf_nft_run(struct nf_nft *nft, const char *cmds, struct avm_error *err)
 {
 	int r = need_net_admin(err);
 
@@ -187,7 +187,7 @@ int nf_nft_run(struct nf_nft *nft, const char *cmds, struct nf_error *err)
 }
 
 /* A listing in JSON; the result points into the context's buffer (valid until the next run). */
-static int run_json(struct nf_nft *nft, const char *cmd, json_object **out, struct nf_error *err)
+static int run_json(struct nf_nft *nft, const char *cmd, json_object **out, struct avm_error *err)
 {
 	const char *text;
 	int r = need_net_admin(err);
@@ -206,7 +206,7 @@ static int run_json(struct nf_nft *nft, const char *cmd, json_object **out, stru
 	return 0;
 }
 
-int nf_nft_ensure_base(struct nf_nft *nft, struct nf_error *err)
+int nf_nft_ensure_base(struct nf_nft *nft, struct avm_error *err)
 {
 	_nf_cleanup_free_ char *text = NULL;
 	int r = nf_rules_base(&text, err);
@@ -214,7 +214,7 @@ int nf_nft_ensure_base(struct nf_nft *nft, struct nf_error *err)
 	return r < 0 ? r : nf_nft_run(nft, text, err);
 }
 
-int nf_nft_vm_add(struct nf_nft *nft, const struct nf_vm *vm, struct nf_error *err)
+int nf_nft_vm_add(struct nf_nft *nft, const struct nf_vm *vm, struct avm_error *err)
 {
 	_nf_cleanup_free_ char *text = NULL;
 	int r = nf_rules_vm_add(vm, &text, err);
@@ -222,7 +222,7 @@ int nf_nft_vm_add(struct nf_nft *nft, const struct nf_vm *vm, struct nf_error *e
 	return r < 0 ? r : nf_nft_run(nft, text, err);
 }
 
-int nf_nft_vm_del(struct nf_nft *nft, const struct nf_vm *vm, struct nf_error *err)
+int nf_nft_vm_del(struct nf_nft *nft, const struct nf_vm *vm, struct avm_error *err)
 {
 	_nf_cleanup_free_ char *text = NULL;
 	int r = nf_rules_vm_del(vm, &text, err);
@@ -230,7 +230,7 @@ int nf_nft_vm_del(struct nf_nft *nft, const struct nf_vm *vm, struct nf_error *e
 	return r < 0 ? r : nf_nft_run(nft, text, err);
 }
 
-int nf_nft_table_delete(struct nf_nft *nft, struct nf_error *err)
+int nf_nft_table_delete(struct nf_nft *nft, struct avm_error *err)
 {
 	/* add-then-delete: succeeds whether or not the tables exist, in one transaction. */
 	return nf_nft_run(nft,
@@ -310,7 +310,7 @@ static uint64_t set_size(struct nf_nft *nft, const char *name)
 }
 
 int nf_nft_vm_counters(struct nf_nft *nft, const char *tap, struct nf_counters *out,
-		       struct nf_error *err)
+		       struct avm_error *err)
 {
 	static const char *const suffix[] = { "-tx-ok",	 "-tx-drop", "-rx-ok",	  "-rx-drop",
 					      "-closed", "-dns-drop", "-conn-drop" };
@@ -361,7 +361,7 @@ void nf_strv_free(char **v, size_t n)
 	free(v);
 }
 
-int nf_nft_vm_list(struct nf_nft *nft, char ***out, struct nf_error *err)
+int nf_nft_vm_list(struct nf_nft *nft, char ***out, struct avm_error *err)
 {
 	json_object *root = NULL, *items, *map, *elem;
 	char **v = NULL;

@@ -30,7 +30,7 @@ struct nf_pool {
 	char *dir;
 };
 
-static int parse_cidr(const char *cidr, uint32_t *base, unsigned *plen, struct nf_error *err)
+static int parse_cidr(const char *cidr, uint32_t *base, unsigned *plen, struct avm_error *err)
 {
 	char buf[32], *slash, *end;
 	struct in_addr a;
@@ -64,7 +64,7 @@ static int parse_cidr(const char *cidr, uint32_t *base, unsigned *plen, struct n
 	return 0;
 }
 
-int nf_pool_new(const char *cidr, const char *dir, struct nf_pool **out, struct nf_error *err)
+int nf_pool_new(const char *cidr, const char *dir, struct nf_pool **out, struct avm_error *err)
 {
 	struct nf_pool *p;
 	uint32_t base = 0;
@@ -107,7 +107,7 @@ uint32_t nf_pool_size(const struct nf_pool *pool)
 	return pool->count;
 }
 
-int nf_pool_addr(const struct nf_pool *pool, uint32_t k, struct nf_lease *out, struct nf_error *err)
+int nf_pool_addr(const struct nf_pool *pool, uint32_t k, struct nf_lease *out, struct avm_error *err)
 {
 	uint32_t net;
 
@@ -161,7 +161,7 @@ static int read_owner(int dfd, const char *name, char *owner, size_t len)
 }
 
 /* Bitmap of leased /30s (one byte each: simple, 16 KiB for the default pool). */
-static int used_map(struct nf_pool *pool, uint8_t **out, struct nf_error *err)
+static int used_map(struct nf_pool *pool, uint8_t **out, struct avm_error *err)
 {
 	uint8_t *used = calloc(pool->count, 1);
 	struct dirent *e;
@@ -187,7 +187,7 @@ static int used_map(struct nf_pool *pool, uint8_t **out, struct nf_error *err)
 }
 
 int nf_pool_alloc(struct nf_pool *pool, const char *owner, struct nf_lease *out,
-		  struct nf_error *err)
+		  struct avm_error *err)
 {
 	static unsigned tmp_seq;
 	_nf_cleanup_free_ uint8_t *used = NULL;
@@ -245,7 +245,7 @@ int nf_pool_alloc(struct nf_pool *pool, const char *owner, struct nf_lease *out,
 			    pool->count);
 }
 
-int nf_pool_release(struct nf_pool *pool, uint32_t k, struct nf_error *err)
+int nf_pool_release(struct nf_pool *pool, uint32_t k, struct avm_error *err)
 {
 	_nf_cleanup_free_ char *path = NULL;
 	char name[INET_ADDRSTRLEN];
@@ -269,7 +269,7 @@ static int cmp_lease(const void *a, const void *b)
 	return (x->index > y->index) - (x->index < y->index);
 }
 
-int nf_pool_list(struct nf_pool *pool, struct nf_lease **out, struct nf_error *err)
+int nf_pool_list(struct nf_pool *pool, struct nf_lease **out, struct avm_error *err)
 {
 	struct nf_lease *v = NULL, *nv;
 	size_t n = 0, cap = 0;
@@ -316,7 +316,7 @@ out:
 }
 
 int nf_pool_find(struct nf_pool *pool, const char *owner, struct nf_lease *out,
-		 struct nf_error *err)
+		 struct avm_error *err)
 {
 	struct nf_lease *v;
 	int n = nf_pool_list(pool, &v, err);
@@ -349,7 +349,7 @@ static bool stale_tmp(const char *name)
 }
 
 int nf_pool_gc(struct nf_pool *pool, nf_is_alive_fn is_alive, void *userdata,
-	       struct nf_error *err)
+	       struct avm_error *err)
 {
 	struct nf_lease *v;
 	int n, removed = 0;

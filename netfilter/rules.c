@@ -71,7 +71,7 @@ size_t nf_default_allow(const struct nf_port **out)
 	return sizeof(default_allow) / sizeof(default_allow[0]);
 }
 
-int nf_port_parse(const char *s, struct nf_port *out, struct nf_error *err)
+int nf_port_parse(const char *s, struct nf_port *out, struct avm_error *err)
 {
 	const char *p;
 	unsigned long v;
@@ -96,7 +96,7 @@ int nf_port_parse(const char *s, struct nf_port *out, struct nf_error *err)
 	return 0;
 }
 
-int nf_cidr_parse(const char *s, struct nf_cidr *out, struct nf_error *err)
+int nf_cidr_parse(const char *s, struct nf_cidr *out, struct avm_error *err)
 {
 	char addr[INET_ADDRSTRLEN + 1];
 	const char *colon, *slash;
@@ -190,7 +190,7 @@ static int number_unit(const char *s, size_t len, const char *const *units,
 }
 
 int nf_rate_parse(const char *s, uint64_t *rate_bytes, uint64_t *burst_bytes,
-		  struct nf_error *err)
+		  struct avm_error *err)
 {
 	static const char *const rate_units[] = { "", "bit", "kbit", "mbit", "gbit" };
 	static const uint64_t rate_muls[] = { 1, 1, 1000, 1000000, 1000000000 };
@@ -218,7 +218,7 @@ int nf_rate_parse(const char *s, uint64_t *rate_bytes, uint64_t *burst_bytes,
 	return 0;
 }
 
-static int check_ports(const struct nf_port *v, size_t n, struct nf_error *err)
+static int check_ports(const struct nf_port *v, size_t n, struct avm_error *err)
 {
 	if (n && !v)
 		return nf_set_error(err, -EINVAL, "port list is NULL");
@@ -231,7 +231,7 @@ static int check_ports(const struct nf_port *v, size_t n, struct nf_error *err)
 	return 0;
 }
 
-static int check_vm(const struct nf_vm *vm, bool full, struct nf_error *err)
+static int check_vm(const struct nf_vm *vm, bool full, struct avm_error *err)
 {
 	int r;
 
@@ -269,7 +269,7 @@ static int check_vm(const struct nf_vm *vm, bool full, struct nf_error *err)
 }
 
 /* open_memstream keeps the builder trivial; finish() turns a write failure into -ENOMEM. */
-static int finish(FILE *f, char **buf, char **out, struct nf_error *err)
+static int finish(FILE *f, char **buf, char **out, struct avm_error *err)
 {
 	bool bad = ferror(f);
 
@@ -326,7 +326,7 @@ static void put_base(FILE *f)
 	fputs("add rule " A " output oifname \"avm-*\" drop\n", f);
 }
 
-int nf_rules_base(char **out, struct nf_error *err)
+int nf_rules_base(char **out, struct avm_error *err)
 {
 	char *buf = NULL;
 	size_t len;
@@ -504,7 +504,7 @@ static void put_arp(FILE *f, const struct nf_vm *vm, const char *guest, const ch
 	fprintf(f, "add rule " A " arpout-%s drop\n", t);
 }
 
-int nf_rules_vm_add(const struct nf_vm *vm, char **out, struct nf_error *err)
+int nf_rules_vm_add(const struct nf_vm *vm, char **out, struct avm_error *err)
 {
 	char guest[INET_ADDRSTRLEN], host[INET_ADDRSTRLEN], dns[INET_ADDRSTRLEN], match[64];
 	const char *t;
@@ -633,7 +633,7 @@ int nf_rules_vm_add(const struct nf_vm *vm, char **out, struct nf_error *err)
 	return finish(f, &buf, out, err);
 }
 
-int nf_rules_vm_del(const struct nf_vm *vm, char **out, struct nf_error *err)
+int nf_rules_vm_del(const struct nf_vm *vm, char **out, struct avm_error *err)
 {
 	char guest[INET_ADDRSTRLEN];
 	char *buf = NULL;

@@ -52,7 +52,7 @@ static int nle_to_errno(int nle)
 	}
 }
 
-static int nl_error(struct nf_error *err, int nle, const char *what, const char *ifname)
+static int nl_error(struct avm_error *err, int nle, const char *what, const char *ifname)
 {
 	int code = nle_to_errno(nle);
 
@@ -73,7 +73,7 @@ static void linkp(struct rtnl_link **l)
 		rtnl_link_put(*l);
 }
 
-static int route_socket(struct nl_sock **out, struct nf_error *err)
+static int route_socket(struct nl_sock **out, struct avm_error *err)
 {
 	struct nl_sock *s = nl_socket_alloc();
 	int r;
@@ -90,7 +90,7 @@ static int route_socket(struct nl_sock **out, struct nf_error *err)
 	return 0;
 }
 
-static int check_ifname(const char *ifname, struct nf_error *err)
+static int check_ifname(const char *ifname, struct avm_error *err)
 {
 	if (!ifname || !*ifname || strlen(ifname) >= IFNAMSIZ || strchr(ifname, '/') ||
 	    strcmp(ifname, ".") == 0 || strcmp(ifname, "..") == 0)
@@ -99,7 +99,7 @@ static int check_ifname(const char *ifname, struct nf_error *err)
 	return 0;
 }
 
-int nf_link_exists(const char *ifname, struct nf_error *err)
+int nf_link_exists(const char *ifname, struct avm_error *err)
 {
 	__attribute__((cleanup(sockp))) struct nl_sock *s = NULL;
 	__attribute__((cleanup(linkp))) struct rtnl_link *l = NULL;
@@ -118,7 +118,7 @@ int nf_link_exists(const char *ifname, struct nf_error *err)
 	return 1;
 }
 
-int nf_tap_create(const char *name, bool persist, struct nf_error *err)
+int nf_tap_create(const char *name, bool persist, struct avm_error *err)
 {
 	_nf_cleanup_close_ int fd = -1;
 	struct ifreq ifr = { 0 };
@@ -149,7 +149,7 @@ int nf_tap_create(const char *name, bool persist, struct nf_error *err)
 	return NF_TAKE_FD(fd);
 }
 
-int nf_if_forwarding(const char *ifname, bool on, struct nf_error *err)
+int nf_if_forwarding(const char *ifname, bool on, struct avm_error *err)
 {
 	_nf_cleanup_close_ int fd = -1;
 	char path[96];
@@ -168,7 +168,7 @@ int nf_if_forwarding(const char *ifname, bool on, struct nf_error *err)
 }
 
 static int put_sysctl(const char *family, const char *ifname, const char *key, const char *value,
-		      bool must, struct nf_error *err)
+		      bool must, struct avm_error *err)
 {
 	_nf_cleanup_close_ int fd = -1;
 	char path[128];
@@ -193,7 +193,7 @@ static int put_sysctl(const char *family, const char *ifname, const char *key, c
  * loose here: the nft source check is the strict one), and no IPv6 on the tap at all (no
  * link-local address, no neighbour discovery, no router solicitations to the guest).
  */
-int nf_link_harden(const char *ifname, struct nf_error *err)
+int nf_link_harden(const char *ifname, struct avm_error *err)
 {
 	static const struct {
 		const char *family, *key, *value;
@@ -212,7 +212,7 @@ int nf_link_harden(const char *ifname, struct nf_error *err)
 }
 
 int nf_link_configure(const char *ifname, struct in_addr host, unsigned prefixlen,
-		      struct nf_error *err)
+		      struct avm_error *err)
 {
 	__attribute__((cleanup(sockp))) struct nl_sock *s = NULL;
 	__attribute__((cleanup(linkp))) struct rtnl_link *l = NULL;
@@ -267,7 +267,7 @@ int nf_link_configure(const char *ifname, struct in_addr host, unsigned prefixle
 	return nf_if_forwarding(ifname, true, err);
 }
 
-int nf_link_delete(const char *ifname, struct nf_error *err)
+int nf_link_delete(const char *ifname, struct avm_error *err)
 {
 	__attribute__((cleanup(sockp))) struct nl_sock *s = NULL;
 	__attribute__((cleanup(linkp))) struct rtnl_link *l = NULL;
@@ -288,7 +288,7 @@ int nf_link_delete(const char *ifname, struct nf_error *err)
 	return 0;
 }
 
-int nf_link_set_master(const char *ifname, const char *bridge, struct nf_error *err)
+int nf_link_set_master(const char *ifname, const char *bridge, struct avm_error *err)
 {
 	__attribute__((cleanup(sockp))) struct nl_sock *s = NULL;
 	__attribute__((cleanup(linkp))) struct rtnl_link *l = NULL;
@@ -321,7 +321,7 @@ int nf_link_set_master(const char *ifname, const char *bridge, struct nf_error *
 }
 
 /* The first IPv4 default route of the main table; its nexthop's interface is the uplink. */
-int nf_uplink(char *out, struct nf_error *err)
+int nf_uplink(char *out, struct avm_error *err)
 {
 	__attribute__((cleanup(sockp))) struct nl_sock *s = NULL;
 	struct nl_cache *routes = NULL, *links = NULL;
@@ -361,7 +361,7 @@ int nf_uplink(char *out, struct nf_error *err)
  * second of the rate plus the burst), 19 % over on a 30 MB transfer.
  */
 int nf_tap_shape(const char *ifname, uint64_t rate_bytes, uint64_t burst_bytes,
-		 struct nf_error *err)
+		 struct avm_error *err)
 {
 	__attribute__((cleanup(sockp))) struct nl_sock *s = NULL;
 	__attribute__((cleanup(linkp))) struct rtnl_link *l = NULL;

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* util.c - error filling and the input checks every part of netfilter/ shares. */
+/* util.c - error filling (the one-line rule on top of avm_error_vset) and the input checks every part of netfilter/ shares. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -7,16 +7,15 @@
 
 #include "nf_internal.h"
 
-int nf_set_error(struct nf_error *err, int code, const char *fmt, ...)
+int nf_set_error(struct avm_error *err, int code, const char *fmt, ...)
 {
 	va_list ap;
 	char *nl;
 
 	if (!err)
 		return code;
-	err->code = code;
 	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	avm_error_vset(err, code, fmt, ap);
 	va_end(ap);
 	/* One line, always: foreign text (nft errors) may carry newlines. */
 	while ((nl = strchr(err->msg, '\n')))
@@ -28,7 +27,7 @@ int nf_set_error(struct nf_error *err, int code, const char *fmt, ...)
  * Tap names end up unquoted in chain and counter names, so they are restricted to what nft accepts
  * in an identifier, and to IFNAMSIZ - 1 = 15 bytes.
  */
-int nf_check_tap_name(const char *tap, struct nf_error *err)
+int nf_check_tap_name(const char *tap, struct avm_error *err)
 {
 	size_t n, plen = strlen(NF_TAP_PREFIX);
 
@@ -49,7 +48,7 @@ int nf_check_tap_name(const char *tap, struct nf_error *err)
 }
 
 /* Owners become file contents and the log prefix (inside double quotes): no quotes, no spaces. */
-int nf_check_owner(const char *owner, struct nf_error *err)
+int nf_check_owner(const char *owner, struct avm_error *err)
 {
 	size_t n = owner ? strlen(owner) : 0;
 

@@ -4,17 +4,25 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+int avm_error_vset(struct avm_error *err, int code, const char *fmt, va_list ap)
+{
+	if (!err)
+		return code;
+	err->code = code;
+	err->kind = AVM_ERR_ERRNO;
+	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	return code;
+}
 
 int avm_error_set(struct avm_error *err, int code, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (!err)
-		return code;
-	err->code = code;
 	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	avm_error_vset(err, code, fmt, ap);
 	va_end(ap);
 	return code;
 }
@@ -26,9 +34,8 @@ int avm_error_setx(struct avm_error *err, int code, const char *fmt, ...)
 
 	if (!err)
 		return code;
-	err->code = code;
 	va_start(ap, fmt);
-	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	avm_error_vset(err, code, fmt, ap);
 	va_end(ap);
 	n = strlen(err->msg);
 	snprintf(err->msg + n, sizeof(err->msg) - n, ": %s", strerror(-code));
@@ -58,4 +65,50 @@ int avm_error_wrap(struct avm_error *err, const char *fmt, ...)
 	memcpy(err->msg + n, old, m);
 	err->msg[n + m] = '\0';
 	return err->code;
+}
+
+int avm_error_kind(struct avm_error *err, enum avm_error_kind kind, int code)
+{
+	if (err)
+		err->kind = kind;
+	return code;
+}
+
+static avm_log_fn log_fn;
+static void *log_ud;
+
+void avm_log_set(avm_log_fn fn, void *userdata)
+{
+	log_fn = fn;
+	log_ud = userdata;
+}
+
+static void vlog(const char *prefix, const char *fmt, va_list ap, const char *suffix)
+{
+	char *body = NULL, *text = NULL;
+
+	if (!log_fn)
+		return;
+	if (vasprintf(&body, fmt, ap) >= 0 && asprintf(&text, "%s%s%s", prefix, body, suffix) >= 0)
+		log_fn(log_ud, text);
+	free(body);
+	free(text);
+}
+
+void avm_log(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog("", fmt, ap, "");
+	va_end(ap);
+}
+
+void avm_warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog("agentvm: warning: ", fmt, ap, "\n");
+	va_end(ap);
 }

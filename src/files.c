@@ -49,11 +49,11 @@ static int write_tar(int fd, const char *host_path, const char *name, bool progr
 	int r;
 
 	if (!w || !d || !dup || !buf) {
-		fprintf(stderr, "agentvm: cp: out of memory\n");
+		avm_log("agentvm: cp: out of memory\n");
 		return 1;
 	}
 	if (chdir(dirname(dup)) < 0) {
-		fprintf(stderr, "agentvm: cp: %s: %s\n", host_path, strerror(errno));
+		avm_log("agentvm: cp: %s: %s\n", host_path, strerror(errno));
 		return 1;
 	}
 	archive_write_set_format_pax_restricted(w);
@@ -67,7 +67,7 @@ static int write_tar(int fd, const char *host_path, const char *name, bool progr
 						  ARCHIVE_READDISK_NO_SPARSE);
 	if (archive_write_open_fd(w, fd) != ARCHIVE_OK ||
 	    archive_read_disk_open(d, name) != ARCHIVE_OK) {
-		fprintf(stderr, "agentvm: cp: %s: %s\n", host_path,
+		avm_log("agentvm: cp: %s: %s\n", host_path,
 			archive_error_string(d) ? archive_error_string(d) : archive_error_string(w));
 		return 1;
 	}
@@ -79,13 +79,13 @@ static int write_tar(int fd, const char *host_path, const char *name, bool progr
 			break;
 		}
 		if (r < ARCHIVE_WARN) {
-			fprintf(stderr, "agentvm: cp: %s\n", archive_error_string(d));
+			avm_log("agentvm: cp: %s\n", archive_error_string(d));
 			return 1;
 		}
 		archive_read_disk_descend(d);
 		mode_t t = archive_entry_filetype(e);
 		if (t != AE_IFREG && t != AE_IFDIR && t != AE_IFLNK) {
-			fprintf(stderr, "agentvm: cp: skipped %s: not a regular file, directory or "
+			avm_log("agentvm: cp: skipped %s: not a regular file, directory or "
 					"symlink\n",
 				archive_entry_pathname(e));
 			archive_entry_free(e);
@@ -100,7 +100,7 @@ static int write_tar(int fd, const char *host_path, const char *name, bool progr
 		archive_entry_unset_birthtime(e);
 		archive_entry_set_mtime(e, archive_entry_mtime(e), 0);
 		if (archive_write_header(w, e) < ARCHIVE_WARN) {
-			fprintf(stderr, "agentvm: cp: %s: %s\n", archive_entry_pathname(e),
+			avm_log("agentvm: cp: %s: %s\n", archive_entry_pathname(e),
 				archive_error_string(w));
 			return 1;
 		}
@@ -108,14 +108,14 @@ static int write_tar(int fd, const char *host_path, const char *name, bool progr
 			la_ssize_t n;
 			while ((n = archive_read_data(d, buf, COPY_BUF)) > 0) {
 				if (archive_write_data(w, buf, (size_t)n) != n) {
-					fprintf(stderr, "agentvm: cp: sending to the guest: %s\n",
+					avm_log("agentvm: cp: sending to the guest: %s\n",
 						archive_error_string(w));
 					return 1;
 				}
 				progress_tick(&pg, (size_t)n, false);
 			}
 			if (n < 0) {
-				fprintf(stderr, "agentvm: cp: %s: %s\n", archive_entry_pathname(e),
+				avm_log("agentvm: cp: %s: %s\n", archive_entry_pathname(e),
 					archive_error_string(d));
 				return 1;
 			}
@@ -123,7 +123,7 @@ static int write_tar(int fd, const char *host_path, const char *name, bool progr
 		archive_entry_free(e);
 	}
 	if (archive_write_close(w) != ARCHIVE_OK) {
-		fprintf(stderr, "agentvm: cp: sending to the guest: %s\n", archive_error_string(w));
+		avm_log("agentvm: cp: sending to the guest: %s\n", archive_error_string(w));
 		return 1;
 	}
 	progress_tick(&pg, 0, true);

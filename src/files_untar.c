@@ -23,7 +23,7 @@ void progress_tick(struct progress *p, size_t n, bool final)
 		return;
 	p->last = now;
 	double s = (double)(now - p->t0) / 1e6;
-	fprintf(stderr, "\ragentvm: %s %.1f MiB (%.1f MB/s)%s", p->verb,
+	avm_log("\ragentvm: %s %.1f MiB (%.1f MB/s)%s", p->verb,
 		(double)p->bytes / (1024.0 * 1024.0), s > 0 ? (double)p->bytes / 1e6 / s : 0.0,
 		final ? "\n" : "   ");
 }
@@ -94,7 +94,7 @@ int files_untar(int fd, const char *dir, const char *name, bool progress, struct
 		 * link a host file from outside into the copy.
 		 */
 		if (hl || (t != AE_IFREG && t != AE_IFDIR && t != AE_IFLNK)) {
-			fprintf(stderr, "agentvm: cp: skipped %s: not a regular file, directory or "
+			avm_log("agentvm: cp: skipped %s: not a regular file, directory or "
 					"symlink\n",
 				p);
 			continue;

@@ -546,7 +546,7 @@ static int build_begin(struct build *b, const char *name, struct avm_error *err)
 	if ((b->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
 		return avm_error_setx(err, -errno, "cannot open %s", path);
 	if (flock(b->lock_fd, LOCK_EX | LOCK_NB) < 0) {
-		fprintf(stderr, "image: waiting for another build of %s to finish\n", name);
+		avm_log("image: waiting for another build of %s to finish\n", name);
 		while (flock(b->lock_fd, LOCK_EX) < 0)
 			if (errno != EINTR || interrupted)
 				return avm_error_set(err, -EINTR, "interrupted while waiting");
@@ -606,7 +606,7 @@ static void print_log_tail(const char *log, int lines)
 	while (p > text && n <= lines)
 		if (*--p == '\n')
 			n++;
-	fprintf(stderr, "%s%s", p == text ? "" : "...", p);
+	avm_log("%s%s", p == text ? "" : "...", p);
 }
 
 /* A word after `marker` in text (up to a quote, space or newline) into buf. */
@@ -862,7 +862,7 @@ static int finish(struct build *b, const struct image_defaults *defs, struct jso
 	snprintf(path, sizeof(path), "%s/rootfs.ext4", b->work);
 	if (interrupted)
 		return avm_error_set(err, -EINTR, "build of %s interrupted", b->name);
-	fprintf(stderr, "image: hashing rootfs.ext4\n");
+	avm_log("image: hashing rootfs.ext4\n");
 	if ((r = sha256_file(path, id)) < 0 || chmod(path, 0444) < 0 || stat(path, &st) < 0)
 		return avm_error_setx(err, r < 0 ? r : -errno, "cannot read %s", path);
 	/* The tree is no longer needed: remove it before the rename (half the disk). */
@@ -902,11 +902,11 @@ static int finish(struct build *b, const struct image_defaults *defs, struct jso
 		return r;
 	}
 	if (old && strcmp(old->id, id) && image_prune(old->id))
-		fprintf(stderr, "image: removed %s's previous image %.12s\n", b->name, old->id);
+		avm_log("image: removed %s's previous image %.12s\n", b->name, old->id);
 	image_info_free(old);
 	if (id_out && !(*id_out = strdup(id)))
 		return avm_error_set(err, -ENOMEM, "out of memory");
-	fprintf(stderr, "image: %s is %.12s (%.1f MiB, %.1f MiB allocated) in %.1f s\n", b->name,
+	avm_log("image: %s is %.12s (%.1f MiB, %.1f MiB allocated) in %.1f s\n", b->name,
 		id, st.st_size / 1048576.0, st.st_blocks * 512 / 1048576.0,
 		(now_ms() - t0) / 1000.0);
 	return 0;
@@ -950,7 +950,7 @@ int image_build(const char *name, const struct image_recipe *rc, const struct im
 	if ((r = image_recipe_inputs(rc, b.script, inputs, err)) < 0)
 		goto out;
 	if (!o->force && up_to_date(name, inputs, id_out)) {
-		fprintf(stderr, "image: %s is up to date (%.12s)\n", name, *id_out ? *id_out : "");
+		avm_log("image: %s is up to date (%.12s)\n", name, *id_out ? *id_out : "");
 		r = 0;
 		goto out;
 	}
@@ -984,7 +984,7 @@ int image_build(const char *name, const struct image_recipe *rc, const struct im
 			goto out;
 		}
 	}
-	fprintf(stderr, "image: building %s from %s (inputs %.12s)\n", name,
+	avm_log("image: building %s from %s (inputs %.12s)\n", name,
 		rc->recipe ? rc->recipe : "flags", inputs);
 	if ((r = run_step(&b, "tree", NULL, suite, err)) < 0)
 		goto out;
@@ -1047,7 +1047,7 @@ int image_import(const char *name, const char *source, const struct image_build_
 		return r;
 	if ((r = build_begin(&b, name, err)) < 0)
 		goto out;
-	fprintf(stderr, "image: importing %s as %s\n", source, name);
+	avm_log("image: importing %s as %s\n", source, name);
 	if ((r = run_step(&b, "import", source, "", err)) < 0)
 		goto out;
 	snprintf(path, sizeof(path), "%s/config.json", b.work);

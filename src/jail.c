@@ -28,16 +28,16 @@
 /* One warning per process and kind: a pool restoring many VMs says it once. */
 static void warn_once(bool *done, const char *fmt, ...)
 {
+	char msg[512];
 	va_list ap;
 
 	if (*done)
 		return;
 	*done = true;
-	fputs("agentvm: warning: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	avm_warn("%s", msg);
 }
 
 static bool warned_user, warned_cgroup;

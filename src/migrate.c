@@ -9,12 +9,6 @@
 
 #include "util.h"
 
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
-
 static int execute_fd(struct qmp_client *q, const char *cmd, const char *key, const char *val,
 		      int *fd, int timeout_ms, struct avm_error *err)
 {
@@ -78,7 +72,7 @@ static void cancel_and_wait(struct qmp_client *q, int qmp_timeout_ms)
 	struct json_object *ret = NULL, *v;
 
 	qmp_client_execute(q, "migrate_cancel", NULL, NULL, 0, NULL, qmp_timeout_ms, NULL);
-	for (uint64_t end = now_ms() + 5000; now_ms() < end; sleep_ms(5)) {
+	for (uint64_t end = now_ms() + 5000; now_ms() < end; util_sleep_ms(5)) {
 		if (qmp_client_execute(q, "query-migrate", NULL, NULL, 0, &ret, qmp_timeout_ms,
 				       NULL) < 0)
 			return;
@@ -111,7 +105,7 @@ int migrate_to_fd(struct qmp_client *q, int fd, const struct migrate_req *rq,
 	if ((r = execute_fd(q, "getfd", "fdname", rq->fdname, &fd, rq->qmp_timeout_ms, err)) < 0 ||
 	    (r = execute_fd(q, "migrate", "uri", uri, NULL, rq->qmp_timeout_ms, err)) < 0)
 		return r;
-	for (uint64_t deadline = now_ms() + (uint64_t)rq->timeout_ms;; sleep_ms(rq->poll_ms)) {
+	for (uint64_t deadline = now_ms() + (uint64_t)rq->timeout_ms;; util_sleep_ms(rq->poll_ms)) {
 		r = qmp_client_execute(q, "query-migrate", NULL, NULL, 0, &ret, rq->qmp_timeout_ms,
 				       &qe);
 		if (r < 0)

@@ -64,7 +64,7 @@ static int fwd_marker(char *buf, size_t len, const char *ifname)
 	return 0;
 }
 
-static int uplink_forwarding_on(const char *ifname, struct nf_error *nerr)
+static int uplink_forwarding_on(const char *ifname, struct avm_error *nerr)
 {
 	char path[96], marker[PATH_MAX];
 	_cleanup_free_ char *cur = NULL;
@@ -139,7 +139,7 @@ void net_init(struct vm_net *n, const char *vm_name)
 int net_pool_open(const char *cidr, struct nf_pool **out, struct avm_error *err)
 {
 	char dir[PATH_MAX];
-	struct nf_error nerr = { 0 };
+	struct avm_error nerr = { 0 };
 	int r;
 
 	if (!cidr || !*cidr)
@@ -293,7 +293,7 @@ static int new_identity(struct vm_net *n, struct avm_error *err)
 }
 
 /* nf errors carry the cause; add the fix a user can act on. */
-static int nf_fail(struct avm_error *err, const struct nf_error *nerr, const char *what)
+static int nf_fail(struct avm_error *err, const struct avm_error *nerr, const char *what)
 {
 	const char *hint = "";
 
@@ -352,7 +352,7 @@ static int start_forwarder(struct vm_net *n, struct avm_error *err)
 	char conf[PATH_MAX], log[PATH_MAX], arg[PATH_MAX + 16];
 	const char *domains[VM_SPEC_MAX_ALLOW];
 	_cleanup_free_ char *text = NULL;
-	struct nf_error nerr = { 0 };
+	struct avm_error nerr = { 0 };
 	struct nf_dns_conf c = { .name = n->vm, .tap = n->tap, .listen = n->lease.host,
 				 .domains = domains, .n_domains = n->n_domains,
 				 .ttl = n->domain_ttl };
@@ -535,7 +535,7 @@ static void stop_forwarder(struct vm_net *n)
  */
 static int setup_nat(struct vm_net *n, const struct vm_spec *spec, struct avm_error *err)
 {
-	struct nf_error nerr = { 0 };
+	struct avm_error nerr = { 0 };
 	struct nf_pool *pool = NULL;
 	struct nf_vm v;
 	char uplink[IFNAMSIZ];
@@ -640,7 +640,7 @@ out:
 
 static int setup_bridge(struct vm_net *n, const struct vm_spec *spec, struct avm_error *err)
 {
-	struct nf_error nerr = { 0 };
+	struct avm_error nerr = { 0 };
 	int r;
 
 	snprintf(n->bridge, sizeof(n->bridge), "%s", spec->bridge);

@@ -44,14 +44,13 @@ int pool_ep_add(int ep, int fd, uint32_t tag)
 void pool_log(const char *fmt, ...)
 {
 	va_list ap;
-	char ts[64];
+	char ts[64], msg[2048];
 
 	snap_time_ny(time(NULL), ts, sizeof(ts));
-	fprintf(stderr, "%s agentvm serve: ", ts);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	avm_log("%s agentvm serve: %s\n", ts, msg);
 }
 
 void pool_count(const struct pool *p, int *starting, int *ready, int *leased)
@@ -289,7 +288,6 @@ int pool_serve(const struct pool_opts *o, struct avm_error *err)
 	p->max = o->max;
 	p->ttl_s = o->ttl_s;
 	p->boot_timeout_s = o->boot_timeout_s;
-	p->remove_vm = o->remove_vm;
 	p->listen_fd = p->sig_fd = p->timer_fd = -1;
 	if ((r = restore_prepare(p->snap, &p->rs, err)) < 0)
 		return r;

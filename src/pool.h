@@ -35,11 +35,6 @@ struct pool_opts {
 	long min, max;    /* 0 <= min <= max, 1 <= max <= POOL_MAX_VMS */
 	long ttl_s;       /* ready VMs older than this are replaced; 0 = never */
 	long boot_timeout_s;
-	/*
-	 * Remove the VM `name` whatever its state (like `agentvm rm --force`). Called in a forked
-	 * child whose stderr is /dev/null; the child exits with its return value.
-	 */
-	int (*remove_vm)(const char *name);
 	/* Network flags replacing the snapshot's for every pool VM (borrowed; NULL = none). */
 	const struct vm_spec *net_override;
 	bool net_mode_given, policy_given;

@@ -52,7 +52,6 @@ struct pool {
 	const char *snap;
 	struct restore rs;
 	long min, max, ttl_s, boot_timeout_s;
-	int (*remove_vm)(const char *name);
 	int ep, listen_fd, sig_fd, timer_fd;
 	int self_pidfd; /* our own pidfd: every pool VM's supervisor inherits it (POOL_VM_FILE) */
 	struct pvm vms[MAX_VMS];

@@ -18,6 +18,7 @@
 #include "agent_conn.h"
 #include "launcher.h"
 #include "pool_internal.h"
+#include "vmctl.h"
 #include "strv.h"
 #include "util.h"
 #include "vmstate.h"
@@ -42,7 +43,7 @@ void pool_vm_destroy(const struct pool *p, const char *name)
 		int nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
 		if (nul >= 0)
 			dup2(nul, 2);
-		_exit(p->remove_vm(name));
+		_exit(vm_remove(name, true, NULL) < 0 ? 1 : 0);
 	}
 }
 

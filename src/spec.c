@@ -302,7 +302,7 @@ static int add_port(char ***v, size_t *n, const char *flag, const char *value,
 		    struct avm_error *err)
 {
 	struct nf_port port;
-	struct nf_error nerr = { 0 };
+	struct avm_error nerr = { 0 };
 
 	if (nf_port_parse(value, &port, &nerr) < 0)
 		return avm_error_set(err, -EINVAL, "%s: %s", flag, nerr.msg);
@@ -673,7 +673,7 @@ int vm_spec_set_dns(struct vm_spec *s, const char *value, struct avm_error *err)
 int vm_spec_add_allow_cidr(struct vm_spec *s, const char *value, struct avm_error *err)
 {
 	struct nf_cidr c;
-	struct nf_error nerr = { 0 };
+	struct avm_error nerr = { 0 };
 	char norm[NF_CIDR_STRLEN];
 
 	if (nf_cidr_parse(value, &c, &nerr) < 0)
@@ -689,7 +689,7 @@ int vm_spec_add_allow_cidr(struct vm_spec *s, const char *value, struct avm_erro
 
 int vm_spec_add_allow_domain(struct vm_spec *s, const char *value, struct avm_error *err)
 {
-	struct nf_error nerr = { 0 };
+	struct avm_error nerr = { 0 };
 	char norm[256];
 
 	if (nf_domain_check(value, norm, sizeof(norm), &nerr) < 0)
@@ -733,7 +733,7 @@ int vm_spec_set_conn_rate(struct vm_spec *s, const char *value, struct avm_error
 
 int vm_spec_set_bandwidth(struct vm_spec *s, const char *value, struct avm_error *err)
 {
-	struct nf_error nerr = { 0 };
+	struct avm_error nerr = { 0 };
 	uint64_t rate, burst;
 
 	if (value && strcmp(value, VM_BANDWIDTH_UNLIMITED) &&

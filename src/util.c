@@ -31,6 +31,13 @@ uint64_t now_us(void)
 	return now_ns() / 1000;
 }
 
+void util_sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
 uint64_t now_ms(void)
 {
 	return now_ns() / 1000000;

@@ -45,6 +45,8 @@ static inline void closep(int *fd)
 
 /* CLOCK_MONOTONIC in milliseconds / microseconds / nanoseconds. */
 uint64_t now_ms(void);
+/* Sleep ms milliseconds (a signal may cut it short). */
+void util_sleep_ms(long ms);
 uint64_t now_us(void);
 uint64_t now_ns(void);
 

@@ -33,13 +33,13 @@
 static struct nf_port ports[2][64];
 static struct nf_cidr opens[16];
 
-static int die(const struct nf_error *e, int r)
+static int die(const struct avm_error *e, int r)
 {
 	fprintf(stderr, "nf_tool: %s (%s)\n", e->msg, strerror(-r));
 	return 1;
 }
 
-static int parse_list(const char *s, struct nf_port *v, size_t *n, struct nf_error *e)
+static int parse_list(const char *s, struct nf_port *v, size_t *n, struct avm_error *e)
 {
 	char buf[1024], *save = NULL, *tok;
 	int r;
@@ -65,7 +65,7 @@ static int parse_list(const char *s, struct nf_port *v, size_t *n, struct nf_err
 	return 0;
 }
 
-static int build_vm(int argc, char **argv, struct nf_vm *vm, struct nf_error *e)
+static int build_vm(int argc, char **argv, struct nf_vm *vm, struct avm_error *e)
 {
 	unsigned m[6];
 	int r;
@@ -121,7 +121,7 @@ static int build_vm(int argc, char **argv, struct nf_vm *vm, struct nf_error *e)
 
 int main(int argc, char **argv)
 {
-	struct nf_error e = { 0 };
+	struct avm_error e = { 0 };
 	struct nf_nft *nft = NULL;
 	const char *cmd = argc > 1 ? argv[1] : "";
 	int r = 0;

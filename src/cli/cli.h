@@ -106,14 +106,15 @@ struct cli_net_override {
 int cli_net_override_flag(struct cli_net_override *o, int c, const char *arg,
 			  struct avm_error *err);
 
+/* A library error as agentvm's exit code: the one table in exit.c (kind, then errno). */
+int cli_exit_of(const struct avm_error *err);
+/* Print err's message ("agentvm: ...") and return cli_exit_of(err). */
+int cli_fail(const struct avm_error *err);
 /* A failed launch (-errno) as agentvm's exit code: 120 host lacks something, 121, 130. */
 int cli_boot_error_exit(int r);
 /* Block SIGINT/SIGTERM/SIGHUP/SIGQUIT and return a signalfd for them (-errno on failure). */
 int cli_block_signals(void);
 
-struct qmp_client;
-/* Connect to a VM's qmp.sock (in its state dir) and negotiate capabilities. */
-int cli_qmp_open(const char *dir, struct qmp_client **out, struct avm_error *err);
 /* The one warning line printed when AUTO fell back to TCG. */
 void cli_warn_tcg(void);
 

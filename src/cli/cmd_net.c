@@ -8,18 +8,11 @@
 
 #include "cli.h"
 #include "net.h"
+#include "net_gc.h"
 #include "statedir.h"
 #include "strv.h"
 #include "util.h"
 #include "vmstate.h"
-
-static bool owner_alive(const char *owner, void *userdata)
-{
-	char dir[PATH_MAX];
-
-	snprintf(dir, sizeof(dir), "%s/%s", statedir_root(), owner);
-	return access(dir, F_OK) == 0 && vmstate_dir_may_be_live(dir);
-}
 
 static void put_counter(struct json_object *c, const char *k, uint64_t v)
 {
@@ -189,76 +182,18 @@ static int net_ls(bool json)
 	return 0;
 }
 
-/* Is `tap` the tap of a VM that may still use it? */
-static bool tap_claimed(const char *tap, char **names, int n)
+static int net_gc_verb(void)
 {
-	for (int i = 0; i < n; i++) {
-		char dir[PATH_MAX];
-		struct vm_net net;
-		snprintf(dir, sizeof(dir), "%s/%s", statedir_root(), names[i]);
-		if (net_load(&net, dir, NULL) == 0 && !strcmp(net.tap, tap))
-			return vmstate_dir_may_be_live(dir);
-	}
-	return false;
-}
-
-static int net_gc(void)
-{
-	struct nf_pool *pool = NULL;
-	struct nf_nft *nft = NULL;
-	struct nf_error nerr = { 0 };
 	struct avm_error err = { 0 };
-	char **names = NULL, **taps = NULL;
-	int n = statedir_list(&names), ntaps, removed = 0, r;
+	struct strv report = { 0 };
+	int r = net_gc(&report, &err);
 
-	/* 1: VMs that are gone but whose network was never torn down (killed supervisors). */
-	for (int i = 0; i < n; i++) {
-		char dir[PATH_MAX];
-		struct vm_net net;
-		snprintf(dir, sizeof(dir), "%s/%s", statedir_root(), names[i]);
-		if (net_load(&net, dir, NULL) < 0 || net.torn_down || vmstate_dir_may_be_live(dir))
-			continue;
-		net_teardown_dir(dir);
-		printf("removed the network of VM %s (tap %s)\n", names[i], net.tap);
-		removed++;
-	}
-	/* 2: rules and taps no VM claims (a VM dir removed by hand, a crash mid-setup). */
-	r = nf_nft_new(&nft, &nerr);
-	ntaps = r < 0 ? r : nf_nft_vm_list(nft, &taps, &nerr);
-	if (ntaps < 0) {
-		cli_error("cannot read the firewall rules: %s", nerr.msg);
-		nf_nft_free(nft);
-		strv_free(names);
-		return nerr.code == -EPERM ? EXIT_HOST_MISSING : EXIT_INTERNAL;
-	}
-	for (int i = 0; i < ntaps; i++) {
-		/*
-		 * Taps are not persistent: one whose link exists is held open by a live process,
-		 * e.g. a VM between net_setup() and writing its net.json. Not an orphan.
-		 */
-		if (tap_claimed(taps[i], names, n) || nf_link_exists(taps[i], NULL) > 0)
-			continue;
-		/* Any never-leased address will do: the element delete is idempotent. */
-		struct nf_vm v = { .tap = taps[i], .guest = { htonl(0xffffffffu) } };
-		if (nf_nft_vm_del(nft, &v, &nerr) == 0)
-			printf("removed the rules of orphaned tap %s\n", taps[i]);
-		removed++;
-	}
-	/* 3: the table itself, and uplink forwarding, once no VM has rules left. */
-	nf_strv_free(taps, (size_t)(ntaps > 0 ? ntaps : 0));
-	nf_nft_free(nft);
-	net_host_gc();
-	/* 4: leases whose owner is gone. */
-	if (net_pool_open(NULL, &pool, &err) == 0) {
-		r = nf_pool_gc(pool, owner_alive, NULL, &nerr);
-		if (r > 0) {
-			printf("released %d lease%s\n", r, r == 1 ? "" : "s");
-			removed += r;
-		}
-		nf_pool_free(pool);
-	}
-	strv_free(names);
-	if (!removed)
+	for (size_t i = 0; i < report.n; i++)
+		puts(report.v[i]);
+	strv_release(&report);
+	if (r < 0)
+		return cli_fail(&err);
+	if (!r)
 		puts("nothing to remove");
 	return 0;
 }
@@ -269,7 +204,7 @@ int cmd_net(int argc, char **argv)
 	    (argc == 2 || (argc == 3 && !strcmp(argv[2], "--json"))))
 		return net_ls(argc == 3);
 	if (argc == 2 && !strcmp(argv[1], "gc"))
-		return net_gc();
+		return net_gc_verb();
 	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "help"))) {
 		puts("usage: agentvm net ls [--json]   taps, addresses, policies and counters\n"
 		     "       agentvm net gc            remove taps, rules and leases of VMs that are gone");

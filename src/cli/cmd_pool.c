@@ -12,13 +12,6 @@
 #include "statedir.h"
 #include "util.h"
 
-/* What a pool worker runs to remove a VM (stderr is /dev/null there). */
-static int rm_force(const char *name)
-{
-	char *av[] = { "rm", "--force", (char *)name, NULL };
-	return cmd_rm(3, av);
-}
-
 int cmd_serve(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -32,8 +25,7 @@ int cmd_serve(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct pool_opts o = { .min = 1, .max = 4, .boot_timeout_s = CLI_DEFAULT_BOOT_TIMEOUT_S,
-			       .remove_vm = rm_force };
+	struct pool_opts o = { .min = 1, .max = 4, .boot_timeout_s = CLI_DEFAULT_BOOT_TIMEOUT_S };
 	struct pool_opts *p = &o;
 	struct cli_net_override no = { .spec = vm_spec_new() };
 	struct avm_error err = { 0 };

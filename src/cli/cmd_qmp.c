@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "vmctl.h"
 #include "qmp.h"
 #include "statedir.h"
 #include "util.h"
@@ -35,7 +36,7 @@ static int connect_qmp(const char *name, struct qmp_client **out, struct avm_err
 	_cleanup_free_ char *dir = NULL;
 	int r = statedir_find(name, &dir, err);
 
-	return r < 0 ? r : cli_qmp_open(dir, out, err);
+	return r < 0 ? r : vm_qmp_open(dir, out, err);
 }
 
 /* One command; prints the reply (or the QMP error) as JSON. 0 ok, 1 QMP error, <0 other. */

@@ -1,52 +1,23 @@
 /* SPDX-License-Identifier: MIT */
-/* Verbs on existing VMs: ls, inspect, pause, resume, stop, kill, rm, wait, logs, gc. */
-#include <dirent.h>
+/* Verbs on existing VMs: ls, inspect, pause, resume, stop, kill, rm, wait, logs, gc (vmctl.h). */
 #include <fcntl.h>
 #include <json-c/json.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "agent_conn.h"
 #include "boot_cache.h"
 #include "cli.h"
-#include "jail.h"
 #include "pool.h"
-#include "net.h"
 #include "strv.h"
-#include "qmp.h"
 #include "statedir.h"
 #include "util.h"
+#include "vmctl.h"
 #include "vmstate.h"
 
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
-
-/* Find the VM and take its lock (released when the process exits or *lock_fd is closed). */
-static int open_vm(const char *name, char **dir, int *lock_fd, struct avm_error *err)
-{
-	int r = statedir_find(name, dir, err);
-
-	if (r < 0 || !lock_fd)
-		return r;
-	*lock_fd = statedir_open(*dir, "lock", O_RDWR | O_CREAT, 0600);
-	if (*lock_fd < 0)
-		errno = -*lock_fd;
-	if (*lock_fd < 0 || flock(*lock_fd, LOCK_EX) < 0)
-		return avm_error_setx(err, -errno, "cannot lock VM '%s'", name);
-	return 0;
-}
 
 static int need_name(int argc, char **argv, const char *usage)
 {
@@ -61,157 +32,31 @@ static int need_name(int argc, char **argv, const char *usage)
 	return -1;
 }
 
-/* Wait until the VM's recorded state leaves the live set (or its owner vanished). */
-static bool wait_not_live(const char *dir, long ms)
-{
-	struct vm_state st;
-
-	for (long waited = 0;; waited += 20) {
-		if (vmstate_read(dir, &st, NULL) < 0)
-			return true;
-		vmstate_effective(dir, &st);
-		if (!vmstate_is_live(st.state))
-			return true;
-		if (waited >= ms)
-			return false;
-		sleep_ms(20);
-	}
-}
-
-int cli_qmp_open(const char *dir, struct qmp_client **out, struct avm_error *err)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct qmp_error qe = { 0 };
-	int fd, r;
-
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/qmp.sock", dir);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		r = -errno;
-		if (fd >= 0)
-			close(fd);
-		return avm_error_setx(err, r, "cannot connect to %s (is the VM running?)",
-				      sa.sun_path);
-	}
-	*out = qmp_client_new(fd);
-	if (!*out) {
-		close(fd);
-		return avm_error_set(err, -ENOMEM, "out of memory");
-	}
-	r = qmp_client_handshake(*out, 5000, &qe);
-	if (r < 0) {
-		qmp_client_free(*out);
-		*out = NULL;
-		return avm_error_set(err, r, "QMP handshake failed: %s", qe.desc);
-	}
-	return 0;
-}
-
-static int qmp_simple(const char *verb, const char *cmd, int argc, char **argv)
+static int pause_verb(const char *verb, bool pause, int argc, char **argv)
 {
 	char usage[64];
-	_cleanup_free_ char *dir = NULL;
-	_cleanup_close_ int lock = -1;
 	struct avm_error err = { 0 };
-	struct qmp_error qe = { 0 };
-	struct qmp_client *q = NULL;
-	struct vm_state st;
 	int r;
 
 	snprintf(usage, sizeof(usage), "agentvm %s NAME", verb);
 	if ((r = need_name(argc, argv, usage)) >= 0)
 		return r;
-	if (open_vm(argv[1], &dir, &lock, &err) < 0 || vmstate_read(dir, &st, &err) < 0) {
-		cli_error("%s", err.msg);
-		return EXIT_USAGE;
-	}
-	vmstate_effective(dir, &st);
-	if (strcmp(st.state, "running") != 0 && strcmp(st.state, "paused") != 0) {
-		cli_error("VM '%s' is %s; only a running or paused VM can be %sd", argv[1], st.state,
-			  verb);
-		return 1;
-	}
-	r = cli_qmp_open(dir, &q, &err);
-	if (r == 0)
-		r = qmp_client_execute(q, cmd, NULL, NULL, 0, NULL, 5000, &qe);
-	qmp_client_free(q);
-	if (r < 0) {
-		cli_error("%s %s: %s", verb, argv[1], err.msg[0] ? err.msg : qe.desc);
-		return EXIT_VM_LOST;
-	}
-	/* The supervisor records the state from the STOP/RESUME event; wait for it, briefly. */
-	const char *want = !strcmp(cmd, "stop") ? "paused" : "running";
-	for (int i = 0; i < 100; i++) {
-		if (vmstate_read(dir, &st, NULL) == 0 && !strcmp(st.state, want))
-			break;
-		sleep_ms(10);
-	}
-	return 0;
+	return vm_pause(argv[1], pause, &err) < 0 ? cli_fail(&err) : 0;
 }
 
 int cmd_pause(int argc, char **argv)
 {
-	return qmp_simple("pause", "stop", argc, argv);
+	return pause_verb("pause", true, argc, argv);
 }
 
 int cmd_resume(int argc, char **argv)
 {
-	return qmp_simple("resume", "cont", argc, argv);
-}
-
-/* Send POWEROFF through the supervisor's agent socket. */
-static int agent_poweroff(const char *dir)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct agent_conn c;
-	int fd, r;
-
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/agent.sock", dir);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		r = -errno;
-		close(fd);
-		return r;
-	}
-	agent_conn_init(&c, fd);
-	r = agent_conn_send(&c, AVM_MSG_POWEROFF, 1, NULL, 0);
-	for (int i = 0; r == 0 && agent_conn_pending(&c) && i < 100; i++) {
-		sleep_ms(5);
-		r = agent_conn_flush(&c);
-	}
-	agent_conn_release(&c);
-	close(fd);
-	return r;
-}
-
-static void kill_qemu(const char *dir, const struct vm_state *st)
-{
-	proc_kill(st->qemu_pid, st->qemu_start, SIGKILL);
-}
-
-/* The supervisor is gone but QEMU was killed: nobody else will write down what happened. */
-static void record_if_orphaned(const char *dir, const char *reason)
-{
-	struct vm_state st;
-
-	if (vmstate_read(dir, &st, NULL) < 0 || !vmstate_is_live(st.state))
-		return;
-	if (proc_is(st.supervisor_pid, st.supervisor_start))
-		return;
-	snprintf(st.state, sizeof(st.state), "stopped");
-	snprintf(st.exit_reason, sizeof(st.exit_reason), "%s", reason);
-	st.stopped_ms = realtime_ms();
-	vmstate_write(dir, &st);
+	return pause_verb("resume", false, argc, argv);
 }
 
 int cmd_stop(int argc, char **argv)
 {
-	_cleanup_free_ char *dir = NULL;
-	_cleanup_close_ int lock = -1;
 	struct avm_error err = { 0 };
-	struct vm_state st;
 	long grace_ms = 10000;
 	int r;
 
@@ -228,94 +73,21 @@ int cmd_stop(int argc, char **argv)
 			  argv[2]);
 		return EXIT_USAGE;
 	}
-	if (open_vm(argv[1], &dir, &lock, &err) < 0 || vmstate_read(dir, &st, &err) < 0) {
-		cli_error("%s", err.msg);
-		return EXIT_USAGE;
-	}
-	vmstate_effective(dir, &st);
-	if (!vmstate_is_live(st.state))
-		return 0; /* already stopped: stop is idempotent */
-	/* 1: ask the guest agent (clean: syncs, then the VM exits). A paused guest cannot answer. */
-	if (strcmp(st.state, "paused") != 0 && agent_poweroff(dir) == 0 &&
-	    wait_not_live(dir, grace_ms / 2))
-		return 0;
-	/* 2: ACPI power button (a no-op for guests without ACPI, like ours; kept for others). */
-	struct qmp_client *q = NULL;
-	if (cli_qmp_open(dir, &q, NULL) == 0) {
-		qmp_client_execute(q, "system_powerdown", NULL, NULL, 0, NULL, 2000, NULL);
-		qmp_client_free(q);
-		if (wait_not_live(dir, grace_ms / 2))
-			return 0;
-	}
-	/* 3: kill. */
-	kill_qemu(dir, &st);
-	if (!wait_not_live(dir, 5000))
-		record_if_orphaned(dir, "killed");
-	return 0;
+	return vm_stop(argv[1], grace_ms, &err) < 0 ? cli_fail(&err) : 0;
 }
 
 int cmd_kill(int argc, char **argv)
 {
-	_cleanup_free_ char *dir = NULL;
-	_cleanup_close_ int lock = -1;
 	struct avm_error err = { 0 };
-	struct vm_state st;
 	int r;
 
 	if ((r = need_name(argc, argv, "agentvm kill NAME")) >= 0)
 		return r;
-	if (open_vm(argv[1], &dir, &lock, &err) < 0 || vmstate_read(dir, &st, &err) < 0) {
-		cli_error("%s", err.msg);
-		return EXIT_USAGE;
-	}
-	kill_qemu(dir, &st);
-	if (!wait_not_live(dir, 5000))
-		record_if_orphaned(dir, "killed");
-	return 0;
-}
-
-/* Remove a VM whose processes are gone (or, forced, make them gone first). */
-static int remove_vm(const char *name, const char *dir, bool force)
-{
-	struct vm_state st;
-
-	if (vmstate_read(dir, &st, NULL) == 0) {
-		vmstate_effective(dir, &st);
-		if (vmstate_is_live(st.state) && !force) {
-			cli_error("VM '%s' is %s; stop it first ('agentvm stop %s') or use rm --force",
-				  name, st.state, name);
-			return 1;
-		}
-		kill_qemu(dir, &st);
-		/*
-		 * A live supervisor writes the exit down, then tears the network down and exits: let
-		 * it. Killed half-way (as soon as the state said stopped), it left this process to redo
-		 * that teardown from a cold start and to wait out its own dying closes in 20 ms polls
-		 * (~60-90 ms of every rm of a nat-filtered VM, bench/net.sh). A stuck one is killed.
-		 */
-		proc_wait_gone(st.supervisor_pid, st.supervisor_start, 5000);
-		wait_not_live(dir, 5000);
-		proc_kill(st.supervisor_pid, st.supervisor_start, SIGKILL);
-		/* Give the supervisor a moment to finish removing its sockets. */
-		for (int i = 0; i < 250 && (proc_is(st.supervisor_pid, st.supervisor_start) ||
-					    proc_is(st.qemu_pid, st.qemu_start));
-		     i++)
-			sleep_ms(20);
-	}
-	/* A killed supervisor never tore down its VM's tap, rules and lease. */
-	net_teardown_dir(dir);
-	jail_release_dir(dir); /* and its cgroups */
-	if (statedir_remove(dir) < 0) {
-		cli_error("cannot remove %s: %s", dir, strerror(errno));
-		return EXIT_INTERNAL;
-	}
-	return 0;
+	return vm_kill(argv[1], &err) < 0 ? cli_fail(&err) : 0;
 }
 
 int cmd_rm(int argc, char **argv)
 {
-	_cleanup_free_ char *dir = NULL;
-	_cleanup_close_ int lock = -1;
 	struct avm_error err = { 0 };
 	bool force = false;
 	int i = 1;
@@ -328,40 +100,20 @@ int cmd_rm(int argc, char **argv)
 		cli_error("usage: agentvm rm [--force] NAME");
 		return EXIT_USAGE;
 	}
-	if (open_vm(argv[i], &dir, &lock, &err) < 0) {
-		cli_error("%s", err.msg);
-		return EXIT_USAGE;
-	}
-	return remove_vm(argv[i], dir, force);
+	return vm_remove(argv[i], force, &err) < 0 ? cli_fail(&err) : 0;
 }
 
 int cmd_gc(int argc, char **argv)
 {
-	const char *root = statedir_root();
-	DIR *d = opendir(root);
-	struct dirent *e;
-	int removed = 0;
+	struct avm_error err = { 0 };
+	unsigned removed = 0, tpl = 0;
 
-	if (!d)
-		return 0;
-	while ((e = readdir(d))) {
-		char dir[PATH_MAX];
-		if (e->d_name[0] == '.' || statedir_validate_name(e->d_name, NULL) < 0)
-			continue;
-		snprintf(dir, sizeof(dir), "%s/%s", root, e->d_name);
-		if (vmstate_dir_may_be_live(dir))
-			continue;
-		if (remove_vm(e->d_name, dir, true) == 0)
-			removed++;
-	}
-	closedir(d);
+	vm_gc(&removed, NULL);
 	/* A serve killed with -9 left its socket: nothing answers on it. */
 	if (pool_sock_remove_stale() > 0)
-		printf("removed a stale %s/%s\n", root, POOL_SOCK);
-	printf("removed %d VM%s\n", removed, removed == 1 ? "" : "s");
+		printf("removed a stale %s/%s\n", statedir_root(), POOL_SOCK);
+	printf("removed %u VM%s\n", removed, removed == 1 ? "" : "s");
 	/* Boot templates unused for long, over the size bound, or left by a killed build. */
-	unsigned tpl = 0;
-	struct avm_error err = { 0 };
 	if (boot_cache_gc(&tpl, &err) < 0)
 		cli_warn("boot templates: %s", err.msg);
 	else if (tpl)
@@ -428,7 +180,7 @@ int cmd_inspect(int argc, char **argv)
 
 	if ((r = need_name(argc, argv, "agentvm inspect NAME")) >= 0)
 		return r;
-	if (open_vm(argv[1], &dir, NULL, &err) < 0) {
+	if (vm_open(argv[1], &dir, NULL, &err) < 0) {
 		cli_error("%s", err.msg);
 		return EXIT_USAGE;
 	}
@@ -519,7 +271,7 @@ int cmd_wait(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (open_vm(argv[1], &dir, NULL, &err) < 0) {
+	if (vm_open(argv[1], &dir, NULL, &err) < 0) {
 		cli_error("%s", err.msg);
 		return EXIT_USAGE;
 	}
@@ -545,7 +297,7 @@ int cmd_wait(int argc, char **argv)
 				  st.state);
 			return EXIT_TIMEOUT;
 		}
-		sleep_ms(20);
+		util_sleep_ms(20);
 	}
 }
 
@@ -559,7 +311,7 @@ int cmd_logs(int argc, char **argv)
 
 	if ((r = need_name(argc, argv, "agentvm logs NAME [--follow]")) >= 0)
 		return r;
-	if (open_vm(argv[1], &dir, NULL, &err) < 0) {
+	if (vm_open(argv[1], &dir, NULL, &err) < 0) {
 		cli_error("%s", err.msg);
 		return EXIT_USAGE;
 	}
@@ -591,6 +343,6 @@ int cmd_logs(int argc, char **argv)
 				write_all(STDOUT_FILENO, buf, (size_t)n);
 			return 0;
 		}
-		sleep_ms(100);
+		util_sleep_ms(100);
 	}
 }

@@ -99,8 +99,15 @@ static int finish_stdout(int code)
 	return code ? code : 1;
 }
 
+/* The library's warnings, progress and daemon log, as they come: the CLI's stderr. */
+static void cli_log(void *userdata, const char *text)
+{
+	fputs(text, stderr);
+}
+
 int main(int argc, char **argv)
 {
+	avm_log_set(cli_log, NULL);
 	/* A peer that went away is an error to handle where it happens (EPIPE), not a silent death:
 	 * `pool acquire` against a full serve died of SIGPIPE with no word. */
 	signal(SIGPIPE, SIG_IGN);

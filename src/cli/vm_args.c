@@ -319,16 +319,6 @@ int cli_net_override_flag(struct cli_net_override *o, int c, const char *arg,
 	return 1;
 }
 
-int cli_boot_error_exit(int r)
-{
-	if (r == -EINTR)
-		return EXIT_INTERRUPTED;
-	/* What the host lacks: a file, a right, a device (KVM, a bridge), nf_tables. */
-	if (r == -ENOENT || r == -EACCES || r == -EPERM || r == -ENODEV || r == -EPROTONOSUPPORT)
-		return EXIT_HOST_MISSING;
-	return EXIT_BOOT_FAILED;
-}
-
 int cli_block_signals(void)
 {
 	sigset_t set;

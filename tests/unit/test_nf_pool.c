@@ -47,7 +47,7 @@ static const char *ip(struct in_addr a)
 
 static struct nf_pool *pool_new(const char *cidr)
 {
-	struct nf_error e = { 0 };
+	struct avm_error e = { 0 };
 	struct nf_pool *p = NULL;
 
 	assert_int_equal(nf_pool_new(cidr, dir, &p, &e), 0);
@@ -58,7 +58,7 @@ static struct nf_pool *pool_new(const char *cidr)
 static void test_default_pool_arithmetic(void **state)
 {
 	struct nf_pool *p = pool_new(NULL);
-	struct nf_error e = { 0 };
+	struct avm_error e = { 0 };
 	struct nf_lease l;
 
 	assert_int_equal(nf_pool_size(p), 16384);
@@ -80,7 +80,7 @@ static void test_default_pool_arithmetic(void **state)
 static void test_alloc_distinct_and_owner(void **state)
 {
 	struct nf_pool *p = pool_new("10.213.0.0/22"); /* 256 /30s */
-	struct nf_error e = { 0 };
+	struct avm_error e = { 0 };
 	static uint8_t seen[256];
 	struct nf_lease l, *v;
 	char owner[32];
@@ -111,7 +111,7 @@ static void test_alloc_concurrent_processes(void **state)
 {
 	enum { PROCS = 8, EACH = 16 };
 	struct nf_pool *p = pool_new("10.213.0.0/24"); /* 64 /30s, 128 requests: half fail */
-	struct nf_error e = { 0 };
+	struct avm_error e = { 0 };
 	struct nf_lease *v;
 	pid_t pids[PROCS];
 	int n, st;
@@ -149,7 +149,7 @@ static void test_alloc_concurrent_processes(void **state)
 static void test_exhaustion_release_reuse(void **state)
 {
 	struct nf_pool *p = pool_new("192.168.77.16/28"); /* 4 /30s */
-	struct nf_error e = { 0 };
+	struct avm_error e = { 0 };
 	struct nf_lease l;
 
 	assert_int_equal(nf_pool_size(p), 4);
@@ -176,7 +176,7 @@ static bool alive_even(const char *owner, void *ud)
 static void test_gc(void **state)
 {
 	struct nf_pool *p = pool_new("10.213.0.0/26");
-	struct nf_error e = { 0 };
+	struct avm_error e = { 0 };
 	struct nf_lease l, *v;
 	char owner[16], path[128];
 	int calls = 0, n;
@@ -210,7 +210,7 @@ static void test_gc(void **state)
 static void test_foreign_files_ignored(void **state)
 {
 	struct nf_pool *p = pool_new("10.213.0.0/29");
-	struct nf_error e = { 0 };
+	struct avm_error e = { 0 };
 	struct nf_lease l, *v;
 	char path[128];
 	FILE *f;
@@ -238,7 +238,7 @@ static void test_bad_pool_strings(void **state)
 			      "10.213.0.0/7", "10.213.0.1/16", "10.213.0.0/16x", "10.213.0/16",
 			      "300.1.1.1/16", "10.213.0.0/-4", "10.213.0.0/+16", "::1/64",
 			      "10.213.0.0/99999999999999999999" };
-	struct nf_error e = { 0 };
+	struct avm_error e = { 0 };
 	struct nf_pool *p;
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -261,7 +261,7 @@ static void test_bad_pool_strings(void **state)
 static void test_bad_owner(void **state)
 {
 	struct nf_pool *p = pool_new(NULL);
-	struct nf_error e = { 0 };
+	struct avm_error e = { 0 };
 	struct nf_lease l;
 	char longname[80];
 

@@ -39,7 +39,7 @@ static struct nf_vm make_vm(void)
 
 static char *gen_add(const struct nf_vm *vm)
 {
-	struct nf_error e = { 0 };
+	struct avm_error e = { 0 };
 	char *t = NULL;
 
 	assert_int_equal(nf_rules_vm_add(vm, &t, &e), 0);
@@ -82,7 +82,7 @@ static void test_default_allow(void **state)
 
 static void test_base_only_touches_avm(void **state)
 {
-	struct nf_error e = { 0 };
+	struct avm_error e = { 0 };
 	char *t = NULL;
 
 	assert_int_equal(nf_rules_base(&t, &e), 0);
@@ -246,7 +246,7 @@ static void test_open_ranges(void **state)
 {
 	struct nf_vm vm = make_vm();
 	struct nf_cidr open[2];
-	struct nf_error e = { 0 };
+	struct avm_error e = { 0 };
 	char *t;
 
 	assert_int_equal(nf_cidr_parse("10.1.0.0/16", &open[0], &e), 0);
@@ -268,7 +268,7 @@ static void test_open_ranges(void **state)
 
 static void test_cidr_parse(void **state)
 {
-	struct nf_error e = { 0 };
+	struct avm_error e = { 0 };
 	struct nf_cidr c;
 	char buf[NF_CIDR_STRLEN];
 	const char *bad[] = { "",	     "10.0.0.0/33",	"10.0.0.1/8",	  "10.0.0.0/",
@@ -405,7 +405,7 @@ static void test_dns_config(void **state)
 	const char *doms[] = { "good.test", "*.sub.test", "API.Example.com." };
 	struct nf_dns_conf c = { .name = "vm1", .tap = "avm-ab12", .domains = doms, .n_domains = 3,
 				 .ttl = 30 };
-	struct nf_error e = { 0 };
+	struct avm_error e = { 0 };
 	char *t = NULL, d[256];
 
 	inet_pton(AF_INET, "10.213.0.5", &c.listen);
@@ -485,7 +485,7 @@ static void test_rate_parse(void **state)
 static void test_vm_del(void **state)
 {
 	struct nf_vm vm = { .tap = "avm-ab12" };
-	struct nf_error e = { 0 };
+	struct avm_error e = { 0 };
 	char *t = NULL;
 
 	inet_pton(AF_INET, "10.213.0.6", &vm.guest);
@@ -524,7 +524,7 @@ static void test_vm_del(void **state)
 
 static void test_validation(void **state)
 {
-	struct nf_error e = { 0 };
+	struct avm_error e = { 0 };
 	struct nf_vm vm;
 	char *t = (char *)1;
 	const char *bad_taps[] = { "eth0", "avm-", "avm-123456789012", "avm-a b", "avm-a\"b",
@@ -562,7 +562,7 @@ static void test_validation(void **state)
 
 static void test_port_parse(void **state)
 {
-	struct nf_error e = { 0 };
+	struct avm_error e = { 0 };
 	struct nf_port p;
 	const char *bad[] = { "", "tcp", "tcp:", "tcp:0", "tcp:65536", "tcp:-1", "tcp:+5", "tcp:80x",
 			      "sctp:80", "TCP:80", "tcp: 80", "udp:99999999999999999999" };
@@ -595,7 +595,7 @@ static void test_applies_in_private_netns(void **state)
 		struct nf_vm vm = make_vm(), vm2 = make_vm();
 		struct nf_cidr open[2];
 		struct nf_counters c;
-		struct nf_error e = { 0 };
+		struct avm_error e = { 0 };
 		struct nf_nft *nft;
 		char **v;
 		int n;

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+/* The one table from a library error (its kind, then its errno) to agentvm's exit code. */
+#include <errno.h>
+
+#include "cli.h"
+
+#define ANY_KIND (-1)
+
+static const struct {
+	int kind;  /* enum avm_error_kind, or ANY_KIND */
+	int code;  /* -errno, or 0 for any */
+	int exit;
+} exit_table[] = {
+	/* First match wins. An interrupt is one whatever else went on. */
+	{ ANY_KIND, -EINTR, EXIT_INTERRUPTED },
+	{ AVM_ERR_INTERRUPTED, 0, EXIT_INTERRUPTED },
+	{ AVM_ERR_USAGE, 0, EXIT_USAGE },
+	{ AVM_ERR_STATE, 0, 1 },
+	{ AVM_ERR_HOST, 0, EXIT_HOST_MISSING },
+	/* A launch that failed for what the host lacks: a file, a right, a device (KVM, a
+	   bridge), nf_tables. */
+	{ AVM_ERR_BOOT, -ENOENT, EXIT_HOST_MISSING },
+	{ AVM_ERR_BOOT, -EACCES, EXIT_HOST_MISSING },
+	{ AVM_ERR_BOOT, -EPERM, EXIT_HOST_MISSING },
+	{ AVM_ERR_BOOT, -ENODEV, EXIT_HOST_MISSING },
+	{ AVM_ERR_BOOT, -EPROTONOSUPPORT, EXIT_HOST_MISSING },
+	{ AVM_ERR_BOOT, 0, EXIT_BOOT_FAILED },
+	{ AVM_ERR_VM_LOST, 0, EXIT_VM_LOST },
+	{ AVM_ERR_INTERNAL, 0, EXIT_INTERNAL },
+	/* No kind: the errno says it. */
+	{ AVM_ERR_ERRNO, -EINVAL, EXIT_USAGE },
+	{ AVM_ERR_ERRNO, -EEXIST, EXIT_USAGE },
+	{ AVM_ERR_ERRNO, -EPERM, EXIT_HOST_MISSING },
+	{ AVM_ERR_ERRNO, -EACCES, EXIT_HOST_MISSING },
+	{ AVM_ERR_ERRNO, 0, EXIT_INTERNAL },
+};
+
+int cli_exit_of(const struct avm_error *err)
+{
+	for (size_t i = 0; i < sizeof(exit_table) / sizeof(exit_table[0]); i++)
+		if ((exit_table[i].kind == ANY_KIND || exit_table[i].kind == (int)err->kind) &&
+		    (!exit_table[i].code || exit_table[i].code == err->code))
+			return exit_table[i].exit;
+	return EXIT_INTERNAL;
+}
+
+int cli_boot_error_exit(int r)
+{
+	struct avm_error e = { .code = r, .kind = AVM_ERR_BOOT };
+
+	return cli_exit_of(&e);
+}
+
+int cli_fail(const struct avm_error *err)
+{
+	cli_error("%s", err->msg);
+	return cli_exit_of(err);
+}
