@@ -52,12 +52,6 @@ struct vm_args {
 int cli_parse_vm_args(int argc, char **argv, struct vm_args *a, bool need_command,
 		      struct avm_error *err);
 /*
- * Resolve the accelerator (printing the one TCG warning when AUTO falls back) and the QEMU,
- * kernel and initrd paths, checking each is there (caller frees the strings).
- */
-int cli_prepare_host(struct vm_spec *spec, enum vm_accel *accel, char **qemu, char **kernel,
-		     char **initrd, struct avm_error *err);
-/*
  * The network flags of restore and serve, which replace a snapshot's network: option-table
  * entries (short codes 'N', 'A', 'H', 'D', 'S') and applying one of them to `spec`.
  */
@@ -110,13 +104,9 @@ int cli_net_override_flag(struct cli_net_override *o, int c, const char *arg,
 int cli_exit_of(const struct avm_error *err);
 /* Print err's message ("agentvm: ...") and return cli_exit_of(err). */
 int cli_fail(const struct avm_error *err);
-/* A failed launch (-errno) as agentvm's exit code: 120 host lacks something, 121, 130. */
-int cli_boot_error_exit(int r);
 /* Block SIGINT/SIGTERM/SIGHUP/SIGQUIT and return a signalfd for them (-errno on failure). */
 int cli_block_signals(void);
 
-/* The one warning line printed when AUTO fell back to TCG. */
-void cli_warn_tcg(void);
 
 struct vm_exec_result;
 /* CMD's result -> agentvm's exit code (printing a line for timeouts and start failures). */

@@ -8,14 +8,13 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#include "boot_cache.h"
 #include "cli.h"
 #include "files.h"
 #include "statedir.h"
-#include "host.h"
 #include "spec.h"
 #include "util.h"
 #include "vm.h"
+#include "vm_start.h"
 
 
 static void run_usage(FILE *f)
@@ -73,33 +72,12 @@ static void run_usage(FILE *f)
 		CLI_DEFAULT_BOOT_TIMEOUT_S);
 }
 
-struct run_start {
-	struct vm *vm;
-	int sig_fd;
-};
-
-/* boot_cache_start()'s way of starting run's VM: launch, then wait for the guest. */
-static int run_start(const struct vm_launch_opts *o, int timeout_ms, void *ctx,
-		     struct avm_error *err)
-{
-	struct run_start *rs = ctx;
-	int r = vm_launch(o, &rs->vm, err);
-
-	if (r == 0 && (r = vm_wait_ready(rs->vm, timeout_ms, rs->sig_fd, err)) < 0) {
-		vm_destroy(rs->vm);
-		rs->vm = NULL;
-	}
-	return r;
-}
-
 int cmd_run(int argc, char **argv)
 {
 	struct avm_error err = { 0 };
 	struct vm_args a = { .spec = vm_spec_new() };
-	_cleanup_free_ char *qemu = NULL, *kernel = NULL, *initrd = NULL;
 	_cleanup_close_ int sig_fd = -1;
 	struct vm *vm = NULL;
-	enum vm_accel accel;
 	int r, code;
 	/* AGENTVM_TRACE=1: one line of phase timings on stderr, for benchmarks and debugging. */
 	bool trace = getenv("AGENTVM_TRACE") && *getenv("AGENTVM_TRACE") == '1';
@@ -129,37 +107,15 @@ int cmd_run(int argc, char **argv)
 		vm_spec_free(a.spec);
 		return EXIT_USAGE;
 	}
-	r = cli_prepare_host(a.spec, &accel, &qemu, &kernel, &initrd, &err);
-	if (r < 0) {
-		cli_error("%s", err.msg);
-		vm_spec_free(a.spec);
-		return EXIT_HOST_MISSING;
-	}
 	sig_fd = cli_block_signals();
 	if (sig_fd < 0) {
 		cli_error("cannot set up signal handling: %s", strerror(-sig_fd));
 		vm_spec_free(a.spec);
 		return EXIT_INTERNAL;
 	}
-
-	struct vm_launch_opts lo = {
-		.spec = a.spec,
-		.kernel = kernel,
-		.initrd = initrd,
-		.qemu = qemu,
-		.accel = accel,
-		.keep_state = a.keep_state,
-	};
-	struct run_start rs = { .sig_fd = sig_fd };
-	struct boot_cache_opts bo = { .cold = a.cold, .boot_timeout_ms = (int)a.boot_timeout_s * 1000,
-				      .sig_fd = sig_fd, .warn = cli_warn };
-	r = boot_cache_start(&lo, &bo, run_start, &rs, &err);
-	vm = rs.vm;
-	if (r < 0) {
-		cli_error("%s", err.msg);
-		vm_destroy(vm);
+	if (vm_boot(a.spec, a.boot_timeout_s, a.cold, a.keep_state, sig_fd, &vm, &err) < 0) {
 		vm_spec_free(a.spec);
-		return cli_boot_error_exit(r);
+		return cli_fail(&err);
 	}
 	vm_monitor_start(vm, a.spec->cpus, a.spec->memory_mib);
 

@@ -6,34 +6,16 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "boot_cache.h"
 #include "cli.h"
-#include "host.h"
 #include "statedir.h"
-#include "supervisor.h"
 #include "util.h"
 #include "vm.h"
-
-struct start_ctx {
-	pid_t sup;
-};
-
-/* boot_cache_start()'s way of starting a detached VM: its supervisor, until READY. */
-static int start_supervised(const struct vm_launch_opts *o, int timeout_ms, void *ctx,
-			    struct avm_error *err)
-{
-	struct start_ctx *sc = ctx;
-
-	return supervisor_start(o, timeout_ms, &sc->sup, err);
-}
+#include "vm_start.h"
 
 int cmd_start(int argc, char **argv)
 {
 	struct avm_error err = { 0 };
 	struct vm_args a = { .spec = vm_spec_new() };
-	_cleanup_free_ char *qemu = NULL, *kernel = NULL, *initrd = NULL;
-	char namebuf[32];
-	enum vm_accel accel;
 	int r;
 
 	if (!a.spec)
@@ -59,36 +41,9 @@ int cmd_start(int argc, char **argv)
 		vm_spec_free(a.spec);
 		return EXIT_USAGE;
 	}
-	if (!a.spec->name) {
-		statedir_random_name(namebuf, sizeof(namebuf));
-		a.spec->name = strdup(namebuf);
-	}
-	r = statedir_validate_name(a.spec->name, &err);
-	if (r == 0)
-		r = statedir_check_paths(a.spec->name, &err);
-	if (r < 0) {
-		cli_error("%s", err.msg);
+	if (vm_start_detached(a.spec, a.boot_timeout_s, a.cold, &err) < 0) {
 		vm_spec_free(a.spec);
-		return EXIT_USAGE;
-	}
-	r = cli_prepare_host(a.spec, &accel, &qemu, &kernel, &initrd, &err);
-	if (r < 0) {
-		cli_error("%s", err.msg);
-		vm_spec_free(a.spec);
-		return EXIT_HOST_MISSING;
-	}
-	struct vm_launch_opts lo = {
-		.spec = a.spec, .kernel = kernel, .initrd = initrd, .qemu = qemu, .accel = accel,
-		.detached = true,
-	};
-	struct start_ctx sc = { 0 };
-	struct boot_cache_opts bo = { .cold = a.cold, .boot_timeout_ms = (int)a.boot_timeout_s * 1000,
-				      .sig_fd = -1, .warn = cli_warn };
-	r = boot_cache_start(&lo, &bo, start_supervised, &sc, &err);
-	if (r < 0) {
-		cli_error("%s", err.msg);
-		vm_spec_free(a.spec);
-		return r == -EEXIST ? EXIT_USAGE : cli_boot_error_exit(r);
+		return cli_fail(&err);
 	}
 	printf("%s\n", a.spec->name);
 	vm_spec_free(a.spec);

@@ -17,13 +17,6 @@ static const struct {
 	{ AVM_ERR_USAGE, 0, EXIT_USAGE },
 	{ AVM_ERR_STATE, 0, 1 },
 	{ AVM_ERR_HOST, 0, EXIT_HOST_MISSING },
-	/* A launch that failed for what the host lacks: a file, a right, a device (KVM, a
-	   bridge), nf_tables. */
-	{ AVM_ERR_BOOT, -ENOENT, EXIT_HOST_MISSING },
-	{ AVM_ERR_BOOT, -EACCES, EXIT_HOST_MISSING },
-	{ AVM_ERR_BOOT, -EPERM, EXIT_HOST_MISSING },
-	{ AVM_ERR_BOOT, -ENODEV, EXIT_HOST_MISSING },
-	{ AVM_ERR_BOOT, -EPROTONOSUPPORT, EXIT_HOST_MISSING },
 	{ AVM_ERR_BOOT, 0, EXIT_BOOT_FAILED },
 	{ AVM_ERR_VM_LOST, 0, EXIT_VM_LOST },
 	{ AVM_ERR_INTERNAL, 0, EXIT_INTERNAL },
@@ -42,13 +35,6 @@ int cli_exit_of(const struct avm_error *err)
 		    (!exit_table[i].code || exit_table[i].code == err->code))
 			return exit_table[i].exit;
 	return EXIT_INTERNAL;
-}
-
-int cli_boot_error_exit(int r)
-{
-	struct avm_error e = { .code = r, .kind = AVM_ERR_BOOT };
-
-	return cli_exit_of(&e);
 }
 
 int cli_fail(const struct avm_error *err)

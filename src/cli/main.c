@@ -33,13 +33,6 @@ void cli_warn(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-void cli_warn_tcg(void)
-{
-	cli_warn("%s, using TCG software emulation (much slower); pass --accel tcg to silence "
-		 "this",
-		 host_kvm_problem() ? host_kvm_problem() : "KVM is not usable");
-}
-
 static void usage(FILE *f)
 {
 	fputs("usage: agentvm VERB [OPTIONS] ...\n"

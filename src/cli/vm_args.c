@@ -231,36 +231,6 @@ int cli_parse_vm_args(int argc, char **argv, struct vm_args *a, bool need_comman
 }
 
 /* Every input file must exist before QEMU is asked to use it: a clear error beats QEMU's. */
-int cli_prepare_host(struct vm_spec *spec, enum vm_accel *accel, char **qemu, char **kernel,
-		     char **initrd, struct avm_error *err)
-{
-	bool fell_back;
-	int r = host_resolve_accel(spec->accel, accel, &fell_back, err);
-
-	if (r < 0)
-		return r;
-	if (fell_back)
-		cli_warn_tcg();
-	r = host_find_qemu(qemu, err);
-
-	if (r < 0)
-		return r;
-	r = host_guest_images(spec->kernel, spec->initrd, kernel, initrd, err);
-	if (r < 0)
-		return r;
-	if (access(*kernel, R_OK) < 0)
-		return avm_error_setx(err, -errno,
-				      "guest kernel %s is not readable (build it with 'make images' "
-				      "or pass --kernel PATH)",
-				      *kernel);
-	if (access(*initrd, R_OK) < 0)
-		return avm_error_setx(err, -errno,
-				      "guest initramfs %s is not readable (build it with 'make "
-				      "images' or pass --initrd PATH)",
-				      *initrd);
-	return 0;
-}
-
 int cli_egress_flag(struct vm_spec *spec, int c, const char *arg, struct avm_error *err)
 {
 	int r;
