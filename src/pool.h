@@ -60,5 +60,13 @@ int pool_sock_remove_stale(void);
  * without its '\n', into out (len bytes). 0, or -errno with err filled (-ECONNREFUSED: no pool).
  */
 int pool_request(const char *req, char *out, size_t len, struct avm_error *err);
+/*
+ * The requests: acquire a ready VM (waiting up to timeout_s) into name; release (remove) an
+ * acquired one; the status JSON into out. A refusal from the pool ("ERR ...") is kind STATE,
+ * -ETIMEDOUT when acquire timed out.
+ */
+int pool_acquire(long timeout_s, char *name, size_t len, struct avm_error *err);
+int pool_release(const char *name, struct avm_error *err);
+int pool_status(char *out, size_t len, struct avm_error *err);
 
 #endif

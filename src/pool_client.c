@@ -65,3 +65,49 @@ int pool_sock_remove_stale(void)
 		return 0;
 	return unlink(sa.sun_path) < 0 ? -errno : 1;
 }
+
+/* A request and its reply; "ERR ..." as an error (kind STATE; "ERR TIMEOUT ...": -ETIMEDOUT). */
+static int pool_call(const char *req, char *out, size_t len, struct avm_error *err)
+{
+	int r = pool_request(req, out, len, err);
+
+	if (r < 0)
+		return avm_error_kind(err, AVM_ERR_STATE, r);
+	if (!strncmp(out, "ERR ", 4)) {
+		bool to = !strncmp(out + 4, "TIMEOUT ", 8);
+		return avm_error_kind(err, AVM_ERR_STATE,
+				      avm_error_set(err, to ? -ETIMEDOUT : -EAGAIN, "%s",
+						    out + (to ? 12 : 4)));
+	}
+	return 0;
+}
+
+int pool_acquire(long timeout_s, char *name, size_t len, struct avm_error *err)
+{
+	char req[64], buf[256];
+	int r;
+
+	snprintf(req, sizeof(req), "ACQUIRE %ld\n", timeout_s * 1000);
+	if ((r = pool_call(req, buf, sizeof(buf), err)) < 0)
+		return r;
+	if (strncmp(buf, "OK ", 3) != 0 || snprintf(name, len, "%s", buf + 3) >= (int)len)
+		return avm_error_kind(err, AVM_ERR_INTERNAL,
+				      avm_error_set(err, -EPROTO, "the pool answered '%s'", buf));
+	return 0;
+}
+
+int pool_release(const char *name, struct avm_error *err)
+{
+	char req[256], buf[256];
+	int r;
+
+	if ((r = statedir_validate_name(name, err)) < 0)
+		return avm_error_kind(err, AVM_ERR_USAGE, r);
+	snprintf(req, sizeof(req), "RELEASE %s\n", name);
+	return pool_call(req, buf, sizeof(buf), err);
+}
+
+int pool_status(char *out, size_t len, struct avm_error *err)
+{
+	return pool_call("STATUS\n", out, len, err);
+}

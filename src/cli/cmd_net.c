@@ -8,106 +8,11 @@
 
 #include "cli.h"
 #include "net.h"
-#include "net_gc.h"
+#include "net_admin.h"
 #include "statedir.h"
 #include "strv.h"
 #include "util.h"
 #include "vmstate.h"
-
-static void put_counter(struct json_object *c, const char *k, uint64_t v)
-{
-	json_object_object_add(c, k, json_object_new_int64((int64_t)v));
-}
-
-static struct json_object *net_json(const char *name, const struct vm_net *n, struct nf_nft *nft)
-{
-	struct json_object *o = json_object_new_object(), *allow = json_object_new_array(),
-			   *host_allow = json_object_new_array();
-	char a[INET_ADDRSTRLEN], mac[18];
-	struct nf_counters c = { 0 };
-
-	json_object_object_add(o, "vm", json_object_new_string(name));
-	json_object_object_add(o, "mode", json_object_new_string(vm_net_mode_name(n->mode)));
-	json_object_object_add(o, "tap", json_object_new_string(n->tap));
-	if (n->mode == VM_NET_BRIDGE)
-		json_object_object_add(o, "bridge", json_object_new_string(n->bridge));
-	if (n->has_lease) {
-		inet_ntop(AF_INET, &n->lease.guest, a, sizeof(a));
-		json_object_object_add(o, "guest", json_object_new_string(a));
-		inet_ntop(AF_INET, &n->lease.host, a, sizeof(a));
-		json_object_object_add(o, "gateway", json_object_new_string(a));
-	}
-	snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", n->mac[0], n->mac[1], n->mac[2],
-		 n->mac[3], n->mac[4], n->mac[5]);
-	json_object_object_add(o, "mac", json_object_new_string(mac));
-	json_object_object_add(o, "active", json_object_new_boolean(!n->torn_down));
-	for (size_t i = 0; n->mode == VM_NET_NAT_FILTERED && i < n->n_allow; i++) {
-		char p[16];
-		net_port_string(&n->allow[i], p, sizeof(p));
-		json_object_array_add(allow, json_object_new_string(p));
-	}
-	json_object_object_add(o, "allow", allow);
-	for (size_t i = 0; n->mode == VM_NET_NAT_FILTERED && i < n->n_host_allow; i++) {
-		char p[16];
-		net_port_string(&n->host_allow[i], p, sizeof(p));
-		json_object_array_add(host_allow, json_object_new_string(p));
-	}
-	json_object_object_add(o, "host_allow", host_allow);
-	if (n->mode == VM_NET_NAT_FILTERED) {
-		struct json_object *open = json_object_new_array(), *doms = json_object_new_array();
-		for (size_t i = 0; i < n->n_open; i++) {
-			char cidr[NF_CIDR_STRLEN];
-			nf_cidr_string(&n->open[i], cidr, sizeof(cidr));
-			json_object_array_add(open, json_object_new_string(cidr));
-		}
-		for (size_t i = 0; i < n->n_domains; i++)
-			json_object_array_add(doms, json_object_new_string(n->domains[i]));
-		/* "public": any public address; "domains": only what the allowed names resolve to. */
-		json_object_object_add(o, "destinations",
-				       json_object_new_string(n->n_domains ? "domains" : "public"));
-		json_object_object_add(o, "allow_cidr", open);
-		json_object_object_add(o, "allow_domain", doms);
-		if (n->n_domains) {
-			json_object_object_add(o, "domain_ttl", json_object_new_int((int)n->domain_ttl));
-			json_object_object_add(o, "upstream", json_object_new_string(n->upstream));
-		}
-		json_object_object_add(o, "dns", json_object_new_string(n->dns));
-		json_object_object_add(o, "conn_limit", json_object_new_int((int)n->conn_limit));
-		json_object_object_add(o, "conn_rate", json_object_new_int((int)n->conn_rate));
-		json_object_object_add(o, "bandwidth", json_object_new_string(n->bandwidth[0] ?
-									      n->bandwidth :
-									      "unlimited"));
-	}
-	if (nft && n->rules && !n->torn_down && nf_nft_vm_counters(nft, n->tap, &c, NULL) == 0) {
-		struct json_object *cj = json_object_new_object();
-		put_counter(cj, "tx_ok_packets", c.tx_ok_packets);
-		put_counter(cj, "tx_ok_bytes", c.tx_ok_bytes);
-		put_counter(cj, "tx_drop_packets", c.tx_drop_packets);
-		put_counter(cj, "tx_drop_bytes", c.tx_drop_bytes);
-		put_counter(cj, "rx_ok_packets", c.rx_ok_packets);
-		put_counter(cj, "rx_ok_bytes", c.rx_ok_bytes);
-		put_counter(cj, "rx_drop_packets", c.rx_drop_packets);
-		put_counter(cj, "rx_drop_bytes", c.rx_drop_bytes);
-		put_counter(cj, "closed_drop_packets", c.closed_drops);
-		put_counter(cj, "dns_drop_packets", c.dns_drops);
-		put_counter(cj, "conn_drop_packets", c.conn_drops);
-		put_counter(cj, "arp_drop_packets", c.arp_drops);
-		json_object_object_add(o, "counters", cj);
-		if (n->n_domains)
-			json_object_object_add(o, "domain_set_size",
-					       json_object_new_int64((int64_t)c.domain_set_size));
-	}
-	return o;
-}
-
-static uint64_t counter(struct json_object *o, const char *k)
-{
-	struct json_object *c, *v;
-
-	if (json_object_object_get_ex(o, "counters", &c) && json_object_object_get_ex(c, k, &v))
-		return (uint64_t)json_object_get_int64(v);
-	return 0;
-}
 
 static int net_ls(bool json)
 {
@@ -127,16 +32,16 @@ static int net_ls(bool json)
 		snprintf(dir, sizeof(dir), "%s/%s", statedir_root(), names[i]);
 		if (net_load(&net, dir, NULL) < 0 || net.torn_down)
 			continue;
-		struct json_object *o = net_json(names[i], &net, nft), *v;
+		struct json_object *o = net_vm_json(names[i], &net, nft), *v;
 		if (json) {
 			json_object_array_add(arr, o);
 			continue;
 		}
 		char tx[32], rx[32];
-		snprintf(tx, sizeof(tx), "%llu/%llu", (unsigned long long)counter(o, "tx_ok_packets"),
-			 (unsigned long long)counter(o, "tx_drop_packets"));
-		snprintf(rx, sizeof(rx), "%llu/%llu", (unsigned long long)counter(o, "rx_ok_packets"),
-			 (unsigned long long)counter(o, "rx_drop_packets"));
+		snprintf(tx, sizeof(tx), "%llu/%llu", (unsigned long long)net_vm_json_counter(o, "tx_ok_packets"),
+			 (unsigned long long)net_vm_json_counter(o, "tx_drop_packets"));
+		snprintf(rx, sizeof(rx), "%llu/%llu", (unsigned long long)net_vm_json_counter(o, "rx_ok_packets"),
+			 (unsigned long long)net_vm_json_counter(o, "rx_drop_packets"));
 		net_allow_string(&net, allow, sizeof(allow));
 		net_ports_string(net.host_allow, net.n_host_allow, host, sizeof(host));
 		bool filtered = net.mode == VM_NET_NAT_FILTERED;

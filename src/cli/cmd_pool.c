@@ -105,7 +105,6 @@ int cmd_pool(int argc, char **argv)
 {
 	struct avm_error err = { 0 };
 	static char buf[1 << 20];
-	char req[256];
 
 	if (argc >= 2 && !strcmp(argv[1], "acquire")) {
 		long timeout_s = 30;
@@ -118,50 +117,37 @@ int cmd_pool(int argc, char **argv)
 			cli_error("usage: agentvm pool acquire [--timeout SECONDS]");
 			return EXIT_USAGE;
 		}
-		snprintf(req, sizeof(req), "ACQUIRE %ld\n", timeout_s * 1000);
-	} else if (argc == 3 && !strcmp(argv[1], "release")) {
-		if (statedir_validate_name(argv[2], &err) < 0) {
-			cli_error("%s", err.msg);
-			return EXIT_USAGE;
-		}
-		snprintf(req, sizeof(req), "RELEASE %s\n", argv[2]);
-	} else if (argc >= 2 && !strcmp(argv[1], "status") &&
-		   (argc == 2 || (argc == 3 && !strcmp(argv[2], "--json")))) {
-		snprintf(req, sizeof(req), "STATUS\n");
-	} else {
+		if (pool_acquire(timeout_s, buf, sizeof(buf), &err) < 0)
+			return cli_fail(&err);
+		puts(buf);
+		return 0;
+	}
+	if (argc == 3 && !strcmp(argv[1], "release"))
+		return pool_release(argv[2], &err) < 0 ? cli_fail(&err) : 0;
+	if (!(argc >= 2 && !strcmp(argv[1], "status") &&
+	      (argc == 2 || (argc == 3 && !strcmp(argv[2], "--json"))))) {
 		cli_error("usage: agentvm pool acquire [--timeout S] | release NAME | status [--json]");
 		return EXIT_USAGE;
 	}
-	if (pool_request(req, buf, sizeof(buf), &err) < 0) {
-		cli_error("%s", err.msg);
-		return 1;
+	if (pool_status(buf, sizeof(buf), &err) < 0)
+		return cli_fail(&err);
+	struct json_object *o = json_tokener_parse(buf), *v;
+	if (argc == 3 || !o) {
+		puts(o ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+								   JSON_C_TO_STRING_SPACED)
+		       : buf);
+	} else {
+		int r = 0, s = 0, l = 0;
+		if (json_object_object_get_ex(o, "ready", &v))
+			r = json_object_get_int(v);
+		if (json_object_object_get_ex(o, "starting", &v))
+			s = json_object_get_int(v);
+		if (json_object_object_get_ex(o, "leased", &v))
+			l = json_object_get_int(v);
+		json_object_object_get_ex(o, "snapshot", &v);
+		printf("pool of '%s': %d ready, %d starting, %d acquired\n",
+		       json_object_get_string(v), r, s, l);
 	}
-	if (!strncmp(buf, "ERR ", 4)) {
-		bool to = !strncmp(buf + 4, "TIMEOUT ", 8);
-		cli_error("%s", buf + (to ? 12 : 4));
-		return to ? EXIT_TIMEOUT : 1;
-	}
-	if (req[0] == 'A') {
-		puts(buf + 3);
-	} else if (req[0] == 'S') {
-		struct json_object *o = json_tokener_parse(buf), *v;
-		if (argc == 3 || !o) {
-			puts(o ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
-									  JSON_C_TO_STRING_SPACED)
-			       : buf);
-		} else {
-			int r = 0, s = 0, l = 0;
-			if (json_object_object_get_ex(o, "ready", &v))
-				r = json_object_get_int(v);
-			if (json_object_object_get_ex(o, "starting", &v))
-				s = json_object_get_int(v);
-			if (json_object_object_get_ex(o, "leased", &v))
-				l = json_object_get_int(v);
-			json_object_object_get_ex(o, "snapshot", &v);
-			printf("pool of '%s': %d ready, %d starting, %d acquired\n",
-			       json_object_get_string(v), r, s, l);
-		}
-		json_object_put(o);
-	}
+	json_object_put(o);
 	return 0;
 }
