@@ -4,6 +4,9 @@
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 DATADIR ?= $(PREFIX)/share/agentvm
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 B ?= build
 
 CC ?= gcc
@@ -15,6 +18,9 @@ CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wundef -Wstrict-prototypes \
 	-Wmissing-prototypes -Wno-unused-parameter -Wvla -Wpointer-arith
 CFLAGS ?= -O2 -g
+# -fPIC and hidden visibility: the same objects make libagentvm.so, which exports only what
+# src/include/agentvm.h marks AGENTVM_EXPORT (and src/libagentvm.map allows).
+CFLAGS += -fPIC -fvisibility=hidden
 CFLAGS += -std=gnu17 -D_GNU_SOURCE= -fstack-protector-strong -D_FORTIFY_SOURCE=2 $(WARN) \
 	-I. -Isrc -Iqmp -Iguest-init -DAVM_DATADIR='"$(DATADIR)"' $(PKG_CFLAGS)
 # No recovery: a sanitizer report fails the run (UBSan only prints by default).
@@ -49,6 +55,16 @@ LIBINTERNAL := $(B)/libavm-internal.a
 LIBS_ALL := $(LIBINTERNAL)
 INTERNAL_SRC := $(CORE_SRC) $(QMP_SRC) $(NF_SRC) $(PROTO_SRC)
 
+# The public library: libagentvm.so.$(LIB_VERSION) (SONAME libagentvm.so.$(LIB_MAJOR)) and
+# libagentvm.a (one relocatable object whose internal symbols are made local), agentvm.h and
+# agentvm.pc.
+LIB_MAJOR := 0
+LIB_VERSION := $(LIB_MAJOR).1.0
+LIBSO := $(B)/lib/libagentvm.so.$(LIB_VERSION)
+LIBA := $(B)/lib/libagentvm.a
+LIBPC := $(B)/lib/agentvm.pc
+LIB_PUBLIC := $(LIBSO) $(LIBA) $(LIBPC)
+
 AGENTVM := $(B)/agentvm
 SHIM := $(B)/containerd-shim-agentvm-v2
 IMAGES := $(B)/images
@@ -59,7 +75,8 @@ GUEST_INIT := $(IMAGES)/agentvm-init
 UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(B)/fuzz/%,$(FUZZ_SRC))
 
-.PHONY: rootfs all build images check check-unit check-fuzz check-integration fuzz bench install clean distclean \
+.PHONY: rootfs all build images check check-unit check-fuzz check-integration fuzz bench install install-lib \
+	clean distclean \
 	deps demo ci jail-user
 all: build images
 
@@ -104,10 +121,16 @@ demo: deps
 		python3 -c "import sys; print(\"python\", sys.version.split()[0])"; \
 		node -e "console.log(\"node\", process.version)"; git --version; \
 		echo "claude $$(claude --version)"; echo "copilot $$(copilot --version | head -1)"'
-build: $(AGENTVM) $(SHIM)
+build: $(AGENTVM) $(SHIM) $(LIB_PUBLIC)
 images: $(VMLINUX) $(INITRAMFS) $(BASELINE_INITRAMFS)
 
-$(B)/obj/%.o: %.c
+# Objects are rebuilt when the flags change (e.g. -fPIC came with libagentvm.so): a stamp
+# named by a hash of CFLAGS.
+CFLAGS_STAMP = $(B)/obj/.cflags-$(shell echo $(subst ',,$(subst ",,$(CFLAGS))) | md5sum | cut -c1-12)
+$(CFLAGS_STAMP):
+	@mkdir -p $(dir $@)
+	@rm -f $(B)/obj/.cflags-* && touch $@
+$(B)/obj/%.o: %.c $(CFLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
@@ -126,6 +149,26 @@ $(B)/lib%.a:
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(LIBSO): $(call obj,$(INTERNAL_SRC)) src/libagentvm.map
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) -shared $(LDFLAGS) -Wl,-soname,libagentvm.so.$(LIB_MAJOR) \
+		-Wl,--version-script=src/libagentvm.map -Wl,-z,defs -o $@ \
+		$(call obj,$(INTERNAL_SRC)) $(PKG_LIBS)
+	$(Q)ln -sf $(notdir $@) $(B)/lib/libagentvm.so.$(LIB_MAJOR)
+	$(Q)ln -sf $(notdir $@) $(B)/lib/libagentvm.so
+# One object: a program linking the archive sees agentvm_* and nothing of the internals.
+$(LIBA): $(call obj,$(INTERNAL_SRC))
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)ld -r -o $(B)/lib/agentvm-all.o $^ && \
+		objcopy --localize-hidden $(B)/lib/agentvm-all.o && \
+		rm -f $@ && ar rcs $@ $(B)/lib/agentvm-all.o && rm -f $(B)/lib/agentvm-all.o
+$(LIBPC): src/agentvm.pc.in Makefile
+	@mkdir -p $(dir $@)
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+		-e 's|@VERSION@|$(LIB_VERSION)|; s|@PKGS@|$(PKGS)|' $< >$@
 
 $(AGENTVM): $(call obj,$(CLI_SRC)) $(LIBS_ALL)
 	@$(if $(Q),echo "  LD      $@")
@@ -250,7 +293,17 @@ $(B)/bench/net-cost: bench/net_cost.c $(LIBS_ALL)
 bench: all $(B)/bench/exec-rtt $(B)/bench/qmp-rtt $(B)/bench/jail-cost $(B)/bench/net-cost
 	$(Q)sh bench/run.sh $(AGENTVM)
 
-install: all jail-user
+# The library alone (what tests/integration/test_library.sh installs into a DESTDIR).
+install-lib: $(LIB_PUBLIC)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 0755 $(LIBSO) $(DESTDIR)$(LIBDIR)/
+	ln -sf libagentvm.so.$(LIB_VERSION) $(DESTDIR)$(LIBDIR)/libagentvm.so.$(LIB_MAJOR)
+	ln -sf libagentvm.so.$(LIB_MAJOR) $(DESTDIR)$(LIBDIR)/libagentvm.so
+	install -m 0644 $(LIBA) $(DESTDIR)$(LIBDIR)/
+	install -m 0644 src/include/agentvm.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 0644 $(LIBPC) $(DESTDIR)$(PKGCONFIGDIR)/
+
+install: all jail-user install-lib
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)
 	install -m 0755 $(AGENTVM) $(DESTDIR)$(BINDIR)/agentvm
 	install -m 0755 $(SHIM) $(DESTDIR)$(BINDIR)/containerd-shim-agentvm-v2
@@ -260,7 +313,7 @@ install: all jail-user
 	install -m 0644 images/recipes/* $(DESTDIR)$(DATADIR)/recipes/
 
 clean:
-	rm -rf $(B)/obj $(B)/gen $(B)/tests $(B)/fuzz $(B)/*.a $(AGENTVM) $(SHIM)
+	rm -rf $(B)/obj $(B)/gen $(B)/tests $(B)/fuzz $(B)/lib $(B)/*.a $(AGENTVM) $(SHIM)
 distclean:
 	rm -rf $(B)
 
