@@ -57,13 +57,16 @@ INTERNAL_SRC := $(CORE_SRC) $(QMP_SRC) $(NF_SRC) $(PROTO_SRC)
 
 # The public library: libagentvm.so.$(LIB_VERSION) (SONAME libagentvm.so.$(LIB_MAJOR)) and
 # libagentvm.a (one relocatable object whose internal symbols are made local), agentvm.h and
-# agentvm.pc.
+# agentvm.pc (make install-lib; make install installs it too).
 LIB_MAJOR := 0
 LIB_VERSION := $(LIB_MAJOR).1.0
 LIBSO := $(B)/lib/libagentvm.so.$(LIB_VERSION)
 LIBA := $(B)/lib/libagentvm.a
-LIBPC := $(B)/lib/agentvm.pc
-LIB_PUBLIC := $(LIBSO) $(LIBA) $(LIBPC)
+LIB_PUBLIC := $(LIBSO) $(LIBA)
+# agentvm.pc for the PREFIX, LIBDIR and INCLUDEDIR of the install (written by install-lib).
+PC_SED = -e 's|@PREFIX@|$(PREFIX)|; s|@VERSION@|$(LIB_VERSION)|; s|@PKGS@|$(PKGS)|' \
+	-e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|' \
+	-e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' 
 
 AGENTVM := $(B)/agentvm
 SHIM := $(B)/containerd-shim-agentvm-v2
@@ -165,11 +168,6 @@ $(LIBA): $(call obj,$(INTERNAL_SRC))
 	$(Q)ld -r -o $(B)/lib/agentvm-all.o $^ && \
 		objcopy --localize-hidden $(B)/lib/agentvm-all.o && \
 		rm -f $@ && ar rcs $@ $(B)/lib/agentvm-all.o && rm -f $(B)/lib/agentvm-all.o
-$(LIBPC): src/agentvm.pc.in Makefile
-	@mkdir -p $(dir $@)
-	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|' \
-		-e 's|@VERSION@|$(LIB_VERSION)|; s|@PKGS@|$(PKGS)|' $< >$@
-
 $(AGENTVM): $(call obj,$(CLI_SRC)) $(LIBS_ALL)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(call obj,$(CLI_SRC)) $(LIBS_ALL) $(PKG_LIBS)
@@ -301,7 +299,7 @@ install-lib: $(LIB_PUBLIC)
 	ln -sf libagentvm.so.$(LIB_MAJOR) $(DESTDIR)$(LIBDIR)/libagentvm.so
 	install -m 0644 $(LIBA) $(DESTDIR)$(LIBDIR)/
 	install -m 0644 src/include/agentvm.h $(DESTDIR)$(INCLUDEDIR)/
-	install -m 0644 $(LIBPC) $(DESTDIR)$(PKGCONFIGDIR)/
+	sed $(PC_SED) src/agentvm.pc.in >$(DESTDIR)$(PKGCONFIGDIR)/agentvm.pc
 
 install: all jail-user install-lib
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)
