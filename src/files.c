@@ -160,7 +160,7 @@ static int run_builtin(struct vm *vm, const char *cmd, const char *path, const c
 {
 	char *argv[] = { (char *)cmd, (char *)path, (char *)name, NULL };
 	struct vm_exec_request req = { .argv = argv, .stdin_fd = in, .stdout_fd = out,
-				       .stderr_fd = STDERR_FILENO, .sig_fd = o->sig_fd,
+				       .stderr_fd = o->stderr_fd, .sig_fd = o->sig_fd,
 				       .builtin = true };
 	struct vm_exec_result res;
 	int r = vm_exec(vm, &req, &res, err);
@@ -199,7 +199,7 @@ int files_copy_in(struct vm *vm, const char *host_path, const char *guest_path,
 		return avm_error_set(err, -EINVAL, "the guest path '%s' must be absolute",
 				     guest_path);
 	if (!strcmp(host_path, "-"))
-		return run_builtin(vm, "tar-in", guest_path, "-", STDIN_FILENO, STDERR_FILENO, o,
+		return run_builtin(vm, "tar-in", guest_path, "-", o->stdin_fd, o->stderr_fd, o,
 				   err);
 	if (lstat(host_path, &st) < 0)
 		return avm_error_set(err, -errno, "cannot copy '%s': %s", host_path,
@@ -225,7 +225,7 @@ int files_copy_in(struct vm *vm, const char *host_path, const char *guest_path,
 		_exit(write_tar(p[1], host_path, name, o->progress));
 	}
 	close(p[1]);
-	r = run_builtin(vm, "tar-in", guest_path, name, p[0], STDERR_FILENO, o, err);
+	r = run_builtin(vm, "tar-in", guest_path, name, p[0], o->stderr_fd, o, err);
 	close(p[0]);
 	code = wait_child(pid);
 	if (r == 0 && code != 0)
@@ -252,7 +252,7 @@ int files_copy_out(struct vm *vm, const char *guest_path, const char *host_path,
 				     "cannot copy '%s' out: name a file or directory below /",
 				     guest_path);
 	if (!strcmp(host_path, "-"))
-		return run_builtin(vm, "tar-out", guest_path, name, -1, STDOUT_FILENO, o, err);
+		return run_builtin(vm, "tar-out", guest_path, name, -1, o->stdout_fd, o, err);
 
 	if (stat(host_path, &st) == 0 && S_ISDIR(st.st_mode)) {
 		if (asprintf(&final, "%s/%s", host_path, name) < 0)

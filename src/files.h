@@ -24,7 +24,10 @@ struct vm;
 
 struct files_opts {
 	int sig_fd;    /* signalfd or -1: a signal stops the copy (see vm_exec) */
-	bool progress; /* a progress line on stderr (the caller checks it is a terminal) */
+	bool progress; /* progress lines through avm_log (the caller checks it is a terminal) */
+	/* The caller's stdio for the "-" streams and the guest tar's complaints (the library
+	   has none of its own): usually STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO. */
+	int stdin_fd, stdout_fd, stderr_fd;
 };
 
 /*

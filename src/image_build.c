@@ -594,7 +594,7 @@ static int write_in_lines(struct build *b, const char *file, const struct strv *
 	return write_in(b, file, nl);
 }
 
-/* The last lines of the log on stderr, for a failure with no known cause. */
+/* The last lines of the log (through avm_log), for a failure with no known cause. */
 static void print_log_tail(const char *log, int lines)
 {
 	_cleanup_free_ char *text = NULL;
@@ -743,7 +743,9 @@ static int run_step(struct build *b, const char *step, const char *arg, const ch
 				     "build of %s interrupted; nothing was kept (run it again)",
 				     b->name);
 	}
-	fflush(stderr);
+	/* The library writes no stdio, but its caller may have: flush that before the fork, or
+	   the child would write the caller's pending output a second time. */
+	fflush(NULL);
 	pid_t parent = getpid();
 	pid = fork();
 	if (pid < 0) {

@@ -96,7 +96,9 @@ int cmd_cp(int argc, char **argv)
 		return r == -ENOENT ? EXIT_USAGE : EXIT_VM_LOST;
 	}
 	sig_fd = cli_block_signals();
-	struct files_opts o = { .sig_fd = sig_fd, .progress = !quiet && isatty(STDERR_FILENO) };
+	struct files_opts o = { .sig_fd = sig_fd, .progress = !quiet && isatty(STDERR_FILENO),
+				.stdin_fd = STDIN_FILENO, .stdout_fd = STDOUT_FILENO,
+				.stderr_fd = STDERR_FILENO };
 	r = in ? files_copy_in(vm, src, gpath, &o, &err) : files_copy_out(vm, gpath, dst, &o, &err);
 	vm_destroy(vm);
 	if (r < 0) {

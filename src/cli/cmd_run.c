@@ -119,7 +119,8 @@ int cmd_run(int argc, char **argv)
 	}
 	vm_monitor_start(vm, a.spec->cpus, a.spec->memory_mib);
 
-	struct files_opts fo = { .sig_fd = sig_fd, .progress = false };
+	struct files_opts fo = { .sig_fd = sig_fd, .progress = false, .stdin_fd = STDIN_FILENO,
+				 .stdout_fd = STDOUT_FILENO, .stderr_fd = STDERR_FILENO };
 	for (size_t i = 0; i < a.n_copy_in; i++) {
 		r = files_copy_in(vm, a.copy_in_host[i], a.copy_in_guest[i], &fo, &err);
 		if (r < 0) {
