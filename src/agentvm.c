@@ -422,7 +422,7 @@ AGENTVM_EXPORT int agentvm_state(struct agentvm_ctx *ctx, const char *name, char
 	if ((r = vmstate_read(dir, &st, E(err))) < 0)
 		return usage(err, r);
 	vmstate_effective(dir, &st);
-	*state = strdup(st.state);
+	*state = strdup(vmstate_name(st.state));
 	return *state ? 0 : oom(err);
 }
 

@@ -228,21 +228,22 @@ void audit_vm_int(const char *event, const char *vm, const char *key, int64_t va
 	audit_log(event, vm, f);
 }
 
-void audit_vm_state(const char *vm, const char *old, const char *state, const char *reason)
+void audit_vm_state(const char *vm, enum vm_run_state old, enum vm_run_state state,
+		    const char *reason)
 {
 	const char *ev = NULL;
 
-	if (!strcmp(old, state))
+	if (old == state)
 		return;
-	if (!strcmp(state, "created"))
+	if (state == VMS_CREATED)
 		ev = "vm.created";
-	else if (!strcmp(state, "running"))
-		ev = !strcmp(old, "paused") ? "vm.resumed" : "vm.ready";
-	else if (!strcmp(state, "paused"))
+	else if (state == VMS_RUNNING)
+		ev = old == VMS_PAUSED ? "vm.resumed" : "vm.ready";
+	else if (state == VMS_PAUSED)
 		ev = "vm.paused";
-	else if (!strcmp(state, "stopped"))
+	else if (state == VMS_STOPPED)
 		ev = "vm.stopped";
-	else if (!strcmp(state, "crashed"))
+	else if (state == VMS_CRASHED)
 		ev = "vm.crashed";
 	if (ev)
 		audit_vm_str(ev, vm, "reason", reason && *reason ? reason : NULL);

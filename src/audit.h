@@ -26,6 +26,7 @@
 #include <json-c/json.h>
 
 #include "error.h"
+#include "vmstate.h"
 
 #define AUDIT_FILE "audit.jsonl"
 #define AUDIT_MAX_BYTES (8u << 20)
@@ -51,7 +52,8 @@ void audit_vm(const char *event, const char *vm);
 void audit_vm_str(const char *event, const char *vm, const char *key, const char *value);
 void audit_vm_int(const char *event, const char *vm, const char *key, int64_t value);
 /* A VM's state.json moved from old to state: vm.created/ready/paused/resumed/stopped/crashed. */
-void audit_vm_state(const char *vm, const char *old, const char *state, const char *reason);
+void audit_vm_state(const char *vm, enum vm_run_state old, enum vm_run_state state,
+		    const char *reason);
 void audit_exec_start(const char *vm, char *const *argv, const char *cwd);
 /* kind: "exited", "signaled", "timeout", "error"; code: exit code or signal number. */
 void audit_exec_end(const char *vm, char *const *argv, const char *cwd, const char *kind, int code,

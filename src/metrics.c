@@ -383,8 +383,9 @@ static void hist_out(FILE *f, const char *name, const char *help, const struct m
 		(unsigned long long)h->count, name, h->sum, name, (unsigned long long)h->count);
 }
 
-static const char *const vm_states[] = { "created", "starting", "running", "paused",
-					 "stopping", "stopped",  "crashed" };
+/* The states agentvm_vms{state=...} counts: every one vmstate.h names but "unknown". */
+#define VM_STATES_FIRST VMS_CREATED
+#define VM_STATES_N (VMS_CRASHED - VMS_CREATED + 1)
 
 struct vm_row {
 	struct vm_sample s;
@@ -470,7 +471,7 @@ int metrics_render(FILE *f, const struct metrics_pool *pool, struct avm_error *e
 	struct metrics_counters all, c;
 	struct nf_nft *nft = NULL;
 	_cleanup_free_ struct vm_row *rows = NULL;
-	long by_state[ARRAY_SIZE(vm_states)] = { 0 };
+	long by_state[VM_STATES_N] = { 0 };
 	char path[PATH_MAX];
 	char **names = NULL;
 	size_t n = 0;
@@ -505,9 +506,9 @@ int metrics_render(FILE *f, const struct metrics_pool *pool, struct avm_error *e
 			if (read_file(path, &text, MAX_FILE) >= 0)
 				row->n_anom = metrics_anomalies_parse(text, strlen(text), row->anom,
 								      METRICS_MAX_RULES);
-			for (size_t k = 0; k < ARRAY_SIZE(vm_states); k++)
-				if (!strcmp(row->s.state, vm_states[k]))
-					by_state[k]++;
+			enum vm_run_state k = vmstate_parse(row->s.state);
+			if (k >= VM_STATES_FIRST && k < VM_STATES_FIRST + VM_STATES_N)
+				by_state[k - VM_STATES_FIRST]++;
 			n++;
 		}
 	}
@@ -515,8 +516,9 @@ int metrics_render(FILE *f, const struct metrics_pool *pool, struct avm_error *e
 	strv_free(names);
 
 	head(f, "agentvm_vms", "gauge", "VMs in this state root by state.");
-	for (size_t k = 0; k < ARRAY_SIZE(vm_states); k++)
-		fprintf(f, "agentvm_vms{state=\"%s\"} %ld\n", vm_states[k], by_state[k]);
+	for (int k = 0; k < VM_STATES_N; k++)
+		fprintf(f, "agentvm_vms{state=\"%s\"} %ld\n", vmstate_name(VM_STATES_FIRST + k),
+			by_state[k]);
 	hist_out(f, "agentvm_boot_duration_seconds",
 		 "Time from QEMU launch to the guest agent's READY, cold boots.", &all.boot);
 	hist_out(f, "agentvm_restore_duration_seconds",

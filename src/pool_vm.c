@@ -100,7 +100,7 @@ bool pool_vm_alive(const char *name)
 		return false;
 	vmstate_effective(dir, &st);
 	/* Paused is alive: a caller may pause or snapshot (stop + migrate) a VM it acquired. */
-	return !strcmp(st.state, "running") || !strcmp(st.state, "paused");
+	return vmstate_is_up(st.state);
 }
 
 int pool_vm_mark_acquired(const char *name, bool acquired)

@@ -201,9 +201,10 @@ static int save_prepare(const char *vm, const char *snap, const char *desc, cons
 	struct json_object *spec, *shares;
 	int r;
 
-	if (strcmp(st->state, "running") != 0 && strcmp(st->state, "paused") != 0)
+	if (!vmstate_is_up(st->state))
 		return fail(err, AVM_ERR_STATE, -EBUSY,
-			    "VM '%s' is %s; only a running or paused VM can be saved", vm, st->state);
+			    "VM '%s' is %s; only a running or paused VM can be saved", vm,
+			    vmstate_name(st->state));
 	snap_path(final, sizeof(final), snap, NULL);
 	if (access(final, F_OK) == 0)
 		return fail(err, AVM_ERR_USAGE, -EEXIST,

@@ -149,7 +149,7 @@ int stats_sample(const char *name, const char *dir, struct nf_nft *nft, bool gue
 	if ((r = vmstate_read(dir, &st, NULL)) < 0)
 		return r;
 	vmstate_effective(dir, &st);
-	snprintf(out->state, sizeof(out->state), "%s", st.state);
+	snprintf(out->state, sizeof(out->state), "%s", vmstate_name(st.state));
 	/* pid + start time: a reused pid is somebody else's process, never sampled. */
 	out->live = vmstate_is_live(st.state) && st.qemu_pid > 0 &&
 		    proc_is(st.qemu_pid, st.qemu_start);
@@ -166,7 +166,7 @@ int stats_sample(const char *name, const char *dir, struct nf_nft *nft, bool gue
 	statedir_file(path, sizeof(path), dir, "metrics.json");
 	metrics_counters_read(path, &c);
 	out->execs = metrics_exec_count(&c);
-	if (guest && out->live && !strcmp(st.state, "running") &&
+	if (guest && out->live && st.state == VMS_RUNNING &&
 	    stats_guest_mem(dir, timeout_ms, &out->guest_mem_total, &out->guest_mem_available) == 0)
 		out->have_guest = true;
 	return 0;

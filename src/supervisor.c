@@ -288,12 +288,12 @@ static void on_event(void *opaque, const char *event, struct json_object *data, 
 		}
 	}
 	if (!strcmp(event, "STOP"))
-		vm__set_state(vm, "paused");
+		vm__set_state(vm, VMS_PAUSED);
 	else if (!strcmp(event, "RESUME"))
-		vm__set_state(vm, "running");
+		vm__set_state(vm, VMS_RUNNING);
 	else if (!strcmp(event, "SHUTDOWN") || !strcmp(event, "GUEST_PANICKED")) {
 		vm__note_shutdown(vm, event, data);
-		vm__set_state(vm, "stopping");
+		vm__set_state(vm, VMS_STOPPING);
 	}
 }
 
@@ -420,7 +420,8 @@ static void record_exit(struct sup *s)
 	console_close(&vm->con);
 	vm->st.exit_status = WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st);
 	vm->st.stopped_ms = realtime_ms();
-	const char *reason, *state = "stopped";
+	const char *reason;
+	enum vm_run_state state = VMS_STOPPED;
 	if (s->poweroff_requested && !WIFSIGNALED(st))
 		reason = "poweroff";
 	else if (s->quit_requested)
@@ -430,12 +431,12 @@ static void record_exit(struct sup *s)
 	else if (vm__exit_reason(vm)) {
 		/* panic=-1 + -no-reboot: a guest kernel panic ends QEMU as a guest reset. */
 		reason = vm__exit_reason(vm);
-		state = "crashed";
+		state = VMS_CRASHED;
 	} else if (vm->guest_shutdown && !WIFSIGNALED(st))
 		reason = "guest-shutdown";
 	else {
 		reason = "crashed";
-		state = "crashed";
+		state = VMS_CRASHED;
 	}
 	snprintf(vm->st.exit_reason, sizeof(vm->st.exit_reason), "%s", reason);
 	/* Commands the VM took with it never get an EXIT: each ended in error. */
@@ -454,7 +455,7 @@ static void record_exit(struct sup *s)
 static void stop_vm(struct sup *s)
 {
 	s->quit_requested = true;
-	vm__set_state(s->vm, "stopping");
+	vm__set_state(s->vm, VMS_STOPPING);
 	if (qmp_client_send(s->vm->qmp, "quit", NULL, NULL, 0, 0, NULL, NULL, NULL) >= 0)
 		qmp_client_flush(s->vm->qmp, NULL);
 	else

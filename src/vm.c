@@ -168,13 +168,12 @@ const char *vm__exit_reason(const struct vm *vm)
 	return vm->con.panic_seen ? "guest-panic" : "guest-reset";
 }
 
-void vm__set_state(struct vm *vm, const char *state)
+void vm__set_state(struct vm *vm, enum vm_run_state state)
 {
-	char old[sizeof(vm->st.state)];
+	enum vm_run_state old = vm->st.state;
 	int r;
 
-	snprintf(old, sizeof(old), "%s", vm->st.state);
-	snprintf(vm->st.state, sizeof(vm->st.state), "%s", state);
+	vm->st.state = state;
 	if (vm->attached)
 		return;
 	audit_vm_state(vm->name, old, state, vm->st.exit_reason);
@@ -228,7 +227,7 @@ static void vm_free(struct vm *vm)
 	if (!vm->attached && (vm->exited || vm->pid <= 0))
 		jail_release(&vm->jail);
 	if (!vm->attached && vm->name && vmstate_is_live(vm->st.state))
-		audit_vm_state(vm->name, vm->st.state, "stopped", NULL);
+		audit_vm_state(vm->name, vm->st.state, VMS_STOPPED, NULL);
 	qmp_client_free(vm->qmp);
 	agent_conn_release(&vm->agent);
 	if (vm->agent_fd >= 0)
@@ -503,7 +502,7 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	vm->st.supervisor_start = o->detached ? proc_start_time(getpid()) : 0;
 	vm->st.created_ms = realtime_ms();
 	snprintf(vm->st.accel, sizeof(vm->st.accel), "%s", vm_accel_name(o->accel));
-	vm__set_state(vm, "created");
+	vm__set_state(vm, VMS_CREATED);
 	statedir_file(pidpath, sizeof(pidpath), vm->dir, "qemu.pid");
 	snprintf(pidbuf, sizeof(pidbuf), "%d\n", (int)vm->pid);
 	if ((r = write_file_atomic(pidpath, pidbuf, strlen(pidbuf))) < 0) {
@@ -563,7 +562,7 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		goto fail;
 	}
 started:
-	vm__set_state(vm, "starting");
+	vm__set_state(vm, VMS_STARTING);
 	*out = vm;
 	return 0;
 fail:
@@ -671,7 +670,7 @@ int vm__wait_guest(struct vm *vm, const struct vm_wait *w, uint64_t deadline, in
 		epoll_ctl(vm->epfd, EPOLL_CTL_DEL, sig_fd, NULL);
 	if (r == 0) {
 		vm->st.ready_ms = realtime_ms();
-		vm__set_state(vm, "running");
+		vm__set_state(vm, VMS_RUNNING);
 		metrics_record_ready(vm->dir, vm->restored, vm->t_ready_us - vm->t_launch_us);
 	}
 	return r;
@@ -731,13 +730,14 @@ int vm_attach(const char *name, struct vm **out, struct avm_error *err)
 	if (r < 0)
 		goto fail;
 	vmstate_effective(vm->dir, &vm->st);
-	if (!strcmp(vm->st.state, "paused")) {
+	if (vm->st.state == VMS_PAUSED) {
 		r = avm_error_set(err, -EAGAIN, "VM '%s' is paused; resume it with 'agentvm resume %s'",
 				  name, name);
 		goto fail;
 	}
-	if (strcmp(vm->st.state, "running") != 0) {
-		r = avm_error_set(err, -ESRCH, "VM '%s' is %s%s%s, not running", name, vm->st.state,
+	if (vm->st.state != VMS_RUNNING) {
+		r = avm_error_set(err, -ESRCH, "VM '%s' is %s%s%s, not running", name,
+				  vmstate_name(vm->st.state),
 				  vm->st.exit_reason[0] ? " " : "", vm->st.exit_reason);
 		goto fail;
 	}

@@ -92,7 +92,7 @@ void vm__pump_console(struct vm *vm);
 void vm__note_write_error(struct vm *vm, const char *file, int r);
 
 /* Set the state, mirror it to state.json (owners only). */
-void vm__set_state(struct vm *vm, const char *state);
+void vm__set_state(struct vm *vm, enum vm_run_state state);
 
 /* vm_restore.c: load a snapshot into the just-started QEMU (-incoming defer), then cont. */
 int vm__incoming(struct vm *vm, const struct vm_incoming *in, struct avm_error *err);

@@ -109,12 +109,12 @@ int vm_pause(const char *name, bool pause, struct avm_error *err)
 
 	if ((r = open_state(name, &dir, &lock, &st, err)) < 0)
 		return r;
-	if (strcmp(st.state, "running") != 0 && strcmp(st.state, "paused") != 0)
+	if (!vmstate_is_up(st.state))
 		return avm_error_kind(err, AVM_ERR_STATE,
 				      avm_error_set(err, -EBUSY,
 						    "VM '%s' is %s; only a running or paused VM can "
 						    "be %sd",
-						    name, st.state, verb));
+						    name, vmstate_name(st.state), verb));
 	r = vm_qmp_open(dir, &q, &e);
 	if (r == 0)
 		r = qmp_client_execute(q, cmd, NULL, NULL, 0, NULL, 5000, &qe);
@@ -124,9 +124,9 @@ int vm_pause(const char *name, bool pause, struct avm_error *err)
 				      avm_error_set(err, r, "%s %s: %s", verb, name,
 						    e.msg[0] ? e.msg : qe.desc));
 	/* The supervisor records the state from the STOP/RESUME event; wait for it, briefly. */
-	const char *want = pause ? "paused" : "running";
+	enum vm_run_state want = pause ? VMS_PAUSED : VMS_RUNNING;
 	for (int i = 0; i < 100; i++) {
-		if (vmstate_read(dir, &st, NULL) == 0 && !strcmp(st.state, want))
+		if (vmstate_read(dir, &st, NULL) == 0 && st.state == want)
 			break;
 		util_sleep_ms(10);
 	}
@@ -169,7 +169,7 @@ static void record_if_orphaned(const char *dir, const char *reason)
 		return;
 	if (proc_is(st.supervisor_pid, st.supervisor_start))
 		return;
-	snprintf(st.state, sizeof(st.state), "stopped");
+	st.state = VMS_STOPPED;
 	snprintf(st.exit_reason, sizeof(st.exit_reason), "%s", reason);
 	st.stopped_ms = realtime_ms();
 	vmstate_write(dir, &st);
@@ -194,7 +194,7 @@ int vm_stop(const char *name, long grace_ms, struct avm_error *err)
 	if (!vmstate_is_live(st.state))
 		return 0; /* already stopped: stop is idempotent */
 	/* 1: ask the guest agent (clean: syncs, then the VM exits). A paused guest cannot answer. */
-	if (strcmp(st.state, "paused") != 0 && agent_poweroff(dir) == 0 &&
+	if (st.state != VMS_PAUSED && agent_poweroff(dir) == 0 &&
 	    vm_wait_not_live(dir, grace_ms / 2))
 		return 0;
 	/* 2: ACPI power button (a no-op for guests without ACPI, like ours; kept for others). */
@@ -237,7 +237,7 @@ static int remove_dir(const char *name, const char *dir, bool force, struct avm_
 					      avm_error_set(err, -EBUSY,
 							    "VM '%s' is %s; stop it first ('agentvm "
 							    "stop %s') or use rm --force",
-							    name, st.state, name));
+							    name, vmstate_name(st.state), name));
 		proc_kill(st.qemu_pid, st.qemu_start, SIGKILL);
 		/*
 		 * A live supervisor writes the exit down, then tears the network down and exits: let

@@ -30,6 +30,25 @@ int64_t realtime_ms(void)
 #define STATE_RESERVE 4096
 #define STATE_SPARE "state.json.spare"
 
+static const char *const state_names[] = {
+	[VMS_UNKNOWN] = "unknown",   [VMS_CREATED] = "created", [VMS_STARTING] = "starting",
+	[VMS_RUNNING] = "running",   [VMS_PAUSED] = "paused",   [VMS_STOPPING] = "stopping",
+	[VMS_STOPPED] = "stopped",   [VMS_CRASHED] = "crashed",
+};
+
+const char *vmstate_name(enum vm_run_state s)
+{
+	return (unsigned)s < ARRAY_SIZE(state_names) ? state_names[s] : "unknown";
+}
+
+enum vm_run_state vmstate_parse(const char *word)
+{
+	for (size_t i = 1; i < ARRAY_SIZE(state_names); i++)
+		if (!strcmp(word, state_names[i]))
+			return (enum vm_run_state)i;
+	return VMS_UNKNOWN;
+}
+
 int vmstate_reserve(const char *dir)
 {
 	char path[PATH_MAX];
@@ -103,7 +122,7 @@ int vmstate_write(const char *dir, const struct vm_state *s)
 
 	if (!o)
 		return -ENOMEM;
-	json_object_object_add(o, "state", json_object_new_string(s->state));
+	json_object_object_add(o, "state", json_object_new_string(vmstate_name(s->state)));
 	json_object_object_add(o, "accel", json_object_new_string(s->accel));
 	json_object_object_add(o, "supervisor_pid", json_object_new_int(s->supervisor_pid));
 	json_object_object_add(o, "qemu_pid", json_object_new_int(s->qemu_pid));
@@ -148,7 +167,7 @@ int vmstate_read(const char *dir, struct vm_state *s, struct avm_error *err)
 	int r;
 
 	memset(s, 0, sizeof(*s));
-	snprintf(s->state, sizeof(s->state), "created");
+	s->state = VMS_CREATED;
 	r = statedir_file(path, sizeof(path), dir, "state.json");
 	if (r == 0)
 		r = statedir_read(dir, "state.json", &buf, 64 * 1024);
@@ -159,7 +178,9 @@ int vmstate_read(const char *dir, struct vm_state *s, struct avm_error *err)
 		json_object_put(o);
 		return avm_error_set(err, -EBADMSG, "%s is not valid JSON", path);
 	}
-	get_str(o, "state", s->state, sizeof(s->state));
+	char word[16] = "created";
+	get_str(o, "state", word, sizeof(word));
+	s->state = vmstate_parse(word);
 	get_str(o, "accel", s->accel, sizeof(s->accel));
 	get_str(o, "exit_reason", s->exit_reason, sizeof(s->exit_reason));
 	get_str(o, "error", s->error, sizeof(s->error));
@@ -256,13 +277,13 @@ bool proc_wait_gone(pid_t pid, uint64_t start, int ms)
 
 void vmstate_effective(const char *dir, struct vm_state *s)
 {
-	bool live_state = !strcmp(s->state, "running") || !strcmp(s->state, "paused") ||
-			  !strcmp(s->state, "starting") || !strcmp(s->state, "stopping");
+	bool live_state = s->state == VMS_RUNNING || s->state == VMS_PAUSED ||
+			  s->state == VMS_STARTING || s->state == VMS_STOPPING;
 
 	if (!live_state)
 		return;
 	if (s->supervisor_pid > 0 && !proc_is(s->supervisor_pid, s->supervisor_start)) {
-		snprintf(s->state, sizeof(s->state), "crashed");
+		s->state = VMS_CRASHED;
 		snprintf(s->exit_reason, sizeof(s->exit_reason), "supervisor-killed");
 	} else if (s->qemu_pid > 0 && !proc_is(s->qemu_pid, s->qemu_start)) {
 		/*
@@ -270,18 +291,23 @@ void vmstate_effective(const char *dir, struct vm_state *s)
 		 * loaded host can take a moment): until then the VM is stopping, not crashed.
 		 */
 		if (s->supervisor_pid > 0) {
-			snprintf(s->state, sizeof(s->state), "stopping");
+			s->state = VMS_STOPPING;
 			return;
 		}
-		snprintf(s->state, sizeof(s->state), "crashed");
+		s->state = VMS_CRASHED;
 		snprintf(s->exit_reason, sizeof(s->exit_reason), "qemu-gone");
 	}
 }
 
-bool vmstate_is_live(const char *s)
+bool vmstate_is_live(enum vm_run_state s)
 {
-	return !strcmp(s, "created") || !strcmp(s, "starting") || !strcmp(s, "running") ||
-	       !strcmp(s, "paused") || !strcmp(s, "stopping");
+	return s == VMS_CREATED || s == VMS_STARTING || s == VMS_RUNNING || s == VMS_PAUSED ||
+	       s == VMS_STOPPING;
+}
+
+bool vmstate_is_up(enum vm_run_state s)
+{
+	return s == VMS_RUNNING || s == VMS_PAUSED;
 }
 
 /* A state dir without state.json this young may belong to a VM being set up right now. */

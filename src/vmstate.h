@@ -14,8 +14,28 @@
 
 #include "error.h"
 
+/*
+ * What a VM is doing. state.json spells it as vmstate_name() does (tests and scripts read those
+ * words); VMS_UNKNOWN is what no state.json says (a damaged file, a word from a newer version).
+ */
+enum vm_run_state {
+	VMS_UNKNOWN = 0,
+	VMS_CREATED,
+	VMS_STARTING,
+	VMS_RUNNING,
+	VMS_PAUSED,
+	VMS_STOPPING,
+	VMS_STOPPED,
+	VMS_CRASHED,
+};
+
+/* "created", "starting", ..., "unknown". */
+const char *vmstate_name(enum vm_run_state s);
+/* The state a word names; VMS_UNKNOWN for any other text. */
+enum vm_run_state vmstate_parse(const char *word);
+
 struct vm_state {
-	char state[16];       /* created, starting, running, paused, stopping, stopped, crashed */
+	enum vm_run_state state;
 	char accel[8];        /* kvm | tcg */
 	pid_t supervisor_pid; /* 0 for `run` (the CLI itself) */
 	pid_t qemu_pid;
@@ -62,7 +82,9 @@ bool proc_wait_gone(pid_t pid, uint64_t start, int ms);
  */
 void vmstate_effective(const char *dir, struct vm_state *s);
 /* created, starting, running, paused or stopping: processes of the VM may still exist. */
-bool vmstate_is_live(const char *state);
+bool vmstate_is_live(enum vm_run_state state);
+/* running or paused: QEMU is up and answers QMP. */
+bool vmstate_is_up(enum vm_run_state state);
 /*
  * Whether the VM of state dir `dir` may still be live: its effective state is live, or it has
  * no state.json yet and the dir is young (a VM being set up right now). gc must spare both.

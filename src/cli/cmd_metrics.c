@@ -251,7 +251,7 @@ static int stats_sample_all(char **names, struct nf_nft *nft, bool guest, bool o
 		snprintf(dir, sizeof(dir), "%s/%s", statedir_root(), names[i]);
 		if (stats_sample(names[i], dir, nft, guest, GUEST_TIMEOUT_MS, &out[*n]) < 0)
 			continue;
-		if (only_live && !vmstate_is_live(out[*n].state))
+		if (only_live && !vmstate_is_live(vmstate_parse(out[*n].state)))
 			continue;
 		(*n)++;
 	}

@@ -236,8 +236,8 @@ int cmd_events(int argc, char **argv)
 		if (vmstate_read(dir, &st, NULL) < 0)
 			break;
 		vmstate_effective(dir, &st);
-		if (strcmp(st.state, "running") && strcmp(st.state, "paused") &&
-		    strcmp(st.state, "starting") && strcmp(st.state, "stopping"))
+		if (!vmstate_is_up(st.state) && st.state != VMS_STARTING &&
+		    st.state != VMS_STOPPING)
 			break;
 		struct timespec ts = { 0, 50 * 1000000L };
 		nanosleep(&ts, NULL);

@@ -139,9 +139,9 @@ static struct json_object *vm_json(const char *name, const char *dir)
 	json_object_object_add(o, "name", json_object_new_string(name));
 	json_object_object_add(o, "dir", json_object_new_string(dir));
 	if (vmstate_read(dir, &st, NULL) < 0)
-		snprintf(st.state, sizeof(st.state), "unknown");
+		st.state = VMS_UNKNOWN;
 	vmstate_effective(dir, &st);
-	json_object_object_add(o, "state", json_object_new_string(st.state));
+	json_object_object_add(o, "state", json_object_new_string(vmstate_name(st.state)));
 	json_object_object_add(o, "accel", json_object_new_string(st.accel));
 	json_object_object_add(o, "exit_reason", json_object_new_string(st.exit_reason));
 	json_object_object_add(o, "exit_status", json_object_new_int(st.exit_status));
@@ -284,17 +284,18 @@ int cmd_wait(int argc, char **argv)
 		}
 		vmstate_effective(dir, &st);
 		bool stopped = !vmstate_is_live(st.state);
-		if (!strcmp(st.state, want) || (!strcmp(want, "stopped") && stopped)) {
-			printf("%s\n", st.state);
+		const char *now = vmstate_name(st.state);
+		if (!strcmp(now, want) || (!strcmp(want, "stopped") && stopped)) {
+			printf("%s\n", now);
 			return 0;
 		}
 		if (stopped) {
-			cli_error("VM '%s' is %s and will never be %s", argv[1], st.state, want);
+			cli_error("VM '%s' is %s and will never be %s", argv[1], now, want);
 			return 1;
 		}
 		if (timeout_s && now_ms() >= deadline) {
 			cli_error("timed out waiting for VM '%s' to be %s (it is %s)", argv[1], want,
-				  st.state);
+				  now);
 			return EXIT_TIMEOUT;
 		}
 		util_sleep_ms(20);

@@ -5,7 +5,7 @@
  * meta.json (snap_meta_parse), the disks of spec.json (vm_spec_disks_from_json) and a boot
  * template's meta.json (boot_cache_list, which reads every template's). The first
  * byte picks the reader; the rest is the file. Invariants: no crash or leak; a refusal has a
- * message; what is accepted is within its bounds (a NUL-terminated state, an agentvm tap name
+ * message; what is accepted is within its bounds (a known state, an agentvm tap name
  * or none, at most VM_SPEC_MAX_DISKS disks).
  */
 #include <errno.h>
@@ -84,7 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		put("state.json", data, size);
 		r = vmstate_read(dir, &st, &err);
 		check_err(r, &err);
-		if (r == 0 && (strnlen(st.state, sizeof(st.state)) == sizeof(st.state) ||
+		if (r == 0 && ((unsigned)st.state > VMS_CRASHED ||
 			       strnlen(st.error, sizeof(st.error)) == sizeof(st.error)))
 			abort();
 		if (r == 0)

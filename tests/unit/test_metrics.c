@@ -219,7 +219,7 @@ static void test_guest_stats(void **state)
 static void test_render_promtool(void **state)
 {
 	char dir[128], out[192], cmd[512];
-	struct vm_state st = { .state = "stopped", .accel = "tcg", .created_ms = 1 };
+	struct vm_state st = { .state = VMS_STOPPED, .accel = "tcg", .created_ms = 1 };
 	struct metrics_pool pool = { .present = true, .ready = 2, .acquired = 1, .waiting = 3,
 				     .refill_failures = 4 };
 	_cleanup_free_ char *text = NULL;
