@@ -495,8 +495,8 @@ int image_users(const char *id, char ***out)
 {
 	struct strv sv = { 0 };
 
-	users_in(statedir_root(), "spec.json", "vm", id, &sv);
-	users_in(snap_root(), "meta.json", "snapshot", id, &sv);
+	users_in(statedir_root(), VM_SPEC_FILE, "vm", id, &sv);
+	users_in(snap_root(), SNAP_META_FILE, "snapshot", id, &sv);
 	if (!sv.v && !sv.failed && !(sv.v = calloc(1, sizeof(char *))))
 		sv.failed = -ENOMEM;
 	if (sv.failed) {

@@ -56,8 +56,8 @@ static int ensure_cow(struct restore *rs, const char *snap, struct avm_error *er
 	_cleanup_close_ int lock = -1;
 	int r;
 
-	snap_path(mem, sizeof(mem), snap, "cow-mem");
-	snap_path(dev, sizeof(dev), snap, "cow-devstate");
+	snap_path(mem, sizeof(mem), snap, SNAP_COW_MEM_FILE);
+	snap_path(dev, sizeof(dev), snap, SNAP_COW_DEVSTATE_FILE);
 	if (access(dev, R_OK) == 0 && access(mem, R_OK) == 0)
 		goto done;
 	snap_path(lockp, sizeof(lockp), snap, ".cow.lock");
@@ -153,7 +153,7 @@ int restore_prepare(const char *snap, struct restore *rs, struct avm_error *err)
 		}
 	rs->qemu = TAKE_PTR(qemu);
 	snap_path(rs->snap_dir, sizeof(rs->snap_dir), snap, NULL);
-	snap_path(rs->state_path, sizeof(rs->state_path), snap, "state");
+	snap_path(rs->state_path, sizeof(rs->state_path), snap, SNAP_STATE_FILE);
 	if (restore_cow() && (r = ensure_cow(rs, snap, err)) < 0)
 		goto fail;
 	return 0;

@@ -160,7 +160,7 @@ static void mark(const char *dir, const char *file)
 int restore_reset(const char *name, long boot_timeout_s, struct avm_error *err)
 {
 	struct restore rs;
-	_cleanup_free_ char *dir = NULL, *snap = NULL, *text = NULL;
+	_cleanup_free_ char *dir = NULL, *snap = NULL;
 	char path[PATH_MAX];
 	int r;
 
@@ -193,9 +193,8 @@ int restore_reset(const char *name, long boot_timeout_s, struct avm_error *err)
 	/* The same network policy as now (restore may have been given flags). */
 	struct vm_spec *ov = vm_spec_new();
 	struct json_object *spec = NULL;
-	if (statedir_read(dir, "spec.json", &text, 1 << 20) >= 0)
-		spec = json_tokener_parse(text);
-	if (ov && spec && snap_spec_net_from_json(ov, spec) == 0) {
+	vm_spec_read(dir, &spec, NULL);
+	if (ov && spec && vm_spec_net_from_json(ov, spec) == 0) {
 		rs.net_override = ov;
 		rs.net_mode_given = rs.policy_given = true;
 	}

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include "disk.h"
 #include "snapshot.h"
 
 #include <ctype.h>
@@ -61,6 +62,18 @@ int snap_validate_name(const char *name, struct avm_error *err)
 			     "invalid snapshot name '%s': use 1-%d letters, digits, '_', '.' or "
 			     "'-', starting with a letter or digit",
 			     name, SNAP_MAX_NAME);
+}
+
+int snap_tmp_pattern(char *buf, size_t len, const char *name)
+{
+	int n = snprintf(buf, len, "%s/.%s.tmp-XXXXXX", snap_root(), name);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+bool snap_is_tmp_name(const char *entry)
+{
+	return entry[0] == '.' && strstr(entry, ".tmp-");
 }
 
 int snap_path(char *buf, size_t len, const char *name, const char *file)
@@ -311,7 +324,7 @@ int snap_load(const char *name, struct snap_meta *m, struct avm_error *err)
 		return avm_error_set(err, -ENOENT,
 				     "no snapshot named '%s' in %s (see 'agentvm snapshot ls')", name,
 				     snap_root());
-	snap_path(path, sizeof(path), name, "meta.json");
+	snap_path(path, sizeof(path), name, SNAP_META_FILE);
 	r = read_file(path, &text, 1 << 20);
 	if (r < 0)
 		return avm_error_setx(err, r, "snapshot '%s' is damaged: cannot read %s", name, path);
@@ -326,7 +339,7 @@ int snap_load(const char *name, struct snap_meta *m, struct avm_error *err)
 		snap_meta_release(m);
 		return r;
 	}
-	snap_path(path, sizeof(path), name, "state");
+	snap_path(path, sizeof(path), name, SNAP_STATE_FILE);
 	if (stat(path, &st) < 0 || st.st_size != m->state_size) {
 		r = avm_error_set(err, -EBADMSG,
 				  "snapshot '%s' is damaged: %s is %s (expected %lld bytes); "
@@ -337,9 +350,9 @@ int snap_load(const char *name, struct snap_meta *m, struct avm_error *err)
 		return r;
 	}
 	for (size_t i = 0; i < m->n_disks; i++) {
-		char f[32];
-		snprintf(f, sizeof(f), "disk%zu.qcow2", i);
-		snap_path(path, sizeof(path), name, f);
+		char dir[PATH_MAX];
+		snap_path(dir, sizeof(dir), name, NULL);
+		disk_overlay_path(path, sizeof(path), dir, i);
 		if (access(path, R_OK) < 0) {
 			r = avm_error_set(err, -EBADMSG,
 					  "snapshot '%s' is damaged: %s is missing; remove it with "
@@ -460,45 +473,6 @@ int snap_input_check(const struct snap_input *in, const char *path, const char *
 	return 0;
 }
 
-int snap_spec_net_from_json(struct vm_spec *s, struct json_object *spec)
-{
-	struct json_object *net = NULL, *v;
-	const char *mode = NULL;
-	int r = 0;
-
-	s->net_mode = VM_NET_NAT_FILTERED;
-	if (!spec || !json_object_object_get_ex(spec, "network", &net))
-		return 0;
-	if (json_object_object_get_ex(net, "mode", &v))
-		mode = json_object_get_string(v);
-	if (mode && !strcmp(mode, "isolated")) {
-		s->net_mode = VM_NET_ISOLATED;
-		return 0;
-	}
-	if (mode && !strcmp(mode, "bridge") && json_object_object_get_ex(net, "bridge", &v)) {
-		char buf[64];
-		snprintf(buf, sizeof(buf), "bridge:%s", json_object_get_string(v));
-		return vm_spec_set_network(s, buf, NULL);
-	}
-	if (json_object_object_get_ex(net, "allow", &v) && json_object_is_type(v, json_type_array))
-		for (size_t i = 0; r == 0 && i < json_object_array_length(v); i++)
-			r = vm_spec_add_allow(s, json_object_get_string(json_object_array_get_idx(v, i)),
-					      NULL);
-	if (r == 0 && json_object_object_get_ex(net, "host_allow", &v) &&
-	    json_object_is_type(v, json_type_array))
-		for (size_t i = 0; r == 0 && i < json_object_array_length(v); i++)
-			r = vm_spec_add_host_allow(
-				s, json_object_get_string(json_object_array_get_idx(v, i)), NULL);
-	if (r == 0 && json_object_object_get_ex(net, "deny_all_egress", &v))
-		s->deny_all_egress = json_object_get_boolean(v);
-	if (r == 0 && json_object_object_get_ex(net, "dns", &v) &&
-	    json_object_is_type(v, json_type_string))
-		r = vm_spec_set_dns(s, json_object_get_string(v), NULL);
-	if (r == 0)
-		r = vm_spec_egress_from_json(s, net);
-	return r;
-}
-
 struct vm_spec *snap_spec_new(const struct snap_meta *m)
 {
 	struct vm_spec *s = vm_spec_new();
@@ -517,7 +491,7 @@ struct vm_spec *snap_spec_new(const struct snap_meta *m)
 	 * set must match), with the source VM's network policy from its spec.
 	 */
 	s->net_mode = VM_NET_ISOLATED;
-	if (m->network && snap_spec_net_from_json(s, m->spec) < 0) {
+	if (m->network && vm_spec_net_from_json(s, m->spec) < 0) {
 		vm_spec_free(s);
 		return NULL;
 	}

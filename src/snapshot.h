@@ -27,6 +27,17 @@
 #define SNAP_FORMAT 1
 #define SNAP_MAX_NAME 63
 
+/* The files of a snapshot dir (above; the disk copies are disk_overlay_path()'s, disk.h). */
+#define SNAP_STATE_FILE "state"
+#define SNAP_META_FILE "meta.json"
+/* The copy-on-write template a restore builds once: guest RAM and the device state. */
+#define SNAP_COW_MEM_FILE "cow-mem"
+#define SNAP_COW_DEVSTATE_FILE "cow-devstate"
+/* A save's temp dir: ".NAME.tmp-XXXXXX" in the root (mkdtemp pattern into buf). */
+int snap_tmp_pattern(char *buf, size_t len, const char *name);
+/* Whether a root entry is a save's temp dir. */
+bool snap_is_tmp_name(const char *entry);
+
 struct snap_input {
 	char *path;
 	char sha256[65];
@@ -95,7 +106,5 @@ void snap_time_ny(time_t t, char *buf, size_t len);
 
 /* A vm_spec for a clone of this snapshot (sizes, accel, images, network); caller frees. */
 struct vm_spec *snap_spec_new(const struct snap_meta *m);
-/* The network mode and policy of a spec.json object into s (nat-filtered when it has none). */
-int snap_spec_net_from_json(struct vm_spec *s, struct json_object *spec);
 
 #endif

@@ -32,31 +32,6 @@
 /* A save's temp dir older than this whose saver is gone (no flock on it) is removed. */
 #define STALE_TMP_S 600
 
-static struct json_object *read_json(const char *dir, const char *file)
-{
-	_cleanup_free_ char *buf = NULL;
-
-	if (statedir_read(dir, file, &buf, 1 << 20) < 0)
-		return NULL;
-	return json_tokener_parse(buf);
-}
-
-static const char *json_str(struct json_object *o, const char *k)
-{
-	struct json_object *v;
-
-	if (o && json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string))
-		return json_object_get_string(v);
-	return NULL;
-}
-
-static int json_int(struct json_object *o, const char *k)
-{
-	struct json_object *v;
-
-	return o && json_object_object_get_ex(o, k, &v) ? json_object_get_int(v) : 0;
-}
-
 /*
  * Migrate the (stopped) VM into fd; wait for the end. 0, or -errno with err filled. QEMU says
  * a full disk only in words: that is read here, once, into -ENOSPC.
@@ -115,7 +90,7 @@ void snap_remove_stale_tmp(void)
 	while (d && (e = readdir(d))) {
 		struct stat st;
 		char path[PATH_MAX];
-		if (e->d_name[0] != '.' || !strstr(e->d_name, ".tmp-") ||
+		if (!snap_is_tmp_name(e->d_name) ||
 		    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
 		    !S_ISDIR(st.st_mode) || now - st.st_mtime < STALE_TMP_S)
 			continue;
@@ -198,7 +173,8 @@ static int save_prepare(const char *vm, const char *snap, const char *desc, cons
 			struct avm_error *err)
 {
 	char final[PATH_MAX], path[PATH_MAX], created[64];
-	struct json_object *spec, *shares;
+	struct vm_spec_summary sum;
+	struct json_object *spec;
 	int r;
 
 	if (!vmstate_is_up(st->state))
@@ -211,16 +187,15 @@ static int save_prepare(const char *vm, const char *snap, const char *desc, cons
 			    "a snapshot named '%s' already exists; pick another name or remove it "
 			    "with 'agentvm snapshot rm %s'",
 			    snap, snap);
-	spec = read_json(dir, "spec.json");
-	if (!spec)
-		return fail(err, AVM_ERR_INTERNAL, -EIO, "cannot read %s/spec.json", dir);
+	if ((r = vm_spec_read(dir, &spec, err)) < 0)
+		return fail(err, AVM_ERR_INTERNAL, r, "cannot read %s/" VM_SPEC_FILE, dir);
 	m->spec = spec; /* owned by m from here */
+	vm_spec_summary_from_json(spec, &sum);
 	/*
 	 * QEMU refuses to migrate while a 9p export is mounted, and unmounting it under a running
 	 * command would pull its files away: a VM with shares is not saved (decided in issue 11).
 	 */
-	if (json_object_object_get_ex(spec, "shares", &shares) &&
-	    json_object_array_length(shares) > 0)
+	if (sum.n_shares > 0)
 		return fail(err, AVM_ERR_USAGE, -EOPNOTSUPP,
 			    "VM '%s' has shares (--share/--workspace) and QEMU cannot snapshot a VM "
 			    "with a mounted 9p share; start it without shares (move files with "
@@ -229,9 +204,9 @@ static int save_prepare(const char *vm, const char *snap, const char *desc, cons
 	m->name = strdup(snap);
 	m->description = strdup(desc ? desc : "");
 	m->source_vm = strdup(vm);
-	m->profile = strdup(json_str(spec, "profile") ? json_str(spec, "profile") : "custom");
-	m->cpus = (unsigned)json_int(spec, "cpus");
-	m->memory_mib = (unsigned)json_int(spec, "memory_mib");
+	m->profile = strdup(sum.profile);
+	m->cpus = sum.cpus;
+	m->memory_mib = sum.memory_mib;
 	snprintf(m->accel, sizeof(m->accel), "%s", st->accel);
 	statedir_file(path, sizeof(path), dir, "net.json");
 	m->network = access(path, F_OK) == 0; /* the VM has a NIC exactly when it has a net.json */
@@ -241,8 +216,7 @@ static int save_prepare(const char *vm, const char *snap, const char *desc, cons
 		return fail(err, AVM_ERR_STATE, *disks ? err->code : -ENOMEM,
 			    "VM '%s' has a damaged spec.json: %s", vm,
 			    *disks ? err->msg : "no memory");
-	if ((r = snap_record_inputs(m, json_str(spec, "kernel"), json_str(spec, "initrd"), err)) <
-		    0 ||
+	if ((r = snap_record_inputs(m, sum.kernel, sum.initrd, err)) < 0 ||
 	    (r = snap_record_disks(m, *disks, err)) < 0)
 		return avm_error_kind(err, AVM_ERR_HOST, r);
 	if (check_disks(*disks, dir, err) < 0)
@@ -285,7 +259,7 @@ int snap_save(const char *vm, const char *snap, const char *desc, int cancel_fd,
 		goto out;
 	}
 	snap_remove_stale_tmp();
-	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp-XXXXXX", snap_root(), snap);
+	snap_tmp_pattern(tmp, sizeof(tmp), snap);
 	if (!mkdtemp(tmp)) {
 		r = avm_error_setx(err, -errno, "cannot create a directory in %s", snap_root());
 		goto out;
@@ -295,7 +269,7 @@ int snap_save(const char *vm, const char *snap, const char *desc, int cancel_fd,
 	tmp_lock = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (tmp_lock >= 0)
 		flock(tmp_lock, LOCK_EX);
-	snprintf(path, sizeof(path), "%s/state", tmp);
+	snprintf(path, sizeof(path), "%s/" SNAP_STATE_FILE, tmp);
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		r = avm_error_setx(err, -errno, "cannot create %s", path);
@@ -360,7 +334,7 @@ int snap_save(const char *vm, const char *snap, const char *desc, int cancel_fd,
 	}
 	m.state_size = sst.st_size;
 	text = snap_meta_to_string(&m);
-	snprintf(path, sizeof(path), "%s/meta.json", tmp);
+	snprintf(path, sizeof(path), "%s/" SNAP_META_FILE, tmp);
 	if (!text || (r = write_file_atomic(path, text, strlen(text))) < 0 ||
 	    (r = fsync_path(path)) < 0) {
 		r = text ? r : -ENOMEM;

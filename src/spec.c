@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "../netfilter/nf.h"
+#include "statedir.h"
 #include "strv.h"
 #include "util.h"
 
@@ -937,4 +938,107 @@ struct json_object *vm_spec_to_json(const struct vm_spec *s)
 		json_object_object_add(o, "image", img);
 	}
 	return o;
+}
+
+/* --- spec.json in a VM's state dir: written at launch, read by save, reset and inspect --- */
+
+int vm_spec_net_from_json(struct vm_spec *s, struct json_object *spec)
+{
+	struct json_object *net = NULL, *v;
+	const char *mode = NULL;
+	int r = 0;
+
+	s->net_mode = VM_NET_NAT_FILTERED;
+	if (!spec || !json_object_object_get_ex(spec, "network", &net))
+		return 0;
+	if (json_object_object_get_ex(net, "mode", &v))
+		mode = json_object_get_string(v);
+	if (mode && !strcmp(mode, "isolated")) {
+		s->net_mode = VM_NET_ISOLATED;
+		return 0;
+	}
+	if (mode && !strcmp(mode, "bridge") && json_object_object_get_ex(net, "bridge", &v)) {
+		char buf[64];
+		snprintf(buf, sizeof(buf), "bridge:%s", json_object_get_string(v));
+		return vm_spec_set_network(s, buf, NULL);
+	}
+	if (json_object_object_get_ex(net, "allow", &v) && json_object_is_type(v, json_type_array))
+		for (size_t i = 0; r == 0 && i < json_object_array_length(v); i++)
+			r = vm_spec_add_allow(s, json_object_get_string(json_object_array_get_idx(v, i)),
+					      NULL);
+	if (r == 0 && json_object_object_get_ex(net, "host_allow", &v) &&
+	    json_object_is_type(v, json_type_array))
+		for (size_t i = 0; r == 0 && i < json_object_array_length(v); i++)
+			r = vm_spec_add_host_allow(
+				s, json_object_get_string(json_object_array_get_idx(v, i)), NULL);
+	if (r == 0 && json_object_object_get_ex(net, "deny_all_egress", &v))
+		s->deny_all_egress = json_object_get_boolean(v);
+	if (r == 0 && json_object_object_get_ex(net, "dns", &v) &&
+	    json_object_is_type(v, json_type_string))
+		r = vm_spec_set_dns(s, json_object_get_string(v), NULL);
+	if (r == 0)
+		r = vm_spec_egress_from_json(s, net);
+	return r;
+}
+
+int vm_spec_write(const char *dir, const struct vm_spec *spec, const char *name)
+{
+	char path[PATH_MAX];
+	struct json_object *o = vm_spec_to_json(spec);
+	const char *s;
+	int r;
+
+	if (!o)
+		return -ENOMEM;
+	json_object_object_add(o, "name", json_object_new_string(name));
+	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
+	r = statedir_file(path, sizeof(path), dir, VM_SPEC_FILE);
+	if (r == 0)
+		r = write_file_atomic(path, s, strlen(s));
+	json_object_put(o);
+	return r;
+}
+
+int vm_spec_read(const char *dir, struct json_object **out, struct avm_error *err)
+{
+	_cleanup_free_ char *buf = NULL;
+	int r = statedir_read(dir, VM_SPEC_FILE, &buf, 1 << 20);
+
+	*out = NULL;
+	if (r < 0)
+		return avm_error_setx(err, r, "cannot read %s/" VM_SPEC_FILE, dir);
+	*out = json_tokener_parse(buf);
+	if (!*out || !json_object_is_type(*out, json_type_object)) {
+		json_object_put(*out);
+		*out = NULL;
+		return avm_error_set(err, -EBADMSG, "%s/" VM_SPEC_FILE " is not a JSON object", dir);
+	}
+	return 0;
+}
+
+static const char *json_str(struct json_object *o, const char *k)
+{
+	struct json_object *v;
+
+	if (json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string))
+		return json_object_get_string(v);
+	return NULL;
+}
+
+void vm_spec_summary_from_json(struct json_object *spec, struct vm_spec_summary *out)
+{
+	struct json_object *v;
+
+	out->profile = json_str(spec, "profile") ? json_str(spec, "profile") : "custom";
+	out->kernel = json_str(spec, "kernel");
+	out->initrd = json_str(spec, "initrd");
+	out->cpus = json_object_object_get_ex(spec, "cpus", &v) ? (unsigned)json_object_get_int(v)
+								: 0;
+	out->memory_mib = json_object_object_get_ex(spec, "memory_mib", &v)
+				  ? (unsigned)json_object_get_int(v)
+				  : 0;
+	out->n_shares = json_object_object_get_ex(spec, "shares", &v) &&
+					json_object_is_type(v, json_type_array)
+				? json_object_array_length(v)
+				: 0;
 }

@@ -203,4 +203,21 @@ const char *vm_accel_name(enum vm_accel a);
 /* A new json-c object describing the spec (caller puts it). */
 struct json_object *vm_spec_to_json(const struct vm_spec *s);
 
+/* --- spec.json, a VM's spec in its state dir (one writer, one reader: here) --- */
+#define VM_SPEC_FILE "spec.json"
+/* Write spec (plus "name") as dir's spec.json, atomically. 0 or -errno. */
+int vm_spec_write(const char *dir, const struct vm_spec *spec, const char *name);
+/* dir's spec.json as a JSON object (caller puts it); -errno with err filled. */
+int vm_spec_read(const char *dir, struct json_object **out, struct avm_error *err);
+/* The network mode and policy of a spec.json object into s (nat-filtered when it has none). */
+int vm_spec_net_from_json(struct vm_spec *s, struct json_object *spec);
+/* The scalar fields of a spec.json object (strings borrowed from it). */
+struct vm_spec_summary {
+	const char *profile; /* "custom" when absent */
+	const char *kernel, *initrd; /* NULL: the default images */
+	unsigned cpus, memory_mib;
+	size_t n_shares;
+};
+void vm_spec_summary_from_json(struct json_object *spec, struct vm_spec_summary *out);
+
 #endif

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "agent_conn.h"
+#include "disk.h"
 #include "metrics.h"
 #include "net.h"
 #include "statedir.h"
@@ -77,7 +78,7 @@ static uint64_t overlay_bytes(const char *dir)
 	for (size_t i = 0; i < 64; i++) {
 		char path[PATH_MAX];
 		struct stat st;
-		snprintf(path, sizeof(path), "%s/disk%zu.qcow2", dir, i);
+		disk_overlay_path(path, sizeof(path), dir, i);
 		if (lstat(path, &st) < 0)
 			break;
 		if (S_ISREG(st.st_mode))

@@ -193,24 +193,6 @@ void vm__note_write_error(struct vm *vm, const char *file, int r)
 	vmstate_write(vm->dir, &vm->st);
 }
 
-static int write_spec(struct vm *vm, const struct vm_spec *spec)
-{
-	char path[PATH_MAX];
-	struct json_object *o = vm_spec_to_json(spec);
-	const char *s;
-	int r;
-
-	if (!o)
-		return -ENOMEM;
-	json_object_object_add(o, "name", json_object_new_string(vm->name));
-	s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
-	r = statedir_file(path, sizeof(path), vm->dir, "spec.json");
-	if (r == 0)
-		r = write_file_atomic(path, s, strlen(s));
-	json_object_put(o);
-	return r;
-}
-
 static void vm_free(struct vm *vm)
 {
 	if (!vm)
@@ -359,7 +341,7 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 				       "full?)", vm->dir);
 		goto fail;
 	}
-	r = write_spec(vm, o->spec);
+	r = vm_spec_write(vm->dir, o->spec, vm->name);
 	if (r < 0) {
 		avm_error_setx(err, r, "cannot write %s/spec.json", vm->dir);
 		goto fail;

@@ -98,7 +98,7 @@ static int cmd_snapshot_ls(int argc, char **argv)
 
 		if (json) {
 			struct json_object *o = NULL;
-			snap_path(path, sizeof(path), names[i], "meta.json");
+			snap_path(path, sizeof(path), names[i], SNAP_META_FILE);
 			if (ok && read_file(path, &text, 1 << 20) >= 0)
 				o = json_tokener_parse(text);
 			if (!o) {

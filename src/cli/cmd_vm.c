@@ -132,10 +132,11 @@ static struct json_object *read_json_file(const char *dir, const char *file)
 
 static struct json_object *vm_json(const char *name, const char *dir)
 {
-	struct json_object *o = json_object_new_object(), *spec = read_json_file(dir, "spec.json");
+	struct json_object *o = json_object_new_object(), *spec = NULL;
 	struct vm_state st;
 	char path[PATH_MAX];
 
+	vm_spec_read(dir, &spec, NULL);
 	json_object_object_add(o, "name", json_object_new_string(name));
 	json_object_object_add(o, "dir", json_object_new_string(dir));
 	if (vmstate_read(dir, &st, NULL) < 0)

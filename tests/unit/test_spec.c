@@ -267,7 +267,7 @@ static void test_allow_host(void **state)
 	assert_true(json_object_object_get_ex(net, "host_allow", &ha));
 	assert_int_equal(json_object_array_length(ha), VM_SPEC_MAX_ALLOW);
 	assert_string_equal(json_object_get_string(json_object_array_get_idx(ha, 0)), "tcp:8000");
-	assert_int_equal(snap_spec_net_from_json(back, o), 0);
+	assert_int_equal(vm_spec_net_from_json(back, o), 0);
 	assert_int_equal(back->net_mode, VM_NET_NAT_FILTERED);
 	assert_int_equal(back->n_host_allow, VM_SPEC_MAX_ALLOW);
 	assert_string_equal(back->host_allow[1], "udp:5353");
@@ -279,13 +279,13 @@ static void test_allow_host(void **state)
 	o = json_tokener_parse("{\"network\":{\"mode\":\"nat-filtered\",\"allow\":[\"tcp:1\"]}}");
 	vm_spec_free(back);
 	back = vm_spec_new();
-	assert_int_equal(snap_spec_net_from_json(back, o), 0);
+	assert_int_equal(vm_spec_net_from_json(back, o), 0);
 	assert_int_equal(back->n_host_allow, 0);
 	assert_null(back->host_allow);
 	json_object_put(o);
 	/* A bad port in a spec.json is an error, as for allow. */
 	o = json_tokener_parse("{\"network\":{\"mode\":\"nat-filtered\",\"host_allow\":[\"tcp:0\"]}}");
-	assert_int_equal(snap_spec_net_from_json(back, o), -EINVAL);
+	assert_int_equal(vm_spec_net_from_json(back, o), -EINVAL);
 	json_object_put(o);
 
 	/* Without a filtered NIC it is an error that names the flag. */
@@ -460,7 +460,7 @@ static void test_egress_flags(void **state)
 	assert_true(json_object_object_get_ex(o, "network", &net));
 	assert_true(json_object_object_get_ex(net, "allow_domain", &v));
 	assert_int_equal(json_object_array_length(v), 2);
-	assert_int_equal(snap_spec_net_from_json(back, o), 0);
+	assert_int_equal(vm_spec_net_from_json(back, o), 0);
 	assert_int_equal(back->n_allow_cidr, 2);
 	assert_string_equal(back->allow_cidr[0], "10.1.0.0/16");
 	assert_int_equal(back->n_allow_domain, 2);
@@ -481,7 +481,7 @@ static void test_egress_flags(void **state)
 	vm_spec_free(back);
 	back = vm_spec_new();
 	o = json_tokener_parse("{\"network\":{\"mode\":\"nat-filtered\"}}");
-	assert_int_equal(snap_spec_net_from_json(back, o), 0);
+	assert_int_equal(vm_spec_net_from_json(back, o), 0);
 	assert_int_equal(back->n_allow_domain, 0);
 	assert_null(back->bandwidth);
 	json_object_put(o);
