@@ -7,9 +7,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "statedir.h"
 #include "util.h"
 
-#define CONSOLE_LOG "console.log"
+#define CONSOLE_LOG STATEDIR_CONSOLE_LOG
 #define CONSOLE_LOG_OLD "console.log.1"
 /* Per pump: four reads of 64 KiB, then back to the event loop. */
 #define PUMP_READS 4

@@ -25,7 +25,7 @@
 #include "statedir.h"
 #include "util.h"
 
-#define NET_JSON "net.json"
+#define NET_JSON STATEDIR_NET
 /*
  * Serialises "add a VM" against "remove the table once it holds no VM", so a VM that starts
  * while the last one stops never loses its rules. One lock for the host: it is held ~1 ms.

@@ -208,7 +208,7 @@ static int save_prepare(const char *vm, const char *snap, const char *desc, cons
 	m->cpus = sum.cpus;
 	m->memory_mib = sum.memory_mib;
 	snprintf(m->accel, sizeof(m->accel), "%s", st->accel);
-	statedir_file(path, sizeof(path), dir, "net.json");
+	statedir_file(path, sizeof(path), dir, STATEDIR_NET);
 	m->network = access(path, F_OK) == 0; /* the VM has a NIC exactly when it has a net.json */
 	snap_time_ny(time(NULL), created, sizeof(created));
 	m->created = strdup(created);
@@ -242,7 +242,7 @@ int snap_save(const char *vm, const char *snap, const char *desc, int cancel_fd,
 
 	if ((r = snap_validate_name(snap, err)) < 0 || (r = statedir_find(vm, &dir, err)) < 0)
 		return avm_error_kind(err, AVM_ERR_USAGE, r);
-	statedir_file(path, sizeof(path), dir, "lock");
+	statedir_file(path, sizeof(path), dir, STATEDIR_LOCK);
 	lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (lock < 0 || flock(lock, LOCK_EX) < 0 || vmstate_read(dir, &st, &e) < 0)
 		return fail(err, AVM_ERR_INTERNAL, e.code ? e.code : -errno,

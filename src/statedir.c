@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -118,6 +119,15 @@ int statedir_file(char *buf, size_t len, const char *dir, const char *file)
 	if (snprintf(buf, len, "%s/%s", dir, file) >= (int)len)
 		return -ENAMETOOLONG;
 	return 0;
+}
+
+int statedir_sockaddr(struct sockaddr_un *sa, const char *dir, const char *file)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	int n = snprintf(sa->sun_path, sizeof(sa->sun_path), "%s/%s", dir, file);
+
+	return n < 0 || (size_t)n >= sizeof(sa->sun_path) ? -ENAMETOOLONG : 0;
 }
 
 int statedir_open(const char *dir, const char *file, int flags, mode_t mode)

@@ -13,6 +13,16 @@
 
 #define STATEDIR_MAX_NAME 63
 
+/* The files of a VM's state dir (spec.json is spec.h's VM_SPEC_FILE). */
+#define STATEDIR_LOCK "lock"             /* flock: one caller acts on the VM at a time */
+#define STATEDIR_STATE "state.json"      /* vmstate.h */
+#define STATEDIR_NET "net.json"          /* net.h: the VM has a NIC exactly when it exists */
+#define STATEDIR_QMP_SOCK "qmp.sock"     /* a detached VM's QMP */
+#define STATEDIR_AGENT_SOCK "agent.sock" /* the supervisor's end of the guest agent */
+#define STATEDIR_CONSOLE_LOG "console.log"
+#define STATEDIR_QEMU_LOG "qemu.log"
+#define STATEDIR_EVENTS "events.jsonl"
+
 /* The root: $AGENTVM_STATE_DIR, else /run/agentvm for root, else $XDG_RUNTIME_DIR/agentvm. */
 const char *statedir_root(void);
 
@@ -47,6 +57,9 @@ int statedir_find(const char *name, char **path, struct avm_error *err);
 
 /* Path of a file inside a state dir, in buf. */
 int statedir_file(char *buf, size_t len, const char *dir, const char *file);
+struct sockaddr_un;
+/* A unix socket address for dir/file (STATEDIR_QMP_SOCK, ...); -ENAMETOOLONG when it won't fit. */
+int statedir_sockaddr(struct sockaddr_un *sa, const char *dir, const char *file);
 
 /*
  * Open file in the state dir dir: dir itself must be no symlink, and nothing beneath it is

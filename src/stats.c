@@ -94,8 +94,7 @@ int stats_guest_mem(const char *dir, int timeout_ms, uint64_t *total, uint64_t *
 	int r = -ETIMEDOUT;
 	_cleanup_close_ int fd = -1;
 
-	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/agent.sock", dir) >=
-	    (int)sizeof(sa.sun_path))
+	if (statedir_sockaddr(&sa, dir, STATEDIR_AGENT_SOCK) < 0)
 		return -ENAMETOOLONG;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)

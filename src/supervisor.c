@@ -283,7 +283,7 @@ static void on_event(void *opaque, const char *event, struct json_object *data, 
 			event, (long long)sec, (long long)usec,
 			data ? json_object_to_json_string_ext(data, JSON_C_TO_STRING_PLAIN) : "{}");
 		if (fflush(s->events) != 0 || ferror(s->events)) {
-			vm__note_write_error(vm, "events.jsonl", -errno);
+			vm__note_write_error(vm, STATEDIR_EVENTS, -errno);
 			clearerr(s->events);
 		}
 	}
@@ -302,8 +302,7 @@ static int listen_agent(struct sup *s)
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	int fd;
 
-	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/agent.sock", s->vm->dir) >=
-	    (int)sizeof(sa.sun_path))
+	if (statedir_sockaddr(&sa, s->vm->dir, STATEDIR_AGENT_SOCK) < 0)
 		return -ENAMETOOLONG;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
@@ -445,9 +444,9 @@ static void record_exit(struct sup *s)
 			metrics_record_exec(vm->dir, METRICS_EXEC_ERROR,
 					    now_us() - s->routes[i].t0_us);
 	vm__set_state(vm, state);
-	statedir_file(path, sizeof(path), vm->dir, "agent.sock");
+	statedir_file(path, sizeof(path), vm->dir, STATEDIR_AGENT_SOCK);
 	unlink(path);
-	statedir_file(path, sizeof(path), vm->dir, "qmp.sock");
+	statedir_file(path, sizeof(path), vm->dir, STATEDIR_QMP_SOCK);
 	unlink(path);
 }
 
@@ -656,7 +655,7 @@ static void supervisor_main(const struct vm_launch_opts *o, int boot_timeout_ms,
 	r = vm_launch(o, &s.vm, &err);
 	if (r == 0) {
 		s.vm->keep_state = false; /* until READY: a failed start leaves nothing */
-		statedir_file(path, sizeof(path), s.vm->dir, "events.jsonl");
+		statedir_file(path, sizeof(path), s.vm->dir, STATEDIR_EVENTS);
 		s.events = fopen(path, "ae");
 		qmp_client_set_event_cb(s.vm->qmp, on_event, &s);
 		if (s.pool_fd >= 0) {

@@ -96,7 +96,7 @@ static void qemu_log_tail(const struct vm *vm, char *out, size_t len)
 	_cleanup_free_ char *buf = NULL;
 
 	out[0] = '\0';
-	if (statedir_file(path, sizeof(path), vm->dir, "qemu.log") < 0 ||
+	if (statedir_file(path, sizeof(path), vm->dir, STATEDIR_QEMU_LOG) < 0 ||
 	    read_file(path, &buf, 1 << 20) <= 0)
 		return;
 	size_t n = strlen(buf);
@@ -179,9 +179,9 @@ void vm__set_state(struct vm *vm, enum vm_run_state state)
 	audit_vm_state(vm->name, old, state, vm->st.exit_reason);
 	/* Console output that could not be written is worth a line in state.json. */
 	if (vm->con.write_error && !vm->st.error[0])
-		vm__note_write_error(vm, "console.log", vm->con.write_error);
+		vm__note_write_error(vm, STATEDIR_CONSOLE_LOG, vm->con.write_error);
 	if ((r = vmstate_write(vm->dir, &vm->st)) < 0 && !vm->st.error[0])
-		vm__note_write_error(vm, "state.json", r);
+		vm__note_write_error(vm, STATEDIR_STATE, r);
 }
 
 void vm__note_write_error(struct vm *vm, const char *file, int r)
@@ -383,8 +383,8 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		goto fail;
 	}
 	con_sp[0] = -1;
-	statedir_file(qlog, sizeof(qlog), vm->dir, "qemu.log");
-	statedir_file(qmp_sock, sizeof(qmp_sock), vm->dir, "qmp.sock");
+	statedir_file(qlog, sizeof(qlog), vm->dir, STATEDIR_QEMU_LOG);
+	statedir_file(qmp_sock, sizeof(qmp_sock), vm->dir, STATEDIR_QMP_SOCK);
 	struct qemu_config qc = {
 		.qemu = o->qemu,
 		.kernel = o->kernel,
@@ -725,8 +725,7 @@ int vm_attach(const char *name, struct vm **out, struct avm_error *err)
 	}
 	vm->pid = vm->st.qemu_pid;
 	vm->pidfd = pidfd_open_cloexec(vm->pid);
-	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/agent.sock", vm->dir) >=
-	    (int)sizeof(sa.sun_path)) {
+	if (statedir_sockaddr(&sa, vm->dir, STATEDIR_AGENT_SOCK) < 0) {
 		r = avm_error_set(err, -ENAMETOOLONG, "state dir path too long for a socket");
 		goto fail;
 	}

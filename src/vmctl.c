@@ -27,7 +27,7 @@ int vm_open(const char *name, char **dir, int *lock_fd, struct avm_error *err)
 
 	if (r < 0 || !lock_fd)
 		return avm_error_kind(err, AVM_ERR_USAGE, r);
-	*lock_fd = statedir_open(*dir, "lock", O_RDWR | O_CREAT, 0600);
+	*lock_fd = statedir_open(*dir, STATEDIR_LOCK, O_RDWR | O_CREAT, 0600);
 	if (*lock_fd < 0)
 		errno = -*lock_fd;
 	if (*lock_fd < 0 || flock(*lock_fd, LOCK_EX) < 0)
@@ -71,7 +71,10 @@ int vm_qmp_open(const char *dir, struct qmp_client **out, struct avm_error *err)
 	struct qmp_error qe = { 0 };
 	int fd, r;
 
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/qmp.sock", dir);
+	if (statedir_sockaddr(&sa, dir, STATEDIR_QMP_SOCK) < 0)
+		return avm_error_kind(err, AVM_ERR_USAGE,
+				      avm_error_set(err, -ENAMETOOLONG,
+						    "state dir %s is too long for a socket path", dir));
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		r = -errno;
@@ -140,7 +143,8 @@ static int agent_poweroff(const char *dir)
 	struct agent_conn c;
 	int fd, r;
 
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/agent.sock", dir);
+	if (statedir_sockaddr(&sa, dir, STATEDIR_AGENT_SOCK) < 0)
+		return -ENAMETOOLONG;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;

@@ -81,7 +81,7 @@ static int write_reserved(const char *dir, const char *text, size_t len)
 	int fd, r = 0;
 
 	if (len > STATE_RESERVE || statedir_file(spare, sizeof(spare), dir, STATE_SPARE) < 0 ||
-	    statedir_file(path, sizeof(path), dir, "state.json") < 0)
+	    statedir_file(path, sizeof(path), dir, STATEDIR_STATE) < 0)
 		return -ENAMETOOLONG;
 	fd = open(spare, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
@@ -137,7 +137,7 @@ int vmstate_write(const char *dir, const struct vm_state *s)
 	if (s->error[0])
 		json_object_object_add(o, "error", json_object_new_string(s->error));
 	str = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	r = statedir_file(path, sizeof(path), dir, "state.json");
+	r = statedir_file(path, sizeof(path), dir, STATEDIR_STATE);
 	if (r == 0)
 		r = write_reserved(dir, str, strlen(str));
 	json_object_put(o);
@@ -168,9 +168,9 @@ int vmstate_read(const char *dir, struct vm_state *s, struct avm_error *err)
 
 	memset(s, 0, sizeof(*s));
 	s->state = VMS_CREATED;
-	r = statedir_file(path, sizeof(path), dir, "state.json");
+	r = statedir_file(path, sizeof(path), dir, STATEDIR_STATE);
 	if (r == 0)
-		r = statedir_read(dir, "state.json", &buf, 64 * 1024);
+		r = statedir_read(dir, STATEDIR_STATE, &buf, 64 * 1024);
 	if (r < 0)
 		return avm_error_setx(err, r, "cannot read %s", path);
 	o = json_tokener_parse(buf);

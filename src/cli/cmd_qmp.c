@@ -207,8 +207,8 @@ int cmd_events(int argc, char **argv)
 		cli_error("%s", err.msg);
 		return EXIT_USAGE;
 	}
-	statedir_file(path, sizeof(path), dir, "events.jsonl");
-	int efd = statedir_open(dir, "events.jsonl", O_RDONLY, 0);
+	statedir_file(path, sizeof(path), dir, STATEDIR_EVENTS);
+	int efd = statedir_open(dir, STATEDIR_EVENTS, O_RDONLY, 0);
 	FILE *f = efd < 0 ? NULL : fdopen(efd, "r");
 	if (!f) {
 		if (efd >= 0)

@@ -157,8 +157,9 @@ static struct json_object *vm_json(const char *name, const char *dir)
 							      0.0));
 	json_object_object_add(o, "created_ms", json_object_new_int64(st.created_ms));
 	struct json_object *socks = json_object_new_object();
-	static const char *const files[] = { "qmp.sock", "agent.sock", "console.log",
-					     "events.jsonl", "qemu.log" };
+	static const char *const files[] = { STATEDIR_QMP_SOCK, STATEDIR_AGENT_SOCK,
+					     STATEDIR_CONSOLE_LOG, STATEDIR_EVENTS,
+					     STATEDIR_QEMU_LOG };
 	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
 		statedir_file(path, sizeof(path), dir, files[i]);
 		if (access(path, F_OK) == 0)
@@ -167,7 +168,7 @@ static struct json_object *vm_json(const char *name, const char *dir)
 	json_object_object_add(o, "files", socks);
 	if (spec)
 		json_object_object_add(o, "spec", spec);
-	struct json_object *net = read_json_file(dir, "net.json");
+	struct json_object *net = read_json_file(dir, STATEDIR_NET);
 	if (net)
 		json_object_object_add(o, "network", net);
 	return o;
@@ -317,7 +318,7 @@ int cmd_logs(int argc, char **argv)
 		cli_error("%s", err.msg);
 		return EXIT_USAGE;
 	}
-	_cleanup_close_ int fd = statedir_open(dir, "console.log", O_RDONLY, 0);
+	_cleanup_close_ int fd = statedir_open(dir, STATEDIR_CONSOLE_LOG, O_RDONLY, 0);
 	if (fd == -ELOOP) {
 		cli_error("%s/console.log is a symlink (planted?); not followed: remove it", dir);
 		return 1;
