@@ -44,6 +44,24 @@ int vm_host_prepare(struct vm_spec *spec, enum vm_accel *accel, char **qemu, cha
 	return 0;
 }
 
+/* The checks and paths both kinds of launch need, into lo (the strings are the caller's). */
+static int prepare(struct vm_spec *spec, struct vm_launch_opts *lo, char **qemu, char **kernel,
+		   char **initrd, struct avm_error *err)
+{
+	int r;
+
+	if ((spec->name && (r = statedir_validate_name(spec->name, err)) < 0) ||
+	    (r = statedir_check_paths(spec->name, err)) < 0)
+		return avm_error_kind(err, AVM_ERR_USAGE, r);
+	if ((r = vm_host_prepare(spec, &lo->accel, qemu, kernel, initrd, err)) < 0)
+		return r;
+	lo->spec = spec;
+	lo->qemu = *qemu;
+	lo->kernel = *kernel;
+	lo->initrd = *initrd;
+	return 0;
+}
+
 /* A failed launch: what the host lacks (a file, a right, a device: KVM, a bridge; nf_tables), a
    name that is taken, an interrupt, or a VM that did not come up. */
 static int launch_kind(struct avm_error *err, int r)
@@ -74,7 +92,6 @@ int vm_start_detached(struct vm_spec *spec, long boot_timeout_s, bool cold,
 {
 	_cleanup_free_ char *qemu = NULL, *kernel = NULL, *initrd = NULL;
 	char namebuf[32];
-	enum vm_accel accel;
 	pid_t sup = 0;
 	int r;
 
@@ -83,15 +100,9 @@ int vm_start_detached(struct vm_spec *spec, long boot_timeout_s, bool cold,
 		if (!(spec->name = strdup(namebuf)))
 			return avm_error_set(err, -ENOMEM, "out of memory");
 	}
-	if ((r = statedir_validate_name(spec->name, err)) < 0 ||
-	    (r = statedir_check_paths(spec->name, err)) < 0)
-		return avm_error_kind(err, AVM_ERR_USAGE, r);
-	if ((r = vm_host_prepare(spec, &accel, &qemu, &kernel, &initrd, err)) < 0)
+	struct vm_launch_opts lo = { .detached = true };
+	if ((r = prepare(spec, &lo, &qemu, &kernel, &initrd, err)) < 0)
 		return r;
-	struct vm_launch_opts lo = {
-		.spec = spec, .kernel = kernel, .initrd = initrd, .qemu = qemu, .accel = accel,
-		.detached = true,
-	};
 	struct boot_cache_opts bo = { .cold = cold, .boot_timeout_ms = (int)boot_timeout_s * 1000,
 				      .sig_fd = -1, .warn = avm_warn };
 	r = boot_cache_start(&lo, &bo, start_supervised, &sup, err);
@@ -121,19 +132,12 @@ int vm_boot(struct vm_spec *spec, long boot_timeout_s, bool cold, bool keep_stat
 	    struct vm **out, struct avm_error *err)
 {
 	_cleanup_free_ char *qemu = NULL, *kernel = NULL, *initrd = NULL;
-	enum vm_accel accel;
 	int r;
 
 	*out = NULL;
-	if ((spec->name && (r = statedir_validate_name(spec->name, err)) < 0) ||
-	    (r = statedir_check_paths(spec->name, err)) < 0)
-		return avm_error_kind(err, AVM_ERR_USAGE, r);
-	if ((r = vm_host_prepare(spec, &accel, &qemu, &kernel, &initrd, err)) < 0)
+	struct vm_launch_opts lo = { .keep_state = keep_state };
+	if ((r = prepare(spec, &lo, &qemu, &kernel, &initrd, err)) < 0)
 		return r;
-	struct vm_launch_opts lo = {
-		.spec = spec, .kernel = kernel, .initrd = initrd, .qemu = qemu, .accel = accel,
-		.keep_state = keep_state,
-	};
 	struct boot_ctx bc = { .sig_fd = sig_fd };
 	struct boot_cache_opts bo = { .cold = cold, .boot_timeout_ms = (int)boot_timeout_s * 1000,
 				      .sig_fd = sig_fd, .warn = avm_warn };
