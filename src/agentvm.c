@@ -499,12 +499,11 @@ AGENTVM_EXPORT int agentvm_pool_release(struct agentvm_ctx *ctx, const char *nam
 AGENTVM_EXPORT int agentvm_net_list_json(struct agentvm_ctx *ctx, char **json,
 					 struct agentvm_error *err)
 {
-	struct json_object *arr = net_vm_list_json();
+	_cleanup_json_ struct json_object *arr = net_vm_list_json();
 
 	*json = arr ? strdup(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN |
 									 JSON_C_TO_STRING_NOSLASHESCAPE))
 		    : NULL;
-	json_object_put(arr);
 	return *json ? 0 : oom(err);
 }
 

@@ -192,13 +192,12 @@ int restore_reset(const char *name, long boot_timeout_s, struct avm_error *err)
 				      avm_error_wrap(err, "cannot reset VM '%s'", name));
 	/* The same network policy as now (restore may have been given flags). */
 	struct vm_spec *ov = vm_spec_new();
-	struct json_object *spec = NULL;
+	_cleanup_json_ struct json_object *spec = NULL;
 	vm_spec_read(dir, &spec, NULL);
 	if (ov && spec && vm_spec_net_from_json(ov, spec) == 0) {
 		rs.net_override = ov;
 		rs.net_mode_given = rs.policy_given = true;
 	}
-	json_object_put(spec);
 	vm_remove(name, true, NULL);
 	r = restore_one(&rs, name, boot_timeout_s, err);
 	restore_release(&rs);

@@ -83,7 +83,7 @@ static bool got_stop(int cancel_fd, bool *seen)
 
 void snap_remove_stale_tmp(void)
 {
-	DIR *d = opendir(snap_root());
+	_cleanup_closedir_ DIR *d = opendir(snap_root());
 	struct dirent *e;
 	time_t now = time(NULL);
 
@@ -103,8 +103,6 @@ void snap_remove_stale_tmp(void)
 			remove_flat_dir(path);
 		close(fd);
 	}
-	if (d)
-		closedir(d);
 }
 
 /* Before anything stops: every disk still stands on what it stood on at launch. */

@@ -3,10 +3,13 @@
 #ifndef AGENTVM_UTIL_H
 #define AGENTVM_UTIL_H
 
+#include <dirent.h>
 #include <errno.h>
+#include <json-c/json.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -23,9 +26,33 @@ static inline void closep(int *fd)
 		errno = saved;
 	}
 }
+static inline void fclosep(FILE **f)
+{
+	if (*f)
+		fclose(*f);
+}
+static inline void closedirp(DIR **d)
+{
+	if (*d)
+		closedir(*d);
+}
+static inline void json_putp(struct json_object **o)
+{
+	json_object_put(*o); /* NULL is fine */
+}
+/* An fd pair (pipe, socketpair): both ends that are still >= 0. */
+static inline void close_pairp(int (*fds)[2])
+{
+	closep(&(*fds)[0]);
+	closep(&(*fds)[1]);
+}
 #define _cleanup_(f) __attribute__((cleanup(f)))
 #define _cleanup_free_ _cleanup_(freep)
 #define _cleanup_close_ _cleanup_(closep)
+#define _cleanup_fclose_ _cleanup_(fclosep)
+#define _cleanup_closedir_ _cleanup_(closedirp)
+#define _cleanup_json_ _cleanup_(json_putp)
+#define _cleanup_close_pair_ _cleanup_(close_pairp)
 
 /* Ownership transfer out of a _cleanup_ variable. */
 #define TAKE_PTR(p)                                                                                \

@@ -279,7 +279,7 @@ int vm_remove(const char *name, bool force, struct avm_error *err)
 int vm_gc(unsigned *removed, struct avm_error *err)
 {
 	const char *root = statedir_root();
-	DIR *d = opendir(root);
+	_cleanup_closedir_ DIR *d = opendir(root);
 	struct dirent *e;
 
 	*removed = 0;
@@ -298,6 +298,5 @@ int vm_gc(unsigned *removed, struct avm_error *err)
 		else
 			avm_log("agentvm: %s\n", e2.msg);
 	}
-	closedir(d);
 	return 0;
 }
