@@ -222,6 +222,7 @@ $(B)/tests/test_guest_imagecfg: $(call obj,guest-init/imagecfg.c guest-init/requ
 	guest-init/util.c guest-init/tarcmd.c guest-init/tar.c)
 $(B)/tests/test_guest_tar: $(call obj,guest-init/tar.c)
 $(B)/tests/test_shim_proto: $(call obj,src/shim/pb.c src/shim/ttrpc.c src/shim/process.c)
+$(B)/tests/test_cli_exit: $(call obj,src/cli/exit.c)
 $(B)/tests/test_guest_share: $(call obj,guest-init/sharecfg.c guest-init/diskcfg.c \
 	guest-init/netcfg.c)
 

@@ -1,8 +1,35 @@
 /* SPDX-License-Identifier: MIT */
-/* The one table from a library error (its kind, then its errno) to agentvm's exit code. */
+/*
+ * How agentvm reports a failure: one line on stderr, and the exit code from the one table
+ * below (a library error's kind, then its errno).
+ */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 
 #include "cli.h"
+
+void cli_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("agentvm: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+void cli_warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("agentvm: warning: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
 
 #define ANY_KIND (-1)
 

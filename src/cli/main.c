@@ -11,28 +11,6 @@
 
 #define AGENTVM_VERSION "0.1.0"
 
-void cli_error(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("agentvm: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-void cli_warn(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("agentvm: warning: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
 static void usage(FILE *f)
 {
 	fputs("usage: agentvm VERB [OPTIONS] ...\n"
