@@ -25,7 +25,8 @@
 #include "vmstate.h"
 
 _Static_assert((int)AGENTVM_ERR_INTERRUPTED == (int)AVM_ERR_INTERRUPTED &&
-		       (int)AGENTVM_ERR_USAGE == (int)AVM_ERR_USAGE,
+		       (int)AGENTVM_ERR_USAGE == (int)AVM_ERR_USAGE &&
+		       (int)AGENTVM_ERR_OUTPUT == (int)AVM_ERR_OUTPUT,
 	       "agentvm_error_kind mirrors avm_error_kind");
 
 #define CLI_DEFAULT_BOOT_TIMEOUT_S 60
@@ -308,8 +309,7 @@ static int exec_in(struct vm *vm, const char *const *argv, char *const *env, con
 	if ((r = vm_exec_check(&req, E(err))) < 0)
 		return usage(err, r);
 	if ((r = vm_exec(vm, &req, &res, E(err))) < 0)
-		return avm_error_kind(E(err), res.output_error ? AVM_ERR_INTERNAL : AVM_ERR_VM_LOST,
-				      r);
+		return vm_exec_failed(r, &res, E(err));
 	*status = exit_status(&res);
 	if (*status < 0)
 		return avm_error_kind(E(err), AVM_ERR_VM_LOST,
@@ -363,10 +363,10 @@ AGENTVM_EXPORT int agentvm_exec(struct agentvm_ctx *ctx, const char *name,
 				int *status, struct agentvm_error *err)
 {
 	struct vm *vm = NULL;
-	int r = vm_attach(name, &vm, E(err));
+	int r = vm_connect(name, &vm, E(err));
 
 	if (r < 0)
-		return avm_error_kind(E(err), r == -ENOENT ? AVM_ERR_USAGE : AVM_ERR_STATE, r);
+		return r;
 	r = exec_in(vm, argv, (char *const *)env, cwd, timeout_s, stdin_fd, stdout_fd, stderr_fd,
 		    status, err);
 	vm_destroy(vm);

@@ -22,6 +22,7 @@ enum avm_error_kind {
 	AVM_ERR_VM_LOST,     /* the VM or its QMP/agent died or misbehaved during the call */
 	AVM_ERR_INTERNAL,    /* anything else (out of memory, a full disk, ...) */
 	AVM_ERR_INTERRUPTED, /* cancelled (a stop signal); the message says what was kept */
+	AVM_ERR_OUTPUT,      /* a command's output could not be written (/dev/full, a full disk) */
 };
 
 struct avm_error {

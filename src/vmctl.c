@@ -18,6 +18,7 @@
 #include "qmp.h"
 #include "statedir.h"
 #include "util.h"
+#include "vm.h"
 #include "vmctl.h"
 #include "vmstate.h"
 
@@ -299,4 +300,19 @@ int vm_gc(unsigned *removed, struct avm_error *err)
 			avm_log("agentvm: %s\n", e2.msg);
 	}
 	return 0;
+}
+
+int vm_connect(const char *name, struct vm **out, struct avm_error *err)
+{
+	int r = vm_attach(name, out, err);
+
+	return r < 0 ? avm_error_kind(err, r == -ENOENT ? AVM_ERR_USAGE : AVM_ERR_VM_LOST, r) : 0;
+}
+
+int vm_exec_failed(int r, const struct vm_exec_result *res, struct avm_error *err)
+{
+	return avm_error_kind(err, r == -EINTR		 ? AVM_ERR_INTERRUPTED
+				   : res->output_error ? AVM_ERR_OUTPUT
+						       : AVM_ERR_VM_LOST,
+			      r);
 }

@@ -37,6 +37,19 @@ int vm_kill(const char *name, struct avm_error *err);
  * cgroups and state dir.
  */
 int vm_remove(const char *name, bool force, struct avm_error *err);
+struct vm;
+struct vm_exec_result;
+/*
+ * Attach to detached VM `name` to run commands in it (vm_attach, vm.h). Kinds: USAGE (no such
+ * VM), VM_LOST (paused, stopped, or its supervisor does not answer).
+ */
+int vm_connect(const char *name, struct vm **out, struct avm_error *err);
+/*
+ * vm_exec() failed with r: give err its kind (INTERRUPTED, OUTPUT when the command's output
+ * could not be written, else VM_LOST) and return r.
+ */
+int vm_exec_failed(int r, const struct vm_exec_result *res, struct avm_error *err);
+
 /* Remove every VM whose processes are gone; *removed counts them. */
 int vm_gc(unsigned *removed, struct avm_error *err);
 

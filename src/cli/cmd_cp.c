@@ -11,6 +11,7 @@
 #include "statedir.h"
 #include "util.h"
 #include "vm.h"
+#include "vmctl.h"
 
 static void cp_usage(FILE *f)
 {
@@ -90,11 +91,8 @@ int cmd_cp(int argc, char **argv)
 			  gpath);
 		return EXIT_USAGE;
 	}
-	r = vm_attach(vm_name, &vm, &err);
-	if (r < 0) {
-		cli_error("%s", err.msg);
-		return r == -ENOENT ? EXIT_USAGE : EXIT_VM_LOST;
-	}
+	if ((r = vm_connect(vm_name, &vm, &err)) < 0)
+		return cli_fail(&err);
 	sig_fd = cli_block_signals();
 	struct files_opts o = { .sig_fd = sig_fd, .progress = !quiet && isatty(STDERR_FILENO),
 				.stdin_fd = STDIN_FILENO, .stdout_fd = STDOUT_FILENO,

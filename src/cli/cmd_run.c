@@ -15,6 +15,7 @@
 #include "util.h"
 #include "vm.h"
 #include "vm_start.h"
+#include "vmctl.h"
 
 
 static void run_usage(FILE *f)
@@ -146,9 +147,8 @@ int cmd_run(int argc, char **argv)
 	uint64_t boot_ms = vm_boot_ms(vm);
 	r = vm_exec(vm, &req, &res, &err);
 	if (r < 0) {
-		cli_error("%s", err.msg);
-		/* Output that could not be written: 1, like cat(1) to /dev/full. */
-		code = r == -EINTR ? EXIT_INTERRUPTED : res.output_error ? 1 : EXIT_VM_LOST;
+		vm_exec_failed(r, &res, &err);
+		code = cli_fail(&err);
 	} else {
 		code = cli_exit_code_of(&res, a.spec->argv[0], a.spec->timeout_s);
 	}

@@ -11,6 +11,7 @@
 #include "util.h"
 #include "vm.h"
 #include "vm_start.h"
+#include "vmctl.h"
 
 int cmd_start(int argc, char **argv)
 {
@@ -111,11 +112,9 @@ int cmd_exec(int argc, char **argv)
 		vm_spec_free(spec);
 		return EXIT_USAGE;
 	}
-	r = vm_attach(name, &vm, &err);
-	if (r < 0) {
-		cli_error("%s", err.msg);
+	if (vm_connect(name, &vm, &err) < 0) {
 		vm_spec_free(spec);
-		return r == -ENOENT ? EXIT_USAGE : EXIT_VM_LOST;
+		return cli_fail(&err);
 	}
 	sig_fd = cli_block_signals();
 	struct vm_exec_request req = {
@@ -126,9 +125,8 @@ int cmd_exec(int argc, char **argv)
 	struct vm_exec_result res;
 	r = vm_exec(vm, &req, &res, &err);
 	if (r < 0) {
-		cli_error("%s", err.msg);
-		/* Output that could not be written: 1, like cat(1) to /dev/full. */
-		code = r == -EINTR ? EXIT_INTERRUPTED : res.output_error ? 1 : EXIT_VM_LOST;
+		vm_exec_failed(r, &res, &err);
+		code = cli_fail(&err);
 	} else {
 		code = cli_exit_code_of(&res, spec->argv[0], spec->timeout_s);
 	}

@@ -48,6 +48,7 @@ static const struct {
 	{ AVM_ERR_BOOT, 0, EXIT_BOOT_FAILED },
 	{ AVM_ERR_VM_LOST, 0, EXIT_VM_LOST },
 	{ AVM_ERR_INTERNAL, 0, EXIT_INTERNAL },
+	{ AVM_ERR_OUTPUT, 0, 1 }, /* like cat(1) to /dev/full */
 	/* No kind: the errno says it. */
 	{ AVM_ERR_ERRNO, -EINVAL, EXIT_USAGE },
 	{ AVM_ERR_ERRNO, -EEXIST, EXIT_USAGE },

@@ -51,6 +51,7 @@ enum agentvm_error_kind {
 	AGENTVM_ERR_VM_LOST,     /* the VM or its agent died or misbehaved during the call */
 	AGENTVM_ERR_INTERNAL,    /* anything else (out of memory, a full disk, ...) */
 	AGENTVM_ERR_INTERRUPTED, /* cancelled; the message says what was kept */
+	AGENTVM_ERR_OUTPUT,      /* a command's output could not be written to its fd */
 };
 
 struct agentvm_error;

@@ -29,6 +29,7 @@ static void test_by_kind(void **state)
 	assert_int_equal(exit_of(AVM_ERR_VM_LOST, -ECONNREFUSED), EXIT_VM_LOST);
 	assert_int_equal(exit_of(AVM_ERR_INTERNAL, -EINVAL), EXIT_INTERNAL);
 	assert_int_equal(exit_of(AVM_ERR_INTERRUPTED, -EINTR), EXIT_INTERRUPTED);
+	assert_int_equal(exit_of(AVM_ERR_OUTPUT, -ENOSPC), 1); /* like cat(1) to /dev/full */
 	/* The pool's "no VM in time" is a timeout, as --timeout is. */
 	assert_int_equal(exit_of(AVM_ERR_STATE, -ETIMEDOUT), EXIT_TIMEOUT);
 }
