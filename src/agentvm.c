@@ -29,8 +29,6 @@ _Static_assert((int)AGENTVM_ERR_INTERRUPTED == (int)AVM_ERR_INTERRUPTED &&
 		       (int)AGENTVM_ERR_OUTPUT == (int)AVM_ERR_OUTPUT,
 	       "agentvm_error_kind mirrors avm_error_kind");
 
-#define CLI_DEFAULT_BOOT_TIMEOUT_S 60
-
 struct agentvm_error {
 	struct avm_error e;
 };
@@ -151,7 +149,7 @@ AGENTVM_EXPORT int agentvm_spec_new(struct agentvm_spec **out, struct agentvm_er
 		free(s);
 		return oom(err);
 	}
-	s->boot_timeout_s = CLI_DEFAULT_BOOT_TIMEOUT_S;
+	s->boot_timeout_s = VM_BOOT_TIMEOUT_DEFAULT_S;
 	*out = s;
 	return 0;
 }
@@ -465,7 +463,7 @@ AGENTVM_EXPORT int agentvm_restore(struct agentvm_ctx *ctx, const char *snap, co
 		return usage(err, r);
 	if ((r = restore_open(snap, &rs, E(err))) < 0)
 		return r;
-	r = restore_vms(&rs, names, 1, CLI_DEFAULT_BOOT_TIMEOUT_S, -1, NULL, E(err));
+	r = restore_vms(&rs, names, 1, VM_BOOT_TIMEOUT_DEFAULT_S, -1, NULL, E(err));
 	restore_release(&rs);
 	if (r == 0 && name_out && snprintf(name_out, len, "%s", names[0]) >= (int)len)
 		r = usage(err, avm_error_set(E(err), -ENAMETOOLONG,
@@ -477,7 +475,7 @@ AGENTVM_EXPORT int agentvm_restore(struct agentvm_ctx *ctx, const char *snap, co
 AGENTVM_EXPORT int agentvm_reset(struct agentvm_ctx *ctx, const char *name,
 				 struct agentvm_error *err)
 {
-	return restore_reset(name, CLI_DEFAULT_BOOT_TIMEOUT_S, E(err));
+	return restore_reset(name, VM_BOOT_TIMEOUT_DEFAULT_S, E(err));
 }
 
 /* ---- pool ---- */

@@ -14,6 +14,9 @@
 
 struct vm;
 
+/* Seconds a guest has to be ready unless the caller says otherwise (run/start --boot-timeout). */
+#define VM_BOOT_TIMEOUT_DEFAULT_S 60
+
 /*
  * Resolve the accelerator (warning once through avm_warn when AUTO falls back to TCG) and the
  * QEMU, kernel and initrd paths, checking each is there (caller frees the strings). Kind HOST.

@@ -28,8 +28,9 @@ void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #include "error.h"
 #include "spec.h"
+#include "vm_start.h"
 
-#define CLI_DEFAULT_BOOT_TIMEOUT_S 60
+#define CLI_DEFAULT_BOOT_TIMEOUT_S VM_BOOT_TIMEOUT_DEFAULT_S
 
 /* Options common to run and start. */
 #define CLI_MAX_COPIES 64
