@@ -1,12 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /* The shim's adapter to agentvm (see shim_vm.h). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -59,7 +63,7 @@ int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *va
 			     key);
 }
 
-int shim_vm_boot(const char *name, const char *rootfs, const struct shim_vm_config *c,
+int shim_vm_boot(const char *name, const char *pod_dir, const struct shim_vm_config *c,
 		 unsigned boot_timeout_s, struct avm_error *err)
 {
 	_cleanup_free_ char *qemu = NULL, *kernel = NULL, *initrd = NULL;
@@ -72,7 +76,7 @@ int shim_vm_boot(const char *name, const char *rootfs, const struct shim_vm_conf
 
 	if (!spec)
 		return avm_error_set(err, -ENOMEM, "out of memory");
-	snprintf(share, sizeof(share), "%s:%s", rootfs, SHIM_GUEST_ROOT);
+	snprintf(share, sizeof(share), "%s:%s", pod_dir, SHIM_GUEST_ROOT);
 	spec->name = strdup(name);
 	/* No network unless asked for (see README). */
 	r = spec->name ? vm_spec_set_network(spec, c->network ? c->network : "isolated", err)
@@ -134,8 +138,8 @@ static void helper_fds(const int fds[3])
 	close_range(3, ~0u, 0);
 }
 
-static _Noreturn void helper_main(const char *name, const struct shim_proc *p, bool has_stdin,
-				  int sig_fd)
+static _Noreturn void helper_main(const char *name, const char *root, const struct shim_proc *p,
+				  bool has_stdin, int sig_fd)
 {
 	struct avm_error err = { 0 };
 	struct vm *vm = NULL;
@@ -147,7 +151,7 @@ static _Noreturn void helper_main(const char *name, const struct shim_proc *p, b
 	struct vm_exec_request req = {
 		.argv = p->argv, .env = p->env, .cwd = p->cwd ? p->cwd : "/",
 		.stdin_fd = has_stdin ? 0 : -1, .stdout_fd = 1, .stderr_fd = 2, .sig_fd = sig_fd,
-		.root = SHIM_GUEST_ROOT, .set_ids = true, .uid = p->uid, .gid = p->gid,
+		.root = root, .set_ids = true, .uid = p->uid, .gid = p->gid,
 	};
 	struct vm_exec_result res = { 0 };
 	int r = vm_exec(vm, &req, &res, &err);
@@ -160,8 +164,8 @@ static _Noreturn void helper_main(const char *name, const struct shim_proc *p, b
 	_exit(r < 0 ? 255 : exit_code_of(&res));
 }
 
-int shim_vm_spawn(const char *name, const struct shim_proc *p, const int fds[3], pid_t *pid,
-		  struct avm_error *err)
+int shim_vm_spawn(const char *name, const char *root, const struct shim_proc *p,
+		  const int fds[3], pid_t *pid, struct avm_error *err)
 {
 	struct vm_exec_request chk = { .argv = p->argv, .env = p->env, .cwd = p->cwd };
 	sigset_t set, old;
@@ -187,7 +191,7 @@ int shim_vm_spawn(const char *name, const struct shim_proc *p, const int fds[3],
 		sigprocmask(SIG_UNBLOCK, &chld, NULL);
 		helper_fds(fds);
 		int sig_fd = signalfd(-1, &set, SFD_CLOEXEC);
-		helper_main(name, p, fds[0] >= 0, sig_fd);
+		helper_main(name, root, p, fds[0] >= 0, sig_fd);
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	return 0;
@@ -230,6 +234,119 @@ int shim_vm_pause(const char *name, bool pause, struct avm_error *err)
 	if (r < 0)
 		return avm_error_set(err, r, "QMP %s: %s", pause ? "stop" : "cont", qe.desc);
 	return 0;
+}
+
+int shim_vm_pod_dir(const char *name, char *buf, size_t len, struct avm_error *err)
+{
+	if (snprintf(buf, len, "%s/.pod-%s", statedir_root(), name) >= (int)len)
+		return avm_error_set(err, -ENAMETOOLONG, "agentvm's state dir path is too long");
+	if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+		return avm_error_setx(err, -errno, "cannot make the pod directory %s", buf);
+	return 0;
+}
+
+void shim_vm_pod_dir_remove(const char *name)
+{
+	char dir[4096], sub[4096 + 256];
+	struct dirent *e;
+	DIR *d;
+
+	if (!name[0] || snprintf(dir, sizeof(dir), "%s/.pod-%s", statedir_root(), name) >=
+				(int)sizeof(dir))
+		return;
+	d = opendir(dir);
+	while (d && (e = readdir(d)))
+		if (e->d_name[0] != '.' &&
+		    snprintf(sub, sizeof(sub), "%s/%s", dir, e->d_name) < (int)sizeof(sub))
+			rmdir(sub);
+	if (d)
+		closedir(d);
+	rmdir(dir);
+}
+
+/* QEMU's mount namespace, opened through its live pid (checked against its start time). */
+static int qemu_mntns(const char *name, struct avm_error *err)
+{
+	_cleanup_free_ char *dir = NULL;
+	struct vm_state st;
+	char path[64];
+	int fd, r;
+
+	if ((r = statedir_find(name, &dir, err)) < 0 || (r = vmstate_read(dir, &st, err)) < 0)
+		return r;
+	snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)st.qemu_pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || !proc_is(st.qemu_pid, st.qemu_start)) {
+		r = fd < 0 ? -errno : -ESRCH;
+		if (fd >= 0)
+			close(fd);
+		return avm_error_setx(err, r, "QEMU of VM %s is gone", name);
+	}
+	return fd;
+}
+
+/* In a child (setns is for good): enter ns, then mount mfd on target, or unmount target. */
+static int in_mntns(int ns, int mfd, const char *target)
+{
+	int ws;
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		if (setns(ns, CLONE_NEWNS) < 0)
+			_exit(errno);
+		if (mfd >= 0)
+			_exit(move_mount(mfd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0 ? errno
+												 : 0);
+		_exit(umount2(target, MNT_DETACH) < 0 ? errno : 0);
+	}
+	while (waitpid(pid, &ws, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return WIFEXITED(ws) ? -WEXITSTATUS(ws) : -EIO;
+}
+
+int shim_vm_attach_root(const char *name, const char *host_root, const char *pod_dir,
+			const char *sub, struct avm_error *err)
+{
+	char target[4096];
+	int ns, mfd, r;
+
+	if (snprintf(target, sizeof(target), "%s/%s", pod_dir, sub) >= (int)sizeof(target))
+		return avm_error_set(err, -ENAMETOOLONG, "path too long: %s/%s", pod_dir, sub);
+	/* The mount point, made on the host: the pod dir is the same directory in QEMU's jail. */
+	if (mkdir(target, 0755) < 0 && errno != EEXIST)
+		return avm_error_setx(err, -errno, "cannot make %s", target);
+	if ((ns = qemu_mntns(name, err)) < 0)
+		return ns;
+	/* A detached copy of the host mount (and its submounts), movable into another namespace. */
+	mfd = open_tree(AT_FDCWD, host_root, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	if (mfd < 0) {
+		r = -errno;
+		close(ns);
+		return avm_error_setx(err, r, "cannot clone the mount %s", host_root);
+	}
+	r = in_mntns(ns, mfd, target);
+	close(mfd);
+	close(ns);
+	if (r < 0)
+		return avm_error_setx(err, r, "cannot mount %s in QEMU's namespace at %s", host_root,
+				      target);
+	return 0;
+}
+
+void shim_vm_detach_root(const char *name, const char *pod_dir, const char *sub)
+{
+	char target[4096];
+	int ns = qemu_mntns(name, NULL);
+
+	snprintf(target, sizeof(target), "%s/%s", pod_dir, sub);
+	if (ns >= 0) {
+		in_mntns(ns, -1, target);
+		close(ns);
+	}
+	rmdir(target);
 }
 
 static void sleep_ms(long ms)

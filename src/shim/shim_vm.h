@@ -10,6 +10,7 @@
 #define AGENTVM_SHIM_VM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -37,9 +38,29 @@ struct shim_vm_config {
 int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *value,
 		       struct avm_error *err);
 
-/* Boot a detached VM `name` with host dir rootfs shared (read-write) at SHIM_GUEST_ROOT. */
-int shim_vm_boot(const char *name, const char *rootfs, const struct shim_vm_config *c,
+/*
+ * A pod is one VM. Its 9p share is the pod directory (empty at boot, shared read-write at
+ * SHIM_GUEST_ROOT); each container's root file system is attached beneath it afterwards,
+ * in QEMU's own mount namespace (see shim_vm_attach_root), because microvm has no hotplug
+ * for a new 9p device and the jail's mounts are private (no propagation from the host).
+ */
+int shim_vm_boot(const char *name, const char *pod_dir, const struct shim_vm_config *c,
 		 unsigned boot_timeout_s, struct avm_error *err);
+
+/* The pod directory of VM `name`: <state root>/.pod-<name>, made (empty) here. */
+int shim_vm_pod_dir(const char *name, char *buf, size_t len, struct avm_error *err);
+/* Remove it and the mount points beneath it (nothing is mounted there on the host). */
+void shim_vm_pod_dir_remove(const char *name);
+
+/*
+ * Mount (a recursive clone of) the host mount at host_root on pod_dir/sub inside the mount
+ * namespace of VM `name`'s QEMU: the guest sees it at SHIM_GUEST_ROOT/sub. Nothing is mounted
+ * on the host; the clone goes with QEMU's namespace at the latest.
+ */
+int shim_vm_attach_root(const char *name, const char *host_root, const char *pod_dir,
+			const char *sub, struct avm_error *err);
+/* Unmount pod_dir/sub in QEMU's namespace (a gone VM is fine). */
+void shim_vm_detach_root(const char *name, const char *pod_dir, const char *sub);
 
 struct shim_proc {
 	char **argv; /* NULL-terminated */
@@ -49,13 +70,13 @@ struct shim_proc {
 };
 
 /*
- * Fork a helper that runs p chrooted into the container root of VM `name` with stdio from fds
+ * Fork a helper that runs p chrooted into the guest directory root of VM `name` with stdio from fds
  * (-1 = none). The helper keeps no other fd of the caller. Its exit status is the process's:
  * its code, 128+N for signal N, 127 when it could not start, 255 when the VM was lost (the
  * reason goes to its stderr).
  */
-int shim_vm_spawn(const char *name, const struct shim_proc *p, const int fds[3], pid_t *pid,
-		  struct avm_error *err);
+int shim_vm_spawn(const char *name, const char *root, const struct shim_proc *p,
+		  const int fds[3], pid_t *pid, struct avm_error *err);
 /* Send any signal to the process run by helper `pid` (in the guest, to its process group). */
 int shim_vm_signal(pid_t pid, int sig);
 /* Pause (QMP stop) or resume (cont) the VM. */

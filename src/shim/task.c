@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The containerd.task.v2.Task service: one task (container) per shim and one VM per task. The
- * container's root file system (the bundle's rootfs, mounted here from the mounts containerd
- * hands over) is shared into the VM and every process of the container runs chrooted into it.
+ * The containerd.task.v2.Task service: one shim and one VM per pod. A plain task (`ctr run`) is
+ * a pod of one container; containerd's CRI plugin sends every container of a sandbox to the
+ * sandbox's shim (main.c groups them by io.kubernetes.cri.sandbox-id). Each container's root
+ * file system (the bundle's rootfs, mounted here from the mounts containerd hands over) is
+ * attached beneath the VM's pod share (shim_vm_attach_root) and every process of the container
+ * runs chrooted into it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,7 +26,8 @@
 #include "strv.h"
 #include "util.h"
 
-#define MAX_PROCS 32
+#define MAX_PROCS 64
+#define MAX_CTRS 16
 #define MAX_WAITERS 8
 #define MAX_MOUNTS 8
 #define BOOT_TIMEOUT_S 120
@@ -32,6 +36,7 @@ enum status { ST_UNKNOWN = 0, ST_CREATED = 1, ST_RUNNING = 2, ST_STOPPED = 3, ST
 
 struct proc {
 	bool used;
+	int c; /* its container: an index into task.ctrs */
 	char *exec_id; /* NULL for the init process */
 	char *stdio[3];
 	bool terminal;
@@ -45,29 +50,54 @@ struct proc {
 	int n_waiters;
 };
 
+/* A container of the pod. */
+struct ctr {
+	bool used;
+	char *id;
+	char *bundle;
+	char rootfs[4096]; /* on the host */
+	char guest_root[128]; /* in the guest: SHIM_GUEST_ROOT "/" id */
+	bool mounted; /* rootfs, on the host */
+	bool attached; /* beneath the pod dir, in QEMU's namespace */
+};
+
+/* The pod: its VM and containers. */
 struct task {
 	const struct shim_opts *o;
 	struct ttrpc_server *srv;
-	char *id;
-	char *bundle;
-	char rootfs[4096];
-	bool mounted;
-	bool created;
+	char vm[24]; /* "" until the first Create boots it */
+	char pod_dir[4096];
 	bool paused;
-	bool deleted;
-	char vm[24];
+	struct ctr ctrs[MAX_CTRS];
 	struct proc procs[MAX_PROCS];
 };
 
 /* --- processes ------------------------------------------------------------------------------- */
 
-static struct proc *proc_find(struct task *t, const char *exec_id)
+static struct ctr *ctr_find(struct task *t, const char *id)
+{
+	for (int i = 0; id && i < MAX_CTRS; i++)
+		if (t->ctrs[i].used && !strcmp(t->ctrs[i].id, id))
+			return &t->ctrs[i];
+	return NULL;
+}
+
+static int n_ctrs(const struct task *t)
+{
+	int n = 0;
+
+	for (int i = 0; i < MAX_CTRS; i++)
+		n += t->ctrs[i].used;
+	return n;
+}
+
+static struct proc *proc_find(struct task *t, const struct ctr *c, const char *exec_id)
 {
 	bool init = !exec_id || !*exec_id;
 
 	for (int i = 0; i < MAX_PROCS; i++) {
 		struct proc *p = &t->procs[i];
-		if (!p->used)
+		if (!p->used || &t->ctrs[p->c] != c)
 			continue;
 		if (init ? !p->exec_id : p->exec_id && !strcmp(p->exec_id, exec_id))
 			return p;
@@ -92,19 +122,25 @@ static void proc_free(struct proc *p)
 	*p = (struct proc){ 0 };
 }
 
-static struct proc *proc_new(struct task *t)
+static struct proc *proc_new(struct task *t, const struct ctr *c)
 {
 	for (int i = 0; i < MAX_PROCS; i++)
 		if (!t->procs[i].used) {
-			t->procs[i] = (struct proc){ .used = true, .status = ST_CREATED };
+			t->procs[i] = (struct proc){ .used = true, .status = ST_CREATED,
+						     .c = (int)(c - t->ctrs) };
 			return &t->procs[i];
 		}
 	return NULL;
 }
 
+static const char *ctr_id(const struct task *t, const struct proc *p)
+{
+	return t->ctrs[p->c].id;
+}
+
 static const char *proc_event_id(const struct task *t, const struct proc *p)
 {
-	return p->exec_id ? p->exec_id : t->id;
+	return p->exec_id ? p->exec_id : ctr_id(t, p);
 }
 
 static void reply_wait(struct task *t, struct proc *p, struct ttrpc_call call)
@@ -128,7 +164,7 @@ static void proc_exited(struct task *t, struct proc *p, int wstatus)
 	p->exited_ns = shim_now_ns();
 	shim_log("process %s (helper %d) exited with %u", proc_event_id(t, p), (int)p->pid,
 		 p->exit_status);
-	pb_put_str(&ev, 1, t->id);
+	pb_put_str(&ev, 1, ctr_id(t, p));
 	pb_put_str(&ev, 2, proc_event_id(t, p));
 	pb_put_varint(&ev, 3, (uint32_t)p->pid);
 	pb_put_varint(&ev, 4, p->exit_status);
@@ -141,7 +177,8 @@ static void proc_exited(struct task *t, struct proc *p, int wstatus)
 	/* The container ends with its init: its other processes go too (as with runc). */
 	if (!p->exec_id)
 		for (int i = 0; i < MAX_PROCS; i++)
-			if (t->procs[i].used && t->procs[i].status == ST_RUNNING)
+			if (t->procs[i].used && t->procs[i].c == p->c &&
+			    t->procs[i].status == ST_RUNNING)
 				shim_vm_signal(t->procs[i].pid, SIGKILL);
 }
 
@@ -203,11 +240,11 @@ static void common_release(struct common_req *c)
 	free(c->exec_id);
 }
 
-static void publish_id(struct task *t, const char *topic, const char *type)
+static void publish_id(struct task *t, const char *id, const char *topic, const char *type)
 {
 	struct pb_buf ev = { 0 };
 
-	pb_put_str(&ev, 1, t->id);
+	pb_put_str(&ev, 1, id);
 	shim_publish(t->o, topic, type, &ev);
 	pb_buf_release(&ev);
 }
@@ -285,6 +322,68 @@ static int do_mount(const struct mount_req *m, const char *target, char **why)
 	return 0;
 }
 
+/* Ids containerd accepts ([A-Za-z0-9_.-], up to 76): a safe directory name beneath the pod dir. */
+static bool id_ok(const char *id)
+{
+	size_t n = strlen(id);
+
+	if (n == 0 || n > 76 || id[0] == '.')
+		return false;
+	return strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n;
+}
+
+static void remove_pod_dir(struct task *t)
+{
+	shim_vm_pod_dir_remove(t->vm);
+	t->pod_dir[0] = '\0';
+}
+
+/* The VM (the first container's Create boots it) and the container's root beneath its share. */
+static int ctr_attach(struct task *t, struct ctr *ct, const struct shim_vm_config *vc,
+		      char **why)
+{
+	static char msg[sizeof(((struct avm_error *)0)->msg) + 48];
+	struct avm_error err = { 0 };
+	bool booted = false;
+	int r;
+
+	if (!t->vm[0]) {
+		shim_vm_name(t->o->ns, t->o->id, t->vm);
+		if ((r = shim_vm_pod_dir(t->vm, t->pod_dir, sizeof(t->pod_dir), &err)) < 0) {
+			snprintf(msg, sizeof(msg), "%s", err.msg);
+			*why = msg;
+			t->vm[0] = '\0';
+			return r;
+		}
+		shim_log("create %s: booting VM %s with the pod dir %s", ct->id, t->vm, t->pod_dir);
+		if ((r = shim_vm_boot(t->vm, t->pod_dir, vc, BOOT_TIMEOUT_S, &err)) < 0) {
+			snprintf(msg, sizeof(msg), "cannot boot the VM: %s", err.msg);
+			*why = msg;
+			remove_pod_dir(t);
+			t->vm[0] = '\0';
+			return r;
+		}
+		booted = true;
+	}
+	int64_t t0 = shim_now_ns();
+	r = shim_vm_attach_root(t->vm, ct->rootfs, t->pod_dir, ct->id, &err);
+	shim_log("create %s: root attached in VM %s in %.2f ms", ct->id, t->vm,
+		 (double)(shim_now_ns() - t0) / 1e6);
+	if (r < 0) {
+		snprintf(msg, sizeof(msg), "cannot attach the container's root: %s", err.msg);
+		*why = msg;
+		if (booted) {
+			shim_vm_remove(t->vm);
+			remove_pod_dir(t);
+			t->vm[0] = '\0';
+		}
+		return r;
+	}
+	ct->attached = true;
+	snprintf(ct->guest_root, sizeof(ct->guest_root), SHIM_GUEST_ROOT "/%s", ct->id);
+	return 0;
+}
+
 static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p, size_t len)
 {
 	struct mount_req mounts[MAX_MOUNTS] = { 0 };
@@ -292,6 +391,7 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 	struct pb_reader r;
 	struct pb_field f;
 	struct proc *pr = NULL;
+	struct ctr *ct = NULL;
 	char *why = "malformed CreateTaskRequest";
 	char *stdio[3] = { NULL, NULL, NULL }, *id = NULL, *bundle = NULL;
 	struct json_object *cfg = NULL, *proc = NULL, *root = NULL, *rp, *an;
@@ -320,15 +420,28 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 	}
 	if (n < 0 || !id || !bundle)
 		goto out;
-	if (t->created) {
+	if (!id_ok(id)) {
+		why = "bad container id (use 1-76 of [A-Za-z0-9_.-])";
+		goto out;
+	}
+	if (ctr_find(t, id)) {
 		code = TTRPC_ALREADY_EXISTS;
-		why = "this shim already runs a task";
+		why = "this pod already has a container of that id";
 		goto out;
 	}
 	if (terminal) {
 		why = "agentvm does not give containers a terminal yet; run without -t";
 		goto out;
 	}
+	for (int i = 0; i < MAX_CTRS && !ct; i++)
+		if (!t->ctrs[i].used)
+			ct = &t->ctrs[i];
+	if (!ct) {
+		code = TTRPC_UNAVAILABLE;
+		why = "too many containers in this pod";
+		goto out;
+	}
+	*ct = (struct ctr){ .used = true, .id = id, .bundle = bundle };
 	/* The process and root from the bundle's config.json. */
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/config.json", bundle);
@@ -337,7 +450,12 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 		why = "cannot read process from the bundle's config.json";
 		goto out;
 	}
-	pr = proc_new(t);
+	pr = proc_new(t, ct);
+	if (!pr) {
+		code = TTRPC_UNAVAILABLE;
+		why = "too many processes";
+		goto out;
+	}
 	const char *pj = json_object_to_json_string(proc);
 	n = shim_oci_process(pj, strlen(pj), &pr->spec, &why);
 	const char *rootp = "rootfs";
@@ -345,10 +463,11 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 	    json_object_object_get_ex(root, "path", &rp))
 		rootp = json_object_get_string(rp);
 	if (rootp[0] == '/')
-		snprintf(t->rootfs, sizeof(t->rootfs), "%s", rootp);
+		snprintf(ct->rootfs, sizeof(ct->rootfs), "%s", rootp);
 	else
-		snprintf(t->rootfs, sizeof(t->rootfs), "%s/%s", bundle, rootp);
-	/* The VM's settings from the annotations (strings stay in cfg until the boot). */
+		snprintf(ct->rootfs, sizeof(ct->rootfs), "%s/%s", bundle, rootp);
+	/* The VM's settings from the annotations (strings stay in cfg until the boot); only the
+	 * first container of a pod boots the VM, a later one's io.agentvm.* are still checked. */
 	if (n == 0 && json_object_object_get_ex(cfg, "annotations", &an) &&
 	    json_object_is_type(an, json_type_object)) {
 		json_object_object_foreach(an, key, val)
@@ -370,30 +489,21 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 		goto out;
 	}
 	if (n_mounts == 1) {
-		mkdir(t->rootfs, 0755);
-		if ((n = do_mount(&mounts[0], t->rootfs, &why)) < 0)
+		mkdir(ct->rootfs, 0755);
+		if ((n = do_mount(&mounts[0], ct->rootfs, &why)) < 0)
 			goto out;
-		t->mounted = true;
+		ct->mounted = true;
 	}
 	/* Mount points for the guest's /proc, /dev and /sys (guest-init binds them), as runc
 	 * makes its own; in the container's writable layer, never in the image. */
 	static const char *const mps[] = { "proc", "dev", "sys" };
 	for (size_t i = 0; i < sizeof(mps) / sizeof(mps[0]); i++) {
 		char mp[4200];
-		snprintf(mp, sizeof(mp), "%s/%s", t->rootfs, mps[i]);
+		snprintf(mp, sizeof(mp), "%s/%s", ct->rootfs, mps[i]);
 		mkdir(mp, 0555);
 	}
-	shim_vm_name(t->o->ns, id, t->vm);
-	shim_log("create %s: booting VM %s with root %s", id, t->vm, t->rootfs);
-	if (shim_vm_boot(t->vm, t->rootfs, &vc, BOOT_TIMEOUT_S, &err) < 0) {
-		static char msg[sizeof(err.msg) + 32];
-		snprintf(msg, sizeof(msg), "cannot boot the VM: %s", err.msg);
-		why = msg;
+	if (ctr_attach(t, ct, &vc, &why) < 0)
 		goto out;
-	}
-	t->created = true;
-	t->id = id;
-	t->bundle = bundle;
 	id = bundle = NULL;
 	for (int i = 0; i < 3; i++) {
 		pr->stdio[i] = stdio[i];
@@ -404,9 +514,10 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 out:
 	if (code != TTRPC_OK) {
 		shim_log("create failed: %s", why);
-		if (t->mounted)
-			umount2(t->rootfs, MNT_DETACH);
-		t->mounted = false;
+		if (ct && ct->mounted)
+			umount2(ct->rootfs, MNT_DETACH);
+		if (ct)
+			*ct = (struct ctr){ 0 };
 		if (pr)
 			proc_free(pr);
 		ttrpc_reply(t->srv, call, code, why, NULL);
@@ -414,8 +525,8 @@ out:
 		struct pb_buf b = { 0 }, ev = { 0 }, io = { 0 };
 		pb_put_varint(&b, 1, (uint32_t)getpid());
 		ttrpc_reply(t->srv, call, TTRPC_OK, NULL, &b);
-		pb_put_str(&ev, 1, t->id);
-		pb_put_str(&ev, 2, t->bundle);
+		pb_put_str(&ev, 1, ct->id);
+		pb_put_str(&ev, 2, ct->bundle);
 		for (int i = 0; i < 3; i++)
 			pb_put_str(&io, i + 1, pr->stdio[i]);
 		pb_put_msg(&ev, 4, &io);
@@ -436,8 +547,9 @@ out:
 
 static struct proc *lookup(struct task *t, struct ttrpc_call call, const struct common_req *c)
 {
-	struct proc *p = t->created && c->id && !strcmp(c->id, t->id) ? proc_find(t, c->exec_id)
-								     : NULL;
+	struct ctr *ct = ctr_find(t, c->id);
+	struct proc *p = ct ? proc_find(t, ct, c->exec_id) : NULL;
+
 	if (!p)
 		ttrpc_reply(t->srv, call, TTRPC_NOT_FOUND, "no such task or process", NULL);
 	return p;
@@ -501,7 +613,7 @@ static void task_start(struct task *t, struct ttrpc_call call, const struct comm
 	fds[0] = start_stdin(p);
 	fds[1] = open_output(p->stdio[1]);
 	fds[2] = open_output(p->stdio[2]);
-	r = shim_vm_spawn(t->vm, &p->spec, fds, &p->pid, &err);
+	r = shim_vm_spawn(t->vm, t->ctrs[p->c].guest_root, &p->spec, fds, &p->pid, &err);
 	for (int i = 0; i < 3; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
@@ -513,7 +625,7 @@ static void task_start(struct task *t, struct ttrpc_call call, const struct comm
 	p->status = ST_RUNNING;
 	pb_put_varint(&b, 1, (uint32_t)p->pid);
 	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, &b);
-	pb_put_str(&ev, 1, t->id);
+	pb_put_str(&ev, 1, ctr_id(t, p));
 	if (p->exec_id) {
 		pb_put_str(&ev, 2, p->exec_id);
 		pb_put_varint(&ev, 3, (uint32_t)p->pid);
@@ -556,15 +668,16 @@ static void task_exec(struct task *t, struct ttrpc_call call, const uint8_t *dat
 		ttrpc_reply(t->srv, call, TTRPC_INVALID_ARGUMENT, why, NULL);
 		goto out;
 	}
-	if (!t->created || !c.id || strcmp(c.id, t->id)) {
+	struct ctr *ct = ctr_find(t, c.id);
+	if (!ct) {
 		ttrpc_reply(t->srv, call, TTRPC_NOT_FOUND, "no such task", NULL);
 		goto out;
 	}
-	if (proc_find(t, c.exec_id)) {
+	if (proc_find(t, ct, c.exec_id)) {
 		ttrpc_reply(t->srv, call, TTRPC_ALREADY_EXISTS, "exec id already in use", NULL);
 		goto out;
 	}
-	if (!(p = proc_new(t))) {
+	if (!(p = proc_new(t, ct))) {
 		ttrpc_reply(t->srv, call, TTRPC_UNAVAILABLE, "too many processes", NULL);
 		goto out;
 	}
@@ -581,7 +694,7 @@ static void task_exec(struct task *t, struct ttrpc_call call, const uint8_t *dat
 	}
 	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, NULL);
 	struct pb_buf ev = { 0 };
-	pb_put_str(&ev, 1, t->id);
+	pb_put_str(&ev, 1, ct->id);
 	pb_put_str(&ev, 2, p->exec_id);
 	shim_publish(t->o, "/tasks/exec-added", "containerd.events.TaskExecAdded", &ev);
 	pb_buf_release(&ev);
@@ -600,8 +713,8 @@ static void task_state(struct task *t, struct ttrpc_call call, const struct comm
 	if (!p)
 		return;
 	enum status st = p->status == ST_RUNNING && t->paused ? ST_PAUSED : p->status;
-	pb_put_str(&b, 1, t->id);
-	pb_put_str(&b, 2, t->bundle);
+	pb_put_str(&b, 1, ctr_id(t, p));
+	pb_put_str(&b, 2, t->ctrs[p->c].bundle);
 	/* Before Start the init's pid is the one Create answered: the shim's. */
 	pb_put_varint(&b, 3, p->pid || p->exec_id ? (uint32_t)p->pid : (uint32_t)getpid());
 	pb_put_varint(&b, 4, st);
@@ -649,7 +762,7 @@ static void task_kill(struct task *t, struct ttrpc_call call, const struct commo
 		/* The guest sends it to the process group; with `all` every other process too. */
 		shim_vm_signal(p->pid, sig);
 		for (int i = 0; c->v4 && i < MAX_PROCS; i++)
-			if (t->procs[i].used && &t->procs[i] != p &&
+			if (t->procs[i].used && &t->procs[i] != p && t->procs[i].c == p->c &&
 			    t->procs[i].status == ST_RUNNING)
 				shim_vm_signal(t->procs[i].pid, sig);
 		/* A paused VM cannot deliver it; SIGKILL must still end the task. */
@@ -669,6 +782,7 @@ static void task_pause(struct task *t, struct ttrpc_call call, const struct comm
 
 	if (!lookup(t, call, c))
 		return;
+	/* The whole VM stops: with a pod, every container of it (CRI never pauses). */
 	if (shim_vm_pause(t->vm, pause, &err) < 0) {
 		ttrpc_reply(t->srv, call, TTRPC_INTERNAL, err.msg, NULL);
 		return;
@@ -676,18 +790,36 @@ static void task_pause(struct task *t, struct ttrpc_call call, const struct comm
 	t->paused = pause;
 	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, NULL);
 	if (pause)
-		publish_id(t, "/tasks/paused", "containerd.events.TaskPaused");
+		publish_id(t, c->id, "/tasks/paused", "containerd.events.TaskPaused");
 	else
-		publish_id(t, "/tasks/resumed", "containerd.events.TaskResumed");
+		publish_id(t, c->id, "/tasks/resumed", "containerd.events.TaskResumed");
 }
 
-static void task_teardown(struct task *t)
+/* A container goes: its processes, its root in the VM and on the host; the VM with the last. */
+static void ctr_remove(struct task *t, struct ctr *ct)
 {
-	if (t->vm[0])
+	for (int i = 0; i < MAX_PROCS; i++) {
+		struct proc *p = &t->procs[i];
+		if (!p->used || &t->ctrs[p->c] != ct)
+			continue;
+		if (p->status == ST_RUNNING)
+			kill(p->pid, SIGKILL);
+		proc_free(p);
+	}
+	if (ct->attached && n_ctrs(t) > 1)
+		shim_vm_detach_root(t->vm, t->pod_dir, ct->id);
+	if (ct->mounted && umount2(ct->rootfs, MNT_DETACH) < 0)
+		shim_log("cannot unmount %s: %s", ct->rootfs, strerror(errno));
+	free(ct->id);
+	free(ct->bundle);
+	*ct = (struct ctr){ 0 };
+	if (n_ctrs(t) == 0 && t->vm[0]) {
+		/* The clones of the roots go with QEMU's mount namespace. */
 		shim_vm_remove(t->vm);
-	if (t->mounted && umount2(t->rootfs, MNT_DETACH) < 0)
-		shim_log("cannot unmount %s: %s", t->rootfs, strerror(errno));
-	t->mounted = false;
+		remove_pod_dir(t);
+		t->vm[0] = '\0';
+		t->paused = false;
+	}
 }
 
 static void task_delete(struct task *t, struct ttrpc_call call, const struct common_req *c)
@@ -708,15 +840,15 @@ static void task_delete(struct task *t, struct ttrpc_call call, const struct com
 	pb_put_varint(&b, 2, p->exit_status);
 	pb_put_timestamp(&b, 3, p->exited_ns);
 	if (!p->exec_id) {
-		task_teardown(t);
-		t->deleted = true;
-		pb_put_str(&ev, 1, t->id);
+		pb_put_str(&ev, 1, ctr_id(t, p));
 		pb_put_varint(&ev, 2, (uint32_t)p->pid);
 		pb_put_varint(&ev, 3, p->exit_status);
 		pb_put_timestamp(&ev, 4, p->exited_ns);
+		ctr_remove(t, &t->ctrs[p->c]);
 		shim_publish(t->o, "/tasks/delete", "containerd.events.TaskDelete", &ev);
+	} else {
+		proc_free(p);
 	}
-	proc_free(p);
 	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, &b);
 	pb_buf_release(&b);
 	pb_buf_release(&ev);
@@ -726,13 +858,16 @@ static void task_pids(struct task *t, struct ttrpc_call call, const struct commo
 {
 	struct pb_buf b = { 0 };
 
-	if (!t->created || !c->id || strcmp(c->id, t->id)) {
+	struct ctr *ct = ctr_find(t, c->id);
+
+	if (!ct) {
 		ttrpc_reply(t->srv, call, TTRPC_NOT_FOUND, "no such task", NULL);
 		return;
 	}
 	for (int i = 0; i < MAX_PROCS; i++) {
 		struct pb_buf pi = { 0 };
-		if (!t->procs[i].used || t->procs[i].status != ST_RUNNING)
+		if (!t->procs[i].used || &t->ctrs[t->procs[i].c] != ct ||
+		    t->procs[i].status != ST_RUNNING)
 			continue;
 		pb_put_varint(&pi, 1, (uint32_t)t->procs[i].pid);
 		pb_put_msg(&b, 1, &pi);
@@ -788,18 +923,18 @@ static void handle(void *ctx, struct ttrpc_call call, const struct ttrpc_request
 		}
 	} else if (!strcmp(m, "Connect")) {
 		struct pb_buf b = { 0 };
-		struct proc *p = t->created ? proc_find(t, NULL) : NULL;
+		struct ctr *ct = ctr_find(t, c.id);
+		struct proc *p = ct ? proc_find(t, ct, NULL) : NULL;
 		pb_put_varint(&b, 1, (uint32_t)getpid());
 		pb_put_varint(&b, 2, p ? (uint32_t)p->pid : 0);
 		pb_put_str(&b, 3, "agentvm-shim 1");
 		ttrpc_reply(t->srv, call, TTRPC_OK, NULL, &b);
 		pb_buf_release(&b);
 	} else if (!strcmp(m, "Shutdown")) {
-		bool live = false;
-		for (int i = 0; i < MAX_PROCS; i++)
-			live |= t->procs[i].used && t->procs[i].status == ST_RUNNING;
+		/* containerd asks after every task's delete: a pod's shim stays while it has
+		 * containers (as runc's grouping shim does). */
 		ttrpc_reply(t->srv, call, TTRPC_OK, NULL, NULL);
-		if (!live || c.v2)
+		if (n_ctrs(t) == 0 || c.v2)
 			ttrpc_server_stop(t->srv);
 	} else {
 		/* Stats, Update, ResizePty, Checkpoint: not in this phase. */
@@ -827,17 +962,10 @@ int shim_serve(const struct shim_opts *o, int lfd)
 	if (r == 0)
 		r = ttrpc_server_run(t.srv);
 	/* Shutdown with the task still there (containerd gave up on it): leave nothing. */
-	for (int i = 0; i < MAX_PROCS; i++)
-		if (t.procs[i].used && t.procs[i].status == ST_RUNNING)
-			kill(t.procs[i].pid, SIGKILL);
-	if (t.created && !t.deleted)
-		task_teardown(&t);
-	for (int i = 0; i < MAX_PROCS; i++)
-		if (t.procs[i].used)
-			proc_free(&t.procs[i]);
+	for (int i = 0; i < MAX_CTRS; i++)
+		if (t.ctrs[i].used)
+			ctr_remove(&t, &t.ctrs[i]);
 	ttrpc_server_free(t.srv);
 	close(sfd);
-	free(t.id);
-	free(t.bundle);
 	return r;
 }
