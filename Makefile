@@ -67,7 +67,8 @@ DEB_PKGS := build-essential pkg-config clang libjson-c-dev libnl-3-dev libnl-rou
 	libnftables-dev libseccomp-dev libcmocka-dev qemu-system-x86 qemu-utils linux-source-6.1 \
 	bc bison flex libelf-dev cpio busybox-static nftables iproute2 xz-utils socat dnsmasq-base \
 	python3 e2fsprogs mmdebstrap skopeo umoci uidmap git openssl openssh-client dropbear-bin \
-	libarchive-dev libmicrohttpd-dev prometheus containerd libnl-nf-3-dev
+	libarchive-dev libmicrohttpd-dev prometheus containerd libnl-nf-3-dev \
+	python3-grpcio protobuf-compiler
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
 		grep -q 'install ok installed' || echo $$p; done); \

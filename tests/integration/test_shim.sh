@@ -1,7 +1,9 @@
 #!/bin/sh
 # Integration tests for containerd-shim-agentvm-v2 with a real containerd (Debian's 1.6), run
-# privately here: its own root, state and sockets under the run's temp dir, the CRI plugin off,
-# the shim on its PATH, stopped at the end. A local OCI image (oci.sh) is imported and run with
+# privately here: its own root, state and sockets under the run's temp dir, the shim on its PATH,
+# stopped at the end. Its CRI plugin has a runtime handler `agentvm` and a sandbox image made
+# here; t_cri_pod drives it with a small CRI client (cri_client.py, python3-grpcio), as kubelet
+# would: a pod is one VM, its containers processes of that VM in their own roots. A local OCI image (oci.sh) is imported and run with
 # `ctr run --runtime io.containerd.agentvm.v2`: the command runs in a microVM in the image's root
 # file system, its output and exit code arrive; then exec, pause, resume, kill -s TERM (143),
 # rm, and the task events. Nothing may be left: no VM, shim, containerd or mount.
@@ -13,6 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 SHIM=$(dirname "$AVM")/containerd-shim-agentvm-v2
 RT=io.containerd.agentvm.v2
 IMG=localhost/avm-shim-test:latest
+PAUSE=localhost/avm-pause:latest
 CT=$tmp_root/ctrd
 CTR_PID=
 
@@ -73,7 +76,6 @@ start_containerd() {
 version = 2
 root = "$CT/root"
 state = "$CT/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [grpc]
   address = "$CT/c.sock"
 [ttrpc]
@@ -81,12 +83,97 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [debug]
   address = "$CT/debug.sock"
   level = "info"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  disable_apparmor = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "$CT/cni/bin"
+    conf_dir = "$CT/cni/conf"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "agentvm"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.agentvm]
+    runtime_type = "$RT"
 EOC
 	run_containerd || return 1
 	make_oci "$tmp_root/oci"
 	tar -C "$tmp_root/oci/layout" -cf "$tmp_root/oci.tar" .
 	ctr_ images import --base-name localhost/avm-shim-test "$tmp_root/oci.tar" >/dev/null ||
 		fail "ctr images import failed"
+	# The CRI plugin's images live in namespace k8s.io: the same image, and a pause image
+	# (the image's layers, a config whose command sleeps) under the sandbox_image name.
+	ctr_ -n k8s.io images import --base-name localhost/avm-shim-test "$tmp_root/oci.tar" \
+		>/dev/null || fail "ctr -n k8s.io images import failed"
+	make_pause "$tmp_root/oci"
+	tar -C "$tmp_root/oci/layout" -cf "$tmp_root/pause.tar" .
+	ctr_ -n k8s.io images import --base-name localhost/avm-pause "$tmp_root/pause.tar" \
+		>/dev/null || fail "ctr images import (pause) failed"
+}
+
+# make_oci's image with a command that only waits, as a pod's sandbox (pause) image.
+make_pause() {
+	sed 's|"Cmd":\["/bin/sh"\]|"Cmd":["/bin/busybox","sleep","2147483647"]|' "$1/config.json" \
+		>"$1/pause-config.json"
+	pc=$(sha256sum "$1/pause-config.json" | cut -c1-64)
+	cp "$1/pause-config.json" "$1/layout/blobs/sha256/$pc"
+	sed "s|sha256:$_oci_c\",\"size\":[0-9]*|sha256:$pc\",\"size\":$(stat -c %s "$1/pause-config.json")|" \
+		"$1/manifest.json" >"$1/pause-manifest.json"
+	pm=$(sha256sum "$1/pause-manifest.json" | cut -c1-64)
+	cp "$1/pause-manifest.json" "$1/layout/blobs/sha256/$pm"
+	cat >"$1/layout/index.json" <<EOF
+{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:$pm","size":$(stat -c %s "$1/pause-manifest.json"),"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}
+EOF
+}
+
+cri() { /usr/bin/python3 "$here/cri_client.py" "$CT/c.sock" "$tmp_root/cri" "$@"; }
+
+# The CRI path (what kubelet calls), through containerd's CRI plugin and runtime handler
+# agentvm: one pod sandbox is one VM; two containers in it, each in its own root file system,
+# are processes of that VM; ExecSync, ContainerStatus, Stop/RemovePodSandbox; nothing left.
+t_cri_pod() {
+	if ! /usr/bin/python3 -c 'import grpc' 2>/dev/null || ! command -v protoc >/dev/null; then
+		echo "    SKIP: python3-grpcio or protobuf-compiler missing (make deps)"
+		return
+	fi
+	mkdir -p "$tmp_root/cri"
+	protoc -I "$here" --python_out="$tmp_root/cri" "$here/cri_min.proto" || { fail "protoc"; return; }
+	cri image "$PAUSE" || { fail "the CRI plugin never saw the pause image: $(grep -a "cri" "$CT/containerd.log" | tail -3)"; return; }
+	pod=$(cri runp pod1 agentvm) || { fail "RunPodSandbox"; return; }
+	expect_eq "VMs after RunPodSandbox" 1 "$(ls "$AGENTVM_STATE_DIR" | grep -c '^ctr-')"
+	# app1 as root (the image's user is app, 1000): it may write in its root's /.
+	c1=$(CRI_UID=0 cri create "$pod" pod1 app1 "$IMG" busybox sleep 600) || fail "CreateContainer app1"
+	c2=$(cri create "$pod" pod1 app2 "$IMG" busybox sleep 600) || fail "CreateContainer app2"
+	cri start "$c1" || fail "StartContainer app1"
+	cri start "$c2" || fail "StartContainer app2"
+	# Still one VM, and one shim for the pod (containerd asked it through `start`).
+	expect_eq "VMs for a pod of 3 containers" 1 "$(ls "$AGENTVM_STATE_DIR" | grep -c '^ctr-')"
+	expect_eq "shims (sockets) for the pod" 1 "$(ls "$AGENTVM_STATE_DIR" | grep -c '^shim-.*\.sock$')"
+	out=$(cri exec "$c1" sh -c 'busybox cat /opt/new.txt; id -u; echo one >/mark || echo no-mark; uname -r; exit 4')
+	expect_eq "ExecSync exit code" 4 "$?"
+	expect_contains "ExecSync output (a file of the image)" "new" "$out"
+	case "$out" in *"$(uname -r)"*) fail "ran on the host kernel: $out" ;; esac
+	case "$out" in *no-mark*) fail "app1 could not write its root: $out" ;; esac
+	expect_eq "app1's user (run_as_user 0)" 0 "$(echo "$out" | sed -n 2p)"
+	# Each container has its own root: app2 does not see app1's file; both in one guest
+	# kernel (the same boot id).
+	out=$(cri exec "$c2" sh -c 'test -e /mark && echo shared-root; id -u; busybox cat /proc/sys/kernel/random/boot_id')
+	case "$out" in *shared-root*) fail "app2 sees app1's root" ;; esac
+	expect_eq "app2's user (the image's)" 1000 "$(echo "$out" | sed -n 1p)"
+	out=$(echo "$out" | sed -n 2p)
+	b1=$(cri exec "$c1" busybox cat /proc/sys/kernel/random/boot_id)
+	expect_eq "one VM (boot id) for both containers" "$b1" "$out"
+	expect_contains "ContainerStatus" "CONTAINER_RUNNING" "$(cri status "$c1")"
+	cri stopp "$pod" || fail "StopPodSandbox"
+	expect_contains "ContainerStatus after the stop" "CONTAINER_EXITED" "$(cri status "$c2")"
+	cri rmp "$pod" || fail "RemovePodSandbox"
+	i=0
+	while ls -a "$AGENTVM_STATE_DIR" | grep -q '^ctr-\|^\.pod-' || pgrep -f "containerd-shim-agentvm-v2 .*-id $pod " >/dev/null; do
+		i=$((i + 1))
+		[ $i -gt 300 ] && { fail "the pod's VM or shim is left: $(ls -a "$AGENTVM_STATE_DIR")"; break; }
+		sleep 0.1
+	done
+	[ $CURRENT_OK = 1 ] || grep -a 'agentvm-shim\|level=error' "$CT/containerd.log" | tail -20
 }
 
 t_run_exit_code_and_rootfs() {
@@ -227,7 +314,7 @@ t_dead_shim_cleanup() {
 }
 
 if start_containerd; then
-	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_containerd_restart t_dead_shim_cleanup}; do
+	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_containerd_restart t_dead_shim_cleanup t_cri_pod}; do
 		run_test "$t"
 	done
 fi
