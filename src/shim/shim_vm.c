@@ -24,6 +24,7 @@
 #include "shim_vm.h"
 #include "spec.h"
 #include "statedir.h"
+#include "stats.h"
 #include "supervisor.h"
 #include "util.h"
 #include "vm.h"
@@ -347,6 +348,31 @@ void shim_vm_detach_root(const char *name, const char *pod_dir, const char *sub)
 		close(ns);
 	}
 	rmdir(target);
+}
+
+int shim_vm_usage(const char *name, struct shim_vm_usage *u, struct avm_error *err)
+{
+	_cleanup_free_ char *dir = NULL;
+	struct nf_nft *nft = NULL;
+	struct vm_sample s;
+	int r;
+
+	if ((r = statedir_find(name, &dir, err)) < 0)
+		return r;
+	nf_nft_new(&nft, NULL); /* without CAP_NET_ADMIN: no network numbers */
+	r = stats_sample(name, dir, nft, true, 2000, &s);
+	nf_nft_free(nft);
+	if (r < 0 || !s.live)
+		return avm_error_set(err, r < 0 ? r : -ESRCH, "VM %s is not running", name);
+	*u = (struct shim_vm_usage){
+		.cpu_ns = s.cpu_ns, .rss_bytes = s.rss_bytes, .have_guest = s.have_guest,
+		.guest_total = s.guest_mem_total, .guest_available = s.guest_mem_available,
+		.have_net = s.have_net,
+		.rx_bytes = s.net.rx_ok_bytes, .rx_packets = s.net.rx_ok_packets,
+		.rx_dropped = s.net.rx_drop_packets, .tx_bytes = s.net.tx_ok_bytes,
+		.tx_packets = s.net.tx_ok_packets, .tx_dropped = s.net.tx_drop_packets,
+	};
+	return 0;
 }
 
 static void sleep_ms(long ms)

@@ -79,6 +79,17 @@ int shim_vm_spawn(const char *name, const char *root, const struct shim_proc *p,
 		  const int fds[3], pid_t *pid, struct avm_error *err);
 /* Send any signal to the process run by helper `pid` (in the guest, to its process group). */
 int shim_vm_signal(pid_t pid, int sig);
+/* What agentvm measures of a VM (stats.c), for Task.Stats. */
+struct shim_vm_usage {
+	uint64_t cpu_ns;    /* QEMU's host CPU time: the whole VM */
+	uint64_t rss_bytes; /* QEMU's resident memory on the host */
+	bool have_guest;    /* the guest agent answered: */
+	uint64_t guest_total, guest_available;
+	bool have_net;      /* nat-filtered (and the shim may read nft counters): */
+	uint64_t rx_bytes, rx_packets, rx_dropped, tx_bytes, tx_packets, tx_dropped;
+};
+int shim_vm_usage(const char *name, struct shim_vm_usage *u, struct avm_error *err);
+
 /* Pause (QMP stop) or resume (cont) the VM. */
 int shim_vm_pause(const char *name, bool pause, struct avm_error *err);
 /* Kill the VM's QEMU and supervisor and remove its state dir; a missing VM is fine. */

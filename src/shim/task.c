@@ -877,6 +877,63 @@ static void task_pids(struct task *t, struct ttrpc_call call, const struct commo
 	pb_buf_release(&b);
 }
 
+/*
+ * Stats: containerd's cgroup v1 metrics (io.containerd.cgroups.v1.Metrics, what `ctr task
+ * metrics` and the CRI plugin decode), filled with what agentvm measures of the VM: the pod's
+ * VM as a whole (every container of a pod reports it), but the container's own process count.
+ */
+#define METRICS_V1 "io.containerd.cgroups.v1.Metrics"
+static void task_stats(struct task *t, struct ttrpc_call call, const struct common_req *c)
+{
+	struct ctr *ct = ctr_find(t, c->id);
+	struct shim_vm_usage u;
+	struct avm_error err = { 0 };
+	struct pb_buf m = { 0 }, pids = { 0 }, cpu = { 0 }, usage = { 0 }, mem = { 0 }, ent = { 0 },
+		      net = { 0 }, any = { 0 }, b = { 0 };
+	uint64_t n = 0;
+
+	if (!ct) {
+		ttrpc_reply(t->srv, call, TTRPC_NOT_FOUND, "no such task", NULL);
+		return;
+	}
+	if (shim_vm_usage(t->vm, &u, &err) < 0) {
+		ttrpc_reply(t->srv, call, TTRPC_UNAVAILABLE, err.msg, NULL);
+		return;
+	}
+	for (int i = 0; i < MAX_PROCS; i++)
+		n += t->procs[i].used && &t->ctrs[t->procs[i].c] == ct &&
+		     t->procs[i].status == ST_RUNNING;
+	pb_put_varint(&pids, 1, n);	      /* PidsStat.current */
+	pb_put_varint(&usage, 1, u.cpu_ns); /* CPUUsage.total */
+	pb_put_msg(&cpu, 1, &usage);	      /* CPUStat.usage */
+	/* Memory: the guest's use of the VM's memory (its limit), else QEMU's resident set. */
+	pb_put_varint(&ent, 1, u.have_guest ? u.guest_total : 0);
+	pb_put_varint(&ent, 2, u.have_guest ? u.guest_total - u.guest_available : u.rss_bytes);
+	pb_put_varint(&mem, 2, u.rss_bytes); /* MemoryStat.rss: what the VM costs the host */
+	pb_put_msg(&mem, 33, &ent);	      /* MemoryStat.usage */
+	pb_put_msg(&m, 2, &pids);
+	pb_put_msg(&m, 3, &cpu);
+	pb_put_msg(&m, 4, &mem);
+	if (u.have_net) {
+		pb_put_str(&net, 1, "eth0");
+		pb_put_varint(&net, 2, u.rx_bytes);
+		pb_put_varint(&net, 3, u.rx_packets);
+		pb_put_varint(&net, 5, u.rx_dropped);
+		pb_put_varint(&net, 6, u.tx_bytes);
+		pb_put_varint(&net, 7, u.tx_packets);
+		pb_put_varint(&net, 9, u.tx_dropped);
+		pb_put_msg(&m, 7, &net);
+	}
+	pb_put_str(&any, 1, METRICS_V1);
+	pb_put_bytes(&any, 2, m.data, m.len);
+	pb_put_msg(&b, 1, &any); /* StatsResponse.stats */
+	ttrpc_reply(t->srv, call, b.error ? TTRPC_INTERNAL : TTRPC_OK, b.error ? "out of memory" : NULL,
+		    &b);
+	struct pb_buf *all[] = { &m, &pids, &cpu, &usage, &mem, &ent, &net, &any, &b };
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		pb_buf_release(all[i]);
+}
+
 static void handle(void *ctx, struct ttrpc_call call, const struct ttrpc_request *req)
 {
 	struct task *t = ctx;
@@ -911,6 +968,8 @@ static void handle(void *ctx, struct ttrpc_call call, const struct ttrpc_request
 		task_pause(t, call, &c, m[0] == 'P');
 	} else if (!strcmp(m, "Delete")) {
 		task_delete(t, call, &c);
+	} else if (!strcmp(m, "Stats")) {
+		task_stats(t, call, &c);
 	} else if (!strcmp(m, "Pids")) {
 		task_pids(t, call, &c);
 	} else if (!strcmp(m, "CloseIO")) {
@@ -937,7 +996,7 @@ static void handle(void *ctx, struct ttrpc_call call, const struct ttrpc_request
 		if (n_ctrs(t) == 0 || c.v2)
 			ttrpc_server_stop(t->srv);
 	} else {
-		/* Stats, Update, ResizePty, Checkpoint: not in this phase. */
+		/* Update, ResizePty, Checkpoint: not yet. */
 		ttrpc_reply(t->srv, call, TTRPC_UNIMPLEMENTED, "not implemented by agentvm", NULL);
 	}
 	common_release(&c);

@@ -5,8 +5,8 @@
 # here; t_cri_pod drives it with a small CRI client (cri_client.py, python3-grpcio), as kubelet
 # would: a pod is one VM, its containers processes of that VM in their own roots. A local OCI image (oci.sh) is imported and run with
 # `ctr run --runtime io.containerd.agentvm.v2`: the command runs in a microVM in the image's root
-# file system, its output and exit code arrive; then exec, pause, resume, kill -s TERM (143),
-# rm, and the task events. Nothing may be left: no VM, shim, containerd or mount.
+# file system, its output and exit code arrive; then exec, metrics, pause, resume, kill -s TERM
+# (143), rm, and the task events. Nothing may be left: no VM, shim, containerd or mount.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -213,6 +213,16 @@ t_exec_pause_resume_kill() {
 	rc=$?
 	expect_eq "exec exit code" 3 "$rc"
 	expect_eq "exec output" "exec-out new" "$out"
+	# Task.Stats as cgroup v1 metrics: the VM's CPU time, the guest's memory against the
+	# VM's (512 MiB by default), the container's processes (sleep).
+	out=$(ctr_ task metrics c2 2>&1)
+	cpu=$(echo "$out" | busybox awk '$1 == "cpuacct.usage" {print $2}')
+	lim=$(echo "$out" | busybox awk '$1 == "memory.limit_in_bytes" {print $2}')
+	use=$(echo "$out" | busybox awk '$1 == "memory.usage_in_bytes" {print $2}')
+	expect_eq "pids.current" 1 "$(echo "$out" | busybox awk '$1 == "pids.current" {print $2}')"
+	[ "${cpu:-0}" -gt 0 ] || fail "no CPU time in ctr task metrics: $out"
+	[ "${lim:-0}" -gt 300000000 ] && [ "${lim:-0}" -le 536870912 ] || fail "memory limit '$lim' is not the VM's: $out"
+	[ "${use:-0}" -gt 0 ] && [ "${use:-0}" -lt "${lim:-0}" ] || fail "memory usage '$use': $out"
 	ctr_ task pause c2 || fail "pause"
 	expect_contains "paused state" "PAUSED" "$(ctr_ task ls | grep '^c2 ')"
 	ctr_ task resume c2 || fail "resume"
