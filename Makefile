@@ -183,7 +183,8 @@ $(B)/tests/test_guest_disk: $(call obj,guest-init/diskcfg.c guest-init/netcfg.c)
 $(B)/tests/test_guest_imagecfg: $(call obj,guest-init/imagecfg.c guest-init/request.c \
 	guest-init/util.c guest-init/tarcmd.c guest-init/tar.c)
 $(B)/tests/test_guest_tar: $(call obj,guest-init/tar.c)
-$(B)/tests/test_shim_proto: $(call obj,src/shim/pb.c src/shim/ttrpc.c src/shim/process.c)
+$(B)/tests/test_shim_proto: $(call obj,src/shim/pb.c src/shim/ttrpc.c src/shim/process.c \
+	src/shim/config.c)
 $(B)/tests/test_guest_share: $(call obj,guest-init/sharecfg.c guest-init/diskcfg.c \
 	guest-init/netcfg.c)
 
@@ -218,7 +219,8 @@ FUZZ_LINK_fuzz_guest_net := $(PROTO_SRC) guest-init/netcfg.c
 FUZZ_LINK_fuzz_guest_disk := guest-init/diskcfg.c
 FUZZ_LINK_fuzz_guest_imagecfg := guest-init/imagecfg.c
 FUZZ_LINK_fuzz_oci_config := src/image_oci.c src/strv.c src/util.c src/error.c
-FUZZ_LINK_fuzz_shim_ttrpc := src/shim/pb.c src/shim/ttrpc.c src/shim/process.c src/strv.c
+FUZZ_LINK_fuzz_shim_ttrpc := src/shim/pb.c src/shim/ttrpc.c src/shim/process.c src/shim/config.c \
+	src/strv.c
 $(B)/fuzz/fuzz_shim_ttrpc: $(SHIM_SRC) $(wildcard src/shim/*.h)
 FUZZ_LINK_fuzz_egress := netfilter/rules.c netfilter/dns.c netfilter/util.c
 FUZZ_LINK_fuzz_tz := src/tz.c

@@ -88,6 +88,12 @@ int shim_vm_boot(const char *name, const char *pod_dir, const struct shim_vm_con
 		r = vm_spec_set_cpus(spec, c->cpus, err);
 	if (r == 0 && c->memory)
 		r = vm_spec_set_memory(spec, c->memory, err);
+	for (size_t i = 0; r == 0 && i < c->n_allow; i++)
+		r = vm_spec_add_allow(spec, c->allow[i], err);
+	for (size_t i = 0; r == 0 && i < c->n_allow_cidr; i++)
+		r = vm_spec_add_allow_cidr(spec, c->allow_cidr[i], err);
+	for (size_t i = 0; r == 0 && i < c->n_allow_domain; i++)
+		r = vm_spec_add_allow_domain(spec, c->allow_domain[i], err);
 	if (r == 0)
 		r = vm_spec_add_share(spec, share, err);
 	if (r == 0)

@@ -33,6 +33,9 @@ struct shim_vm_config {
 	const char *cpus;
 	const char *memory;
 	const char *network;
+	/* The egress policy (the runtime's config file): --allow, --allow-cidr, --allow-domain. */
+	char *const *allow, *const *allow_cidr, *const *allow_domain;
+	size_t n_allow, n_allow_cidr, n_allow_domain;
 };
 /* One annotation into c; -EINVAL (err names it and the known ones) for an unknown io.agentvm.*. */
 int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *value,

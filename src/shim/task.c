@@ -21,6 +21,7 @@
 
 #include <json-c/json.h>
 
+#include "config.h"
 #include "shim.h"
 #include "shim_vm.h"
 #include "strv.h"
@@ -396,7 +397,11 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 	char *stdio[3] = { NULL, NULL, NULL }, *id = NULL, *bundle = NULL;
 	struct json_object *cfg = NULL, *proc = NULL, *root = NULL, *rp, *an;
 	struct shim_vm_config vc = { 0 };
+	struct shim_config sc = { 0 };
 	struct avm_error err = { 0 };
+	char *opt_type = NULL, *config_path = NULL;
+	const uint8_t *opt = NULL;
+	size_t opt_len = 0;
 	bool terminal = false;
 	int n, code = TTRPC_INVALID_ARGUMENT;
 
@@ -415,11 +420,23 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 			terminal = f.v != 0;
 		else if (f.num >= 5 && f.num <= 7)
 			n = pb_field_str(&f, &stdio[f.num - 5]);
+		else if (f.num == 10 && !opt_type)
+			n = pb_field_any(&f, &opt_type, &opt, &opt_len);
 		if (n < 0)
 			break;
 	}
 	if (n < 0 || !id || !bundle)
 		goto out;
+	/* The runtime's options (containerd's config.toml): a settings file for every pod. */
+	if (opt_type && ((n = shim_runtime_options(opt_type, opt, opt_len, &config_path, &why)) < 0 ||
+			 (config_path && (n = shim_config_load(config_path, &sc, &why)) < 0)))
+		goto out;
+	vc = (struct shim_vm_config){
+		.profile = sc.profile, .cpus = sc.cpus, .memory = sc.memory, .network = sc.network,
+		.allow = sc.allow.v, .n_allow = sc.allow.n,
+		.allow_cidr = sc.allow_cidr.v, .n_allow_cidr = sc.allow_cidr.n,
+		.allow_domain = sc.allow_domain.v, .n_allow_domain = sc.allow_domain.n,
+	};
 	if (!id_ok(id)) {
 		why = "bad container id (use 1-76 of [A-Za-z0-9_.-])";
 		goto out;
@@ -472,6 +489,12 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 	    json_object_is_type(an, json_type_object)) {
 		json_object_object_foreach(an, key, val)
 		{
+			if (n == 0 && sc.no_annotations &&
+			    !strncmp(key, SHIM_ANNOTATION_PREFIX, strlen(SHIM_ANNOTATION_PREFIX)))
+				n = avm_error_set(&err, -EPERM,
+						  "annotation '%s' refused: this runtime's config "
+						  "sets \"annotations\": false",
+						  key);
 			if (n == 0 && json_object_is_type(val, json_type_string))
 				n = shim_vm_config_set(&vc, key, json_object_get_string(val), &err);
 		}
@@ -537,6 +560,9 @@ out:
 		pb_buf_release(&io);
 	}
 	json_object_put(cfg);
+	shim_config_release(&sc);
+	free(opt_type);
+	free(config_path);
 	for (int i = 0; i < n_mounts; i++)
 		mount_release(&mounts[i]);
 	for (int i = 0; i < 3; i++)

@@ -95,7 +95,11 @@ state = "$CT/state"
     default_runtime_name = "agentvm"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.agentvm]
     runtime_type = "$RT"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.agentvm.options]
+    ConfigPath = "$CT/agentvm-cri.json"
 EOC
+	# The CRI runtime's agentvm settings (README): its pods get 384 MiB.
+	echo '{"memory": 384, "network": "isolated"}' >"$CT/agentvm-cri.json"
 	run_containerd || return 1
 	make_oci "$tmp_root/oci"
 	tar -C "$tmp_root/oci/layout" -cf "$tmp_root/oci.tar" .
@@ -163,6 +167,9 @@ t_cri_pod() {
 	out=$(echo "$out" | sed -n 2p)
 	b1=$(cri exec "$c1" busybox cat /proc/sys/kernel/random/boot_id)
 	expect_eq "one VM (boot id) for both containers" "$b1" "$out"
+	# The runtime's options.ConfigPath (agentvm-cri.json) sized the VM: 384 MiB.
+	kb=$(cri exec "$c2" busybox awk '/MemTotal/ {print $2}' /proc/meminfo)
+	[ "${kb:-0}" -gt 300000 ] && [ "${kb:-0}" -le 393216 ] || fail "MemTotal '$kb' kB is not ~384 MiB (ConfigPath)"
 	expect_contains "ContainerStatus" "CONTAINER_RUNNING" "$(cri status "$c1")"
 	cri stopp "$pod" || fail "StopPodSandbox"
 	expect_contains "ContainerStatus after the stop" "CONTAINER_EXITED" "$(cri status "$c2")"
@@ -281,6 +288,28 @@ t_annotations() {
 	expect_contains "the error names the annotation" "unknown annotation 'io.agentvm.colour'" "$out"
 	ctr_ task rm -f c6 >/dev/null 2>&1
 	ctr_ containers rm c6 >/dev/null 2>&1
+	# The runtime's config file (what containerd's options.ConfigPath names; ctr passes it
+	# with --runtime-config-path): memory, and no io.agentvm.* annotations allowed.
+	echo '{"memory": 640, "annotations": false}' >"$tmp_root/shim.json"
+	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" --runtime-config-path "$tmp_root/shim.json" \
+		"$IMG" c9 busybox grep MemTotal /proc/meminfo </dev/null 2>&1)
+	expect_eq "exit code with a config file" 0 "$?"
+	kb=$(echo "$out" | busybox awk '/MemTotal/ {print $2}')
+	[ "${kb:-0}" -gt 500000 ] && [ "${kb:-0}" -le 655360 ] || fail "MemTotal '$kb' kB is not ~640 MiB: $out"
+	ctr_ containers rm c9 || fail "ctr containers rm c9"
+	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" --runtime-config-path "$tmp_root/shim.json" \
+		--annotation io.agentvm.memory=768 "$IMG" c10 true </dev/null 2>&1)
+	[ $? -ne 0 ] || fail "an annotation was accepted against \"annotations\": false"
+	expect_contains "the refusal" "annotation 'io.agentvm.memory' refused" "$out"
+	ctr_ task rm -f c10 >/dev/null 2>&1
+	ctr_ containers rm c10 >/dev/null 2>&1
+	echo '{"memory": 640, "colour": "red"}' >"$tmp_root/shim.json"
+	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" --runtime-config-path "$tmp_root/shim.json" \
+		"$IMG" c11 true </dev/null 2>&1)
+	[ $? -ne 0 ] || fail "an unknown config key was accepted"
+	expect_contains "the config error names the key" "unknown key or wrong type 'colour'" "$out"
+	ctr_ task rm -f c11 >/dev/null 2>&1
+	ctr_ containers rm c11 >/dev/null 2>&1
 }
 
 # containerd restarts while a task runs: the shim and its VM live on and containerd takes them
