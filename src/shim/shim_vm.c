@@ -145,15 +145,29 @@ static void helper_fds(const int fds[3])
 	close_range(3, ~0u, 0);
 }
 
+static _Noreturn void helper_exit(const char *status_prefix, int code)
+{
+	char path[4200];
+	int fd;
+
+	if (status_prefix &&
+	    snprintf(path, sizeof(path), "%s%d", status_prefix, (int)getpid()) < (int)sizeof(path) &&
+	    (fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) >= 0) {
+		dprintf(fd, "%d\n", code);
+		close(fd);
+	}
+	_exit(code);
+}
+
 static _Noreturn void helper_main(const char *name, const char *root, const struct shim_proc *p,
-				  bool has_stdin, int sig_fd)
+				  bool has_stdin, int sig_fd, const char *status_path)
 {
 	struct avm_error err = { 0 };
 	struct vm *vm = NULL;
 
 	if (sig_fd < 0 || vm_attach(name, &vm, &err) < 0) {
 		fprintf(stderr, "agentvm-shim: %s\n", sig_fd < 0 ? "signalfd failed" : err.msg);
-		_exit(255);
+		helper_exit(status_path, 255);
 	}
 	struct vm_exec_request req = {
 		.argv = p->argv, .env = p->env, .cwd = p->cwd ? p->cwd : "/",
@@ -168,11 +182,11 @@ static _Noreturn void helper_main(const char *name, const char *root, const stru
 		fprintf(stderr, "agentvm-shim: cannot run %s in the container: %s\n", p->argv[0],
 			strerror(res.info.code));
 	vm_destroy(vm); /* attached: only detaches */
-	_exit(r < 0 ? 255 : exit_code_of(&res));
+	helper_exit(status_path, r < 0 ? 255 : exit_code_of(&res));
 }
 
 int shim_vm_spawn(const char *name, const char *root, const struct shim_proc *p,
-		  const int fds[3], pid_t *pid, struct avm_error *err)
+		  const int fds[3], const char *status_path, pid_t *pid, struct avm_error *err)
 {
 	struct vm_exec_request chk = { .argv = p->argv, .env = p->env, .cwd = p->cwd };
 	sigset_t set, old;
@@ -198,7 +212,7 @@ int shim_vm_spawn(const char *name, const char *root, const struct shim_proc *p,
 		sigprocmask(SIG_UNBLOCK, &chld, NULL);
 		helper_fds(fds);
 		int sig_fd = signalfd(-1, &set, SFD_CLOEXEC);
-		helper_main(name, root, p, fds[0] >= 0, sig_fd);
+		helper_main(name, root, p, fds[0] >= 0, sig_fd, status_path);
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	return 0;
@@ -243,9 +257,35 @@ int shim_vm_pause(const char *name, bool pause, struct avm_error *err)
 	return 0;
 }
 
+int shim_vm_work_path(const char *name, const char *suffix, char *buf, size_t len)
+{
+	return snprintf(buf, len, "%s/.pod-%s%s", statedir_root(), name, suffix) >= (int)len
+		       ? -ENAMETOOLONG
+		       : 0;
+}
+
+bool shim_vm_alive(const char *name)
+{
+	_cleanup_free_ char *dir = NULL;
+	struct vm_state st;
+
+	return statedir_find(name, &dir, NULL) == 0 && vmstate_read(dir, &st, NULL) == 0 &&
+	       proc_is(st.qemu_pid, st.qemu_start);
+}
+
+uint64_t shim_vm_proc_start(pid_t pid)
+{
+	return proc_start_time(pid);
+}
+
+bool shim_vm_proc_is(pid_t pid, uint64_t start)
+{
+	return proc_is(pid, start);
+}
+
 int shim_vm_pod_dir(const char *name, char *buf, size_t len, struct avm_error *err)
 {
-	if (snprintf(buf, len, "%s/.pod-%s", statedir_root(), name) >= (int)len)
+	if (shim_vm_work_path(name, "", buf, len) < 0)
 		return avm_error_set(err, -ENAMETOOLONG, "agentvm's state dir path is too long");
 	if (mkdir(buf, 0755) < 0 && errno != EEXIST)
 		return avm_error_setx(err, -errno, "cannot make the pod directory %s", buf);
@@ -258,9 +298,20 @@ void shim_vm_pod_dir_remove(const char *name)
 	struct dirent *e;
 	DIR *d;
 
-	if (!name[0] || snprintf(dir, sizeof(dir), "%s/.pod-%s", statedir_root(), name) >=
-				(int)sizeof(dir))
+	if (!name[0] || shim_vm_work_path(name, "", dir, sizeof(dir)) < 0)
 		return;
+	/* The saved state and exit statuses nobody read (their helpers' ends were seen). */
+	snprintf(sub, sizeof(sub), "%s.json", dir);
+	unlink(sub);
+	d = opendir(statedir_root());
+	size_t dl = strlen(strrchr(dir, '/') + 1);
+	while (d && (e = readdir(d)))
+		if (!strncmp(e->d_name, strrchr(dir, '/') + 1, dl) &&
+		    !strncmp(e->d_name + dl, ".exit-", 6) &&
+		    snprintf(sub, sizeof(sub), "%s/%s", statedir_root(), e->d_name) < (int)sizeof(sub))
+			unlink(sub);
+	if (d)
+		closedir(d);
 	d = opendir(dir);
 	while (d && (e = readdir(d)))
 		if (e->d_name[0] != '.' &&

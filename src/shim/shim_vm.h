@@ -50,9 +50,22 @@ int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *va
 int shim_vm_boot(const char *name, const char *pod_dir, const struct shim_vm_config *c,
 		 unsigned boot_timeout_s, struct avm_error *err);
 
+/*
+ * The shim's work files of VM `name`: <state root>/.pod-<name><suffix>: the pod directory (""),
+ * the pod's saved state (".json": a new shim process re-attaches from it) and a process
+ * helper's exit status (".exit-PID", read when the helper is not the reader's child).
+ */
+int shim_vm_work_path(const char *name, const char *suffix, char *buf, size_t len);
+/* True while VM `name`'s QEMU runs. */
+bool shim_vm_alive(const char *name);
+/* A process's start time (0: none), and whether (pid, start) is still that process. */
+uint64_t shim_vm_proc_start(pid_t pid);
+bool shim_vm_proc_is(pid_t pid, uint64_t start);
+
 /* The pod directory of VM `name`: <state root>/.pod-<name>, made (empty) here. */
 int shim_vm_pod_dir(const char *name, char *buf, size_t len, struct avm_error *err);
-/* Remove it and the mount points beneath it (nothing is mounted there on the host). */
+/* Remove it, the mount points beneath it (nothing is mounted there on the host) and the other
+ * work files. */
 void shim_vm_pod_dir_remove(const char *name);
 
 /*
@@ -76,10 +89,11 @@ struct shim_proc {
  * Fork a helper that runs p chrooted into the guest directory root of VM `name` with stdio from fds
  * (-1 = none). The helper keeps no other fd of the caller. Its exit status is the process's:
  * its code, 128+N for signal N, 127 when it could not start, 255 when the VM was lost (the
- * reason goes to its stderr).
+ * reason goes to its stderr). With status_path, the helper also writes that status (decimal
+ * text) before it exits to status_path followed by its pid (shim_vm_work_path ".exit-").
  */
 int shim_vm_spawn(const char *name, const char *root, const struct shim_proc *p,
-		  const int fds[3], pid_t *pid, struct avm_error *err);
+		  const int fds[3], const char *status_path, pid_t *pid, struct avm_error *err);
 /* Send any signal to the process run by helper `pid` (in the guest, to its process group). */
 int shim_vm_signal(pid_t pid, int sig);
 /* What agentvm measures of a VM (stats.c), for Task.Stats. */

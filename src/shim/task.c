@@ -16,6 +16,7 @@
 #include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -43,6 +44,8 @@ struct proc {
 	bool terminal;
 	struct shim_proc spec;
 	pid_t pid; /* the helper running it (shim_vm.h) */
+	uint64_t start; /* its start time: a re-attached shim checks it is still that process */
+	int pidfd; /* +1 (0 = none): a helper of an earlier shim process, not our child */
 	int stdin_w; /* our writer on the stdin FIFO, +1 (0 = none): see start_stdin() */
 	enum status status;
 	uint32_t exit_status;
@@ -69,6 +72,8 @@ struct task {
 	char vm[24]; /* "" until the first Create boots it */
 	char pod_dir[4096];
 	bool paused;
+	char state_path[4200]; /* the pod's saved state (shim_vm_work_path ".json") */
+	char exit_prefix[4200]; /* helpers' exit statuses (".exit-") */
 	struct ctr ctrs[MAX_CTRS];
 	struct proc procs[MAX_PROCS];
 };
@@ -154,14 +159,30 @@ static void reply_wait(struct task *t, struct proc *p, struct ttrpc_call call)
 	pb_buf_release(&b);
 }
 
-static void proc_exited(struct task *t, struct proc *p, int wstatus)
+static void state_save(struct task *t);
+
+static void drop_pidfd(struct task *t, struct proc *p)
+{
+	if (p->pidfd) {
+		ttrpc_server_unwatch(t->srv, p->pidfd - 1);
+		close(p->pidfd - 1);
+		p->pidfd = 0;
+	}
+}
+
+static void proc_exited(struct task *t, struct proc *p, uint32_t code)
 {
 	struct pb_buf ev = { 0 };
+	char path[4300];
 
 	p->status = ST_STOPPED;
 	close_stdin(p);
-	p->exit_status = WIFEXITED(wstatus) ? (uint32_t)WEXITSTATUS(wstatus)
-					    : 128u + (uint32_t)WTERMSIG(wstatus);
+	drop_pidfd(t, p);
+	if (p->pid > 0) {
+		snprintf(path, sizeof(path), "%s%d", t->exit_prefix, (int)p->pid);
+		unlink(path);
+	}
+	p->exit_status = code;
 	p->exited_ns = shim_now_ns();
 	shim_log("process %s (helper %d) exited with %u", proc_event_id(t, p), (int)p->pid,
 		 p->exit_status);
@@ -181,6 +202,12 @@ static void proc_exited(struct task *t, struct proc *p, int wstatus)
 			if (t->procs[i].used && t->procs[i].c == p->c &&
 			    t->procs[i].status == ST_RUNNING)
 				shim_vm_signal(t->procs[i].pid, SIGKILL);
+	state_save(t);
+}
+
+static uint32_t wait_code(int ws)
+{
+	return WIFEXITED(ws) ? (uint32_t)WEXITSTATUS(ws) : 128u + (uint32_t)WTERMSIG(ws);
 }
 
 static void on_sigchld(void *ctx, int fd, uint32_t events)
@@ -196,9 +223,206 @@ static void on_sigchld(void *ctx, int fd, uint32_t events)
 		for (int i = 0; i < MAX_PROCS; i++) {
 			struct proc *p = &t->procs[i];
 			if (p->used && p->pid == pid && p->status != ST_STOPPED)
-				proc_exited(t, p, ws);
+				proc_exited(t, p, wait_code(ws));
 		}
 	}
+}
+
+/* --- the pod's saved state: a new shim process for the same pod re-attaches ---------------------- */
+
+/*
+ * Saved after every change (atomically: a temp file renamed): the VM, the containers and their
+ * started processes (helper pid and start time). A shim that starts for a pod with a saved state
+ * and a live VM takes all of it back; the helpers of the earlier process are no children of the
+ * new one, so their ends come through pidfds and their exit statuses through the files they
+ * write (shim_vm_spawn's status_path).
+ */
+static void state_save(struct task *t)
+{
+	struct json_object *o = json_object_new_object(), *cs = json_object_new_array(),
+			   *ps = json_object_new_array();
+	char tmp[4300];
+
+	if (!o || !cs || !ps || !t->vm[0] || n_ctrs(t) == 0) {
+		json_object_put(o);
+		json_object_put(cs);
+		json_object_put(ps);
+		if (n_ctrs(t) == 0)
+			unlink(t->state_path);
+		return;
+	}
+	json_object_object_add(o, "vm", json_object_new_string(t->vm));
+	json_object_object_add(o, "paused", json_object_new_boolean(t->paused));
+	for (int i = 0; i < MAX_CTRS; i++) {
+		struct ctr *c = &t->ctrs[i];
+		struct json_object *j = c->used ? json_object_new_object() : NULL;
+		if (!j)
+			continue;
+		json_object_object_add(j, "i", json_object_new_int(i));
+		json_object_object_add(j, "id", json_object_new_string(c->id));
+		json_object_object_add(j, "bundle", json_object_new_string(c->bundle));
+		json_object_object_add(j, "rootfs", json_object_new_string(c->rootfs));
+		json_object_object_add(j, "mounted", json_object_new_boolean(c->mounted));
+		json_object_object_add(j, "attached", json_object_new_boolean(c->attached));
+		json_object_array_add(cs, j);
+	}
+	for (int i = 0; i < MAX_PROCS; i++) {
+		struct proc *p = &t->procs[i];
+		/* An exec added but not started is not kept (containerd adds it again). */
+		struct json_object *j = p->used && (!p->exec_id || p->status != ST_CREATED)
+						? json_object_new_object()
+						: NULL;
+		if (!j)
+			continue;
+		json_object_object_add(j, "c", json_object_new_int(p->c));
+		if (p->exec_id)
+			json_object_object_add(j, "exec_id", json_object_new_string(p->exec_id));
+		for (int k = 0; k < 3; k++) {
+			static const char *const keys[] = { "stdin", "stdout", "stderr" };
+			json_object_object_add(j, keys[k], json_object_new_string(p->stdio[k] ? p->stdio[k] : ""));
+		}
+		json_object_object_add(j, "pid", json_object_new_int(p->pid));
+		json_object_object_add(j, "start", json_object_new_int64((int64_t)p->start));
+		json_object_object_add(j, "status", json_object_new_int(p->status));
+		json_object_object_add(j, "exit_status", json_object_new_int64(p->exit_status));
+		json_object_object_add(j, "exited_ns", json_object_new_int64(p->exited_ns));
+		json_object_array_add(ps, j);
+	}
+	json_object_object_add(o, "ctrs", cs);
+	json_object_object_add(o, "procs", ps);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", t->state_path);
+	if (json_object_to_file_ext(tmp, o, JSON_C_TO_STRING_PLAIN) < 0 ||
+	    rename(tmp, t->state_path) < 0) {
+		shim_log("cannot save the pod's state in %s", t->state_path);
+		unlink(tmp);
+	}
+	json_object_put(o);
+}
+
+static const char *jstr(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
+		       ? json_object_get_string(v)
+		       : NULL;
+}
+
+static int64_t jint(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : 0;
+}
+
+/* An earlier shim's helper ended: its status from the file it wrote (255 without one). */
+static uint32_t orphan_code(struct task *t, pid_t pid)
+{
+	char path[4300], buf[16] = "";
+	int fd;
+	ssize_t n = -1;
+
+	snprintf(path, sizeof(path), "%s%d", t->exit_prefix, (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+	}
+	buf[n > 0 ? n : 0] = '\0';
+	return n > 0 ? (uint32_t)strtoul(buf, NULL, 10) & 0xff : 255;
+}
+
+static void on_pidfd(void *ctx, int fd, uint32_t events)
+{
+	struct task *t = ctx;
+
+	(void)events;
+	for (int i = 0; i < MAX_PROCS; i++) {
+		struct proc *p = &t->procs[i];
+		if (p->used && p->pidfd == fd + 1 && p->status == ST_RUNNING)
+			proc_exited(t, p, orphan_code(t, p->pid));
+	}
+}
+
+static void state_load(struct task *t)
+{
+	struct json_object *o = json_object_from_file(t->state_path), *cs, *ps;
+	const char *vm = o ? jstr(o, "vm") : NULL;
+
+	if (!o || !vm || strlen(vm) >= sizeof(t->vm) ||
+	    !json_object_object_get_ex(o, "ctrs", &cs) || !json_object_object_get_ex(o, "procs", &ps) ||
+	    !json_object_is_type(cs, json_type_array) || !json_object_is_type(ps, json_type_array)) {
+		json_object_put(o);
+		return;
+	}
+	snprintf(t->vm, sizeof(t->vm), "%s", vm);
+	shim_vm_work_path(t->vm, "", t->pod_dir, sizeof(t->pod_dir));
+	t->paused = jint(o, "paused");
+	bool alive = shim_vm_alive(t->vm);
+	for (size_t i = 0; i < json_object_array_length(cs); i++) {
+		struct json_object *j = json_object_array_get_idx(cs, i);
+		int64_t k = jint(j, "i");
+		const char *id = jstr(j, "id"), *bundle = jstr(j, "bundle"), *rootfs = jstr(j, "rootfs");
+		if (k < 0 || k >= MAX_CTRS || !id || !bundle || !rootfs || t->ctrs[k].used)
+			continue;
+		struct ctr *c = &t->ctrs[k];
+		*c = (struct ctr){ .used = true, .id = strdup(id), .bundle = strdup(bundle),
+				   .mounted = jint(j, "mounted"), .attached = jint(j, "attached") };
+		snprintf(c->rootfs, sizeof(c->rootfs), "%s", rootfs);
+		snprintf(c->guest_root, sizeof(c->guest_root), SHIM_GUEST_ROOT "/%s", id);
+	}
+	for (size_t i = 0; i < json_object_array_length(ps); i++) {
+		struct json_object *j = json_object_array_get_idx(ps, i);
+		int64_t k = jint(j, "c");
+		if (k < 0 || k >= MAX_CTRS || !t->ctrs[k].used)
+			continue;
+		struct proc *p = proc_new(t, &t->ctrs[k]);
+		if (!p)
+			break;
+		const char *e = jstr(j, "exec_id");
+		p->exec_id = e ? strdup(e) : NULL;
+		static const char *const keys[] = { "stdin", "stdout", "stderr" };
+		for (int s = 0; s < 3; s++)
+			p->stdio[s] = jstr(j, keys[s]) ? strdup(jstr(j, keys[s])) : NULL;
+		p->pid = (pid_t)jint(j, "pid");
+		p->start = (uint64_t)jint(j, "start");
+		p->status = (enum status)jint(j, "status");
+		p->exit_status = (uint32_t)jint(j, "exit_status");
+		p->exited_ns = jint(j, "exited_ns");
+		if (p->status == ST_CREATED) {
+			/* A created init: its spec again from the bundle. */
+			char path[4200], *why = NULL;
+			struct json_object *cfg, *pj;
+			snprintf(path, sizeof(path), "%s/config.json", t->ctrs[k].bundle);
+			cfg = json_object_from_file(path);
+			const char *js = cfg && json_object_object_get_ex(cfg, "process", &pj)
+						 ? json_object_to_json_string(pj)
+						 : "";
+			if (shim_oci_process(js, strlen(js), &p->spec, &why) < 0)
+				p->status = ST_STOPPED, p->exit_status = 255;
+			json_object_put(cfg);
+		} else if (p->status == ST_RUNNING) {
+			int fd = -1;
+			if (alive && p->pid > 0 && shim_vm_proc_is(p->pid, p->start))
+				fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+			if (fd >= 0 && ttrpc_server_watch(t->srv, fd, on_pidfd, t) == 0)
+				p->pidfd = fd + 1;
+			else {
+				if (fd >= 0)
+					close(fd);
+				proc_exited(t, p, orphan_code(t, p->pid));
+			}
+		}
+	}
+	json_object_put(o);
+	shim_log("re-attached to pod VM %s (%d containers)%s", t->vm, n_ctrs(t),
+		 alive ? "" : "; the VM is gone");
+	/* Processes whose helper already ended are done: an exit seen now (pidfd readable). */
+	for (int i = 0; i < MAX_PROCS; i++)
+		if (t->procs[i].used && t->procs[i].pidfd &&
+		    !shim_vm_proc_is(t->procs[i].pid, t->procs[i].start))
+			proc_exited(t, &t->procs[i], orphan_code(t, t->procs[i].pid));
+	state_save(t);
 }
 
 /* --- requests ------------------------------------------------------------------------------- */
@@ -555,6 +779,7 @@ out:
 		pb_put_msg(&ev, 4, &io);
 		pb_put_varint(&ev, 6, (uint32_t)getpid());
 		shim_publish(t->o, "/tasks/create", "containerd.events.TaskCreate", &ev);
+		state_save(t);
 		pb_buf_release(&b);
 		pb_buf_release(&ev);
 		pb_buf_release(&io);
@@ -639,7 +864,8 @@ static void task_start(struct task *t, struct ttrpc_call call, const struct comm
 	fds[0] = start_stdin(p);
 	fds[1] = open_output(p->stdio[1]);
 	fds[2] = open_output(p->stdio[2]);
-	r = shim_vm_spawn(t->vm, t->ctrs[p->c].guest_root, &p->spec, fds, &p->pid, &err);
+	r = shim_vm_spawn(t->vm, t->ctrs[p->c].guest_root, &p->spec, fds, t->exit_prefix, &p->pid,
+			  &err);
 	for (int i = 0; i < 3; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
@@ -649,6 +875,8 @@ static void task_start(struct task *t, struct ttrpc_call call, const struct comm
 		return;
 	}
 	p->status = ST_RUNNING;
+	p->start = shim_vm_proc_start(p->pid);
+	state_save(t);
 	pb_put_varint(&b, 1, (uint32_t)p->pid);
 	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, &b);
 	pb_put_str(&ev, 1, ctr_id(t, p));
@@ -783,7 +1011,7 @@ static void task_kill(struct task *t, struct ttrpc_call call, const struct commo
 	if (p->status == ST_CREATED && !p->exec_id) {
 		/* Never started: it ends here, as if killed at once. */
 		p->pid = 0;
-		proc_exited(t, p, sig); /* a wait status of "killed by sig" */
+		proc_exited(t, p, 128u + (uint32_t)sig);
 	} else if (p->status == ST_RUNNING) {
 		/* The guest sends it to the process group; with `all` every other process too. */
 		shim_vm_signal(p->pid, sig);
@@ -814,6 +1042,7 @@ static void task_pause(struct task *t, struct ttrpc_call call, const struct comm
 		return;
 	}
 	t->paused = pause;
+	state_save(t);
 	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, NULL);
 	if (pause)
 		publish_id(t, c->id, "/tasks/paused", "containerd.events.TaskPaused");
@@ -828,8 +1057,10 @@ static void ctr_remove(struct task *t, struct ctr *ct)
 		struct proc *p = &t->procs[i];
 		if (!p->used || &t->ctrs[p->c] != ct)
 			continue;
-		if (p->status == ST_RUNNING)
+		/* (An earlier shim's helper only while it is still that process.) */
+		if (p->status == ST_RUNNING && (!p->pidfd || shim_vm_proc_is(p->pid, p->start)))
 			kill(p->pid, SIGKILL);
+		drop_pidfd(t, p);
 		proc_free(p);
 	}
 	if (ct->attached && n_ctrs(t) > 1)
@@ -875,6 +1106,7 @@ static void task_delete(struct task *t, struct ttrpc_call call, const struct com
 	} else {
 		proc_free(p);
 	}
+	state_save(t);
 	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, &b);
 	pb_buf_release(&b);
 	pb_buf_release(&ev);
@@ -1044,6 +1276,13 @@ int shim_serve(const struct shim_opts *o, int lfd)
 	r = ttrpc_server_from_fd(lfd, handle, &t, &t.srv);
 	if (r == 0)
 		r = ttrpc_server_watch(t.srv, sfd, on_sigchld, &t);
+	if (r == 0) {
+		char vm[24];
+		shim_vm_name(o->ns, o->id, vm);
+		shim_vm_work_path(vm, ".json", t.state_path, sizeof(t.state_path));
+		shim_vm_work_path(vm, ".exit-", t.exit_prefix, sizeof(t.exit_prefix));
+		state_load(&t);
+	}
 	if (r == 0)
 		r = ttrpc_server_run(t.srv);
 	/* Shutdown with the task still there (containerd gave up on it): leave nothing. */

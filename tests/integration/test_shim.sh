@@ -333,6 +333,37 @@ t_containerd_restart() {
 	ctr_ containers rm c8 || fail "ctr containers rm c8"
 }
 
+# The shim process itself restarts (containerd down meanwhile, as for an upgrade of the shim):
+# the new one, started by `start` for the same id from the bundle as containerd does, takes the
+# VM and its processes back from its saved state; containerd then finds the task running, exec
+# works, and the exit status of the process an earlier shim started arrives (137).
+t_shim_restart() {
+	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" "$IMG" c12 busybox sleep 600 >/dev/null 2>&1 ||
+		fail "ctr run -d c12"
+	stop_containerd
+	shim=$(pgrep -o -f "containerd-shim-agentvm-v2 .*-id c12 ")
+	[ -n "$shim" ] || { fail "no shim for c12"; return; }
+	kill -9 "$shim"
+	bundle=$CT/state/io.containerd.runtime.v2.task/default/c12
+	(cd "$bundle" && "$SHIM" -namespace default -address "$CT/c.sock" \
+		-publish-binary "$(command -v containerd)" -id c12 start >/dev/null) ||
+		fail "shim start for c12 again"
+	run_containerd || return
+	expect_contains "c12 after the shim's restart" "RUNNING" "$(ctr_ task ls | grep '^c12 ')"
+	out=$(ctr_ task exec --fifo-dir "$CT/fifo" --exec-id e12 c12 sh -c 'echo re-attached' </dev/null)
+	expect_eq "exec after the shim's restart" "re-attached" "$out"
+	ctr_ task kill -s KILL c12 || fail "kill -s KILL c12"
+	i=0
+	until ctr_ task ls | grep -q '^c12 .*STOPPED'; do
+		i=$((i + 1))
+		[ $i -gt 300 ] && { fail "c12 never stopped"; break; }
+		sleep 0.1
+	done
+	ctr_ task rm c12 >/dev/null || fail "ctr task rm c12"
+	ctr_ containers rm c12 || fail "ctr containers rm c12"
+	[ $CURRENT_OK = 1 ] || grep -a 'agentvm-shim' "$CT/containerd.log" | tail -20
+}
+
 # A shim killed with its VM running: containerd runs `shim delete`, which removes the VM.
 t_dead_shim_cleanup() {
 	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" "$IMG" c4 busybox sleep 600 >/dev/null 2>&1 ||
@@ -353,7 +384,7 @@ t_dead_shim_cleanup() {
 }
 
 if start_containerd; then
-	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_containerd_restart t_dead_shim_cleanup t_cri_pod}; do
+	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_containerd_restart t_shim_restart t_dead_shim_cleanup t_cri_pod}; do
 		run_test "$t"
 	done
 fi
