@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "boot_cache.h"
 #include "host.h"
 #include "net.h"
 #include "qmp.h"
@@ -64,6 +65,13 @@ int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *va
 			     key);
 }
 
+/* boot_cache_start()'s way of starting the pod's detached VM: its supervisor, until READY. */
+static int start_supervised(const struct vm_launch_opts *o, int timeout_ms, void *ctx,
+			    struct avm_error *err)
+{
+	return supervisor_start(o, timeout_ms, (pid_t *)ctx, err);
+}
+
 int shim_vm_boot(const char *name, const char *pod_dir, const struct shim_vm_config *c,
 		 unsigned boot_timeout_s, struct avm_error *err)
 {
@@ -107,9 +115,14 @@ int shim_vm_boot(const char *name, const char *pod_dir, const struct shim_vm_con
 	if (r == 0)
 		r = host_guest_images(NULL, NULL, &kernel, &initrd, err);
 	if (r == 0) {
+		/* Through the boot cache, as `agentvm start`: today a VM with a share always
+		 * boots cold there (QEMU runs as the share's owner; see boot_cache.h), so a pod
+		 * VM restores a template once templates carry the pod share. */
 		struct vm_launch_opts lo = { .spec = spec, .kernel = kernel, .initrd = initrd,
 					     .qemu = qemu, .accel = accel, .detached = true };
-		r = supervisor_start(&lo, (int)boot_timeout_s * 1000, &sup, err);
+		struct boot_cache_opts bo = { .boot_timeout_ms = (int)boot_timeout_s * 1000,
+					      .sig_fd = -1 };
+		r = boot_cache_start(&lo, &bo, start_supervised, &sup, err);
 	}
 	vm_spec_free(spec);
 	return r;

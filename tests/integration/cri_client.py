@@ -10,6 +10,9 @@ usage: cri_client.py SOCKET GENDIR VERB ARGS...
   exec ID CMD...                  ExecSync; prints its stdout, exits with its exit code
   status ID                       ContainerStatus: prints "STATE exit_code"
   stopp ID | rmp ID               StopPodSandbox | RemovePodSandbox
+  podbench NAME HANDLER IMAGE     (bench/shim.sh) RunPodSandbox, CreateContainer (busybox sleep),
+                                  StartContainer and ExecSync `busybox true`: prints the ms from the
+                                  RunPodSandbox call to the ExecSync answer; then removes the pod
 GENDIR holds cri_min_pb2.py (protoc --python_out from cri_min.proto)."""
 import os
 import sys
@@ -87,6 +90,27 @@ try:
     elif verb in ("stopp", "rmp"):
         rt({"stopp": "StopPodSandbox", "rmp": "RemovePodSandbox"}[verb],
            pb.PodSandboxIdRequest(pod_sandbox_id=args[0]))
+    elif verb == "podbench":
+        name, handler, image = args
+        t0 = time.monotonic()
+        pod = rt("RunPodSandbox", pb.RunPodSandboxRequest(config=sandbox_config(name),
+                                                          runtime_handler=handler),
+                 pb.RunPodSandboxResponse).pod_sandbox_id
+        c = pb.ContainerConfig(image=pb.ImageSpec(image=image),
+                               command=["busybox", "sleep", "600"])
+        c.metadata.name = "app"
+        cid = rt("CreateContainer", pb.CreateContainerRequest(
+            pod_sandbox_id=pod, config=c, sandbox_config=sandbox_config(name)),
+            pb.CreateContainerResponse).container_id
+        rt("StartContainer", pb.ContainerIdRequest(container_id=cid))
+        r = rt("ExecSync", pb.ExecSyncRequest(container_id=cid, cmd=["busybox", "true"], timeout=120),
+               pb.ExecSyncResponse)
+        ms = (time.monotonic() - t0) * 1000
+        rt("StopPodSandbox", pb.PodSandboxIdRequest(pod_sandbox_id=pod))
+        rt("RemovePodSandbox", pb.PodSandboxIdRequest(pod_sandbox_id=pod))
+        if r.exit_code != 0:
+            sys.exit("cri: podbench: exec exit code %d" % r.exit_code)
+        print("%.0f" % ms)
     else:
         sys.exit("cri: unknown verb " + verb)
 except grpc.RpcError as e:

@@ -11,6 +11,7 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 . "$here/oci.sh"
+. "$here/shim_ctrd.sh"
 
 SHIM=$(dirname "$AVM")/containerd-shim-agentvm-v2
 RT=io.containerd.agentvm.v2
@@ -72,32 +73,7 @@ run_containerd() {
 start_containerd() {
 	mkdir -p "$CT/bin"
 	ln -sf "$SHIM" "$CT/bin/containerd-shim-agentvm-v2"
-	cat >"$CT/config.toml" <<EOC
-version = 2
-root = "$CT/root"
-state = "$CT/state"
-[grpc]
-  address = "$CT/c.sock"
-[ttrpc]
-  address = "$CT/c.sock.ttrpc"
-[debug]
-  address = "$CT/debug.sock"
-  level = "info"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$PAUSE"
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  disable_apparmor = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$CT/cni/bin"
-    conf_dir = "$CT/cni/conf"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    default_runtime_name = "agentvm"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.agentvm]
-    runtime_type = "$RT"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.agentvm.options]
-    ConfigPath = "$CT/agentvm-cri.json"
-EOC
+	ctrd_config "$CT" "$RT" "$PAUSE"
 	# The CRI runtime's agentvm settings (README): its pods get 384 MiB.
 	echo '{"memory": 384, "network": "isolated"}' >"$CT/agentvm-cri.json"
 	run_containerd || return 1
@@ -113,21 +89,6 @@ EOC
 	tar -C "$tmp_root/oci/layout" -cf "$tmp_root/pause.tar" .
 	ctr_ -n k8s.io images import --base-name localhost/avm-pause "$tmp_root/pause.tar" \
 		>/dev/null || fail "ctr images import (pause) failed"
-}
-
-# make_oci's image with a command that only waits, as a pod's sandbox (pause) image.
-make_pause() {
-	sed 's|"Cmd":\["/bin/sh"\]|"Cmd":["/bin/busybox","sleep","2147483647"]|' "$1/config.json" \
-		>"$1/pause-config.json"
-	pc=$(sha256sum "$1/pause-config.json" | cut -c1-64)
-	cp "$1/pause-config.json" "$1/layout/blobs/sha256/$pc"
-	sed "s|sha256:$_oci_c\",\"size\":[0-9]*|sha256:$pc\",\"size\":$(stat -c %s "$1/pause-config.json")|" \
-		"$1/manifest.json" >"$1/pause-manifest.json"
-	pm=$(sha256sum "$1/pause-manifest.json" | cut -c1-64)
-	cp "$1/pause-manifest.json" "$1/layout/blobs/sha256/$pm"
-	cat >"$1/layout/index.json" <<EOF
-{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:$pm","size":$(stat -c %s "$1/pause-manifest.json"),"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}
-EOF
 }
 
 cri() { /usr/bin/python3 "$here/cri_client.py" "$CT/c.sock" "$tmp_root/cri" "$@"; }
