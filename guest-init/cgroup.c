@@ -15,7 +15,10 @@
 #define CG_PENDING 64
 
 static bool cg_on;
-static uint32_t pending[CG_PENDING]; /* exec ids whose cgroup still had processes */
+static uint32_t cg_seq;              /* the last exec-<n> made */
+static int spare_fd = -1;            /* a cgroup made ahead for the next EXEC, or -1 */
+static uint32_t spare_n;
+static uint32_t pending[CG_PENDING]; /* cgroups (n) that still had processes */
 static size_t n_pending;
 
 int cgroup_setup(void)
@@ -23,7 +26,15 @@ int cgroup_setup(void)
 	int root;
 
 	mkdir(CG_ROOT, 0755);
-	if (mount("cgroup2", CG_ROOT, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0 &&
+	/*
+	 * favordynmods: every exec moves its first process into a new cgroup, and without it
+	 * that migration waits for an RCU grace period (the threadgroup rwsem's writer side):
+	 * ~20 ms per exec measured under TCG. Older kernels refuse the option: mount without.
+	 */
+	if (mount("cgroup2", CG_ROOT, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+		  "favordynmods") < 0 &&
+	    errno != EBUSY &&
+	    mount("cgroup2", CG_ROOT, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0 &&
 	    errno != EBUSY)
 		return -errno;
 	root = open(CG_ROOT, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -35,21 +46,45 @@ int cgroup_setup(void)
 	write_at_file(root, "cgroup.subtree_control", "+cpu");
 	close(root);
 	cg_on = true;
+	cgroup_make_spare();
 	return 0;
 }
 
-int cgroup_exec_create(uint32_t id)
+/* A new cgroup "exec-<n>" (n counts up; the exec keeps it): its fd, or -1. */
+static int make_cg(uint32_t *n)
 {
 	char path[64];
 	int fd;
 
-	if (!cg_on)
-		return -1;
-	snprintf(path, sizeof(path), CG_ROOT "/exec-%u", id);
+	*n = ++cg_seq;
+	snprintf(path, sizeof(path), CG_ROOT "/exec-%u", *n);
 	if (mkdir(path, 0755) < 0 && errno != EEXIST)
 		return -1;
 	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	return fd < 0 ? -1 : fd;
+}
+
+int cgroup_exec_create(uint32_t *n)
+{
+	int fd;
+
+	if (!cg_on)
+		return -1;
+	/* The spare made while idle (or before a boot template was saved): a first command
+	 * after a restore skips creating a memory cgroup, ~10 ms under TCG (measured). */
+	if (spare_fd >= 0) {
+		fd = spare_fd;
+		*n = spare_n;
+		spare_fd = -1;
+		return fd;
+	}
+	return make_cg(n);
+}
+
+void cgroup_make_spare(void)
+{
+	if (cg_on && spare_fd < 0)
+		spare_fd = make_cg(&spare_n);
 }
 
 int cgroup_exec_join(int dir_fd)
@@ -104,21 +139,21 @@ bool cgroup_exec_oom(int dir_fd)
 	return k && strtol(k + 9, NULL, 10) > 0;
 }
 
-static bool remove_cg(uint32_t id)
+static bool remove_cg(uint32_t n)
 {
 	char path[64];
 
-	snprintf(path, sizeof(path), CG_ROOT "/exec-%u", id);
+	snprintf(path, sizeof(path), CG_ROOT "/exec-%u", n);
 	return rmdir(path) == 0 || errno == ENOENT;
 }
 
-void cgroup_exec_release(uint32_t id, int dir_fd)
+void cgroup_exec_release(uint32_t n, int dir_fd)
 {
 	if (dir_fd < 0)
 		return;
 	close(dir_fd);
-	if (!remove_cg(id) && n_pending < CG_PENDING)
-		pending[n_pending++] = id;
+	if (!remove_cg(n) && n_pending < CG_PENDING)
+		pending[n_pending++] = n;
 }
 
 void cgroup_gc(void)

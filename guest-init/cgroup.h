@@ -19,16 +19,21 @@
  */
 int cgroup_setup(void);
 
-/* The cgroup of exec `id`: a directory fd (CLOEXEC) for spawn, or -1 without cgroups. */
-int cgroup_exec_create(uint32_t id);
+/*
+ * A cgroup for an exec: a directory fd (CLOEXEC) for spawn, or -1 without cgroups; *n names it
+ * for cgroup_exec_release. Takes the spare when there is one.
+ */
+int cgroup_exec_create(uint32_t *n);
+/* Make the spare cgroup the next cgroup_exec_create takes, if there is none (call when idle). */
+void cgroup_make_spare(void);
 /* In the child between clone and exec: move itself into the cgroup (before dropping root). */
 int cgroup_exec_join(int dir_fd);
 /* Signal every process in the cgroup (SIGKILL: cgroup.kill, atomic against forks). */
 void cgroup_exec_signal(int dir_fd, int sig);
 /* Whether the kernel's OOM killer ended a process of the cgroup (memory.events oom_kill). */
 bool cgroup_exec_oom(int dir_fd);
-/* Close the fd and remove the cgroup once it is empty (retried later while it is not). */
-void cgroup_exec_release(uint32_t id, int dir_fd);
+/* Close the fd and remove cgroup n once it is empty (retried later while it is not). */
+void cgroup_exec_release(uint32_t n, int dir_fd);
 /* Retry the removal of cgroups that still had processes. */
 void cgroup_gc(void);
 

@@ -51,6 +51,7 @@ struct exec {
 	bool reaped, timed_out, dead;
 	int start_err; /* errno when it never ran */
 	int cg_fd;     /* its cgroup (cgroup.h), or -1 */
+	uint32_t cg_n; /* the cgroup's number (cgroup_exec_release) */
 	int status;
 	struct rusage ru;
 	uint64_t start_ns, end_ns, deadline_ns, grace_ns, in_progress_ns;

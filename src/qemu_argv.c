@@ -162,12 +162,21 @@ int qemu_build_argv(const struct qemu_config *c, struct strv *a, struct avm_erro
 		strv_add(a, "-sandbox");
 		strv_add(a, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
 	}
-	strv_add(a, "-kernel");
-	strv_add(a, c->kernel);
-	strv_add(a, "-initrd");
-	strv_add(a, c->initrd);
-	strv_add(a, "-append");
-	strv_add(a, cmdline);
+	/*
+	 * A restore needs no kernel: the guest's memory (kernel, initramfs, cmdline included)
+	 * comes from the stream or the template's file, and QEMU skips writing ROM blobs into
+	 * RAM while it waits for one. Not loading them saves QEMU parsing the 17 MB vmlinux and
+	 * reading the initramfs at every restore (~9 ms of its ~90 ms start-up here, measured),
+	 * and the jail binds neither.
+	 */
+	if (!c->incoming) {
+		strv_add(a, "-kernel");
+		strv_add(a, c->kernel);
+		strv_add(a, "-initrd");
+		strv_add(a, c->initrd);
+		strv_add(a, "-append");
+		strv_add(a, cmdline);
+	}
 	free(cmdline);
 
 	/* QMP over an inherited, pre-connected socket: no socket file, no connect race. */

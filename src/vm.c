@@ -458,8 +458,10 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 				.io_weight = vm_profile_io_weight(o->spec->profile),
 				.qemu = o->qemu };
 	size_t nro = 0, nrw = 0;
-	jo.ro[nro++] = o->kernel;
-	jo.ro[nro++] = o->initrd;
+	if (!o->incoming) { /* a restore loads no kernel (qemu_argv.c) */
+		jo.ro[nro++] = o->kernel;
+		jo.ro[nro++] = o->initrd;
+	}
 	for (size_t i = 0; i < o->spec->n_disks && nrw < ARRAY_SIZE(jo.rw) - 2; i++)
 		jo.rw[nrw++] = overlays[i];
 	if (qc.mem_path)

@@ -40,6 +40,22 @@ static const char *after(char **v, const char *flag, int nth)
 	return NULL;
 }
 
+/* A restore loads no kernel: its memory comes from the stream or the template's file. */
+static void test_restore_loads_no_kernel(void **state)
+{
+	struct qemu_config c = base(VM_ACCEL_TCG);
+	struct strv a = { 0 };
+
+	c.incoming = 1;
+	c.mem_path = "/t/mem";
+	assert_int_equal(qemu_build_argv(&c, &a, NULL), 0);
+	assert_null(after(a.v, "-kernel", 0));
+	assert_null(after(a.v, "-initrd", 0));
+	assert_null(after(a.v, "-append", 0));
+	assert_string_equal(after(a.v, "-incoming", 0), "defer");
+	strv_release(&a);
+}
+
 static void test_tcg_line(void **state)
 {
 	struct qemu_config c = base(VM_ACCEL_TCG);
@@ -280,6 +296,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_root_image_disk),
 		cmocka_unit_test(test_tcg_line), cmocka_unit_test(test_paths_escaped),
+		cmocka_unit_test(test_restore_loads_no_kernel),
 		cmocka_unit_test(test_kvm_line_has_no_tsc_workaround),
 		cmocka_unit_test(test_unresolved_accel_rejected),
 		cmocka_unit_test(test_cmdline_extra_and_unknown_tsc),
