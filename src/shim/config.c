@@ -168,8 +168,9 @@ int shim_config_load(const char *path, struct shim_config *c, char **why)
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (!buf || fd < 0) {
 		r = buf ? -errno : -ENOMEM;
-		snprintf(msg, sizeof(msg), "cannot read the agentvm shim config %s (ConfigPath): %s",
-			 path, strerror(-r));
+		snprintf(msg, sizeof(msg),
+			 "cannot read the agentvm shim config %s (ConfigPath): %s", path,
+			 strerror(-r));
 		*why = msg;
 		free(buf);
 		if (fd >= 0)

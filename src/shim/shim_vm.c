@@ -164,7 +164,8 @@ static _Noreturn void helper_exit(const char *status_prefix, int code)
 	int fd;
 
 	if (status_prefix &&
-	    snprintf(path, sizeof(path), "%s%d", status_prefix, (int)getpid()) < (int)sizeof(path) &&
+	    snprintf(path, sizeof(path), "%s%d", status_prefix, (int)getpid()) <
+		    (int)sizeof(path) &&
 	    (fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) >= 0) {
 		dprintf(fd, "%d\n", code);
 		close(fd);
@@ -321,7 +322,8 @@ void shim_vm_pod_dir_remove(const char *name)
 	while (d && (e = readdir(d)))
 		if (!strncmp(e->d_name, strrchr(dir, '/') + 1, dl) &&
 		    !strncmp(e->d_name + dl, ".exit-", 6) &&
-		    snprintf(sub, sizeof(sub), "%s/%s", statedir_root(), e->d_name) < (int)sizeof(sub))
+		    snprintf(sub, sizeof(sub), "%s/%s", statedir_root(), e->d_name) <
+			    (int)sizeof(sub))
 			unlink(sub);
 	if (d)
 		closedir(d);
@@ -367,9 +369,10 @@ static int in_mntns(int ns, int mfd, const char *target)
 	if (pid == 0) {
 		if (setns(ns, CLONE_NEWNS) < 0)
 			_exit(errno);
+		if (mfd >= 0 && move_mount(mfd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+			_exit(errno);
 		if (mfd >= 0)
-			_exit(move_mount(mfd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0 ? errno
-												 : 0);
+			_exit(0);
 		_exit(umount2(target, MNT_DETACH) < 0 ? errno : 0);
 	}
 	while (waitpid(pid, &ws, 0) < 0)
@@ -402,8 +405,8 @@ int shim_vm_attach_root(const char *name, const char *host_root, const char *pod
 	close(mfd);
 	close(ns);
 	if (r < 0)
-		return avm_error_setx(err, r, "cannot mount %s in QEMU's namespace at %s", host_root,
-				      target);
+		return avm_error_setx(err, r, "cannot mount %s in QEMU's namespace at %s",
+				      host_root, target);
 	return 0;
 }
 

@@ -228,7 +228,7 @@ static void on_sigchld(void *ctx, int fd, uint32_t events)
 	}
 }
 
-/* --- the pod's saved state: a new shim process for the same pod re-attaches ---------------------- */
+/* --- the pod's saved state: a new shim process for the same pod re-attaches ------------------ */
 
 /*
  * Saved after every change (atomically: a temp file renamed): the VM, the containers and their
@@ -277,9 +277,10 @@ static void state_save(struct task *t)
 		json_object_object_add(j, "c", json_object_new_int(p->c));
 		if (p->exec_id)
 			json_object_object_add(j, "exec_id", json_object_new_string(p->exec_id));
+		static const char *const keys[] = { "stdin", "stdout", "stderr" };
 		for (int k = 0; k < 3; k++) {
-			static const char *const keys[] = { "stdin", "stdout", "stderr" };
-			json_object_object_add(j, keys[k], json_object_new_string(p->stdio[k] ? p->stdio[k] : ""));
+			const char *v = p->stdio[k] ? p->stdio[k] : "";
+			json_object_object_add(j, keys[k], json_object_new_string(v));
 		}
 		json_object_object_add(j, "pid", json_object_new_int(p->pid));
 		json_object_object_add(j, "start", json_object_new_int64((int64_t)p->start));
@@ -350,8 +351,10 @@ static void state_load(struct task *t)
 	const char *vm = o ? jstr(o, "vm") : NULL;
 
 	if (!o || !vm || strlen(vm) >= sizeof(t->vm) ||
-	    !json_object_object_get_ex(o, "ctrs", &cs) || !json_object_object_get_ex(o, "procs", &ps) ||
-	    !json_object_is_type(cs, json_type_array) || !json_object_is_type(ps, json_type_array)) {
+	    !json_object_object_get_ex(o, "ctrs", &cs) ||
+	    !json_object_object_get_ex(o, "procs", &ps) ||
+	    !json_object_is_type(cs, json_type_array) ||
+	    !json_object_is_type(ps, json_type_array)) {
 		json_object_put(o);
 		return;
 	}
@@ -362,7 +365,8 @@ static void state_load(struct task *t)
 	for (size_t i = 0; i < json_object_array_length(cs); i++) {
 		struct json_object *j = json_object_array_get_idx(cs, i);
 		int64_t k = jint(j, "i");
-		const char *id = jstr(j, "id"), *bundle = jstr(j, "bundle"), *rootfs = jstr(j, "rootfs");
+		const char *id = jstr(j, "id"), *bundle = jstr(j, "bundle");
+		const char *rootfs = jstr(j, "rootfs");
 		if (k < 0 || k >= MAX_CTRS || !id || !bundle || !rootfs || t->ctrs[k].used)
 			continue;
 		struct ctr *c = &t->ctrs[k];
@@ -652,8 +656,11 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 	if (n < 0 || !id || !bundle)
 		goto out;
 	/* The runtime's options (containerd's config.toml): a settings file for every pod. */
-	if (opt_type && ((n = shim_runtime_options(opt_type, opt, opt_len, &config_path, &why)) < 0 ||
-			 (config_path && (n = shim_config_load(config_path, &sc, &why)) < 0)))
+	if (opt_type)
+		n = shim_runtime_options(opt_type, opt, opt_len, &config_path, &why);
+	if (n >= 0 && config_path)
+		n = shim_config_load(config_path, &sc, &why);
+	if (n < 0)
 		goto out;
 	vc = (struct shim_vm_config){
 		.profile = sc.profile, .cpus = sc.cpus, .memory = sc.memory, .network = sc.network,
@@ -1185,8 +1192,8 @@ static void task_stats(struct task *t, struct ttrpc_call call, const struct comm
 	pb_put_str(&any, 1, METRICS_V1);
 	pb_put_bytes(&any, 2, m.data, m.len);
 	pb_put_msg(&b, 1, &any); /* StatsResponse.stats */
-	ttrpc_reply(t->srv, call, b.error ? TTRPC_INTERNAL : TTRPC_OK, b.error ? "out of memory" : NULL,
-		    &b);
+	ttrpc_reply(t->srv, call, b.error ? TTRPC_INTERNAL : TTRPC_OK,
+		    b.error ? "out of memory" : NULL, &b);
 	struct pb_buf *all[] = { &m, &pids, &cpu, &usage, &mem, &ent, &net, &any, &b };
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		pb_buf_release(all[i]);

@@ -340,8 +340,9 @@ static void test_runtime_options_and_config(void **state)
 					      &why), 0);
 	assert_string_equal(path, "/etc/agentvm/shim.json");
 	free(path);
-	assert_int_equal(shim_runtime_options("types.containerd.io/runtimeoptions.v1.Options", b.data,
-					      b.len, &path, &why), 0);
+	assert_int_equal(shim_runtime_options("types.containerd.io/runtimeoptions.v1.Options",
+					      b.data, b.len, &path, &why),
+			 0);
 	free(path);
 	/* runc's options are not ours; a name that only ends the same neither. */
 	assert_int_equal(shim_runtime_options("containerd.runc.v1.Options", b.data, b.len, &path,
@@ -351,11 +352,10 @@ static void test_runtime_options_and_config(void **state)
 	assert_null(path);
 	pb_buf_release(&b);
 	/* No config_path: no file. A truncated message: refused. */
-	assert_int_equal(shim_runtime_options("runtimeoptions.v1.Options", NULL, 0, &path, &why), 0);
+	assert_int_equal(shim_runtime_options(SHIM_RUNTIME_OPTIONS, NULL, 0, &path, &why), 0);
 	assert_null(path);
 	const uint8_t cut[] = { 0x12, 0x05, 'a' };
-	assert_true(shim_runtime_options("runtimeoptions.v1.Options", cut, sizeof(cut), &path, &why) <
-		    0);
+	assert_true(shim_runtime_options(SHIM_RUNTIME_OPTIONS, cut, sizeof(cut), &path, &why) < 0);
 	assert_null(path);
 
 	const char *ok = "{\"profile\":\"small\",\"cpus\":2,\"memory\":\"640\","
