@@ -301,7 +301,9 @@ int shim_vm_pod_dir(const char *name, char *buf, size_t len, struct avm_error *e
 {
 	if (shim_vm_work_path(name, "", buf, len) < 0)
 		return avm_error_set(err, -ENAMETOOLONG, "agentvm's state dir path is too long");
-	if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+	/* Read-only for QEMU (root without capabilities: the mode binds it), so the guest writes
+	 * only in the container roots beneath it; the shim makes their mount points. */
+	if (mkdir(buf, 0555) < 0 && errno != EEXIST)
 		return avm_error_setx(err, -errno, "cannot make the pod directory %s", buf);
 	return 0;
 }

@@ -132,6 +132,11 @@ t_cri_pod() {
 	kb=$(cri exec "$c2" busybox awk '/MemTotal/ {print $2}' /proc/meminfo)
 	[ "${kb:-0}" -gt 300000 ] && [ "${kb:-0}" -le 393216 ] || fail "MemTotal '$kb' kB is not ~384 MiB (ConfigPath)"
 	expect_contains "ContainerStatus" "CONTAINER_RUNNING" "$(cri status "$c1")"
+	# The guest's root (agentvm exec, outside every container) sees the roots beneath the pod
+	# share but cannot write the share itself (its leftovers would outlive the pod).
+	vm=$(ls "$AGENTVM_STATE_DIR" | grep '^ctr-')
+	out=$("$AVM" exec "$vm" -- sh -c 'ls /mnt/rootfs | wc -l; touch /mnt/rootfs/x 2>/dev/null && echo wrote')
+	expect_eq "the pod share from the guest (3 roots, read-only)" 3 "$out"
 	cri stopp "$pod" || fail "StopPodSandbox"
 	expect_contains "ContainerStatus after the stop" "CONTAINER_EXITED" "$(cri status "$c2")"
 	cri rmp "$pod" || fail "RemovePodSandbox"
