@@ -394,21 +394,26 @@ int shim_vm_attach_root(const char *name, const char *host_root, const char *pod
 	/* The mount point, made on the host: the pod dir is the same directory in QEMU's jail. */
 	if (mkdir(target, 0755) < 0 && errno != EEXIST)
 		return avm_error_setx(err, -errno, "cannot make %s", target);
-	if ((ns = qemu_mntns(name, err)) < 0)
+	if ((ns = qemu_mntns(name, err)) < 0) {
+		rmdir(target);
 		return ns;
+	}
 	/* A detached copy of the host mount (and its submounts), movable into another namespace. */
 	mfd = open_tree(AT_FDCWD, host_root, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
 	if (mfd < 0) {
 		r = -errno;
 		close(ns);
+		rmdir(target);
 		return avm_error_setx(err, r, "cannot clone the mount %s", host_root);
 	}
 	r = in_mntns(ns, mfd, target);
 	close(mfd);
 	close(ns);
-	if (r < 0)
+	if (r < 0) {
+		rmdir(target);
 		return avm_error_setx(err, r, "cannot mount %s in QEMU's namespace at %s",
 				      host_root, target);
+	}
 	return 0;
 }
 

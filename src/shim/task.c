@@ -1064,9 +1064,14 @@ static void ctr_remove(struct task *t, struct ctr *ct)
 		struct proc *p = &t->procs[i];
 		if (!p->used || &t->ctrs[p->c] != ct)
 			continue;
-		/* (An earlier shim's helper only while it is still that process.) */
-		if (p->status == ST_RUNNING && (!p->pidfd || shim_vm_proc_is(p->pid, p->start)))
-			kill(p->pid, SIGKILL);
+		/* (An earlier shim's helper only while it is still that process.) In a VM that
+		 * stays (other containers), the guest's process is killed; else the helper. */
+		if (p->status == ST_RUNNING && (!p->pidfd || shim_vm_proc_is(p->pid, p->start))) {
+			if (n_ctrs(t) > 1)
+				shim_vm_signal(p->pid, SIGKILL);
+			else
+				kill(p->pid, SIGKILL);
+		}
 		drop_pidfd(t, p);
 		proc_free(p);
 	}
