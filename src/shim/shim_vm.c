@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -414,6 +416,121 @@ int shim_vm_attach_root(const char *name, const char *host_root, const char *pod
 		return avm_error_setx(err, r, "cannot mount %s in QEMU's namespace at %s",
 				      host_root, target);
 	}
+	return 0;
+}
+
+static int openat_in_root(int root, const char *path, int flags, mode_t mode)
+{
+	struct open_how how = { .flags = (uint64_t)flags | O_CLOEXEC, .mode = mode,
+				.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS };
+
+	return (int)syscall(SYS_openat2, root, path, &how, sizeof(how));
+}
+
+/*
+ * dest's mount point beneath root (a directory or an empty file), parents made as needed: each
+ * missing component is made by name ("." and ".." refused) in its parent, itself opened inside
+ * the root, so nothing is ever made outside it.
+ */
+static int make_mount_point(int root, const char *dest, bool dir)
+{
+	char path[4096];
+	size_t n = strlen(dest);
+	int r = 0;
+
+	if (n >= sizeof(path))
+		return -ENAMETOOLONG;
+	memcpy(path, dest, n + 1);
+	for (size_t end = 1; r == 0 && end <= n; end++) {
+		if (path[end] != '/' && path[end] != '\0')
+			continue;
+		bool last = path[end] == '\0' || path[end + 1] == '\0';
+		char save = path[end];
+		path[end] = '\0';
+		int fd = openat_in_root(root, path, O_PATH | (last && !dir ? 0 : O_DIRECTORY), 0);
+		if (fd >= 0) {
+			close(fd);
+		} else if (errno != ENOENT) {
+			r = -errno;
+		} else {
+			char *name = strrchr(path, '/');
+			*name = '\0';
+			int parent = openat_in_root(root, path[0] ? path : "/", O_PATH | O_DIRECTORY, 0);
+			*name++ = '/';
+			if (parent < 0)
+				r = -errno;
+			else if (!strcmp(name, "..") || !strcmp(name, ".") || !*name)
+				r = -EINVAL;
+			else if (!last || dir)
+				r = mkdirat(parent, name, 0755) < 0 ? -errno : 0;
+			else if ((fd = openat(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+							    O_CLOEXEC, 0644)) < 0)
+				r = -errno;
+			else
+				close(fd);
+			if (parent >= 0)
+				close(parent);
+		}
+		path[end] = save;
+		if (last)
+			break;
+	}
+	return r;
+}
+
+int shim_vm_bind(const char *name, const char *host_root, const char *pod_dir, const char *sub,
+		 const char *src, const char *dest, bool ro, struct avm_error *err)
+{
+	char croot[4096];
+	struct stat st;
+	int ns, mfd, root, r, ws;
+
+	if (dest[0] != '/' || stat(src, &st) < 0)
+		return avm_error_set(err, dest[0] != '/' ? -EINVAL : -errno,
+				     "bind mount %s -> %s: %s", src, dest,
+				     dest[0] != '/' ? "relative destination" : strerror(errno));
+	root = open(host_root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	r = root < 0 ? -errno : make_mount_point(root, dest, S_ISDIR(st.st_mode));
+	if (root >= 0)
+		close(root);
+	if (r < 0)
+		return avm_error_setx(err, r, "cannot make the mount point %s in the container", dest);
+	if ((ns = qemu_mntns(name, err)) < 0)
+		return ns;
+	mfd = open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	struct mount_attr ma = { .attr_set = MOUNT_ATTR_RDONLY };
+	if (mfd < 0 || (ro && mount_setattr(mfd, "", AT_EMPTY_PATH | AT_RECURSIVE, &ma,
+					    sizeof(ma)) < 0)) {
+		r = -errno;
+		if (mfd >= 0)
+			close(mfd);
+		close(ns);
+		return avm_error_setx(err, r, "cannot clone the mount %s", src);
+	}
+	snprintf(croot, sizeof(croot), "%s/%s", pod_dir, sub);
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (setns(ns, CLONE_NEWNS) < 0 ||
+		    (root = open(croot, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+			_exit(errno);
+		int t = openat_in_root(root, dest, O_PATH, 0);
+		if (t < 0 || move_mount(mfd, "", t, "",
+					MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+			_exit(errno);
+		_exit(0);
+	}
+	r = pid < 0 ? -errno : 0;
+	while (pid > 0 && waitpid(pid, &ws, 0) < 0)
+		if (errno != EINTR) {
+			r = -errno;
+			break;
+		}
+	if (pid > 0 && r == 0)
+		r = WIFEXITED(ws) ? -WEXITSTATUS(ws) : -EIO;
+	close(mfd);
+	close(ns);
+	if (r < 0)
+		return avm_error_setx(err, r, "cannot bind %s at %s in the container", src, dest);
 	return 0;
 }
 

@@ -75,6 +75,16 @@ void shim_vm_pod_dir_remove(const char *name);
  */
 int shim_vm_attach_root(const char *name, const char *host_root, const char *pod_dir,
 			const char *sub, struct avm_error *err);
+/*
+ * A bind mount of the container spec (Kubernetes' /etc/hosts, resolv.conf, volumes): host path
+ * src (a file or directory) at dest inside the container root pod_dir/sub, in QEMU's namespace
+ * (read-only with ro). dest is resolved inside the container root (its symlinks stay in it,
+ * openat2 RESOLVE_IN_ROOT); its mount point is made in host_root (the container's writable
+ * layer), as runc makes its own.
+ */
+int shim_vm_bind(const char *name, const char *host_root, const char *pod_dir, const char *sub,
+		 const char *src, const char *dest, bool ro, struct avm_error *err);
+
 /* Unmount pod_dir/sub in QEMU's namespace (a gone VM is fine). */
 void shim_vm_detach_root(const char *name, const char *pod_dir, const char *sub);
 

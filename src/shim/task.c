@@ -613,6 +613,75 @@ static int ctr_attach(struct task *t, struct ctr *ct, const struct shim_vm_confi
 	return 0;
 }
 
+/* A created container that fails after its root was attached: out of the VM again. */
+static void ctr_unattach(struct task *t, struct ctr *ct)
+{
+	if (!ct->attached)
+		return;
+	if (n_ctrs(t) > 1) {
+		shim_vm_detach_root(t->vm, t->pod_dir, ct->id);
+	} else {
+		shim_vm_remove(t->vm);
+		remove_pod_dir(t);
+		t->vm[0] = '\0';
+	}
+	ct->attached = false;
+}
+
+/*
+ * The spec's bind mounts (the CRI plugin's /etc/hosts, /etc/resolv.conf, /etc/hostname and the
+ * pod's volumes; ctr run --mount type=bind,...) into the container root. Not below /proc, /dev
+ * and /sys: the guest's own are bound there. Other types (proc, tmpfs, sysfs, ...): the guest's.
+ */
+static int ctr_binds(struct task *t, struct ctr *ct, struct json_object *cfg, char **why)
+{
+	static char msg[sizeof(((struct avm_error *)0)->msg)];
+	struct json_object *ms, *v;
+	struct avm_error err = { 0 };
+
+	if (!json_object_object_get_ex(cfg, "mounts", &ms) ||
+	    !json_object_is_type(ms, json_type_array))
+		return 0;
+	for (size_t i = 0; i < json_object_array_length(ms); i++) {
+		struct json_object *m = json_object_array_get_idx(ms, i);
+		const char *type = json_object_object_get_ex(m, "type", &v)
+					   ? json_object_get_string(v)
+					   : "";
+		const char *src = json_object_object_get_ex(m, "source", &v)
+					  ? json_object_get_string(v)
+					  : NULL;
+		const char *dst = json_object_object_get_ex(m, "destination", &v)
+					  ? json_object_get_string(v)
+					  : NULL;
+		bool bind = !strcmp(type ? type : "", "bind"), ro = false;
+		struct json_object *opts;
+		if (json_object_object_get_ex(m, "options", &opts) &&
+		    json_object_is_type(opts, json_type_array))
+			for (size_t k = 0; k < json_object_array_length(opts); k++) {
+				const char *o = json_object_get_string(
+					json_object_array_get_idx(opts, k));
+				bind |= o && (!strcmp(o, "bind") || !strcmp(o, "rbind"));
+				ro |= o && !strcmp(o, "ro");
+			}
+		if (!bind || !src || src[0] != '/' || !dst || dst[0] != '/')
+			continue;
+		static const char *const guest[] = { "/proc", "/dev", "/sys" };
+		bool skip = false;
+		for (size_t g = 0; g < 3; g++) {
+			size_t gl = strlen(guest[g]);
+			skip |= !strncmp(dst, guest[g], gl) && (dst[gl] == '/' || !dst[gl]);
+		}
+		if (skip)
+			continue;
+		if (shim_vm_bind(t->vm, ct->rootfs, t->pod_dir, ct->id, src, dst, ro, &err) < 0) {
+			snprintf(msg, sizeof(msg), "%s", err.msg);
+			*why = msg;
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p, size_t len)
 {
 	struct mount_req mounts[MAX_MOUNTS] = { 0 };
@@ -756,7 +825,7 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 		snprintf(mp, sizeof(mp), "%s/%s", ct->rootfs, mps[i]);
 		mkdir(mp, 0555);
 	}
-	if (ctr_attach(t, ct, &vc, &why) < 0)
+	if (ctr_attach(t, ct, &vc, &why) < 0 || ctr_binds(t, ct, cfg, &why) < 0)
 		goto out;
 	id = bundle = NULL;
 	for (int i = 0; i < 3; i++) {
@@ -768,6 +837,8 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 out:
 	if (code != TTRPC_OK) {
 		shim_log("create failed: %s", why);
+		if (ct)
+			ctr_unattach(t, ct);
 		if (ct && ct->mounted)
 			umount2(ct->rootfs, MNT_DETACH);
 		if (ct)

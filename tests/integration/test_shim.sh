@@ -137,6 +137,9 @@ t_cri_pod() {
 	vm=$(ls "$AGENTVM_STATE_DIR" | grep '^ctr-')
 	out=$("$AVM" exec "$vm" -- sh -c 'ls /mnt/rootfs | wc -l; touch /mnt/rootfs/x 2>/dev/null && echo wrote')
 	expect_eq "the pod share from the guest (3 roots, read-only)" 3 "$out"
+	# The CRI plugin's bind mounts: the pod's /etc/hostname and /etc/resolv.conf.
+	expect_eq "/etc/hostname (a CRI bind mount)" pod1 "$(cri exec "$c2" busybox cat /etc/hostname)"
+	cri exec "$c2" busybox test -f /etc/resolv.conf || fail "no /etc/resolv.conf in the container"
 	cri stopp "$pod" || fail "StopPodSandbox"
 	expect_contains "ContainerStatus after the stop" "CONTAINER_EXITED" "$(cri status "$c2")"
 	cri rmp "$pod" || fail "RemovePodSandbox"
@@ -234,6 +237,30 @@ t_bad_runtime_input() {
 	expect_contains "the terminal refusal" "does not give containers a terminal" "$out"
 	ctr_ task rm -f c7 >/dev/null 2>&1
 	ctr_ containers rm c7 >/dev/null 2>&1 || true
+}
+
+# The spec's bind mounts reach the container (what Kubernetes' volumes and /etc/hosts are): a
+# read-only directory and a writable one; a destination climbing out with ".." stays inside the
+# container's root (nothing appears on the host).
+t_bind_mounts() {
+	mkdir -p "$tmp_root/vol-ro" "$tmp_root/vol-rw"
+	# Both writable by the image's user (app, 1000): only the ro bind refuses the write.
+	chmod 0777 "$tmp_root/vol-rw" "$tmp_root/vol-ro"
+	echo from-host >"$tmp_root/vol-ro/f"
+	esc=/tmp/avm-escape-$$
+	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" \
+		--mount "type=bind,src=$tmp_root/vol-ro,dst=/data,options=rbind:ro" \
+		--mount "type=bind,src=$tmp_root/vol-rw,dst=/opt/out,options=rbind:rw" \
+		--mount "type=bind,src=$tmp_root/vol-ro,dst=/../../../..$esc,options=rbind:ro" \
+		"$IMG" c13 sh -c "busybox cat /data/f; echo x >/data/g || echo ro-refused
+			echo written >/opt/out/w; busybox cat $esc/f" </dev/null 2>&1)
+	expect_eq "exit code with binds" 0 "$?"
+	expect_eq "the binds' output" "$(printf 'from-host\nro-refused\nfrom-host')" "$(echo "$out" | grep -v 'Read-only')"
+	expect_contains "the ro bind's refusal" "Read-only file system" "$out"
+	expect_eq "a write through the rw bind" written "$(cat "$tmp_root/vol-rw/w" 2>&1)"
+	[ -e "$tmp_root/vol-ro/g" ] && fail "a write through the ro bind reached the host"
+	[ -e "$esc" ] && { fail "a mount point was made outside the container: $esc"; rm -rf "$esc"; }
+	ctr_ containers rm c13 || fail "ctr containers rm c13"
 }
 
 # `ctr run ID ARGS...` must fail with MESSAGE in its output; nothing of it stays.
@@ -345,7 +372,7 @@ t_dead_shim_cleanup() {
 }
 
 if start_containerd; then
-	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_containerd_restart t_shim_restart t_dead_shim_cleanup t_cri_pod}; do
+	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_bind_mounts t_containerd_restart t_shim_restart t_dead_shim_cleanup t_cri_pod}; do
 		run_test "$t"
 	done
 fi
