@@ -455,7 +455,8 @@ static int make_mount_point(int root, const char *dest, bool dir)
 		} else {
 			char *name = strrchr(path, '/');
 			*name = '\0';
-			int parent = openat_in_root(root, path[0] ? path : "/", O_PATH | O_DIRECTORY, 0);
+			const char *up = path[0] ? path : "/";
+			int parent = openat_in_root(root, up, O_PATH | O_DIRECTORY, 0);
 			*name++ = '/';
 			if (parent < 0)
 				r = -errno;
@@ -463,8 +464,9 @@ static int make_mount_point(int root, const char *dest, bool dir)
 				r = -EINVAL;
 			else if (!last || dir)
 				r = mkdirat(parent, name, 0755) < 0 ? -errno : 0;
-			else if ((fd = openat(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
-							    O_CLOEXEC, 0644)) < 0)
+			else if ((fd = openat(parent, name,
+					      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+					      0644)) < 0)
 				r = -errno;
 			else
 				close(fd);
@@ -494,7 +496,8 @@ int shim_vm_bind(const char *name, const char *host_root, const char *pod_dir, c
 	if (root >= 0)
 		close(root);
 	if (r < 0)
-		return avm_error_setx(err, r, "cannot make the mount point %s in the container", dest);
+		return avm_error_setx(err, r, "cannot make the mount point %s in the container",
+				      dest);
 	if ((ns = qemu_mntns(name, err)) < 0)
 		return ns;
 	mfd = open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
