@@ -362,10 +362,21 @@ static int qemu_mntns(const char *name, struct avm_error *err)
 	return fd;
 }
 
-/* In a child (setns is for good): enter ns, then mount mfd on target, or unmount target. */
-static int in_mntns(int ns, int mfd, const char *target)
+static int openat_in_root(int root, const char *path, int flags, mode_t mode)
 {
-	int ws;
+	struct open_how how = { .flags = (uint64_t)flags | O_CLOEXEC, .mode = mode,
+				.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS };
+
+	return (int)syscall(SYS_openat2, root, path, &how, sizeof(how));
+}
+
+/*
+ * In a child (setns is for good): enter ns, then mount mfd on target (or on in_root resolved
+ * inside the directory target, with in_root), or unmount target (mfd -1).
+ */
+static int in_mntns(int ns, int mfd, const char *target, const char *in_root)
+{
+	int ws, root, t;
 	pid_t pid = fork();
 
 	if (pid < 0)
@@ -373,11 +384,18 @@ static int in_mntns(int ns, int mfd, const char *target)
 	if (pid == 0) {
 		if (setns(ns, CLONE_NEWNS) < 0)
 			_exit(errno);
-		if (mfd >= 0 && move_mount(mfd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		if (mfd < 0)
+			_exit(umount2(target, MNT_DETACH) < 0 ? errno : 0);
+		if (!in_root)
+			_exit(move_mount(mfd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0
+				      ? errno
+				      : 0);
+		if ((root = open(target, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+		    (t = openat_in_root(root, in_root, O_PATH, 0)) < 0 ||
+		    move_mount(mfd, "", t, "",
+			       MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
 			_exit(errno);
-		if (mfd >= 0)
-			_exit(0);
-		_exit(umount2(target, MNT_DETACH) < 0 ? errno : 0);
+		_exit(0);
 	}
 	while (waitpid(pid, &ws, 0) < 0)
 		if (errno != EINTR)
@@ -408,7 +426,7 @@ int shim_vm_attach_root(const char *name, const char *host_root, const char *pod
 		rmdir(target);
 		return avm_error_setx(err, r, "cannot clone the mount %s", host_root);
 	}
-	r = in_mntns(ns, mfd, target);
+	r = in_mntns(ns, mfd, target, NULL);
 	close(mfd);
 	close(ns);
 	if (r < 0) {
@@ -417,14 +435,6 @@ int shim_vm_attach_root(const char *name, const char *host_root, const char *pod
 				      host_root, target);
 	}
 	return 0;
-}
-
-static int openat_in_root(int root, const char *path, int flags, mode_t mode)
-{
-	struct open_how how = { .flags = (uint64_t)flags | O_CLOEXEC, .mode = mode,
-				.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS };
-
-	return (int)syscall(SYS_openat2, root, path, &how, sizeof(how));
 }
 
 /*
@@ -485,7 +495,7 @@ int shim_vm_bind(const char *name, const char *host_root, const char *pod_dir, c
 {
 	char croot[4096];
 	struct stat st;
-	int ns, mfd, root, r, ws;
+	int ns, mfd, root, r;
 
 	if (dest[0] != '/' || stat(src, &st) < 0)
 		return avm_error_set(err, dest[0] != '/' ? -EINVAL : -errno,
@@ -511,25 +521,7 @@ int shim_vm_bind(const char *name, const char *host_root, const char *pod_dir, c
 		return avm_error_setx(err, r, "cannot clone the mount %s", src);
 	}
 	snprintf(croot, sizeof(croot), "%s/%s", pod_dir, sub);
-	pid_t pid = fork();
-	if (pid == 0) {
-		if (setns(ns, CLONE_NEWNS) < 0 ||
-		    (root = open(croot, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
-			_exit(errno);
-		int t = openat_in_root(root, dest, O_PATH, 0);
-		if (t < 0 || move_mount(mfd, "", t, "",
-					MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
-			_exit(errno);
-		_exit(0);
-	}
-	r = pid < 0 ? -errno : 0;
-	while (pid > 0 && waitpid(pid, &ws, 0) < 0)
-		if (errno != EINTR) {
-			r = -errno;
-			break;
-		}
-	if (pid > 0 && r == 0)
-		r = WIFEXITED(ws) ? -WEXITSTATUS(ws) : -EIO;
+	r = in_mntns(ns, mfd, croot, dest);
 	close(mfd);
 	close(ns);
 	if (r < 0)
@@ -544,7 +536,7 @@ void shim_vm_detach_root(const char *name, const char *pod_dir, const char *sub)
 
 	snprintf(target, sizeof(target), "%s/%s", pod_dir, sub);
 	if (ns >= 0) {
-		in_mntns(ns, -1, target);
+		in_mntns(ns, -1, target, NULL);
 		close(ns);
 	}
 	rmdir(target);
