@@ -9,6 +9,7 @@ usage: cri_client.py SOCKET GENDIR VERB ARGS...
   start ID | rm ID                StartContainer | RemoveContainer
   exec ID CMD...                  ExecSync; prints its stdout, exits with its exit code
   status ID                       ContainerStatus: prints "STATE exit_code"
+  stats ID                        ContainerStats: prints "CPU_NS WORKING_SET_BYTES"
   stopp ID | rmp ID               StopPodSandbox | RemovePodSandbox
   podbench NAME HANDLER IMAGE     (bench/shim.sh) RunPodSandbox, CreateContainer (busybox sleep),
                                   StartContainer and ExecSync `busybox true`: prints the ms from the
@@ -87,6 +88,11 @@ try:
         r = rt("ContainerStatus", pb.ContainerStatusRequest(container_id=args[0]),
                pb.ContainerStatusResponse)
         print(pb.ContainerState.Name(r.status.state), r.status.exit_code)
+    elif verb == "stats":
+        r = rt("ContainerStats", pb.ContainerStatsRequest(container_id=args[0]),
+               pb.ContainerStatsResponse)
+        print(r.stats.cpu.usage_core_nano_seconds.value,
+              r.stats.memory.working_set_bytes.value)
     elif verb in ("stopp", "rmp"):
         rt({"stopp": "StopPodSandbox", "rmp": "RemovePodSandbox"}[verb],
            pb.PodSandboxIdRequest(pod_sandbox_id=args[0]))

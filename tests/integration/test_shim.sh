@@ -132,6 +132,9 @@ t_cri_pod() {
 	kb=$(cri exec "$c2" busybox awk '/MemTotal/ {print $2}' /proc/meminfo)
 	[ "${kb:-0}" -gt 300000 ] && [ "${kb:-0}" -le 393216 ] || fail "MemTotal '$kb' kB is not ~384 MiB (ConfigPath)"
 	expect_contains "ContainerStatus" "CONTAINER_RUNNING" "$(cri status "$c1")"
+	# ContainerStats: the CRI plugin decodes the shim's Stats (the VM's CPU time and memory).
+	set -- $(cri stats "$c1")
+	[ "${1:-0}" -gt 0 ] && [ "${2:-0}" -gt 0 ] || fail "ContainerStats: cpu '${1:-}' ns, working set '${2:-}' bytes"
 	# The guest's root (agentvm exec, outside every container) sees the roots beneath the pod
 	# share but cannot write the share itself (its leftovers would outlive the pod).
 	vm=$(ls "$AGENTVM_STATE_DIR" | grep '^ctr-')
