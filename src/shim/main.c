@@ -235,7 +235,8 @@ static int cmd_delete(const struct shim_opts *o)
 
 	/* The shim is gone: nothing else will remove its VM or unmount its root. */
 	shim_vm_name(o->ns, o->id, name);
-	shim_vm_remove(name);
+	/* (A pod's own network namespace goes with the pod: CNI DEL.) */
+	shim_vm_remove(name, NULL);
 	shim_vm_pod_dir_remove(name);
 	snprintf(path, sizeof(path), "%s/rootfs", o->bundle ? o->bundle : ".");
 	umount2(path, MNT_DETACH);

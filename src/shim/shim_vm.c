@@ -67,6 +67,39 @@ int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *va
 			     key);
 }
 
+/*
+ * Into the network namespace at path (for a while: the shim is single-threaded); *back is the
+ * one to return to with netns_leave(). A NULL path: nothing.
+ */
+static int netns_enter(const char *path, int *back)
+{
+	int fd, r = 0;
+
+	*back = -1;
+	if (!path)
+		return 0;
+	*back = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (*back < 0 || fd < 0 || setns(fd, CLONE_NEWNET) < 0)
+		r = -errno;
+	if (fd >= 0)
+		close(fd);
+	if (r < 0 && *back >= 0) {
+		close(*back);
+		*back = -1;
+	}
+	return r;
+}
+
+static void netns_leave(int back)
+{
+	if (back < 0)
+		return;
+	if (setns(back, CLONE_NEWNET) < 0)
+		abort(); /* never go on in a pod's namespace */
+	close(back);
+}
+
 /* boot_cache_start()'s way of starting the pod's detached VM: its supervisor, until READY. */
 static int start_supervised(const struct vm_launch_opts *o, int timeout_ms, void *ctx,
 			    struct avm_error *err)
@@ -80,6 +113,7 @@ int shim_vm_boot(const char *name, const char *pod_dir, const struct shim_vm_con
 	_cleanup_free_ char *qemu = NULL, *kernel = NULL, *initrd = NULL;
 	struct vm_spec *spec = vm_spec_new();
 	char share[4096];
+	int back = -1;
 	bool fell_back;
 	enum vm_accel accel;
 	pid_t sup;
@@ -116,6 +150,8 @@ int shim_vm_boot(const char *name, const char *pod_dir, const struct shim_vm_con
 		r = host_find_qemu(&qemu, err);
 	if (r == 0)
 		r = host_guest_images(NULL, NULL, &kernel, &initrd, err);
+	if (r == 0 && (r = netns_enter(c->netns, &back)) < 0)
+		avm_error_setx(err, r, "cannot enter the pod's network namespace %s", c->netns);
 	if (r == 0) {
 		/* Through the boot cache, as `agentvm start`: today a VM with a share always
 		 * boots cold there (QEMU runs as the share's owner; see boot_cache.h), so a pod
@@ -125,6 +161,7 @@ int shim_vm_boot(const char *name, const char *pod_dir, const struct shim_vm_con
 		struct boot_cache_opts bo = { .boot_timeout_ms = (int)boot_timeout_s * 1000,
 					      .sig_fd = -1 };
 		r = boot_cache_start(&lo, &bo, start_supervised, &sup, err);
+		netns_leave(back);
 	}
 	vm_spec_free(spec);
 	return r;
@@ -542,16 +579,21 @@ void shim_vm_detach_root(const char *name, const char *pod_dir, const char *sub)
 	rmdir(target);
 }
 
-int shim_vm_usage(const char *name, struct shim_vm_usage *u, struct avm_error *err)
+int shim_vm_usage(const char *name, const char *netns, struct shim_vm_usage *u,
+		  struct avm_error *err)
 {
 	_cleanup_free_ char *dir = NULL;
 	struct nf_nft *nft = NULL;
 	struct vm_sample s;
-	int r;
+	int back, r;
 
 	if ((r = statedir_find(name, &dir, err)) < 0)
 		return r;
-	nf_nft_new(&nft, NULL); /* without CAP_NET_ADMIN: no network numbers */
+	/* The VM's nft counters are in the pod's namespace (the context's socket is bound there). */
+	if (netns_enter(netns, &back) == 0) {
+		nf_nft_new(&nft, NULL); /* without CAP_NET_ADMIN: no network numbers */
+		netns_leave(back);
+	}
 	r = stats_sample(name, dir, nft, true, 2000, &s);
 	nf_nft_free(nft);
 	if (r < 0 || !s.live)
@@ -574,8 +616,9 @@ static void sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
-void shim_vm_remove(const char *name)
+void shim_vm_remove(const char *name, const char *netns)
 {
+	int back = -1;
 	_cleanup_free_ char *dir = NULL;
 	struct vm_state st;
 
@@ -592,6 +635,10 @@ void shim_vm_remove(const char *name)
 		for (int i = 0; i < 250 && proc_is(st.supervisor_pid, st.supervisor_start); i++)
 			sleep_ms(20);
 	}
-	net_teardown_dir(dir);
+	/* A pod namespace already gone took the tap and the VM's table with it. */
+	if (netns_enter(netns, &back) == 0) {
+		net_teardown_dir(dir);
+		netns_leave(back);
+	}
 	statedir_remove(dir);
 }

@@ -36,6 +36,10 @@ struct shim_vm_config {
 	/* The egress policy (the runtime's config file): --allow, --allow-cidr, --allow-domain. */
 	char *const *allow, *const *allow_cidr, *const *allow_domain;
 	size_t n_allow, n_allow_cidr, n_allow_domain;
+	/* The pod's network namespace (a CNI plugin's, the spec's linux.namespaces "network"
+	 * path): the VM's tap, nft table and NAT are made in it, so the VM's traffic leaves
+	 * through the pod's interface. NULL: the shim's own (the host's). */
+	const char *netns;
 };
 /* One annotation into c; -EINVAL (err names it and the known ones) for an unknown io.agentvm.*. */
 int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *value,
@@ -115,11 +119,13 @@ struct shim_vm_usage {
 	bool have_net;      /* nat-filtered (and the shim may read nft counters): */
 	uint64_t rx_bytes, rx_packets, rx_dropped, tx_bytes, tx_packets, tx_dropped;
 };
-int shim_vm_usage(const char *name, struct shim_vm_usage *u, struct avm_error *err);
+int shim_vm_usage(const char *name, const char *netns, struct shim_vm_usage *u,
+		  struct avm_error *err);
 
 /* Pause (QMP stop) or resume (cont) the VM. */
 int shim_vm_pause(const char *name, bool pause, struct avm_error *err);
-/* Kill the VM's QEMU and supervisor and remove its state dir; a missing VM is fine. */
-void shim_vm_remove(const char *name);
+/* Kill the VM's QEMU and supervisor and remove its state dir (its network torn down in netns,
+ * when it still exists); a missing VM is fine. */
+void shim_vm_remove(const char *name, const char *netns);
 
 #endif

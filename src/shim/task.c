@@ -71,6 +71,7 @@ struct task {
 	struct ttrpc_server *srv;
 	char vm[24]; /* "" until the first Create boots it */
 	char pod_dir[4096];
+	char netns[4096]; /* the pod's network namespace (path), "" for the host's */
 	bool paused;
 	char state_path[4200]; /* the pod's saved state (shim_vm_work_path ".json") */
 	char exit_prefix[4200]; /* helpers' exit statuses (".exit-") */
@@ -253,6 +254,7 @@ static void state_save(struct task *t)
 	}
 	json_object_object_add(o, "vm", json_object_new_string(t->vm));
 	json_object_object_add(o, "paused", json_object_new_boolean(t->paused));
+	json_object_object_add(o, "netns", json_object_new_string(t->netns));
 	for (int i = 0; i < MAX_CTRS; i++) {
 		struct ctr *c = &t->ctrs[i];
 		struct json_object *j = c->used ? json_object_new_object() : NULL;
@@ -361,6 +363,7 @@ static void state_load(struct task *t)
 	snprintf(t->vm, sizeof(t->vm), "%s", vm);
 	shim_vm_work_path(t->vm, "", t->pod_dir, sizeof(t->pod_dir));
 	t->paused = jint(o, "paused");
+	snprintf(t->netns, sizeof(t->netns), "%s", jstr(o, "netns") ? jstr(o, "netns") : "");
 	bool alive = shim_vm_alive(t->vm);
 	for (size_t i = 0; i < json_object_array_length(cs); i++) {
 		struct json_object *j = json_object_array_get_idx(cs, i);
@@ -577,6 +580,7 @@ static int ctr_attach(struct task *t, struct ctr *ct, const struct shim_vm_confi
 	int r;
 
 	if (!t->vm[0]) {
+		snprintf(t->netns, sizeof(t->netns), "%s", vc->netns ? vc->netns : "");
 		shim_vm_name(t->o->ns, t->o->id, t->vm);
 		if ((r = shim_vm_pod_dir(t->vm, t->pod_dir, sizeof(t->pod_dir), &err)) < 0) {
 			snprintf(msg, sizeof(msg), "%s", err.msg);
@@ -602,7 +606,7 @@ static int ctr_attach(struct task *t, struct ctr *ct, const struct shim_vm_confi
 		snprintf(msg, sizeof(msg), "cannot attach the container's root: %s", err.msg);
 		*why = msg;
 		if (booted) {
-			shim_vm_remove(t->vm);
+			shim_vm_remove(t->vm, t->netns[0] ? t->netns : NULL);
 			remove_pod_dir(t);
 			t->vm[0] = '\0';
 		}
@@ -613,6 +617,24 @@ static int ctr_attach(struct task *t, struct ctr *ct, const struct shim_vm_confi
 	return 0;
 }
 
+/* The spec's network namespace path (linux.namespaces, type network), or NULL. */
+static const char *spec_netns(struct json_object *cfg)
+{
+	struct json_object *lx, *nss;
+
+	if (!json_object_object_get_ex(cfg, "linux", &lx) ||
+	    !json_object_object_get_ex(lx, "namespaces", &nss) ||
+	    !json_object_is_type(nss, json_type_array))
+		return NULL;
+	for (size_t i = 0; i < json_object_array_length(nss); i++) {
+		struct json_object *ns = json_object_array_get_idx(nss, i);
+		const char *type = jstr(ns, "type"), *path = jstr(ns, "path");
+		if (type && !strcmp(type, "network") && path && path[0] == '/')
+			return path;
+	}
+	return NULL;
+}
+
 /* A created container that fails after its root was attached: out of the VM again. */
 static void ctr_unattach(struct task *t, struct ctr *ct)
 {
@@ -621,7 +643,7 @@ static void ctr_unattach(struct task *t, struct ctr *ct)
 	if (n_ctrs(t) > 1) {
 		shim_vm_detach_root(t->vm, t->pod_dir, ct->id);
 	} else {
-		shim_vm_remove(t->vm);
+		shim_vm_remove(t->vm, t->netns[0] ? t->netns : NULL);
 		remove_pod_dir(t);
 		t->vm[0] = '\0';
 	}
@@ -806,6 +828,7 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 	}
 	if (n < 0)
 		goto out;
+	vc.netns = spec_netns(cfg);
 	code = TTRPC_INTERNAL;
 	if (n_mounts > 1) {
 		why = "more than one rootfs mount is not supported yet";
@@ -1155,7 +1178,7 @@ static void ctr_remove(struct task *t, struct ctr *ct)
 	*ct = (struct ctr){ 0 };
 	if (n_ctrs(t) == 0 && t->vm[0]) {
 		/* The clones of the roots go with QEMU's mount namespace. */
-		shim_vm_remove(t->vm);
+		shim_vm_remove(t->vm, t->netns[0] ? t->netns : NULL);
 		remove_pod_dir(t);
 		t->vm[0] = '\0';
 		t->paused = false;
@@ -1237,7 +1260,7 @@ static void task_stats(struct task *t, struct ttrpc_call call, const struct comm
 		ttrpc_reply(t->srv, call, TTRPC_NOT_FOUND, "no such task", NULL);
 		return;
 	}
-	if (shim_vm_usage(t->vm, &u, &err) < 0) {
+	if (shim_vm_usage(t->vm, t->netns[0] ? t->netns : NULL, &u, &err) < 0) {
 		ttrpc_reply(t->srv, call, TTRPC_UNAVAILABLE, err.msg, NULL);
 		return;
 	}

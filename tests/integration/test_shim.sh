@@ -41,6 +41,8 @@ stop_containerd() {
 # Whatever happened, nothing of ours outlives the script (a failing or interrupted run).
 cleanup_shim() {
 	stop_containerd
+	ip netns del "avm-pod-$$" 2>/dev/null
+	ip link del "pv$$" 2>/dev/null
 	pkill -9 -f "containerd-shim-agentvm-v2 .*$CT" 2>/dev/null
 	grep " $CT" /proc/mounts | cut -d' ' -f2 | sort -r | while read -r m; do umount -l "$m"; done
 	cleanup_all
@@ -266,6 +268,40 @@ t_bind_mounts() {
 	ctr_ containers rm c13 || fail "ctr containers rm c13"
 }
 
+# A pod's own network namespace (what a CNI plugin makes; here one made by the test with a veth
+# and a default route, passed as `ctr run --with-ns`): a nat-filtered VM's tap and nft table are
+# made in it, not in the shim's namespace, and go with the VM.
+t_pod_netns() {
+	ns=avm-pod-$$
+	ip netns add "$ns" || { fail "ip netns add"; return; }
+	ip link add pv$$ type veth peer name pp$$ && ip link set pp$$ netns "$ns" &&
+		ip addr add 10.251.0.1/24 dev pv$$ && ip link set pv$$ up &&
+		ip -n "$ns" link set lo up && ip -n "$ns" addr add 10.251.0.2/24 dev pp$$ &&
+		ip -n "$ns" link set pp$$ up && ip -n "$ns" route add default via 10.251.0.1 ||
+		fail "the pod namespace's veth"
+	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" --with-ns "network:/run/netns/$ns" \
+		--annotation io.agentvm.network=nat-filtered "$IMG" c14 busybox sleep 600 \
+		>/dev/null 2>&1 || fail "ctr run -d c14 --with-ns"
+	expect_eq "the VM's tap in the pod's namespace" 1 "$(ip -n "$ns" -o link | grep -c ': avm-')"
+	expect_eq "no tap of it in the shim's namespace" 0 "$(ip -o link | grep -c ': avm-')"
+	out=$(ctr_ task exec --fifo-dir "$CT/fifo" --exec-id e14 c14 busybox cat /sys/class/net/eth0/address </dev/null)
+	expect_contains "a NIC in the VM" "02:" "$out"
+	ctr_ task kill -s KILL c14
+	i=0
+	until ctr_ task ls | grep -q '^c14 .*STOPPED'; do
+		i=$((i + 1))
+		[ $i -gt 300 ] && { fail "c14 never stopped"; break; }
+		sleep 0.1
+	done
+	ctr_ task rm c14 >/dev/null 2>&1
+	ctr_ containers rm c14 || fail "ctr containers rm c14"
+	expect_eq "the tap gone with the VM" 0 "$(ip -n "$ns" -o link | grep -c ': avm-')"
+	n=$(ip netns exec "$ns" nft list tables 2>/dev/null | grep -c agentvm)
+	expect_eq "agentvm's nft tables left in the pod's namespace" 0 "$n"
+	ip link del pv$$ 2>/dev/null
+	ip netns del "$ns"
+}
+
 # `ctr run ID ARGS...` must fail with MESSAGE in its output; nothing of it stays.
 expect_run_refused() { # ID MESSAGE ARGS...
 	_id=$1 _msg=$2
@@ -375,7 +411,7 @@ t_dead_shim_cleanup() {
 }
 
 if start_containerd; then
-	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_bind_mounts t_containerd_restart t_shim_restart t_dead_shim_cleanup t_cri_pod}; do
+	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_bind_mounts t_pod_netns t_containerd_restart t_shim_restart t_dead_shim_cleanup t_cri_pod}; do
 		run_test "$t"
 	done
 fi
