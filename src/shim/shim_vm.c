@@ -589,7 +589,8 @@ int shim_vm_usage(const char *name, const char *netns, struct shim_vm_usage *u,
 
 	if ((r = statedir_find(name, &dir, err)) < 0)
 		return r;
-	/* The VM's nft counters are in the pod's namespace (the context's socket is bound there). */
+	/* The VM's nft counters are in the pod's namespace (the context's socket is bound
+	 * there). */
 	if (netns_enter(netns, &back) == 0) {
 		nf_nft_new(&nft, NULL); /* without CAP_NET_ADMIN: no network numbers */
 		netns_leave(back);
