@@ -286,13 +286,7 @@ t_pod_netns() {
 	expect_eq "no tap of it in the shim's namespace" 0 "$(ip -o link | grep -c ': avm-')"
 	out=$(ctr_ task exec --fifo-dir "$CT/fifo" --exec-id e14 c14 busybox cat /sys/class/net/eth0/address </dev/null)
 	expect_contains "a NIC in the VM" "02:" "$out"
-	ctr_ task kill -s KILL c14
-	i=0
-	until ctr_ task ls | grep -q '^c14 .*STOPPED'; do
-		i=$((i + 1))
-		[ $i -gt 300 ] && { fail "c14 never stopped"; break; }
-		sleep 0.1
-	done
+	kill_and_wait c14
 	ctr_ task rm c14 >/dev/null 2>&1
 	ctr_ containers rm c14 || fail "ctr containers rm c14"
 	expect_eq "the tap gone with the VM" 0 "$(ip -n "$ns" -o link | grep -c ': avm-')"
@@ -343,11 +337,8 @@ t_annotations() {
 		--runtime-config-path "$tmp_root/shim.json"
 }
 
-# After a restart (WHAT): task ID runs, an exec works, and a kill ends it with 137; removed.
-expect_taken_back() { # ID WHAT
-	expect_contains "$1 after $2" "RUNNING" "$(ctr_ task ls | grep "^$1 ")"
-	out=$(ctr_ task exec --fifo-dir "$CT/fifo" --exec-id "e$1" "$1" sh -c 'echo still-here' </dev/null)
-	expect_eq "exec after $2" "still-here" "$out"
+# ctr task kill -s KILL ID, then wait until the task is STOPPED.
+kill_and_wait() {
 	ctr_ task kill -s KILL "$1" || fail "kill -s KILL $1"
 	i=0
 	until ctr_ task ls | grep -q "^$1 .*STOPPED *$"; do
@@ -355,6 +346,14 @@ expect_taken_back() { # ID WHAT
 		[ $i -gt 300 ] && { fail "$1 never stopped"; break; }
 		sleep 0.1
 	done
+}
+
+# After a restart (WHAT): task ID runs, an exec works, and a kill ends it with 137; removed.
+expect_taken_back() { # ID WHAT
+	expect_contains "$1 after $2" "RUNNING" "$(ctr_ task ls | grep "^$1 ")"
+	out=$(ctr_ task exec --fifo-dir "$CT/fifo" --exec-id "e$1" "$1" sh -c 'echo still-here' </dev/null)
+	expect_eq "exec after $2" "still-here" "$out"
+	kill_and_wait "$1"
 	# (ctr task rm warns of the task's non-zero exit code.)
 	out=$(ctr_ task rm "$1" 2>&1) || fail "ctr task rm $1"
 	expect_contains "the exit status after $2" "exit code 137" "$out"
