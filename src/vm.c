@@ -370,6 +370,10 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	r = net_setup(&vm->net, o->spec, err);
 	if (r < 0)
 		goto fail;
+	if (getenv("AGENTVM_TRACE") && *getenv("AGENTVM_TRACE") == '1')
+		for (size_t i = 0; i < vm->net.n_trace; i++) /* benchmarks and debugging */
+			fprintf(stderr, "agentvm: trace: net %s %u us, %u faults\n",
+				vm->net.trace[i].what, vm->net.trace[i].us, vm->net.trace[i].faults);
 	if (vm->net.mode != VM_NET_ISOLATED && (r = net_save(&vm->net, vm->dir)) < 0) {
 		avm_error_setx(err, r, "cannot write %s/net.json", vm->dir);
 		goto fail;
