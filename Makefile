@@ -88,7 +88,8 @@ DEB_PKGS := build-essential pkg-config clang libjson-c-dev libnl-3-dev libnl-rou
 	libnftables-dev libseccomp-dev libcmocka-dev qemu-system-x86 qemu-utils linux-source-6.1 \
 	bc bison flex libelf-dev cpio busybox-static nftables iproute2 xz-utils socat dnsmasq-base \
 	python3 e2fsprogs mmdebstrap skopeo umoci uidmap git openssl openssh-client dropbear-bin \
-	libarchive-dev libmicrohttpd-dev prometheus containerd libnl-nf-3-dev
+	libarchive-dev libmicrohttpd-dev prometheus containerd libnl-nf-3-dev \
+	python3-grpcio protobuf-compiler
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
 		grep -q 'install ok installed' || echo $$p; done); \
@@ -221,7 +222,8 @@ $(B)/tests/test_guest_disk: $(call obj,guest-init/diskcfg.c guest-init/netcfg.c)
 $(B)/tests/test_guest_imagecfg: $(call obj,guest-init/imagecfg.c guest-init/request.c \
 	guest-init/util.c guest-init/tarcmd.c guest-init/tar.c)
 $(B)/tests/test_guest_tar: $(call obj,guest-init/tar.c)
-$(B)/tests/test_shim_proto: $(call obj,src/shim/pb.c src/shim/ttrpc.c src/shim/process.c)
+$(B)/tests/test_shim_proto: $(call obj,src/shim/pb.c src/shim/ttrpc.c src/shim/process.c \
+	src/shim/config.c)
 $(B)/tests/test_cli_exit: $(call obj,src/cli/exit.c)
 $(B)/tests/test_guest_share: $(call obj,guest-init/sharecfg.c guest-init/diskcfg.c \
 	guest-init/netcfg.c)
@@ -257,7 +259,8 @@ FUZZ_LINK_fuzz_guest_net := $(PROTO_SRC) guest-init/netcfg.c
 FUZZ_LINK_fuzz_guest_disk := guest-init/diskcfg.c
 FUZZ_LINK_fuzz_guest_imagecfg := guest-init/imagecfg.c
 FUZZ_LINK_fuzz_oci_config := src/image_oci.c src/strv.c src/util.c src/error.c
-FUZZ_LINK_fuzz_shim_ttrpc := src/shim/pb.c src/shim/ttrpc.c src/shim/process.c src/strv.c
+FUZZ_LINK_fuzz_shim_ttrpc := src/shim/pb.c src/shim/ttrpc.c src/shim/process.c src/shim/config.c \
+	src/strv.c
 $(B)/fuzz/fuzz_shim_ttrpc: $(SHIM_SRC) $(wildcard src/shim/*.h)
 FUZZ_LINK_fuzz_egress := netfilter/rules.c netfilter/dns.c netfilter/util.c src/error.c
 FUZZ_LINK_fuzz_tz := src/tz.c

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * What each step of a VM's network set-up and teardown costs: net_setup() + net_save() +
+ * net_setup_filter() (in vm.c it runs beside QEMU's start-up) +
  * net_ready() and net_teardown() of src/net.c, called as vm.c calls them when QEMU has ended
  * (rm --force, a guest that stopped; no QEMU here: this process holds the tap), N rounds per
  * policy, interleaved, with the steps net.c records in vm_net.trace. Prints a markdown table of
@@ -102,6 +103,8 @@ static void one(int pol, size_t round, const char *dns)
 	if (net_save(&n, dir) < 0)
 		die("net_save", NULL);
 	uint32_t save_us = (uint32_t)(now_us() - ts);
+	if (net_setup_filter(&n, &err) < 0) /* vm.c: beside QEMU's start-up */
+		die("net_setup_filter", &err);
 	if (net_ready(&n, &err) < 0)
 		die("net_ready", &err);
 	t1 = now_us();

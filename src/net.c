@@ -537,8 +537,6 @@ static int setup_nat(struct vm_net *n, const struct vm_spec *spec, struct avm_er
 {
 	struct avm_error nerr = { 0 };
 	struct nf_pool *pool = NULL;
-	struct nf_vm v;
-	char uplink[IFNAMSIZ];
 	int r;
 
 	build_allowlist(n, spec);
@@ -605,37 +603,55 @@ static int setup_nat(struct vm_net *n, const struct vm_spec *spec, struct avm_er
 	}
 	if (n->rate_bytes)
 		step(n, "tap qdisc");
+	/* Recorded now, so a teardown (or gc after a SIGKILL) removes what net_setup_filter()
+	 * may add; removing rules that never came is refused as a whole and ignored. */
+	n->filter_pending = true;
+	n->rules = true;
+	/* The forwarder (net_setup_filter) answers on the gateway: the guest's only resolver. */
+	if (n->n_domains)
+		inet_ntop(AF_INET, &n->lease.host, n->dns, sizeof(n->dns));
+	r = 0;
+out:
+	nf_pool_free(pool);
+	return r;
+}
+
+int net_setup_filter(struct vm_net *n, struct avm_error *err)
+{
+	struct avm_error nerr = { 0 };
+	struct nf_vm v;
+	char uplink[IFNAMSIZ];
+	int r;
+
+	if (!n->filter_pending)
+		return 0;
+	n->filter_pending = false;
+	steps_begin(n);
 	fill_nf_vm(n, &v);
 	int lock = nft_lock();
 	/* Replies come back through the uplink: IPv4 forwarding is per ingress interface. */
 	if (nf_uplink(uplink, NULL) == 0 && (r = uplink_forwarding_on(uplink, &nerr)) < 0) {
 		nft_unlock(lock);
-		r = nf_fail(err, &nerr, "cannot enable forwarding on the uplink");
-		goto out;
+		return nf_fail(err, &nerr, "cannot enable forwarding on the uplink");
 	}
 	step(n, "uplink forwarding");
 	r = nf_nft_vm_add(n->nft, &v, &nerr);
-	if (r < 0)
-		last_vm_out(n->nft, NULL); /* undo the forwarding (and table) when no VM is left */
-	nft_unlock(lock);
 	if (r < 0) {
-		r = nf_fail(err, &nerr, "cannot install the VM's firewall rules");
-		goto out;
+		n->rules = false;
+		last_vm_out(n->nft, NULL); /* undo the forwarding (and table) when no VM is left */
 	}
-	n->rules = true;
+	nft_unlock(lock);
+	if (r < 0)
+		return nf_fail(err, &nerr, "cannot install the VM's firewall rules");
 	step(n, "nft add");
 	audit_net_policy(n);
 	if (n->n_domains) {
-		inet_ntop(AF_INET, &n->lease.host, n->dns, sizeof(n->dns));
 		r = start_forwarder(n, err);
 		if (r < 0)
-			goto out;
+			return r;
 		step(n, "dnsmasq spawn");
 	}
-	r = 0;
-out:
-	nf_pool_free(pool);
-	return r;
+	return 0;
 }
 
 static int setup_bridge(struct vm_net *n, const struct vm_spec *spec, struct avm_error *err)

@@ -71,6 +71,7 @@ struct vm_net {
 	struct net_step trace[NET_TRACE_MAX];
 	size_t n_trace;
 	uint64_t t_step;      /* when the previous step ended (us, monotonic) */
+	bool filter_pending;  /* net_setup() done, net_setup_filter() still to run */
 	uint64_t faults_step; /* this process's page faults then */
 };
 
@@ -82,6 +83,14 @@ void net_init(struct vm_net *n, const char *vm_name);
  * says what and how to fix it (no root, no nf_tables, no such bridge, pool exhausted...).
  */
 int net_setup(struct vm_net *n, const struct vm_spec *spec, struct avm_error *err);
+
+/*
+ * The rest of a nat-filtered set-up: the VM's nftables rules and its DNS forwarder. Called
+ * after QEMU was spawned paused (-S), so the ~8 ms a fresh process takes for its first nft
+ * transaction runs beside QEMU's own start-up; before the guest runs (cont or incoming), always.
+ * 0 at once for other modes. On failure err says why; net_teardown() removes the rest.
+ */
+int net_setup_filter(struct vm_net *n, struct avm_error *err);
 
 /* The dnsmasq binary the domain allowlist needs ($AGENTVM_DNSMASQ, else /usr/sbin...), or NULL. */
 const char *net_dnsmasq_path(void);

@@ -493,6 +493,14 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		avm_error_setx(err, r, "cannot write %s", pidpath);
 		goto fail;
 	}
+	/* The firewall while QEMU starts up (paused: the guest runs only after cont). */
+	r = net_setup_filter(&vm->net, err);
+	if (r < 0)
+		goto fail;
+	if (getenv("AGENTVM_TRACE") && *getenv("AGENTVM_TRACE") == '1')
+		for (size_t i = 0; i < vm->net.n_trace; i++) /* benchmarks and debugging */
+			fprintf(stderr, "agentvm: trace: net %s %u us, %u faults\n",
+				vm->net.trace[i].what, vm->net.trace[i].us, vm->net.trace[i].faults);
 
 	vm->agent_fd = TAKE_FD(agent_sp[0]);
 	r = agent_conn_init(&vm->agent, vm->agent_fd);

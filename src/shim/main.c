@@ -23,6 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
+
 #include "sha256.h"
 #include "shim.h"
 #include "shim_vm.h"
@@ -111,12 +113,64 @@ int shim_delete_response(struct pb_buf *out, uint32_t pid, uint32_t exit_status,
 }
 
 /* The socket: <agentvm state root>/shim-<16 hex of sha256(ns/id)>.sock, short enough always. */
-static void socket_path(const struct shim_opts *o, char *buf, size_t len)
+static void socket_path(const char *ns, const char *id, char *buf, size_t len)
 {
 	char name[24];
 
-	shim_vm_name(o->ns, o->id, name);
+	shim_vm_name(ns, id, name);
 	snprintf(buf, len, "%s/shim-%s.sock", statedir_root(), name + 4);
+}
+
+/*
+ * containerd's CRI plugin marks a pod's containers (config.json annotations): a container of a
+ * sandbox goes to the sandbox's shim, which runs it in the pod's VM. Returns the sandbox id for
+ * such a container (owned by cfg), else NULL.
+ */
+#define CRI_TYPE "io.kubernetes.cri.container-type"
+#define CRI_SANDBOX "io.kubernetes.cri.sandbox-id"
+static const char *pod_sandbox(struct json_object *cfg, const char *id)
+{
+	struct json_object *an, *type, *sb;
+
+	if (!cfg || !json_object_object_get_ex(cfg, "annotations", &an) ||
+	    !json_object_object_get_ex(an, CRI_TYPE, &type) ||
+	    !json_object_object_get_ex(an, CRI_SANDBOX, &sb) ||
+	    strcmp(json_object_get_string(type), "container") != 0 ||
+	    !json_object_get_string(sb) || !strcmp(json_object_get_string(sb), id))
+		return NULL;
+	return json_object_get_string(sb);
+}
+
+static void print_address(const char *path)
+{
+	/* containerd reads the address from our stdout; runc's shim also leaves it here. */
+	FILE *f = fopen("address", "we");
+	if (f) {
+		fprintf(f, "unix://%s", path);
+		fclose(f);
+	}
+	printf("unix://%s", path);
+	fflush(stdout);
+}
+
+/* A container of a pod: the sandbox's shim serves it. */
+static int start_in_pod(const struct shim_opts *o, const char *sandbox)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	socket_path(o->ns, sandbox, sa.sun_path, sizeof(sa.sun_path));
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		fprintf(stderr, "agentvm-shim: the shim of sandbox %s is not running (%s); start "
+				"the pod sandbox first\n", sandbox, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return 1;
+	}
+	close(fd);
+	print_address(sa.sun_path);
+	return 0;
 }
 
 static int cmd_start(const struct shim_opts *o, char **argv)
@@ -125,8 +179,16 @@ static int cmd_start(const struct shim_opts *o, char **argv)
 	char path[sizeof(sa.sun_path) + 64];
 	int fd, devnull;
 	pid_t pid;
+	struct json_object *cfg = json_object_from_file("config.json");
+	const char *sandbox = pod_sandbox(cfg, o->id);
 
-	socket_path(o, path, sizeof(path));
+	if (sandbox) {
+		int r = start_in_pod(o, sandbox);
+		json_object_put(cfg);
+		return r;
+	}
+	json_object_put(cfg);
+	socket_path(o->ns, o->id, path, sizeof(path));
 	if (strlen(path) >= sizeof(sa.sun_path)) {
 		fprintf(stderr, "agentvm-shim: socket path %s is too long; set AGENTVM_STATE_DIR "
 				"to a shorter directory\n", path);
@@ -161,14 +223,7 @@ static int cmd_start(const struct shim_opts *o, char **argv)
 		_exit(r < 0 ? 1 : 0);
 	}
 	close(fd);
-	/* containerd reads the address from our stdout; runc's shim also leaves it here. */
-	FILE *f = fopen("address", "we");
-	if (f) {
-		fprintf(f, "unix://%s", path);
-		fclose(f);
-	}
-	printf("unix://%s", path);
-	fflush(stdout);
+	print_address(path);
 	(void)argv;
 	return 0;
 }
@@ -180,10 +235,12 @@ static int cmd_delete(const struct shim_opts *o)
 
 	/* The shim is gone: nothing else will remove its VM or unmount its root. */
 	shim_vm_name(o->ns, o->id, name);
-	shim_vm_remove(name);
+	/* (A pod's own network namespace goes with the pod: CNI DEL.) */
+	shim_vm_remove(name, NULL);
+	shim_vm_pod_dir_remove(name);
 	snprintf(path, sizeof(path), "%s/rootfs", o->bundle ? o->bundle : ".");
 	umount2(path, MNT_DETACH);
-	socket_path(o, path, sizeof(path));
+	socket_path(o->ns, o->id, path, sizeof(path));
 	unlink(path);
 	if (shim_delete_response(&b, 0, 128 + SIGKILL, shim_now_ns()) < 0)
 		return 1;

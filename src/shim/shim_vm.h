@@ -10,6 +10,7 @@
 #define AGENTVM_SHIM_VM_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -32,14 +33,64 @@ struct shim_vm_config {
 	const char *cpus;
 	const char *memory;
 	const char *network;
+	/* The egress policy (the runtime's config file): --allow, --allow-cidr, --allow-domain. */
+	char *const *allow, *const *allow_cidr, *const *allow_domain;
+	size_t n_allow, n_allow_cidr, n_allow_domain;
+	/* The pod's network namespace (a CNI plugin's, the spec's linux.namespaces "network"
+	 * path): the VM's tap, nft table and NAT are made in it, so the VM's traffic leaves
+	 * through the pod's interface. NULL: the shim's own (the host's). */
+	const char *netns;
 };
 /* One annotation into c; -EINVAL (err names it and the known ones) for an unknown io.agentvm.*. */
 int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *value,
 		       struct avm_error *err);
 
-/* Boot a detached VM `name` with host dir rootfs shared (read-write) at SHIM_GUEST_ROOT. */
-int shim_vm_boot(const char *name, const char *rootfs, const struct shim_vm_config *c,
+/*
+ * A pod is one VM. Its 9p share is the pod directory (empty at boot, shared read-write at
+ * SHIM_GUEST_ROOT); each container's root file system is attached beneath it afterwards,
+ * in QEMU's own mount namespace (see shim_vm_attach_root), because microvm has no hotplug
+ * for a new 9p device and the jail's mounts are private (no propagation from the host).
+ */
+int shim_vm_boot(const char *name, const char *pod_dir, const struct shim_vm_config *c,
 		 unsigned boot_timeout_s, struct avm_error *err);
+
+/*
+ * The shim's work files of VM `name`: <state root>/.pod-<name><suffix>: the pod directory (""),
+ * the pod's saved state (".json": a new shim process re-attaches from it) and a process
+ * helper's exit status (".exit-PID", read when the helper is not the reader's child).
+ */
+int shim_vm_work_path(const char *name, const char *suffix, char *buf, size_t len);
+/* True while VM `name`'s QEMU runs. */
+bool shim_vm_alive(const char *name);
+/* A process's start time (0: none), and whether (pid, start) is still that process. */
+uint64_t shim_vm_proc_start(pid_t pid);
+bool shim_vm_proc_is(pid_t pid, uint64_t start);
+
+/* The pod directory of VM `name`: <state root>/.pod-<name>, made (empty) here. */
+int shim_vm_pod_dir(const char *name, char *buf, size_t len, struct avm_error *err);
+/* Remove it, the mount points beneath it (nothing is mounted there on the host) and the other
+ * work files. */
+void shim_vm_pod_dir_remove(const char *name);
+
+/*
+ * Mount (a recursive clone of) the host mount at host_root on pod_dir/sub inside the mount
+ * namespace of VM `name`'s QEMU: the guest sees it at SHIM_GUEST_ROOT/sub. Nothing is mounted
+ * on the host; the clone goes with QEMU's namespace at the latest.
+ */
+int shim_vm_attach_root(const char *name, const char *host_root, const char *pod_dir,
+			const char *sub, struct avm_error *err);
+/*
+ * A bind mount of the container spec (Kubernetes' /etc/hosts, resolv.conf, volumes): host path
+ * src (a file or directory) at dest inside the container root pod_dir/sub, in QEMU's namespace
+ * (read-only with ro). dest is resolved inside the container root (its symlinks stay in it,
+ * openat2 RESOLVE_IN_ROOT); its mount point is made in host_root (the container's writable
+ * layer), as runc makes its own.
+ */
+int shim_vm_bind(const char *name, const char *host_root, const char *pod_dir, const char *sub,
+		 const char *src, const char *dest, bool ro, struct avm_error *err);
+
+/* Unmount pod_dir/sub in QEMU's namespace (a gone VM is fine). */
+void shim_vm_detach_root(const char *name, const char *pod_dir, const char *sub);
 
 struct shim_proc {
 	char **argv; /* NULL-terminated */
@@ -49,18 +100,32 @@ struct shim_proc {
 };
 
 /*
- * Fork a helper that runs p chrooted into the container root of VM `name` with stdio from fds
+ * Fork a helper that runs p chrooted into the guest directory root of VM `name` with stdio from fds
  * (-1 = none). The helper keeps no other fd of the caller. Its exit status is the process's:
  * its code, 128+N for signal N, 127 when it could not start, 255 when the VM was lost (the
- * reason goes to its stderr).
+ * reason goes to its stderr). With status_path, the helper also writes that status (decimal
+ * text) before it exits to status_path followed by its pid (shim_vm_work_path ".exit-").
  */
-int shim_vm_spawn(const char *name, const struct shim_proc *p, const int fds[3], pid_t *pid,
-		  struct avm_error *err);
+int shim_vm_spawn(const char *name, const char *root, const struct shim_proc *p,
+		  const int fds[3], const char *status_path, pid_t *pid, struct avm_error *err);
 /* Send any signal to the process run by helper `pid` (in the guest, to its process group). */
 int shim_vm_signal(pid_t pid, int sig);
+/* What agentvm measures of a VM (stats.c), for Task.Stats. */
+struct shim_vm_usage {
+	uint64_t cpu_ns;    /* QEMU's host CPU time: the whole VM */
+	uint64_t rss_bytes; /* QEMU's resident memory on the host */
+	bool have_guest;    /* the guest agent answered: */
+	uint64_t guest_total, guest_available;
+	bool have_net;      /* nat-filtered (and the shim may read nft counters): */
+	uint64_t rx_bytes, rx_packets, rx_dropped, tx_bytes, tx_packets, tx_dropped;
+};
+int shim_vm_usage(const char *name, const char *netns, struct shim_vm_usage *u,
+		  struct avm_error *err);
+
 /* Pause (QMP stop) or resume (cont) the VM. */
 int shim_vm_pause(const char *name, bool pause, struct avm_error *err);
-/* Kill the VM's QEMU and supervisor and remove its state dir; a missing VM is fine. */
-void shim_vm_remove(const char *name);
+/* Kill the VM's QEMU and supervisor and remove its state dir (its network torn down in netns,
+ * when it still exists); a missing VM is fine. */
+void shim_vm_remove(const char *name, const char *netns);
 
 #endif

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The containerd.task.v2.Task service: one task (container) per shim and one VM per task. The
- * container's root file system (the bundle's rootfs, mounted here from the mounts containerd
- * hands over) is shared into the VM and every process of the container runs chrooted into it.
+ * The containerd.task.v2.Task service: one shim and one VM per pod. A plain task (`ctr run`) is
+ * a pod of one container; containerd's CRI plugin sends every container of a sandbox to the
+ * sandbox's shim (main.c groups them by io.kubernetes.cri.sandbox-id). Each container's root
+ * file system (the bundle's rootfs, mounted here from the mounts containerd hands over) is
+ * attached beneath the VM's pod share (shim_vm_attach_root) and every process of the container
+ * runs chrooted into it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,17 +16,20 @@
 #include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
 
+#include "config.h"
 #include "shim.h"
 #include "shim_vm.h"
 #include "strv.h"
 #include "util.h"
 
-#define MAX_PROCS 32
+#define MAX_PROCS 64
+#define MAX_CTRS 16
 #define MAX_WAITERS 8
 #define MAX_MOUNTS 8
 #define BOOT_TIMEOUT_S 120
@@ -32,11 +38,14 @@ enum status { ST_UNKNOWN = 0, ST_CREATED = 1, ST_RUNNING = 2, ST_STOPPED = 3, ST
 
 struct proc {
 	bool used;
+	int c; /* its container: an index into task.ctrs */
 	char *exec_id; /* NULL for the init process */
 	char *stdio[3];
 	bool terminal;
 	struct shim_proc spec;
 	pid_t pid; /* the helper running it (shim_vm.h) */
+	uint64_t start; /* its start time: a re-attached shim checks it is still that process */
+	int pidfd; /* +1 (0 = none): a helper of an earlier shim process, not our child */
 	int stdin_w; /* our writer on the stdin FIFO, +1 (0 = none): see start_stdin() */
 	enum status status;
 	uint32_t exit_status;
@@ -45,29 +54,57 @@ struct proc {
 	int n_waiters;
 };
 
+/* A container of the pod. */
+struct ctr {
+	bool used;
+	char *id;
+	char *bundle;
+	char rootfs[4096]; /* on the host */
+	char guest_root[128]; /* in the guest: SHIM_GUEST_ROOT "/" id */
+	bool mounted; /* rootfs, on the host */
+	bool attached; /* beneath the pod dir, in QEMU's namespace */
+};
+
+/* The pod: its VM and containers. */
 struct task {
 	const struct shim_opts *o;
 	struct ttrpc_server *srv;
-	char *id;
-	char *bundle;
-	char rootfs[4096];
-	bool mounted;
-	bool created;
+	char vm[24]; /* "" until the first Create boots it */
+	char pod_dir[4096];
+	char netns[4096]; /* the pod's network namespace (path), "" for the host's */
 	bool paused;
-	bool deleted;
-	char vm[24];
+	char state_path[4200]; /* the pod's saved state (shim_vm_work_path ".json") */
+	char exit_prefix[4200]; /* helpers' exit statuses (".exit-") */
+	struct ctr ctrs[MAX_CTRS];
 	struct proc procs[MAX_PROCS];
 };
 
 /* --- processes ------------------------------------------------------------------------------- */
 
-static struct proc *proc_find(struct task *t, const char *exec_id)
+static struct ctr *ctr_find(struct task *t, const char *id)
+{
+	for (int i = 0; id && i < MAX_CTRS; i++)
+		if (t->ctrs[i].used && !strcmp(t->ctrs[i].id, id))
+			return &t->ctrs[i];
+	return NULL;
+}
+
+static int n_ctrs(const struct task *t)
+{
+	int n = 0;
+
+	for (int i = 0; i < MAX_CTRS; i++)
+		n += t->ctrs[i].used;
+	return n;
+}
+
+static struct proc *proc_find(struct task *t, const struct ctr *c, const char *exec_id)
 {
 	bool init = !exec_id || !*exec_id;
 
 	for (int i = 0; i < MAX_PROCS; i++) {
 		struct proc *p = &t->procs[i];
-		if (!p->used)
+		if (!p->used || &t->ctrs[p->c] != c)
 			continue;
 		if (init ? !p->exec_id : p->exec_id && !strcmp(p->exec_id, exec_id))
 			return p;
@@ -92,19 +129,25 @@ static void proc_free(struct proc *p)
 	*p = (struct proc){ 0 };
 }
 
-static struct proc *proc_new(struct task *t)
+static struct proc *proc_new(struct task *t, const struct ctr *c)
 {
 	for (int i = 0; i < MAX_PROCS; i++)
 		if (!t->procs[i].used) {
-			t->procs[i] = (struct proc){ .used = true, .status = ST_CREATED };
+			t->procs[i] = (struct proc){ .used = true, .status = ST_CREATED,
+						     .c = (int)(c - t->ctrs) };
 			return &t->procs[i];
 		}
 	return NULL;
 }
 
+static const char *ctr_id(const struct task *t, const struct proc *p)
+{
+	return t->ctrs[p->c].id;
+}
+
 static const char *proc_event_id(const struct task *t, const struct proc *p)
 {
-	return p->exec_id ? p->exec_id : t->id;
+	return p->exec_id ? p->exec_id : ctr_id(t, p);
 }
 
 static void reply_wait(struct task *t, struct proc *p, struct ttrpc_call call)
@@ -117,18 +160,34 @@ static void reply_wait(struct task *t, struct proc *p, struct ttrpc_call call)
 	pb_buf_release(&b);
 }
 
-static void proc_exited(struct task *t, struct proc *p, int wstatus)
+static void state_save(struct task *t);
+
+static void drop_pidfd(struct task *t, struct proc *p)
+{
+	if (p->pidfd) {
+		ttrpc_server_unwatch(t->srv, p->pidfd - 1);
+		close(p->pidfd - 1);
+		p->pidfd = 0;
+	}
+}
+
+static void proc_exited(struct task *t, struct proc *p, uint32_t code)
 {
 	struct pb_buf ev = { 0 };
+	char path[4300];
 
 	p->status = ST_STOPPED;
 	close_stdin(p);
-	p->exit_status = WIFEXITED(wstatus) ? (uint32_t)WEXITSTATUS(wstatus)
-					    : 128u + (uint32_t)WTERMSIG(wstatus);
+	drop_pidfd(t, p);
+	if (p->pid > 0) {
+		snprintf(path, sizeof(path), "%s%d", t->exit_prefix, (int)p->pid);
+		unlink(path);
+	}
+	p->exit_status = code;
 	p->exited_ns = shim_now_ns();
 	shim_log("process %s (helper %d) exited with %u", proc_event_id(t, p), (int)p->pid,
 		 p->exit_status);
-	pb_put_str(&ev, 1, t->id);
+	pb_put_str(&ev, 1, ctr_id(t, p));
 	pb_put_str(&ev, 2, proc_event_id(t, p));
 	pb_put_varint(&ev, 3, (uint32_t)p->pid);
 	pb_put_varint(&ev, 4, p->exit_status);
@@ -141,8 +200,15 @@ static void proc_exited(struct task *t, struct proc *p, int wstatus)
 	/* The container ends with its init: its other processes go too (as with runc). */
 	if (!p->exec_id)
 		for (int i = 0; i < MAX_PROCS; i++)
-			if (t->procs[i].used && t->procs[i].status == ST_RUNNING)
+			if (t->procs[i].used && t->procs[i].c == p->c &&
+			    t->procs[i].status == ST_RUNNING)
 				shim_vm_signal(t->procs[i].pid, SIGKILL);
+	state_save(t);
+}
+
+static uint32_t wait_code(int ws)
+{
+	return WIFEXITED(ws) ? (uint32_t)WEXITSTATUS(ws) : 128u + (uint32_t)WTERMSIG(ws);
 }
 
 static void on_sigchld(void *ctx, int fd, uint32_t events)
@@ -158,9 +224,212 @@ static void on_sigchld(void *ctx, int fd, uint32_t events)
 		for (int i = 0; i < MAX_PROCS; i++) {
 			struct proc *p = &t->procs[i];
 			if (p->used && p->pid == pid && p->status != ST_STOPPED)
-				proc_exited(t, p, ws);
+				proc_exited(t, p, wait_code(ws));
 		}
 	}
+}
+
+/* --- the pod's saved state: a new shim process for the same pod re-attaches ------------------ */
+
+/*
+ * Saved after every change (atomically: a temp file renamed): the VM, the containers and their
+ * started processes (helper pid and start time). A shim that starts for a pod with a saved state
+ * and a live VM takes all of it back; the helpers of the earlier process are no children of the
+ * new one, so their ends come through pidfds and their exit statuses through the files they
+ * write (shim_vm_spawn's status_path).
+ */
+static void state_save(struct task *t)
+{
+	struct json_object *o = json_object_new_object(), *cs = json_object_new_array(),
+			   *ps = json_object_new_array();
+	char tmp[4300];
+
+	if (!o || !cs || !ps || !t->vm[0] || n_ctrs(t) == 0) {
+		json_object_put(o);
+		json_object_put(cs);
+		json_object_put(ps);
+		if (n_ctrs(t) == 0)
+			unlink(t->state_path);
+		return;
+	}
+	json_object_object_add(o, "vm", json_object_new_string(t->vm));
+	json_object_object_add(o, "paused", json_object_new_boolean(t->paused));
+	json_object_object_add(o, "netns", json_object_new_string(t->netns));
+	for (int i = 0; i < MAX_CTRS; i++) {
+		struct ctr *c = &t->ctrs[i];
+		struct json_object *j = c->used ? json_object_new_object() : NULL;
+		if (!j)
+			continue;
+		json_object_object_add(j, "i", json_object_new_int(i));
+		json_object_object_add(j, "id", json_object_new_string(c->id));
+		json_object_object_add(j, "bundle", json_object_new_string(c->bundle));
+		json_object_object_add(j, "rootfs", json_object_new_string(c->rootfs));
+		json_object_object_add(j, "mounted", json_object_new_boolean(c->mounted));
+		json_object_object_add(j, "attached", json_object_new_boolean(c->attached));
+		json_object_array_add(cs, j);
+	}
+	for (int i = 0; i < MAX_PROCS; i++) {
+		struct proc *p = &t->procs[i];
+		/* An exec added but not started is not kept (containerd adds it again). */
+		struct json_object *j = p->used && (!p->exec_id || p->status != ST_CREATED)
+						? json_object_new_object()
+						: NULL;
+		if (!j)
+			continue;
+		json_object_object_add(j, "c", json_object_new_int(p->c));
+		if (p->exec_id)
+			json_object_object_add(j, "exec_id", json_object_new_string(p->exec_id));
+		static const char *const keys[] = { "stdin", "stdout", "stderr" };
+		for (int k = 0; k < 3; k++) {
+			const char *v = p->stdio[k] ? p->stdio[k] : "";
+			json_object_object_add(j, keys[k], json_object_new_string(v));
+		}
+		json_object_object_add(j, "pid", json_object_new_int(p->pid));
+		json_object_object_add(j, "start", json_object_new_int64((int64_t)p->start));
+		json_object_object_add(j, "status", json_object_new_int(p->status));
+		json_object_object_add(j, "exit_status", json_object_new_int64(p->exit_status));
+		json_object_object_add(j, "exited_ns", json_object_new_int64(p->exited_ns));
+		json_object_array_add(ps, j);
+	}
+	json_object_object_add(o, "ctrs", cs);
+	json_object_object_add(o, "procs", ps);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", t->state_path);
+	if (json_object_to_file_ext(tmp, o, JSON_C_TO_STRING_PLAIN) < 0 ||
+	    rename(tmp, t->state_path) < 0) {
+		shim_log("cannot save the pod's state in %s", t->state_path);
+		unlink(tmp);
+	}
+	json_object_put(o);
+}
+
+static const char *jstr(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
+		       ? json_object_get_string(v)
+		       : NULL;
+}
+
+static int64_t jint(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : 0;
+}
+
+/* An earlier shim's helper ended: its status from the file it wrote (255 without one). */
+static uint32_t orphan_code(struct task *t, pid_t pid)
+{
+	char path[4300], buf[16] = "";
+	int fd;
+	ssize_t n = -1;
+
+	snprintf(path, sizeof(path), "%s%d", t->exit_prefix, (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+	}
+	buf[n > 0 ? n : 0] = '\0';
+	return n > 0 ? (uint32_t)strtoul(buf, NULL, 10) & 0xff : 255;
+}
+
+static void on_pidfd(void *ctx, int fd, uint32_t events)
+{
+	struct task *t = ctx;
+
+	(void)events;
+	for (int i = 0; i < MAX_PROCS; i++) {
+		struct proc *p = &t->procs[i];
+		if (p->used && p->pidfd == fd + 1 && p->status == ST_RUNNING)
+			proc_exited(t, p, orphan_code(t, p->pid));
+	}
+}
+
+static void state_load(struct task *t)
+{
+	struct json_object *o = json_object_from_file(t->state_path), *cs, *ps;
+	const char *vm = o ? jstr(o, "vm") : NULL;
+
+	if (!o || !vm || strlen(vm) >= sizeof(t->vm) ||
+	    !json_object_object_get_ex(o, "ctrs", &cs) ||
+	    !json_object_object_get_ex(o, "procs", &ps) ||
+	    !json_object_is_type(cs, json_type_array) ||
+	    !json_object_is_type(ps, json_type_array)) {
+		json_object_put(o);
+		return;
+	}
+	snprintf(t->vm, sizeof(t->vm), "%s", vm);
+	shim_vm_work_path(t->vm, "", t->pod_dir, sizeof(t->pod_dir));
+	t->paused = jint(o, "paused");
+	snprintf(t->netns, sizeof(t->netns), "%s", jstr(o, "netns") ? jstr(o, "netns") : "");
+	bool alive = shim_vm_alive(t->vm);
+	for (size_t i = 0; i < json_object_array_length(cs); i++) {
+		struct json_object *j = json_object_array_get_idx(cs, i);
+		int64_t k = jint(j, "i");
+		const char *id = jstr(j, "id"), *bundle = jstr(j, "bundle");
+		const char *rootfs = jstr(j, "rootfs");
+		if (k < 0 || k >= MAX_CTRS || !id || !bundle || !rootfs || t->ctrs[k].used)
+			continue;
+		struct ctr *c = &t->ctrs[k];
+		*c = (struct ctr){ .used = true, .id = strdup(id), .bundle = strdup(bundle),
+				   .mounted = jint(j, "mounted"), .attached = jint(j, "attached") };
+		snprintf(c->rootfs, sizeof(c->rootfs), "%s", rootfs);
+		snprintf(c->guest_root, sizeof(c->guest_root), SHIM_GUEST_ROOT "/%s", id);
+	}
+	for (size_t i = 0; i < json_object_array_length(ps); i++) {
+		struct json_object *j = json_object_array_get_idx(ps, i);
+		int64_t k = jint(j, "c");
+		if (k < 0 || k >= MAX_CTRS || !t->ctrs[k].used)
+			continue;
+		struct proc *p = proc_new(t, &t->ctrs[k]);
+		if (!p)
+			break;
+		const char *e = jstr(j, "exec_id");
+		p->exec_id = e ? strdup(e) : NULL;
+		static const char *const keys[] = { "stdin", "stdout", "stderr" };
+		for (int s = 0; s < 3; s++)
+			p->stdio[s] = jstr(j, keys[s]) ? strdup(jstr(j, keys[s])) : NULL;
+		p->pid = (pid_t)jint(j, "pid");
+		p->start = (uint64_t)jint(j, "start");
+		p->status = (enum status)jint(j, "status");
+		p->exit_status = (uint32_t)jint(j, "exit_status");
+		p->exited_ns = jint(j, "exited_ns");
+		if (p->status == ST_CREATED) {
+			/* A created init: its spec again from the bundle. */
+			char path[4200], *why = NULL;
+			struct json_object *cfg, *pj;
+			snprintf(path, sizeof(path), "%s/config.json", t->ctrs[k].bundle);
+			cfg = json_object_from_file(path);
+			const char *js = cfg && json_object_object_get_ex(cfg, "process", &pj)
+						 ? json_object_to_json_string(pj)
+						 : "";
+			if (shim_oci_process(js, strlen(js), &p->spec, &why) < 0)
+				p->status = ST_STOPPED, p->exit_status = 255;
+			json_object_put(cfg);
+		} else if (p->status == ST_RUNNING) {
+			int fd = -1;
+			if (alive && p->pid > 0 && shim_vm_proc_is(p->pid, p->start))
+				fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+			if (fd >= 0 && ttrpc_server_watch(t->srv, fd, on_pidfd, t) == 0)
+				p->pidfd = fd + 1;
+			else {
+				if (fd >= 0)
+					close(fd);
+				proc_exited(t, p, orphan_code(t, p->pid));
+			}
+		}
+	}
+	json_object_put(o);
+	shim_log("re-attached to pod VM %s (%d containers)%s", t->vm, n_ctrs(t),
+		 alive ? "" : "; the VM is gone");
+	/* Processes whose helper already ended are done: an exit seen now (pidfd readable). */
+	for (int i = 0; i < MAX_PROCS; i++)
+		if (t->procs[i].used && t->procs[i].pidfd &&
+		    !shim_vm_proc_is(t->procs[i].pid, t->procs[i].start))
+			proc_exited(t, &t->procs[i], orphan_code(t, t->procs[i].pid));
+	state_save(t);
 }
 
 /* --- requests ------------------------------------------------------------------------------- */
@@ -203,11 +472,11 @@ static void common_release(struct common_req *c)
 	free(c->exec_id);
 }
 
-static void publish_id(struct task *t, const char *topic, const char *type)
+static void publish_id(struct task *t, const char *id, const char *topic, const char *type)
 {
 	struct pb_buf ev = { 0 };
 
-	pb_put_str(&ev, 1, t->id);
+	pb_put_str(&ev, 1, id);
 	shim_publish(t->o, topic, type, &ev);
 	pb_buf_release(&ev);
 }
@@ -285,6 +554,156 @@ static int do_mount(const struct mount_req *m, const char *target, char **why)
 	return 0;
 }
 
+/* Ids containerd accepts ([A-Za-z0-9_.-], up to 76): a safe directory name beneath the pod dir. */
+static bool id_ok(const char *id)
+{
+	size_t n = strlen(id);
+
+	if (n == 0 || n > 76 || id[0] == '.')
+		return false;
+	return strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n;
+}
+
+static void remove_pod_dir(struct task *t)
+{
+	shim_vm_pod_dir_remove(t->vm);
+	t->pod_dir[0] = '\0';
+}
+
+/* The VM (the first container's Create boots it) and the container's root beneath its share. */
+static int ctr_attach(struct task *t, struct ctr *ct, const struct shim_vm_config *vc,
+		      char **why)
+{
+	static char msg[sizeof(((struct avm_error *)0)->msg) + 48];
+	struct avm_error err = { 0 };
+	bool booted = false;
+	int r;
+
+	if (!t->vm[0]) {
+		snprintf(t->netns, sizeof(t->netns), "%s", vc->netns ? vc->netns : "");
+		shim_vm_name(t->o->ns, t->o->id, t->vm);
+		if ((r = shim_vm_pod_dir(t->vm, t->pod_dir, sizeof(t->pod_dir), &err)) < 0) {
+			snprintf(msg, sizeof(msg), "%s", err.msg);
+			*why = msg;
+			t->vm[0] = '\0';
+			return r;
+		}
+		shim_log("create %s: booting VM %s with the pod dir %s", ct->id, t->vm, t->pod_dir);
+		if ((r = shim_vm_boot(t->vm, t->pod_dir, vc, BOOT_TIMEOUT_S, &err)) < 0) {
+			snprintf(msg, sizeof(msg), "cannot boot the VM: %s", err.msg);
+			*why = msg;
+			remove_pod_dir(t);
+			t->vm[0] = '\0';
+			return r;
+		}
+		booted = true;
+	}
+	int64_t t0 = shim_now_ns();
+	r = shim_vm_attach_root(t->vm, ct->rootfs, t->pod_dir, ct->id, &err);
+	shim_log("create %s: root attached in VM %s in %.2f ms", ct->id, t->vm,
+		 (double)(shim_now_ns() - t0) / 1e6);
+	if (r < 0) {
+		snprintf(msg, sizeof(msg), "cannot attach the container's root: %s", err.msg);
+		*why = msg;
+		if (booted) {
+			shim_vm_remove(t->vm, t->netns[0] ? t->netns : NULL);
+			remove_pod_dir(t);
+			t->vm[0] = '\0';
+		}
+		return r;
+	}
+	ct->attached = true;
+	snprintf(ct->guest_root, sizeof(ct->guest_root), SHIM_GUEST_ROOT "/%s", ct->id);
+	return 0;
+}
+
+/* The spec's network namespace path (linux.namespaces, type network), or NULL. */
+static const char *spec_netns(struct json_object *cfg)
+{
+	struct json_object *lx, *nss;
+
+	if (!json_object_object_get_ex(cfg, "linux", &lx) ||
+	    !json_object_object_get_ex(lx, "namespaces", &nss) ||
+	    !json_object_is_type(nss, json_type_array))
+		return NULL;
+	for (size_t i = 0; i < json_object_array_length(nss); i++) {
+		struct json_object *ns = json_object_array_get_idx(nss, i);
+		const char *type = jstr(ns, "type"), *path = jstr(ns, "path");
+		if (type && !strcmp(type, "network") && path && path[0] == '/')
+			return path;
+	}
+	return NULL;
+}
+
+/* A created container that fails after its root was attached: out of the VM again. */
+static void ctr_unattach(struct task *t, struct ctr *ct)
+{
+	if (!ct->attached)
+		return;
+	if (n_ctrs(t) > 1) {
+		shim_vm_detach_root(t->vm, t->pod_dir, ct->id);
+	} else {
+		shim_vm_remove(t->vm, t->netns[0] ? t->netns : NULL);
+		remove_pod_dir(t);
+		t->vm[0] = '\0';
+	}
+	ct->attached = false;
+}
+
+/*
+ * The spec's bind mounts (the CRI plugin's /etc/hosts, /etc/resolv.conf, /etc/hostname and the
+ * pod's volumes; ctr run --mount type=bind,...) into the container root. Not below /proc, /dev
+ * and /sys: the guest's own are bound there. Other types (proc, tmpfs, sysfs, ...): the guest's.
+ */
+static int ctr_binds(struct task *t, struct ctr *ct, struct json_object *cfg, char **why)
+{
+	static char msg[sizeof(((struct avm_error *)0)->msg)];
+	struct json_object *ms, *v;
+	struct avm_error err = { 0 };
+
+	if (!json_object_object_get_ex(cfg, "mounts", &ms) ||
+	    !json_object_is_type(ms, json_type_array))
+		return 0;
+	for (size_t i = 0; i < json_object_array_length(ms); i++) {
+		struct json_object *m = json_object_array_get_idx(ms, i);
+		const char *type = json_object_object_get_ex(m, "type", &v)
+					   ? json_object_get_string(v)
+					   : "";
+		const char *src = json_object_object_get_ex(m, "source", &v)
+					  ? json_object_get_string(v)
+					  : NULL;
+		const char *dst = json_object_object_get_ex(m, "destination", &v)
+					  ? json_object_get_string(v)
+					  : NULL;
+		bool bind = !strcmp(type ? type : "", "bind"), ro = false;
+		struct json_object *opts;
+		if (json_object_object_get_ex(m, "options", &opts) &&
+		    json_object_is_type(opts, json_type_array))
+			for (size_t k = 0; k < json_object_array_length(opts); k++) {
+				const char *o = json_object_get_string(
+					json_object_array_get_idx(opts, k));
+				bind |= o && (!strcmp(o, "bind") || !strcmp(o, "rbind"));
+				ro |= o && !strcmp(o, "ro");
+			}
+		if (!bind || !src || src[0] != '/' || !dst || dst[0] != '/')
+			continue;
+		static const char *const guest[] = { "/proc", "/dev", "/sys" };
+		bool skip = false;
+		for (size_t g = 0; g < 3; g++) {
+			size_t gl = strlen(guest[g]);
+			skip |= !strncmp(dst, guest[g], gl) && (dst[gl] == '/' || !dst[gl]);
+		}
+		if (skip)
+			continue;
+		if (shim_vm_bind(t->vm, ct->rootfs, t->pod_dir, ct->id, src, dst, ro, &err) < 0) {
+			snprintf(msg, sizeof(msg), "%s", err.msg);
+			*why = msg;
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p, size_t len)
 {
 	struct mount_req mounts[MAX_MOUNTS] = { 0 };
@@ -292,11 +711,16 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 	struct pb_reader r;
 	struct pb_field f;
 	struct proc *pr = NULL;
+	struct ctr *ct = NULL;
 	char *why = "malformed CreateTaskRequest";
 	char *stdio[3] = { NULL, NULL, NULL }, *id = NULL, *bundle = NULL;
 	struct json_object *cfg = NULL, *proc = NULL, *root = NULL, *rp, *an;
 	struct shim_vm_config vc = { 0 };
+	struct shim_config sc = { 0 };
 	struct avm_error err = { 0 };
+	char *opt_type = NULL, *config_path = NULL;
+	const uint8_t *opt = NULL;
+	size_t opt_len = 0;
 	bool terminal = false;
 	int n, code = TTRPC_INVALID_ARGUMENT;
 
@@ -315,20 +739,48 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 			terminal = f.v != 0;
 		else if (f.num >= 5 && f.num <= 7)
 			n = pb_field_str(&f, &stdio[f.num - 5]);
+		else if (f.num == 10 && !opt_type)
+			n = pb_field_any(&f, &opt_type, &opt, &opt_len);
 		if (n < 0)
 			break;
 	}
 	if (n < 0 || !id || !bundle)
 		goto out;
-	if (t->created) {
+	/* The runtime's options (containerd's config.toml): a settings file for every pod. */
+	if (opt_type)
+		n = shim_runtime_options(opt_type, opt, opt_len, &config_path, &why);
+	if (n >= 0 && config_path)
+		n = shim_config_load(config_path, &sc, &why);
+	if (n < 0)
+		goto out;
+	vc = (struct shim_vm_config){
+		.profile = sc.profile, .cpus = sc.cpus, .memory = sc.memory, .network = sc.network,
+		.allow = sc.allow.v, .n_allow = sc.allow.n,
+		.allow_cidr = sc.allow_cidr.v, .n_allow_cidr = sc.allow_cidr.n,
+		.allow_domain = sc.allow_domain.v, .n_allow_domain = sc.allow_domain.n,
+	};
+	if (!id_ok(id)) {
+		why = "bad container id (use 1-76 of [A-Za-z0-9_.-])";
+		goto out;
+	}
+	if (ctr_find(t, id)) {
 		code = TTRPC_ALREADY_EXISTS;
-		why = "this shim already runs a task";
+		why = "this pod already has a container of that id";
 		goto out;
 	}
 	if (terminal) {
 		why = "agentvm does not give containers a terminal yet; run without -t";
 		goto out;
 	}
+	for (int i = 0; i < MAX_CTRS && !ct; i++)
+		if (!t->ctrs[i].used)
+			ct = &t->ctrs[i];
+	if (!ct) {
+		code = TTRPC_UNAVAILABLE;
+		why = "too many containers in this pod";
+		goto out;
+	}
+	*ct = (struct ctr){ .used = true, .id = id, .bundle = bundle };
 	/* The process and root from the bundle's config.json. */
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/config.json", bundle);
@@ -337,7 +789,12 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 		why = "cannot read process from the bundle's config.json";
 		goto out;
 	}
-	pr = proc_new(t);
+	pr = proc_new(t, ct);
+	if (!pr) {
+		code = TTRPC_UNAVAILABLE;
+		why = "too many processes";
+		goto out;
+	}
 	const char *pj = json_object_to_json_string(proc);
 	n = shim_oci_process(pj, strlen(pj), &pr->spec, &why);
 	const char *rootp = "rootfs";
@@ -345,14 +802,21 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 	    json_object_object_get_ex(root, "path", &rp))
 		rootp = json_object_get_string(rp);
 	if (rootp[0] == '/')
-		snprintf(t->rootfs, sizeof(t->rootfs), "%s", rootp);
+		snprintf(ct->rootfs, sizeof(ct->rootfs), "%s", rootp);
 	else
-		snprintf(t->rootfs, sizeof(t->rootfs), "%s/%s", bundle, rootp);
-	/* The VM's settings from the annotations (strings stay in cfg until the boot). */
+		snprintf(ct->rootfs, sizeof(ct->rootfs), "%s/%s", bundle, rootp);
+	/* The VM's settings from the annotations (strings stay in cfg until the boot); only the
+	 * first container of a pod boots the VM, a later one's io.agentvm.* are still checked. */
 	if (n == 0 && json_object_object_get_ex(cfg, "annotations", &an) &&
 	    json_object_is_type(an, json_type_object)) {
 		json_object_object_foreach(an, key, val)
 		{
+			if (n == 0 && sc.no_annotations &&
+			    !strncmp(key, SHIM_ANNOTATION_PREFIX, strlen(SHIM_ANNOTATION_PREFIX)))
+				n = avm_error_set(&err, -EPERM,
+						  "annotation '%s' refused: this runtime's config "
+						  "sets \"annotations\": false",
+						  key);
 			if (n == 0 && json_object_is_type(val, json_type_string))
 				n = shim_vm_config_set(&vc, key, json_object_get_string(val), &err);
 		}
@@ -364,36 +828,28 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 	}
 	if (n < 0)
 		goto out;
+	vc.netns = spec_netns(cfg);
 	code = TTRPC_INTERNAL;
 	if (n_mounts > 1) {
 		why = "more than one rootfs mount is not supported yet";
 		goto out;
 	}
 	if (n_mounts == 1) {
-		mkdir(t->rootfs, 0755);
-		if ((n = do_mount(&mounts[0], t->rootfs, &why)) < 0)
+		mkdir(ct->rootfs, 0755);
+		if ((n = do_mount(&mounts[0], ct->rootfs, &why)) < 0)
 			goto out;
-		t->mounted = true;
+		ct->mounted = true;
 	}
 	/* Mount points for the guest's /proc, /dev and /sys (guest-init binds them), as runc
 	 * makes its own; in the container's writable layer, never in the image. */
 	static const char *const mps[] = { "proc", "dev", "sys" };
 	for (size_t i = 0; i < sizeof(mps) / sizeof(mps[0]); i++) {
 		char mp[4200];
-		snprintf(mp, sizeof(mp), "%s/%s", t->rootfs, mps[i]);
+		snprintf(mp, sizeof(mp), "%s/%s", ct->rootfs, mps[i]);
 		mkdir(mp, 0555);
 	}
-	shim_vm_name(t->o->ns, id, t->vm);
-	shim_log("create %s: booting VM %s with root %s", id, t->vm, t->rootfs);
-	if (shim_vm_boot(t->vm, t->rootfs, &vc, BOOT_TIMEOUT_S, &err) < 0) {
-		static char msg[sizeof(err.msg) + 32];
-		snprintf(msg, sizeof(msg), "cannot boot the VM: %s", err.msg);
-		why = msg;
+	if (ctr_attach(t, ct, &vc, &why) < 0 || ctr_binds(t, ct, cfg, &why) < 0)
 		goto out;
-	}
-	t->created = true;
-	t->id = id;
-	t->bundle = bundle;
 	id = bundle = NULL;
 	for (int i = 0; i < 3; i++) {
 		pr->stdio[i] = stdio[i];
@@ -404,9 +860,12 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 out:
 	if (code != TTRPC_OK) {
 		shim_log("create failed: %s", why);
-		if (t->mounted)
-			umount2(t->rootfs, MNT_DETACH);
-		t->mounted = false;
+		if (ct)
+			ctr_unattach(t, ct);
+		if (ct && ct->mounted)
+			umount2(ct->rootfs, MNT_DETACH);
+		if (ct)
+			*ct = (struct ctr){ 0 };
 		if (pr)
 			proc_free(pr);
 		ttrpc_reply(t->srv, call, code, why, NULL);
@@ -414,18 +873,22 @@ out:
 		struct pb_buf b = { 0 }, ev = { 0 }, io = { 0 };
 		pb_put_varint(&b, 1, (uint32_t)getpid());
 		ttrpc_reply(t->srv, call, TTRPC_OK, NULL, &b);
-		pb_put_str(&ev, 1, t->id);
-		pb_put_str(&ev, 2, t->bundle);
+		pb_put_str(&ev, 1, ct->id);
+		pb_put_str(&ev, 2, ct->bundle);
 		for (int i = 0; i < 3; i++)
 			pb_put_str(&io, i + 1, pr->stdio[i]);
 		pb_put_msg(&ev, 4, &io);
 		pb_put_varint(&ev, 6, (uint32_t)getpid());
 		shim_publish(t->o, "/tasks/create", "containerd.events.TaskCreate", &ev);
+		state_save(t);
 		pb_buf_release(&b);
 		pb_buf_release(&ev);
 		pb_buf_release(&io);
 	}
 	json_object_put(cfg);
+	shim_config_release(&sc);
+	free(opt_type);
+	free(config_path);
 	for (int i = 0; i < n_mounts; i++)
 		mount_release(&mounts[i]);
 	for (int i = 0; i < 3; i++)
@@ -436,8 +899,9 @@ out:
 
 static struct proc *lookup(struct task *t, struct ttrpc_call call, const struct common_req *c)
 {
-	struct proc *p = t->created && c->id && !strcmp(c->id, t->id) ? proc_find(t, c->exec_id)
-								     : NULL;
+	struct ctr *ct = ctr_find(t, c->id);
+	struct proc *p = ct ? proc_find(t, ct, c->exec_id) : NULL;
+
 	if (!p)
 		ttrpc_reply(t->srv, call, TTRPC_NOT_FOUND, "no such task or process", NULL);
 	return p;
@@ -501,7 +965,8 @@ static void task_start(struct task *t, struct ttrpc_call call, const struct comm
 	fds[0] = start_stdin(p);
 	fds[1] = open_output(p->stdio[1]);
 	fds[2] = open_output(p->stdio[2]);
-	r = shim_vm_spawn(t->vm, &p->spec, fds, &p->pid, &err);
+	r = shim_vm_spawn(t->vm, t->ctrs[p->c].guest_root, &p->spec, fds, t->exit_prefix, &p->pid,
+			  &err);
 	for (int i = 0; i < 3; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
@@ -511,9 +976,11 @@ static void task_start(struct task *t, struct ttrpc_call call, const struct comm
 		return;
 	}
 	p->status = ST_RUNNING;
+	p->start = shim_vm_proc_start(p->pid);
+	state_save(t);
 	pb_put_varint(&b, 1, (uint32_t)p->pid);
 	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, &b);
-	pb_put_str(&ev, 1, t->id);
+	pb_put_str(&ev, 1, ctr_id(t, p));
 	if (p->exec_id) {
 		pb_put_str(&ev, 2, p->exec_id);
 		pb_put_varint(&ev, 3, (uint32_t)p->pid);
@@ -556,15 +1023,16 @@ static void task_exec(struct task *t, struct ttrpc_call call, const uint8_t *dat
 		ttrpc_reply(t->srv, call, TTRPC_INVALID_ARGUMENT, why, NULL);
 		goto out;
 	}
-	if (!t->created || !c.id || strcmp(c.id, t->id)) {
+	struct ctr *ct = ctr_find(t, c.id);
+	if (!ct) {
 		ttrpc_reply(t->srv, call, TTRPC_NOT_FOUND, "no such task", NULL);
 		goto out;
 	}
-	if (proc_find(t, c.exec_id)) {
+	if (proc_find(t, ct, c.exec_id)) {
 		ttrpc_reply(t->srv, call, TTRPC_ALREADY_EXISTS, "exec id already in use", NULL);
 		goto out;
 	}
-	if (!(p = proc_new(t))) {
+	if (!(p = proc_new(t, ct))) {
 		ttrpc_reply(t->srv, call, TTRPC_UNAVAILABLE, "too many processes", NULL);
 		goto out;
 	}
@@ -581,7 +1049,7 @@ static void task_exec(struct task *t, struct ttrpc_call call, const uint8_t *dat
 	}
 	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, NULL);
 	struct pb_buf ev = { 0 };
-	pb_put_str(&ev, 1, t->id);
+	pb_put_str(&ev, 1, ct->id);
 	pb_put_str(&ev, 2, p->exec_id);
 	shim_publish(t->o, "/tasks/exec-added", "containerd.events.TaskExecAdded", &ev);
 	pb_buf_release(&ev);
@@ -600,8 +1068,8 @@ static void task_state(struct task *t, struct ttrpc_call call, const struct comm
 	if (!p)
 		return;
 	enum status st = p->status == ST_RUNNING && t->paused ? ST_PAUSED : p->status;
-	pb_put_str(&b, 1, t->id);
-	pb_put_str(&b, 2, t->bundle);
+	pb_put_str(&b, 1, ctr_id(t, p));
+	pb_put_str(&b, 2, t->ctrs[p->c].bundle);
 	/* Before Start the init's pid is the one Create answered: the shim's. */
 	pb_put_varint(&b, 3, p->pid || p->exec_id ? (uint32_t)p->pid : (uint32_t)getpid());
 	pb_put_varint(&b, 4, st);
@@ -644,12 +1112,12 @@ static void task_kill(struct task *t, struct ttrpc_call call, const struct commo
 	if (p->status == ST_CREATED && !p->exec_id) {
 		/* Never started: it ends here, as if killed at once. */
 		p->pid = 0;
-		proc_exited(t, p, sig); /* a wait status of "killed by sig" */
+		proc_exited(t, p, 128u + (uint32_t)sig);
 	} else if (p->status == ST_RUNNING) {
 		/* The guest sends it to the process group; with `all` every other process too. */
 		shim_vm_signal(p->pid, sig);
 		for (int i = 0; c->v4 && i < MAX_PROCS; i++)
-			if (t->procs[i].used && &t->procs[i] != p &&
+			if (t->procs[i].used && &t->procs[i] != p && t->procs[i].c == p->c &&
 			    t->procs[i].status == ST_RUNNING)
 				shim_vm_signal(t->procs[i].pid, sig);
 		/* A paused VM cannot deliver it; SIGKILL must still end the task. */
@@ -669,25 +1137,52 @@ static void task_pause(struct task *t, struct ttrpc_call call, const struct comm
 
 	if (!lookup(t, call, c))
 		return;
+	/* The whole VM stops: with a pod, every container of it (CRI never pauses). */
 	if (shim_vm_pause(t->vm, pause, &err) < 0) {
 		ttrpc_reply(t->srv, call, TTRPC_INTERNAL, err.msg, NULL);
 		return;
 	}
 	t->paused = pause;
+	state_save(t);
 	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, NULL);
 	if (pause)
-		publish_id(t, "/tasks/paused", "containerd.events.TaskPaused");
+		publish_id(t, c->id, "/tasks/paused", "containerd.events.TaskPaused");
 	else
-		publish_id(t, "/tasks/resumed", "containerd.events.TaskResumed");
+		publish_id(t, c->id, "/tasks/resumed", "containerd.events.TaskResumed");
 }
 
-static void task_teardown(struct task *t)
+/* A container goes: its processes, its root in the VM and on the host; the VM with the last. */
+static void ctr_remove(struct task *t, struct ctr *ct)
 {
-	if (t->vm[0])
-		shim_vm_remove(t->vm);
-	if (t->mounted && umount2(t->rootfs, MNT_DETACH) < 0)
-		shim_log("cannot unmount %s: %s", t->rootfs, strerror(errno));
-	t->mounted = false;
+	for (int i = 0; i < MAX_PROCS; i++) {
+		struct proc *p = &t->procs[i];
+		if (!p->used || &t->ctrs[p->c] != ct)
+			continue;
+		/* (An earlier shim's helper only while it is still that process.) In a VM that
+		 * stays (other containers), the guest's process is killed; else the helper. */
+		if (p->status == ST_RUNNING && (!p->pidfd || shim_vm_proc_is(p->pid, p->start))) {
+			if (n_ctrs(t) > 1)
+				shim_vm_signal(p->pid, SIGKILL);
+			else
+				kill(p->pid, SIGKILL);
+		}
+		drop_pidfd(t, p);
+		proc_free(p);
+	}
+	if (ct->attached && n_ctrs(t) > 1)
+		shim_vm_detach_root(t->vm, t->pod_dir, ct->id);
+	if (ct->mounted && umount2(ct->rootfs, MNT_DETACH) < 0)
+		shim_log("cannot unmount %s: %s", ct->rootfs, strerror(errno));
+	free(ct->id);
+	free(ct->bundle);
+	*ct = (struct ctr){ 0 };
+	if (n_ctrs(t) == 0 && t->vm[0]) {
+		/* The clones of the roots go with QEMU's mount namespace. */
+		shim_vm_remove(t->vm, t->netns[0] ? t->netns : NULL);
+		remove_pod_dir(t);
+		t->vm[0] = '\0';
+		t->paused = false;
+	}
 }
 
 static void task_delete(struct task *t, struct ttrpc_call call, const struct common_req *c)
@@ -708,15 +1203,16 @@ static void task_delete(struct task *t, struct ttrpc_call call, const struct com
 	pb_put_varint(&b, 2, p->exit_status);
 	pb_put_timestamp(&b, 3, p->exited_ns);
 	if (!p->exec_id) {
-		task_teardown(t);
-		t->deleted = true;
-		pb_put_str(&ev, 1, t->id);
+		pb_put_str(&ev, 1, ctr_id(t, p));
 		pb_put_varint(&ev, 2, (uint32_t)p->pid);
 		pb_put_varint(&ev, 3, p->exit_status);
 		pb_put_timestamp(&ev, 4, p->exited_ns);
+		ctr_remove(t, &t->ctrs[p->c]);
 		shim_publish(t->o, "/tasks/delete", "containerd.events.TaskDelete", &ev);
+	} else {
+		proc_free(p);
 	}
-	proc_free(p);
+	state_save(t);
 	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, &b);
 	pb_buf_release(&b);
 	pb_buf_release(&ev);
@@ -726,13 +1222,16 @@ static void task_pids(struct task *t, struct ttrpc_call call, const struct commo
 {
 	struct pb_buf b = { 0 };
 
-	if (!t->created || !c->id || strcmp(c->id, t->id)) {
+	struct ctr *ct = ctr_find(t, c->id);
+
+	if (!ct) {
 		ttrpc_reply(t->srv, call, TTRPC_NOT_FOUND, "no such task", NULL);
 		return;
 	}
 	for (int i = 0; i < MAX_PROCS; i++) {
 		struct pb_buf pi = { 0 };
-		if (!t->procs[i].used || t->procs[i].status != ST_RUNNING)
+		if (!t->procs[i].used || &t->ctrs[t->procs[i].c] != ct ||
+		    t->procs[i].status != ST_RUNNING)
 			continue;
 		pb_put_varint(&pi, 1, (uint32_t)t->procs[i].pid);
 		pb_put_msg(&b, 1, &pi);
@@ -740,6 +1239,63 @@ static void task_pids(struct task *t, struct ttrpc_call call, const struct commo
 	}
 	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, &b);
 	pb_buf_release(&b);
+}
+
+/*
+ * Stats: containerd's cgroup v1 metrics (io.containerd.cgroups.v1.Metrics, what `ctr task
+ * metrics` and the CRI plugin decode), filled with what agentvm measures of the VM: the pod's
+ * VM as a whole (every container of a pod reports it), but the container's own process count.
+ */
+#define METRICS_V1 "io.containerd.cgroups.v1.Metrics"
+static void task_stats(struct task *t, struct ttrpc_call call, const struct common_req *c)
+{
+	struct ctr *ct = ctr_find(t, c->id);
+	struct shim_vm_usage u;
+	struct avm_error err = { 0 };
+	struct pb_buf m = { 0 }, pids = { 0 }, cpu = { 0 }, usage = { 0 }, mem = { 0 }, ent = { 0 },
+		      net = { 0 }, any = { 0 }, b = { 0 };
+	uint64_t n = 0;
+
+	if (!ct) {
+		ttrpc_reply(t->srv, call, TTRPC_NOT_FOUND, "no such task", NULL);
+		return;
+	}
+	if (shim_vm_usage(t->vm, t->netns[0] ? t->netns : NULL, &u, &err) < 0) {
+		ttrpc_reply(t->srv, call, TTRPC_UNAVAILABLE, err.msg, NULL);
+		return;
+	}
+	for (int i = 0; i < MAX_PROCS; i++)
+		n += t->procs[i].used && &t->ctrs[t->procs[i].c] == ct &&
+		     t->procs[i].status == ST_RUNNING;
+	pb_put_varint(&pids, 1, n);	      /* PidsStat.current */
+	pb_put_varint(&usage, 1, u.cpu_ns); /* CPUUsage.total */
+	pb_put_msg(&cpu, 1, &usage);	      /* CPUStat.usage */
+	/* Memory: the guest's use of the VM's memory (its limit), else QEMU's resident set. */
+	pb_put_varint(&ent, 1, u.have_guest ? u.guest_total : 0);
+	pb_put_varint(&ent, 2, u.have_guest ? u.guest_total - u.guest_available : u.rss_bytes);
+	pb_put_varint(&mem, 2, u.rss_bytes); /* MemoryStat.rss: what the VM costs the host */
+	pb_put_msg(&mem, 33, &ent);	      /* MemoryStat.usage */
+	pb_put_msg(&m, 2, &pids);
+	pb_put_msg(&m, 3, &cpu);
+	pb_put_msg(&m, 4, &mem);
+	if (u.have_net) {
+		pb_put_str(&net, 1, "eth0");
+		pb_put_varint(&net, 2, u.rx_bytes);
+		pb_put_varint(&net, 3, u.rx_packets);
+		pb_put_varint(&net, 5, u.rx_dropped);
+		pb_put_varint(&net, 6, u.tx_bytes);
+		pb_put_varint(&net, 7, u.tx_packets);
+		pb_put_varint(&net, 9, u.tx_dropped);
+		pb_put_msg(&m, 7, &net);
+	}
+	pb_put_str(&any, 1, METRICS_V1);
+	pb_put_bytes(&any, 2, m.data, m.len);
+	pb_put_msg(&b, 1, &any); /* StatsResponse.stats */
+	ttrpc_reply(t->srv, call, b.error ? TTRPC_INTERNAL : TTRPC_OK,
+		    b.error ? "out of memory" : NULL, &b);
+	struct pb_buf *all[] = { &m, &pids, &cpu, &usage, &mem, &ent, &net, &any, &b };
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		pb_buf_release(all[i]);
 }
 
 static void handle(void *ctx, struct ttrpc_call call, const struct ttrpc_request *req)
@@ -776,6 +1332,8 @@ static void handle(void *ctx, struct ttrpc_call call, const struct ttrpc_request
 		task_pause(t, call, &c, m[0] == 'P');
 	} else if (!strcmp(m, "Delete")) {
 		task_delete(t, call, &c);
+	} else if (!strcmp(m, "Stats")) {
+		task_stats(t, call, &c);
 	} else if (!strcmp(m, "Pids")) {
 		task_pids(t, call, &c);
 	} else if (!strcmp(m, "CloseIO")) {
@@ -788,21 +1346,21 @@ static void handle(void *ctx, struct ttrpc_call call, const struct ttrpc_request
 		}
 	} else if (!strcmp(m, "Connect")) {
 		struct pb_buf b = { 0 };
-		struct proc *p = t->created ? proc_find(t, NULL) : NULL;
+		struct ctr *ct = ctr_find(t, c.id);
+		struct proc *p = ct ? proc_find(t, ct, NULL) : NULL;
 		pb_put_varint(&b, 1, (uint32_t)getpid());
 		pb_put_varint(&b, 2, p ? (uint32_t)p->pid : 0);
 		pb_put_str(&b, 3, "agentvm-shim 1");
 		ttrpc_reply(t->srv, call, TTRPC_OK, NULL, &b);
 		pb_buf_release(&b);
 	} else if (!strcmp(m, "Shutdown")) {
-		bool live = false;
-		for (int i = 0; i < MAX_PROCS; i++)
-			live |= t->procs[i].used && t->procs[i].status == ST_RUNNING;
+		/* containerd asks after every task's delete: a pod's shim stays while it has
+		 * containers (as runc's grouping shim does). */
 		ttrpc_reply(t->srv, call, TTRPC_OK, NULL, NULL);
-		if (!live || c.v2)
+		if (n_ctrs(t) == 0 || c.v2)
 			ttrpc_server_stop(t->srv);
 	} else {
-		/* Stats, Update, ResizePty, Checkpoint: not in this phase. */
+		/* Update, ResizePty, Checkpoint: not yet. */
 		ttrpc_reply(t->srv, call, TTRPC_UNIMPLEMENTED, "not implemented by agentvm", NULL);
 	}
 	common_release(&c);
@@ -824,20 +1382,20 @@ int shim_serve(const struct shim_opts *o, int lfd)
 	r = ttrpc_server_from_fd(lfd, handle, &t, &t.srv);
 	if (r == 0)
 		r = ttrpc_server_watch(t.srv, sfd, on_sigchld, &t);
+	if (r == 0) {
+		char vm[24];
+		shim_vm_name(o->ns, o->id, vm);
+		shim_vm_work_path(vm, ".json", t.state_path, sizeof(t.state_path));
+		shim_vm_work_path(vm, ".exit-", t.exit_prefix, sizeof(t.exit_prefix));
+		state_load(&t);
+	}
 	if (r == 0)
 		r = ttrpc_server_run(t.srv);
 	/* Shutdown with the task still there (containerd gave up on it): leave nothing. */
-	for (int i = 0; i < MAX_PROCS; i++)
-		if (t.procs[i].used && t.procs[i].status == ST_RUNNING)
-			kill(t.procs[i].pid, SIGKILL);
-	if (t.created && !t.deleted)
-		task_teardown(&t);
-	for (int i = 0; i < MAX_PROCS; i++)
-		if (t.procs[i].used)
-			proc_free(&t.procs[i]);
+	for (int i = 0; i < MAX_CTRS; i++)
+		if (t.ctrs[i].used)
+			ctr_remove(&t, &t.ctrs[i]);
 	ttrpc_server_free(t.srv);
 	close(sfd);
-	free(t.id);
-	free(t.bundle);
 	return r;
 }

@@ -2,12 +2,14 @@
 /*
  * The containerd shim's parsers of bytes from containerd: ttrpc frames in a stream, the Request
  * in each, every protobuf field of its payload walked (nested messages too, depth-bounded, as
- * strings, Anys and Timestamps), and an Any's value as an OCI process spec (Exec's JSON).
+ * strings, Anys and Timestamps), an Any's value as an OCI process spec (Exec's JSON) and as the
+ * runtime's options (Create's), and the whole input as the runtime's JSON config file.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "shim/config.h"
 #include "shim/pb.h"
 #include "shim/shim.h"
 #include "shim/shim_vm.h"
@@ -34,8 +36,11 @@ static void walk(const uint8_t *p, size_t len, int depth)
 		if (pb_field_any(&f, &type, &val, &vlen) == 0 && val) {
 			struct shim_proc proc;
 			char *why;
+			char *path = NULL;
 			if (shim_oci_process((const char *)val, vlen, &proc, &why) == 0)
 				shim_proc_release(&proc);
+			shim_runtime_options(type, val, vlen, &path, &why);
+			free(path);
 		}
 		free(s);
 		free(type);
@@ -59,5 +64,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	/* The whole input as one message too: the parser must hold on any bytes. */
 	walk(data, size, 0);
+	struct shim_config c;
+	char *why;
+	if (shim_config_parse((const char *)data, size, &c, &why) == 0)
+		shim_config_release(&c);
 	return 0;
 }

@@ -1,18 +1,22 @@
 #!/bin/sh
 # Integration tests for containerd-shim-agentvm-v2 with a real containerd (Debian's 1.6), run
-# privately here: its own root, state and sockets under the run's temp dir, the CRI plugin off,
-# the shim on its PATH, stopped at the end. A local OCI image (oci.sh) is imported and run with
+# privately here: its own root, state and sockets under the run's temp dir, the shim on its PATH,
+# stopped at the end. Its CRI plugin has a runtime handler `agentvm` and a sandbox image made
+# here; t_cri_pod drives it with a small CRI client (cri_client.py, python3-grpcio), as kubelet
+# would: a pod is one VM, its containers processes of that VM in their own roots. A local OCI image (oci.sh) is imported and run with
 # `ctr run --runtime io.containerd.agentvm.v2`: the command runs in a microVM in the image's root
-# file system, its output and exit code arrive; then exec, pause, resume, kill -s TERM (143),
-# rm, and the task events. Nothing may be left: no VM, shim, containerd or mount.
+# file system, its output and exit code arrive; then exec, metrics, pause, resume, kill -s TERM
+# (143), rm, and the task events. Nothing may be left: no VM, shim, containerd or mount.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 . "$here/oci.sh"
+. "$here/shim_ctrd.sh"
 
 SHIM=$(dirname "$AVM")/containerd-shim-agentvm-v2
 RT=io.containerd.agentvm.v2
 IMG=localhost/avm-shim-test:latest
+PAUSE=localhost/avm-pause:latest
 CT=$tmp_root/ctrd
 CTR_PID=
 
@@ -37,6 +41,8 @@ stop_containerd() {
 # Whatever happened, nothing of ours outlives the script (a failing or interrupted run).
 cleanup_shim() {
 	stop_containerd
+	ip netns del "avm-pod-$$" 2>/dev/null
+	ip link del "pv$$" 2>/dev/null
 	pkill -9 -f "containerd-shim-agentvm-v2 .*$CT" 2>/dev/null
 	grep " $CT" /proc/mounts | cut -d' ' -f2 | sort -r | while read -r m; do umount -l "$m"; done
 	cleanup_all
@@ -69,24 +75,86 @@ run_containerd() {
 start_containerd() {
 	mkdir -p "$CT/bin"
 	ln -sf "$SHIM" "$CT/bin/containerd-shim-agentvm-v2"
-	cat >"$CT/config.toml" <<EOC
-version = 2
-root = "$CT/root"
-state = "$CT/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$CT/c.sock"
-[ttrpc]
-  address = "$CT/c.sock.ttrpc"
-[debug]
-  address = "$CT/debug.sock"
-  level = "info"
-EOC
+	ctrd_config "$CT" "$RT" "$PAUSE"
+	# The CRI runtime's agentvm settings (README): its pods get 384 MiB.
+	echo '{"memory": 384, "network": "isolated"}' >"$CT/agentvm-cri.json"
 	run_containerd || return 1
 	make_oci "$tmp_root/oci"
 	tar -C "$tmp_root/oci/layout" -cf "$tmp_root/oci.tar" .
 	ctr_ images import --base-name localhost/avm-shim-test "$tmp_root/oci.tar" >/dev/null ||
 		fail "ctr images import failed"
+	# The CRI plugin's images live in namespace k8s.io: the same image, and a pause image
+	# (the image's layers, a config whose command sleeps) under the sandbox_image name.
+	ctr_ -n k8s.io images import --base-name localhost/avm-shim-test "$tmp_root/oci.tar" \
+		>/dev/null || fail "ctr -n k8s.io images import failed"
+	make_pause "$tmp_root/oci"
+	tar -C "$tmp_root/oci/layout" -cf "$tmp_root/pause.tar" .
+	ctr_ -n k8s.io images import --base-name localhost/avm-pause "$tmp_root/pause.tar" \
+		>/dev/null || fail "ctr images import (pause) failed"
+}
+
+cri() { /usr/bin/python3 "$here/cri_client.py" "$CT/c.sock" "$tmp_root/cri" "$@"; }
+
+# The CRI path (what kubelet calls), through containerd's CRI plugin and runtime handler
+# agentvm: one pod sandbox is one VM; two containers in it, each in its own root file system,
+# are processes of that VM; ExecSync, ContainerStatus, Stop/RemovePodSandbox; nothing left.
+t_cri_pod() {
+	if ! /usr/bin/python3 -c 'import grpc' 2>/dev/null || ! command -v protoc >/dev/null; then
+		echo "    SKIP: python3-grpcio or protobuf-compiler missing (make deps)"
+		return
+	fi
+	mkdir -p "$tmp_root/cri"
+	protoc -I "$here" --python_out="$tmp_root/cri" "$here/cri_min.proto" || { fail "protoc"; return; }
+	cri image "$PAUSE" || { fail "the CRI plugin never saw the pause image: $(grep -a "cri" "$CT/containerd.log" | tail -3)"; return; }
+	pod=$(cri runp pod1 agentvm) || { fail "RunPodSandbox"; return; }
+	expect_eq "VMs after RunPodSandbox" 1 "$(ls "$AGENTVM_STATE_DIR" | grep -c '^ctr-')"
+	# app1 as root (the image's user is app, 1000): it may write in its root's /.
+	c1=$(CRI_UID=0 cri create "$pod" pod1 app1 "$IMG" busybox sleep 600) || fail "CreateContainer app1"
+	c2=$(cri create "$pod" pod1 app2 "$IMG" busybox sleep 600) || fail "CreateContainer app2"
+	cri start "$c1" || fail "StartContainer app1"
+	cri start "$c2" || fail "StartContainer app2"
+	# Still one VM, and one shim for the pod (containerd asked it through `start`).
+	expect_eq "VMs for a pod of 3 containers" 1 "$(ls "$AGENTVM_STATE_DIR" | grep -c '^ctr-')"
+	expect_eq "shims (sockets) for the pod" 1 "$(ls "$AGENTVM_STATE_DIR" | grep -c '^shim-.*\.sock$')"
+	out=$(cri exec "$c1" sh -c 'busybox cat /opt/new.txt; id -u; echo one >/mark || echo no-mark; uname -r; exit 4')
+	expect_eq "ExecSync exit code" 4 "$?"
+	expect_contains "ExecSync output (a file of the image)" "new" "$out"
+	case "$out" in *"$(uname -r)"*) fail "ran on the host kernel: $out" ;; esac
+	case "$out" in *no-mark*) fail "app1 could not write its root: $out" ;; esac
+	expect_eq "app1's user (run_as_user 0)" 0 "$(echo "$out" | sed -n 2p)"
+	# Each container has its own root: app2 does not see app1's file; both in one guest
+	# kernel (the same boot id).
+	out=$(cri exec "$c2" sh -c 'test -e /mark && echo shared-root; id -u; busybox cat /proc/sys/kernel/random/boot_id')
+	case "$out" in *shared-root*) fail "app2 sees app1's root" ;; esac
+	expect_eq "app2's user (the image's)" 1000 "$(echo "$out" | sed -n 1p)"
+	out=$(echo "$out" | sed -n 2p)
+	b1=$(cri exec "$c1" busybox cat /proc/sys/kernel/random/boot_id)
+	expect_eq "one VM (boot id) for both containers" "$b1" "$out"
+	# The runtime's options.ConfigPath (agentvm-cri.json) sized the VM: 384 MiB.
+	kb=$(cri exec "$c2" busybox awk '/MemTotal/ {print $2}' /proc/meminfo)
+	[ "${kb:-0}" -gt 300000 ] && [ "${kb:-0}" -le 393216 ] || fail "MemTotal '$kb' kB is not ~384 MiB (ConfigPath)"
+	expect_contains "ContainerStatus" "CONTAINER_RUNNING" "$(cri status "$c1")"
+	# ContainerStats: the CRI plugin decodes the shim's Stats (the VM's CPU time and memory).
+	set -- $(cri stats "$c1")
+	[ "${1:-0}" -gt 0 ] && [ "${2:-0}" -gt 0 ] || fail "ContainerStats: cpu '${1:-}' ns, working set '${2:-}' bytes"
+	# The guest's root (agentvm exec, outside every container) sees the roots beneath the pod
+	# share but cannot write the share itself (its leftovers would outlive the pod).
+	vm=$(ls "$AGENTVM_STATE_DIR" | grep '^ctr-')
+	out=$("$AVM" exec "$vm" -- sh -c 'ls /mnt/rootfs | wc -l; touch /mnt/rootfs/x 2>/dev/null && echo wrote')
+	expect_eq "the pod share from the guest (3 roots, read-only)" 3 "$out"
+	# The CRI plugin's bind mounts: the pod's /etc/hostname and /etc/resolv.conf.
+	expect_eq "/etc/hostname (a CRI bind mount)" pod1 "$(cri exec "$c2" busybox cat /etc/hostname)"
+	cri exec "$c2" busybox test -f /etc/resolv.conf || fail "no /etc/resolv.conf in the container"
+	cri stopp "$pod" || fail "StopPodSandbox"
+	expect_contains "ContainerStatus after the stop" "CONTAINER_EXITED" "$(cri status "$c2")"
+	cri rmp "$pod" || fail "RemovePodSandbox"
+	i=0
+	while ls -a "$AGENTVM_STATE_DIR" | grep -q '^ctr-\|^\.pod-' || pgrep -f "containerd-shim-agentvm-v2 .*-id $pod " >/dev/null; do
+		i=$((i + 1))
+		[ $i -gt 300 ] && { fail "the pod's VM or shim is left: $(ls -a "$AGENTVM_STATE_DIR")"; break; }
+		sleep 0.1
+	done
+	[ $CURRENT_OK = 1 ] || grep -a 'agentvm-shim\|level=error' "$CT/containerd.log" | tail -20
 }
 
 t_run_exit_code_and_rootfs() {
@@ -126,6 +194,16 @@ t_exec_pause_resume_kill() {
 	rc=$?
 	expect_eq "exec exit code" 3 "$rc"
 	expect_eq "exec output" "exec-out new" "$out"
+	# Task.Stats as cgroup v1 metrics: the VM's CPU time, the guest's memory against the
+	# VM's (512 MiB by default), the container's processes (sleep).
+	out=$(ctr_ task metrics c2 2>&1)
+	cpu=$(echo "$out" | busybox awk '$1 == "cpuacct.usage" {print $2}')
+	lim=$(echo "$out" | busybox awk '$1 == "memory.limit_in_bytes" {print $2}')
+	use=$(echo "$out" | busybox awk '$1 == "memory.usage_in_bytes" {print $2}')
+	expect_eq "pids.current" 1 "$(echo "$out" | busybox awk '$1 == "pids.current" {print $2}')"
+	[ "${cpu:-0}" -gt 0 ] || fail "no CPU time in ctr task metrics: $out"
+	[ "${lim:-0}" -gt 300000000 ] && [ "${lim:-0}" -le 536870912 ] || fail "memory limit '$lim' is not the VM's: $out"
+	[ "${use:-0}" -gt 0 ] && [ "${use:-0}" -lt "${lim:-0}" ] || fail "memory usage '$use': $out"
 	ctr_ task pause c2 || fail "pause"
 	expect_contains "paused state" "PAUSED" "$(ctr_ task ls | grep '^c2 ')"
 	ctr_ task resume c2 || fail "resume"
@@ -166,6 +244,69 @@ t_bad_runtime_input() {
 	ctr_ containers rm c7 >/dev/null 2>&1 || true
 }
 
+# The spec's bind mounts reach the container (what Kubernetes' volumes and /etc/hosts are): a
+# read-only directory and a writable one; a destination climbing out with ".." stays inside the
+# container's root (nothing appears on the host).
+t_bind_mounts() {
+	mkdir -p "$tmp_root/vol-ro" "$tmp_root/vol-rw"
+	# Both writable by the image's user (app, 1000): only the ro bind refuses the write.
+	chmod 0777 "$tmp_root/vol-rw" "$tmp_root/vol-ro"
+	echo from-host >"$tmp_root/vol-ro/f"
+	esc=/tmp/avm-escape-$$
+	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" \
+		--mount "type=bind,src=$tmp_root/vol-ro,dst=/data,options=rbind:ro" \
+		--mount "type=bind,src=$tmp_root/vol-rw,dst=/opt/out,options=rbind:rw" \
+		--mount "type=bind,src=$tmp_root/vol-ro,dst=/../../../..$esc,options=rbind:ro" \
+		"$IMG" c13 sh -c "busybox cat /data/f; echo x >/data/g || echo ro-refused
+			echo written >/opt/out/w; busybox cat $esc/f" </dev/null 2>&1)
+	expect_eq "exit code with binds" 0 "$?"
+	expect_eq "the binds' output" "$(printf 'from-host\nro-refused\nfrom-host')" "$(echo "$out" | grep -v 'Read-only')"
+	expect_contains "the ro bind's refusal" "Read-only file system" "$out"
+	expect_eq "a write through the rw bind" written "$(cat "$tmp_root/vol-rw/w" 2>&1)"
+	[ -e "$tmp_root/vol-ro/g" ] && fail "a write through the ro bind reached the host"
+	[ -e "$esc" ] && { fail "a mount point was made outside the container: $esc"; rm -rf "$esc"; }
+	ctr_ containers rm c13 || fail "ctr containers rm c13"
+}
+
+# A pod's own network namespace (what a CNI plugin makes; here one made by the test with a veth
+# and a default route, passed as `ctr run --with-ns`): a nat-filtered VM's tap and nft table are
+# made in it, not in the shim's namespace, and go with the VM.
+t_pod_netns() {
+	ns=avm-pod-$$
+	ip netns add "$ns" || { fail "ip netns add"; return; }
+	ip link add pv$$ type veth peer name pp$$ && ip link set pp$$ netns "$ns" &&
+		ip addr add 10.251.0.1/24 dev pv$$ && ip link set pv$$ up &&
+		ip -n "$ns" link set lo up && ip -n "$ns" addr add 10.251.0.2/24 dev pp$$ &&
+		ip -n "$ns" link set pp$$ up && ip -n "$ns" route add default via 10.251.0.1 ||
+		fail "the pod namespace's veth"
+	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" --with-ns "network:/run/netns/$ns" \
+		--annotation io.agentvm.network=nat-filtered "$IMG" c14 busybox sleep 600 \
+		>/dev/null 2>&1 || fail "ctr run -d c14 --with-ns"
+	expect_eq "the VM's tap in the pod's namespace" 1 "$(ip -n "$ns" -o link | grep -c ': avm-')"
+	expect_eq "no tap of it in the shim's namespace" 0 "$(ip -o link | grep -c ': avm-')"
+	out=$(ctr_ task exec --fifo-dir "$CT/fifo" --exec-id e14 c14 busybox cat /sys/class/net/eth0/address </dev/null)
+	expect_contains "a NIC in the VM" "02:" "$out"
+	kill_and_wait c14
+	ctr_ task rm c14 >/dev/null 2>&1
+	ctr_ containers rm c14 || fail "ctr containers rm c14"
+	expect_eq "the tap gone with the VM" 0 "$(ip -n "$ns" -o link | grep -c ': avm-')"
+	n=$(ip netns exec "$ns" nft list tables 2>/dev/null | grep -c agentvm)
+	expect_eq "agentvm's nft tables left in the pod's namespace" 0 "$n"
+	ip link del pv$$ 2>/dev/null
+	ip netns del "$ns"
+}
+
+# `ctr run ID ARGS...` must fail with MESSAGE in its output; nothing of it stays.
+expect_run_refused() { # ID MESSAGE ARGS...
+	_id=$1 _msg=$2
+	shift 2
+	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" "$@" "$IMG" "$_id" true </dev/null 2>&1)
+	[ $? -ne 0 ] || fail "ctr run $* was accepted"
+	expect_contains "the refusal of $*" "$_msg" "$out"
+	ctr_ task rm -f "$_id" >/dev/null 2>&1
+	ctr_ containers rm "$_id" >/dev/null 2>&1
+}
+
 # The VM's settings from OCI annotations: memory and a (filtered) network; an unknown one fails.
 t_annotations() {
 	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" --annotation io.agentvm.memory=768 \
@@ -179,11 +320,44 @@ t_annotations() {
 	[ "${kb:-0}" -gt 600000 ] && [ "${kb:-0}" -le 786432 ] || fail "MemTotal '$kb' kB is not ~768 MiB: $out"
 	expect_contains "a NIC in the VM" "02:" "$out"
 	ctr_ containers rm c5 || fail "ctr containers rm c5"
-	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" --annotation io.agentvm.colour=red "$IMG" c6 true </dev/null 2>&1)
-	[ $? -ne 0 ] || fail "an unknown io.agentvm annotation was accepted"
-	expect_contains "the error names the annotation" "unknown annotation 'io.agentvm.colour'" "$out"
-	ctr_ task rm -f c6 >/dev/null 2>&1
-	ctr_ containers rm c6 >/dev/null 2>&1
+	expect_run_refused c6 "unknown annotation 'io.agentvm.colour'" --annotation io.agentvm.colour=red
+	# The runtime's config file (what containerd's options.ConfigPath names; ctr passes it
+	# with --runtime-config-path): memory, and no io.agentvm.* annotations allowed.
+	echo '{"memory": 640, "annotations": false}' >"$tmp_root/shim.json"
+	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" --runtime-config-path "$tmp_root/shim.json" \
+		"$IMG" c9 busybox grep MemTotal /proc/meminfo </dev/null 2>&1)
+	expect_eq "exit code with a config file" 0 "$?"
+	kb=$(echo "$out" | busybox awk '/MemTotal/ {print $2}')
+	[ "${kb:-0}" -gt 500000 ] && [ "${kb:-0}" -le 655360 ] || fail "MemTotal '$kb' kB is not ~640 MiB: $out"
+	ctr_ containers rm c9 || fail "ctr containers rm c9"
+	expect_run_refused c10 "annotation 'io.agentvm.memory' refused" \
+		--runtime-config-path "$tmp_root/shim.json" --annotation io.agentvm.memory=768
+	echo '{"memory": 640, "colour": "red"}' >"$tmp_root/shim.json"
+	expect_run_refused c11 "unknown key or wrong type 'colour'" \
+		--runtime-config-path "$tmp_root/shim.json"
+}
+
+# ctr task kill -s KILL ID, then wait until the task is STOPPED.
+kill_and_wait() {
+	ctr_ task kill -s KILL "$1" || fail "kill -s KILL $1"
+	i=0
+	until ctr_ task ls | grep -q "^$1 .*STOPPED *$"; do
+		i=$((i + 1))
+		[ $i -gt 300 ] && { fail "$1 never stopped"; break; }
+		sleep 0.1
+	done
+}
+
+# After a restart (WHAT): task ID runs, an exec works, and a kill ends it with 137; removed.
+expect_taken_back() { # ID WHAT
+	expect_contains "$1 after $2" "RUNNING" "$(ctr_ task ls | grep "^$1 ")"
+	out=$(ctr_ task exec --fifo-dir "$CT/fifo" --exec-id "e$1" "$1" sh -c 'echo still-here' </dev/null)
+	expect_eq "exec after $2" "still-here" "$out"
+	kill_and_wait "$1"
+	# (ctr task rm warns of the task's non-zero exit code.)
+	out=$(ctr_ task rm "$1" 2>&1) || fail "ctr task rm $1"
+	expect_contains "the exit status after $2" "exit code 137" "$out"
+	ctr_ containers rm "$1" || fail "ctr containers rm $1"
 }
 
 # containerd restarts while a task runs: the shim and its VM live on and containerd takes them
@@ -193,18 +367,27 @@ t_containerd_restart() {
 		fail "ctr run -d c8"
 	stop_containerd
 	run_containerd || return
-	expect_contains "c8 after the restart" "RUNNING" "$(ctr_ task ls | grep '^c8 ')"
-	out=$(ctr_ task exec --fifo-dir "$CT/fifo" --exec-id e8 c8 sh -c 'echo still-here' </dev/null)
-	expect_eq "exec after the restart" "still-here" "$out"
-	ctr_ task kill -s KILL c8 || fail "kill -s KILL"
-	i=0
-	until ctr_ task ls | grep -q '^c8 .*STOPPED'; do
-		i=$((i + 1))
-		[ $i -gt 300 ] && { fail "c8 never stopped"; break; }
-		sleep 0.1
-	done
-	ctr_ task rm c8 >/dev/null || fail "ctr task rm c8"
-	ctr_ containers rm c8 || fail "ctr containers rm c8"
+	expect_taken_back c8 "containerd's restart"
+}
+
+# The shim process itself restarts (containerd down meanwhile, as for an upgrade of the shim):
+# the new one, started by `start` for the same id from the bundle as containerd does, takes the
+# VM and its processes back from its saved state; containerd then finds the task running, exec
+# works, and the exit status of the process an earlier shim started arrives (137).
+t_shim_restart() {
+	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" "$IMG" c12 busybox sleep 600 >/dev/null 2>&1 ||
+		fail "ctr run -d c12"
+	stop_containerd
+	shim=$(pgrep -o -f "containerd-shim-agentvm-v2 .*-id c12 ")
+	[ -n "$shim" ] || { fail "no shim for c12"; return; }
+	kill -9 "$shim"
+	bundle=$CT/state/io.containerd.runtime.v2.task/default/c12
+	(cd "$bundle" && "$SHIM" -namespace default -address "$CT/c.sock" \
+		-publish-binary "$(command -v containerd)" -id c12 start >/dev/null) ||
+		fail "shim start for c12 again"
+	run_containerd || return
+	expect_taken_back c12 "the shim's restart"
+	[ $CURRENT_OK = 1 ] || grep -a 'agentvm-shim' "$CT/containerd.log" | tail -20
 }
 
 # A shim killed with its VM running: containerd runs `shim delete`, which removes the VM.
@@ -227,7 +410,7 @@ t_dead_shim_cleanup() {
 }
 
 if start_containerd; then
-	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_containerd_restart t_dead_shim_cleanup}; do
+	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_bind_mounts t_pod_netns t_containerd_restart t_shim_restart t_dead_shim_cleanup t_cri_pod}; do
 		run_test "$t"
 	done
 fi

@@ -2,7 +2,8 @@
 /*
  * The containerd shim's wire code: protobuf encoding against known bytes, decoding of every
  * malformed input kind, ttrpc frames and requests, a real ttrpc server on a unix socket answering
- * a client (UNIMPLEMENTED included), and OCI process specs.
+ * a client (UNIMPLEMENTED included), OCI process specs, and the runtime's options and config
+ * file (config.h).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -19,6 +20,7 @@
 
 #include <cmocka.h>
 
+#include "shim/config.h"
 #include "shim/pb.h"
 #include "shim/shim.h"
 #include "shim/shim_vm.h"
@@ -325,6 +327,75 @@ static void test_oci_process(void **state)
 	}
 }
 
+static void test_runtime_options_and_config(void **state)
+{
+	struct pb_buf b = { 0 };
+	struct shim_config c;
+	char *path = NULL, *why = NULL;
+
+	/* runtimeoptions.v1.Options {type_url = 1, config_path = 2}, with and without a prefix. */
+	pb_put_str(&b, 1, "x");
+	pb_put_str(&b, 2, "/etc/agentvm/shim.json");
+	assert_int_equal(shim_runtime_options("runtimeoptions.v1.Options", b.data, b.len, &path,
+					      &why), 0);
+	assert_string_equal(path, "/etc/agentvm/shim.json");
+	free(path);
+	assert_int_equal(shim_runtime_options("types.containerd.io/runtimeoptions.v1.Options",
+					      b.data, b.len, &path, &why),
+			 0);
+	free(path);
+	/* runc's options are not ours; a name that only ends the same neither. */
+	assert_int_equal(shim_runtime_options("containerd.runc.v1.Options", b.data, b.len, &path,
+					      &why), -EINVAL);
+	assert_int_equal(shim_runtime_options("xruntimeoptions.v1.Options", b.data, b.len, &path,
+					      &why), -EINVAL);
+	assert_null(path);
+	pb_buf_release(&b);
+	/* No config_path: no file. A truncated message: refused. */
+	assert_int_equal(shim_runtime_options(SHIM_RUNTIME_OPTIONS, NULL, 0, &path, &why), 0);
+	assert_null(path);
+	const uint8_t cut[] = { 0x12, 0x05, 'a' };
+	assert_true(shim_runtime_options(SHIM_RUNTIME_OPTIONS, cut, sizeof(cut), &path, &why) < 0);
+	assert_null(path);
+
+	const char *ok = "{\"profile\":\"small\",\"cpus\":2,\"memory\":\"640\","
+			 "\"network\":\"nat-filtered\",\"allow\":[\"tcp:443\"],"
+			 "\"allow_domain\":[\"example.com\"],\"annotations\":false}\n";
+	assert_int_equal(shim_config_parse(ok, strlen(ok), &c, &why), 0);
+	assert_string_equal(c.profile, "small");
+	assert_string_equal(c.cpus, "2");
+	assert_string_equal(c.memory, "640");
+	assert_string_equal(c.network, "nat-filtered");
+	assert_int_equal(c.allow.n, 1);
+	assert_string_equal(c.allow.v[0], "tcp:443");
+	assert_int_equal(c.allow_cidr.n, 0);
+	assert_string_equal(c.allow_domain.v[0], "example.com");
+	assert_true(c.no_annotations);
+	shim_config_release(&c);
+
+	static const char *const bad[] = {
+		"", "[]", "{\"memory\":640} x", "{\"colour\":\"red\"}", "{\"cpus\":1.5}",
+		"{\"network\":1}", "{\"allow\":\"tcp:1\"}", "{\"allow\":[1]}",
+		"{\"annotations\":\"no\"}", "{\"memory\":640",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		why = NULL;
+		assert_true(shim_config_parse(bad[i], strlen(bad[i]), &c, &why) < 0);
+		assert_non_null(why);
+		assert_null(c.memory);
+	}
+	/* More rules than fit, and a file too large. */
+	char big[2048] = "{\"allow\":[";
+	for (int i = 0; i <= SHIM_CONFIG_MAX_ALLOW; i++)
+		strcat(big, i ? ",\"tcp:1\"" : "\"tcp:1\"");
+	strcat(big, "]}");
+	assert_int_equal(shim_config_parse(big, strlen(big), &c, &why), -E2BIG);
+	assert_int_equal(shim_config_parse(big, SHIM_CONFIG_MAX_BYTES + 1, &c, &why), -E2BIG);
+	assert_int_equal(shim_config_load("/nonexistent/shim.json", &c, &why), -ENOENT);
+	assert_non_null(strstr(why, "/nonexistent/shim.json"));
+	(void)state;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -335,6 +406,7 @@ int main(void)
 		cmocka_unit_test(test_ttrpc_frame_parse),
 		cmocka_unit_test(test_ttrpc_server_roundtrip),
 		cmocka_unit_test(test_oci_process),
+		cmocka_unit_test(test_runtime_options_and_config),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
