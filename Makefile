@@ -149,6 +149,9 @@ $(call obj,src/jail.c): $(B)/gen/jail_bpf.h
 CFLAGS += -I$(B)/gen
 
 $(LIBINTERNAL): $(call obj,$(INTERNAL_SRC))
+# netfilter/ alone (with the error type it reports in), for tools built against it by hand
+# (tests/integration/test_nf_rules.sh builds netfilter/tools/nf_tool.c).
+$(B)/libnf.a: $(call obj,$(NF_SRC) src/error.c)
 $(B)/lib%.a:
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  AR      $@")

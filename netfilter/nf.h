@@ -31,8 +31,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Errors are the host's one error type (-errno + one line): src/error.h. */
-#include "error.h"
+/* Errors are the host's one error type (-errno + one line); by path, so that a tool built
+   with -Inetfilter alone (tests/integration/test_nf_rules.sh) finds it too. */
+#include "../src/error.h"
 
 /* ---- address pool --------------------------------------------------------------------------- */
 
