@@ -76,10 +76,10 @@ int boot_cache_shape_text(const struct boot_shape *sh, char *buf, size_t len,
 	int n = snprintf(buf, len,
 			 "format %d\nagentvm %s\nqemu %s\nkernel %s\ninitrd %s\naccel %s\n"
 			 "tsc_khz %lu\ncpus %u\nmemory_mib %u\nnic %d\ndisks %s\nshares %s\n"
-			 "debug %d\n",
+			 "share_uid %ld\ndebug %d\n",
 			 FORMAT, sh->agentvm, sh->qemu, sh->kernel, sh->initrd, sh->accel,
 			 sh->tsc_khz, sh->cpus, sh->memory_mib, sh->nic, sh->disks, sh->shares,
-			 sh->guest_debug);
+			 sh->share_uid, sh->guest_debug);
 
 	if (n < 0 || (size_t)n >= len)
 		return -ENAMETOOLONG;
@@ -135,10 +135,23 @@ static int shape_of(const struct vm_launch_opts *o, struct boot_shape *sh, struc
 	 * so that a template's QEMU ran with the options (and as the jail user) its clones have.
 	 */
 	off = 0;
-	for (size_t i = 0; i < s->n_shares; i++)
+	sh->share_uid = -1;
+	for (size_t i = 0; i < s->n_shares; i++) {
+		struct stat st;
+
 		off += (size_t)snprintf(sh->shares + off, sizeof(sh->shares) - off, "%s%s%s",
 					i ? "," : "", s->shares[i].readonly ? "ro" : "rw",
 					s->shares[i].container_root ? "-root" : "");
+		/*
+		 * A writable share makes a jailed QEMU run as the share's owner, and the jail hands
+		 * the files QEMU writes, a clone's guest RAM file included, to that user. One
+		 * template per owner: its build and all its clones run as one user, so no launch
+		 * takes the RAM file from under another's QEMU (which would fail to open it).
+		 */
+		if (!s->shares[i].readonly && sh->share_uid < 0 && geteuid() == 0 &&
+		    stat(s->shares[i].host_dir, &st) == 0)
+			sh->share_uid = (long)st.st_uid;
+	}
 	sh->guest_debug = dbg && !strcmp(dbg, "1");
 	return 0;
 }
@@ -150,7 +163,8 @@ static void summary_of(const struct boot_shape *sh, char *buf, size_t len)
 			 sh->disks);
 
 	if (n > 0 && (size_t)n < len && sh->shares[0])
-		snprintf(buf + n, len - (size_t)n, " shares=%.48s", sh->shares);
+		snprintf(buf + n, len - (size_t)n, " shares=%.48s owner=%ld", sh->shares,
+			 sh->share_uid);
 }
 
 /* What meta.json says about a template. */
@@ -521,9 +535,10 @@ static int build(const struct vm_launch_opts *o, const struct boot_cache_opts *b
 		}
 	}
 	/*
-	 * Share placeholders: an empty directory per share, root's (the caller's, rootless) and
-	 * 0555, that the template's guest never mounts (it has no agentvm.share word). A clone's
-	 * QEMU exports the run's directory under the same fsdev id and mount tag instead: the
+	 * Share placeholders: an empty directory per share, 0555, root's (the caller's, rootless;
+	 * a writable one the shares' owner's, as QEMU runs as that user: see shape_of()), that
+	 * the template's guest never mounts (it has no agentvm.share word). A clone's QEMU
+	 * exports the run's directory under the same fsdev id and mount tag instead: the
 	 * migration stream has the device, never the export.
 	 */
 	for (size_t i = 0; i < us->n_shares; i++) {
@@ -531,7 +546,9 @@ static int build(const struct vm_launch_opts *o, const struct boot_cache_opts *b
 
 		snprintf(leaf, sizeof(leaf), "share%zu", i);
 		statedir_file(p, sizeof(p), tmp, leaf);
-		if (mkdir(p, 0555) < 0 || chmod(p, 0555) < 0) {
+		if (mkdir(p, 0555) < 0 || chmod(p, 0555) < 0 ||
+		    (!us->shares[i].readonly && sh->share_uid >= 0 &&
+		     chown(p, (uid_t)sh->share_uid, (gid_t)-1) < 0)) {
 			r = avm_error_setx(err, -errno, "cannot create %s", p);
 			goto out;
 		}

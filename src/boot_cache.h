@@ -52,6 +52,7 @@ struct boot_shape {
 	bool nic;
 	char disks[VM_SPEC_MAX_DISKS * 8 + 1]; /* "root-rw,work-ro", "" without any */
 	char shares[VM_SPEC_MAX_SHARES * 8 + 1]; /* "rw,ro,rw-root" (container root), "" */
+	long share_uid; /* owner of the writable shares QEMU runs as (jail.h), -1: none/rootless */
 	bool guest_debug;
 };
 
