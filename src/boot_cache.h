@@ -19,10 +19,11 @@
  * The shape is everything the guest saw at boot: agentvm's version and build, the QEMU binary,
  * kernel and initramfs (sha256), the accelerator (and the TSC rate TCG guests are told), vCPUs,
  * memory, a NIC or not, the number and kind of disks (root image or workspace, ro or rw) and
- * the number and kind of 9p shares, and the guest debug flag. Nothing per run is in a template:
+ * the number and kind of 9p shares (with the owner of the writable ones, whom a jailed QEMU
+ * runs as), and the guest debug flag. Nothing per run is in a template:
  * the guest boots with agentvm.template=1 and no per-run word on its cmdline, never mounts a
- * disk or a share (the template's disks are blank placeholders, its shares empty root-owned
- * 0555 directories), and each clone gets its name, network, disks (re-probed), shares and root
+ * disk or a share (the template's disks are blank placeholders, its shares empty 0555
+ * directories), and each clone gets its name, network, disks (re-probed), shares and root
  * image in its first SYNC, with fresh entropy and the clock. The root image is a disk like any
  * other, so one template serves every image, and a share is a device like a disk: a clone's
  * QEMU exports the run's own directories under the template's fsdev ids and mount tags.
