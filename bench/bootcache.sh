@@ -5,6 +5,8 @@
 #   (t3) the first run of a new shape (template build + restore) vs a cold run, same rounds
 #   (t4) ten concurrent `run` from one template vs ten concurrent cold runs: wall time, and the
 #        host memory (PSS) of the ten QEMUs while they all run
+#   (t5) `run --workspace DIR -- true` (three 9p shares) from its template vs `--cold`
+#        (BENCH_BC_ONLY=workspace: only this one)
 # Every VM is --network isolated (the network's own cost is bench/net.sh's). Prints markdown.
 # usage: bench/bootcache.sh build/agentvm [N]
 set -eu
@@ -32,6 +34,35 @@ timed() { # file cmd...: append the command's wall ms to file
 	"$@" >/dev/null
 	ms_since "$_t" >>"$_f"
 }
+
+# (t5): the product's workflow, three shares, interleaved; min(N, 5) rounds.
+R5=$(( N < 5 ? N : 5 ))
+ws_rounds() {
+	: >"$tmp/wswarm"
+	: >"$tmp/wscold"
+	mkdir -p "$tmp/ws/input"
+	run --workspace "$tmp/ws" -- true >/dev/null # its template
+	_i=0
+	while [ $_i -lt "$R5" ]; do
+		timed "$tmp/wscold" run --cold --workspace "$tmp/ws" -- true
+		timed "$tmp/wswarm" run --workspace "$tmp/ws" -- true
+		_i=$((_i + 1))
+	done
+}
+ws_rows() {
+	_a=$(median "$tmp/wswarm")
+	_b=$(median "$tmp/wscold")
+	echo "| (t5) \`run --workspace DIR -- true\` (3 shares): template / \`--cold\` | $_a / $_b ms (**$(ratio "$_a" "$_b") x**) | $R5 | - |"
+	echo
+	echo "Raw samples (ms): workspace template = $(tr '\n' ' ' <"$tmp/wswarm")/ workspace cold = $(tr '\n' ' ' <"$tmp/wscold")"
+}
+if [ "${BENCH_BC_ONLY:-}" = workspace ]; then
+	ws_rounds
+	printf '\n### Boot templates with shares (bench/bootcache.sh, BENCH_BC_ONLY=workspace, accel %s, %s, load %s)\n\n| what | median | samples | target |\n|---|---|---|---|\n' \
+		"$accel" "$(date -u +%Y-%m-%d)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+	ws_rows
+	exit 0
+fi
 
 for f in warm cold swarm scold first firstcold; do : >"$tmp/$f"; done
 run -- true >/dev/null # the template of the bench's shape
@@ -89,6 +120,7 @@ ten() { # extra run flags: wall ms of ten concurrent `run -- true`, then PSS (MB
 	rm -f "$tmp"/up-*
 	echo "$_wall $_pss"
 }
+ws_rounds
 set -- $(ten)
 ten_warm_ms=$1 ten_warm_pss=$2
 set -- $(ten --cold)
@@ -117,6 +149,8 @@ cat <<MD
 | (t3) template build alone (cold boot to READY + device state save, last round) / size on disk | $build_ms ms / $tsize MB | 1 | - |
 | (t4) ten concurrent \`run -- true\`, wall: warm template / cold | $ten_warm_ms / $ten_cold_ms ms ($(ratio "$ten_warm_ms" "$ten_cold_ms") x) | 1 | measured |
 | (t4) host PSS of ten running VMs' QEMUs: warm template / cold | $ten_warm_pss / $ten_cold_pss MB ($(ratio "$ten_warm_pss" "$ten_cold_pss") x) | 1 | measured |
+$(ws_rows | head -1)
 
 Raw samples (ms): warm = $(tr '\n' ' ' <"$tmp/warm")/ cold = $(tr '\n' ' ' <"$tmp/cold")/ start warm = $(tr '\n' ' ' <"$tmp/swarm")/ start cold = $(tr '\n' ' ' <"$tmp/scold")/ first = $(tr '\n' ' ' <"$tmp/first")/ first's cold = $(tr '\n' ' ' <"$tmp/firstcold")
+$(ws_rows | tail -1)
 MD

@@ -229,7 +229,9 @@ pss=$(awk '/^Pss:/ {print $2}' "/proc/$dpid/smaps_rollup" 2>/dev/null)
 avm rm --force dnsl >/dev/null || die "rm dnsl"
 
 # (n6) bandwidth: lim (8mbit up, 40mbit down) and free (unlimited) at the same time.
+# The sink tells the two uploads apart by their size: LMIB must differ from MIB.
 LMIB=16
+[ "$MIB" -ne 16 ] || LMIB=12
 avm start --accel $accel --name lim --allow tcp:5001 --bandwidth 8mbit >/dev/null 2>"$tmp/err" || die "start lim: $(cat "$tmp/err")"
 avm start --accel $accel --name free --allow tcp:5001 --bandwidth unlimited >/dev/null 2>"$tmp/err" || die "start free: $(cat "$tmp/err")"
 : >"$tmp/sink.log"

@@ -418,7 +418,26 @@ int net_eth_index(void)
 }
 
 /* The link bounce and everything that needs it; on failure the link is brought back up. */
-static int reidentify_link(struct nl *nl, const struct links *l, const struct net_cfg *cfg)
+/*
+ * The new identity with the link up: virtio-net changes its MAC live (IFF_LIVE_ADDR_CHANGE),
+ * and a down/up bounce would free and refill every receive buffer, a good part of the ~20-30 ms
+ * the re-identification took right after a restore under TCG (measured). The address swap
+ * takes the old subnet's routes with it; the default route is added anew. -EBUSY: the driver
+ * wants the link down for a new MAC (reidentify_bounced does that).
+ */
+static int reidentify_live(struct nl *nl, const struct links *l, const struct net_cfg *cfg)
+{
+	int r;
+
+	if (cfg->has_mac && (r = link_set_mac(nl, l->eth, l->name, cfg->mac)) < 0)
+		return r;
+	if (cfg->has_addr && ((r = addr_flush(nl, l->eth, l->name)) < 0 ||
+			      (r = addr_add(nl, l->eth, l->name, cfg->addr, cfg->prefix)) < 0))
+		return r;
+	return cfg->has_gw ? route_default_add(nl, l->eth, l->name, cfg->gw) : 0;
+}
+
+static int reidentify_bounced(struct nl *nl, const struct links *l, const struct net_cfg *cfg)
 {
 	struct gw_find old = { 0 };
 	int r;
@@ -463,8 +482,13 @@ int net_reidentify(const struct net_cfg *cfg, const char **why)
 	r = links_find(&nl, &l);
 	if (r == 0 && l.eth <= 0)
 		r = fail(NULL, -ENODEV, "no ethernet link to re-identify (isolated VM?)");
-	if (r == 0 && (cfg->has_mac || cfg->has_addr))
-		r = reidentify_link(&nl, &l, cfg);
+	if (r == 0 && (cfg->has_mac || cfg->has_addr)) {
+		r = reidentify_live(&nl, &l, cfg);
+		if (r == -EBUSY) {
+			err_msg[0] = '\0';
+			r = reidentify_bounced(&nl, &l, cfg);
+		}
+	}
 	if (r == 0 && cfg->has_dns)
 		r = resolv_write(cfg->dns);
 	nl_close(&nl);

@@ -75,10 +75,11 @@ int boot_cache_shape_text(const struct boot_shape *sh, char *buf, size_t len,
 	uint8_t d[32];
 	int n = snprintf(buf, len,
 			 "format %d\nagentvm %s\nqemu %s\nkernel %s\ninitrd %s\naccel %s\n"
-			 "tsc_khz %lu\ncpus %u\nmemory_mib %u\nnic %d\ndisks %s\ndebug %d\n",
+			 "tsc_khz %lu\ncpus %u\nmemory_mib %u\nnic %d\ndisks %s\nshares %s\n"
+			 "share_uid %ld\ndebug %d\n",
 			 FORMAT, sh->agentvm, sh->qemu, sh->kernel, sh->initrd, sh->accel,
-			 sh->tsc_khz, sh->cpus, sh->memory_mib, sh->nic, sh->disks,
-			 sh->guest_debug);
+			 sh->tsc_khz, sh->cpus, sh->memory_mib, sh->nic, sh->disks, sh->shares,
+			 sh->share_uid, sh->guest_debug);
 
 	if (n < 0 || (size_t)n >= len)
 		return -ENAMETOOLONG;
@@ -127,14 +128,43 @@ static int shape_of(const struct vm_launch_opts *o, struct boot_shape *sh, struc
 		off += (size_t)snprintf(sh->disks + off, sizeof(sh->disks) - off, "%s%s-%s",
 					i ? "," : "", s->disks[i].root ? "root" : "work",
 					s->disks[i].readonly ? "ro" : "rw");
+	/*
+	 * Only the number of shares shapes QEMU's device state (one virtio-9p device each, its
+	 * mount tag avm-share<i> in the config space the stream carries); readonly= and
+	 * security_model= are fsdev options outside the stream. The kinds are keyed all the same,
+	 * so that a template's QEMU ran with the options (and as the jail user) its clones have.
+	 */
+	off = 0;
+	sh->share_uid = -1;
+	for (size_t i = 0; i < s->n_shares; i++) {
+		struct stat st;
+
+		off += (size_t)snprintf(sh->shares + off, sizeof(sh->shares) - off, "%s%s%s",
+					i ? "," : "", s->shares[i].readonly ? "ro" : "rw",
+					s->shares[i].container_root ? "-root" : "");
+		/*
+		 * A writable share makes a jailed QEMU run as the share's owner, and the jail hands
+		 * the files QEMU writes, a clone's guest RAM file included, to that user. One
+		 * template per owner: its build and all its clones run as one user, so no launch
+		 * takes the RAM file from under another's QEMU (which would fail to open it).
+		 */
+		if (!s->shares[i].readonly && sh->share_uid < 0 && geteuid() == 0 &&
+		    stat(s->shares[i].host_dir, &st) == 0)
+			sh->share_uid = (long)st.st_uid;
+	}
 	sh->guest_debug = dbg && !strcmp(dbg, "1");
 	return 0;
 }
 
 static void summary_of(const struct boot_shape *sh, char *buf, size_t len)
 {
-	snprintf(buf, len, "%s %u vCPU %u MiB %s%s%s", sh->accel, sh->cpus, sh->memory_mib,
-		 sh->nic ? "nic" : "isolated", sh->disks[0] ? " disks=" : "", sh->disks);
+	int n = snprintf(buf, len, "%s %u vCPU %u MiB %s%s%s", sh->accel, sh->cpus,
+			 sh->memory_mib, sh->nic ? "nic" : "isolated", sh->disks[0] ? " disks=" : "",
+			 sh->disks);
+
+	if (n > 0 && (size_t)n < len && sh->shares[0])
+		snprintf(buf + n, len - (size_t)n, " shares=%.48s owner=%ld", sh->shares,
+			 sh->share_uid);
 }
 
 /* What meta.json says about a template. */
@@ -504,6 +534,30 @@ static int build(const struct vm_launch_opts *o, const struct boot_cache_opts *b
 			goto out;
 		}
 	}
+	/*
+	 * Share placeholders: an empty directory per share, 0555, root's (the caller's, rootless;
+	 * a writable one the shares' owner's, as QEMU runs as that user: see shape_of()), that
+	 * the template's guest never mounts (it has no agentvm.share word). A clone's QEMU
+	 * exports the run's directory under the same fsdev id and mount tag instead: the
+	 * migration stream has the device, never the export.
+	 */
+	for (size_t i = 0; i < us->n_shares; i++) {
+		char p[PATH_MAX], leaf[16];
+
+		snprintf(leaf, sizeof(leaf), "share%zu", i);
+		statedir_file(p, sizeof(p), tmp, leaf);
+		if (mkdir(p, 0555) < 0 || chmod(p, 0555) < 0 ||
+		    (!us->shares[i].readonly && sh->share_uid >= 0 &&
+		     chown(p, (uid_t)sh->share_uid, (gid_t)-1) < 0)) {
+			r = avm_error_setx(err, -errno, "cannot create %s", p);
+			goto out;
+		}
+		spec->shares[i] = (struct vm_share){ .host_dir = strdup(p),
+						     .guest_dir = strdup("/mnt"),
+						     .readonly = us->shares[i].readonly,
+						     .container_root = us->shares[i].container_root };
+		spec->n_shares++;
+	}
 	memcpy(name, "tb", 2); /* "tb-xxxxxxxx": a template's boot */
 	spec->name = strdup(name);
 	spec->cpus = us->cpus;
@@ -530,6 +584,8 @@ static int build(const struct vm_launch_opts *o, const struct boot_cache_opts *b
 	if (r < 0)
 		goto out;
 	unlink(blank);
+	for (size_t i = 0; i < spec->n_shares; i++)
+		rmdir(spec->shares[i].host_dir);
 	/* Guest RAM: as private as a snapshot's (QEMU created it with its umask). */
 	if (chmod(mem, 0600) < 0) {
 		r = avm_error_setx(err, -errno, "chmod %s", mem);
@@ -621,7 +677,7 @@ int boot_cache_start(const struct vm_launch_opts *o, const struct boot_cache_opt
 	enum use u;
 	int r = 0;
 
-	if (bo->cold || !boot_cache_enabled() || o->incoming || o->spec->n_shares)
+	if (bo->cold || !boot_cache_enabled() || o->incoming)
 		return start(o, bo->boot_timeout_ms, ctx, err);
 	if (shape_of(o, &sh, &e) < 0 || boot_cache_shape_text(&sh, text, sizeof(text), key) < 0 ||
 	    mkdir_p(root, 0700) < 0) {

@@ -19,11 +19,14 @@
  * The shape is everything the guest saw at boot: agentvm's version and build, the QEMU binary,
  * kernel and initramfs (sha256), the accelerator (and the TSC rate TCG guests are told), vCPUs,
  * memory, a NIC or not, the number and kind of disks (root image or workspace, ro or rw) and
- * the guest debug flag. Nothing per run is in a template: the guest boots with
- * agentvm.template=1 and no per-run word on its cmdline, never mounts a disk (the template's
- * disks are blank placeholders), and each clone gets its name, network, disks (re-probed) and
- * root image in its first SYNC, with fresh entropy and the clock. The root image is a disk
- * like any other, so one template serves every image.
+ * the number and kind of 9p shares (with the owner of the writable ones, whom a jailed QEMU
+ * runs as), and the guest debug flag. Nothing per run is in a template:
+ * the guest boots with agentvm.template=1 and no per-run word on its cmdline, never mounts a
+ * disk or a share (the template's disks are blank placeholders, its shares empty 0555
+ * directories), and each clone gets its name, network, disks (re-probed), shares and root
+ * image in its first SYNC, with fresh entropy and the clock. The root image is a disk like any
+ * other, so one template serves every image, and a share is a device like a disk: a clone's
+ * QEMU exports the run's own directories under the template's fsdev ids and mount tags.
  */
 #ifndef AGENTVM_BOOT_CACHE_H
 #define AGENTVM_BOOT_CACHE_H
@@ -49,6 +52,8 @@ struct boot_shape {
 	unsigned cpus, memory_mib;
 	bool nic;
 	char disks[VM_SPEC_MAX_DISKS * 8 + 1]; /* "root-rw,work-ro", "" without any */
+	char shares[VM_SPEC_MAX_SHARES * 8 + 1]; /* "rw,ro,rw-root" (container root), "" */
+	long share_uid; /* owner of the writable shares QEMU runs as (jail.h), -1: none/rootless */
 	bool guest_debug;
 };
 
@@ -85,8 +90,9 @@ typedef int (*boot_cache_start_fn)(const struct vm_launch_opts *o, int timeout_m
  * else with o as it is (a cold boot). A template that is damaged, truncated or foreign, or whose
  * clone fails to load or answer, is removed with one warning line and the VM boots cold; so does
  * a template that could not be built (a full disk leaves nothing behind). A VM with shares
- * (--share, --workspace) always boots cold: QEMU runs as the share's owner, who cannot map a
- * template's RAM. Returns start()'s result.
+ * (--share, --workspace, a shim's pod) restores too: QEMU 7.2 refuses to migrate only while the
+ * guest has a 9p export mounted, and a template's guest never mounts one. Returns start()'s
+ * result.
  */
 int boot_cache_start(const struct vm_launch_opts *o, const struct boot_cache_opts *bo,
 		     boot_cache_start_fn start, void *ctx, struct avm_error *err);

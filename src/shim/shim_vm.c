@@ -153,9 +153,8 @@ int shim_vm_boot(const char *name, const char *pod_dir, const struct shim_vm_con
 	if (r == 0 && (r = netns_enter(c->netns, &back)) < 0)
 		avm_error_setx(err, r, "cannot enter the pod's network namespace %s", c->netns);
 	if (r == 0) {
-		/* Through the boot cache, as `agentvm start`: today a VM with a share always
-		 * boots cold there (QEMU runs as the share's owner; see boot_cache.h), so a pod
-		 * VM restores a template once templates carry the pod share. */
+		/* Through the boot cache, as `agentvm start`: a pod VM restores a boot template
+		 * of its shape (the pod share included; see boot_cache.h). */
 		struct vm_launch_opts lo = { .spec = spec, .kernel = kernel, .initrd = initrd,
 					     .qemu = qemu, .accel = accel, .detached = true };
 		struct boot_cache_opts bo = { .boot_timeout_ms = (int)boot_timeout_s * 1000,

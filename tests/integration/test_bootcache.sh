@@ -93,6 +93,68 @@ f
 lost+found" "$(cat "$out")"
 }
 
+# 9p shares (--share): the template has empty placeholders its guest never mounted; each clone
+# exports and mounts the run's own directory. Two runs in a row see only their own files.
+t_shares_in_a_row() {
+	fresh_cache
+	rm -rf "$tmp_root/s1" "$tmp_root/s2"
+	mkdir -p "$tmp_root/s1" "$tmp_root/s2"
+	echo one >"$tmp_root/s1/f1"
+	echo two >"$tmp_root/s2/f2"
+	iso_run --share "$tmp_root/s1:/data" -- sh -c 'cat /proc/cmdline; ls /data; echo w1 >/data/w1'
+	expect_eq "first share run" 0 "$rc"
+	expect_contains "restored from the template it built" "agentvm.template=1" "$(sed -n 1p "$out")"
+	expect_eq "the first run sees its files" "f1" "$(sed -n 2p "$out")"
+	iso_run --share "$tmp_root/s2:/data" -- sh -c 'cat /proc/cmdline; ls /data; echo w2 >/data/w2'
+	expect_contains "a clone" "agentvm.template=1" "$(sed -n 1p "$out")"
+	expect_eq "the second run sees only its own files" "f2" "$(sed -n '2,$p' "$out")"
+	expect_eq "the first run's dir on the host" "f1 w1" "$(ls "$tmp_root/s1" | tr '\n' ' ' | sed 's/ $//')"
+	expect_eq "the second run's dir on the host" "f2 w2" "$(ls "$tmp_root/s2" | tr '\n' ' ' | sed 's/ $//')"
+	expect_eq "the write of the second run" "w2" "$(cat "$tmp_root/s2/w2" 2>/dev/null)"
+	expect_eq "one template" 1 "$(ntemplates)"
+	expect_contains "cache ls shows the share" "shares=rw" "$(avm cache ls)"
+	expect_eq "no placeholder left in the template" "" "$(ls -d "$(tdir)/$(only_key)"/share* 2>/dev/null)"
+	# Read-only is the clone's QEMU's readonly=on: the guest's root cannot write either.
+	iso_run --share "$tmp_root/s1:/data:ro" -- sh -c 'cat /proc/cmdline; ls /data; touch /data/x 2>/dev/null && echo writable; mount -o remount,rw /data 2>/dev/null; touch /data/y 2>/dev/null && echo writable-after-remount; true'
+	expect_contains "ro: a clone" "agentvm.template=1" "$(sed -n 1p "$out")"
+	expect_eq "ro: its files, no write" "f1
+w1" "$(sed -n '2,$p' "$out")"
+	expect_eq "ro: nothing written on the host" "f1 w1" "$(ls "$tmp_root/s1" | tr '\n' ' ' | sed 's/ $//')"
+	expect_eq "ro is another shape" 2 "$(ntemplates)"
+}
+
+# The product's workflow from a template: --workspace (input ro, output and work rw).
+t_workspace_from_template() {
+	fresh_cache
+	rm -rf "$tmp_root/ws"
+	mkdir -p "$tmp_root/ws/input"
+	echo "the task" >"$tmp_root/ws/input/task.txt"
+	iso_run --workspace "$tmp_root/ws" -- true
+	expect_eq "the first workspace run" 0 "$rc"
+	iso_run --workspace "$tmp_root/ws" -- sh -c 'grep -o agentvm.template=1 /proc/cmdline; cat /workspace/input/task.txt > /workspace/output/result.txt'
+	expect_eq "exit code" 0 "$rc"
+	expect_eq "a clone" "agentvm.template=1" "$(cat "$out")"
+	expect_eq "result on the host" "the task" "$(cat "$tmp_root/ws/output/result.txt" 2>/dev/null)"
+	expect_contains "cache ls" "shares=ro,rw,rw" "$(avm cache ls)"
+	expect_eq "one template" 1 "$(ntemplates)"
+	# A writable share makes QEMU run as its owner: a clone's writes are that user's too.
+	if [ "$(id -u)" != 0 ]; then
+		skip "not root: QEMU runs as the caller"
+		return
+	fi
+	rm -rf "$tmp_root/nb"
+	mkdir -p "$tmp_root/nb"
+	chown 65534:65534 "$tmp_root/nb"
+	for i in 1 2; do
+		iso_run --share "$tmp_root/nb:/data" -- sh -c "cat /proc/cmdline; echo x >/data/f$i"
+		expect_eq "run $i in another user's share" 0 "$rc"
+	done
+	expect_contains "a clone" "agentvm.template=1" "$(sed -n 1p "$out")"
+	expect_eq "the clone's file is the share owner's" "65534" "$(stat -c %u "$tmp_root/nb/f2" 2>/dev/null)"
+	expect_contains "one template per owner" "owner=65534" "$(avm cache ls)"
+	rm -rf "$tmp_root/nb"
+}
+
 # The root image is a disk too: the template is taken before any root is mounted.
 t_two_root_images_in_a_row() {
 	if [ ! -e "$STORE/names/base" ] || [ ! -e "$STORE/names/agent" ]; then
@@ -209,7 +271,8 @@ t_cache_rm_and_gc() {
 
 filter=${1:-}
 for t in t_first_builds_then_restores t_cold_flag_and_env t_clones_do_not_share_identity \
-	t_two_disk_images_in_a_row t_two_root_images_in_a_row t_start_restores_a_template \
+	t_two_disk_images_in_a_row t_shares_in_a_row t_workspace_from_template \
+	t_two_root_images_in_a_row t_start_restores_a_template \
 	t_damaged_templates t_two_first_runs_at_once t_full_disk_while_saving t_cache_rm_and_gc; do
 	case "$t" in *"$filter"*) run_test "$t" ;; esac
 done

@@ -43,6 +43,8 @@ t_workspace_done_when() {
 	expect_eq "exit code" 0 "$?"
 	expect_eq "result on the host" "the task" "$(cat "$W/ws/output/result.txt" 2>/dev/null)"
 	[ -d "$W/ws/work" ] || fail "work/ was not created"
+	# Through the boot cache: the run built the template of its shape and restored from it.
+	expect_contains "a boot template with the workspace's shares" "shares=ro,rw,rw" "$(avm cache ls)"
 }
 
 t_share_escape_attempts() {

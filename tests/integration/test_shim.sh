@@ -161,7 +161,8 @@ t_run_exit_code_and_rootfs() {
 	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" "$IMG" c1 sh -c \
 		'busybox cat /opt/new.txt; test -e /opt/gone.txt && echo gone-exists; id -u; uname -r
 		 echo x >/dev/null && test -c /dev/null && echo devnull-ok
-		 test -r /proc/self/status && echo proc-ok; exit 7' \
+		 test -r /proc/self/status && echo proc-ok
+		 busybox grep -o agentvm.template=1 /proc/cmdline; exit 7' \
 		</dev/null 2>"$tmp_root/err")
 	rc=$?
 	expect_eq "exit code of the task" 7 "$rc"
@@ -173,6 +174,9 @@ t_run_exit_code_and_rootfs() {
 	# The guest's /dev and /proc inside the container root.
 	expect_contains "/dev/null in the container" "devnull-ok" "$out"
 	expect_contains "/proc in the container" "proc-ok" "$out"
+	# The pod VM (one container-root share) is a boot template's clone: even the first pod of
+	# its shape builds the template and restores from it.
+	expect_contains "a boot template's clone" "agentvm.template=1" "$out"
 	case "$out" in *"$(uname -r)"*) fail "ran on the host kernel: $out" ;; esac
 	[ -s "$tmp_root/err" ] && echo "    (stderr: $(head -3 "$tmp_root/err"))"
 	ctr_ containers rm c1 || fail "ctr containers rm c1"

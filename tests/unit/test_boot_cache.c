@@ -35,6 +35,7 @@ static void base_shape(struct boot_shape *sh)
 	sh->tsc_khz = 2000000;
 	sh->cpus = 1;
 	sh->memory_mib = 512;
+	sh->share_uid = -1;
 }
 
 static void key_of(const struct boot_shape *sh, char key[BOOT_CACHE_KEY_LEN + 1])
@@ -55,7 +56,7 @@ static void test_key_covers_every_input(void **state)
 	assert_int_equal(strlen(k0), BOOT_CACHE_KEY_LEN);
 	key_of(&sh, again);
 	assert_string_equal(k0, again);
-	for (int field = 0; field < 11; field++) {
+	for (int field = 0; field < 13; field++) {
 		base_shape(&sh);
 		switch (field) {
 		case 0: sh.accel = "kvm"; sh.tsc_khz = 0; break; /* a TCG template is not a KVM one */
@@ -69,6 +70,8 @@ static void test_key_covers_every_input(void **state)
 		case 8: sh.initrd[0] = 'z'; break;
 		case 9: sh.agentvm[10] = '9'; break;
 		case 10: sh.guest_debug = true; break;
+		case 11: snprintf(sh.shares, sizeof(sh.shares), "rw"); break;
+		case 12: sh.share_uid = 1000; break; /* the user a jailed QEMU runs as */
 		}
 		key_of(&sh, k);
 		if (!strcmp(k, k0))
@@ -83,13 +86,41 @@ static void test_key_covers_every_input(void **state)
 	assert_string_not_equal(k, again);
 }
 
+/* The shares' line: count, ro/rw and the container root's security model, and the owner. */
+static void test_shape_text_of_shares(void **state)
+{
+	static const char *const kinds[] = { "rw", "ro", "rw-root", "rw,rw", "ro,rw,rw" };
+	char keys[5][BOOT_CACHE_KEY_LEN + 1], text[2048];
+	struct boot_shape sh;
+
+	(void)state;
+	base_shape(&sh);
+	snprintf(sh.shares, sizeof(sh.shares), "ro,rw,rw");
+	sh.share_uid = 1000;
+	assert_int_equal(boot_cache_shape_text(&sh, text, sizeof(text), keys[0]), 0);
+	assert_non_null(strstr(text, "\ndisks \nshares ro,rw,rw\nshare_uid 1000\ndebug 0\n"));
+	/* Without shares: an empty line and no owner. */
+	base_shape(&sh);
+	assert_int_equal(boot_cache_shape_text(&sh, text, sizeof(text), keys[0]), 0);
+	assert_non_null(strstr(text, "\nshares \nshare_uid -1\n"));
+	for (size_t i = 0; i < 5; i++) {
+		base_shape(&sh);
+		snprintf(sh.shares, sizeof(sh.shares), "%s", kinds[i]);
+		key_of(&sh, keys[i]);
+		for (size_t j = 0; j < i; j++)
+			if (!strcmp(keys[i], keys[j]))
+				fail_msg("shares %s and %s have one key", kinds[i], kinds[j]);
+	}
+}
+
 static void test_template_cmdline_has_no_run_words(void **state)
 {
 	struct qemu_disk d[2] = { { .overlay = "/s/disk0.qcow2", .guest_dir = "/", .root = true },
 				  { .overlay = "/s/disk1.qcow2", .guest_dir = "/workspace" } };
+	struct qemu_share sh[1] = { { .host_dir = "/home/u/ws", .guest_dir = "/data" } };
 	struct qemu_config c = { .accel = VM_ACCEL_TCG, .tsc_khz = 1000,
 				 .extra_cmdline = "agentvm.ip=10.0.0.2/30 agentvm.hostname=secret",
-				 .disks = d, .n_disks = 2 };
+				 .disks = d, .n_disks = 2, .shares = sh, .n_shares = 1 };
 	char *cold, *tpl, *words;
 
 	(void)state;
@@ -105,9 +136,11 @@ static void test_template_cmdline_has_no_run_words(void **state)
 	assert_null(strstr(tpl, "agentvm.ip"));
 	assert_null(strstr(tpl, "agentvm.root"));
 	assert_null(strstr(tpl, "agentvm.disk"));
+	assert_null(strstr(tpl, "agentvm.share")); /* a template's guest mounts no share */
 	assert_non_null(strstr(tpl, "tsc_early_khz=1000")); /* the shape's part stays */
 	assert_string_equal(words,
-			    " agentvm.root=avm-disk0 agentvm.disk=avm-disk1:/workspace:rw");
+			    " agentvm.root=avm-disk0 agentvm.disk=avm-disk1:/workspace:rw"
+			    " agentvm.share=avm-share0:/data:rw");
 	free(cold);
 	free(tpl);
 	free(words);
@@ -210,6 +243,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_key_covers_every_input),
+		cmocka_unit_test(test_shape_text_of_shares),
 		cmocka_unit_test(test_template_cmdline_has_no_run_words),
 		cmocka_unit_test(test_rm_gc_and_lru),
 	};
