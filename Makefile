@@ -19,10 +19,10 @@ WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wundef -Wstrict-prototypes \
 	-Wmissing-prototypes -Wno-unused-parameter -Wvla -Wpointer-arith
 CFLAGS ?= -O2 -g
 # -fPIC and hidden visibility: the same objects make libagentvm.so, which exports only what
-# src/include/agentvm.h marks AGENTVM_EXPORT (and src/libagentvm.map allows).
+# src/include/agentvm.h marks AGENTVM_EXPORT (and src/api/libagentvm.map allows).
 CFLAGS += -fPIC -fvisibility=hidden
 CFLAGS += -std=gnu17 -D_GNU_SOURCE= -fstack-protector-strong -D_FORTIFY_SOURCE=2 $(WARN) \
-	-I. -Isrc -Iqmp -Iguest-init -DAVM_DATADIR='"$(DATADIR)"' $(PKG_CFLAGS)
+	-I. -Isrc -DAVM_DATADIR='"$(DATADIR)"' $(PKG_CFLAGS)
 # No recovery: a sanitizer report fails the run (UBSan only prints by default).
 ifneq ($(SANITIZE),)
 CFLAGS += -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -36,7 +36,9 @@ Q := @
 endif
 
 # --- sources -----------------------------------------------------------------------------------
-CORE_SRC := $(wildcard src/*.c)
+# src/ is one folder per capability (README: the source tree); cli/ and shim/ are programs,
+# gen/ a build-time generator.
+CORE_SRC := $(filter-out src/cli/% src/shim/% src/gen/%,$(wildcard src/*/*.c))
 CLI_SRC := $(wildcard src/cli/*.c)
 SHIM_SRC := $(wildcard src/shim/*.c)
 QMP_SRC := $(wildcard qmp/*.c)
@@ -111,7 +113,7 @@ deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm; }
 	@$(MAKE) --no-print-directory jail-user
 
-# The unprivileged user every QEMU runs as (src/jail.h): a system user with no login and no home.
+# The unprivileged user every QEMU runs as (src/vm/jail.h): a system user with no login and no home.
 jail-user:
 	@id agentvm-qemu >/dev/null 2>&1 || { echo "deps: creating system user agentvm-qemu"; \
 		useradd --system --no-create-home --home-dir /nonexistent \
@@ -140,28 +142,28 @@ $(B)/obj/%.o: %.c $(CFLAGS_STAMP)
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 # The seccomp allowlist compiled once, at build time (libseccomp's compile is ~1.7 ms a start).
-$(B)/gen/seccomp-gen: src/gen/seccomp_gen.c src/jail_seccomp.c src/jail_seccomp.h
+$(B)/gen/seccomp-gen: src/gen/seccomp_gen.c src/vm/jail_seccomp.c src/vm/jail_seccomp.h
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) src/gen/seccomp_gen.c src/jail_seccomp.c -o $@ $(PKG_LIBS) $(LDFLAGS)
+	$(Q)$(CC) $(CFLAGS) src/gen/seccomp_gen.c src/vm/jail_seccomp.c -o $@ $(PKG_LIBS) $(LDFLAGS)
 $(B)/gen/jail_bpf.h: $(B)/gen/seccomp-gen
 	$(Q)$< >$@.tmp && mv $@.tmp $@
-$(call obj,src/jail.c): $(B)/gen/jail_bpf.h
+$(call obj,src/vm/jail.c): $(B)/gen/jail_bpf.h
 CFLAGS += -I$(B)/gen
 
 $(LIBINTERNAL): $(call obj,$(INTERNAL_SRC))
 # netfilter/ alone (with the error type it reports in), for tools built against it by hand
 # (tests/integration/test_nf_rules.sh builds netfilter/tools/nf_tool.c).
-$(B)/libnf.a: $(call obj,$(NF_SRC) src/error.c)
+$(B)/libnf.a: $(call obj,$(NF_SRC) src/base/error.c)
 $(B)/lib%.a:
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(LIBSO): $(call obj,$(INTERNAL_SRC)) src/libagentvm.map
+$(LIBSO): $(call obj,$(INTERNAL_SRC)) src/api/libagentvm.map
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -shared $(LDFLAGS) -Wl,-soname,libagentvm.so.$(LIB_MAJOR) \
-		-Wl,--version-script=src/libagentvm.map -Wl,-z,defs -o $@ \
+		-Wl,--version-script=src/api/libagentvm.map -Wl,-z,defs -o $@ \
 		$(call obj,$(INTERNAL_SRC)) $(PKG_LIBS)
 	$(Q)ln -sf $(notdir $@) $(B)/lib/libagentvm.so.$(LIB_MAJOR)
 	$(Q)ln -sf $(notdir $@) $(B)/lib/libagentvm.so
@@ -176,7 +178,13 @@ $(AGENTVM): $(call obj,$(CLI_SRC)) $(LIBS_ALL)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(call obj,$(CLI_SRC)) $(LIBS_ALL) $(PKG_LIBS)
 
-# containerd's runtime v2 shim (runtime io.containerd.agentvm.v2), on the same library.
+# containerd's runtime v2 shim (runtime io.containerd.agentvm.v2), on the same library. It still
+# includes the core's headers by bare name ("vm.h"): the rooms it uses are on its include path
+# until it names them (vm/vm.h, ...), as the rest of src/ does.
+SHIM_COMPAT_INC := $(patsubst %,-Isrc/%,base state vm net obs snapshot pool image control) -Iqmp
+$(call obj,$(SHIM_SRC)): CFLAGS += $(SHIM_COMPAT_INC)
+TEST_INC_test_shim_proto := $(SHIM_COMPAT_INC)
+FUZZ_INC_fuzz_shim_ttrpc := $(SHIM_COMPAT_INC)
 $(SHIM): $(call obj,$(SHIM_SRC)) $(LIBS_ALL)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(call obj,$(SHIM_SRC)) $(LIBS_ALL) $(PKG_LIBS)
@@ -218,7 +226,8 @@ rootfs: $(AGENTVM)
 $(B)/tests/%: tests/unit/%.c $(LIBS_ALL)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TEST    $@")
-	$(Q)$(CC) $(CFLAGS) $< $(filter %.o,$^) -o $@ $(LIBS_ALL) $(PKG_LIBS) $(CMOCKA_LIBS) $(LDFLAGS)
+	$(Q)$(CC) $(CFLAGS) $(TEST_INC_$*) $< $(filter %.o,$^) -o $@ $(LIBS_ALL) $(PKG_LIBS) \
+		$(CMOCKA_LIBS) $(LDFLAGS)
 # Tests of guest-init code also link the pure guest objects they exercise.
 $(B)/tests/test_guest_net: $(call obj,guest-init/netcfg.c)
 $(B)/tests/test_guest_disk: $(call obj,guest-init/diskcfg.c guest-init/netcfg.c)
@@ -257,17 +266,17 @@ FUZZ_LINK_fuzz_guest_exec := $(PROTO_SRC) guest-init/request.c guest-init/util.c
 	guest-init/tarcmd.c guest-init/tar.c
 FUZZ_LINK_fuzz_guest_tar := guest-init/tar.c
 FUZZ_LINK_fuzz_guest_share := $(PROTO_SRC) guest-init/sharecfg.c guest-init/diskcfg.c guest-init/netcfg.c
-FUZZ_LINK_fuzz_host_untar := src/files_untar.c src/util.c src/error.c
+FUZZ_LINK_fuzz_host_untar := src/vm/files_untar.c src/base/util.c src/base/error.c
 FUZZ_LINK_fuzz_guest_net := $(PROTO_SRC) guest-init/netcfg.c
 FUZZ_LINK_fuzz_guest_disk := guest-init/diskcfg.c
 FUZZ_LINK_fuzz_guest_imagecfg := guest-init/imagecfg.c
-FUZZ_LINK_fuzz_oci_config := src/image_oci.c src/strv.c src/util.c src/error.c
+FUZZ_LINK_fuzz_oci_config := src/image/image_oci.c src/base/strv.c src/base/util.c src/base/error.c
 FUZZ_LINK_fuzz_shim_ttrpc := src/shim/pb.c src/shim/ttrpc.c src/shim/process.c src/shim/config.c \
-	src/strv.c
+	src/base/strv.c
 $(B)/fuzz/fuzz_shim_ttrpc: $(SHIM_SRC) $(wildcard src/shim/*.h)
-FUZZ_LINK_fuzz_egress := netfilter/rules.c netfilter/dns.c netfilter/util.c src/error.c
-FUZZ_LINK_fuzz_tz := src/tz.c
-FUZZ_LINK_fuzz_anomaly_conf := src/anomaly.c src/util.c src/error.c
+FUZZ_LINK_fuzz_egress := netfilter/rules.c netfilter/dns.c netfilter/util.c src/base/error.c
+FUZZ_LINK_fuzz_tz := src/base/tz.c
+FUZZ_LINK_fuzz_anomaly_conf := src/vm/anomaly.c src/base/util.c src/base/error.c
 # The state-file readers pull in the core (net.c needs netfilter/, snapshot.c the QEMU argv).
 FUZZ_LINK_fuzz_state_files := $(CORE_SRC) $(QMP_SRC) $(NF_SRC) $(PROTO_SRC)
 FUZZ_LINK_fuzz_metrics := $(CORE_SRC) $(QMP_SRC) $(NF_SRC) $(PROTO_SRC)
@@ -275,7 +284,7 @@ $(B)/fuzz/%: tests/fuzz/%.c $(QMP_SRC) $(PROTO_SRC) $(GUEST_SRC) $(B)/gen/jail_b
 	@mkdir -p $(dir $@)
 	$(Q)$(FUZZ_CC) -g -O1 -std=gnu17 -D_GNU_SOURCE= -fsanitize=fuzzer,address,undefined \
 		-fno-sanitize-recover=all -I. -Isrc -I$(B)/gen \
-		-Iqmp -Iguest-init $(PKG_CFLAGS) $< $(FUZZ_LINK_$*) -o $@ $(PKG_LIBS)
+		$(FUZZ_INC_$*) $(PKG_CFLAGS) $< $(FUZZ_LINK_$*) -o $@ $(PKG_LIBS)
 fuzz: $(FUZZ_BINS)
 	$(Q)sh tests/fuzz/run.sh $(or $(FUZZ_SECONDS),30) $(FUZZ_BINS)
 
@@ -306,7 +315,7 @@ install-lib: $(LIB_PUBLIC)
 	ln -sf libagentvm.so.$(LIB_MAJOR) $(DESTDIR)$(LIBDIR)/libagentvm.so
 	install -m 0644 $(LIBA) $(DESTDIR)$(LIBDIR)/
 	install -m 0644 src/include/agentvm.h $(DESTDIR)$(INCLUDEDIR)/
-	sed $(PC_SED) src/agentvm.pc.in >$(DESTDIR)$(PKGCONFIGDIR)/agentvm.pc
+	sed $(PC_SED) src/api/agentvm.pc.in >$(DESTDIR)$(PKGCONFIGDIR)/agentvm.pc
 
 install: all jail-user install-lib
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Boot templates (src/boot_cache.h), standalone (bench/run.sh calls it). In ONE run, interleaved:
+# Boot templates (src/vm/boot_cache.h), standalone (bench/run.sh calls it). In ONE run, interleaved:
 #   (t1) `run -- true` restoring a warm template  vs  `run --cold -- true`
 #   (t2) `start` until ready from the template     vs  `start --cold`
 #   (t3) the first run of a new shape (template build + restore) vs a cold run, same rounds

@@ -16,11 +16,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "host.h"
-#include "metrics.h"
-#include "spec.h"
-#include "util.h"
-#include "vm.h"
+#include "vm/host.h"
+#include "obs/metrics.h"
+#include "vm/spec.h"
+#include "base/util.h"
+#include "vm/vm.h"
 
 int main(int argc, char **argv)
 {

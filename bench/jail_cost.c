@@ -12,9 +12,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "jail.h"
-#include "launcher.h"
-#include "util.h"
+#include "vm/jail.h"
+#include "vm/launcher.h"
+#include "base/util.h"
 
 static int cmp(const void *a, const void *b)
 {

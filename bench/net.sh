@@ -34,7 +34,7 @@ if ! why=$(net_missing); then
 	echo "bench/net: skipped: $why" >&2
 	exit 0
 fi
-# agentvm's own rule (src/host.c): KVM needs /dev/kvm and vmx/svm in the CPU flags.
+# agentvm's own rule (src/vm/host.c): KVM needs /dev/kvm and vmx/svm in the CPU flags.
 accel=tcg
 [ -r /dev/kvm ] && [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo && accel=kvm
 
@@ -74,7 +74,7 @@ one() { # mode name -> appends start ms, rm ms to $tmp/<mode>.start / .rm
 		die "start --network $1: $(cat "$tmp/err")"
 	_t1=$(ns_now)
 	# Set-up without the boot's noise: spec.json is written just before the network is set up,
-	# qemu.pid just after QEMU is spawned (src/vm.c); the mtimes have ns resolution.
+	# qemu.pid just after QEMU is spawned (src/vm/vm.c); the mtimes have ns resolution.
 	stat -c '%.9Y' "$AGENTVM_STATE_DIR/$2/spec.json" "$AGENTVM_STATE_DIR/$2/qemu.pid" |
 		awk 'NR == 1 {a = $1} NR == 2 {printf "%d\n", ($1 - a) * 1e6}' >>"$tmp/$1.setup"
 	avm rm --force "$2" >/dev/null 2>"$tmp/err" || die "rm: $(cat "$tmp/err")"
@@ -284,7 +284,7 @@ cat <<MD
 - (n2) is timed by the sink with the host clock (accept to EOF); (n3) on the host around \`agentvm exec\` minus the median \`exec true\` ($(us2ms "$et") ms).
 - The nat-filtered VM's tx_ok byte counter after (n2)+(n3): ${cnt:-?} (the filter counted the uploads).
 - Per-round differences nat-filtered - isolated, sorted (ms): n1a $(sort -n "$tmp/diff.setup" | awk '{printf "%.1f ", $1 / 1000}')/ n1b $(sort -n "$tmp/diff.rm" | awk '{printf "%.1f ", $1 / 1000}')/ n1c $(sort -n "$tmp/diff.total" | awk '{printf "%.0f ", $1 / 1000}')
-- n1a: spec.json is written just before the network is set up and qemu.pid just after QEMU is spawned (src/vm.c), so the window holds the tap, lease, nft transaction and net.json and none of the boot (file times tick with the kernel's coarse clock, 4 ms at HZ=250: n1a is quantised); n1b includes \`rm\`'s 20 ms polling for the supervisor's exit (the bimodal samples).
+- n1a: spec.json is written just before the network is set up and qemu.pid just after QEMU is spawned (src/vm/vm.c), so the window holds the tap, lease, nft transaction and net.json and none of the boot (file times tick with the kernel's coarse clock, 4 ms at HZ=250: n1a is quantised); n1b includes \`rm\`'s 20 ms polling for the supervisor's exit (the bimodal samples).
 - Raw (ms, isolated/nat-filtered totals): $(awk '{printf "%.0f ", $1 / 1000}' "$tmp/isolated.total")/ $(awk '{printf "%.0f ", $1 / 1000}' "$tmp/nat-filtered.total"); MB/s up: $(tr '\n' ' ' <"$tmp/up.nat")(bridge $(tr '\n' ' ' <"$tmp/up.br"))/ down: $(tr '\n' ' ' <"$tmp/down.nat")(bridge $(tr '\n' ' ' <"$tmp/down.br"))
 MD
 fi

@@ -2,7 +2,7 @@
 /*
  * What each step of a VM's network set-up and teardown costs: net_setup() + net_save() +
  * net_setup_filter() (in vm.c it runs beside QEMU's start-up) +
- * net_ready() and net_teardown() of src/net.c, called as vm.c calls them when QEMU has ended
+ * net_ready() and net_teardown() of src/net/net.c, called as vm.c calls them when QEMU has ended
  * (rm --force, a guest that stopped; no QEMU here: this process holds the tap), N rounds per
  * policy, interleaved, with the steps net.c records in vm_net.trace. Prints a markdown table of
  * medians (us) per step and policy, and how long after teardown returned the tap was gone (the
@@ -19,10 +19,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "net.h"
-#include "spec.h"
-#include "statedir.h"
-#include "util.h"
+#include "net/net.h"
+#include "vm/spec.h"
+#include "state/statedir.h"
+#include "base/util.h"
 
 #define MAX_ROUNDS 200
 #define MAX_STEPS  32

@@ -10,8 +10,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "qmp.h"
-#include "util.h"
+#include "qmp/qmp.h"
+#include "base/util.h"
 
 int main(int argc, char **argv)
 {

@@ -29,7 +29,7 @@ export AGENTVM_STATE_DIR=$tmp/state AGENTVM_LOG_DIR=$tmp/log
 # path (a boot template's clone) against these, in its own run.
 export AGENTVM_BOOT_CACHE=0
 
-# The same rule as agentvm's own (src/host.c): KVM needs /dev/kvm and vmx/svm in the CPU flags.
+# The same rule as agentvm's own (src/vm/host.c): KVM needs /dev/kvm and vmx/svm in the CPU flags.
 accel=tcg
 [ -r /dev/kvm ] && [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo && accel=kvm
 khz=$(awk -F: '/cpu MHz/ {printf "%d", $2 * 1000 + 0.5; exit}' /proc/cpuinfo)
@@ -123,7 +123,7 @@ Commands:
 
 Raw samples (ms): a = $(tr '\n' ' ' <"$tmp/a")/ b = $(tr '\n' ' ' <"$tmp/b")/ d = $(tr '\n' ' ' <"$tmp/s")
 MD
-# The jail's cost on a start (src/jail.h), root only: a spawn with and without it, interleaved.
+# The jail's cost on a start (src/vm/jail.h), root only: a spawn with and without it, interleaved.
 if [ "$(id -u)" = 0 ] && [ -x "$B/bench/jail-cost" ]; then
 	mkdir -p "$tmp/jail"
 	{

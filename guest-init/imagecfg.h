@@ -3,7 +3,7 @@
  * A root image's defaults for every command: pure parsing (unit tested and fuzzed: an image is
  * the user's, but what it holds must never crash PID 1), nothing touches the system here.
  *
- * Two optional files in the image (written by `agentvm image build/import`, see src/image.h):
+ * Two optional files in the image (written by `agentvm image build/import`, see src/image/image.h):
  *   /etc/agentvm/env    one KEY=VALUE per line (PATH, HOME, LANG, an OCI config's Env)
  *   /etc/agentvm/exec   "workdir=/abs/dir" and "user=UID:GID" lines (OCI WorkingDir, User)
  * No quoting, no comments; empty lines are skipped; a bad line is skipped and counted, the

@@ -40,7 +40,7 @@ int main(int argc, char **argv)
 	port_fd = port_open();
 	if (sys_cmdline(&net, &disks)) {
 		/*
-		 * A boot template (src/boot_cache.c): what every run shares, then READY, at which
+		 * A boot template (src/vm/boot_cache.c): what every run shares, then READY, at which
 		 * the host saves the VM. Its cmdline has no per-run word and no disk was mounted,
 		 * so nothing of one run is in the template; each clone finishes the boot from its
 		 * first SYNC (sync_finish_boot()).

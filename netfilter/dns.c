@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * dns.c - the configuration of a VM's DNS forwarder (Debian's dnsmasq, >= 2.87 for --nftset), as
- * text. Pure: the unit tests check every line; src/net.c runs and supervises the process.
+ * text. Pure: the unit tests check every line; src/net/net.c runs and supervises the process.
  *
  * Why this shape:
  * - One dnsmasq per VM, listening on that VM's gateway address only (bind-interfaces): the set

@@ -33,7 +33,7 @@
 
 /* Errors are the host's one error type (-errno + one line); by path, so that a tool built
    with -Inetfilter alone (tests/integration/test_nf_rules.sh) finds it too. */
-#include "../src/error.h"
+#include "../src/base/error.h"
 
 /* ---- address pool --------------------------------------------------------------------------- */
 
@@ -175,7 +175,7 @@ struct nf_vm {
 	uint64_t rate_bytes; /* VM -> world bytes/s (nft limit); 0 = unlimited. The other way: */
 	uint64_t burst_bytes; /* nf_tap_shape() on the tap */
 	/* NFLOG group of the drop log (NF_LOG_GROUP of the lease; 0: the kernel log). One
-	 * listener per group: the VM's supervisor (src/monitor.h). */
+	 * listener per group: the VM's supervisor (src/vm/monitor.h). */
 	uint16_t log_group;
 };
 #define NF_LOG_GROUP_BASE 0x8000u

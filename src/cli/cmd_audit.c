@@ -1,14 +1,14 @@
 /* SPDX-License-Identifier: MIT */
-/* agentvm audit: read the audit log (src/audit.h), filtered, and follow it. */
+/* agentvm audit: read the audit log (src/obs/audit.h), filtered, and follow it. */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "audit.h"
+#include "obs/audit.h"
 #include "cli.h"
-#include "util.h"
-#include "vmstate.h"
+#include "base/util.h"
+#include "state/vmstate.h"
 
 #define USAGE "usage: agentvm audit [--vm NAME] [--since T] [--follow] [--json]"
 

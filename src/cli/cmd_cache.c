@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* agentvm cache ls|rm: the boot templates that run and start restore (src/boot_cache.h). */
+/* agentvm cache ls|rm: the boot templates that run and start restore (src/vm/boot_cache.h). */
 #include <errno.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "boot_cache.h"
+#include "vm/boot_cache.h"
 #include "cli.h"
 
 static void usage(FILE *f)

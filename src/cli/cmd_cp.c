@@ -7,11 +7,11 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "files.h"
-#include "statedir.h"
-#include "util.h"
-#include "vm.h"
-#include "vmctl.h"
+#include "vm/files.h"
+#include "state/statedir.h"
+#include "base/util.h"
+#include "vm/vm.h"
+#include "control/vmctl.h"
 
 static void cp_usage(FILE *f)
 {

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * agentvm image build|import|ls|inspect|rm: the root image store (src/image.h does the work).
+ * agentvm image build|import|ls|inspect|rm: the root image store (src/image/image.h does the work).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -10,8 +10,8 @@
 #include <string.h>
 
 #include "cli.h"
-#include "image.h"
-#include "util.h"
+#include "image/image.h"
+#include "base/util.h"
 
 #define JSON_FLAGS (JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE)
 

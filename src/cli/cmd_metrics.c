@@ -13,13 +13,13 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "metrics.h"
-#include "metrics_http.h"
-#include "stats.h"
-#include "statedir.h"
-#include "strv.h"
-#include "util.h"
-#include "vmstate.h"
+#include "obs/metrics.h"
+#include "obs/metrics_http.h"
+#include "obs/stats.h"
+#include "state/statedir.h"
+#include "base/strv.h"
+#include "base/util.h"
+#include "state/vmstate.h"
 
 #define GUEST_TIMEOUT_MS 1000
 

@@ -7,12 +7,12 @@
 #include <string.h>
 
 #include "cli.h"
-#include "net.h"
-#include "net_admin.h"
-#include "statedir.h"
-#include "strv.h"
-#include "util.h"
-#include "vmstate.h"
+#include "net/net.h"
+#include "net/net_admin.h"
+#include "state/statedir.h"
+#include "base/strv.h"
+#include "base/util.h"
+#include "state/vmstate.h"
 
 static int net_ls(bool json)
 {

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* agentvm serve --pool (the daemon is src/pool.c) and agentvm pool acquire|release|status. */
+/* agentvm serve --pool (the daemon is src/pool/pool.c) and agentvm pool acquire|release|status. */
 #include <getopt.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -7,10 +7,10 @@
 #include <string.h>
 
 #include "cli.h"
-#include "metrics_http.h"
-#include "pool.h"
-#include "statedir.h"
-#include "util.h"
+#include "obs/metrics_http.h"
+#include "pool/pool.h"
+#include "state/statedir.h"
+#include "base/util.h"
 
 int cmd_serve(int argc, char **argv)
 {

@@ -14,11 +14,11 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "vmctl.h"
-#include "qmp.h"
-#include "statedir.h"
-#include "util.h"
-#include "vmstate.h"
+#include "control/vmctl.h"
+#include "qmp/qmp.h"
+#include "state/statedir.h"
+#include "base/util.h"
+#include "state/vmstate.h"
 
 #define JSON_OUT (JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE)
 #define QMP_CLI_TIMEOUT_MS 30000

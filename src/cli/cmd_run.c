@@ -9,13 +9,13 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "files.h"
-#include "statedir.h"
-#include "spec.h"
-#include "util.h"
-#include "vm.h"
-#include "vm_start.h"
-#include "vmctl.h"
+#include "vm/files.h"
+#include "state/statedir.h"
+#include "vm/spec.h"
+#include "base/util.h"
+#include "vm/vm.h"
+#include "control/vm_start.h"
+#include "control/vmctl.h"
 
 
 static void run_usage(FILE *f)

@@ -19,20 +19,20 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "audit.h"
+#include "obs/audit.h"
 #include "cli.h"
-#include "disk.h"
-#include "migrate.h"
-#include "pool.h"
-#include "qmp.h"
-#include "restore_vms.h"
-#include "snapshot_save.h"
-#include "snapshot.h"
-#include "statedir.h"
-#include "strv.h"
-#include "util.h"
-#include "vm.h"
-#include "vmstate.h"
+#include "vm/disk.h"
+#include "vm/migrate.h"
+#include "pool/pool.h"
+#include "qmp/qmp.h"
+#include "snapshot/restore_vms.h"
+#include "snapshot/snapshot_save.h"
+#include "snapshot/snapshot.h"
+#include "state/statedir.h"
+#include "base/strv.h"
+#include "base/util.h"
+#include "vm/vm.h"
+#include "state/vmstate.h"
 
 static int cmd_snapshot_save(int argc, char **argv)
 {

@@ -7,11 +7,11 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "statedir.h"
-#include "util.h"
-#include "vm.h"
-#include "vm_start.h"
-#include "vmctl.h"
+#include "state/statedir.h"
+#include "base/util.h"
+#include "vm/vm.h"
+#include "control/vm_start.h"
+#include "control/vmctl.h"
 
 int cmd_start(int argc, char **argv)
 {

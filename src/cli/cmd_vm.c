@@ -9,14 +9,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "boot_cache.h"
+#include "vm/boot_cache.h"
 #include "cli.h"
-#include "pool.h"
-#include "strv.h"
-#include "statedir.h"
-#include "util.h"
-#include "vmctl.h"
-#include "vmstate.h"
+#include "pool/pool.h"
+#include "base/strv.h"
+#include "state/statedir.h"
+#include "base/util.h"
+#include "control/vmctl.h"
+#include "state/vmstate.h"
 
 
 static int need_name(int argc, char **argv, const char *usage)

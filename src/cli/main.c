@@ -11,8 +11,8 @@
 #include <string.h>
 
 #include "cli.h"
-#include "host.h"
-#include "statedir.h"
+#include "vm/host.h"
+#include "state/statedir.h"
 
 #define AGENTVM_VERSION "0.1.0"
 

@@ -9,9 +9,9 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "host.h"
-#include "util.h"
-#include "vm.h"
+#include "vm/host.h"
+#include "base/util.h"
+#include "vm/vm.h"
 
 enum {
 	OPT_CPUS = 1000,

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libFuzzer target: the anomaly config parser (src/anomaly.c; the file is an operator's, but a
+ * libFuzzer target: the anomaly config parser (src/vm/anomaly.c; the file is an operator's, but a
  * typo must give a line number, never a crash). Invariants: no crash; a rejected text leaves a
  * one-line message that names a line; an accepted config is within the documented bounds.
  */
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "anomaly.h"
+#include "vm/anomaly.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "exec.h"
-#include "proto.h"
+#include "guest-init/exec.h"
+#include "guest-init/proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

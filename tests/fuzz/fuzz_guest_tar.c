@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/types.h>
 
-#include "tar.h"
+#include "guest-init/tar.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "metrics.h"
-#include "stats.h"
+#include "obs/metrics.h"
+#include "obs/stats.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proto.h"
+#include "guest-init/proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -21,8 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "qmp.h"
-#include "qmp_internal.h"
+#include "qmp/qmp.h"
+#include "qmp/qmp_internal.h"
 
 static const char prelude[] =
 	"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, "

@@ -18,11 +18,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "boot_cache.h"
-#include "net.h"
-#include "snapshot.h"
-#include "spec.h"
-#include "vmstate.h"
+#include "vm/boot_cache.h"
+#include "net/net.h"
+#include "snapshot/snapshot.h"
+#include "vm/spec.h"
+#include "state/vmstate.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tz.h"
+#include "base/tz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

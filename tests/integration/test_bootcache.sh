@@ -1,5 +1,5 @@
 #!/bin/sh
-# Integration tests for boot templates (src/boot_cache.h): run and start restore a clone of a
+# Integration tests for boot templates (src/vm/boot_cache.h): run and start restore a clone of a
 # cached boot; nothing of one run reaches the next; --cold and AGENTVM_BOOT_CACHE=0; cache ls/rm;
 # a damaged, truncated or foreign template, two first runs at once and a full disk never break
 # a run. Which path a run took is read from the guest: a template's clone has

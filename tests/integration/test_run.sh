@@ -140,7 +140,7 @@ t_tcg_warning_once() {
 	"$AVM" run -- true >"$tmp_root/out" 2>"$tmp_root/err"
 	rc=$?
 	expect_eq "exit" 0 "$rc"
-	# agentvm's own rule (src/host.c): KVM needs /dev/kvm and vmx/svm in the CPU flags.
+	# agentvm's own rule (src/vm/host.c): KVM needs /dev/kvm and vmx/svm in the CPU flags.
 	if [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then
 		expect_eq "no warning under KVM" "" "$(cat "$tmp_root/err")"
 	else

@@ -17,7 +17,7 @@
 
 #include <cmocka.h>
 
-#include "agent_conn.h"
+#include "vm/agent_conn.h"
 
 static void test_queue_bounded_under_partial_writes(void **state)
 {

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "anomaly.h"
+#include "vm/anomaly.h"
 
 #define MIN 60000ull
 

@@ -18,8 +18,8 @@
 
 #include <cmocka.h>
 
-#include "audit.h"
-#include "util.h"
+#include "obs/audit.h"
+#include "base/util.h"
 
 static char dir[64];
 

@@ -17,12 +17,12 @@
 
 #include <cmocka.h>
 
-#include "error.h"
+#include "base/error.h"
 #include "netfilter/nf_internal.h"
-#include "snapshot_save.h"
-#include "strv.h"
-#include "util.h"
-#include "vmstate.h"
+#include "snapshot/snapshot_save.h"
+#include "base/strv.h"
+#include "base/util.h"
+#include "state/vmstate.h"
 
 static void test_error_kind(void **state)
 {

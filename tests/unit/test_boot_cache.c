@@ -20,9 +20,9 @@
 
 #include <cmocka.h>
 
-#include "boot_cache.h"
-#include "qemu_argv.h"
-#include "util.h"
+#include "vm/boot_cache.h"
+#include "vm/qemu_argv.h"
+#include "base/util.h"
 
 static void base_shape(struct boot_shape *sh)
 {

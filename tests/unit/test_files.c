@@ -24,7 +24,7 @@
 
 #include <cmocka.h>
 
-#include "files.h"
+#include "vm/files.h"
 
 struct ent {
 	const char *path;

@@ -10,8 +10,8 @@
 
 #include <cmocka.h>
 
-#include "diskcfg.h"
-#include "netcfg.h"
+#include "guest-init/diskcfg.h"
+#include "guest-init/netcfg.h"
 
 static void expect_disk(const struct disk_cfg *c, size_t i, const char *serial, const char *dir,
 			bool ro)

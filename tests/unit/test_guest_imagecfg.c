@@ -14,9 +14,9 @@
 
 #include <cmocka.h>
 
-#include "exec.h"
-#include "imagecfg.h"
-#include "proto.h"
+#include "guest-init/exec.h"
+#include "guest-init/imagecfg.h"
+#include "guest-init/proto.h"
 
 static int reset(void **state)
 {

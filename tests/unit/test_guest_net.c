@@ -11,8 +11,8 @@
 
 #include <cmocka.h>
 
-#include "netcfg.h"
-#include "proto.h"
+#include "guest-init/netcfg.h"
+#include "guest-init/proto.h"
 
 static uint32_t ip(const char *s)
 {

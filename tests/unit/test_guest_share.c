@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "sharecfg.h"
+#include "guest-init/sharecfg.h"
 
 static void test_parse(void **state)
 {

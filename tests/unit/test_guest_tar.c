@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "tar.h"
+#include "guest-init/tar.h"
 
 struct mem {
 	const uint8_t *p;

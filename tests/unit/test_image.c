@@ -21,9 +21,9 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
-#include "image.h"
-#include "sha256.h"
-#include "util.h"
+#include "image/image.h"
+#include "base/sha256.h"
+#include "base/util.h"
 
 /* Paths here are short (under /tmp); truncation cannot happen. */
 #pragma GCC diagnostic ignored "-Wformat-truncation"

@@ -17,10 +17,10 @@
 
 #include <cmocka.h>
 
-#include "metrics.h"
-#include "stats.h"
-#include "util.h"
-#include "vmstate.h"
+#include "obs/metrics.h"
+#include "obs/stats.h"
+#include "base/util.h"
+#include "state/vmstate.h"
 
 static char root[64];
 

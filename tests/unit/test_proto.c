@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "proto.h"
+#include "guest-init/proto.h"
 
 static size_t make_frame(uint8_t *out, uint16_t type, uint32_t id, const void *p, uint32_t len)
 {

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "qemu_argv.h"
+#include "vm/qemu_argv.h"
 
 static struct qemu_config base(enum vm_accel a)
 {

@@ -29,8 +29,8 @@
 
 #include <cmocka.h>
 
-#include "qmp.h"
-#include "qmp_internal.h"
+#include "qmp/qmp.h"
+#include "qmp/qmp_internal.h"
 
 #define GREETING                                                                           \
 	"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 22, \"minor\": 2, \"major\": 7}, " \

@@ -17,9 +17,9 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
-#include "qemu_argv.h"
-#include "sha256.h"
-#include "snapshot.h"
+#include "vm/qemu_argv.h"
+#include "base/sha256.h"
+#include "snapshot/snapshot.h"
 
 #define HEX_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 

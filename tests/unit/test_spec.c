@@ -15,8 +15,8 @@
 #include <cmocka.h>
 #include <json-c/json.h>
 
-#include "snapshot.h"
-#include "spec.h"
+#include "snapshot/snapshot.h"
+#include "vm/spec.h"
 
 static void test_default_profile_is_light(void **state)
 {

@@ -16,7 +16,7 @@
 
 #include <cmocka.h>
 
-#include "tz.h"
+#include "base/tz.h"
 
 #define NY_FILE "/usr/share/zoneinfo/America/New_York"
 

@@ -21,8 +21,8 @@
 
 #include <cmocka.h>
 
-#include "launcher.h"
-#include "util.h"
+#include "vm/launcher.h"
+#include "base/util.h"
 
 /* Whether the read end sees EOF (every write end closed) within ms. */
 static bool eof_within(int rfd, int ms)

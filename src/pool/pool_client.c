@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: MIT */
+/* The pool's client side: one request line to <state root>/.pool.sock, one reply line back. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "pool/pool.h"
+#include "state/statedir.h"
+#include "base/util.h"
+
+int pool_request(const char *req, char *out, size_t len, struct avm_error *err)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	size_t got = 0;
+	ssize_t n;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", statedir_root(), POOL_SOCK);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return avm_error_set(err, -ECONNREFUSED,
+				     "no pool is serving in %s; start one with 'agentvm serve --pool "
+				     "SNAPSHOT ...'",
+				     statedir_root());
+	/* A full pool answers with one ERR line and closes before reading: the write may fail
+	 * (EPIPE) with the answer waiting to be read, so read it before reporting the write. */
+	int wr = write_all(fd, req, strlen(req));
+	while (got < len - 1 && (n = read(fd, out + got, len - 1 - got)) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return avm_error_setx(err, -errno, "reading from the pool");
+		}
+		got += (size_t)n;
+		if (memchr(out, '\n', got))
+			break;
+	}
+	out[got] = '\0';
+	char *nl = strchr(out, '\n');
+	if (!nl && wr < 0)
+		return avm_error_setx(err, wr, "writing to the pool");
+	if (!nl)
+		return avm_error_set(err, -EPIPE, "the pool closed the connection");
+	*nl = '\0';
+	return 0;
+}
+
+int pool_sock_remove_stale(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct stat st;
+
+	if (fd < 0)
+		return -errno;
+	if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", statedir_root(), POOL_SOCK) >=
+	    (int)sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	if (lstat(sa.sun_path, &st) < 0 || !S_ISSOCK(st.st_mode))
+		return 0;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno != ECONNREFUSED)
+		return 0;
+	return unlink(sa.sun_path) < 0 ? -errno : 1;
+}
+
+/* A request and its reply; "ERR ..." as an error (kind STATE; "ERR TIMEOUT ...": -ETIMEDOUT). */
+static int pool_call(const char *req, char *out, size_t len, struct avm_error *err)
+{
+	int r = pool_request(req, out, len, err);
+
+	if (r < 0)
+		return avm_error_kind(err, AVM_ERR_STATE, r);
+	if (!strncmp(out, "ERR ", 4)) {
+		bool to = !strncmp(out + 4, "TIMEOUT ", 8);
+		return avm_error_kind(err, AVM_ERR_STATE,
+				      avm_error_set(err, to ? -ETIMEDOUT : -EAGAIN, "%s",
+						    out + (to ? 12 : 4)));
+	}
+	return 0;
+}
+
+int pool_acquire(long timeout_s, char *name, size_t len, struct avm_error *err)
+{
+	char req[64], buf[256];
+	int r;
+
+	snprintf(req, sizeof(req), "ACQUIRE %ld\n", timeout_s * 1000);
+	if ((r = pool_call(req, buf, sizeof(buf), err)) < 0)
+		return r;
+	if (strncmp(buf, "OK ", 3) != 0 || snprintf(name, len, "%s", buf + 3) >= (int)len)
+		return avm_error_kind(err, AVM_ERR_INTERNAL,
+				      avm_error_set(err, -EPROTO, "the pool answered '%s'", buf));
+	return 0;
+}
+
+int pool_release(const char *name, struct avm_error *err)
+{
+	char req[256], buf[256];
+	int r;
+
+	if ((r = statedir_validate_name(name, err)) < 0)
+		return avm_error_kind(err, AVM_ERR_USAGE, r);
+	snprintf(req, sizeof(req), "RELEASE %s\n", name);
+	return pool_call(req, buf, sizeof(buf), err);
+}
+
+int pool_status(char *out, size_t len, struct avm_error *err)
+{
+	return pool_call("STATUS\n", out, len, err);
+}
