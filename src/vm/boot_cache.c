@@ -542,7 +542,7 @@ static int build(const struct vm_launch_opts *o, const struct boot_cache_opts *b
 	 * migration stream has the device, never the export.
 	 */
 	for (size_t i = 0; i < us->n_shares; i++) {
-		char p[PATH_MAX], leaf[16];
+		char p[PATH_MAX], leaf[32];
 
 		snprintf(leaf, sizeof(leaf), "share%zu", i);
 		statedir_file(p, sizeof(p), tmp, leaf);
