@@ -12,7 +12,8 @@ B ?= build
 CC ?= gcc
 PKGS := json-c libnl-3.0 libnl-route-3.0 libnl-nf-3.0 libnftables libseccomp libarchive libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+# libmicrohttpd: headers only; src/metrics_http.c loads it when a metrics server starts.
+PKG_LIBS := $(shell pkg-config --libs $(filter-out libmicrohttpd,$(PKGS)) 2>/dev/null) -lm
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wundef -Wstrict-prototypes \

@@ -24,9 +24,7 @@ trap cleanup EXIT INT TERM
 accel=tcg
 "$AVM" run --accel kvm --network isolated --cold -- true >/dev/null 2>&1 && accel=kvm
 run() { "$AVM" run --accel $accel --network isolated "$@"; }
-ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
-median() { sort -n "$1" | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+. "$(dirname "$0")/lib.sh"
 timed() { # file cmd...: append the command's wall ms to file
 	_f=$1
 	shift

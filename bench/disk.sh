@@ -20,8 +20,7 @@ trap cleanup EXIT INT TERM
 accel=tcg
 "$AVM" run --accel kvm -- true >/dev/null 2>&1 && accel=kvm
 net="--network isolated"
-ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
-median() { sort -n "$1" | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+. "$(dirname "$0")/lib.sh"
 
 mkdir -p "$tmp/content"
 head -c 1048576 /dev/urandom >"$tmp/content/blob"
@@ -66,7 +65,6 @@ done
 cold=$(median "$tmp/cold")
 disk=$(median "$tmp/disk")
 restore=$(median "$tmp/restore")
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo "| what (accel $accel, N=$N, medians) | value | note |"
 echo "|---|---|---|"
 echo "| cold \`agentvm run -- true\` | $cold ms | (baseline) |"

@@ -27,7 +27,7 @@ now() { date +%s%N; }
 # MB/s for $bytes moved since $1
 rate() { awk -v b="$bytes" -v ns=$(($(now) - $1)) 'BEGIN {printf "%.1f\n", b / 1e6 / (ns / 1e9)}'; }
 secs() { awk -v ns=$(($(now) - $1)) 'BEGIN {printf "%.2f\n", ns / 1e9}'; }
-median() { sort -n "$1" | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+. "$(dirname "$0")/lib.sh"
 
 mkdir -p "$tmp/share" "$tmp/out" "$tmp/content"
 head -c $bytes /dev/urandom >"$tmp/big"
@@ -106,7 +106,6 @@ ri=$(median "$tmp/raw_in")
 ro=$(median "$tmp/raw_out")
 ci=$(median "$tmp/cp_in")
 co=$(median "$tmp/cp_out")
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo "Accel $accel, $N rounds, medians; a $MB MiB random file; 9p: security_model=mapped-xattr, msize 512 KiB, cache=none."
 echo
 echo "| what | in (host -> guest) | out (guest -> host) | notes |"

@@ -32,9 +32,7 @@ fi
 accel=tcg
 "$AVM" run --accel kvm -- true >/dev/null 2>&1 && accel=kvm
 net="--network isolated"
-ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
-median() { sort -n "$1" | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+. "$(dirname "$0")/lib.sh"
 
 for f in cold image py node git; do : >"$tmp/$f"; done
 echo "bench: image: $N interleaved rounds (accel $accel, image $IMAGE)" >&2

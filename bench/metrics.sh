@@ -15,7 +15,7 @@ IMG=$B/images
 tmp=$(mktemp -d "${STATE_PARENT:-/dev/shm}/avm-bench-metrics.XXXXXX")
 export AGENTVM_STATE_DIR=$tmp/state
 trap 'rm -rf "$tmp"' EXIT INT TERM
-median() { sort -n "$1" | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+. "$(dirname "$0")/lib.sh"
 
 "$B/bench/exec-rtt" "$IMG/vmlinux" "$IMG/initramfs.cpio" "$N" --metrics-ab >"$tmp/out" 2>"$tmp/err" ||
 	{ cat "$tmp/err"; exit 1; }

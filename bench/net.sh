@@ -45,7 +45,7 @@ die() {
 avm() { ip netns exec "$NS_HOST" "$AVM" "$@"; }
 ns_now() { date +%s%N; }
 us2ms() { awk -v v="$1" 'BEGIN {printf "%.1f", v / 1000}'; }
-median() { sort -n "$1" | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+. "$(dirname "$0")/lib.sh"
 
 net_up "$tmp/net" >"$tmp/net_up.log" 2>&1 || die "topology: $(cat "$tmp/net_up.log")"
 net_resolv_conf "nameserver $NET_SERVER"

@@ -43,7 +43,7 @@ else
 	tsc=""
 fi
 
-ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+. "$(dirname "$0")/lib.sh"
 
 baseline() {
 	qemu-system-x86_64 -M "$machine" -cpu $cpu -smp 1 -m 512 -nodefaults -no-user-config \
@@ -53,7 +53,6 @@ baseline() {
 		-device virtconsole,chardev=con0,nr=0 </dev/null >/dev/null 2>&1
 }
 
-median() { sort -n "$1" | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 : >"$tmp/a"
 : >"$tmp/b"

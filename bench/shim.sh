@@ -69,8 +69,7 @@ cri image "$PAUSE"
 
 accel=tcg
 [ -r /dev/kvm ] && [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo && accel=kvm
-ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
-median() { sort -n "$1" | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+. "$(dirname "$0")/lib.sh"
 
 # One warm-up of each (images unpacked, the boot template built, page cache), not counted.
 cri podbench warm agentvm "$IMG" >/dev/null

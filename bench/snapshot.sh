@@ -22,9 +22,8 @@ accel=tcg
 net=""
 "$AVM" start --help 2>/dev/null | grep -q -- --network && net="--network isolated"
 
-ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+. "$(dirname "$0")/lib.sh"
 us_since() { echo $((($(date +%s%N) - $1) / 1000)); }
-median() { sort -n "$1" | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 # The golden VM and its snapshot (saved a few times for the save time; the last one is used).
 # shellcheck disable=SC2086
@@ -93,7 +92,6 @@ cold=$(median "$tmp/cold")
 plain=$(median "$tmp/plain")
 cow=$(median "$tmp/cow")
 acq=$(median "$tmp/acq")
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo
 echo "| what (accel $accel, N=$N, medians) | value | target |"
 echo "|---|---|---|"

@@ -30,6 +30,7 @@ int main(int argc, char **argv)
 	uint64_t t0 = boottime_ns(), t1, t2, t3, t4;
 	struct disk_cfg disks;
 	struct net_cfg net;
+	static char cmdline[4096]; /* /proc/cmdline, read once */
 	int sig_fd, port_fd;
 
 	/* A builtin of the agent (`agentvm cp`), spawned by PID 1 itself: see tarcmd.h. */
@@ -38,7 +39,7 @@ int main(int argc, char **argv)
 
 	sys_setup_early();
 	port_fd = port_open();
-	if (sys_cmdline(&net, &disks)) {
+	if (sys_cmdline(&net, &disks, cmdline, sizeof(cmdline))) {
 		/*
 		 * A boot template (src/vm/boot_cache.c): what every run shares, then READY, at which
 		 * the host saves the VM. Its cmdline has no per-run word and no disk was mounted,
@@ -67,7 +68,7 @@ int main(int argc, char **argv)
 	/* and its workspace mounted. */
 	disk_mount_all(&disks);
 	/* Shares last: one may sit inside a disk's directory, never the other way round. */
-	share_mount_all();
+	share_mount_words(cmdline);
 	t4 = boottime_ns();
 serve:
 	log_debug("init started %llu us after boot, READY after %llu us, late setup %llu us"

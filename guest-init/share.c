@@ -24,23 +24,6 @@
  */
 #define SHARE_MOUNT_OPTS "trans=virtio,version=9p2000.L,msize=524288"
 
-void share_mount_all(void)
-{
-	char buf[4096];
-	ssize_t n;
-	int fd;
-
-	fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return;
-	buf[n] = '\0';
-	share_mount_words(buf);
-}
-
 void share_mount_words(const char *words)
 {
 	struct share_cfg cfg;

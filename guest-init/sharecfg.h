@@ -38,9 +38,10 @@ struct share_cfg {
  */
 int sharecfg_parse_cmdline(const char *cmdline, struct share_cfg *cfg, const char **why);
 
-/* Mount every share of the kernel cmdline (9p over virtio), after the disks. */
-void share_mount_all(void);
-/* The same for the agentvm.share words of a string (a boot template's SYNC). */
+/*
+ * Mount the shares (9p over virtio) of the agentvm.share words in a string, after the disks:
+ * the kernel cmdline sys_cmdline() read, or a boot template's first SYNC.
+ */
 void share_mount_words(const char *words);
 
 #endif

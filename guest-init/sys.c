@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
@@ -148,7 +149,7 @@ int sys_signals(void)
 	return fd < 0 ? -errno : fd;
 }
 
-bool sys_cmdline(struct net_cfg *net, struct disk_cfg *disks)
+bool sys_cmdline(struct net_cfg *net, struct disk_cfg *disks, char *raw, size_t raw_len)
 {
 	bool template = false;
 	char buf[4096], *tok, *save = NULL;
@@ -158,6 +159,7 @@ bool sys_cmdline(struct net_cfg *net, struct disk_cfg *disks)
 
 	memset(net, 0, sizeof(*net));
 	memset(disks, 0, sizeof(*disks));
+	raw[0] = '\0';
 	fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return false;
@@ -166,6 +168,7 @@ bool sys_cmdline(struct net_cfg *net, struct disk_cfg *disks)
 	if (n <= 0)
 		return false;
 	buf[n] = '\0';
+	snprintf(raw, raw_len, "%s", buf); /* for the shares, mounted later (share_mount_words) */
 	/* Before strtok_r cuts buf up. Always logged: a guest without its network is no detail. */
 	if (netcfg_parse_cmdline(buf, net, &why) < 0)
 		log_msg("kernel cmdline: %s; ignored", why);

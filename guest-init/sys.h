@@ -32,9 +32,10 @@ int sys_signals(void);
  * the network keys fill *net (see netcfg_parse_cmdline()), the agentvm.disk words fill *disks
  * (see diskcfg_parse_cmdline()); what either parser rejects is logged. true when the cmdline
  * has agentvm.template=1: a boot template, whose per-run words come with its clones' first
- * SYNC (AVM_TAG_BOOT_ARGS) instead.
+ * SYNC (AVM_TAG_BOOT_ARGS) instead. The cmdline itself is copied to raw (the shares'
+ * words are used after the disks are mounted).
  */
-bool sys_cmdline(struct net_cfg *net, struct disk_cfg *disks);
+bool sys_cmdline(struct net_cfg *net, struct disk_cfg *disks, char *raw, size_t raw_len);
 
 /*
  * Kill everything, sync, unmount the workspace disks (see disk_unmount_all()), and reboot (a

@@ -266,6 +266,24 @@ struct closer {
 #define CLOSER_STACK (64 * 1024)
 
 /*
+ * A system call that never touches errno: the closer shares our memory and, without its own
+ * TLS, glibc's syscall() would store a failure's errno into the caller's thread (a data race).
+ */
+static inline long raw_syscall3(long nr, long a, long b, long c)
+{
+#if defined(__x86_64__)
+	long ret;
+	__asm__ volatile("syscall"
+			 : "=a"(ret)
+			 : "a"(nr), "D"(a), "S"(b), "d"(c)
+			 : "rcx", "r11", "memory");
+	return ret;
+#else
+	return syscall(nr, a, b, c); /* other architectures: errno may be written */
+#endif
+}
+
+/*
  * The closer shares the caller's memory (CLONE_VM): raw syscalls on its own stack only, no
  * libc state. It holds a copy of every fd the caller had; it drops all but its own at once.
  */
@@ -278,15 +296,15 @@ __attribute__((no_sanitize("address", "undefined"))) static int closer_main(void
 	/* Hold nothing else: a pipe reader must not wait for our copy of its write end. */
 	for (size_t i = 0; i <= c->n; i++) {
 		if ((unsigned)c->keep[i] > next)
-			syscall(SYS_close_range, next, (unsigned)c->keep[i] - 1, 0);
+			raw_syscall3(SYS_close_range, next, (unsigned)c->keep[i] - 1, 0);
 		next = (unsigned)c->keep[i] + 1;
 	}
-	syscall(SYS_close_range, next, ~0U, 0);
+	raw_syscall3(SYS_close_range, next, ~0U, 0);
 	/* Wait until the caller has dropped its copies: ours must be the last ones. */
-	for (int i = 0; i < 100 && syscall(SYS_read, c->gate, &b, 1) < 0; i++)
+	for (int i = 0; i < 100 && raw_syscall3(SYS_read, c->gate, (long)&b, 1) < 0; i++)
 		;
 	for (size_t i = 0; i < c->n; i++)
-		syscall(SYS_close, c->fds[i]);
+		raw_syscall3(SYS_close, c->fds[i], 0, 0);
 	return 0;
 }
 

@@ -255,6 +255,25 @@ static int recipe_file(const char *from, char **path, struct avm_error *err)
 	return 0;
 }
 
+/* The words of val into list (once each), every one checked by ok(): a recipe's packages, npm. */
+static int add_names(struct strv *list, const char *val, bool (*ok)(const char *),
+		     const char *what, int lineno, struct avm_error *err)
+{
+	struct strv w = { 0 };
+	int rc = 0;
+
+	add_words(&w, val);
+	for (size_t i = 0; i < w.n && rc == 0; i++) {
+		if (!ok(w.v[i]))
+			rc = avm_error_set(err, -EINVAL, "recipe line %d: bad %s '%s'", lineno, what,
+					   w.v[i]);
+		else if (!has_word(list, w.v[i]))
+			strv_add(list, w.v[i]);
+	}
+	strv_release(&w);
+	return rc;
+}
+
 static int recipe_load_depth(struct image_recipe *r, const char *from, int depth,
 			     struct avm_error *err)
 {
@@ -306,35 +325,13 @@ int image_recipe_parse(struct image_recipe *r, const char *text, const char *bas
 			free(r->suite);
 			r->suite = strdup(val);
 		} else if (!strcmp(key, "packages")) {
-			struct strv w = { 0 };
-			add_words(&w, val);
-			for (size_t i = 0; i < w.n; i++) {
-				if (!package_name_ok(w.v[i])) {
-					rc = avm_error_set(err, -EINVAL,
-							   "recipe line %d: bad package name '%s'",
-							   lineno, w.v[i]);
-					strv_release(&w);
-					return rc;
-				}
-				if (!has_word(&r->packages, w.v[i]))
-					strv_add(&r->packages, w.v[i]);
-			}
-			strv_release(&w);
+			if ((rc = add_names(&r->packages, val, package_name_ok, "package name",
+					    lineno, err)) < 0)
+				return rc;
 		} else if (!strcmp(key, "npm")) {
-			struct strv w = { 0 };
-			add_words(&w, val);
-			for (size_t i = 0; i < w.n; i++) {
-				if (!npm_name_ok(w.v[i])) {
-					rc = avm_error_set(err, -EINVAL,
-							   "recipe line %d: bad npm package '%s'",
-							   lineno, w.v[i]);
-					strv_release(&w);
-					return rc;
-				}
-				if (!has_word(&r->npm, w.v[i]))
-					strv_add(&r->npm, w.v[i]);
-			}
-			strv_release(&w);
+			if ((rc = add_names(&r->npm, val, npm_name_ok, "npm package", lineno, err)) <
+			    0)
+				return rc;
 		} else if (!strcmp(key, "run")) {
 			strv_add(&r->runs, val);
 		} else if (!strcmp(key, "warm")) {

@@ -750,8 +750,9 @@ const char *vm_spec_egress_flag(const struct vm_spec *s)
 	       : s->domain_ttl	   ? "--domain-ttl"
 	       : s->conn_limit	   ? "--conn-limit"
 	       : s->conn_rate	   ? "--conn-rate"
-	       : s->bandwidth	   ? "--bandwidth"
-				   : NULL;
+	       /* "unlimited" asks for nothing an isolated VM lacks */
+	       : s->bandwidth && strcmp(s->bandwidth, VM_BANDWIDTH_UNLIMITED) ? "--bandwidth"
+									: NULL;
 }
 
 int vm_spec_egress_from_json(struct vm_spec *s, struct json_object *net)

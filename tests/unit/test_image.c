@@ -459,6 +459,10 @@ static void test_recipe_parse(void **state)
 	assert_non_null(strstr(err.msg, "line 2"));
 	image_recipe_release(&r);
 	assert_int_equal(image_recipe_parse(&r, "packages ok bad;rm\n", dir, 0, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "line 1: bad package name 'bad;rm'"));
+	image_recipe_release(&r);
+	assert_int_equal(image_recipe_parse(&r, "\n\nnpm ok-pkg ../evil\n", dir, 0, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "line 3: bad npm package '../evil'"));
 	image_recipe_release(&r);
 	assert_int_equal(image_recipe_parse(&r, "file nosuch:/x\n", dir, 0, &err), -ENOENT);
 	image_recipe_release(&r);

@@ -424,6 +424,19 @@ static void test_share_and_workspace_flags(void **state)
 	rmdir(dir);
 }
 
+/* --bandwidth unlimited asks an isolated VM for nothing: not refused as an egress flag. */
+static void test_bandwidth_unlimited_is_no_egress_flag(void **state)
+{
+	struct vm_spec *s = vm_spec_new();
+	struct avm_error err = { 0 };
+
+	assert_int_equal(vm_spec_set_bandwidth(s, "unlimited", &err), 0);
+	assert_null(vm_spec_egress_flag(s));
+	assert_int_equal(vm_spec_set_bandwidth(s, "8mbit", &err), 0);
+	assert_string_equal(vm_spec_egress_flag(s), "--bandwidth");
+	vm_spec_free(s);
+}
+
 static void test_egress_flags(void **state)
 {
 	struct vm_spec *s = vm_spec_new(), *back = vm_spec_new(), *copy = vm_spec_new();
@@ -535,6 +548,7 @@ int main(void)
 		cmocka_unit_test(test_image_in_spec_json),
 		cmocka_unit_test(test_share_and_workspace_flags),
 		cmocka_unit_test(test_egress_flags),
+		cmocka_unit_test(test_bandwidth_unlimited_is_no_egress_flag),
 		cmocka_unit_test(test_bandwidth_defaults_from_profile),
 	};
 	return cmocka_run_group_tests_name("spec", tests, NULL, NULL);
