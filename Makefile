@@ -179,13 +179,7 @@ $(AGENTVM): $(call obj,$(CLI_SRC)) $(LIBS_ALL)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(call obj,$(CLI_SRC)) $(LIBS_ALL) $(PKG_LIBS)
 
-# containerd's runtime v2 shim (runtime io.containerd.agentvm.v2), on the same library. It still
-# includes the core's headers by bare name ("vm.h"): the rooms it uses are on its include path
-# until it names them (vm/vm.h, ...), as the rest of src/ does.
-SHIM_COMPAT_INC := $(patsubst %,-Isrc/%,base state vm net obs snapshot pool image control) -Iqmp
-$(call obj,$(SHIM_SRC)): CFLAGS += $(SHIM_COMPAT_INC)
-TEST_INC_test_shim_proto := $(SHIM_COMPAT_INC)
-FUZZ_INC_fuzz_shim_ttrpc := $(SHIM_COMPAT_INC)
+# containerd's runtime v2 shim (runtime io.containerd.agentvm.v2), on the same library.
 $(SHIM): $(call obj,$(SHIM_SRC)) $(LIBS_ALL)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(call obj,$(SHIM_SRC)) $(LIBS_ALL) $(PKG_LIBS)

@@ -25,10 +25,10 @@
 
 #include <json-c/json.h>
 
-#include "sha256.h"
+#include "base/sha256.h"
 #include "shim.h"
 #include "shim_vm.h"
-#include "statedir.h"
+#include "state/statedir.h"
 
 static int log_fd = -1;
 
@@ -50,6 +50,14 @@ void shim_log(const char *fmt, ...)
 	if (write(log_fd, line, (size_t)n) < 0) {
 		/* a full log FIFO: the line is lost, the shim goes on */
 	}
+}
+
+/* The library's warnings and log lines (it never prints): into the shim's log, one per line. */
+static void on_library_log(void *userdata, const char *text)
+{
+	size_t n = strcspn(text, "\n");
+
+	shim_log("%.*s", (int)n, text);
 }
 
 int64_t shim_now_ns(void)
@@ -262,6 +270,8 @@ int main(int argc, char **argv)
 {
 	struct shim_opts o = { .ns = "default" };
 	const char *cmd = NULL;
+
+	avm_log_set(on_library_log, NULL);
 
 	/* Go's flag syntax: -name value, --name value, -name=value; bools alone. */
 	for (int i = 1; i < argc; i++) {

@@ -8,7 +8,7 @@
 
 #include "shim.h"
 #include "shim_vm.h"
-#include "strv.h"
+#include "base/strv.h"
 
 void shim_proc_release(struct shim_proc *p)
 {

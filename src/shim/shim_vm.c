@@ -19,19 +19,20 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "boot_cache.h"
-#include "host.h"
-#include "net.h"
-#include "qmp.h"
-#include "sha256.h"
+#include "control/vmctl.h"
+#include "vm/boot_cache.h"
+#include "vm/host.h"
+#include "net/net.h"
+#include "qmp/qmp.h"
+#include "base/sha256.h"
 #include "shim_vm.h"
-#include "spec.h"
-#include "statedir.h"
-#include "stats.h"
-#include "supervisor.h"
-#include "util.h"
-#include "vm.h"
-#include "vmstate.h"
+#include "vm/spec.h"
+#include "state/statedir.h"
+#include "obs/stats.h"
+#include "vm/supervisor.h"
+#include "base/util.h"
+#include "vm/vm.h"
+#include "state/vmstate.h"
 
 void shim_vm_name(const char *ns, const char *id, char out[24])
 {
@@ -280,29 +281,13 @@ int shim_vm_signal(pid_t pid, int sig)
 int shim_vm_pause(const char *name, bool pause, struct avm_error *err)
 {
 	_cleanup_free_ char *dir = NULL;
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct qmp_error qe = { 0 };
 	struct qmp_client *q;
-	int fd, r;
+	int r;
 
-	if ((r = statedir_find(name, &dir, err)) < 0)
+	if ((r = statedir_find(name, &dir, err)) < 0 || (r = vm_qmp_open(dir, &q, err)) < 0)
 		return r;
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/qmp.sock", dir);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		r = -errno;
-		if (fd >= 0)
-			close(fd);
-		return avm_error_setx(err, r, "cannot connect to %s", sa.sun_path);
-	}
-	q = qmp_client_new(fd);
-	if (!q) {
-		close(fd);
-		return avm_error_set(err, -ENOMEM, "out of memory");
-	}
-	r = qmp_client_handshake(q, 5000, &qe);
-	if (r == 0)
-		r = qmp_client_execute(q, pause ? "stop" : "cont", NULL, NULL, 0, NULL, 5000, &qe);
+	r = qmp_client_execute(q, pause ? "stop" : "cont", NULL, NULL, 0, NULL, 5000, &qe);
 	qmp_client_free(q);
 	if (r < 0)
 		return avm_error_set(err, r, "QMP %s: %s", pause ? "stop" : "cont", qe.desc);
@@ -609,13 +594,6 @@ int shim_vm_usage(const char *name, const char *netns, struct shim_vm_usage *u,
 	return 0;
 }
 
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	nanosleep(&ts, NULL);
-}
-
 void shim_vm_remove(const char *name, const char *netns)
 {
 	int back = -1;
@@ -627,13 +605,13 @@ void shim_vm_remove(const char *name, const char *netns)
 	if (vmstate_read(dir, &st, NULL) == 0) {
 		proc_kill(st.qemu_pid, st.qemu_start, SIGKILL);
 		for (int i = 0; i < 250 && proc_is(st.qemu_pid, st.qemu_start); i++)
-			sleep_ms(20);
+			util_sleep_ms(20);
 		/* Its supervisor notices QEMU's end and exits; give it a moment, then make sure. */
 		for (int i = 0; i < 50 && proc_is(st.supervisor_pid, st.supervisor_start); i++)
-			sleep_ms(20);
+			util_sleep_ms(20);
 		proc_kill(st.supervisor_pid, st.supervisor_start, SIGKILL);
 		for (int i = 0; i < 250 && proc_is(st.supervisor_pid, st.supervisor_start); i++)
-			sleep_ms(20);
+			util_sleep_ms(20);
 	}
 	/* A pod namespace already gone took the tap and the VM's table with it. */
 	if (netns_enter(netns, &back) == 0) {

@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "error.h"
+#include "base/error.h"
 
 /* Where the container's root file system (a 9p share) is mounted in the guest. */
 #define SHIM_GUEST_ROOT "/mnt/rootfs"

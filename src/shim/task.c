@@ -25,8 +25,8 @@
 #include "config.h"
 #include "shim.h"
 #include "shim_vm.h"
-#include "strv.h"
-#include "util.h"
+#include "base/strv.h"
+#include "base/util.h"
 
 #define MAX_PROCS 64
 #define MAX_CTRS 16
