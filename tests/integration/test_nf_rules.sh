@@ -43,7 +43,7 @@ fi
 
 # The driver is built by hand: the Makefile builds the library, not test tools.
 mkdir -p "$B"
-if ! make -C "$repo" -s "$B/libnf.a" >/dev/null ||
+if ! make -C "$repo" -s B="$B" "$B/libnf.a" >/dev/null ||
 	! gcc -std=gnu17 -O1 -g -Wall -Wextra -Werror -Wno-unused-parameter -I"$repo/netfilter" \
 		"$repo/netfilter/tools/nf_tool.c" "$B/libnf.a" \
 		$(pkg-config --cflags --libs json-c libnl-3.0 libnl-route-3.0 libnftables) -o "$TOOL"; then
