@@ -15,7 +15,7 @@
 #include "pool/pool.h"
 #include "snapshot/restore_vms.h"
 #include "snapshot/snapshot_save.h"
-#include "vm/spec.h"
+#include "spec/spec.h"
 #include "state/statedir.h"
 #include "base/strv.h"
 #include "base/util.h"

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "obs/metrics_http.h"
+#include "report/metrics_http.h"
 #include "pool/pool.h"
 #include "state/statedir.h"
 #include "base/util.h"

@@ -11,7 +11,7 @@
 #include "cli.h"
 #include "vm/files.h"
 #include "state/statedir.h"
-#include "vm/spec.h"
+#include "spec/spec.h"
 #include "base/util.h"
 #include "vm/vm.h"
 #include "control/vm_start.h"

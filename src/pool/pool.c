@@ -22,9 +22,10 @@
 #include <unistd.h>
 
 #include "obs/audit.h"
-#include "vm/launcher.h"
+#include "jail/launcher.h"
 #include "obs/metrics.h"
-#include "obs/metrics_http.h"
+#include "report/metrics_render.h"
+#include "report/metrics_http.h"
 #include "pool/pool_internal.h"
 #include "snapshot/snapshot.h"
 #include "base/util.h"

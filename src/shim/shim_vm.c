@@ -26,9 +26,9 @@
 #include "qmp/qmp.h"
 #include "base/sha256.h"
 #include "shim_vm.h"
-#include "vm/spec.h"
+#include "spec/spec.h"
 #include "state/statedir.h"
-#include "obs/stats.h"
+#include "report/stats.h"
 #include "vm/supervisor.h"
 #include "base/util.h"
 #include "vm/vm.h"
@@ -618,5 +618,5 @@ void shim_vm_remove(const char *name, const char *netns)
 		net_teardown_dir(dir);
 		netns_leave(back);
 	}
-	statedir_remove(dir);
+	vm_dir_remove(dir);
 }

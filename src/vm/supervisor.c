@@ -18,7 +18,6 @@
 
 #include "obs/metrics.h"
 #include "vm/monitor.h"
-#include "pool/pool.h"
 #include "state/statedir.h"
 #include "base/util.h"
 #include "vm/vm_internal.h"
@@ -486,7 +485,7 @@ static void on_pool_gone(struct sup *s)
 	epoll_ctl(s->vm->epfd, EPOLL_CTL_DEL, s->pool_fd, NULL);
 	close(s->pool_fd);
 	s->pool_fd = -1;
-	statedir_file(path, sizeof(path), s->vm->dir, POOL_ACQUIRED_FILE);
+	statedir_file(path, sizeof(path), s->vm->dir, STATEDIR_POOL_ACQUIRED);
 	if (access(path, F_OK) == 0)
 		return;
 	s->remove_at_exit = true;
@@ -659,7 +658,7 @@ static void supervisor_main(const struct vm_launch_opts *o, int boot_timeout_ms,
 		s.events = fopen(path, "ae");
 		qmp_client_set_event_cb(s.vm->qmp, on_event, &s);
 		if (s.pool_fd >= 0) {
-			statedir_file(path, sizeof(path), s.vm->dir, POOL_VM_FILE);
+			statedir_file(path, sizeof(path), s.vm->dir, STATEDIR_POOL_VM);
 			if ((r = write_file_atomic(path, "", 0)) < 0)
 				avm_error_setx(&err, r, "cannot write %s", path);
 		}

@@ -20,7 +20,7 @@
 #include "obs/audit.h"
 #include "vm/disk.h"
 #include "vm/host.h"
-#include "vm/launcher.h"
+#include "jail/launcher.h"
 #include "vm/monitor.h"
 #include "vm/qemu_argv.h"
 #include "qmp/qmp.h"
@@ -219,11 +219,23 @@ static void vm_free(struct vm *vm)
 	if (vm->pidfd >= 0)
 		close(vm->pidfd);
 	if (vm->dir && !vm->keep_state)
-		statedir_remove(vm->dir);
+		vm_dir_remove(vm->dir);
 	free(vm->dir);
 	free(vm->name);
 	free(vm->boot_words);
 	free(vm);
+}
+
+int vm_dir_remove(const char *dir)
+{
+	const char *slash = strrchr(dir, '/');
+	int r;
+
+	metrics_retire(dir); /* its counters outlive it in the host-wide sums */
+	r = statedir_remove(dir);
+	if (r == 0)
+		audit_vm("vm.removed", slash ? slash + 1 : dir);
+	return r;
 }
 
 /* Wait for the pidfd to become readable (QEMU exited) for up to ms; true when reaped. */

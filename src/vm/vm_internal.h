@@ -5,7 +5,7 @@
 
 #include "vm/agent_conn.h"
 #include "vm/console.h"
-#include "vm/jail.h"
+#include "jail/jail.h"
 #include "net/net.h"
 #include "qmp/qmp.h"
 #include "vm/vm.h"

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-#include "obs/metrics_http.h"
+#include "report/metrics_http.h"
 
 #include <arpa/inet.h>
 #include <dlfcn.h>
