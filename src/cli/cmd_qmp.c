@@ -84,7 +84,7 @@ static int qmp_shell(struct qmp_client *q)
 	size_t cap = 0;
 	int rc = 0;
 
-	qmp_client_set_event_cb(q, print_event, NULL);
+	qmp_client_add_event_listener(q, print_event, NULL);
 	for (;;) {
 		struct pollfd p[2] = { { .fd = STDIN_FILENO, .events = POLLIN },
 				       { .fd = qmp_client_fd(q), .events = POLLIN } };

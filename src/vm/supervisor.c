@@ -290,10 +290,8 @@ static void on_event(void *opaque, const char *event, struct json_object *data, 
 		vm__set_state(vm, VMS_PAUSED);
 	else if (!strcmp(event, "RESUME"))
 		vm__set_state(vm, VMS_RUNNING);
-	else if (!strcmp(event, "SHUTDOWN") || !strcmp(event, "GUEST_PANICKED")) {
-		vm__note_shutdown(vm, event, data);
-		vm__set_state(vm, VMS_STOPPING);
-	}
+	else if (!strcmp(event, "SHUTDOWN") || !strcmp(event, "GUEST_PANICKED"))
+		vm__set_state(vm, VMS_STOPPING); /* the VM's own listener noted why (vm.c) */
 }
 
 static int listen_agent(struct sup *s)
@@ -656,7 +654,7 @@ static void supervisor_main(const struct vm_launch_opts *o, int boot_timeout_ms,
 		s.vm->keep_state = false; /* until READY: a failed start leaves nothing */
 		statedir_file(path, sizeof(path), s.vm->dir, STATEDIR_EVENTS);
 		s.events = fopen(path, "ae");
-		qmp_client_set_event_cb(s.vm->qmp, on_event, &s);
+		qmp_client_add_event_listener(s.vm->qmp, on_event, &s);
 		if (s.pool_fd >= 0) {
 			statedir_file(path, sizeof(path), s.vm->dir, STATEDIR_POOL_VM);
 			if ((r = write_file_atomic(path, "", 0)) < 0)
