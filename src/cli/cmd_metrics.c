@@ -41,10 +41,8 @@ static int serve_metrics(const char *listen)
 	struct epoll_event ev = { .events = EPOLLIN }, evs[4];
 	int sig_fd, ep, code = 0;
 
-	if (metrics_http_start(listen, render_standalone, NULL, &h, &err) < 0) {
-		cli_error("%s", err.msg);
-		return err.code == -EINVAL ? EXIT_USAGE : 1;
-	}
+	if (metrics_http_start(listen, render_standalone, NULL, &h, &err) < 0)
+		return cli_fail(&err);
 	sig_fd = cli_block_signals();
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (sig_fd < 0 || ep < 0) {

@@ -685,3 +685,21 @@ int image_prune(const char *id)
 	snprintf(path, sizeof(path), "%s/%s", image_store_dir(), id);
 	return image_remove_tree(path) == 0 ? 1 : 0;
 }
+
+int image_error_classify(struct avm_error *err)
+{
+	if (err->kind != AVM_ERR_ERRNO)
+		return err->code;
+	switch (err->code) {
+	case -EINVAL:
+	case -ELOOP:
+		return avm_error_kind(err, AVM_ERR_USAGE, err->code);
+	case -ENOMEM:
+	case -EFAULT:
+		return avm_error_kind(err, AVM_ERR_INTERNAL, err->code);
+	case -EINTR:
+		return avm_error_kind(err, AVM_ERR_INTERRUPTED, err->code);
+	default:
+		return avm_error_kind(err, AVM_ERR_STATE, err->code);
+	}
+}

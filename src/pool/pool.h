@@ -47,7 +47,7 @@ struct pool_opts {
  * Serve the pool until SIGTERM, SIGINT or SIGHUP, logging to stderr; blocks those signals and
  * ignores SIGPIPE. Returns 0 after a clean stop (ready VMs removed, acquired ones left to their
  * callers), or -errno with err filled when it cannot start (a bad snapshot, a pool already
- * serving, -ENOMEM when out of memory).
+ * serving, -ENOMEM when out of memory): kind AVM_ERR_STATE but for -ENOMEM and interrupts.
  */
 int pool_serve(const struct pool_opts *o, struct avm_error *err);
 

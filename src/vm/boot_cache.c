@@ -399,14 +399,22 @@ int boot_cache_remove(const char *key, struct avm_error *err)
 	int r;
 
 	if (!is_key(key))
-		return avm_error_set(err, -EINVAL,
-				     "'%s' is not a template key (16 hex digits: see agentvm cache ls)",
-				     key);
+		return avm_error_kind(err, AVM_ERR_USAGE,
+				      avm_error_set(err, -EINVAL,
+						    "'%s' is not a template key (16 hex digits: see "
+						    "agentvm cache ls)",
+						    key));
 	statedir_file(dir, sizeof(dir), boot_cache_dir(), key);
 	r = remove_template(dir, true);
 	if (r == -ENOENT)
-		return avm_error_set(err, r, "no boot template %s (see agentvm cache ls)", key);
-	return r < 0 ? avm_error_setx(err, r, "cannot remove %s", dir) : 0;
+		return avm_error_kind(err, AVM_ERR_USAGE,
+				      avm_error_set(err, r, "no boot template %s (see agentvm cache "
+							    "ls)",
+						    key));
+	if (r < 0)
+		return avm_error_kind(err, AVM_ERR_STATE,
+				      avm_error_setx(err, r, "cannot remove %s", dir));
+	return 0;
 }
 
 /* Remove least recently used templates (not keep) until the cache holds at most max bytes. */
