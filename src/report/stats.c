@@ -142,7 +142,6 @@ int stats_sample(const char *name, const char *dir, struct nf_nft *nft, bool gue
 	struct vm_state st;
 	struct metrics_counters c;
 	struct vm_net net;
-	char path[PATH_MAX];
 	int r;
 
 	memset(out, 0, sizeof(*out));
@@ -164,8 +163,7 @@ int stats_sample(const char *name, const char *dir, struct nf_nft *nft, bool gue
 	    nf_nft_vm_counters(nft, net.tap, &out->net, NULL) == 0)
 		out->have_net = true;
 	out->disk_bytes = overlay_bytes(dir);
-	statedir_file(path, sizeof(path), dir, "metrics.json");
-	metrics_counters_read(path, &c);
+	metrics_read_vm(dir, &c);
 	out->execs = metrics_exec_count(&c);
 	if (guest && out->live && st.state == VMS_RUNNING &&
 	    stats_guest_mem(dir, timeout_ms, &out->guest_mem_total, &out->guest_mem_available) == 0)
