@@ -430,3 +430,23 @@ int close_fds_except(const int *keep, size_t n)
 		return -errno;
 	return 0;
 }
+
+const char *json_get_str(struct json_object *o, const char *k)
+{
+	struct json_object *v;
+
+	if (o && json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string))
+		return json_object_get_string(v);
+	return NULL;
+}
+
+uint64_t json_get_u64(struct json_object *o, const char *k)
+{
+	struct json_object *v;
+	int64_t n;
+
+	if (!o || !json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_int))
+		return 0;
+	n = json_object_get_int64(v);
+	return n > 0 ? (uint64_t)n : 0;
+}

@@ -52,6 +52,11 @@ static inline void close_pairp(int (*fds)[2])
 #define _cleanup_fclose_ _cleanup_(fclosep)
 #define _cleanup_closedir_ _cleanup_(closedirp)
 #define _cleanup_json_ _cleanup_(json_putp)
+
+/* Member k of object o (NULL o is fine) when it is a string / a non-negative integer: else
+   NULL / 0. For reading files whose every field is optional. */
+const char *json_get_str(struct json_object *o, const char *k);
+uint64_t json_get_u64(struct json_object *o, const char *k);
 #define _cleanup_close_pair_ _cleanup_(close_pairp)
 
 /* Ownership transfer out of a _cleanup_ variable. */

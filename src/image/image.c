@@ -203,15 +203,6 @@ static struct json_object *meta_load(const char *dir)
 	return o;
 }
 
-static const char *jstr(struct json_object *o, const char *k)
-{
-	struct json_object *v;
-
-	if (o && json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string))
-		return json_object_get_string(v);
-	return NULL;
-}
-
 static bool jint(struct json_object *o, const char *k, int64_t *out)
 {
 	struct json_object *v;
@@ -242,7 +233,7 @@ static const char *dir_problem(const char *dir, const char *id, struct stat *st)
 	struct json_object *meta = meta_load(dir);
 	if (!meta)
 		return "meta.json is missing or not JSON";
-	const char *mid = jstr(meta, "id");
+	const char *mid = json_get_str(meta, "id");
 	int64_t size = -1;
 	const char *p = NULL;
 	if (!mid || strcmp(mid, id))
@@ -451,7 +442,7 @@ static bool spec_uses(const char *path, const char *id)
 	if (!json_object_object_get_ex(o, "spec", &spec))
 		spec = o;
 	if (json_object_object_get_ex(spec, "image", &img)) {
-		const char *v = jstr(img, "id");
+		const char *v = json_get_str(img, "id");
 		used = v && !strcmp(v, id);
 	}
 	json_object_put(o);

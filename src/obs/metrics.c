@@ -87,24 +87,13 @@ enum metrics_exec_class metrics_exec_class_of(const struct avm_exit_info *info)
 
 /* ---- the files -------------------------------------------------------------------------------- */
 
-static uint64_t get_u64(struct json_object *o, const char *k)
-{
-	struct json_object *v;
-	int64_t n;
-
-	if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_int))
-		return 0;
-	n = json_object_get_int64(v);
-	return n > 0 ? (uint64_t)n : 0;
-}
-
 static void hist_from_json(struct json_object *o, const char *k, struct metrics_hist *h)
 {
 	struct json_object *j, *b, *v;
 
 	if (!json_object_object_get_ex(o, k, &j) || !json_object_is_type(j, json_type_object))
 		return;
-	h->count = get_u64(j, "count");
+	h->count = json_get_u64(j, "count");
 	if (json_object_object_get_ex(j, "sum", &v) &&
 	    (json_object_is_type(v, json_type_double) || json_object_is_type(v, json_type_int)))
 		h->sum = json_object_get_double(v);
@@ -150,7 +139,7 @@ int metrics_counters_read(const char *path, struct metrics_counters *c)
 	hist_from_json(o, "exec_seconds", &c->exec);
 	if (json_object_object_get_ex(o, "exec_results", &res))
 		for (size_t i = 0; i < METRICS_EXEC_NCLASSES; i++)
-			c->results[i] = get_u64(res, metrics_exec_class_names[i]);
+			c->results[i] = json_get_u64(res, metrics_exec_class_names[i]);
 	json_object_put(o);
 	return 0;
 }
