@@ -23,12 +23,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "include/agentvm.h"
 #include <json-c/json.h>
 
-#include "base/sha256.h"
 #include "shim.h"
 #include "shim_vm.h"
-#include "state/statedir.h"
 
 static int log_fd = -1;
 
@@ -126,7 +125,7 @@ static void socket_path(const char *ns, const char *id, char *buf, size_t len)
 	char name[24];
 
 	shim_vm_name(ns, id, name);
-	snprintf(buf, len, "%s/shim-%s.sock", statedir_root(), name + 4);
+	snprintf(buf, len, "%s/shim-%s.sock", shim_vm_state_root(), name + 4);
 }
 
 /*
@@ -202,7 +201,7 @@ static int cmd_start(const struct shim_opts *o, char **argv)
 				"to a shorter directory\n", path);
 		return 1;
 	}
-	mkdir(statedir_root(), 0700);
+	mkdir(shim_vm_state_root(), 0700);
 	strcpy(sa.sun_path, path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	unlink(path);
@@ -271,7 +270,7 @@ int main(int argc, char **argv)
 	struct shim_opts o = { .ns = "default" };
 	const char *cmd = NULL;
 
-	avm_log_set(on_library_log, NULL);
+	agentvm_set_log(on_library_log, NULL);
 
 	/* Go's flag syntax: -name value, --name value, -name=value; bools alone. */
 	for (int i = 1; i < argc; i++) {

@@ -26,7 +26,6 @@
 #include "shim.h"
 #include "shim_vm.h"
 #include "base/strv.h"
-#include "base/util.h"
 
 #define MAX_PROCS 64
 #define MAX_CTRS 16
@@ -574,8 +573,8 @@ static void remove_pod_dir(struct task *t)
 static int ctr_attach(struct task *t, struct ctr *ct, const struct shim_vm_config *vc,
 		      char **why)
 {
-	static char msg[sizeof(((struct avm_error *)0)->msg) + 48];
-	struct avm_error err = { 0 };
+	static char msg[sizeof(((struct shim_err *)0)->msg) + 48];
+	struct shim_err err = { 0 };
 	bool booted = false;
 	int r;
 
@@ -657,9 +656,9 @@ static void ctr_unattach(struct task *t, struct ctr *ct)
  */
 static int ctr_binds(struct task *t, struct ctr *ct, struct json_object *cfg, char **why)
 {
-	static char msg[sizeof(((struct avm_error *)0)->msg)];
+	static char msg[sizeof(((struct shim_err *)0)->msg)];
 	struct json_object *ms, *v;
-	struct avm_error err = { 0 };
+	struct shim_err err = { 0 };
 
 	if (!json_object_object_get_ex(cfg, "mounts", &ms) ||
 	    !json_object_is_type(ms, json_type_array))
@@ -717,7 +716,7 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 	struct json_object *cfg = NULL, *proc = NULL, *root = NULL, *rp, *an;
 	struct shim_vm_config vc = { 0 };
 	struct shim_config sc = { 0 };
-	struct avm_error err = { 0 };
+	struct shim_err err = { 0 };
 	char *opt_type = NULL, *config_path = NULL;
 	const uint8_t *opt = NULL;
 	size_t opt_len = 0;
@@ -813,10 +812,10 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 		{
 			if (n == 0 && sc.no_annotations &&
 			    !strncmp(key, SHIM_ANNOTATION_PREFIX, strlen(SHIM_ANNOTATION_PREFIX)))
-				n = avm_error_set(&err, -EPERM,
-						  "annotation '%s' refused: this runtime's config "
-						  "sets \"annotations\": false",
-						  key);
+				n = shim_err_set(&err, -EPERM,
+						 "annotation '%s' refused: this runtime's config "
+						 "sets \"annotations\": false",
+						 key);
 			if (n == 0 && json_object_is_type(val, json_type_string))
 				n = shim_vm_config_set(&vc, key, json_object_get_string(val), &err);
 		}
@@ -952,7 +951,7 @@ static int open_output(const char *path)
 static void task_start(struct task *t, struct ttrpc_call call, const struct common_req *c)
 {
 	struct proc *p = lookup(t, call, c);
-	struct avm_error err = { 0 };
+	struct shim_err err = { 0 };
 	struct pb_buf b = { 0 }, ev = { 0 };
 	int fds[3], r;
 
@@ -1133,7 +1132,7 @@ static void task_kill(struct task *t, struct ttrpc_call call, const struct commo
 static void task_pause(struct task *t, struct ttrpc_call call, const struct common_req *c,
 		       bool pause)
 {
-	struct avm_error err = { 0 };
+	struct shim_err err = { 0 };
 
 	if (!lookup(t, call, c))
 		return;
@@ -1251,7 +1250,7 @@ static void task_stats(struct task *t, struct ttrpc_call call, const struct comm
 {
 	struct ctr *ct = ctr_find(t, c->id);
 	struct shim_vm_usage u;
-	struct avm_error err = { 0 };
+	struct shim_err err = { 0 };
 	struct pb_buf m = { 0 }, pids = { 0 }, cpu = { 0 }, usage = { 0 }, mem = { 0 }, ent = { 0 },
 		      net = { 0 }, any = { 0 }, b = { 0 };
 	uint64_t n = 0;
