@@ -237,6 +237,7 @@ $(B)/tests/test_guest_imagecfg: $(call obj,guest-init/imagecfg.c guest-init/requ
 $(B)/tests/test_guest_tar: $(call obj,guest-init/tar.c)
 $(B)/tests/test_shim_proto: $(call obj,src/shim/pb.c src/shim/ttrpc.c src/shim/process.c \
 	src/shim/config.c)
+$(B)/tests/test_shim_podstate: $(call obj,src/shim/podstate.c src/shim/process.c)
 $(B)/tests/test_cli_exit: $(call obj,src/cli/exit.c)
 $(B)/tests/test_guest_share: $(call obj,guest-init/sharecfg.c guest-init/diskcfg.c \
 	guest-init/netcfg.c)
@@ -275,6 +276,8 @@ FUZZ_LINK_fuzz_oci_config := src/image/image_oci.c src/base/strv.c src/base/util
 FUZZ_LINK_fuzz_shim_ttrpc := src/shim/pb.c src/shim/ttrpc.c src/shim/process.c src/shim/config.c \
 	src/base/strv.c
 $(B)/fuzz/fuzz_shim_ttrpc: $(SHIM_SRC) $(wildcard src/shim/*.h)
+FUZZ_LINK_fuzz_shim_podstate := src/shim/podstate.c src/shim/process.c src/base/strv.c
+$(B)/fuzz/fuzz_shim_podstate: $(SHIM_SRC) $(wildcard src/shim/*.h)
 FUZZ_LINK_fuzz_egress := netfilter/rules.c netfilter/dns.c netfilter/util.c src/base/error.c
 FUZZ_LINK_fuzz_tz := src/base/tz.c
 FUZZ_LINK_fuzz_anomaly_conf := src/vm/anomaly.c src/base/util.c src/base/error.c

@@ -200,7 +200,7 @@ static _Noreturn void helper_exit(const char *status_prefix, int code)
 	if (status_prefix &&
 	    snprintf(path, sizeof(path), "%s%d", status_prefix, (int)getpid()) <
 		    (int)sizeof(path) &&
-	    (fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) >= 0) {
+	    (fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600)) >= 0) {
 		dprintf(fd, "%d\n", code);
 		close(fd);
 	}

@@ -374,13 +374,26 @@ t_containerd_restart() {
 	expect_taken_back c8 "containerd's restart"
 }
 
+# The shim's Task service directly (ttrpc), for calls ctr never makes alone.
+shim_call() { # ID OP ARGS...
+	_sock=$(sed 's|^unix://||' "$CT/state/io.containerd.runtime.v2.task/default/$1/address")
+	_id=$1 _op=$2
+	shift 2
+	/usr/bin/python3 "$here/shim_ttrpc.py" "$_sock" "$_op" "$_id" "$@"
+}
+
 # The shim process itself restarts (containerd down meanwhile, as for an upgrade of the shim):
 # the new one, started by `start` for the same id from the bundle as containerd does, takes the
 # VM and its processes back from its saved state; containerd then finds the task running, exec
-# works, and the exit status of the process an earlier shim started arrives (137).
+# works, and the exit status of the process an earlier shim started arrives (137). An exec
+# process added but not started yet (containerd's Exec; its Start comes next, to whichever shim
+# is there) survives too: the new shim starts it with its spec and stdio.
 t_shim_restart() {
 	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" "$IMG" c12 busybox sleep 600 >/dev/null 2>&1 ||
 		fail "ctr run -d c12"
+	: >"$tmp_root/pend.out" # (containerd's would be a FIFO it made)
+	shim_call c12 exec pend "$tmp_root/pend.out" sh -c 'echo pending-ran $(id -u); exit 5' ||
+		fail "Exec (not started) in c12"
 	stop_containerd
 	shim=$(pgrep -o -f "containerd-shim-agentvm-v2 .*-id c12 ")
 	[ -n "$shim" ] || { fail "no shim for c12"; return; }
@@ -390,6 +403,10 @@ t_shim_restart() {
 		-publish-binary "$(command -v containerd)" -id c12 start >/dev/null) ||
 		fail "shim start for c12 again"
 	run_containerd || return
+	expect_eq "the unstarted exec after the shim's restart (1: created)" 1 "$(shim_call c12 state pend)"
+	shim_call c12 start pend || fail "Start of the exec added before the restart"
+	expect_eq "its exit status" 5 "$(shim_call c12 wait pend)"
+	expect_eq "its output (its spec and stdout kept)" "pending-ran 0" "$(cat "$tmp_root/pend.out" 2>&1)"
 	expect_taken_back c12 "the shim's restart"
 	[ $CURRENT_OK = 1 ] || grep -a 'agentvm-shim' "$CT/containerd.log" | tail -20
 }
