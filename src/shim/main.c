@@ -26,6 +26,7 @@
 #include "include/agentvm.h"
 #include <json-c/json.h>
 
+#include "podstate.h"
 #include "shim.h"
 #include "shim_vm.h"
 
@@ -235,15 +236,39 @@ static int cmd_start(const struct shim_opts *o, char **argv)
 	return 0;
 }
 
+/*
+ * The pod's network namespace from its saved state (podstate.h) into netns ("" for the host's,
+ * or when there is no state to read).
+ */
+static void saved_netns(const char *vm, char *netns, size_t len)
+{
+	struct pod_state *s = calloc(1, sizeof(*s));
+	char path[4200], *buf = NULL;
+	const char *why;
+	size_t n;
+
+	netns[0] = '\0';
+	if (s && shim_vm_work_path(vm, ".json", path, sizeof(path)) == 0 &&
+	    shim_read_private(path, SHIM_POD_STATE_MAX_BYTES, &buf, &n, &why) == 0 &&
+	    shim_pod_state_parse(buf, n, s, &why) == 0 && !strcmp(s->vm, vm))
+		snprintf(netns, len, "%s", s->netns);
+	if (s)
+		shim_pod_state_release(s);
+	free(s);
+	free(buf);
+}
+
 static int cmd_delete(const struct shim_opts *o)
 {
 	struct pb_buf b = { 0 };
-	char name[24], path[4096];
+	char name[24], path[4096], netns[SHIM_PATH_MAX];
 
 	/* The shim is gone: nothing else will remove its VM or unmount its root. */
 	shim_vm_name(o->ns, o->id, name);
-	/* (A pod's own network namespace goes with the pod: CNI DEL.) */
-	shim_vm_remove(name, NULL);
+	/* The VM's network was made in the pod's namespace, if it had one: torn down there (its
+	 * supervisor may have died with the shim). A namespace already gone took it along. */
+	saved_netns(name, netns, sizeof(netns));
+	shim_vm_remove(name, netns[0] ? netns : NULL);
 	shim_vm_pod_dir_remove(name);
 	snprintf(path, sizeof(path), "%s/rootfs", o->bundle ? o->bundle : ".");
 	umount2(path, MNT_DETACH);
