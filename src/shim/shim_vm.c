@@ -345,6 +345,8 @@ bool shim_vm_alive(const char *name)
 	return true;
 }
 
+/* The same reading as agentvm's own (state/vmstate.c, not public): start times an earlier shim
+ * saved compare equal. */
 uint64_t shim_vm_proc_start(pid_t pid)
 {
 	char path[64], buf[1024], *p;

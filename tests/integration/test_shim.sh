@@ -277,6 +277,18 @@ t_bind_mounts() {
 # A pod's own network namespace (what a CNI plugin makes; here one made by the test with a veth
 # and a default route, passed as `ctr run --with-ns`): a nat-filtered VM's tap and nft table are
 # made in it, not in the shim's namespace, and go with the VM.
+# A shim was killed: containerd runs `shim delete`, which removes the VM; then ID goes.
+dead_shim_cleaned() { # ID
+	i=0
+	while ls "$AGENTVM_STATE_DIR" | grep -q '^ctr-'; do
+		i=$((i + 1))
+		[ $i -gt 300 ] && { fail "the dead shim's VM was not removed"; break; }
+		sleep 0.1
+	done
+	ctr_ task rm -f "$1" >/dev/null 2>&1
+	ctr_ containers rm "$1" || fail "ctr containers rm $1"
+}
+
 # A pod's network namespace avm-pod<L>-$$ with a veth pv<L>$$ to it and a default route (what
 # a CNI plugin makes). L: a letter per test, N: the /24's third byte.
 make_pod_ns() { # L N
@@ -322,14 +334,7 @@ t_dead_shim_pod_netns() {
 	shim=$(pgrep -f "containerd-shim-agentvm-v2 .*-id c15 ")
 	[ -n "$sup" ] && [ -n "$shim" ] || { fail "no supervisor ($sup) or shim ($shim) for c15"; return; }
 	kill -9 "$sup" $shim
-	i=0
-	while ls "$AGENTVM_STATE_DIR" | grep -q '^ctr-'; do
-		i=$((i + 1))
-		[ $i -gt 300 ] && { fail "the dead shim's VM was not removed"; break; }
-		sleep 0.1
-	done
-	ctr_ task rm -f c15 >/dev/null 2>&1
-	ctr_ containers rm c15 || fail "ctr containers rm c15"
+	dead_shim_cleaned c15
 	n=$(ip netns exec "$ns" nft list tables 2>/dev/null | grep -c agentvm)
 	expect_eq "agentvm's nft tables left in the pod's namespace" 0 "$n"
 	expect_eq "taps left in the pod's namespace" 0 "$(ip -n "$ns" -o link | grep -c ': avm-')"
@@ -457,14 +462,7 @@ t_dead_shim_cleanup() {
 	pids=$(pgrep -f "containerd-shim-agentvm-v2 .*-id c4 ")
 	[ -n "$pids" ] || fail "no shim process for c4"
 	kill -9 $pids
-	i=0
-	while ls "$AGENTVM_STATE_DIR" | grep -q '^ctr-'; do
-		i=$((i + 1))
-		[ $i -gt 300 ] && { fail "the dead shim's VM was not removed"; break; }
-		sleep 0.1
-	done
-	ctr_ task rm -f c4 >/dev/null 2>&1
-	ctr_ containers rm c4 || fail "ctr containers rm c4"
+	dead_shim_cleaned c4
 }
 
 if start_containerd; then
