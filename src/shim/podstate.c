@@ -215,8 +215,9 @@ static int parse_proc(struct json_object *j, struct pod_state *s, const char **w
 			return -ENOMEM;
 		}
 	}
-	/* A running process has a helper to track; an exec added but not started, its spec. */
-	if (!bad && p->status == ST_RUNNING && (p->pid <= 0 || !p->start))
+	/* A running process has a helper to track (its start time may be 0: a helper that ended
+	 * at once, seen as ended); an exec added but not started, its spec. */
+	if (!bad && p->status == ST_RUNNING && p->pid <= 0)
 		bad = true;
 	if (!bad && json_object_object_get_ex(j, "spec", &spec)) {
 		const char *js = json_object_to_json_string_ext(spec, JSON_C_TO_STRING_PLAIN);

@@ -1051,6 +1051,12 @@ static void task_exec(struct task *t, struct ttrpc_call call, const uint8_t *dat
 		ttrpc_reply(t->srv, call, TTRPC_INVALID_ARGUMENT, why, NULL);
 		goto out;
 	}
+	/* containerd's own rule for ids; the pod's saved state holds no other. */
+	if (!shim_id_ok(c.exec_id)) {
+		ttrpc_reply(t->srv, call, TTRPC_INVALID_ARGUMENT,
+			    "bad exec id (use 1-76 of [A-Za-z0-9_.-])", NULL);
+		goto out;
+	}
 	struct ctr *ct = ctr_find(t, c.id);
 	if (!ct) {
 		ttrpc_reply(t->srv, call, TTRPC_NOT_FOUND, "no such task", NULL);

@@ -433,6 +433,9 @@ shim_call() { # ID OP ARGS...
 t_shim_restart() {
 	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" "$IMG" c12 busybox sleep 600 >/dev/null 2>&1 ||
 		fail "ctr run -d c12"
+	# An exec id containerd would refuse is refused (the saved state would not take it back).
+	out=$(shim_call c12 exec "../e" "$tmp_root/pend.out" true 2>&1) && fail "exec id ../e taken"
+	expect_contains "the bad exec id's refusal" "bad exec id" "$out"
 	: >"$tmp_root/pend.out" # (containerd's would be a FIFO it made)
 	shim_call c12 exec pend "$tmp_root/pend.out" sh -c 'echo pending-ran $(id -u); exit 5' ||
 		fail "Exec (not started) in c12"
