@@ -82,7 +82,7 @@ GUEST_INIT := $(IMAGES)/agentvm-init
 UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(B)/fuzz/%,$(FUZZ_SRC))
 
-.PHONY: rootfs all build images check check-unit check-fuzz check-integration fuzz bench install install-lib \
+.PHONY: rootfs all build images check check-unit check-layers check-fuzz check-integration fuzz bench install install-lib \
 	clean distclean \
 	deps demo ci jail-user shim-objs
 all: build images
@@ -115,7 +115,7 @@ deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm; }
 	@$(MAKE) --no-print-directory jail-user
 
-# The unprivileged user every QEMU runs as (src/vm/jail.h): a system user with no login and no home.
+# The unprivileged user every QEMU runs as (src/jail/jail.h): a system user with no login and no home.
 jail-user:
 	@id agentvm-qemu >/dev/null 2>&1 || { echo "deps: creating system user agentvm-qemu"; \
 		useradd --system --no-create-home --home-dir /nonexistent \
@@ -144,12 +144,12 @@ $(B)/obj/%.o: %.c $(CFLAGS_STAMP)
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 # The seccomp allowlist compiled once, at build time (libseccomp's compile is ~1.7 ms a start).
-$(B)/gen/seccomp-gen: src/gen/seccomp_gen.c src/vm/jail_seccomp.c src/vm/jail_seccomp.h
+$(B)/gen/seccomp-gen: src/gen/seccomp_gen.c src/jail/jail_seccomp.c src/jail/jail_seccomp.h
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) src/gen/seccomp_gen.c src/vm/jail_seccomp.c -o $@ $(PKG_LIBS) $(LDFLAGS)
+	$(Q)$(CC) $(CFLAGS) src/gen/seccomp_gen.c src/jail/jail_seccomp.c -o $@ $(PKG_LIBS) $(LDFLAGS)
 $(B)/gen/jail_bpf.h: $(B)/gen/seccomp-gen
 	$(Q)$< >$@.tmp && mv $@.tmp $@
-$(call obj,src/vm/jail.c): $(B)/gen/jail_bpf.h
+$(call obj,src/jail/jail.c): $(B)/gen/jail_bpf.h
 CFLAGS += -I$(B)/gen
 
 $(LIBINTERNAL): $(call obj,$(INTERNAL_SRC))
@@ -242,8 +242,13 @@ $(B)/tests/test_cli_exit: $(call obj,src/cli/exit.c)
 $(B)/tests/test_guest_share: $(call obj,guest-init/sharecfg.c guest-init/diskcfg.c \
 	guest-init/netcfg.c)
 
-check-unit: $(UNIT_BINS)
+check-unit: $(UNIT_BINS) check-layers
 	$(Q)sh tests/run-unit.sh $(UNIT_BINS)
+
+# The rooms of src/ and the direction of their arrows (README: the source tree), from the
+# includes and from the objects' symbols.
+check-layers: $(AGENTVM) $(SHIM)
+	$(Q)python3 tests/check_layers.py $(B)
 
 check-integration: all rootfs
 	$(Q)sh tests/integration/run.sh $(AGENTVM)

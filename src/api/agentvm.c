@@ -16,11 +16,11 @@
 
 #include "net/net_admin.h"
 #include "netfilter/nf.h"
-#include "obs/stats.h"
+#include "report/stats.h"
 #include "pool/pool.h"
 #include "snapshot/restore_vms.h"
 #include "snapshot/snapshot_save.h"
-#include "vm/spec.h"
+#include "spec/spec.h"
 #include "state/statedir.h"
 #include "base/strv.h"
 #include "base/util.h"

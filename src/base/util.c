@@ -43,6 +43,22 @@ uint64_t now_ms(void)
 	return now_ns() / 1000000;
 }
 
+int64_t realtime_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int pidfd_open_cloexec(pid_t pid)
+{
+	/* pidfds are always CLOEXEC. */
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+
+	return fd < 0 ? -errno : fd;
+}
+
 int write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;

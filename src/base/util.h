@@ -76,6 +76,10 @@ uint64_t now_ms(void);
 void util_sleep_ms(long ms);
 uint64_t now_us(void);
 uint64_t now_ns(void);
+/* CLOCK_REALTIME in milliseconds since the epoch (timestamps in state files and logs). */
+int64_t realtime_ms(void);
+/* Open a pidfd for pid (CLOEXEC). -errno on failure. */
+int pidfd_open_cloexec(pid_t pid);
 
 /* Write all of buf to a (possibly non-blocking) fd, waiting with poll on EAGAIN. 0 or -errno. */
 int write_all(int fd, const void *buf, size_t len);

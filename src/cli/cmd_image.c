@@ -30,22 +30,13 @@ static const char image_usage[] =
 	"built-in recipe called NAME, else base. The flags add to the recipe. A build whose inputs\n"
 	"match NAME's current image is skipped (--force rebuilds).\n";
 
-/* -errno of the store -> exit code: missing is 1, busy/damaged 1, bad input 125. */
-static int exit_of(int r)
+/* The store's error, classified by the store (image_error_classify), through the exit table. */
+static int fail(struct avm_error *err, int r)
 {
-	if (r == -EINVAL || r == -ELOOP)
-		return EXIT_USAGE;
-	if (r == -ENOMEM || r == -EFAULT)
-		return EXIT_INTERNAL;
-	if (r == -EINTR)
-		return EXIT_INTERRUPTED;
-	return 1;
-}
-
-static int fail(const struct avm_error *err, int r)
-{
-	cli_error("%s", err->msg[0] ? err->msg : strerror(-r));
-	return exit_of(r);
+	if (!err->msg[0])
+		avm_error_set(err, r, "%s", strerror(-r));
+	image_error_classify(err);
+	return cli_fail(err);
 }
 
 static int cmd_image_build(int argc, char **argv)

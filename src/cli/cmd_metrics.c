@@ -14,8 +14,10 @@
 
 #include "cli.h"
 #include "obs/metrics.h"
-#include "obs/metrics_http.h"
-#include "obs/stats.h"
+#include "report/metrics_render.h"
+#include "pool/pool.h"
+#include "report/metrics_http.h"
+#include "report/stats.h"
 #include "state/statedir.h"
 #include "base/strv.h"
 #include "base/util.h"
@@ -28,7 +30,7 @@ static int render_standalone(FILE *f, void *ctx)
 {
 	struct metrics_pool pool;
 
-	metrics_pool_query(&pool);
+	pool_metrics_query(&pool);
 	return metrics_render(f, &pool, NULL);
 }
 
@@ -39,10 +41,8 @@ static int serve_metrics(const char *listen)
 	struct epoll_event ev = { .events = EPOLLIN }, evs[4];
 	int sig_fd, ep, code = 0;
 
-	if (metrics_http_start(listen, render_standalone, NULL, &h, &err) < 0) {
-		cli_error("%s", err.msg);
-		return err.code == -EINVAL ? EXIT_USAGE : 1;
-	}
+	if (metrics_http_start(listen, render_standalone, NULL, &h, &err) < 0)
+		return cli_fail(&err);
 	sig_fd = cli_block_signals();
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (sig_fd < 0 || ep < 0) {
@@ -110,7 +110,7 @@ int cmd_metrics(int argc, char **argv)
 	}
 	if (listen)
 		return serve_metrics(listen);
-	metrics_pool_query(&pool);
+	pool_metrics_query(&pool);
 	if (metrics_render(stdout, &pool, &err) < 0) {
 		cli_error("%s", err.msg);
 		return 1;

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "vm/agent_conn.h"
-#include "vm/jail.h"
+#include "jail/jail.h"
 #include "net/net.h"
 #include "qmp/qmp.h"
 #include "state/statedir.h"
@@ -262,7 +262,7 @@ static int remove_dir(const char *name, const char *dir, bool force, struct avm_
 	/* A killed supervisor never tore down its VM's tap, rules and lease. */
 	net_teardown_dir(dir);
 	jail_release_dir(dir); /* and its cgroups */
-	if (statedir_remove(dir) < 0)
+	if (vm_dir_remove(dir) < 0)
 		return avm_error_kind(err, AVM_ERR_INTERNAL,
 				      avm_error_setx(err, -errno, "cannot remove %s", dir));
 	return 0;

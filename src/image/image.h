@@ -84,6 +84,14 @@ int image_remove(const char *name, bool force, char **removed_id, struct avm_err
 int image_prune(const char *id);
 /* rm -rf (one file system, no links followed; mounts a killed builder left are detached). */
 int image_remove_tree(const char *path);
+
+/*
+ * What an image store error means for a caller, from its errno (the store's calls leave it
+ * AVM_ERR_ERRNO): a bad name, argument or recipe (EINVAL, ELOOP) is USAGE, out of memory or a
+ * bad pointer INTERNAL, EINTR INTERRUPTED, anything else (missing, busy, damaged, a failed
+ * build) STATE. A kind already set stays. Returns err->code.
+ */
+int image_error_classify(struct avm_error *err);
 /* Remove the work dirs of builds that died (no builder holds their lock); returns the count. */
 int image_clean_stale_builds(const char *name);
 

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "vm/agent_conn.h"
-#include "vm/launcher.h"
+#include "jail/launcher.h"
 #include "pool/pool_internal.h"
 #include "control/vmctl.h"
 #include "base/strv.h"

@@ -21,9 +21,10 @@
 
 #include "vm/host.h"
 #include "base/sha256.h"
-#include "snapshot/snapshot.h"
+#include "state/file_input.h"
 #include "state/statedir.h"
 #include "base/util.h"
+#include "state/paths.h"
 #include "vm/vm_restore.h"
 
 #define FORMAT 1
@@ -48,15 +49,7 @@ bool boot_cache_enabled(void)
 
 const char *boot_cache_dir(void)
 {
-	static char buf[PATH_MAX];
-	char *slash;
-
-	/* The cache dir is the parent of the input-hash cache (snapshot.h). */
-	snprintf(buf, sizeof(buf), "%s", snap_hash_cache_dir());
-	slash = strrchr(buf, '/');
-	if (slash && (size_t)(slash - buf) + sizeof("/templates") < sizeof(buf))
-		strcpy(slash, "/templates");
-	return buf;
+	return paths_template_dir();
 }
 
 static long env_long(const char *name, long def, long max)
@@ -93,8 +86,8 @@ int boot_cache_shape_text(const struct boot_shape *sh, char *buf, size_t len,
 
 static int record_sha(char out[65], const char *path, struct avm_error *err)
 {
-	struct snap_input in = { 0 };
-	int r = snap_input_record(&in, path, err);
+	struct file_input in = { 0 };
+	int r = file_input_record(&in, path, err);
 
 	if (r == 0)
 		memcpy(out, in.sha256, 65);
@@ -406,14 +399,22 @@ int boot_cache_remove(const char *key, struct avm_error *err)
 	int r;
 
 	if (!is_key(key))
-		return avm_error_set(err, -EINVAL,
-				     "'%s' is not a template key (16 hex digits: see agentvm cache ls)",
-				     key);
+		return avm_error_kind(err, AVM_ERR_USAGE,
+				      avm_error_set(err, -EINVAL,
+						    "'%s' is not a template key (16 hex digits: see "
+						    "agentvm cache ls)",
+						    key));
 	statedir_file(dir, sizeof(dir), boot_cache_dir(), key);
 	r = remove_template(dir, true);
 	if (r == -ENOENT)
-		return avm_error_set(err, r, "no boot template %s (see agentvm cache ls)", key);
-	return r < 0 ? avm_error_setx(err, r, "cannot remove %s", dir) : 0;
+		return avm_error_kind(err, AVM_ERR_USAGE,
+				      avm_error_set(err, r, "no boot template %s (see agentvm cache "
+							    "ls)",
+						    key));
+	if (r < 0)
+		return avm_error_kind(err, AVM_ERR_STATE,
+				      avm_error_setx(err, r, "cannot remove %s", dir));
+	return 0;
 }
 
 /* Remove least recently used templates (not keep) until the cache holds at most max bytes. */

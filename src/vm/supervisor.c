@@ -18,7 +18,6 @@
 
 #include "obs/metrics.h"
 #include "vm/monitor.h"
-#include "pool/pool.h"
 #include "state/statedir.h"
 #include "base/util.h"
 #include "vm/vm_internal.h"
@@ -291,10 +290,8 @@ static void on_event(void *opaque, const char *event, struct json_object *data, 
 		vm__set_state(vm, VMS_PAUSED);
 	else if (!strcmp(event, "RESUME"))
 		vm__set_state(vm, VMS_RUNNING);
-	else if (!strcmp(event, "SHUTDOWN") || !strcmp(event, "GUEST_PANICKED")) {
-		vm__note_shutdown(vm, event, data);
-		vm__set_state(vm, VMS_STOPPING);
-	}
+	else if (!strcmp(event, "SHUTDOWN") || !strcmp(event, "GUEST_PANICKED"))
+		vm__set_state(vm, VMS_STOPPING); /* the VM's own listener noted why (vm.c) */
 }
 
 static int listen_agent(struct sup *s)
@@ -486,7 +483,7 @@ static void on_pool_gone(struct sup *s)
 	epoll_ctl(s->vm->epfd, EPOLL_CTL_DEL, s->pool_fd, NULL);
 	close(s->pool_fd);
 	s->pool_fd = -1;
-	statedir_file(path, sizeof(path), s->vm->dir, POOL_ACQUIRED_FILE);
+	statedir_file(path, sizeof(path), s->vm->dir, STATEDIR_POOL_ACQUIRED);
 	if (access(path, F_OK) == 0)
 		return;
 	s->remove_at_exit = true;
@@ -657,9 +654,9 @@ static void supervisor_main(const struct vm_launch_opts *o, int boot_timeout_ms,
 		s.vm->keep_state = false; /* until READY: a failed start leaves nothing */
 		statedir_file(path, sizeof(path), s.vm->dir, STATEDIR_EVENTS);
 		s.events = fopen(path, "ae");
-		qmp_client_set_event_cb(s.vm->qmp, on_event, &s);
+		qmp_client_add_event_listener(s.vm->qmp, on_event, &s);
 		if (s.pool_fd >= 0) {
-			statedir_file(path, sizeof(path), s.vm->dir, POOL_VM_FILE);
+			statedir_file(path, sizeof(path), s.vm->dir, STATEDIR_POOL_VM);
 			if ((r = write_file_atomic(path, "", 0)) < 0)
 				avm_error_setx(&err, r, "cannot write %s", path);
 		}

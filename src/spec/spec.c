@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-#include "vm/spec.h"
+#include "spec/spec.h"
 #include "image/image.h"
 
 #include <arpa/inet.h>

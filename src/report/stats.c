@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-#include "obs/stats.h"
+#include "report/stats.h"
 
 #include <errno.h>
 #include <limits.h>
