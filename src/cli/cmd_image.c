@@ -113,14 +113,8 @@ static int cmd_image_build(int argc, char **argv)
 		strv_release(&extra);
 		return fail(&err, r);
 	}
-	if (!from) {
-		/* The built-in recipe NAME when there is one ("agent", "base"), else base. */
-		_cleanup_free_ char *dd = NULL, *p = NULL;
-		from = "base";
-		if (image_find_datadir(&dd, NULL) == 0 && asprintf(&p, "%s/recipes/%s", dd, name) > 0 &&
-		    access(p, F_OK) == 0)
-			from = name;
-	}
+	if (!from)
+		from = image_default_recipe(name);
 	if ((r = image_recipe_load(&rc, from, &err)) < 0)
 		goto out;
 	if (extra.failed) {

@@ -116,6 +116,9 @@ int image_find_datadir(char **out, struct avm_error *err);
  * "ca-cert FILE", "env K=V", "workdir DIR", "user UID:GID", "size N[MG]"; '#' comments.
  */
 int image_recipe_load(struct image_recipe *r, const char *from, struct avm_error *err);
+/* The recipe a build of image name uses without --from: the built-in one called name when
+   there is one ("agent", "base"), else "base". Returns name or a static string. */
+const char *image_default_recipe(const char *name);
 int image_recipe_parse(struct image_recipe *r, const char *text, const char *base_dir, int depth,
 		       struct avm_error *err);
 /* The inputs hash (hex) of a resolved recipe: every input, file contents and the builder. */

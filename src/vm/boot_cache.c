@@ -47,6 +47,9 @@ bool boot_cache_enabled(void)
 	return !(e && !strcmp(e, "0"));
 }
 
+/* A template dir's description (its shape, inputs and size): this file owns its format. */
+#define TEMPLATE_META "meta.json"
+
 const char *boot_cache_dir(void)
 {
 	return paths_template_dir();
@@ -200,7 +203,7 @@ static int write_meta(const char *dir, const char *text, const char *summary,
 	json_object_object_add(o, "mem_size", json_object_new_int64(mst.st_size));
 	json_object_object_add(o, "mem_mtime_ns", json_object_new_int64(mtime_ns(&mst)));
 	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
-	statedir_file(p, sizeof(p), dir, "meta.json");
+	statedir_file(p, sizeof(p), dir, TEMPLATE_META);
 	r = write_file_atomic(p, s, strlen(s));
 	json_object_put(o);
 	return r < 0 ? avm_error_setx(err, r, "cannot write %s", p) : 0;
@@ -245,7 +248,7 @@ static int load_meta(const char *dir, const char *expect, bool verify, struct tm
 	memset(m, 0, sizeof(*m));
 	if (lstat(dir, &st) < 0)
 		return -ENOENT;
-	statedir_file(p, sizeof(p), dir, "meta.json");
+	statedir_file(p, sizeof(p), dir, TEMPLATE_META);
 	if (read_file(p, &text, META_MAX) < 0) {
 		snprintf(why, why_len, "no readable meta.json");
 		return -EBADMSG;

@@ -2,6 +2,7 @@
 #include "vm/supervisor.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -269,6 +270,18 @@ static void from_guest(struct sup *s, const struct avm_frame_hdr *h, const uint8
 		record_exec(s, r, h, p);
 	if (final)
 		r->used = false;
+}
+
+/*
+ * The CLI maps a heap up front and keeps freed memory for the boot (src/cli/main.c,
+ * prefault_heap); a supervisor lives as long as its VM, so once the VM is up it goes back to
+ * glibc's defaults (mallopt(3): 128 KiB each) and returns what it does not use.
+ */
+static void release_boot_heap(void)
+{
+	mallopt(M_TRIM_THRESHOLD, 128 * 1024);
+	mallopt(M_TOP_PAD, 128 * 1024);
+	malloc_trim(0);
 }
 
 static void on_event(void *opaque, const char *event, struct json_object *data, int64_t sec,
@@ -683,6 +696,7 @@ static void supervisor_main(const struct vm_launch_opts *o, int boot_timeout_ms,
 	}
 	s.vm->keep_state = true;
 	notify(notify_fd, "OK");
+	release_boot_heap();
 	s.mon = monitor_new(s.vm, o->spec->cpus, o->spec->memory_mib, s.vm->epfd, EV_MONITOR0);
 	serve(&s);
 	monitor_free(s.mon);
