@@ -16,6 +16,10 @@ int cmd_serve(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "pool", required_argument, NULL, 'p' },
+		{ "pool-pod", no_argument, NULL, 'P' },
+		{ "profile", required_argument, NULL, 'r' },
+		{ "cpus", required_argument, NULL, 'c' },
+		{ "memory", required_argument, NULL, 'y' },
 		{ "pool-min", required_argument, NULL, 'm' },
 		{ "pool-max", required_argument, NULL, 'M' },
 		{ "pool-ttl", required_argument, NULL, 't' },
@@ -29,6 +33,7 @@ int cmd_serve(int argc, char **argv)
 	struct pool_opts *p = &o;
 	struct cli_net_override no = { .spec = vm_spec_new() };
 	struct avm_error err = { 0 };
+	const char *profile = NULL, *cpus = NULL, *memory = NULL;
 	int c, r;
 
 	optind = 1;
@@ -44,6 +49,10 @@ int cmd_serve(int argc, char **argv)
 			}
 		} else if (c == 'p') {
 			p->snap = optarg;
+		} else if (c == 'P') {
+			p->pod = true;
+		} else if (c == 'r' || c == 'c' || c == 'y') {
+			*(c == 'r' ? &profile : c == 'c' ? &cpus : &memory) = optarg;
 		} else if (c == 'L') {
 			if (metrics_http_check(optarg, &err) < 0) {
 				cli_error("--metrics-listen: %s", err.msg);
@@ -61,6 +70,8 @@ int cmd_serve(int argc, char **argv)
 		} else if (c == 'h') {
 			puts("usage: agentvm serve --pool SNAPSHOT [--pool-min N] [--pool-max M] "
 			     "[--pool-ttl SECONDS]\n"
+			     "       agentvm serve --pool-pod [--profile P] [--cpus N] [--memory MIB] "
+			     "[--pool-min N] ...\n"
 			     "       [--network MODE] [--allow PROTO:PORT]... [--allow-host PROTO:PORT]...\n"
 			     "       [--deny-all-egress] [--dns ADDR] [--allow-cidr CIDR[:PROTO:PORT]]...\n"
 			     "       [--allow-domain NAME]... [--domain-ttl S] [--conn-limit N]\n"
@@ -68,6 +79,9 @@ int cmd_serve(int argc, char **argv)
 			     " [--metrics-listen ADDR:PORT]\n"
 			     "Keep N..M VMs restored from SNAPSHOT ready for 'agentvm pool acquire'.\n"
 			     "The network flags replace the snapshot's policy, as for restore.\n"
+			     "--pool-pod keeps VMs started (from a boot template) for the containerd\n"
+			     "shim's pods instead: each with its empty pod directory shared as\n"
+			     "/mnt/rootfs, the network isolated unless --network says otherwise.\n"
 			     "--metrics-listen serves Prometheus metrics at http://ADDR:PORT/metrics\n"
 			     "(read-only; bind a loopback address unless a firewall guards it).");
 			vm_spec_free(no.spec);
@@ -80,9 +94,18 @@ int cmd_serve(int argc, char **argv)
 		}
 	}
 	int code = 0;
-	if (!p->snap || optind != argc) {
-		cli_error("usage: agentvm serve --pool SNAPSHOT --pool-min N --pool-max M "
-			  "[--pool-ttl S] [network flags]");
+	/* The profile first: --cpus and --memory override it, as for start. */
+	if ((profile && vm_spec_set_profile(no.spec, profile, &err) < 0) ||
+	    (cpus && vm_spec_set_cpus(no.spec, cpus, &err) < 0) ||
+	    (memory && vm_spec_set_memory(no.spec, memory, &err) < 0)) {
+		cli_error("%s", err.msg);
+		code = EXIT_USAGE;
+	} else if ((profile || cpus || memory) && !p->pod) {
+		cli_error("--profile, --cpus and --memory are for --pool-pod (a snapshot has its own)");
+		code = EXIT_USAGE;
+	} else if (!p->snap == !p->pod || optind != argc) {
+		cli_error("usage: agentvm serve --pool SNAPSHOT | --pool-pod [--pool-min N] "
+			  "[--pool-max M] [--pool-ttl S] [network flags]");
 		code = EXIT_USAGE;
 	} else if (p->max < 1 || p->min > p->max) {
 		cli_error("--pool-min (%ld) must not exceed --pool-max (%ld), and max must be >= 1",
@@ -142,9 +165,13 @@ int cmd_pool(int argc, char **argv)
 			s = json_object_get_int(v);
 		if (json_object_object_get_ex(o, "leased", &v))
 			l = json_object_get_int(v);
-		json_object_object_get_ex(o, "snapshot", &v);
-		printf("pool of '%s': %d ready, %d starting, %d acquired\n",
-		       json_object_get_string(v), r, s, l);
+		const char *snap = json_object_object_get_ex(o, "snapshot", &v)
+					   ? json_object_get_string(v)
+					   : NULL;
+		if (snap)
+			printf("pool of '%s': %d ready, %d starting, %d acquired\n", snap, r, s, l);
+		else
+			printf("pool of pod VMs: %d ready, %d starting, %d acquired\n", r, s, l);
 	}
 	json_object_put(o);
 	return 0;

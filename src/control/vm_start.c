@@ -90,6 +90,12 @@ static int start_supervised(const struct vm_launch_opts *o, int timeout_ms, void
 int vm_start_detached(struct vm_spec *spec, long boot_timeout_s, bool cold,
 		      struct avm_error *err)
 {
+	return vm_start_pooled(spec, boot_timeout_s, cold, 0, err);
+}
+
+int vm_start_pooled(struct vm_spec *spec, long boot_timeout_s, bool cold, int pool_pidfd,
+		    struct avm_error *err)
+{
 	_cleanup_free_ char *qemu = NULL, *kernel = NULL, *initrd = NULL;
 	char namebuf[32];
 	pid_t sup = 0;
@@ -100,7 +106,7 @@ int vm_start_detached(struct vm_spec *spec, long boot_timeout_s, bool cold,
 		if (!(spec->name = strdup(namebuf)))
 			return avm_error_set(err, -ENOMEM, "out of memory");
 	}
-	struct vm_launch_opts lo = { .detached = true };
+	struct vm_launch_opts lo = { .detached = true, .pool_pidfd = pool_pidfd };
 	if ((r = prepare(spec, &lo, &qemu, &kernel, &initrd, err)) < 0)
 		return r;
 	struct boot_cache_opts bo = { .cold = cold, .boot_timeout_ms = (int)boot_timeout_s * 1000,

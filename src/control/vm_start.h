@@ -29,6 +29,9 @@ int vm_host_prepare(struct vm_spec *spec, enum vm_accel *accel, char **qemu, cha
  */
 int vm_start_detached(struct vm_spec *spec, long boot_timeout_s, bool cold,
 		      struct avm_error *err);
+/* The same for a pool (`serve --pool-pod`): pool_pidfd (> 0) is vm_launch_opts.pool_pidfd. */
+int vm_start_pooled(struct vm_spec *spec, long boot_timeout_s, bool cold, int pool_pidfd,
+		    struct avm_error *err);
 /*
  * Boot a VM owned by the caller (`run`; vm_destroy() ends it) and wait until it is ready.
  * sig_fd (or -1): a signalfd whose signals abort the boot. Kinds: USAGE, HOST, BOOT.

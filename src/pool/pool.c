@@ -290,15 +290,21 @@ static int serve(const struct pool_opts *o, struct avm_error *err)
 	p->ttl_s = o->ttl_s;
 	p->boot_timeout_s = o->boot_timeout_s;
 	p->listen_fd = p->sig_fd = p->timer_fd = -1;
-	if ((r = restore_prepare(p->snap, &p->rs, err)) < 0)
-		return r;
-	p->rs.net_override = o->net_override;
-	p->rs.net_mode_given = o->net_mode_given;
-	p->rs.policy_given = o->policy_given;
-	/* Flags that do not fit the snapshot fail here, once, not in every refill. */
-	if ((r = restore_check_override(&p->rs, err)) < 0) {
-		restore_release(&p->rs);
-		return r;
+	if (o->pod) {
+		/* A spec that does not fit (its flags together) fails here, not in every refill. */
+		if ((r = pool_pod_prepare(p, o, err)) < 0)
+			return r;
+	} else {
+		if ((r = restore_prepare(p->snap, &p->rs, err)) < 0)
+			return r;
+		p->rs.net_override = o->net_override;
+		p->rs.net_mode_given = o->net_mode_given;
+		p->rs.policy_given = o->policy_given;
+		/* Flags that do not fit the snapshot fail here, once, not in every refill. */
+		if ((r = restore_check_override(&p->rs, err)) < 0) {
+			restore_release(&p->rs);
+			return r;
+		}
 	}
 	p->worker_msgs = mmap(NULL, (size_t)MAX_VMS * MSG_LEN, PROT_READ | PROT_WRITE,
 			      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -329,8 +335,12 @@ static int serve(const struct pool_opts *o, struct avm_error *err)
 		pool_ep_add(p->ep, metrics_http_fd(p->http), TAG_METRICS);
 		pool_log("metrics on http://%s/metrics", metrics_http_address(p->http));
 	}
-	pool_log("serving pool of '%s' (min %ld, max %ld, ttl %ld s) on %s", p->snap, p->min,
+	pool_log("serving pool of %s%s%s (min %ld, max %ld, ttl %ld s) on %s",
+		 p->snap ? "'" : "pod VMs", p->snap ? p->snap : "", p->snap ? "'" : "", p->min,
 		 p->max, p->ttl_s, p->sock_path);
+	if (p->pod_spec && (r = pool_pod_janitor(p)) < 0)
+		pool_log("cannot fork the janitor (%s): a kill -9 may leave pod directories "
+			 "(the next serve removes them)", strerror(-r));
 	pool_vm_adopt(p);
 	pool_refill(p);
 

@@ -32,13 +32,26 @@
 #define POOL_VM_FILE STATEDIR_POOL_VM
 #define POOL_ACQUIRED_FILE STATEDIR_POOL_ACQUIRED
 
+/*
+ * A pod pool (`serve --pool-pod`, for the containerd shim): its VMs are started like `agentvm
+ * start` (through the boot cache: a refill is a boot template's restore) with one share each,
+ * the empty directory <state root>/POOL_POD_DIR_PREFIX<vm> (mode 0555, made and removed with
+ * the VM by the pool) exported as a container root share (agentvm_spec_add_root_share) at
+ * POOL_POD_GUEST_DIR: exactly a shim pod VM, whose containers' roots the shim mounts beneath it.
+ */
+#define POOL_POD_DIR_PREFIX ".pod-"
+#define POOL_POD_GUEST_DIR "/mnt/rootfs"
+
 struct pool_opts {
-	const char *snap; /* the snapshot to restore from */
+	const char *snap; /* the snapshot to restore from; NULL for a pod pool */
+	bool pod;         /* a pod pool: the VMs' shape below, net_override their network */
+	const char *profile, *cpus, *memory; /* NULL: agentvm start's defaults */
 	long min, max;    /* 0 <= min <= max, 1 <= max <= POOL_MAX_VMS */
 	long ttl_s;       /* ready VMs older than this are replaced; 0 = never */
 	long boot_timeout_s;
-	/* Network flags replacing the snapshot's for every pool VM (borrowed; NULL = none). */
-	const struct vm_spec *net_override;
+	/* Network flags replacing the snapshot's for every pool VM (borrowed; NULL = none). A pod
+	   pool's VMs have these (isolated unless net_mode_given); the pool may change the spec. */
+	struct vm_spec *net_override;
 	bool net_mode_given, policy_given;
 	const char *metrics_listen; /* "ADDR:PORT" to serve /metrics on, or NULL */
 };
@@ -56,6 +69,9 @@ int pool_serve(const struct pool_opts *o, struct avm_error *err);
  * 1 when removed, 0 when absent or live, -errno.
  */
 int pool_sock_remove_stale(void);
+
+/* VM `name`'s pod directory (POOL_POD_DIR_PREFIX) into buf; -ENAMETOOLONG. */
+int pool_pod_dir(const char *name, char *buf, size_t len);
 
 /*
  * One request line (with its '\n') to the pool serving in the state root; the reply line,

@@ -58,7 +58,8 @@ static void status_json(struct pool *p, int slot)
 	static const char *const names[] = { "free", "starting", "ready", "leased" };
 
 	pool_count(p, &starting, &ready, &leased);
-	json_object_object_add(o, "snapshot", json_object_new_string(p->snap));
+	json_object_object_add(o, "snapshot", p->snap ? json_object_new_string(p->snap) : NULL);
+	json_object_object_add(o, "pod", json_object_new_boolean(p->pod_spec != NULL));
 	json_object_object_add(o, "min", json_object_new_int64(p->min));
 	json_object_object_add(o, "max", json_object_new_int64(p->max));
 	json_object_object_add(o, "ttl_s", json_object_new_int64(p->ttl_s));

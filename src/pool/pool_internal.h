@@ -49,8 +49,9 @@ struct conn {
 };
 
 struct pool {
-	const char *snap;
+	const char *snap; /* NULL: a pod pool (pod_spec) */
 	struct restore rs;
+	struct vm_spec *pod_spec; /* a pod pool's VMs (borrowed; a worker adds name and share) */
 	long min, max, ttl_s, boot_timeout_s;
 	int ep, listen_fd, sig_fd, timer_fd;
 	int self_pidfd; /* our own pidfd: every pool VM's supervisor inherits it (POOL_VM_FILE) */
@@ -97,5 +98,12 @@ int pool_vm_mark_acquired(const char *name, bool acquired);
 void pool_vm_adopt(struct pool *p);
 /* Its agent answers PING within 500 ms (true also when we cannot even ask: our problem). */
 bool pool_vm_ping(const char *name);
+/* A pod pool: apply the shape and default network to p->pod_spec and check it (once). */
+int pool_pod_prepare(struct pool *p, const struct pool_opts *o, struct avm_error *err);
+/*
+ * A pod pool: fork the janitor, which outlives a serve killed with -9 and then removes the pod
+ * directories of the pool VMs the supervisors removed (they cannot know of them). 0 or -errno.
+ */
+int pool_pod_janitor(const struct pool *p);
 
 #endif

@@ -3,21 +3,26 @@
  * The pool's work on single VMs, away from its loop: restores and removals run in forked
  * children (so the loop always answers at once), and the health probes (state, agent PING).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "vm/agent_conn.h"
 #include "jail/launcher.h"
 #include "pool/pool_internal.h"
+#include "control/vm_start.h"
 #include "control/vmctl.h"
 #include "base/strv.h"
 #include "base/util.h"
@@ -33,6 +38,135 @@ static void worker_fds(int keep)
 	syscall(SYS_close_range, keep >= 0 ? 4U : 3U, ~0U, 0);
 }
 
+int pool_pod_dir(const char *name, char *buf, size_t len)
+{
+	return snprintf(buf, len, "%s/" POOL_POD_DIR_PREFIX "%s", statedir_root(), name) >=
+			       (int)len
+		       ? -ENAMETOOLONG
+		       : 0;
+}
+
+/* VM `name`'s pod directory, with the mount points a caller (the shim) made in it: nothing is
+ * mounted there on the host (the mounts live in QEMU's namespace). Absent is fine. */
+static void pod_dir_remove(const char *name)
+{
+	char dir[PATH_MAX], sub[PATH_MAX + 256];
+	struct dirent *e;
+	DIR *d;
+
+	if (pool_pod_dir(name, dir, sizeof(dir)) < 0 || !(d = opendir(dir)))
+		return;
+	while ((e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+		    snprintf(sub, sizeof(sub), "%s/%s", dir, e->d_name) < (int)sizeof(sub))
+			rmdir(sub);
+	closedir(d);
+	rmdir(dir);
+}
+
+/*
+ * Remove the pod directories of pool VMs that are gone (their supervisors, which removed them
+ * when serve died, cannot know of the directories). True while some unacquired pool VM with
+ * a pod directory still exists (its supervisor is still removing it).
+ */
+static bool pod_dirs_sweep(void)
+{
+	static const char pre[] = POOL_POD_DIR_PREFIX "pool-";
+	DIR *d = opendir(statedir_root());
+	struct dirent *e;
+	bool pending = false;
+
+	while (d && (e = readdir(d))) {
+		const char *name = e->d_name + strlen(POOL_POD_DIR_PREFIX);
+		char dir[PATH_MAX], path[PATH_MAX];
+		/* Only ours: "pool-" and hex (the shim's files there are .pod-ctr-*). */
+		if (strncmp(e->d_name, pre, strlen(pre)) != 0 ||
+		    strspn(name + 5, "0123456789abcdef") != strlen(name + 5) ||
+		    statedir_file(dir, sizeof(dir), statedir_root(), name) < 0)
+			continue;
+		if (access(dir, F_OK) < 0) {
+			pod_dir_remove(name);
+			continue;
+		}
+		statedir_file(path, sizeof(path), dir, POOL_ACQUIRED_FILE);
+		if (access(path, F_OK) < 0)
+			pending = true;
+	}
+	if (d)
+		closedir(d);
+	return pending;
+}
+
+int pool_pod_prepare(struct pool *p, const struct pool_opts *o, struct avm_error *err)
+{
+	struct vm_spec *s = o->net_override;
+	int r = 0;
+
+	if (!s)
+		return avm_error_set(err, -EINVAL, "a pod pool needs its VMs' spec");
+	/* No network unless asked for, as the shim's own pod VMs. */
+	if (!o->net_mode_given)
+		r = vm_spec_set_network(s, "isolated", err);
+	if (r == 0)
+		r = vm_spec_validate(s, false, err);
+	p->pod_spec = s;
+	return r;
+}
+
+int pool_pod_janitor(const struct pool *p)
+{
+	int ws;
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return -errno;
+	if (pid > 0) {
+		while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
+			;
+		return 0;
+	}
+	/* Twice: serve, stopping, waits for its children; the janitor waits for serve. */
+	if (fork() != 0)
+		_exit(0);
+	setpgid(0, 0);
+	worker_fds(p->self_pidfd);
+	int nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	if (nul >= 0)
+		dup2(nul, 2);
+	struct pollfd pf = { .fd = 3, .events = POLLIN };
+	while (poll(&pf, 1, -1) < 0 && errno == EINTR)
+		;
+	/* A restore under way stops within its boot timeout; 2 s at least for a worker that
+	   had made its directory but not yet its VM when serve died. */
+	uint64_t t0 = now_ms(), end = t0 + (uint64_t)(p->boot_timeout_s + 30) * 1000;
+	while ((pod_dirs_sweep() || now_ms() - t0 < 2000) && now_ms() < end)
+		usleep(200 * 1000);
+	_exit(0);
+}
+
+/* A pod pool's VM, in its worker (a fork: the spec is our copy to complete). */
+static int start_pod(struct pool *p, const char *name, struct avm_error *err)
+{
+	char dir[PATH_MAX], share[PATH_MAX + 64];
+	struct vm_spec *s = p->pod_spec;
+	int r;
+
+	if (pool_pod_dir(name, dir, sizeof(dir)) < 0)
+		return avm_error_set(err, -ENAMETOOLONG, "the state dir's path is too long");
+	/* Read-only for QEMU (root without capabilities: the mode binds it), as the shim's own
+	 * pod dirs: the guest writes only in the container roots mounted beneath it. */
+	if (mkdir(dir, 0555) < 0)
+		return avm_error_setx(err, -errno, "cannot make the pod directory %s", dir);
+	snprintf(share, sizeof(share), "%s:%s", dir, POOL_POD_GUEST_DIR);
+	if ((r = vm_spec_add_share(s, share, err)) < 0)
+		return r;
+	s->shares[s->n_shares - 1].container_root = true;
+	if (!(s->name = strdup(name)))
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	/* Through the boot cache, as agentvm start: a template restore once one is built. */
+	return vm_start_pooled(s, p->boot_timeout_s, false, 3, err);
+}
+
 void pool_vm_destroy(const struct pool *p, const char *name)
 {
 	pid_t pid = fork();
@@ -43,7 +177,9 @@ void pool_vm_destroy(const struct pool *p, const char *name)
 		int nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
 		if (nul >= 0)
 			dup2(nul, 2);
-		_exit(vm_remove(name, true, NULL) < 0 ? 1 : 0);
+		int r = vm_remove(name, true, NULL);
+		pod_dir_remove(name);
+		_exit(r < 0 ? 1 : 0);
 	}
 }
 
@@ -79,7 +215,8 @@ void pool_vm_spawn(struct pool *p)
 		setpgid(0, 0);
 		worker_fds(p->self_pidfd);
 		p->rs.pool_pidfd = 3;
-		int r = restore_one(&p->rs, v->name, p->boot_timeout_s, &err);
+		int r = p->pod_spec ? start_pod(p, v->name, &err)
+				    : restore_one(&p->rs, v->name, p->boot_timeout_s, &err);
 		snprintf(p->worker_msgs[slot], MSG_LEN, "%s", r < 0 ? err.msg : "OK");
 		_exit(r < 0 ? 1 : 0);
 	}
@@ -141,9 +278,15 @@ void pool_vm_adopt(struct pool *p)
 			pool_vm_destroy(p, names[i]);
 			continue;
 		}
-		statedir_file(path, sizeof(path), dir, RESTORE_ORIGIN_FILE);
-		if (read_file(path, &origin, 4096) < 0 || strcmp(origin, p->snap) != 0 ||
-		    !pool_vm_alive(names[i]))
+		/* Ours: restored from our snapshot, or (a pod pool) with its pod directory. */
+		if (p->snap) {
+			statedir_file(path, sizeof(path), dir, RESTORE_ORIGIN_FILE);
+			if (read_file(path, &origin, 4096) < 0 || strcmp(origin, p->snap) != 0)
+				continue;
+		} else if (pool_pod_dir(names[i], path, sizeof(path)) < 0 || access(path, F_OK) < 0) {
+			continue;
+		}
+		if (!pool_vm_alive(names[i]))
 			continue;
 		for (int j = 0; j < MAX_VMS && slot < 0; j++)
 			if (p->vms[j].state == PVM_FREE)
@@ -155,6 +298,7 @@ void pool_vm_adopt(struct pool *p)
 		pool_log("%s, acquired from an earlier serve, counts as acquired again", names[i]);
 	}
 	strv_free(names);
+	pod_dirs_sweep(); /* an earlier janitor killed too */
 }
 
 bool pool_vm_ping(const char *name)

@@ -118,6 +118,8 @@ int shim_config_parse(const char *json, size_t len, struct shim_config *c, char 
 			r = str_or_int(v, true, key[0] == 'c' ? &c->cpus : &c->memory);
 		else if (!strcmp(key, "annotations") && json_object_is_type(v, json_type_boolean))
 			c->no_annotations = !json_object_get_boolean(v);
+		else if (!strcmp(key, "pool") && json_object_is_type(v, json_type_boolean))
+			c->pool = json_object_get_boolean(v);
 		else if ((!strcmp(key, "allow") || !strcmp(key, "allow_cidr") ||
 			  !strcmp(key, "allow_domain")) &&
 			 json_object_is_type(v, json_type_array)) {
@@ -139,7 +141,7 @@ int shim_config_parse(const char *json, size_t len, struct shim_config *c, char 
 			snprintf(msg, sizeof(msg),
 				 "agentvm shim config: unknown key or wrong type '%.40s'; known: "
 				 "profile, cpus, memory, network, allow, allow_cidr, allow_domain, "
-				 "annotations",
+				 "annotations, pool",
 				 key);
 			*why = msg;
 			json_object_put(o);

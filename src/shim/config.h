@@ -26,6 +26,7 @@ struct shim_config {
 		size_t n;
 	} allow, allow_cidr, allow_domain;
 	bool no_annotations; /* "annotations": false: pods may not set io.agentvm.* */
+	bool pool;           /* "pool": true: pod VMs from the warm pool first (`serve --pool-pod`) */
 };
 
 /*
@@ -38,7 +39,7 @@ int shim_runtime_options(const char *type, const uint8_t *val, size_t len, char 
 /*
  * The JSON settings file: {"profile": S, "cpus": N, "memory": N (MiB), "network": "isolated" |
  * "nat-filtered", "allow": [S...], "allow_cidr": [S...], "allow_domain": [S...],
- * "annotations": bool}. An unknown key, a wrong type or bad
+ * "annotations": bool, "pool": bool}. An unknown key, a wrong type or bad
  * JSON: -EINVAL and *why (static).
  */
 int shim_config_parse(const char *json, size_t len, struct shim_config *c, char **why);

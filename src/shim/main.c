@@ -237,10 +237,11 @@ static int cmd_start(const struct shim_opts *o, char **argv)
 }
 
 /*
- * The pod's network namespace from its saved state (podstate.h) into netns ("" for the host's,
- * or when there is no state to read).
+ * The pod's VM (vm: shim_vm_name's, or a pool VM's; unchanged when there is no state to read) and
+ * network namespace (netns: "" for the host's, or without a state) from its saved state
+ * (podstate.h, at vm's work path).
  */
-static void saved_netns(const char *vm, char *netns, size_t len)
+static void saved_pod(char vm[24], char *netns, size_t len)
 {
 	struct pod_state *s = calloc(1, sizeof(*s));
 	char path[4200], *buf = NULL;
@@ -250,8 +251,10 @@ static void saved_netns(const char *vm, char *netns, size_t len)
 	netns[0] = '\0';
 	if (s && shim_vm_work_path(vm, ".json", path, sizeof(path)) == 0 &&
 	    shim_read_private(path, SHIM_POD_STATE_MAX_BYTES, &buf, &n, &why) == 0 &&
-	    shim_pod_state_parse(buf, n, s, &why) == 0 && !strcmp(s->vm, vm))
+	    shim_pod_state_parse(buf, n, s, &why) == 0) {
 		snprintf(netns, len, "%s", s->netns);
+		snprintf(vm, 24, "%s", s->vm);
+	}
 	if (s)
 		shim_pod_state_release(s);
 	free(s);
@@ -261,15 +264,19 @@ static void saved_netns(const char *vm, char *netns, size_t len)
 static int cmd_delete(const struct shim_opts *o)
 {
 	struct pb_buf b = { 0 };
-	char name[24], path[4096], netns[SHIM_PATH_MAX];
+	char name[24], vm[24], path[4096], netns[SHIM_PATH_MAX];
 
 	/* The shim is gone: nothing else will remove its VM or unmount its root. */
 	shim_vm_name(o->ns, o->id, name);
+	memcpy(vm, name, sizeof(vm));
 	/* The VM's network was made in the pod's namespace, if it had one: torn down there (its
-	 * supervisor may have died with the shim). A namespace already gone took it along. */
-	saved_netns(name, netns, sizeof(netns));
-	shim_vm_remove(name, netns[0] ? netns : NULL);
-	shim_vm_pod_dir_remove(name);
+	 * supervisor may have died with the shim). A namespace already gone took it along. A VM
+	 * from the pool goes back to it. */
+	saved_pod(vm, netns, sizeof(netns));
+	shim_vm_remove(vm, netns[0] ? netns : NULL);
+	shim_vm_pod_dir_remove(vm);
+	if (strcmp(vm, name) != 0)
+		shim_vm_pod_dir_remove(name); /* the work files */
 	snprintf(path, sizeof(path), "%s/rootfs", o->bundle ? o->bundle : ".");
 	umount2(path, MNT_DETACH);
 	socket_path(o->ns, o->id, path, sizeof(path));

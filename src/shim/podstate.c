@@ -150,11 +150,13 @@ static bool path_ok(const char *p)
 	return p && p[0] == '/' && strlen(p) < SHIM_PATH_MAX;
 }
 
-/* "ctr-" and 16 lowercase hex digits (shim_vm_name). */
+/* "ctr-" and 16 lowercase hex digits (shim_vm_name), or a pool VM's "pool-" and 8. */
 static bool vm_name_ok(const char *vm)
 {
-	return vm && strlen(vm) == 20 && !strncmp(vm, "ctr-", 4) &&
-	       strspn(vm + 4, "0123456789abcdef") == 16;
+	return vm && ((strlen(vm) == 20 && !strncmp(vm, "ctr-", 4) &&
+		       strspn(vm + 4, "0123456789abcdef") == 16) ||
+		      (strlen(vm) == 13 && !strncmp(vm, "pool-", 5) &&
+		       strspn(vm + 5, "0123456789abcdef") == 8));
 }
 
 static int parse_ctr(struct json_object *j, struct pod_state *s, const char **why)

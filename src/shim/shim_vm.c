@@ -110,20 +110,25 @@ void shim_vm_name(const char *ns, const char *id, char out[24])
 int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *value,
 		       struct shim_err *err)
 {
-	static const char *const keys[] = { "profile", "cpus", "memory", "network" };
-	const char **slots[] = { &c->profile, &c->cpus, &c->memory, &c->network };
+	static const char *const keys[] = { "profile", "cpus", "memory", "network", "pool" };
+	const char **slots[] = { &c->profile, &c->cpus, &c->memory, &c->network, &c->pool };
 
 	if (strncmp(key, SHIM_ANNOTATION_PREFIX, strlen(SHIM_ANNOTATION_PREFIX)) != 0)
 		return 0; /* not ours */
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		if (!strcmp(key + strlen(SHIM_ANNOTATION_PREFIX), keys[i])) {
+			if (slots[i] == &c->pool && strcmp(value, "true") && strcmp(value, "false"))
+				return shim_err_set(err, -EINVAL,
+						    "annotation '%s' is 'true' or 'false', not '%s'",
+						    key, value);
 			*slots[i] = value;
 			return 0;
 		}
 	}
 	return shim_err_set(err, -EINVAL,
 			    "unknown annotation '%s'; agentvm knows io.agentvm.profile, "
-			    "io.agentvm.cpus, io.agentvm.memory and io.agentvm.network",
+			    "io.agentvm.cpus, io.agentvm.memory, io.agentvm.network and "
+			    "io.agentvm.pool",
 			    key);
 }
 
@@ -173,6 +178,28 @@ int shim_vm_boot(const char *name, const char *pod_dir, const struct shim_vm_con
 		from_lib(err, r, ae);
 	agentvm_ctx_free(ctx);
 	agentvm_spec_free(spec);
+	agentvm_error_free(ae);
+	return r;
+}
+
+int shim_vm_pool_acquire(char *name, size_t len, struct shim_err *err)
+{
+	struct agentvm_error *ae = agentvm_error_new();
+	struct agentvm_ctx *ctx = ctx_open(NULL, ae);
+	char dir[4096];
+	struct stat st;
+	int r = ctx ? agentvm_pool_acquire(ctx, SHIM_POOL_WAIT_S, name, len, ae) : -ENOMEM;
+
+	if (r < 0) {
+		from_lib(err, r, ae);
+	} else if (shim_vm_work_path(name, "", dir, sizeof(dir)) < 0 || lstat(dir, &st) < 0 ||
+		   !S_ISDIR(st.st_mode)) {
+		r = shim_err_set(err, -EXDEV, "the pool's VM %s is no pod VM (the pool serves a "
+					      "snapshot, not --pool-pod); released", name);
+		agentvm_pool_release(ctx, name, NULL);
+		name[0] = '\0';
+	}
+	agentvm_ctx_free(ctx);
 	agentvm_error_free(ae);
 	return r;
 }
@@ -638,6 +665,12 @@ void shim_vm_remove(const char *name, const char *netns)
 	 * is removed from the shim's own. */
 	if (!ctx && netns)
 		ctx = ctx_open(NULL, ae);
+	/* Back to its pool, which removes it (and its pod directory); no pool: removed here. */
+	if (ctx && strncmp(name, "ctr-", 4) != 0 && agentvm_pool_release(ctx, name, ae) == 0) {
+		agentvm_ctx_free(ctx);
+		agentvm_error_free(ae);
+		return;
+	}
 	/* Forced: QEMU and its supervisor killed (a dead supervisor is fine), the network torn
 	 * down, the state dir removed. A VM already gone is fine. */
 	if (ctx && agentvm_rm(ctx, name, true, ae) < 0 &&

@@ -37,7 +37,7 @@ void shim_vm_name(const char *ns, const char *id, char out[24]);
 /*
  * The VM's settings from the container's OCI annotations (NULL = default): io.agentvm.profile,
  * io.agentvm.cpus, io.agentvm.memory (MiB) and io.agentvm.network (isolated, the default, or
- * nat-filtered), with agentvm's own syntax and checks.
+ * nat-filtered), with agentvm's own syntax and checks; io.agentvm.pool (true or false).
  */
 #define SHIM_ANNOTATION_PREFIX "io.agentvm."
 struct shim_vm_config {
@@ -45,6 +45,8 @@ struct shim_vm_config {
 	const char *cpus;
 	const char *memory;
 	const char *network;
+	/* "true": take the pod's VM from the warm pool first (shim_vm_pool_acquire). */
+	const char *pool;
 	/* The egress policy (the runtime's config file): --allow, --allow-cidr, --allow-domain. */
 	char *const *allow, *const *allow_cidr, *const *allow_domain;
 	size_t n_allow, n_allow_cidr, n_allow_domain;
@@ -65,6 +67,15 @@ int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *va
  */
 int shim_vm_boot(const char *name, const char *pod_dir, const struct shim_vm_config *c,
 		 unsigned boot_timeout_s, struct shim_err *err);
+
+/*
+ * A pod VM from the warm pool (`agentvm serve --pool-pod`), waiting up to SHIM_POOL_WAIT_S: its
+ * name into name. The pool's VMs are pod VMs with their pod directory (shim_vm_work_path "")
+ * already shared at SHIM_GUEST_ROOT, made (and removed) by the pool; one without it (a snapshot
+ * pool's) is released again and refused. The pool's settings (shape, network) are the VM's.
+ */
+#define SHIM_POOL_WAIT_S 1
+int shim_vm_pool_acquire(char *name, size_t len, struct shim_err *err);
 
 /*
  * The shim's work files of VM `name`: <state root>/.pod-<name><suffix>: the pod directory (""),
@@ -137,7 +148,8 @@ int shim_vm_usage(const char *name, const char *netns, struct shim_vm_usage *u,
 /* Pause (QMP stop) or resume (cont) the VM. */
 int shim_vm_pause(const char *name, bool pause, struct shim_err *err);
 /* Kill the VM's QEMU and supervisor and remove its state dir (its network torn down in netns,
- * when it still exists); a missing VM is fine. */
+ * when it still exists); a missing VM is fine. A VM from the pool (not named by shim_vm_name)
+ * is released to it (it removes the VM and its pod directory), or removed here without one. */
 void shim_vm_remove(const char *name, const char *netns);
 
 #endif

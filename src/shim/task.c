@@ -594,8 +594,38 @@ static int do_mount(const struct mount_req *m, const char *target, char **why)
 
 static void remove_pod_dir(struct task *t)
 {
+	char own[24];
+
 	shim_vm_pod_dir_remove(t->vm);
+	/* A pool VM's pod dir has its name; the work files (.json, .exit-) have the pod's. */
+	shim_vm_name(t->o->ns, t->o->id, own);
+	if (strcmp(own, t->vm) != 0)
+		shim_vm_pod_dir_remove(own);
 	t->pod_dir[0] = '\0';
+}
+
+/*
+ * The pod's VM from the warm pool (its config's "pool": true): 0 with t->vm and t->pod_dir
+ * set, or < 0 after one log line (the caller boots a VM as before).
+ */
+static int pod_from_pool(struct task *t, const struct shim_vm_config *vc, const char *id)
+{
+	struct shim_err err = { 0 };
+	int r;
+
+	if (vc->netns) {
+		shim_log("create %s: not from the pool: the pod has its own network namespace, a "
+			 "pool VM's network is in the host's; booting a VM", id);
+		return -EXDEV;
+	}
+	if ((r = shim_vm_pool_acquire(t->vm, sizeof(t->vm), &err)) < 0) {
+		shim_log("create %s: no VM from the pool (%s); booting one", id, err.msg);
+		t->vm[0] = '\0';
+		return r;
+	}
+	shim_vm_work_path(t->vm, "", t->pod_dir, sizeof(t->pod_dir));
+	shim_log("create %s: VM %s from the pool, with the pod dir %s", id, t->vm, t->pod_dir);
+	return 0;
 }
 
 /* The VM (the first container's Create boots it) and the container's root beneath its share. */
@@ -607,6 +637,11 @@ static int ctr_attach(struct task *t, struct ctr *ct, const struct shim_vm_confi
 	bool booted = false;
 	int r;
 
+	if (!t->vm[0] && vc->pool && !strcmp(vc->pool, "true") &&
+	    pod_from_pool(t, vc, ct->id) == 0) {
+		t->netns[0] = '\0';
+		booted = true;
+	}
 	if (!t->vm[0]) {
 		snprintf(t->netns, sizeof(t->netns), "%s", vc->netns ? vc->netns : "");
 		shim_vm_name(t->o->ns, t->o->id, t->vm);
@@ -786,6 +821,7 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 		.allow = sc.allow.v, .n_allow = sc.allow.n,
 		.allow_cidr = sc.allow_cidr.v, .n_allow_cidr = sc.allow_cidr.n,
 		.allow_domain = sc.allow_domain.v, .n_allow_domain = sc.allow_domain.n,
+		.pool = sc.pool ? "true" : NULL,
 	};
 	if (!shim_id_ok(id)) {
 		why = "bad container id (use 1-76 of [A-Za-z0-9_.-])";

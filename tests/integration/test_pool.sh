@@ -20,12 +20,12 @@ counts() {
 	avm pool status --json 2>/dev/null | tr -d ' \n' | sed 's/.*"ready":\([0-9]*\),"starting":\([0-9]*\),"leased":\([0-9]*\).*/\1 \2 \3/'
 }
 
-# Wait (up to 60 s) until the pool has $1 ready VMs.
+# Wait (up to $2 s, 60 by default) until the pool has $1 ready VMs.
 wait_ready() {
 	w=0
 	while [ "$(counts | cut -d' ' -f1)" != "$1" ]; do
 		w=$((w + 1))
-		[ $w -gt 600 ] && { fail "pool never had $1 ready (has: $(counts))"; return 1; }
+		[ $w -gt $((${2:-60} * 10)) ] && { fail "pool never had $1 ready (has: $(counts))"; return 1; }
 		sleep 0.1
 	done
 }
@@ -225,14 +225,20 @@ wait_no_leftovers() {
 # before: nobody could acquire them, only rm --force removed them). The acquired VM stays the
 # caller's; a restarted serve counts it as acquired again (release works), and removes what a
 # killed supervisor could not.
-t_pool_serve_killed() {
-	net=$NET
-	# A NIC (tap, lease, rules to tear down) only inside run.sh's throwaway network namespace:
-	# root, and no links but lo and its veth uplink up0/up1. Never in the machine's own.
+# The pool VMs' network: a NIC (tap, lease, rules to tear down) only inside run.sh's throwaway
+# network namespace: root, and no links but lo and its veth uplink up0/up1. Never in the
+# machine's own.
+pool_net() {
 	if [ "$(id -u)" = 0 ] && ip link show up0 >/dev/null 2>&1 &&
 		[ -z "$(ip -o link | awk -F': ' '{sub(/@.*/, "", $2); print $2}' | grep -vx -e lo -e up0 -e up1)" ]; then
-		net="--network nat-filtered"
+		echo "--network nat-filtered"
+	else
+		echo "$NET"
 	fi
+}
+
+t_pool_serve_killed() {
+	net=$(pool_net)
 	# shellcheck disable=SC2086
 	avm start --accel tcg --name kgolden $net >/dev/null 2>"$tmp_root/err" || { fail "start: $(cat "$tmp_root/err")"; return; }
 	avm snapshot save kgolden kgold >/dev/null 2>"$tmp_root/err" || fail "save: $(cat "$tmp_root/err")"
@@ -332,6 +338,60 @@ t_pool_ping_misses() {
 	while [ -n "$(ls -A "$AGENTVM_STATE_DIR" | grep -vx -e .net -e .metrics)" ] && [ $w -lt 100 ]; do w=$((w + 1)); sleep 0.1; done
 }
 
+# A pod pool (serve --pool-pod, for the containerd shim): VMs started from a boot template, each
+# with its own empty pod directory <state>/.pod-VM (0555) shared at /mnt/rootfs; a release
+# removes the VM and the directory; kill -9 of serve leaves nothing but the acquired VM (no
+# VM, directory, tap or rule), whose directory stays its caller's.
+t_pool_pod() {
+	net=$(pool_net)
+	# shellcheck disable=SC2086
+	"$AVM" serve --pool-pod --memory 256 --pool-min 2 --pool-max 3 $net 2>"$tmp_root/serve.log" &
+	serve_pid=$!
+	# The first refill builds the boot template (a cold boot): longer than a restore.
+	wait_ready 2 180 || { cat "$tmp_root/serve.log"; stop_serve; return; }
+	expect_contains "status" "pool of pod VMs: 2 ready" "$(avm pool status)"
+	for v in $(avm pool status --json | grep -o '"name": "pool-[0-9a-f]*"' | cut -d'"' -f4); do
+		expect_eq "pod dir of $v" "555 directory" "$(stat -c '%a %F' "$AGENTVM_STATE_DIR/.pod-$v" 2>&1)"
+	done
+	a=$(avm pool acquire --timeout 30)
+	[ -n "$a" ] || { fail "acquire: $(cat "$tmp_root/serve.log")"; stop_serve; return; }
+	expect_contains "the pod dir is the guest's /mnt/rootfs (9p)" "/mnt/rootfs 9p" "$(avm exec "$a" -- cat /proc/mounts)"
+	expect_eq "its memory" "256" "$(sed -n 's/.*"memory_mib": *\([0-9]*\).*/\1/p' "$AGENTVM_STATE_DIR/$a/spec.json")"
+	if [ "$(id -u)" = 0 ]; then
+		mkdir "$AGENTVM_STATE_DIR/.pod-$a/c1" # as the shim makes a container's mount point
+		expect_eq "the guest sees it" "c1" "$(avm exec "$a" -- ls /mnt/rootfs)"
+	fi
+	avm pool release "$a" || fail "release $a"
+	i=0
+	while [ -e "$AGENTVM_STATE_DIR/$a" ] || [ -e "$AGENTVM_STATE_DIR/.pod-$a" ]; do
+		i=$((i + 1))
+		[ $i -gt 100 ] && { fail "released $a or its pod dir is still there"; break; }
+		sleep 0.1
+	done
+	wait_ready 2 || { stop_serve; return; }
+
+	# kill -9: the ready VMs and their directories go; the acquired one and its stay.
+	mine=$(avm pool acquire --timeout 30)
+	wait_ready 2
+	kill -9 "$serve_pid"
+	wait "$serve_pid" 2>/dev/null
+	serve_pid=""
+	keep="$mine .pod-$mine"
+	wait_no_leftovers 20 "20 s after serve was killed, its pod VMs or directories are still there"
+	[ -d "$AGENTVM_STATE_DIR/.pod-$mine" ] || fail "the acquired VM's pod dir went"
+	expect_eq "the acquired VM runs on" "alive" "$(avm exec "$mine" -- echo alive 2>&1)"
+	# A new serve counts it as acquired again; its release removes both.
+	# shellcheck disable=SC2086
+	"$AVM" serve --pool-pod --memory 256 --pool-min 0 --pool-max 2 $net 2>"$tmp_root/serve.log" &
+	serve_pid=$!
+	i=0
+	while [ "$(counts)" != "0 0 1" ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+	avm pool release "$mine" || fail "release of $mine after the restart: $(cat "$tmp_root/serve.log")"
+	stop_serve
+	keep=""
+	wait_no_leftovers 20 "after the pod pool stopped"
+}
+
 t_bad_serve() {
 	avm serve --pool nosuch --pool-min 1 --pool-max 2 2>"$tmp_root/err"
 	[ $? -ne 0 ] || fail "serve of a missing snapshot must fail"
@@ -347,13 +407,9 @@ t_bad_serve() {
 }
 
 echo "pool tests (TCG)"
-run_test t_pool
-stop_serve
-run_test t_pool_conns
-stop_serve
-run_test t_pool_serve_killed
-stop_serve
-run_test t_pool_ping_misses
-stop_serve
-run_test t_bad_serve
+# ONLY="t_a t_b" runs just those (t_bad_serve removes t_pool's snapshot).
+for t in ${ONLY:-t_pool t_pool_conns t_pool_serve_killed t_pool_ping_misses t_pool_pod t_bad_serve}; do
+	run_test "$t"
+	stop_serve
+done
 summary
