@@ -314,6 +314,12 @@ AGENTVM_EXPORT int agentvm_reset(struct agentvm_ctx *ctx, const char *name,
 				 struct agentvm_error *err);
 
 /* ---- warm pool (served by `agentvm serve --pool SNAPSHOT`) ------------------------------- */
+/*
+ * A pod pool (`agentvm serve --pool-pod`) hands out VMs started for containers instead: each has
+ * an empty directory <state dir>/.pod-NAME (mode 0555, made and removed with the VM by the pool)
+ * shared as a container root share (agentvm_spec_add_root_share) at /mnt/rootfs in the guest;
+ * mount container roots beneath it with agentvm_open_ns.
+ */
 
 /* [blocks] Take a ready VM from the pool, waiting up to timeout_s; its name into name. */
 AGENTVM_EXPORT int agentvm_pool_acquire(struct agentvm_ctx *ctx, long timeout_s, char *name,

@@ -41,6 +41,7 @@ stop_containerd() {
 # Whatever happened, nothing of ours outlives the script (a failing or interrupted run).
 cleanup_shim() {
 	stop_containerd
+	[ -n "${serve_pid:-}" ] && kill "$serve_pid" 2>/dev/null && wait "$serve_pid"
 	for l in a b; do
 		ip netns del "avm-pod$l-$$" 2>/dev/null
 		ip link del "pv$l$$" 2>/dev/null
@@ -468,8 +469,87 @@ t_dead_shim_cleanup() {
 	dead_shim_cleaned c4
 }
 
+# The pool's VMs in state $1 (ready, leased), from `agentvm pool status --json`.
+pool_vms() {
+	"$AVM" pool status --json 2>/dev/null | tr -d ' \n' |
+		grep -o "\"name\":\"pool-[0-9a-f]*\",\"state\":\"$1\"" | cut -d'"' -f4
+}
+
+# Wait (up to $3 s) until PATH is gone (WHAT names it in the failure).
+wait_gone() { # PATH WHAT SECONDS
+	i=0
+	while [ -e "$1" ]; do
+		i=$((i + 1))
+		[ $i -gt $(($3 * 10)) ] && { fail "$2 is still there"; return 1; }
+		sleep 0.1
+	done
+}
+
+# The runtime config's "pool": true: with a pod pool serving (agentvm serve --pool-pod) the pod's
+# VM is one the pool started (its status shows it acquired, no VM of the shim's own) and the
+# container runs in its own root as before; removing the pod releases it (the pool removes the
+# VM and its pod dir), as does a dead shim's delete. Without a pool: a VM booted as before.
+t_pod_pool() {
+	echo '{"pool": true}' >"$tmp_root/pool.json"
+	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" --runtime-config-path "$tmp_root/pool.json" \
+		"$IMG" p1 sh -c 'busybox cat /opt/new.txt; id -u' </dev/null 2>&1)
+	expect_eq "exit code without a pool serving" 0 "$?"
+	expect_eq "its output" "new
+1000" "$out"
+	ctr_ containers rm p1 || fail "ctr containers rm p1"
+	grep -q "create p1: no VM from the pool" "$CT/containerd.log" || fail "no log line for the fallback"
+
+	"$AVM" serve --pool-pod --pool-min 1 --pool-max 2 2>"$tmp_root/serve.log" &
+	serve_pid=$!
+	i=0
+	until [ -n "$(pool_vms ready)" ]; do
+		i=$((i + 1))
+		[ $i -gt 1200 ] && { fail "the pod pool never had a VM ready: $(cat "$tmp_root/serve.log")"; break; }
+		sleep 0.1
+	done
+	ready=$(pool_vms ready)
+	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" --runtime-config-path "$tmp_root/pool.json" \
+		"$IMG" p2 busybox sleep 600 </dev/null >/dev/null 2>&1 || fail "ctr run -d p2"
+	expect_eq "the pod's VM is the pool's, acquired" "$ready" "$(pool_vms leased)"
+	expect_eq "VMs of the shim's own" 0 "$(ls "$AGENTVM_STATE_DIR" | grep -c '^ctr-')"
+	out=$(ctr_ task exec --fifo-dir "$CT/fifo" --exec-id e1 p2 sh -c 'busybox cat /opt/new.txt; id -u' </dev/null)
+	expect_eq "exec in the container's root" "new
+1000" "$out"
+	kill_and_wait p2
+	ctr_ task rm p2 >/dev/null || fail "ctr task rm p2"
+	ctr_ containers rm p2 || fail "ctr containers rm p2"
+	wait_gone "$AGENTVM_STATE_DIR/$ready" "the released VM $ready" 15
+	wait_gone "$AGENTVM_STATE_DIR/.pod-$ready" "the released VM's pod dir" 15
+
+	# A dead shim's delete gives its pool VM back too.
+	i=0
+	until [ -n "$(pool_vms ready)" ]; do
+		i=$((i + 1))
+		[ $i -gt 600 ] && { fail "the pod pool did not refill"; break; }
+		sleep 0.1
+	done
+	ready=$(pool_vms ready)
+	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" --runtime-config-path "$tmp_root/pool.json" \
+		"$IMG" p3 busybox sleep 600 </dev/null >/dev/null 2>&1 || fail "ctr run -d p3"
+	expect_eq "p3's VM is the pool's" "$ready" "$(pool_vms leased)"
+	pids=$(pgrep -f "containerd-shim-agentvm-v2 .*-id p3 ")
+	[ -n "$pids" ] && kill -9 $pids
+	wait_gone "$AGENTVM_STATE_DIR/$ready" "the dead shim's pool VM $ready" 30
+	wait_gone "$AGENTVM_STATE_DIR/.pod-$ready" "the dead shim's pod dir" 15
+	ctr_ task rm -f p3 >/dev/null 2>&1
+	ctr_ containers rm p3 || fail "ctr containers rm p3"
+	kill "$serve_pid"
+	wait "$serve_pid"
+	serve_pid=
+	i=0
+	while [ -n "$(ls -A "$AGENTVM_STATE_DIR" | grep -vx -e .net -e .metrics)" ] && [ $i -lt 100 ]; do
+		i=$((i + 1))
+		sleep 0.1
+	done
+}
+
 if start_containerd; then
-	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_bind_mounts t_pod_netns t_containerd_restart t_shim_restart t_dead_shim_cleanup t_dead_shim_pod_netns t_cri_pod}; do
+	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_bind_mounts t_pod_netns t_containerd_restart t_shim_restart t_dead_shim_cleanup t_dead_shim_pod_netns t_cri_pod t_pod_pool}; do
 		run_test "$t"
 	done
 fi
