@@ -86,10 +86,11 @@ accel=tcg
 # The pod pool (isolated, the default shape: what the runtime handler's pods get otherwise).
 "$AVM" serve --pool-pod --pool-min 2 --pool-max 4 2>"$tmp/serve.log" &
 SERVE_PID=$!
-# Until the pool has a VM ready (not timed: a pool refills while nobody waits).
+# Until the pool has a VM ready and no refill under way (not timed: a pool refills while nobody
+# waits; a restore beside the measured pod would take one of the two CPUs from it).
 pool_ready() {
 	i=0
-	until "$AVM" pool status --json 2>/dev/null | tr -d ' \n' | grep -q '"ready":[1-9]'; do
+	until "$AVM" pool status --json 2>/dev/null | tr -d ' \n' | grep -q '"ready":[1-9][0-9]*,"starting":0'; do
 		i=$((i + 1))
 		[ $i -gt 1800 ] && { echo "the pod pool has no VM ready: $(tail -3 "$tmp/serve.log")" >&2; exit 1; }
 		sleep 0.1

@@ -70,8 +70,8 @@ int cmd_serve(int argc, char **argv)
 		} else if (c == 'h') {
 			puts("usage: agentvm serve --pool SNAPSHOT [--pool-min N] [--pool-max M] "
 			     "[--pool-ttl SECONDS]\n"
-			     "       agentvm serve --pool-pod [--profile P] [--cpus N] [--memory MIB] "
-			     "[--pool-min N] ...\n"
+			     "       agentvm serve --pool-pod [--profile P] [--cpus N] "
+			     "[--memory MIB] [--pool-min N] ...\n"
 			     "       [--network MODE] [--allow PROTO:PORT]... [--allow-host PROTO:PORT]...\n"
 			     "       [--deny-all-egress] [--dns ADDR] [--allow-cidr CIDR[:PROTO:PORT]]...\n"
 			     "       [--allow-domain NAME]... [--domain-ttl S] [--conn-limit N]\n"
@@ -79,9 +79,10 @@ int cmd_serve(int argc, char **argv)
 			     " [--metrics-listen ADDR:PORT]\n"
 			     "Keep N..M VMs restored from SNAPSHOT ready for 'agentvm pool acquire'.\n"
 			     "The network flags replace the snapshot's policy, as for restore.\n"
-			     "--pool-pod keeps VMs started (from a boot template) for the containerd\n"
-			     "shim's pods instead: each with its empty pod directory shared as\n"
-			     "/mnt/rootfs, the network isolated unless --network says otherwise.\n"
+			     "--pool-pod keeps VMs started (from a boot template) for the\n"
+			     "containerd shim's pods instead: each with its empty pod directory\n"
+			     "shared as /mnt/rootfs, the network isolated unless --network says\n"
+			     "otherwise.\n"
 			     "--metrics-listen serves Prometheus metrics at http://ADDR:PORT/metrics\n"
 			     "(read-only; bind a loopback address unless a firewall guards it).");
 			vm_spec_free(no.spec);
@@ -101,7 +102,8 @@ int cmd_serve(int argc, char **argv)
 		cli_error("%s", err.msg);
 		code = EXIT_USAGE;
 	} else if ((profile || cpus || memory) && !p->pod) {
-		cli_error("--profile, --cpus and --memory are for --pool-pod (a snapshot has its own)");
+		cli_error("--profile, --cpus and --memory are for --pool-pod (a snapshot has its "
+			  "own)");
 		code = EXIT_USAGE;
 	} else if (!p->snap == !p->pod || optind != argc) {
 		cli_error("usage: agentvm serve --pool SNAPSHOT | --pool-pod [--pool-min N] "

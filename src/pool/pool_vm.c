@@ -283,7 +283,8 @@ void pool_vm_adopt(struct pool *p)
 			statedir_file(path, sizeof(path), dir, RESTORE_ORIGIN_FILE);
 			if (read_file(path, &origin, 4096) < 0 || strcmp(origin, p->snap) != 0)
 				continue;
-		} else if (pool_pod_dir(names[i], path, sizeof(path)) < 0 || access(path, F_OK) < 0) {
+		} else if (pool_pod_dir(names[i], path, sizeof(path)) < 0 ||
+			   access(path, F_OK) < 0) {
 			continue;
 		}
 		if (!pool_vm_alive(names[i]))

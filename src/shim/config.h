@@ -26,7 +26,7 @@ struct shim_config {
 		size_t n;
 	} allow, allow_cidr, allow_domain;
 	bool no_annotations; /* "annotations": false: pods may not set io.agentvm.* */
-	bool pool;           /* "pool": true: pod VMs from the warm pool first (`serve --pool-pod`) */
+	bool pool;           /* "pool": true: pod VMs from the pool first (`serve --pool-pod`) */
 };
 
 /*

@@ -118,9 +118,8 @@ int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *va
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		if (!strcmp(key + strlen(SHIM_ANNOTATION_PREFIX), keys[i])) {
 			if (slots[i] == &c->pool && strcmp(value, "true") && strcmp(value, "false"))
-				return shim_err_set(err, -EINVAL,
-						    "annotation '%s' is 'true' or 'false', not '%s'",
-						    key, value);
+				return shim_err_set(err, -EINVAL, "annotation '%s' is true "
+						    "or false, not '%s'", key, value);
 			*slots[i] = value;
 			return 0;
 		}

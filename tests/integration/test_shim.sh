@@ -475,6 +475,16 @@ pool_vms() {
 		grep -o "\"name\":\"pool-[0-9a-f]*\",\"state\":\"$1\"" | cut -d'"' -f4
 }
 
+# The pool's ready VM, once it has one (waiting up to $1 s; nothing after that).
+pool_ready_vm() { # SECONDS
+	i=0
+	while [ -z "$(pool_vms ready)" ] && [ $i -lt $(($1 * 10)) ]; do
+		i=$((i + 1))
+		sleep 0.1
+	done
+	pool_vms ready | head -1
+}
+
 # Wait (up to $3 s) until PATH is gone (WHAT names it in the failure).
 wait_gone() { # PATH WHAT SECONDS
 	i=0
@@ -501,13 +511,8 @@ t_pod_pool() {
 
 	"$AVM" serve --pool-pod --pool-min 1 --pool-max 2 2>"$tmp_root/serve.log" &
 	serve_pid=$!
-	i=0
-	until [ -n "$(pool_vms ready)" ]; do
-		i=$((i + 1))
-		[ $i -gt 1200 ] && { fail "the pod pool never had a VM ready: $(cat "$tmp_root/serve.log")"; break; }
-		sleep 0.1
-	done
-	ready=$(pool_vms ready)
+	ready=$(pool_ready_vm 120)
+	[ -n "$ready" ] || fail "the pod pool never had a VM ready: $(cat "$tmp_root/serve.log")"
 	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" --runtime-config-path "$tmp_root/pool.json" \
 		"$IMG" p2 busybox sleep 600 </dev/null >/dev/null 2>&1 || fail "ctr run -d p2"
 	expect_eq "the pod's VM is the pool's, acquired" "$ready" "$(pool_vms leased)"
@@ -522,13 +527,8 @@ t_pod_pool() {
 	wait_gone "$AGENTVM_STATE_DIR/.pod-$ready" "the released VM's pod dir" 15
 
 	# A dead shim's delete gives its pool VM back too.
-	i=0
-	until [ -n "$(pool_vms ready)" ]; do
-		i=$((i + 1))
-		[ $i -gt 600 ] && { fail "the pod pool did not refill"; break; }
-		sleep 0.1
-	done
-	ready=$(pool_vms ready)
+	ready=$(pool_ready_vm 60)
+	[ -n "$ready" ] || fail "the pod pool did not refill: $(cat "$tmp_root/serve.log")"
 	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" --runtime-config-path "$tmp_root/pool.json" \
 		"$IMG" p3 busybox sleep 600 </dev/null >/dev/null 2>&1 || fail "ctr run -d p3"
 	expect_eq "p3's VM is the pool's" "$ready" "$(pool_vms leased)"

@@ -132,6 +132,19 @@ static void test_parse_accepts_what_is_saved(void **state)
 	free(s);
 }
 
+/* A pod whose VM came from a pod pool (`serve --pool-pod`): the pool's name for it. */
+static void test_parse_accepts_a_pool_vm(void **state)
+{
+	static const char text[] = "{\"vm\":\"pool-0123abcd\",\"ctrs\":[],\"procs\":[]}";
+	struct pod_state *s = calloc(1, sizeof(*s));
+	const char *why = NULL;
+
+	assert_int_equal(shim_pod_state_parse(text, strlen(text), s, &why), 0);
+	assert_string_equal(s->vm, "pool-0123abcd");
+	shim_pod_state_release(s);
+	free(s);
+}
+
 static void test_parse_refuses_damage(void **state)
 {
 	static const char *const bad[] = {
@@ -140,6 +153,9 @@ static void test_parse_refuses_damage(void **state)
 		STATE(CTR0, INIT0) "x",
 		"{\"vm\":\"../../etc\",\"ctrs\":[],\"procs\":[]}",
 		"{\"vm\":\"ctr-0123456789abcdeg\",\"ctrs\":[],\"procs\":[]}",
+		"{\"vm\":\"pool-0123456\",\"ctrs\":[],\"procs\":[]}",
+		"{\"vm\":\"pool-012345678\",\"ctrs\":[],\"procs\":[]}",
+		"{\"vm\":\"pool-0123456g\",\"ctrs\":[],\"procs\":[]}",
 		"{\"vm\":\"ctr-0123456789abcdef\",\"netns\":\"rel\",\"ctrs\":[],\"procs\":[]}",
 		"{\"vm\":\"ctr-0123456789abcdef\",\"paused\":1,\"ctrs\":[],\"procs\":[]}",
 		"{\"vm\":\"ctr-0123456789abcdef\",\"ctrs\":{},\"procs\":[]}",
@@ -201,6 +217,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_reader_refusals, setup, teardown),
 		cmocka_unit_test(test_parse_accepts_what_is_saved),
+		cmocka_unit_test(test_parse_accepts_a_pool_vm),
 		cmocka_unit_test(test_parse_refuses_damage),
 		cmocka_unit_test(test_proc_json_round_trip),
 	};

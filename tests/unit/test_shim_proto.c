@@ -371,12 +371,17 @@ static void test_runtime_options_and_config(void **state)
 	assert_int_equal(c.allow_cidr.n, 0);
 	assert_string_equal(c.allow_domain.v[0], "example.com");
 	assert_true(c.no_annotations);
+	assert_false(c.pool);
+	shim_config_release(&c);
+	const char *pool = "{\"pool\":true}";
+	assert_int_equal(shim_config_parse(pool, strlen(pool), &c, &why), 0);
+	assert_true(c.pool);
 	shim_config_release(&c);
 
 	static const char *const bad[] = {
 		"", "[]", "{\"memory\":640} x", "{\"colour\":\"red\"}", "{\"cpus\":1.5}",
 		"{\"network\":1}", "{\"allow\":\"tcp:1\"}", "{\"allow\":[1]}",
-		"{\"annotations\":\"no\"}", "{\"memory\":640",
+		"{\"annotations\":\"no\"}", "{\"memory\":640", "{\"pool\":\"yes\"}",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		why = NULL;
