@@ -8,7 +8,7 @@
 #       agentvm-pool, whose config says "pool": true: the pod's VM is acquired, not restored
 #   (c) `ctr run --rm IMAGE ID busybox true` through the shim (a one-container pod)
 #   (r) `agentvm run --network isolated -- true` (the default path: a boot template's clone)
-#   (k) `agentvm run --cold --network isolated -- true` (a real boot, as the shim's VMs today)
+#   (k) `agentvm run --cold --network isolated -- true` (a real boot)
 # A private containerd (its own root, state and sockets under a temp dir) and locally made
 # images, as tests/integration/test_shim.sh. usage: bench/shim.sh build/agentvm [N]
 set -eu
@@ -129,7 +129,7 @@ cat <<EOT
 | **ratio (p) / (r)** | **$(awk "BEGIN {printf \"%.2f\", $p / $r}")** | |
 | **ratio (q) / (r)** | **$(ratio "$q" "$r")** | |
 | ratio (q) / (p): the pool's gain | $(ratio "$q" "$p") | |
-| ratio (p) / (k), both cold boots | $(awk "BEGIN {printf \"%.2f\", $p / $k}") | |
+| ratio (p) / (k) | $(awk "BEGIN {printf \"%.2f\", $p / $k}") | |
 | ratio (c) / (k) | $(awk "BEGIN {printf \"%.2f\", $c / $k}") | |
 
 Raw samples (ms): p = $(tr '\n' ' ' <"$tmp/p")/ q = $(tr '\n' ' ' <"$tmp/q")/ c = $(tr '\n' ' ' <"$tmp/c")/ r = $(tr '\n' ' ' <"$tmp/r")/ k = $(tr '\n' ' ' <"$tmp/k")

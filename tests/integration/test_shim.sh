@@ -526,10 +526,10 @@ t_pod_pool() {
 	wait_gone "$AGENTVM_STATE_DIR/$ready" "the released VM $ready" 15
 	wait_gone "$AGENTVM_STATE_DIR/.pod-$ready" "the released VM's pod dir" 15
 
-	# A dead shim's delete gives its pool VM back too.
+	# A dead shim's delete gives its pool VM back too (the pool asked for by annotation here).
 	ready=$(pool_ready_vm 60)
 	[ -n "$ready" ] || fail "the pod pool did not refill: $(cat "$tmp_root/serve.log")"
-	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" --runtime-config-path "$tmp_root/pool.json" \
+	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" --annotation io.agentvm.pool=true \
 		"$IMG" p3 busybox sleep 600 </dev/null >/dev/null 2>&1 || fail "ctr run -d p3"
 	expect_eq "p3's VM is the pool's" "$ready" "$(pool_vms leased)"
 	pids=$(pgrep -f "containerd-shim-agentvm-v2 .*-id p3 ")
@@ -538,6 +538,8 @@ t_pod_pool() {
 	wait_gone "$AGENTVM_STATE_DIR/.pod-$ready" "the dead shim's pod dir" 15
 	ctr_ task rm -f p3 >/dev/null 2>&1
 	ctr_ containers rm p3 || fail "ctr containers rm p3"
+	expect_run_refused p4 "annotation 'io.agentvm.pool' is true or false, not 'yes'" \
+		--annotation io.agentvm.pool=yes
 	kill "$serve_pid"
 	wait "$serve_pid"
 	serve_pid=
