@@ -130,9 +130,10 @@ int pool_pod_janitor(const struct pool *p)
 		_exit(0);
 	setpgid(0, 0);
 	worker_fds(p->self_pidfd);
-	int nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
-	if (nul >= 0)
-		dup2(nul, 2);
+	/* Not serve's stdio either: a reader of serve's output would wait for us too. */
+	int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+	for (int i = 0; nul >= 0 && i < 3; i++)
+		dup2(nul, i);
 	struct pollfd pf = { .fd = 3, .events = POLLIN };
 	while (poll(&pf, 1, -1) < 0 && errno == EINTR)
 		;
