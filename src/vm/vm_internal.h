@@ -41,6 +41,8 @@ struct vm {
 	struct jail jail;    /* QEMU's jail (its cgroups are removed once QEMU is gone) */
 	uint32_t next_id;
 	uint64_t t_launch_us, t_ready_us;
+	/* AGENTVM_TRACE's steps (vm_trace()): QEMU spawned, its QMP greeting, snapshot loaded */
+	uint64_t t_spawn_us, t_qmp_us, t_loaded_us;
 	bool attached;       /* a client of a detached VM's supervisor, not QEMU's parent */
 	struct vm_state st;  /* mirrored to state.json by its owner */
 	struct vm_net net;   /* torn down once QEMU is gone (owners only) */

@@ -168,6 +168,7 @@ int vm__incoming(struct vm *vm, const struct vm_incoming *in, struct avm_error *
 	}
 	if (r < 0)
 		return r;
+	vm->t_loaded_us = now_us();
 	if (in->stay_paused)
 		return 0;
 	r = qmp_client_execute(vm->qmp, "cont", NULL, NULL, 0, NULL, QMP_TIMEOUT_MS, &qe);
