@@ -25,6 +25,12 @@ static struct exec *graveyard; /* finished, freed at the end of the loop iterati
 static unsigned int n_execs;
 static int devnull = -1;
 static bool unfinished; /* reaped during a send, EXIT not sent yet */
+static bool started;    /* a command was spawned once */
+
+bool exec_started(void)
+{
+	return started;
+}
 
 struct exec *exec_find(uint32_t id)
 {
@@ -182,6 +188,7 @@ void exec_start(uint32_t id, const uint8_t *p, size_t len)
 	if (req.timeout_ms)
 		ex->deadline_ns = ex->start_ns + (uint64_t)req.timeout_ms * NSEC_PER_MSEC;
 
+	started = true; /* even a failed spawn may have run something first */
 	pid = spawn_command(&req, req.stdin_pipe ? pin[0] : devnull, pout[1], perr[1], ex->cg_fd);
 	/* The command's ends belong to it now (or to nobody). */
 	if (pin[0] >= 0)

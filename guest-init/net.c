@@ -293,6 +293,46 @@ static int route_default_add(struct nl *nl, int ifindex, const char *name, struc
 		     : 0;
 }
 
+static bool etc_alone;
+
+void net_etc_alone(bool alone)
+{
+	etc_alone = alone;
+}
+
+/*
+ * Rewrite path in place (net_etc_alone()): a restored clone's SYNC then skips making a new
+ * inode and renaming it, kernel paths that under TCG every clone translates afresh (~800
+ * translation blocks, bench/warm_tbs.sh). A missing file, a symlink, a directory or a FIFO
+ * fails the open: 0, or -errno to fall back to etc_write()'s way. The old length is read, not
+ * asked of fstat() or lseek(): the read path is the one execve() takes anyway, the others
+ * would be ~400 blocks more. A hard-linked /etc/hosts would see the new text under its other
+ * name too.
+ */
+static int etc_rewrite(const char *path, const char *text, size_t n)
+{
+	char old[4096];
+	ssize_t w, len;
+	int fd, r;
+
+	fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	len = read(fd, old, sizeof(old));
+	if (len < 0 || (size_t)len == sizeof(old)) {
+		close(fd);
+		return len < 0 ? -errno : -EFBIG;
+	}
+	w = pwrite(fd, text, n, 0);
+	r = w < 0 ? -errno : (size_t)w != n ? -EIO : 0;
+	/* The old text was longer: cut its tail. */
+	if (r == 0 && (size_t)len > n && ftruncate(fd, (off_t)n) < 0)
+		r = -errno;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	return r;
+}
+
 /* Written next to it and renamed over it, so a reader never sees half a file. */
 static int etc_write(const char *path, const char *text)
 {
@@ -300,6 +340,9 @@ static int etc_write(const char *path, const char *text)
 	size_t n = strlen(text);
 	int fd, r = 0;
 	ssize_t w;
+
+	if (etc_alone && etc_rewrite(path, text, n) == 0)
+		return 0;
 
 	snprintf(tmp, sizeof(tmp), "%s.agentvm", path);
 	if (mkdir("/etc", 0755) < 0 && errno != EEXIST)

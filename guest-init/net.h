@@ -6,6 +6,8 @@
 #ifndef AGENTVM_INIT_NET_H
 #define AGENTVM_INIT_NET_H
 
+#include <stdbool.h>
+
 #include "netcfg.h"
 
 /*
@@ -17,6 +19,13 @@ void net_setup(const struct net_cfg *cfg);
 
 /* sethostname + /etc/hosts naming it at 127.0.1.1. 0 or -errno (logged). */
 int net_set_hostname(const char *name, size_t len);
+
+/*
+ * alone: no process but PID 1 runs (a boot template's clone before its first command), so
+ * /etc/hosts and /etc/resolv.conf may be rewritten in place: nobody can read half a file.
+ * Otherwise (the default) they are written next to themselves and renamed over.
+ */
+void net_etc_alone(bool alone);
 
 /* eth0's ifindex, or -ENODEV when the VM has none (isolated), or another -errno. */
 int net_eth_index(void);
