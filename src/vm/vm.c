@@ -53,7 +53,7 @@ void vm_trace(const struct vm *vm, uint64_t t0_us, char *buf, size_t len)
 {
 	const uint64_t t[] = { vm->t_launch_us, vm->t_spawn_us, vm->t_qmp_us, vm->t_loaded_us,
 			       vm->t_ready_us };
-	static const char *const what[] = { "launch", "spawned", "QMP greeting",
+	static const char *const what[] = { "launch", "spawned", "QMP up",
 					    "snapshot loaded", "ready" };
 	size_t off = 0;
 

@@ -48,6 +48,12 @@ struct vm {
 	struct vm_net net;   /* torn down once QEMU is gone (owners only) */
 	char *boot_words;    /* a boot template's clone: its per-run words, sent with SYNC */
 	struct monitor *mon; /* run: connections and anomalies (vm_monitor_start) */
+	/* Replies to QMP commands sent ahead unanswered (vm_restore.c): here, not on a stack,
+	   as a failed wait leaves their callbacks to qmp_client_free(). */
+	struct vm_qmp_ahead {
+		int r;
+		struct qmp_error qe;
+	} ahead[2];
 };
 #define EV_MONITOR0 200 /* + 0..MONITOR_FDS-1: the monitor's fds in epfd (monitor.h) */
 
