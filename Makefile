@@ -42,7 +42,8 @@ endif
 # gen/ a build-time generator.
 CORE_SRC := $(filter-out src/cli/% src/shim/% src/gen/%,$(wildcard src/*/*.c))
 CLI_SRC := $(wildcard src/cli/*.c)
-SHIM_SRC := $(wildcard src/shim/*.c)
+# The shim is an outside program of libagentvm; it compiles the pure utilities it shares.
+SHIM_SRC := $(wildcard src/shim/*.c) src/base/sha256.c src/base/strv.c
 QMP_SRC := $(wildcard qmp/*.c)
 NF_SRC := $(wildcard netfilter/*.c)
 PROTO_SRC := guest-init/proto.c
@@ -82,9 +83,9 @@ GUEST_INIT := $(IMAGES)/agentvm-init
 UNIT_BINS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(B)/fuzz/%,$(FUZZ_SRC))
 
-.PHONY: rootfs all build images check check-unit check-fuzz check-integration fuzz bench install install-lib \
+.PHONY: rootfs all build images check check-unit check-layers check-fuzz check-integration fuzz bench install install-lib \
 	clean distclean \
-	deps demo ci jail-user
+	deps demo ci jail-user shim-objs
 all: build images
 
 # Debian 12 packages for building, testing and running (apt-get, as root).
@@ -115,7 +116,7 @@ deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm; }
 	@$(MAKE) --no-print-directory jail-user
 
-# The unprivileged user every QEMU runs as (src/vm/jail.h): a system user with no login and no home.
+# The unprivileged user every QEMU runs as (src/jail/jail.h): a system user with no login and no home.
 jail-user:
 	@id agentvm-qemu >/dev/null 2>&1 || { echo "deps: creating system user agentvm-qemu"; \
 		useradd --system --no-create-home --home-dir /nonexistent \
@@ -144,12 +145,12 @@ $(B)/obj/%.o: %.c $(CFLAGS_STAMP)
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 # The seccomp allowlist compiled once, at build time (libseccomp's compile is ~1.7 ms a start).
-$(B)/gen/seccomp-gen: src/gen/seccomp_gen.c src/vm/jail_seccomp.c src/vm/jail_seccomp.h
+$(B)/gen/seccomp-gen: src/gen/seccomp_gen.c src/jail/jail_seccomp.c src/jail/jail_seccomp.h
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) src/gen/seccomp_gen.c src/vm/jail_seccomp.c -o $@ $(PKG_LIBS) $(LDFLAGS)
+	$(Q)$(CC) $(CFLAGS) src/gen/seccomp_gen.c src/jail/jail_seccomp.c -o $@ $(PKG_LIBS) $(LDFLAGS)
 $(B)/gen/jail_bpf.h: $(B)/gen/seccomp-gen
 	$(Q)$< >$@.tmp && mv $@.tmp $@
-$(call obj,src/vm/jail.c): $(B)/gen/jail_bpf.h
+$(call obj,src/jail/jail.c): $(B)/gen/jail_bpf.h
 CFLAGS += -I$(B)/gen
 
 $(LIBINTERNAL): $(call obj,$(INTERNAL_SRC))
@@ -181,9 +182,14 @@ $(AGENTVM): $(call obj,$(CLI_SRC)) $(LIBS_ALL)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(call obj,$(CLI_SRC)) $(LIBS_ALL) $(PKG_LIBS)
 
 # containerd's runtime v2 shim (runtime io.containerd.agentvm.v2), on the same library.
-$(SHIM): $(call obj,$(SHIM_SRC)) $(LIBS_ALL)
+# It links the public archive (internal symbols made local), as any outside program would.
+$(SHIM): $(call obj,$(SHIM_SRC)) $(LIBA)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $(call obj,$(SHIM_SRC)) $(LIBS_ALL) $(PKG_LIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(call obj,$(SHIM_SRC)) $(LIBA) $(PKG_LIBS)
+# The objects the shim is linked from, beside the library (tests/integration/test_library.sh
+# checks they use nothing of it but agentvm_*).
+shim-objs:
+	@echo $(call obj,$(SHIM_SRC))
 
 # --- guest images ------------------------------------------------------------------------------
 # The guest PID 1 is static and built without sanitizers: it runs alone inside the VM.
@@ -234,12 +240,18 @@ $(B)/tests/test_guest_imagecfg: $(call obj,guest-init/imagecfg.c guest-init/requ
 $(B)/tests/test_guest_tar: $(call obj,guest-init/tar.c)
 $(B)/tests/test_shim_proto: $(call obj,src/shim/pb.c src/shim/ttrpc.c src/shim/process.c \
 	src/shim/config.c)
+$(B)/tests/test_shim_podstate: $(call obj,src/shim/podstate.c src/shim/process.c)
 $(B)/tests/test_cli_exit: $(call obj,src/cli/exit.c)
 $(B)/tests/test_guest_share: $(call obj,guest-init/sharecfg.c guest-init/diskcfg.c \
 	guest-init/netcfg.c)
 
-check-unit: $(UNIT_BINS)
+check-unit: $(UNIT_BINS) check-layers
 	$(Q)sh tests/run-unit.sh $(UNIT_BINS)
+
+# The rooms of src/ and the direction of their arrows (README: the source tree), from the
+# includes and from the objects' symbols.
+check-layers: $(AGENTVM) $(SHIM)
+	$(Q)python3 tests/check_layers.py $(B)
 
 check-integration: all rootfs
 	$(Q)sh tests/integration/run.sh $(AGENTVM)
@@ -272,6 +284,8 @@ FUZZ_LINK_fuzz_oci_config := src/image/image_oci.c src/base/strv.c src/base/util
 FUZZ_LINK_fuzz_shim_ttrpc := src/shim/pb.c src/shim/ttrpc.c src/shim/process.c src/shim/config.c \
 	src/base/strv.c
 $(B)/fuzz/fuzz_shim_ttrpc: $(SHIM_SRC) $(wildcard src/shim/*.h)
+FUZZ_LINK_fuzz_shim_podstate := src/shim/podstate.c src/shim/process.c src/base/strv.c
+$(B)/fuzz/fuzz_shim_podstate: $(SHIM_SRC) $(wildcard src/shim/*.h)
 FUZZ_LINK_fuzz_egress := netfilter/rules.c netfilter/dns.c netfilter/util.c src/base/error.c
 FUZZ_LINK_fuzz_tz := src/base/tz.c
 FUZZ_LINK_fuzz_anomaly_conf := src/vm/anomaly.c src/base/util.c src/base/error.c

@@ -18,7 +18,7 @@
 
 #include "vm/host.h"
 #include "obs/metrics.h"
-#include "vm/spec.h"
+#include "spec/spec.h"
 #include "base/util.h"
 #include "vm/vm.h"
 

@@ -12,8 +12,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "vm/jail.h"
-#include "vm/launcher.h"
+#include "jail/jail.h"
+#include "jail/launcher.h"
 #include "base/util.h"
 
 static int cmp(const void *a, const void *b)

@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "net/net.h"
-#include "vm/spec.h"
+#include "spec/spec.h"
 #include "state/statedir.h"
 #include "base/util.h"
 

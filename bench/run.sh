@@ -122,7 +122,7 @@ Commands:
 
 Raw samples (ms): a = $(tr '\n' ' ' <"$tmp/a")/ b = $(tr '\n' ' ' <"$tmp/b")/ d = $(tr '\n' ' ' <"$tmp/s")
 MD
-# The jail's cost on a start (src/vm/jail.h), root only: a spawn with and without it, interleaved.
+# The jail's cost on a start (src/jail/jail.h), root only: a spawn with and without it, interleaved.
 if [ "$(id -u)" = 0 ] && [ -x "$B/bench/jail-cost" ]; then
 	mkdir -p "$tmp/jail"
 	{

@@ -11,6 +11,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -119,6 +120,35 @@ static void close_pair(int fds[2])
 	fds[0] = fds[1] = -1;
 }
 
+/* The loop's handlers of a command's fds (loop.h): a watch inside its struct exec. */
+#define EXEC_OF(w, member) ((struct exec *)((char *)(w) - offsetof(struct exec, member)))
+
+static void on_stdout(struct watch *w, uint32_t events)
+{
+	struct exec *ex = EXEC_OF(w, w_out);
+
+	(void)events;
+	if (!ex->dead)
+		exec_forward_output(ex, &ex->fd_out, AVM_MSG_STDOUT);
+}
+
+static void on_stderr(struct watch *w, uint32_t events)
+{
+	struct exec *ex = EXEC_OF(w, w_err);
+
+	(void)events;
+	if (!ex->dead)
+		exec_forward_output(ex, &ex->fd_err, AVM_MSG_STDERR);
+}
+
+static void on_stdin(struct watch *w, uint32_t events)
+{
+	struct exec *ex = EXEC_OF(w, w_in);
+
+	if (!ex->dead && ex->fd_in >= 0 && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+		exec_flush_stdin(ex);
+}
+
 void exec_start(uint32_t id, const uint8_t *p, size_t len)
 {
 	int pin[2] = { -1, -1 }, pout[2] = { -1, -1 }, perr[2] = { -1, -1 };
@@ -181,9 +211,9 @@ void exec_start(uint32_t id, const uint8_t *p, size_t len)
 	ex->fd_err = perr[0];
 	ex->fd_in = pin[1];
 	ex->in_pipe = req.stdin_pipe;
-	ex->w_out = (struct watch){ WATCH_STDOUT, ex };
-	ex->w_err = (struct watch){ WATCH_STDERR, ex };
-	ex->w_in = (struct watch){ WATCH_STDIN, ex };
+	ex->w_out.ready = on_stdout;
+	ex->w_err.ready = on_stderr;
+	ex->w_in.ready = on_stdin;
 	ex->start_ns = mono_ns();
 	if (req.timeout_ms)
 		ex->deadline_ns = ex->start_ns + (uint64_t)req.timeout_ms * NSEC_PER_MSEC;
@@ -243,28 +273,6 @@ void exec_signal(uint32_t id, const uint8_t *p, size_t len)
 		port_send_error(id, errno, "kill: %s", strerror(errno));
 	/* And whatever left the group (setsid) but not the cgroup. */
 	cgroup_exec_signal(ex->cg_fd, (int)sig);
-}
-
-void exec_on_event(struct watch *w, uint32_t events)
-{
-	struct exec *ex = w->ex;
-
-	if (ex->dead)
-		return;
-	switch (w->kind) {
-	case WATCH_STDOUT:
-		exec_forward_output(ex, &ex->fd_out, AVM_MSG_STDOUT);
-		break;
-	case WATCH_STDERR:
-		exec_forward_output(ex, &ex->fd_err, AVM_MSG_STDERR);
-		break;
-	case WATCH_STDIN:
-		if (ex->fd_in >= 0 && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
-			exec_flush_stdin(ex);
-		break;
-	default:
-		break;
-	}
 }
 
 /*

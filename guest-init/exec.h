@@ -49,9 +49,7 @@ bool exec_started(void);
 void exec_stdin(uint32_t id, const uint8_t *p, size_t len);
 void exec_signal(uint32_t id, const uint8_t *p, size_t len);
 
-/* Event loop hooks. */
-struct watch;
-void exec_on_event(struct watch *w, uint32_t events);
+/* Event loop hooks (main.c registers them, loop.h); each fd has its own handler. */
 void exec_reap(void);
 /* Reap without sending anything: safe while a send is waiting (see exec_kill_expired()). */
 void exec_reap_quiet(void);

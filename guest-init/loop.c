@@ -3,13 +3,9 @@
 #define _GNU_SOURCE
 #endif
 #include "loop.h"
-#include "agent.h"
-#include "exec.h"
-#include "port.h"
 #include "util.h"
 
 #include <errno.h>
-#include <stdbool.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
@@ -38,32 +34,41 @@ void loop_del(int fd)
 	epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
 }
 
-static void drain_signalfd(int fd)
+void loop_drain_signals(int sig_fd)
 {
 	struct signalfd_siginfo si[8];
 
-	/* Several SIGCHLDs collapse into one; the wait4 loop finds every child anyway. */
-	while (read(fd, si, sizeof(si)) > 0)
+	while (sig_fd >= 0 && read(sig_fd, si, sizeof(si)) > 0)
 		;
 }
 
-static int sig_fd_global = -1;
+/* The port and the signalfd: the loop's own watches. */
+static bool port_readable = true; /* the host may have written before we registered */
+static int signal_fd = -1;
+static const struct loop_ops *hooks;
 
-/* Runs inside a port send that waits for the host: reap and time out, but send nothing. */
-static void on_send_wait(void)
+static void on_port(struct watch *w, uint32_t events)
 {
-	if (sig_fd_global >= 0)
-		drain_signalfd(sig_fd_global);
-	exec_reap_quiet();
-	exec_kill_expired();
+	(void)w;
+	(void)events;
+	port_readable = true;
 }
 
-void loop_run(int port_fd, int sig_fd)
+static void on_signal(struct watch *w, uint32_t events)
 {
-	static struct watch w_port = { WATCH_PORT, NULL }, w_sig = { WATCH_SIGNAL, NULL };
-	struct epoll_event evs[MAX_EVENTS];
-	bool port_readable = true; /* the host may have written before we registered */
+	(void)w;
+	(void)events;
+	loop_drain_signals(signal_fd);
+	hooks->reap();
+}
 
+void loop_run(const struct loop_ops *ops, int port_fd, int sig_fd)
+{
+	static struct watch w_port = { on_port }, w_sig = { on_signal };
+	struct epoll_event evs[MAX_EVENTS];
+
+	hooks = ops;
+	signal_fd = sig_fd;
 	while ((ep = epoll_create1(EPOLL_CLOEXEC)) < 0) {
 		log_msg("epoll_create1: %m");
 		sleep(1);
@@ -77,13 +82,11 @@ void loop_run(int port_fd, int sig_fd)
 		log_msg("epoll port: %m");
 	if (sig_fd >= 0 && loop_add(sig_fd, EPOLLIN, &w_sig) < 0)
 		log_msg("epoll signalfd: %m");
-	sig_fd_global = sig_fd;
-	port_set_wait_hook(sig_fd, exec_next_kill_ms, on_send_wait);
 	/* Children may have exited before the signalfd existed. */
-	exec_reap();
+	ops->reap();
 
 	for (;;) {
-		int timeout = agent_has_work(port_readable) ? 0 : exec_next_timer_ms();
+		int timeout = ops->has_work(port_readable) ? 0 : ops->next_timer_ms();
 		int n;
 
 		/* Without a signalfd nothing announces exits: poll for them instead. */
@@ -97,25 +100,13 @@ void loop_run(int port_fd, int sig_fd)
 		}
 		for (int i = 0; i < n; i++) {
 			struct watch *w = evs[i].data.ptr;
-
-			switch (w->kind) {
-			case WATCH_PORT:
-				port_readable = true;
-				break;
-			case WATCH_SIGNAL:
-				drain_signalfd(sig_fd);
-				exec_reap();
-				break;
-			default:
-				exec_on_event(w, evs[i].events);
-				break;
-			}
+			w->ready(w, evs[i].events);
 		}
 		if (sig_fd < 0)
-			exec_reap();
-		exec_run_timers();
-		if (agent_has_work(port_readable))
-			agent_pump(&port_readable);
-		exec_gc();
+			ops->reap();
+		ops->run_timers();
+		if (ops->has_work(port_readable))
+			ops->pump(&port_readable);
+		ops->end_iteration();
 	}
 }

@@ -12,6 +12,7 @@
 #endif
 #include "agent.h"
 #include "disk.h"
+#include "exec.h"
 #include "loop.h"
 #include "net.h"
 #include "port.h"
@@ -24,6 +25,25 @@
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
+
+/* What the loop runs (loop.h): the agent serves the port, the command table the rest. */
+static const struct loop_ops ops = {
+	.has_work = agent_has_work,
+	.pump = agent_pump,
+	.reap = exec_reap,
+	.next_timer_ms = exec_next_timer_ms,
+	.run_timers = exec_run_timers,
+	.end_iteration = exec_gc,
+};
+static int g_sig_fd = -1;
+
+/* Runs inside a port send that waits for the host: reap and time out, but send nothing. */
+static void on_send_wait(void)
+{
+	loop_drain_signals(g_sig_fd);
+	exec_reap_quiet();
+	exec_kill_expired();
+}
 
 int main(int argc, char **argv)
 {
@@ -80,7 +100,9 @@ serve:
 	sig_fd = sys_signals();
 	if (sig_fd < 0)
 		log_msg("signalfd failed; children are reaped only when something else wakes us");
-	loop_run(port_fd, sig_fd);
+	g_sig_fd = sig_fd;
+	port_set_wait_hook(sig_fd, exec_next_kill_ms, on_send_wait);
+	loop_run(&ops, port_fd, sig_fd);
 	/* not reached; if it were, PID 1 still must not return */
 	for (;;)
 		pause();

@@ -121,8 +121,11 @@ struct qmp_client {
 	struct qmp_list outs; /* struct qmp_out, in write order; held ones form the tail */
 	uint64_t next_id;
 
-	qmp_event_cb ev_cb;
-	void *ev_opaque;
+	struct qmp_listener {
+		qmp_event_cb cb; /* NULL: removed (the slot is reused once no dispatch runs) */
+		void *opaque;
+	} ev[QMP_MAX_LISTENERS];
+	size_t n_ev;
 
 	struct json_tokener *tok;
 	char *in;
@@ -681,9 +684,12 @@ static void handle_event(struct qmp_client *c, struct json_object *msg, struct j
 			usec = json_object_get_int64(v);
 	}
 	c->st.events++;
-	if (c->ev_cb) {
+	/* n fixed before the loop: a listener added by a listener waits for the next event. */
+	for (size_t i = 0, n = c->n_ev; i < n; i++) {
+		if (!c->ev[i].cb)
+			continue;
 		c->busy++;
-		c->ev_cb(c->ev_opaque, json_object_get_string(name), data, sec, usec);
+		c->ev[i].cb(c->ev[i].opaque, json_object_get_string(name), data, sec, usec);
 		c->busy--;
 	}
 }
@@ -1173,12 +1179,36 @@ int qmp_client_fd(const struct qmp_client *c)
 	return c ? c->fd : -EINVAL;
 }
 
-void qmp_client_set_event_cb(struct qmp_client *c, qmp_event_cb cb, void *opaque)
+int qmp_client_add_event_listener(struct qmp_client *c, qmp_event_cb cb, void *opaque)
 {
-	if (!c)
-		return;
-	c->ev_cb = cb;
-	c->ev_opaque = opaque;
+	size_t live = 0;
+
+	if (!c || !cb)
+		return -EINVAL;
+	for (size_t i = 0; i < c->n_ev; i++)
+		if (c->ev[i].cb == cb && c->ev[i].opaque == opaque)
+			return -EEXIST;
+	if (!c->busy) { /* drop removed slots, keeping the order */
+		for (size_t i = 0; i < c->n_ev; i++)
+			if (c->ev[i].cb)
+				c->ev[live++] = c->ev[i];
+		c->n_ev = live;
+	}
+	if (c->n_ev == QMP_MAX_LISTENERS)
+		return -ENOSPC;
+	c->ev[c->n_ev++] = (struct qmp_listener){ cb, opaque };
+	return 0;
+}
+
+int qmp_client_remove_event_listener(struct qmp_client *c, qmp_event_cb cb, void *opaque)
+{
+	for (size_t i = 0; c && i < c->n_ev; i++)
+		if (c->ev[i].cb == cb && c->ev[i].opaque == opaque) {
+			c->ev[i].cb = NULL;
+			c->ev[i].opaque = NULL;
+			return 0;
+		}
+	return -ENOENT;
 }
 
 short qmp_client_poll_events(const struct qmp_client *c)

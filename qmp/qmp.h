@@ -104,13 +104,22 @@ void qmp_client_free(struct qmp_client *c);
 int qmp_client_fd(const struct qmp_client *c);
 
 /*
- * Called for each QMP event: event name and data (NULL when the event has none) are borrowed for
- * the call only; take json_object_get() to keep data. ts_* is QEMU's timestamp (-1 if absent).
- * Events without a callback are dropped. cb may be NULL to unset.
+ * Event listeners: each is called for every QMP event, in the order they were added, with the
+ * event name and data (NULL when the event has none) borrowed for the call only (take
+ * json_object_get() to keep data); ts_* is QEMU's timestamp (-1 if absent). Events with no
+ * listener are dropped (still counted). Several parts of a program watch one VM's events (its
+ * lifecycle, a restore waiting for MIGRATION, an events log), each with its own listener.
+ *
+ * add: 0, -EEXIST (the same cb and opaque already listen) or -ENOSPC (QMP_MAX_LISTENERS).
+ * remove: 0 or -ENOENT; safe from inside a listener (a removed listener is not called again,
+ * not even for the event being dispatched). A listener added during a dispatch sees the next
+ * event first.
  */
+#define QMP_MAX_LISTENERS 8
 typedef void (*qmp_event_cb)(void *opaque, const char *event, struct json_object *data,
 			     int64_t ts_sec, int64_t ts_usec);
-void qmp_client_set_event_cb(struct qmp_client *c, qmp_event_cb cb, void *opaque);
+int qmp_client_add_event_listener(struct qmp_client *c, qmp_event_cb cb, void *opaque);
+int qmp_client_remove_event_listener(struct qmp_client *c, qmp_event_cb cb, void *opaque);
 
 /*
  * A command's completion. status 0: ret is the "return" value, borrowed for the call only (take

@@ -4,18 +4,23 @@
  * the same way. Only what this file defines with AGENTVM_EXPORT leaves libagentvm.so.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <json-c/json.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "include/agentvm.h"
 
 #include "net/net_admin.h"
+#include "netfilter/nf.h"
+#include "report/stats.h"
 #include "pool/pool.h"
 #include "snapshot/restore_vms.h"
 #include "snapshot/snapshot_save.h"
-#include "vm/spec.h"
+#include "spec/spec.h"
 #include "state/statedir.h"
 #include "base/strv.h"
 #include "base/util.h"
@@ -34,7 +39,8 @@ struct agentvm_error {
 };
 
 struct agentvm_ctx {
-	int unused; /* the directories live in the environment (agentvm.h: process-wide) */
+	/* The directories live in the environment (agentvm.h: process-wide). */
+	int netns_fd; /* +1 (0: none): the VMs' network namespace (agentvm_ctx_set_netns) */
 };
 
 struct agentvm_spec {
@@ -48,6 +54,8 @@ static struct avm_error *E(struct agentvm_error *err)
 {
 	return err ? &err->e : NULL;
 }
+
+static int usage(struct agentvm_error *err, int r);
 
 static int oom(struct agentvm_error *err)
 {
@@ -100,7 +108,67 @@ AGENTVM_EXPORT int agentvm_ctx_new(struct agentvm_ctx **out, struct agentvm_erro
 
 AGENTVM_EXPORT void agentvm_ctx_free(struct agentvm_ctx *ctx)
 {
+	if (ctx && ctx->netns_fd)
+		close(ctx->netns_fd - 1);
 	free(ctx);
+}
+
+AGENTVM_EXPORT int agentvm_ctx_get_state_dir(struct agentvm_ctx *ctx, char **dir,
+					     struct agentvm_error *err)
+{
+	*dir = strdup(statedir_root());
+	return *dir ? 0 : oom(err);
+}
+
+AGENTVM_EXPORT int agentvm_ctx_set_netns(struct agentvm_ctx *ctx, const char *path,
+					 struct agentvm_error *err)
+{
+	int fd = -1;
+
+	if (path && (path[0] != '/' || (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0))
+		return usage(err, avm_error_set(E(err), path[0] != '/' ? -EINVAL : -errno,
+						"network namespace %s: %s", path,
+						path[0] != '/' ? "not an absolute path"
+							       : strerror(errno)));
+	if (ctx->netns_fd)
+		close(ctx->netns_fd - 1);
+	ctx->netns_fd = fd + 1;
+	return 0;
+}
+
+/*
+ * Into the context's network namespace for one call (the calling thread: setns); *back is the
+ * way out for netns_leave(). Nothing to do without one.
+ */
+static int netns_enter(const struct agentvm_ctx *ctx, int *back, struct agentvm_error *err)
+{
+	*back = -1;
+	if (!ctx || !ctx->netns_fd)
+		return 0;
+	*back = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (*back < 0 || setns(ctx->netns_fd - 1, CLONE_NEWNET) < 0) {
+		int r = -errno;
+		if (*back >= 0)
+			close(*back);
+		*back = -1;
+		return avm_error_kind(E(err), AVM_ERR_HOST,
+				      avm_error_setx(E(err), r, "cannot enter the context's "
+								"network namespace"));
+	}
+	return 0;
+}
+
+/* Back out; r (the call's result) stays unless the way back failed. */
+static int netns_leave(int back, int r, struct agentvm_error *err)
+{
+	if (back < 0)
+		return r;
+	if (setns(back, CLONE_NEWNET) < 0 && r >= 0)
+		r = avm_error_kind(E(err), AVM_ERR_INTERNAL,
+				   avm_error_setx(E(err), -errno, "cannot return to the caller's "
+								  "network namespace"));
+	close(back);
+	return r;
 }
 
 static int set_dir(const char *env, const char *dir, struct agentvm_error *err)
@@ -230,6 +298,34 @@ AGENTVM_EXPORT int agentvm_spec_add_allow(struct agentvm_spec *spec, const char 
 	return usage(err, vm_spec_add_allow(spec->s, proto_port, E(err)));
 }
 
+AGENTVM_EXPORT int agentvm_spec_add_allow_cidr(struct agentvm_spec *spec, const char *value,
+					       struct agentvm_error *err)
+{
+	return usage(err, vm_spec_add_allow_cidr(spec->s, value, E(err)));
+}
+
+AGENTVM_EXPORT int agentvm_spec_add_allow_domain(struct agentvm_spec *spec, const char *domain,
+						 struct agentvm_error *err)
+{
+	return usage(err, vm_spec_add_allow_domain(spec->s, domain, E(err)));
+}
+
+AGENTVM_EXPORT int agentvm_spec_add_share(struct agentvm_spec *spec, const char *value,
+					  struct agentvm_error *err)
+{
+	return usage(err, vm_spec_add_share(spec->s, value, E(err)));
+}
+
+AGENTVM_EXPORT int agentvm_spec_add_root_share(struct agentvm_spec *spec, const char *value,
+					       struct agentvm_error *err)
+{
+	int r = vm_spec_add_share(spec->s, value, E(err));
+
+	if (r == 0)
+		spec->s->shares[spec->s->n_shares - 1].container_root = true;
+	return usage(err, r);
+}
+
 AGENTVM_EXPORT int agentvm_spec_add_disk(struct agentvm_spec *spec, const char *disk,
 					 struct agentvm_error *err)
 {
@@ -324,14 +420,19 @@ AGENTVM_EXPORT int agentvm_run(struct agentvm_ctx *ctx, const struct agentvm_spe
 	struct vm *vm = NULL;
 	int r;
 
+	int back;
+
 	if ((r = vm_spec_validate(spec->s, false, E(err))) < 0)
 		return usage(err, r);
-	if ((r = vm_boot(spec->s, spec->boot_timeout_s, spec->cold, false, -1, &vm, E(err))) < 0)
+	if ((r = netns_enter(ctx, &back, err)) < 0)
 		return r;
-	r = exec_in(vm, argv, spec->s->env, spec->s->workdir, spec->s->timeout_s, stdin_fd,
-		    stdout_fd, stderr_fd, status, err);
-	vm_destroy(vm);
-	return r;
+	r = vm_boot(spec->s, spec->boot_timeout_s, spec->cold, false, -1, &vm, E(err));
+	if (r == 0) {
+		r = exec_in(vm, argv, spec->s->env, spec->s->workdir, spec->s->timeout_s, stdin_fd,
+			    stdout_fd, stderr_fd, status, err);
+		vm_destroy(vm); /* (its network too: still inside the namespace) */
+	}
+	return netns_leave(back, r, err);
 }
 
 AGENTVM_EXPORT int agentvm_start(struct agentvm_ctx *ctx, const struct agentvm_spec *spec,
@@ -339,11 +440,14 @@ AGENTVM_EXPORT int agentvm_start(struct agentvm_ctx *ctx, const struct agentvm_s
 {
 	struct vm_spec *s = spec->s; /* the generated name is taken back out below */
 	bool named = s->name != NULL;
-	int r;
+	int back, r;
 
 	if ((r = vm_spec_validate(s, false, E(err))) < 0)
 		return usage(err, r);
-	r = vm_start_detached(s, spec->boot_timeout_s, spec->cold, E(err));
+	if ((r = netns_enter(ctx, &back, err)) < 0)
+		return r;
+	/* The supervisor forked in here stays in the namespace: its teardown happens there. */
+	r = netns_leave(back, vm_start_detached(s, spec->boot_timeout_s, spec->cold, E(err)), err);
 	if (r == 0 && name && snprintf(name, len, "%s", s->name) >= (int)len)
 		r = usage(err, avm_error_set(E(err), -ENAMETOOLONG,
 					     "VM '%s' started, but its name does not fit %zu bytes",
@@ -398,7 +502,9 @@ AGENTVM_EXPORT int agentvm_kill(struct agentvm_ctx *ctx, const char *name,
 AGENTVM_EXPORT int agentvm_rm(struct agentvm_ctx *ctx, const char *name, bool force,
 			      struct agentvm_error *err)
 {
-	return vm_remove(name, force, E(err));
+	int back, r = netns_enter(ctx, &back, err);
+
+	return r < 0 ? r : netns_leave(back, vm_remove(name, force, E(err)), err);
 }
 
 AGENTVM_EXPORT int agentvm_list(struct agentvm_ctx *ctx, char ***names, struct agentvm_error *err)
@@ -422,6 +528,234 @@ AGENTVM_EXPORT int agentvm_state(struct agentvm_ctx *ctx, const char *name, char
 	vmstate_effective(dir, &st);
 	*state = strdup(vmstate_name(st.state));
 	return *state ? 0 : oom(err);
+}
+
+AGENTVM_EXPORT int agentvm_stats(struct agentvm_ctx *ctx, const char *name,
+				 struct agentvm_stats *stats, struct agentvm_error *err)
+{
+	_cleanup_free_ char *dir = NULL;
+	struct nf_nft *nft = NULL;
+	struct vm_sample s;
+	struct agentvm_stats a = { .size = sizeof(a) };
+	size_t n = stats->size < sizeof(a) ? stats->size : sizeof(a);
+	int back, r;
+
+	if (stats->size < offsetof(struct agentvm_stats, cpu_ns))
+		return usage(err, avm_error_set(E(err), -EINVAL,
+						"struct agentvm_stats: size %zu is too small",
+						stats->size));
+	if ((r = vm_open(name, &dir, NULL, E(err))) < 0)
+		return r;
+	/* The VM's counters are in the context's namespace: the nft socket is bound there. */
+	if (netns_enter(ctx, &back, NULL) == 0) {
+		nf_nft_new(&nft, NULL); /* without CAP_NET_ADMIN: no network numbers */
+		netns_leave(back, 0, NULL);
+	}
+	r = stats_sample(name, dir, nft, true, 2000, &s);
+	nf_nft_free(nft);
+	if (r < 0)
+		return avm_error_kind(E(err), AVM_ERR_STATE,
+				      avm_error_setx(E(err), r, "cannot read the state of VM '%s'",
+						     name));
+	if (s.live)
+		a = (struct agentvm_stats){
+			.size = sizeof(a), .live = true, .cpu_ns = s.cpu_ns,
+			.rss_bytes = s.rss_bytes, .pss_bytes = s.pss_bytes,
+			.have_guest = s.have_guest, .guest_mem_total = s.guest_mem_total,
+			.guest_mem_available = s.guest_mem_available, .have_net = s.have_net,
+			.rx_bytes = s.net.rx_ok_bytes, .rx_packets = s.net.rx_ok_packets,
+			.rx_drop_packets = s.net.rx_drop_packets, .tx_bytes = s.net.tx_ok_bytes,
+			.tx_packets = s.net.tx_ok_packets, .tx_drop_packets = s.net.tx_drop_packets,
+			.uptime_s = s.uptime_s, .execs = s.execs,
+		};
+	a.size = n;
+	memcpy(stats, &a, n);
+	return 0;
+}
+
+AGENTVM_EXPORT int agentvm_open_ns(struct agentvm_ctx *ctx, const char *name, const char *type,
+				   int *fd, struct agentvm_error *err)
+{
+	_cleanup_free_ char *dir = NULL;
+	struct vm_state st;
+	char path[64];
+	int r;
+
+	*fd = -1;
+	if (!type || !type[0] || strchr(type, '/') || strlen(type) > 16)
+		return usage(err, avm_error_set(E(err), -EINVAL, "bad namespace type '%s'",
+						type ? type : "(null)"));
+	if ((r = vm_open(name, &dir, NULL, E(err))) < 0)
+		return r;
+	if ((r = vmstate_read(dir, &st, E(err))) < 0)
+		return usage(err, r);
+	snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int)st.qemu_pid, type);
+	/* Opened first, checked after: the fd is that process's, not a later one's with its pid. */
+	r = st.qemu_pid > 0 ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	if (r < 0 || !proc_is(st.qemu_pid, st.qemu_start)) {
+		int e = r < 0 && errno != ENOENT ? -errno : -ESRCH;
+		if (r >= 0)
+			close(r);
+		return avm_error_kind(E(err), e == -ESRCH ? AVM_ERR_STATE : AVM_ERR_HOST,
+				      avm_error_setx(E(err), e, "the %s namespace of VM '%s''s QEMU",
+						     type, name));
+	}
+	*fd = r;
+	return 0;
+}
+
+/* ---- commands ---- */
+
+struct agentvm_cmd {
+	struct vm_exec_request req;
+	struct strv argv, env;
+	char *cwd, *root;
+	int start_errno;
+};
+
+AGENTVM_EXPORT int agentvm_cmd_new(struct agentvm_cmd **out, const char *const *argv,
+				   struct agentvm_error *err)
+{
+	struct agentvm_cmd *c;
+
+	*out = NULL;
+	if (!argv || !argv[0])
+		return usage(err, avm_error_set(E(err), -EINVAL, "no command to run"));
+	if (!(c = calloc(1, sizeof(*c))))
+		return oom(err);
+	for (size_t i = 0; argv[i]; i++)
+		strv_add(&c->argv, argv[i]);
+	if (c->argv.failed) {
+		agentvm_cmd_free(c);
+		return oom(err);
+	}
+	c->req = (struct vm_exec_request){ .stdin_fd = -1, .stdout_fd = 1, .stderr_fd = 2,
+					   .sig_fd = -1 };
+	*out = c;
+	return 0;
+}
+
+AGENTVM_EXPORT void agentvm_cmd_free(struct agentvm_cmd *cmd)
+{
+	if (!cmd)
+		return;
+	strv_release(&cmd->argv);
+	strv_release(&cmd->env);
+	free(cmd->cwd);
+	free(cmd->root);
+	free(cmd);
+}
+
+AGENTVM_EXPORT int agentvm_cmd_add_env(struct agentvm_cmd *cmd, const char *key_value,
+				       struct agentvm_error *err)
+{
+	if (!key_value || !strchr(key_value, '=') || key_value[0] == '=')
+		return usage(err, avm_error_set(E(err), -EINVAL,
+						"environment entry '%s' is not KEY=VALUE",
+						key_value ? key_value : "(null)"));
+	strv_add(&cmd->env, key_value);
+	return cmd->env.failed ? oom(err) : 0;
+}
+
+/* An absolute path option of a command (cwd, root) into *slot. */
+static int cmd_path(char **slot, const char *what, const char *dir, struct agentvm_error *err)
+{
+	char *d;
+
+	if (!dir || dir[0] != '/')
+		return usage(err, avm_error_set(E(err), -EINVAL, "the %s '%s' is not absolute",
+						what, dir ? dir : "(null)"));
+	if (!(d = strdup(dir)))
+		return oom(err);
+	free(*slot);
+	*slot = d;
+	return 0;
+}
+
+AGENTVM_EXPORT int agentvm_cmd_set_cwd(struct agentvm_cmd *cmd, const char *dir,
+				       struct agentvm_error *err)
+{
+	return cmd_path(&cmd->cwd, "working directory", dir, err);
+}
+
+AGENTVM_EXPORT int agentvm_cmd_set_root(struct agentvm_cmd *cmd, const char *dir,
+					struct agentvm_error *err)
+{
+	return cmd_path(&cmd->root, "root", dir, err);
+}
+
+AGENTVM_EXPORT void agentvm_cmd_set_user(struct agentvm_cmd *cmd, unsigned uid, unsigned gid)
+{
+	cmd->req.set_ids = true;
+	cmd->req.uid = uid;
+	cmd->req.gid = gid;
+}
+
+AGENTVM_EXPORT void agentvm_cmd_set_timeout(struct agentvm_cmd *cmd, unsigned seconds)
+{
+	cmd->req.timeout_s = seconds;
+}
+
+AGENTVM_EXPORT void agentvm_cmd_set_stdio(struct agentvm_cmd *cmd, int stdin_fd, int stdout_fd,
+					  int stderr_fd)
+{
+	cmd->req.stdin_fd = stdin_fd;
+	cmd->req.stdout_fd = stdout_fd;
+	cmd->req.stderr_fd = stderr_fd;
+}
+
+AGENTVM_EXPORT void agentvm_cmd_set_signal_fd(struct agentvm_cmd *cmd, int fd)
+{
+	cmd->req.sig_fd = fd;
+}
+
+/* The request's pointers into cmd's strings (they move as lists grow). */
+static const struct vm_exec_request *cmd_req(const struct agentvm_cmd *cmd)
+{
+	struct vm_exec_request *r = (struct vm_exec_request *)&cmd->req;
+
+	r->argv = cmd->argv.v;
+	r->env = cmd->env.n ? cmd->env.v : NULL;
+	r->cwd = cmd->cwd;
+	r->root = cmd->root;
+	return r;
+}
+
+AGENTVM_EXPORT int agentvm_cmd_check(const struct agentvm_cmd *cmd, struct agentvm_error *err)
+{
+	return usage(err, vm_exec_check(cmd_req(cmd), E(err)));
+}
+
+AGENTVM_EXPORT int agentvm_cmd_run(struct agentvm_ctx *ctx, const char *name,
+				   struct agentvm_cmd *cmd, int *status, struct agentvm_error *err)
+{
+	const struct vm_exec_request *req = cmd_req(cmd);
+	struct vm_exec_result res = { 0 };
+	struct vm *vm = NULL;
+	int r;
+
+	cmd->start_errno = 0;
+	if ((r = vm_exec_check(req, E(err))) < 0)
+		return usage(err, r);
+	if ((r = vm_connect(name, &vm, E(err))) < 0)
+		return r;
+	r = vm_exec(vm, req, &res, E(err));
+	vm_destroy(vm); /* attached: only detaches */
+	if (r < 0)
+		return vm_exec_failed(r, &res, E(err));
+	if ((*status = exit_status(&res)) < 0)
+		return avm_error_kind(E(err), AVM_ERR_VM_LOST,
+				      avm_error_set(E(err), -EPROTO,
+						    "the guest reported an unknown exit kind %u",
+						    res.info.kind));
+	if (res.info.kind == AVM_EXIT_START_FAILED)
+		cmd->start_errno = res.info.code > 0 ? res.info.code : EIO;
+	return 0;
+}
+
+AGENTVM_EXPORT int agentvm_cmd_start_error(const struct agentvm_cmd *cmd)
+{
+	return cmd->start_errno;
 }
 
 /* ---- snapshots ---- */

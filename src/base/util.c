@@ -43,6 +43,22 @@ uint64_t now_ms(void)
 	return now_ns() / 1000000;
 }
 
+int64_t realtime_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int pidfd_open_cloexec(pid_t pid)
+{
+	/* pidfds are always CLOEXEC. */
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+
+	return fd < 0 ? -errno : fd;
+}
+
 int write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
@@ -413,4 +429,24 @@ int close_fds_except(const int *keep, size_t n)
 	if (syscall(SYS_close_range, from, ~0U, 0) < 0)
 		return -errno;
 	return 0;
+}
+
+const char *json_get_str(struct json_object *o, const char *k)
+{
+	struct json_object *v;
+
+	if (o && json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string))
+		return json_object_get_string(v);
+	return NULL;
+}
+
+uint64_t json_get_u64(struct json_object *o, const char *k)
+{
+	struct json_object *v;
+	int64_t n;
+
+	if (!o || !json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_int))
+		return 0;
+	n = json_object_get_int64(v);
+	return n > 0 ? (uint64_t)n : 0;
 }

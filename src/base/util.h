@@ -52,6 +52,11 @@ static inline void close_pairp(int (*fds)[2])
 #define _cleanup_fclose_ _cleanup_(fclosep)
 #define _cleanup_closedir_ _cleanup_(closedirp)
 #define _cleanup_json_ _cleanup_(json_putp)
+
+/* Member k of object o (NULL o is fine) when it is a string / a non-negative integer: else
+   NULL / 0. For reading files whose every field is optional. */
+const char *json_get_str(struct json_object *o, const char *k);
+uint64_t json_get_u64(struct json_object *o, const char *k);
 #define _cleanup_close_pair_ _cleanup_(close_pairp)
 
 /* Ownership transfer out of a _cleanup_ variable. */
@@ -76,6 +81,10 @@ uint64_t now_ms(void);
 void util_sleep_ms(long ms);
 uint64_t now_us(void);
 uint64_t now_ns(void);
+/* CLOCK_REALTIME in milliseconds since the epoch (timestamps in state files and logs). */
+int64_t realtime_ms(void);
+/* Open a pidfd for pid (CLOEXEC). -errno on failure. */
+int pidfd_open_cloexec(pid_t pid);
 
 /* Write all of buf to a (possibly non-blocking) fd, waiting with poll on EAGAIN. 0 or -errno. */
 int write_all(int fd, const void *buf, size_t len);

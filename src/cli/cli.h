@@ -27,7 +27,7 @@ void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #include <stdbool.h>
 
 #include "base/error.h"
-#include "vm/spec.h"
+#include "spec/spec.h"
 #include "control/vm_start.h"
 
 #define CLI_DEFAULT_BOOT_TIMEOUT_S VM_BOOT_TIMEOUT_DEFAULT_S

@@ -84,10 +84,8 @@ static int cache_rm(const char *key)
 	int rc = 0;
 
 	if (strcmp(key, "--all") != 0) {
-		if (boot_cache_remove(key, &err) < 0) {
-			cli_error("%s", err.msg);
-			return err.code == -EINVAL || err.code == -ENOENT ? EXIT_USAGE : 1;
-		}
+		if (boot_cache_remove(key, &err) < 0)
+			return cli_fail(&err);
 		return 0;
 	}
 	if (boot_cache_list(&v, &n, &err) < 0) {

@@ -100,8 +100,11 @@ int cmd_cp(int argc, char **argv)
 	r = in ? files_copy_in(vm, src, gpath, &o, &err) : files_copy_out(vm, gpath, dst, &o, &err);
 	vm_destroy(vm);
 	if (r < 0) {
-		cli_error("cp: %s", err.msg);
-		return r == -EINTR ? EXIT_INTERRUPTED : 1;
+		/* A copy that fails is refused (1), whatever errno; an interrupt stays one. */
+		if (err.kind == AVM_ERR_ERRNO)
+			avm_error_kind(&err, AVM_ERR_STATE, r);
+		avm_error_wrap(&err, "cp");
+		return cli_fail(&err);
 	}
 	return 0;
 }

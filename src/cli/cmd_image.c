@@ -30,22 +30,13 @@ static const char image_usage[] =
 	"built-in recipe called NAME, else base. The flags add to the recipe. A build whose inputs\n"
 	"match NAME's current image is skipped (--force rebuilds).\n";
 
-/* -errno of the store -> exit code: missing is 1, busy/damaged 1, bad input 125. */
-static int exit_of(int r)
+/* The store's error, classified by the store (image_error_classify), through the exit table. */
+static int fail(struct avm_error *err, int r)
 {
-	if (r == -EINVAL || r == -ELOOP)
-		return EXIT_USAGE;
-	if (r == -ENOMEM || r == -EFAULT)
-		return EXIT_INTERNAL;
-	if (r == -EINTR)
-		return EXIT_INTERRUPTED;
-	return 1;
-}
-
-static int fail(const struct avm_error *err, int r)
-{
-	cli_error("%s", err->msg[0] ? err->msg : strerror(-r));
-	return exit_of(r);
+	if (!err->msg[0])
+		avm_error_set(err, r, "%s", strerror(-r));
+	image_error_classify(err);
+	return cli_fail(err);
 }
 
 static int cmd_image_build(int argc, char **argv)
@@ -122,14 +113,8 @@ static int cmd_image_build(int argc, char **argv)
 		strv_release(&extra);
 		return fail(&err, r);
 	}
-	if (!from) {
-		/* The built-in recipe NAME when there is one ("agent", "base"), else base. */
-		_cleanup_free_ char *dd = NULL, *p = NULL;
-		from = "base";
-		if (image_find_datadir(&dd, NULL) == 0 && asprintf(&p, "%s/recipes/%s", dd, name) > 0 &&
-		    access(p, F_OK) == 0)
-			from = name;
-	}
+	if (!from)
+		from = image_default_recipe(name);
 	if ((r = image_recipe_load(&rc, from, &err)) < 0)
 		goto out;
 	if (extra.failed) {

@@ -14,8 +14,10 @@
 
 #include "cli.h"
 #include "obs/metrics.h"
-#include "obs/metrics_http.h"
-#include "obs/stats.h"
+#include "report/metrics_render.h"
+#include "pool/pool.h"
+#include "report/metrics_http.h"
+#include "report/stats.h"
 #include "state/statedir.h"
 #include "base/strv.h"
 #include "base/util.h"
@@ -28,7 +30,7 @@ static int render_standalone(FILE *f, void *ctx)
 {
 	struct metrics_pool pool;
 
-	metrics_pool_query(&pool);
+	pool_metrics_query(&pool);
 	return metrics_render(f, &pool, NULL);
 }
 
@@ -39,10 +41,8 @@ static int serve_metrics(const char *listen)
 	struct epoll_event ev = { .events = EPOLLIN }, evs[4];
 	int sig_fd, ep, code = 0;
 
-	if (metrics_http_start(listen, render_standalone, NULL, &h, &err) < 0) {
-		cli_error("%s", err.msg);
-		return err.code == -EINVAL ? EXIT_USAGE : 1;
-	}
+	if (metrics_http_start(listen, render_standalone, NULL, &h, &err) < 0)
+		return cli_fail(&err);
 	sig_fd = cli_block_signals();
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	if (sig_fd < 0 || ep < 0) {
@@ -110,7 +110,7 @@ int cmd_metrics(int argc, char **argv)
 	}
 	if (listen)
 		return serve_metrics(listen);
-	metrics_pool_query(&pool);
+	pool_metrics_query(&pool);
 	if (metrics_render(stdout, &pool, &err) < 0) {
 		cli_error("%s", err.msg);
 		return 1;
@@ -133,13 +133,6 @@ static const char *human(uint64_t v, char *buf, size_t len)
 	}
 	snprintf(buf, len, u ? "%.1f%s" : "%.0f%s", d, unit[u]);
 	return buf;
-}
-
-static double cpu_percent(const struct vm_sample *a, const struct vm_sample *b)
-{
-	if (!a->live || !b->live || b->sample_ns <= a->sample_ns || b->cpu_ns < a->cpu_ns)
-		return 0;
-	return 100.0 * (double)(b->cpu_ns - a->cpu_ns) / (double)(b->sample_ns - a->sample_ns);
 }
 
 /* A double printed with 3 decimals (json-c would print 3.4300000000000002). */
@@ -208,56 +201,6 @@ static void print_row(const struct vm_sample *s, double cpu)
 	       human(s->disk_bytes, disk, sizeof(disk)), s->uptime_s, (unsigned long long)s->execs);
 }
 
-/* The VMs to show: NAME, or every VM that is live now. */
-static int stats_names(const char *name, char ***out)
-{
-	struct avm_error err = { 0 };
-	char *dir = NULL, **all = NULL;
-	int n;
-
-	if (name) {
-		if (statedir_find(name, &dir, &err) < 0) {
-			cli_error("%s", err.msg);
-			return -1;
-		}
-		free(dir);
-		*out = calloc(2, sizeof(char *));
-		if (!*out || !((*out)[0] = strdup(name))) {
-			free(*out);
-			cli_error("out of memory");
-			return -1;
-		}
-		return 0;
-	}
-	n = statedir_list(&all);
-	if (n < 0) {
-		cli_error("cannot list %s: %s", statedir_root(), strerror(-n));
-		return -1;
-	}
-	*out = all ? all : calloc(1, sizeof(char *)); /* no VM at all: an empty list */
-	if (!*out) {
-		cli_error("out of memory");
-		return -1;
-	}
-	return 0;
-}
-
-static int stats_sample_all(char **names, struct nf_nft *nft, bool guest, bool only_live,
-			    struct vm_sample *out, size_t *n)
-{
-	*n = 0;
-	for (size_t i = 0; names[i]; i++) {
-		char dir[PATH_MAX];
-		snprintf(dir, sizeof(dir), "%s/%s", statedir_root(), names[i]);
-		if (stats_sample(names[i], dir, nft, guest, GUEST_TIMEOUT_MS, &out[*n]) < 0)
-			continue;
-		if (only_live && !vmstate_is_live(vmstate_parse(out[*n].state)))
-			continue;
-		(*n)++;
-	}
-	return 0;
-}
-
 int cmd_stats(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -269,8 +212,8 @@ int cmd_stats(int argc, char **argv)
 	};
 	bool json = false, follow = false;
 	long interval_ms = 1000;
-	char **names = NULL;
-	struct nf_nft *nft = NULL;
+	struct stats_set set;
+	struct avm_error err = { 0 };
 	int c, code = 0;
 
 	optind = 1;
@@ -312,24 +255,26 @@ int cmd_stats(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	const char *name = optind < argc ? argv[optind] : NULL;
-	if (stats_names(name, &names) < 0)
-		return 1;
-	size_t cap = 1, n0, n1;
-	while (names[cap - 1])
-		cap++;
-	struct vm_sample *s0 = calloc(cap, sizeof(*s0)), *s1 = calloc(cap, sizeof(*s1));
+	if (stats_set_open(&set, name, &err) < 0) {
+		/* No such VM, or a root it cannot list: a refusal (1), not a crash. */
+		if (err.kind == AVM_ERR_ERRNO && err.code != -ENOMEM)
+			avm_error_kind(&err, AVM_ERR_STATE, err.code);
+		return cli_fail(&err);
+	}
+	size_t n0, n1;
+	struct vm_sample *s0 = calloc(stats_set_capacity(&set), sizeof(*s0)),
+			 *s1 = calloc(stats_set_capacity(&set), sizeof(*s1));
 	if (!s0 || !s1) {
 		cli_error("out of memory");
 		code = EXIT_INTERNAL;
 		goto out;
 	}
-	nf_nft_new(&nft, NULL); /* without CAP_NET_ADMIN: no network numbers */
-	stats_sample_all(names, nft, false, !name, s0, &n0);
+	stats_set_sample(&set, false, GUEST_TIMEOUT_MS, s0, &n0);
 	do {
 		struct timespec ts = { interval_ms / 1000, (interval_ms % 1000) * 1000000 };
 		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 			;
-		stats_sample_all(names, nft, true, !name, s1, &n1);
+		stats_set_sample(&set, true, GUEST_TIMEOUT_MS, s1, &n1);
 		if (name && n1 == 0) { /* removed while we watched: nothing more will come */
 			cli_error("VM %s is gone (removed); see agentvm ls", name);
 			code = 1;
@@ -344,7 +289,7 @@ int cmd_stats(int argc, char **argv)
 			double cpu = 0;
 			for (size_t k = 0; k < n0; k++)
 				if (!strcmp(s0[k].name, s1[i].name))
-					cpu = cpu_percent(&s0[k], &s1[i]);
+					cpu = stats_cpu_percent(&s0[k], &s1[i]);
 			if (json)
 				json_object_array_add(arr, sample_json(&s1[i], cpu));
 			else
@@ -364,9 +309,8 @@ int cmd_stats(int argc, char **argv)
 		n0 = n1;
 	} while (follow);
 out:
-	nf_nft_free(nft);
+	stats_set_close(&set);
 	free(s0);
 	free(s1);
-	strv_free(names);
 	return code;
 }

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "obs/metrics_http.h"
+#include "report/metrics_http.h"
 #include "pool/pool.h"
 #include "state/statedir.h"
 #include "base/util.h"
@@ -92,10 +92,8 @@ int cmd_serve(int argc, char **argv)
 		p->net_override = no.spec;
 		p->net_mode_given = no.mode_given;
 		p->policy_given = no.policy_given;
-		if (pool_serve(p, &err) < 0) {
-			cli_error("%s", err.msg);
-			code = err.code == -ENOMEM ? EXIT_INTERNAL : 1;
-		}
+		if (pool_serve(p, &err) < 0)
+			code = cli_fail(&err);
 	}
 	vm_spec_free(no.spec);
 	return code;

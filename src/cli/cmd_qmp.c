@@ -34,7 +34,7 @@ static void print_event(void *opaque, const char *event, struct json_object *dat
 static int connect_qmp(const char *name, struct qmp_client **out, struct avm_error *err)
 {
 	_cleanup_free_ char *dir = NULL;
-	int r = statedir_find(name, &dir, err);
+	int r = vm_open(name, &dir, NULL, err);
 
 	return r < 0 ? r : vm_qmp_open(dir, out, err);
 }
@@ -84,7 +84,7 @@ static int qmp_shell(struct qmp_client *q)
 	size_t cap = 0;
 	int rc = 0;
 
-	qmp_client_set_event_cb(q, print_event, NULL);
+	qmp_client_add_event_listener(q, print_event, NULL);
 	for (;;) {
 		struct pollfd p[2] = { { .fd = STDIN_FILENO, .events = POLLIN },
 				       { .fd = qmp_client_fd(q), .events = POLLIN } };
@@ -132,10 +132,8 @@ int cmd_qmp(int argc, char **argv)
 		cli_error("usage: agentvm qmp NAME COMMAND ['{\"arg\": ...}'] | agentvm qmp NAME --shell");
 		return EXIT_USAGE;
 	}
-	if (connect_qmp(argv[1], &q, &err) < 0) {
-		cli_error("%s", err.msg);
-		return err.code == -ENOENT || err.code == -EINVAL ? EXIT_USAGE : EXIT_VM_LOST;
-	}
+	if (connect_qmp(argv[1], &q, &err) < 0)
+		return cli_fail(&err);
 	if (!strcmp(argv[2], "--shell"))
 		r = qmp_shell(q);
 	else {

@@ -11,7 +11,7 @@
 #include "cli.h"
 #include "vm/files.h"
 #include "state/statedir.h"
-#include "vm/spec.h"
+#include "spec/spec.h"
 #include "base/util.h"
 #include "vm/vm.h"
 #include "control/vm_start.h"
@@ -131,11 +131,14 @@ int cmd_run(int argc, char **argv)
 	for (size_t i = 0; i < a.n_copy_in; i++) {
 		r = files_copy_in(vm, a.copy_in_host[i], a.copy_in_guest[i], &fo, &err);
 		if (r < 0) {
-			cli_error("--copy-in %s:%s: %s", a.copy_in_host[i], a.copy_in_guest[i],
-				  err.msg);
+			/* A --copy-in that cannot be done is a bad argument of run. */
+			if (err.kind == AVM_ERR_ERRNO)
+				avm_error_kind(&err, AVM_ERR_USAGE, r);
+			avm_error_wrap(&err, "--copy-in %s:%s", a.copy_in_host[i],
+				       a.copy_in_guest[i]);
 			vm_destroy(vm);
 			vm_spec_free(a.spec);
-			return r == -EINTR ? EXIT_INTERRUPTED : EXIT_USAGE;
+			return cli_fail(&err);
 		}
 	}
 

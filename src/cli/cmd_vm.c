@@ -121,59 +121,6 @@ int cmd_gc(int argc, char **argv)
 	return 0;
 }
 
-static struct json_object *read_json_file(const char *dir, const char *file)
-{
-	_cleanup_free_ char *buf = NULL;
-
-	if (statedir_read(dir, file, &buf, 1 << 20) < 0)
-		return NULL;
-	return json_tokener_parse(buf);
-}
-
-static struct json_object *vm_json(const char *name, const char *dir)
-{
-	struct json_object *o = json_object_new_object(), *spec = NULL;
-	struct vm_state st;
-	char path[PATH_MAX];
-
-	vm_spec_read(dir, &spec, NULL);
-	json_object_object_add(o, "name", json_object_new_string(name));
-	json_object_object_add(o, "dir", json_object_new_string(dir));
-	if (vmstate_read(dir, &st, NULL) < 0)
-		st.state = VMS_UNKNOWN;
-	vmstate_effective(dir, &st);
-	json_object_object_add(o, "state", json_object_new_string(vmstate_name(st.state)));
-	json_object_object_add(o, "accel", json_object_new_string(st.accel));
-	json_object_object_add(o, "exit_reason", json_object_new_string(st.exit_reason));
-	json_object_object_add(o, "exit_status", json_object_new_int(st.exit_status));
-	if (st.error[0])
-		json_object_object_add(o, "error", json_object_new_string(st.error));
-	json_object_object_add(o, "supervisor_pid", json_object_new_int(st.supervisor_pid));
-	json_object_object_add(o, "qemu_pid", json_object_new_int(st.qemu_pid));
-	int64_t end = vmstate_is_live(st.state) ? realtime_ms() : st.stopped_ms;
-	json_object_object_add(o, "uptime_s",
-			       json_object_new_double(st.created_ms && end > st.created_ms ?
-							      (double)(end - st.created_ms) / 1000.0 :
-							      0.0));
-	json_object_object_add(o, "created_ms", json_object_new_int64(st.created_ms));
-	struct json_object *socks = json_object_new_object();
-	static const char *const files[] = { STATEDIR_QMP_SOCK, STATEDIR_AGENT_SOCK,
-					     STATEDIR_CONSOLE_LOG, STATEDIR_EVENTS,
-					     STATEDIR_QEMU_LOG };
-	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
-		statedir_file(path, sizeof(path), dir, files[i]);
-		if (access(path, F_OK) == 0)
-			json_object_object_add(socks, files[i], json_object_new_string(path));
-	}
-	json_object_object_add(o, "files", socks);
-	if (spec)
-		json_object_object_add(o, "spec", spec);
-	struct json_object *net = read_json_file(dir, STATEDIR_NET);
-	if (net)
-		json_object_object_add(o, "network", net);
-	return o;
-}
-
 int cmd_inspect(int argc, char **argv)
 {
 	_cleanup_free_ char *dir = NULL;
@@ -186,7 +133,7 @@ int cmd_inspect(int argc, char **argv)
 		cli_error("%s", err.msg);
 		return EXIT_USAGE;
 	}
-	struct json_object *o = vm_json(argv[1], dir);
+	struct json_object *o = vm_inspect_json(argv[1], dir);
 	puts(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
 	return 0;
@@ -211,7 +158,7 @@ int cmd_ls(int argc, char **argv)
 	for (int i = 0; i < n; i++) {
 		char dir[PATH_MAX];
 		snprintf(dir, sizeof(dir), "%s/%s", root, names[i]);
-		struct json_object *o = vm_json(names[i], dir), *spec, *v;
+		struct json_object *o = vm_inspect_json(names[i], dir), *spec, *v;
 		if (json) {
 			json_object_array_add(arr, o);
 		} else {

@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "vm/host.h"
 #include "state/statedir.h"
+#include "obs/audit.h"
 
 #define AGENTVM_VERSION "0.1.0"
 
@@ -143,7 +144,7 @@ int main(int argc, char **argv)
 		if (strcmp(verb, verbs[i].name) != 0)
 			continue;
 		struct avm_error err = { 0 };
-		if (statedir_check_all_trust(&err) < 0) {
+		if (statedir_check_all_trust(&err) < 0 || audit_check_trust(&err) < 0) {
 			cli_error("%s", err.msg);
 			return EXIT_HOST_MISSING;
 		}

@@ -10,7 +10,7 @@
 #include <stdbool.h>
 
 #include "base/error.h"
-#include "vm/spec.h"
+#include "spec/spec.h"
 
 struct vm;
 

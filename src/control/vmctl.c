@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Verbs on existing VMs (vmctl.h): the stop escalation, removal and gc. */
 #include <dirent.h>
+#include <json-c/json.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -13,7 +14,8 @@
 #include <unistd.h>
 
 #include "vm/agent_conn.h"
-#include "vm/jail.h"
+#include "spec/spec.h"
+#include "jail/jail.h"
 #include "net/net.h"
 #include "qmp/qmp.h"
 #include "state/statedir.h"
@@ -262,7 +264,7 @@ static int remove_dir(const char *name, const char *dir, bool force, struct avm_
 	/* A killed supervisor never tore down its VM's tap, rules and lease. */
 	net_teardown_dir(dir);
 	jail_release_dir(dir); /* and its cgroups */
-	if (statedir_remove(dir) < 0)
+	if (vm_dir_remove(dir) < 0)
 		return avm_error_kind(err, AVM_ERR_INTERNAL,
 				      avm_error_setx(err, -errno, "cannot remove %s", dir));
 	return 0;
@@ -315,4 +317,57 @@ int vm_exec_failed(int r, const struct vm_exec_result *res, struct avm_error *er
 				   : res->output_error ? AVM_ERR_OUTPUT
 						       : AVM_ERR_VM_LOST,
 			      r);
+}
+
+static struct json_object *read_json_file(const char *dir, const char *file)
+{
+	_cleanup_free_ char *buf = NULL;
+
+	if (statedir_read(dir, file, &buf, 1 << 20) < 0)
+		return NULL;
+	return json_tokener_parse(buf);
+}
+
+struct json_object *vm_inspect_json(const char *name, const char *dir)
+{
+	struct json_object *o = json_object_new_object(), *spec = NULL;
+	struct vm_state st;
+	char path[PATH_MAX];
+
+	vm_spec_read(dir, &spec, NULL);
+	json_object_object_add(o, "name", json_object_new_string(name));
+	json_object_object_add(o, "dir", json_object_new_string(dir));
+	if (vmstate_read(dir, &st, NULL) < 0)
+		st.state = VMS_UNKNOWN;
+	vmstate_effective(dir, &st);
+	json_object_object_add(o, "state", json_object_new_string(vmstate_name(st.state)));
+	json_object_object_add(o, "accel", json_object_new_string(st.accel));
+	json_object_object_add(o, "exit_reason", json_object_new_string(st.exit_reason));
+	json_object_object_add(o, "exit_status", json_object_new_int(st.exit_status));
+	if (st.error[0])
+		json_object_object_add(o, "error", json_object_new_string(st.error));
+	json_object_object_add(o, "supervisor_pid", json_object_new_int(st.supervisor_pid));
+	json_object_object_add(o, "qemu_pid", json_object_new_int(st.qemu_pid));
+	int64_t end = vmstate_is_live(st.state) ? realtime_ms() : st.stopped_ms;
+	json_object_object_add(o, "uptime_s",
+			       json_object_new_double(st.created_ms && end > st.created_ms ?
+							      (double)(end - st.created_ms) / 1000.0 :
+							      0.0));
+	json_object_object_add(o, "created_ms", json_object_new_int64(st.created_ms));
+	struct json_object *socks = json_object_new_object();
+	static const char *const files[] = { STATEDIR_QMP_SOCK, STATEDIR_AGENT_SOCK,
+					     STATEDIR_CONSOLE_LOG, STATEDIR_EVENTS,
+					     STATEDIR_QEMU_LOG };
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		statedir_file(path, sizeof(path), dir, files[i]);
+		if (access(path, F_OK) == 0)
+			json_object_object_add(socks, files[i], json_object_new_string(path));
+	}
+	json_object_object_add(o, "files", socks);
+	if (spec)
+		json_object_object_add(o, "spec", spec);
+	struct json_object *net = read_json_file(dir, STATEDIR_NET);
+	if (net)
+		json_object_object_add(o, "network", net);
+	return o;
 }

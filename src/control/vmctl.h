@@ -53,4 +53,11 @@ int vm_exec_failed(int r, const struct vm_exec_result *res, struct avm_error *er
 /* Remove every VM whose processes are gone; *removed counts them. */
 int vm_gc(unsigned *removed, struct avm_error *err);
 
+/*
+ * What `agentvm inspect` and `ls --json` show of the VM name (state dir dir): its state,
+ * pids, uptime, files, spec and network, from the state dir. A new object (json_object_put).
+ */
+struct json_object;
+struct json_object *vm_inspect_json(const char *name, const char *dir);
+
 #endif

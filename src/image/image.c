@@ -20,29 +20,16 @@
 #include <unistd.h>
 
 #include "base/sha256.h"
-#include "snapshot/snapshot.h"
 #include "state/statedir.h"
 #include "base/util.h"
+#include "state/paths.h"
 
 #define IMAGE_PREFIX_MIN 12
 #define IMAGE_NAME_MAX 63
 
 const char *image_store_dir(void)
 {
-	static char buf[PATH_MAX];
-	const char *env = getenv("AGENTVM_CACHE_DIR");
-	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-
-	/* The same root as the input hash cache (snapshot.c). */
-	if (env && *env)
-		snprintf(buf, sizeof(buf), "%s/images", env);
-	else if (geteuid() == 0)
-		snprintf(buf, sizeof(buf), "/var/cache/agentvm/images");
-	else if (xdg && *xdg)
-		snprintf(buf, sizeof(buf), "%s/agentvm/images", xdg);
-	else
-		snprintf(buf, sizeof(buf), "%s/.cache/agentvm/images", home ? home : "/tmp");
-	return buf;
+	return paths_image_store();
 }
 
 static bool is_hex(const char *s, size_t n)
@@ -216,15 +203,6 @@ static struct json_object *meta_load(const char *dir)
 	return o;
 }
 
-static const char *jstr(struct json_object *o, const char *k)
-{
-	struct json_object *v;
-
-	if (o && json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string))
-		return json_object_get_string(v);
-	return NULL;
-}
-
 static bool jint(struct json_object *o, const char *k, int64_t *out)
 {
 	struct json_object *v;
@@ -255,7 +233,7 @@ static const char *dir_problem(const char *dir, const char *id, struct stat *st)
 	struct json_object *meta = meta_load(dir);
 	if (!meta)
 		return "meta.json is missing or not JSON";
-	const char *mid = jstr(meta, "id");
+	const char *mid = json_get_str(meta, "id");
 	int64_t size = -1;
 	const char *p = NULL;
 	if (!mid || strcmp(mid, id))
@@ -464,7 +442,7 @@ static bool spec_uses(const char *path, const char *id)
 	if (!json_object_object_get_ex(o, "spec", &spec))
 		spec = o;
 	if (json_object_object_get_ex(spec, "image", &img)) {
-		const char *v = jstr(img, "id");
+		const char *v = json_get_str(img, "id");
 		used = v && !strcmp(v, id);
 	}
 	json_object_put(o);
@@ -495,8 +473,8 @@ int image_users(const char *id, char ***out)
 {
 	struct strv sv = { 0 };
 
-	users_in(statedir_root(), VM_SPEC_FILE, "vm", id, &sv);
-	users_in(snap_root(), SNAP_META_FILE, "snapshot", id, &sv);
+	users_in(statedir_root(), STATEDIR_SPEC, "vm", id, &sv);
+	users_in(paths_snapshot_root(), PATHS_SNAPSHOT_META, "snapshot", id, &sv);
 	if (!sv.v && !sv.failed && !(sv.v = calloc(1, sizeof(char *))))
 		sv.failed = -ENOMEM;
 	if (sv.failed) {
@@ -697,4 +675,22 @@ int image_prune(const char *id)
 		return 0;
 	snprintf(path, sizeof(path), "%s/%s", image_store_dir(), id);
 	return image_remove_tree(path) == 0 ? 1 : 0;
+}
+
+int image_error_classify(struct avm_error *err)
+{
+	if (err->kind != AVM_ERR_ERRNO)
+		return err->code;
+	switch (err->code) {
+	case -EINVAL:
+	case -ELOOP:
+		return avm_error_kind(err, AVM_ERR_USAGE, err->code);
+	case -ENOMEM:
+	case -EFAULT:
+		return avm_error_kind(err, AVM_ERR_INTERNAL, err->code);
+	case -EINTR:
+		return avm_error_kind(err, AVM_ERR_INTERRUPTED, err->code);
+	default:
+		return avm_error_kind(err, AVM_ERR_STATE, err->code);
+	}
 }

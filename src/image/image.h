@@ -84,6 +84,14 @@ int image_remove(const char *name, bool force, char **removed_id, struct avm_err
 int image_prune(const char *id);
 /* rm -rf (one file system, no links followed; mounts a killed builder left are detached). */
 int image_remove_tree(const char *path);
+
+/*
+ * What an image store error means for a caller, from its errno (the store's calls leave it
+ * AVM_ERR_ERRNO): a bad name, argument or recipe (EINVAL, ELOOP) is USAGE, out of memory or a
+ * bad pointer INTERNAL, EINTR INTERRUPTED, anything else (missing, busy, damaged, a failed
+ * build) STATE. A kind already set stays. Returns err->code.
+ */
+int image_error_classify(struct avm_error *err);
 /* Remove the work dirs of builds that died (no builder holds their lock); returns the count. */
 int image_clean_stale_builds(const char *name);
 
@@ -108,6 +116,9 @@ int image_find_datadir(char **out, struct avm_error *err);
  * "ca-cert FILE", "env K=V", "workdir DIR", "user UID:GID", "size N[MG]"; '#' comments.
  */
 int image_recipe_load(struct image_recipe *r, const char *from, struct avm_error *err);
+/* The recipe a build of image name uses without --from: the built-in one called name when
+   there is one ("agent", "base"), else "base". Returns name or a static string. */
+const char *image_default_recipe(const char *name);
 int image_recipe_parse(struct image_recipe *r, const char *text, const char *base_dir, int depth,
 		       struct avm_error *err);
 /* The inputs hash (hex) of a resolved recipe: every input, file contents and the builder. */

@@ -382,6 +382,16 @@ next:;
 	return 0;
 }
 
+const char *image_default_recipe(const char *name)
+{
+	_cleanup_free_ char *dd = NULL, *p = NULL;
+
+	if (image_find_datadir(&dd, NULL) == 0 && asprintf(&p, "%s/recipes/%s", dd, name) > 0 &&
+	    access(p, F_OK) == 0)
+		return name;
+	return "base";
+}
+
 int image_recipe_load(struct image_recipe *r, const char *from, struct avm_error *err)
 {
 	int rc = recipe_load_depth(r, from, 0, err);

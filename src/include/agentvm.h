@@ -33,6 +33,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -94,6 +95,20 @@ AGENTVM_EXPORT int agentvm_ctx_set_snapshot_dir(struct agentvm_ctx *ctx, const c
 						struct agentvm_error *err);
 AGENTVM_EXPORT int agentvm_ctx_set_images_dir(struct agentvm_ctx *ctx, const char *dir,
 					      struct agentvm_error *err);
+/* The state dir in effect (set, from AGENTVM_STATE_DIR, or the default; caller frees). */
+AGENTVM_EXPORT int agentvm_ctx_get_state_dir(struct agentvm_ctx *ctx, char **dir,
+					     struct agentvm_error *err);
+/*
+ * The network namespace (a path such as /run/netns/NAME: a Kubernetes pod's, made by its CNI
+ * plugin) that this context's VMs have their network in. agentvm_run and agentvm_start make the
+ * VM's tap, nftables table and NAT inside it (the VM's supervisor lives in it), so the VM's
+ * traffic leaves through that namespace's interfaces and routes; agentvm_stats reads the VM's
+ * counters and agentvm_rm tears its network down there. The calling thread enters it for the
+ * duration of those calls only. NULL: the caller's own (the default). Unlike the directories,
+ * this is the context's own; it needs CAP_SYS_ADMIN (setns).
+ */
+AGENTVM_EXPORT int agentvm_ctx_set_netns(struct agentvm_ctx *ctx, const char *path,
+					 struct agentvm_error *err);
 
 /* ---- VM spec ------------------------------------------------------------------------------ */
 
@@ -126,6 +141,22 @@ AGENTVM_EXPORT int agentvm_spec_set_network(struct agentvm_spec *spec, const cha
 					    struct agentvm_error *err);
 AGENTVM_EXPORT int agentvm_spec_add_allow(struct agentvm_spec *spec, const char *proto_port,
 					  struct agentvm_error *err);
+/* --allow-cidr CIDR[:PROTO[:PORT]] and --allow-domain NAME: more of the egress policy. */
+AGENTVM_EXPORT int agentvm_spec_add_allow_cidr(struct agentvm_spec *spec, const char *value,
+					       struct agentvm_error *err);
+AGENTVM_EXPORT int agentvm_spec_add_allow_domain(struct agentvm_spec *spec, const char *domain,
+						 struct agentvm_error *err);
+/* --share HOSTDIR:GUESTDIR[:ro]: a host directory, live in the guest (9p, agentvm's mapping of
+ * owners and modes: the guest's files are the host user's). */
+AGENTVM_EXPORT int agentvm_spec_add_share(struct agentvm_spec *spec, const char *value,
+					  struct agentvm_error *err);
+/*
+ * The same syntax, for a directory that holds (or will hold, see agentvm_open_ns) container
+ * images' root file systems: their owners, modes and symlinks reach the guest as they are on
+ * the host (9p security model none), as a container runtime needs (the containerd shim).
+ */
+AGENTVM_EXPORT int agentvm_spec_add_root_share(struct agentvm_spec *spec, const char *value,
+					       struct agentvm_error *err);
 AGENTVM_EXPORT int agentvm_spec_add_disk(struct agentvm_spec *spec, const char *disk,
 					 struct agentvm_error *err);
 AGENTVM_EXPORT int agentvm_spec_add_env(struct agentvm_spec *spec, const char *key_value,
@@ -174,7 +205,10 @@ AGENTVM_EXPORT int agentvm_stop(struct agentvm_ctx *ctx, const char *name, long 
 				struct agentvm_error *err);
 AGENTVM_EXPORT int agentvm_kill(struct agentvm_ctx *ctx, const char *name,
 				struct agentvm_error *err);
-/* Remove a VM and its state dir; a live one only with force. */
+/*
+ * Remove a VM: its processes (a live VM's only with force; one whose supervisor died is not
+ * live), its network, cgroups and state dir.
+ */
 AGENTVM_EXPORT int agentvm_rm(struct agentvm_ctx *ctx, const char *name, bool force,
 			      struct agentvm_error *err);
 /* The VMs in the state dir (names, sorted); their count. */
@@ -182,6 +216,80 @@ AGENTVM_EXPORT int agentvm_list(struct agentvm_ctx *ctx, char ***names, struct a
 /* A VM's state: created, starting, running, paused, stopping, stopped or crashed (caller frees). */
 AGENTVM_EXPORT int agentvm_state(struct agentvm_ctx *ctx, const char *name, char **state,
 				 struct agentvm_error *err);
+
+/*
+ * What agentvm measures of a VM (`agentvm stats`). The caller sets size to
+ * sizeof(struct agentvm_stats); the library fills only that much (fields are only ever added at
+ * the end), so a program built against an older header keeps working.
+ */
+struct agentvm_stats {
+	size_t size;
+	bool live;                    /* QEMU runs; nothing below is set otherwise */
+	uint64_t cpu_ns;              /* QEMU's user + system CPU time: the whole VM */
+	uint64_t rss_bytes, pss_bytes; /* QEMU's memory on the host */
+	bool have_guest;              /* the guest agent answered: */
+	uint64_t guest_mem_total, guest_mem_available;
+	bool have_net;                /* nat-filtered, and the caller may read nftables: */
+	uint64_t rx_bytes, rx_packets, rx_drop_packets, tx_bytes, tx_packets, tx_drop_packets;
+	double uptime_s;              /* since the guest was ready */
+	uint64_t execs;               /* commands run in it */
+};
+/* [blocks] up to 2 s for the guest's answer. A VM that is not running: 0, live false. */
+AGENTVM_EXPORT int agentvm_stats(struct agentvm_ctx *ctx, const char *name,
+				 struct agentvm_stats *stats, struct agentvm_error *err);
+/*
+ * A file descriptor (O_CLOEXEC, the caller's to close) of namespace `type` ("mnt", "net", ... as
+ * in /proc/PID/ns/) of running VM `name`'s QEMU process, checked to be that QEMU still. For
+ * changing a live VM from outside: e.g. mounting a tree beneath one of its shares (setns(2)
+ * into the mount namespace, then move_mount(2)), since QEMU's jail makes its mounts private and
+ * a host mount made after the start never reaches it. Kinds: USAGE (no such VM), STATE.
+ */
+AGENTVM_EXPORT int agentvm_open_ns(struct agentvm_ctx *ctx, const char *name, const char *type,
+				   int *fd, struct agentvm_error *err);
+
+/* ---- commands in detached VMs, with every option ----------------------------------------- */
+
+/*
+ * A command for agentvm_cmd_run: argv (NULL-terminated, copied) and its options, which default
+ * to agentvm_exec's: no extra env, the agent's cwd, no timeout, stdin none (/dev/null in the
+ * guest), stdout and stderr the caller's fds 1 and 2, the image's user, no chroot.
+ */
+struct agentvm_cmd;
+AGENTVM_EXPORT int agentvm_cmd_new(struct agentvm_cmd **out, const char *const *argv,
+				   struct agentvm_error *err);
+AGENTVM_EXPORT void agentvm_cmd_free(struct agentvm_cmd *cmd);
+/* One more KEY=VALUE of the command's environment. */
+AGENTVM_EXPORT int agentvm_cmd_add_env(struct agentvm_cmd *cmd, const char *key_value,
+				       struct agentvm_error *err);
+/* Its working directory (absolute; inside the root when there is one). */
+AGENTVM_EXPORT int agentvm_cmd_set_cwd(struct agentvm_cmd *cmd, const char *dir,
+				       struct agentvm_error *err);
+/* Chroot it into dir (absolute, in the guest: e.g. a container root beneath a root share);
+ * the guest's /proc, /dev and /sys are bound on dir's own when it has those directories. */
+AGENTVM_EXPORT int agentvm_cmd_set_root(struct agentvm_cmd *cmd, const char *dir,
+					struct agentvm_error *err);
+/* Run it as uid:gid instead of the image's user. */
+AGENTVM_EXPORT void agentvm_cmd_set_user(struct agentvm_cmd *cmd, unsigned uid, unsigned gid);
+AGENTVM_EXPORT void agentvm_cmd_set_timeout(struct agentvm_cmd *cmd, unsigned seconds);
+/* Its stdio (stdin -1: none); the fds stay the caller's. */
+AGENTVM_EXPORT void agentvm_cmd_set_stdio(struct agentvm_cmd *cmd, int stdin_fd, int stdout_fd,
+					  int stderr_fd);
+/*
+ * A signalfd(2) of the caller's (-1: none) that agentvm_cmd_run watches while the command runs.
+ * A signal queued with a value (sigqueue(3), SI_QUEUE, sival_int N from 1 to 64) sends signal N
+ * to the command's process group in the guest, as often as it comes (a container runtime's
+ * kill); a plain SIGINT, SIGTERM or SIGHUP on it is forwarded once and a second one aborts the
+ * call (-EINTR, kind INTERRUPTED), as for Ctrl-C at a terminal.
+ */
+AGENTVM_EXPORT void agentvm_cmd_set_signal_fd(struct agentvm_cmd *cmd, int fd);
+/* Whether cmd fits one request to the guest (what agentvm_cmd_run checks first): kind USAGE. */
+AGENTVM_EXPORT int agentvm_cmd_check(const struct agentvm_cmd *cmd, struct agentvm_error *err);
+/* [blocks] Run cmd in detached VM `name`; *status as for agentvm_exec. */
+AGENTVM_EXPORT int agentvm_cmd_run(struct agentvm_ctx *ctx, const char *name,
+				   struct agentvm_cmd *cmd, int *status, struct agentvm_error *err);
+/* After agentvm_cmd_run: the errno (> 0) the guest gave for a command it could not start (then
+ * *status was 127 or 126), else 0: tells such a failure from a command exiting 127 itself. */
+AGENTVM_EXPORT int agentvm_cmd_start_error(const struct agentvm_cmd *cmd);
 
 /* ---- snapshots ---------------------------------------------------------------------------- */
 

@@ -21,9 +21,11 @@
 #include <time.h>
 
 #include "obs/audit.h"
-#include "vm/launcher.h"
+#include "jail/launcher.h"
 #include "state/statedir.h"
 #include "base/util.h"
+
+static void audit_policy(const struct vm_net *n);
 
 #define NET_JSON STATEDIR_NET
 /*
@@ -644,7 +646,7 @@ int net_setup_filter(struct vm_net *n, struct avm_error *err)
 	if (r < 0)
 		return nf_fail(err, &nerr, "cannot install the VM's firewall rules");
 	step(n, "nft add");
-	audit_net_policy(n);
+	audit_policy(n);
 	if (n->n_domains) {
 		r = start_forwarder(n, err);
 		if (r < 0)
@@ -737,6 +739,34 @@ void net_ports_string(const struct nf_port *v, size_t n, char *buf, size_t len)
 void net_allow_string(const struct vm_net *n, char *buf, size_t len)
 {
 	net_ports_string(n->allow, n->n_allow, buf, len);
+}
+
+/* The egress policy the VM's rules now enforce, as an audit event (net.policy). */
+static void audit_policy(const struct vm_net *n)
+{
+	struct json_object *f = json_object_new_object();
+	char a[INET_ADDRSTRLEN], ports[512];
+
+	if (f) {
+		json_object_object_add(f, "tap", json_object_new_string(n->tap));
+		inet_ntop(AF_INET, &n->lease.guest, a, sizeof(a));
+		json_object_object_add(f, "guest_addr", json_object_new_string(a));
+		net_allow_string(n, ports, sizeof(ports));
+		json_object_object_add(f, "allow_ports", json_object_new_string(ports));
+		struct json_object *cidrs = json_object_new_array();
+		for (size_t i = 0; cidrs && i < n->n_open; i++) {
+			char c[NF_CIDR_STRLEN];
+			nf_cidr_string(&n->open[i], c, sizeof(c));
+			json_object_array_add(cidrs, json_object_new_string(c));
+		}
+		json_object_object_add(f, "allow_cidrs", cidrs);
+		struct json_object *doms = json_object_new_array();
+		for (size_t i = 0; doms && i < n->n_domains; i++)
+			json_object_array_add(doms, json_object_new_string(n->domains[i]));
+		json_object_object_add(f, "allow_domains", doms);
+		json_object_object_add(f, "deny_all", json_object_new_boolean(n->deny_all));
+	}
+	audit_log("net.policy", n->vm, f);
 }
 
 /* A port list as a JSON array of "tcp:80" strings. */

@@ -21,7 +21,7 @@
 
 #include "netfilter/nf.h"
 #include "base/error.h"
-#include "vm/spec.h"
+#include "spec/spec.h"
 
 /* One step of a set-up or teardown and its cost (bench/net_cost.c, AGENTVM_TRACE=1 run). */
 struct net_step {

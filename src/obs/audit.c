@@ -12,10 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "net/net.h"
 #include "state/statedir.h"
 #include "base/tz.h"
-#include "vm/vm.h"
 #include "base/util.h"
 #include "state/vmstate.h"
 
@@ -294,21 +292,6 @@ void audit_exec_end(const char *vm, char *const *argv, const char *cwd, const ch
 	audit_log("exec.end", vm, f);
 }
 
-void audit_exec_done(const char *vm, const struct vm_exec_request *req,
-		     const struct vm_exec_result *res, int r, uint64_t bytes_out)
-{
-	static const char *const kinds[] = { "exited", "signaled", "timeout", "start-failed",
-					     "oom-killed" };
-	const char *kind = "error";
-
-	if (r == 0 && res->info.kind < ARRAY_SIZE(kinds))
-		kind = kinds[res->info.kind];
-	if (r == 0 && res->timed_out)
-		kind = "timeout";
-	audit_exec_end(vm, req->argv, req->cwd, kind, res->info.code, res->info.duration_us
-		       ? res->info.duration_us : res->round_trip_us, bytes_out);
-}
-
 void audit_error(const char *vm, const char *what, const struct avm_error *err)
 {
 	struct json_object *f = json_object_new_object();
@@ -517,31 +500,4 @@ int audit_read(const struct audit_filter *f, bool follow, int stop_fd,
 		if (poll(&p, stop_fd >= 0 ? 1 : 0, 200) > 0)
 			return 0;
 	}
-}
-
-void audit_net_policy(const struct vm_net *n)
-{
-	struct json_object *f = json_object_new_object();
-	char a[INET_ADDRSTRLEN], ports[512];
-
-	if (f) {
-		json_object_object_add(f, "tap", json_object_new_string(n->tap));
-		inet_ntop(AF_INET, &n->lease.guest, a, sizeof(a));
-		json_object_object_add(f, "guest_addr", json_object_new_string(a));
-		net_allow_string(n, ports, sizeof(ports));
-		json_object_object_add(f, "allow_ports", json_object_new_string(ports));
-		struct json_object *cidrs = json_object_new_array();
-		for (size_t i = 0; cidrs && i < n->n_open; i++) {
-			char c[NF_CIDR_STRLEN];
-			nf_cidr_string(&n->open[i], c, sizeof(c));
-			json_object_array_add(cidrs, json_object_new_string(c));
-		}
-		json_object_object_add(f, "allow_cidrs", cidrs);
-		struct json_object *doms = json_object_new_array();
-		for (size_t i = 0; doms && i < n->n_domains; i++)
-			json_object_array_add(doms, json_object_new_string(n->domains[i]));
-		json_object_object_add(f, "allow_domains", doms);
-		json_object_object_add(f, "deny_all", json_object_new_boolean(n->deny_all));
-	}
-	audit_log("net.policy", n->vm, f);
 }

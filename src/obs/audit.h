@@ -58,15 +58,7 @@ void audit_exec_start(const char *vm, char *const *argv, const char *cwd);
 /* kind: "exited", "signaled", "timeout", "error"; code: exit code or signal number. */
 void audit_exec_end(const char *vm, char *const *argv, const char *cwd, const char *kind, int code,
 		    uint64_t duration_us, uint64_t bytes_out);
-struct vm_exec_request;
-struct vm_exec_result;
-/* vm_exec()'s end: r its return, res its result. */
-void audit_exec_done(const char *vm, const struct vm_exec_request *req,
-		     const struct vm_exec_result *res, int r, uint64_t bytes_out);
 void audit_error(const char *vm, const char *what, const struct avm_error *err);
-struct vm_net;
-/* The egress policy a VM's rules now enforce (net.policy). */
-void audit_net_policy(const struct vm_net *n);
 
 /* Reading: what `agentvm audit` shows. */
 struct audit_filter {

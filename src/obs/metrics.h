@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Metrics: what agentvm counts where things happen, kept in files so a one-shot
- * `agentvm metrics` (no daemon) can read them, and the Prometheus text rendering of it all.
+ * `agentvm metrics` (no daemon) can read them. The Prometheus text rendering of it all, with
+ * every VM's live numbers, is report/metrics_render.h.
  *
  * Where the numbers live (every file bounded: fixed buckets, fixed result classes):
  *   <vm state dir>/metrics.json   this VM's boot/restore/exec histograms and exec results.
@@ -91,10 +92,15 @@ struct metrics_pool {
 	long ready, starting, acquired, waiting;
 	uint64_t refill_failures;
 };
-/* From the serving pool's STATUS line (present false when nothing serves). */
-void metrics_pool_query(struct metrics_pool *p);
 
-/* The whole exposition text for this state root into f. 0 or -errno (err filled). */
-int metrics_render(FILE *f, const struct metrics_pool *pool, struct avm_error *err);
+/*
+ * Reading the files back, for the exposition (report/metrics_render.h): the shared lock on the
+ * host-wide sums (an fd to close, -1 without one), the gone VMs' sums, a VM's counters and its
+ * anomaly counts. A missing or damaged file reads as zeros.
+ */
+int metrics_lock_shared(void);
+void metrics_read_gone(struct metrics_counters *c);
+void metrics_read_vm(const char *vm_dir, struct metrics_counters *c);
+size_t metrics_read_anomalies(const char *vm_dir, struct metrics_anomaly *out, size_t max);
 
 #endif

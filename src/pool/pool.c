@@ -22,9 +22,10 @@
 #include <unistd.h>
 
 #include "obs/audit.h"
-#include "vm/launcher.h"
+#include "jail/launcher.h"
 #include "obs/metrics.h"
-#include "obs/metrics_http.h"
+#include "report/metrics_render.h"
+#include "report/metrics_http.h"
 #include "pool/pool_internal.h"
 #include "snapshot/snapshot.h"
 #include "base/util.h"
@@ -277,7 +278,7 @@ static bool drained(struct pool *p)
 	return starting == 0;
 }
 
-int pool_serve(const struct pool_opts *o, struct avm_error *err)
+static int serve(const struct pool_opts *o, struct avm_error *err)
 {
 	static struct pool pool;
 	struct pool *p = &pool;
@@ -365,4 +366,15 @@ int pool_serve(const struct pool_opts *o, struct avm_error *err)
 		; /* the destroy workers */
 	restore_release(&p->rs);
 	return 0;
+}
+
+int pool_serve(const struct pool_opts *o, struct avm_error *err)
+{
+	int r = serve(o, err);
+
+	/* A pool that cannot serve (its snapshot, a flag that does not fit it, the socket) is a
+	   refusal, not a crash: only running out of memory is internal. */
+	if (r < 0 && r != -ENOMEM && err->kind != AVM_ERR_INTERRUPTED)
+		avm_error_kind(err, AVM_ERR_STATE, r);
+	return r;
 }

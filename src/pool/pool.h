@@ -14,7 +14,9 @@
 #include <stddef.h>
 
 #include "base/error.h"
-#include "vm/spec.h"
+#include "obs/metrics.h"
+#include "state/statedir.h"
+#include "spec/spec.h"
 
 #define POOL_SOCK ".pool.sock" /* in the state root */
 #define POOL_MAX_VMS 256
@@ -27,8 +29,8 @@
  * stops it and removes it, network and state dir included: nobody could acquire it any more.
  * An acquired VM runs on; the next serve of the same snapshot counts it as acquired again.
  */
-#define POOL_VM_FILE "pool"
-#define POOL_ACQUIRED_FILE "acquired"
+#define POOL_VM_FILE STATEDIR_POOL_VM
+#define POOL_ACQUIRED_FILE STATEDIR_POOL_ACQUIRED
 
 struct pool_opts {
 	const char *snap; /* the snapshot to restore from */
@@ -45,7 +47,7 @@ struct pool_opts {
  * Serve the pool until SIGTERM, SIGINT or SIGHUP, logging to stderr; blocks those signals and
  * ignores SIGPIPE. Returns 0 after a clean stop (ready VMs removed, acquired ones left to their
  * callers), or -errno with err filled when it cannot start (a bad snapshot, a pool already
- * serving, -ENOMEM when out of memory).
+ * serving, -ENOMEM when out of memory): kind AVM_ERR_STATE but for -ENOMEM and interrupts.
  */
 int pool_serve(const struct pool_opts *o, struct avm_error *err);
 
@@ -60,6 +62,8 @@ int pool_sock_remove_stale(void);
  * without its '\n', into out (len bytes). 0, or -errno with err filled (-ECONNREFUSED: no pool).
  */
 int pool_request(const char *req, char *out, size_t len, struct avm_error *err);
+/* The serving pool's gauges from its STATUS line, for metrics (present false: none serves). */
+void pool_metrics_query(struct metrics_pool *p);
 /*
  * The requests: acquire a ready VM (waiting up to timeout_s) into name; release (remove) an
  * acquired one; the status JSON into out. A refusal from the pool ("ERR ...") is kind STATE,

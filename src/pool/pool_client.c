@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The pool's client side: one request line to <state root>/.pool.sock, one reply line back. */
 #include <errno.h>
+#include <json-c/json.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -110,4 +111,24 @@ int pool_release(const char *name, struct avm_error *err)
 int pool_status(char *out, size_t len, struct avm_error *err)
 {
 	return pool_call("STATUS\n", out, len, err);
+}
+
+void pool_metrics_query(struct metrics_pool *p)
+{
+	char line[65536];
+	struct json_object *o;
+
+	memset(p, 0, sizeof(*p));
+	if (pool_request("STATUS\n", line, sizeof(line), NULL) < 0)
+		return;
+	o = json_tokener_parse(line);
+	if (o && json_object_is_type(o, json_type_object)) {
+		p->present = true;
+		p->ready = (long)json_get_u64(o, "ready");
+		p->starting = (long)json_get_u64(o, "starting");
+		p->acquired = (long)json_get_u64(o, "leased");
+		p->waiting = (long)json_get_u64(o, "waiting");
+		p->refill_failures = json_get_u64(o, "refill_failures");
+	}
+	json_object_put(o);
 }

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "vm/agent_conn.h"
-#include "vm/launcher.h"
+#include "jail/launcher.h"
 #include "pool/pool_internal.h"
 #include "control/vmctl.h"
 #include "base/strv.h"
@@ -159,12 +159,15 @@ void pool_vm_adopt(struct pool *p)
 
 bool pool_vm_ping(const char *name)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa;
 	struct agent_conn c;
+	char dir[PATH_MAX];
 	bool ok = false;
 	int fd;
 
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s/agent.sock", statedir_root(), name);
+	if (statedir_file(dir, sizeof(dir), statedir_root(), name) < 0 ||
+	    statedir_sockaddr(&sa, dir, STATEDIR_AGENT_SOCK) < 0)
+		return false; /* a path no socket can have: no VM answers there */
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return true; /* our problem, not the VM's */

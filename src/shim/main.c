@@ -23,12 +23,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "include/agentvm.h"
 #include <json-c/json.h>
 
-#include "base/sha256.h"
+#include "podstate.h"
 #include "shim.h"
 #include "shim_vm.h"
-#include "state/statedir.h"
 
 static int log_fd = -1;
 
@@ -126,7 +126,7 @@ static void socket_path(const char *ns, const char *id, char *buf, size_t len)
 	char name[24];
 
 	shim_vm_name(ns, id, name);
-	snprintf(buf, len, "%s/shim-%s.sock", statedir_root(), name + 4);
+	snprintf(buf, len, "%s/shim-%s.sock", shim_vm_state_root(), name + 4);
 }
 
 /*
@@ -202,7 +202,7 @@ static int cmd_start(const struct shim_opts *o, char **argv)
 				"to a shorter directory\n", path);
 		return 1;
 	}
-	mkdir(statedir_root(), 0700);
+	mkdir(shim_vm_state_root(), 0700);
 	strcpy(sa.sun_path, path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	unlink(path);
@@ -236,15 +236,39 @@ static int cmd_start(const struct shim_opts *o, char **argv)
 	return 0;
 }
 
+/*
+ * The pod's network namespace from its saved state (podstate.h) into netns ("" for the host's,
+ * or when there is no state to read).
+ */
+static void saved_netns(const char *vm, char *netns, size_t len)
+{
+	struct pod_state *s = calloc(1, sizeof(*s));
+	char path[4200], *buf = NULL;
+	const char *why;
+	size_t n;
+
+	netns[0] = '\0';
+	if (s && shim_vm_work_path(vm, ".json", path, sizeof(path)) == 0 &&
+	    shim_read_private(path, SHIM_POD_STATE_MAX_BYTES, &buf, &n, &why) == 0 &&
+	    shim_pod_state_parse(buf, n, s, &why) == 0 && !strcmp(s->vm, vm))
+		snprintf(netns, len, "%s", s->netns);
+	if (s)
+		shim_pod_state_release(s);
+	free(s);
+	free(buf);
+}
+
 static int cmd_delete(const struct shim_opts *o)
 {
 	struct pb_buf b = { 0 };
-	char name[24], path[4096];
+	char name[24], path[4096], netns[SHIM_PATH_MAX];
 
 	/* The shim is gone: nothing else will remove its VM or unmount its root. */
 	shim_vm_name(o->ns, o->id, name);
-	/* (A pod's own network namespace goes with the pod: CNI DEL.) */
-	shim_vm_remove(name, NULL);
+	/* The VM's network was made in the pod's namespace, if it had one: torn down there (its
+	 * supervisor may have died with the shim). A namespace already gone took it along. */
+	saved_netns(name, netns, sizeof(netns));
+	shim_vm_remove(name, netns[0] ? netns : NULL);
 	shim_vm_pod_dir_remove(name);
 	snprintf(path, sizeof(path), "%s/rootfs", o->bundle ? o->bundle : ".");
 	umount2(path, MNT_DETACH);
@@ -271,7 +295,7 @@ int main(int argc, char **argv)
 	struct shim_opts o = { .ns = "default" };
 	const char *cmd = NULL;
 
-	avm_log_set(on_library_log, NULL);
+	agentvm_set_log(on_library_log, NULL);
 
 	/* Go's flag syntax: -name value, --name value, -name=value; bools alone. */
 	for (int i = 1; i < argc; i++) {

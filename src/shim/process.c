@@ -80,3 +80,39 @@ out:
 	return r;
 }
 
+
+/* An OCI string list, or NULL (an empty list) for v NULL. */
+static struct json_object *strv_json(char *const *v)
+{
+	struct json_object *a = json_object_new_array();
+
+	for (size_t i = 0; a && v && v[i]; i++)
+		if (json_object_array_add(a, json_object_new_string(v[i])) < 0) {
+			json_object_put(a);
+			return NULL;
+		}
+	return a;
+}
+
+struct json_object *shim_proc_json(const struct shim_proc *p)
+{
+	struct json_object *o = json_object_new_object(), *user = json_object_new_object();
+	struct json_object *args = strv_json(p->argv), *env = p->env ? strv_json(p->env) : NULL;
+
+	if (!o || !user || !args || (p->env && !env)) {
+		json_object_put(o);
+		json_object_put(user);
+		json_object_put(args);
+		json_object_put(env);
+		return NULL;
+	}
+	json_object_object_add(o, "args", args);
+	if (env)
+		json_object_object_add(o, "env", env);
+	if (p->cwd)
+		json_object_object_add(o, "cwd", json_object_new_string(p->cwd));
+	json_object_object_add(user, "uid", json_object_new_int64(p->uid));
+	json_object_object_add(user, "gid", json_object_new_int64(p->gid));
+	json_object_object_add(o, "user", user);
+	return o;
+}

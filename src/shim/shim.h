@@ -40,5 +40,8 @@ int shim_delete_response(struct pb_buf *out, uint32_t pid, uint32_t exit_status,
 struct shim_proc;
 int shim_oci_process(const char *json, size_t len, struct shim_proc *p, char **why);
 void shim_proc_release(struct shim_proc *p);
+/* p as such an object again (what shim_oci_process reads back); NULL when out of memory. */
+struct json_object;
+struct json_object *shim_proc_json(const struct shim_proc *p);
 
 #endif

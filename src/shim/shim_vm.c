@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* The shim's adapter to agentvm (see shim_vm.h). */
+/* The shim's adapter to agentvm, through the public libagentvm only (see shim_vm.h). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,26 +14,84 @@
 #include <sys/syscall.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "control/vmctl.h"
-#include "vm/boot_cache.h"
-#include "vm/host.h"
-#include "net/net.h"
-#include "qmp/qmp.h"
+#include "include/agentvm.h"
+
 #include "base/sha256.h"
+#include "shim.h"
 #include "shim_vm.h"
-#include "vm/spec.h"
-#include "state/statedir.h"
-#include "obs/stats.h"
-#include "vm/supervisor.h"
-#include "base/util.h"
-#include "vm/vm.h"
-#include "state/vmstate.h"
+
+static int err_vset(struct shim_err *e, int code, bool x, const char *fmt, va_list ap)
+{
+	int n;
+
+	if (!e)
+		return code;
+	e->code = code;
+	n = vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	if (x && n >= 0 && (size_t)n < sizeof(e->msg))
+		snprintf(e->msg + n, sizeof(e->msg) - (size_t)n, ": %s", strerror(-code));
+	return code;
+}
+
+int shim_err_set(struct shim_err *e, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	err_vset(e, code, false, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+int shim_err_setx(struct shim_err *e, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	err_vset(e, code, true, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+/* A library failure r into e, with the library's message. */
+static int from_lib(struct shim_err *e, int r, const struct agentvm_error *ae)
+{
+	const char *msg = agentvm_error_message(ae);
+
+	return shim_err_set(e, r < 0 ? r : -EIO, "%s", msg[0] ? msg : strerror(r < 0 ? -r : EIO));
+}
+
+/*
+ * A context for one call (the shim is single-threaded and its pod's VM is one): the VM's
+ * network namespace when the pod has one (agentvm_ctx_set_netns).
+ */
+static struct agentvm_ctx *ctx_open(const char *netns, struct agentvm_error *ae)
+{
+	struct agentvm_ctx *ctx = NULL;
+
+	if (agentvm_ctx_new(&ctx, ae) < 0)
+		return NULL;
+	if (netns && agentvm_ctx_set_netns(ctx, netns, ae) < 0) {
+		agentvm_ctx_free(ctx);
+		return NULL;
+	}
+	return ctx;
+}
+
+const char *shim_vm_state_root(void)
+{
+	static char *root;
+	struct agentvm_ctx *ctx;
+
+	if (!root && (ctx = ctx_open(NULL, NULL))) {
+		agentvm_ctx_get_state_dir(ctx, &root, NULL);
+		agentvm_ctx_free(ctx);
+	}
+	return root ? root : "/run/agentvm";
+}
 
 void shim_vm_name(const char *ns, const char *id, char out[24])
 {
@@ -49,7 +108,7 @@ void shim_vm_name(const char *ns, const char *id, char out[24])
 }
 
 int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *value,
-		       struct avm_error *err)
+		       struct shim_err *err)
 {
 	static const char *const keys[] = { "profile", "cpus", "memory", "network" };
 	const char **slots[] = { &c->profile, &c->cpus, &c->memory, &c->network };
@@ -62,124 +121,60 @@ int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *va
 			return 0;
 		}
 	}
-	return avm_error_set(err, -EINVAL,
-			     "unknown annotation '%s'; agentvm knows io.agentvm.profile, "
-			     "io.agentvm.cpus, io.agentvm.memory and io.agentvm.network",
-			     key);
-}
-
-/*
- * Into the network namespace at path (for a while: the shim is single-threaded); *back is the
- * one to return to with netns_leave(). A NULL path: nothing.
- */
-static int netns_enter(const char *path, int *back)
-{
-	int fd, r = 0;
-
-	*back = -1;
-	if (!path)
-		return 0;
-	*back = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (*back < 0 || fd < 0 || setns(fd, CLONE_NEWNET) < 0)
-		r = -errno;
-	if (fd >= 0)
-		close(fd);
-	if (r < 0 && *back >= 0) {
-		close(*back);
-		*back = -1;
-	}
-	return r;
-}
-
-static void netns_leave(int back)
-{
-	if (back < 0)
-		return;
-	if (setns(back, CLONE_NEWNET) < 0)
-		abort(); /* never go on in a pod's namespace */
-	close(back);
-}
-
-/* boot_cache_start()'s way of starting the pod's detached VM: its supervisor, until READY. */
-static int start_supervised(const struct vm_launch_opts *o, int timeout_ms, void *ctx,
-			    struct avm_error *err)
-{
-	return supervisor_start(o, timeout_ms, (pid_t *)ctx, err);
+	return shim_err_set(err, -EINVAL,
+			    "unknown annotation '%s'; agentvm knows io.agentvm.profile, "
+			    "io.agentvm.cpus, io.agentvm.memory and io.agentvm.network",
+			    key);
 }
 
 int shim_vm_boot(const char *name, const char *pod_dir, const struct shim_vm_config *c,
-		 unsigned boot_timeout_s, struct avm_error *err)
+		 unsigned boot_timeout_s, struct shim_err *err)
 {
-	_cleanup_free_ char *qemu = NULL, *kernel = NULL, *initrd = NULL;
-	struct vm_spec *spec = vm_spec_new();
+	struct agentvm_error *ae = agentvm_error_new();
+	struct agentvm_spec *spec = NULL;
+	struct agentvm_ctx *ctx = NULL;
 	char share[4096];
-	int back = -1;
-	bool fell_back;
-	enum vm_accel accel;
-	pid_t sup;
 	int r;
 
-	if (!spec)
-		return avm_error_set(err, -ENOMEM, "out of memory");
+	if (!ae)
+		return shim_err_set(err, -ENOMEM, "out of memory");
 	snprintf(share, sizeof(share), "%s:%s", pod_dir, SHIM_GUEST_ROOT);
-	spec->name = strdup(name);
+	r = agentvm_spec_new(&spec, ae);
+	if (r == 0)
+		r = agentvm_spec_set_name(spec, name, ae);
 	/* No network unless asked for (see README). */
-	r = spec->name ? vm_spec_set_network(spec, c->network ? c->network : "isolated", err)
-		       : -ENOMEM;
+	if (r == 0)
+		r = agentvm_spec_set_network(spec, c->network ? c->network : "isolated", ae);
 	if (r == 0 && c->profile)
-		r = vm_spec_set_profile(spec, c->profile, err);
+		r = agentvm_spec_set_profile(spec, c->profile, ae);
 	if (r == 0 && c->cpus)
-		r = vm_spec_set_cpus(spec, c->cpus, err);
+		r = agentvm_spec_set_cpus(spec, c->cpus, ae);
 	if (r == 0 && c->memory)
-		r = vm_spec_set_memory(spec, c->memory, err);
+		r = agentvm_spec_set_memory(spec, c->memory, ae);
 	for (size_t i = 0; r == 0 && i < c->n_allow; i++)
-		r = vm_spec_add_allow(spec, c->allow[i], err);
+		r = agentvm_spec_add_allow(spec, c->allow[i], ae);
 	for (size_t i = 0; r == 0 && i < c->n_allow_cidr; i++)
-		r = vm_spec_add_allow_cidr(spec, c->allow_cidr[i], err);
+		r = agentvm_spec_add_allow_cidr(spec, c->allow_cidr[i], ae);
 	for (size_t i = 0; r == 0 && i < c->n_allow_domain; i++)
-		r = vm_spec_add_allow_domain(spec, c->allow_domain[i], err);
+		r = agentvm_spec_add_allow_domain(spec, c->allow_domain[i], ae);
+	/* The container roots' share: their owners, modes and symlinks as they are. */
 	if (r == 0)
-		r = vm_spec_add_share(spec, share, err);
+		r = agentvm_spec_add_root_share(spec, share, ae);
 	if (r == 0)
-		spec->shares[spec->n_shares - 1].container_root = true;
+		r = agentvm_spec_set_boot_timeout(spec, boot_timeout_s, ae);
+	/* In the pod's namespace (when it has one) the VM's tap, nft table and NAT are made. */
+	if (r == 0 && !(ctx = ctx_open(c->netns, ae)))
+		r = agentvm_error_code(ae) ? agentvm_error_code(ae) : -ENOMEM;
+	/* Through the boot cache, as `agentvm start`: a pod VM restores a boot template of its
+	 * shape (the pod share included). */
 	if (r == 0)
-		r = statedir_check_paths(name, err);
-	if (r == 0)
-		r = host_resolve_accel(spec->accel, &accel, &fell_back, err);
-	if (r == 0)
-		r = host_find_qemu(&qemu, err);
-	if (r == 0)
-		r = host_guest_images(NULL, NULL, &kernel, &initrd, err);
-	if (r == 0 && (r = netns_enter(c->netns, &back)) < 0)
-		avm_error_setx(err, r, "cannot enter the pod's network namespace %s", c->netns);
-	if (r == 0) {
-		/* Through the boot cache, as `agentvm start`: a pod VM restores a boot template
-		 * of its shape (the pod share included; see boot_cache.h). */
-		struct vm_launch_opts lo = { .spec = spec, .kernel = kernel, .initrd = initrd,
-					     .qemu = qemu, .accel = accel, .detached = true };
-		struct boot_cache_opts bo = { .boot_timeout_ms = (int)boot_timeout_s * 1000,
-					      .sig_fd = -1 };
-		r = boot_cache_start(&lo, &bo, start_supervised, &sup, err);
-		netns_leave(back);
-	}
-	vm_spec_free(spec);
+		r = agentvm_start(ctx, spec, NULL, 0, ae);
+	if (r < 0)
+		from_lib(err, r, ae);
+	agentvm_ctx_free(ctx);
+	agentvm_spec_free(spec);
+	agentvm_error_free(ae);
 	return r;
-}
-
-static int exit_code_of(const struct vm_exec_result *res)
-{
-	switch (res->info.kind) {
-	case AVM_EXIT_CODE:
-		return res->info.code & 0xff;
-	case AVM_EXIT_SIGNAL:
-	case AVM_EXIT_OOM:
-		return 128 + (res->info.code & 0x7f);
-	case AVM_EXIT_TIMEOUT:
-		return 124;
-	default:
-		return 127;
-	}
 }
 
 /* In the helper: the stdio fds (or /dev/null) on 0-2, nothing else. */
@@ -205,49 +200,73 @@ static _Noreturn void helper_exit(const char *status_prefix, int code)
 	if (status_prefix &&
 	    snprintf(path, sizeof(path), "%s%d", status_prefix, (int)getpid()) <
 		    (int)sizeof(path) &&
-	    (fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) >= 0) {
+	    (fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600)) >= 0) {
 		dprintf(fd, "%d\n", code);
 		close(fd);
 	}
 	_exit(code);
 }
 
-static _Noreturn void helper_main(const char *name, const char *root, const struct shim_proc *p,
+/* The command of p, chrooted into root, as agentvm_cmd (caller frees); NULL and err on failure. */
+static struct agentvm_cmd *proc_cmd(const char *root, const struct shim_proc *p,
+				    struct shim_err *err)
+{
+	struct agentvm_error *ae = agentvm_error_new();
+	struct agentvm_cmd *cmd = NULL;
+	int r = ae ? agentvm_cmd_new(&cmd, (const char *const *)p->argv, ae) : -ENOMEM;
+
+	for (size_t i = 0; r == 0 && p->env && p->env[i]; i++)
+		r = agentvm_cmd_add_env(cmd, p->env[i], ae);
+	if (r == 0)
+		r = agentvm_cmd_set_cwd(cmd, p->cwd ? p->cwd : "/", ae);
+	if (r == 0)
+		r = agentvm_cmd_set_root(cmd, root, ae);
+	if (r == 0) {
+		agentvm_cmd_set_user(cmd, p->uid, p->gid);
+		r = agentvm_cmd_check(cmd, ae);
+	}
+	if (r < 0) {
+		from_lib(err, r, ae);
+		agentvm_cmd_free(cmd);
+		cmd = NULL;
+	}
+	agentvm_error_free(ae);
+	return cmd;
+}
+
+static _Noreturn void helper_main(const char *name, struct agentvm_cmd *cmd, const char *arg0,
 				  bool has_stdin, int sig_fd, const char *status_path)
 {
-	struct avm_error err = { 0 };
-	struct vm *vm = NULL;
+	struct agentvm_error *ae = agentvm_error_new();
+	struct agentvm_ctx *ctx = ctx_open(NULL, ae);
+	int status = 255, r;
 
-	if (sig_fd < 0 || vm_attach(name, &vm, &err) < 0) {
-		fprintf(stderr, "agentvm-shim: %s\n", sig_fd < 0 ? "signalfd failed" : err.msg);
+	if (sig_fd < 0 || !ctx) {
+		fprintf(stderr, "agentvm-shim: %s\n",
+			sig_fd < 0 ? "signalfd failed" : "out of memory");
 		helper_exit(status_path, 255);
 	}
-	struct vm_exec_request req = {
-		.argv = p->argv, .env = p->env, .cwd = p->cwd ? p->cwd : "/",
-		.stdin_fd = has_stdin ? 0 : -1, .stdout_fd = 1, .stderr_fd = 2, .sig_fd = sig_fd,
-		.root = root, .set_ids = true, .uid = p->uid, .gid = p->gid,
-	};
-	struct vm_exec_result res = { 0 };
-	int r = vm_exec(vm, &req, &res, &err);
+	agentvm_cmd_set_stdio(cmd, has_stdin ? 0 : -1, 1, 2);
+	agentvm_cmd_set_signal_fd(cmd, sig_fd);
+	r = agentvm_cmd_run(ctx, name, cmd, &status, ae);
 	if (r < 0)
-		fprintf(stderr, "agentvm-shim: %s\n", err.msg);
-	else if (res.info.kind == AVM_EXIT_START_FAILED)
-		fprintf(stderr, "agentvm-shim: cannot run %s in the container: %s\n", p->argv[0],
-			strerror(res.info.code));
-	vm_destroy(vm); /* attached: only detaches */
-	helper_exit(status_path, r < 0 ? 255 : exit_code_of(&res));
+		fprintf(stderr, "agentvm-shim: %s\n", agentvm_error_message(ae));
+	else if (agentvm_cmd_start_error(cmd))
+		fprintf(stderr, "agentvm-shim: cannot run %s in the container: %s\n", arg0,
+			strerror(agentvm_cmd_start_error(cmd)));
+	helper_exit(status_path, r < 0 ? 255 : status);
 }
 
 int shim_vm_spawn(const char *name, const char *root, const struct shim_proc *p,
-		  const int fds[3], const char *status_path, pid_t *pid, struct avm_error *err)
+		  const int fds[3], const char *status_path, pid_t *pid, struct shim_err *err)
 {
-	struct vm_exec_request chk = { .argv = p->argv, .env = p->env, .cwd = p->cwd };
+	struct agentvm_cmd *cmd = proc_cmd(root, p, err);
 	sigset_t set, old;
 	int r;
 
-	if ((r = vm_exec_check(&chk, err)) < 0)
-		return r;
-	/* Kill's signals come queued on SIGRTMIN (see vm_exec.c on_signal): blocked before the
+	if (!cmd)
+		return err ? err->code : -EINVAL;
+	/* Kill's signals come queued on SIGRTMIN (agentvm_cmd_set_signal_fd): blocked before the
 	 * fork, so none is lost between fork and the helper's signalfd. */
 	sigemptyset(&set);
 	sigaddset(&set, SIGRTMIN);
@@ -256,7 +275,8 @@ int shim_vm_spawn(const char *name, const char *root, const struct shim_proc *p,
 	if (*pid < 0) {
 		r = -errno;
 		sigprocmask(SIG_SETMASK, &old, NULL);
-		return avm_error_setx(err, r, "cannot fork a process helper");
+		agentvm_cmd_free(cmd);
+		return shim_err_setx(err, r, "cannot fork a process helper");
 	}
 	if (*pid == 0) {
 		sigset_t chld;
@@ -265,9 +285,10 @@ int shim_vm_spawn(const char *name, const char *root, const struct shim_proc *p,
 		sigprocmask(SIG_UNBLOCK, &chld, NULL);
 		helper_fds(fds);
 		int sig_fd = signalfd(-1, &set, SFD_CLOEXEC);
-		helper_main(name, root, p, fds[0] >= 0, sig_fd, status_path);
+		helper_main(name, cmd, p->argv[0], fds[0] >= 0, sig_fd, status_path);
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
+	agentvm_cmd_free(cmd);
 	return 0;
 }
 
@@ -278,56 +299,96 @@ int shim_vm_signal(pid_t pid, int sig)
 	return sigqueue(pid, SIGRTMIN, v) < 0 ? -errno : 0;
 }
 
-int shim_vm_pause(const char *name, bool pause, struct avm_error *err)
+int shim_vm_pause(const char *name, bool pause, struct shim_err *err)
 {
-	_cleanup_free_ char *dir = NULL;
-	struct qmp_error qe = { 0 };
-	struct qmp_client *q;
-	int r;
+	struct agentvm_error *ae = agentvm_error_new();
+	struct agentvm_ctx *ctx = ctx_open(NULL, ae);
+	int r = !ctx ? -ENOMEM
+	      : pause ? agentvm_pause(ctx, name, ae)
+		      : agentvm_resume(ctx, name, ae);
 
-	if ((r = statedir_find(name, &dir, err)) < 0 || (r = vm_qmp_open(dir, &q, err)) < 0)
-		return r;
-	r = qmp_client_execute(q, pause ? "stop" : "cont", NULL, NULL, 0, NULL, 5000, &qe);
-	qmp_client_free(q);
 	if (r < 0)
-		return avm_error_set(err, r, "QMP %s: %s", pause ? "stop" : "cont", qe.desc);
-	return 0;
+		from_lib(err, r, ae);
+	agentvm_ctx_free(ctx);
+	agentvm_error_free(ae);
+	return r;
 }
 
 int shim_vm_work_path(const char *name, const char *suffix, char *buf, size_t len)
 {
-	return snprintf(buf, len, "%s/.pod-%s%s", statedir_root(), name, suffix) >= (int)len
+	return snprintf(buf, len, "%s/.pod-%s%s", shim_vm_state_root(), name, suffix) >= (int)len
 		       ? -ENAMETOOLONG
 		       : 0;
 }
 
-bool shim_vm_alive(const char *name)
+/* QEMU's mount namespace (agentvm_open_ns: checked to be that QEMU still). */
+static int qemu_mntns(const char *name, struct shim_err *err)
 {
-	_cleanup_free_ char *dir = NULL;
-	struct vm_state st;
+	struct agentvm_error *ae = agentvm_error_new();
+	struct agentvm_ctx *ctx = ctx_open(NULL, ae);
+	int fd = -1, r = ctx ? agentvm_open_ns(ctx, name, "mnt", &fd, ae) : -ENOMEM;
 
-	return statedir_find(name, &dir, NULL) == 0 && vmstate_read(dir, &st, NULL) == 0 &&
-	       proc_is(st.qemu_pid, st.qemu_start);
+	if (r < 0)
+		from_lib(err, r, ae);
+	agentvm_ctx_free(ctx);
+	agentvm_error_free(ae);
+	return r < 0 ? r : fd;
 }
 
+bool shim_vm_alive(const char *name)
+{
+	int fd = qemu_mntns(name, NULL);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+/* The same reading as agentvm's own (state/vmstate.c, not public): start times an earlier shim
+ * saved compare equal. */
 uint64_t shim_vm_proc_start(pid_t pid)
 {
-	return proc_start_time(pid);
+	char path[64], buf[1024], *p;
+	unsigned long long start = 0;
+	ssize_t n;
+	int fd;
+
+	if (pid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	/* comm (field 2) may hold spaces and parentheses: count fields after the last ')'; a
+	 * zombie (Z) or dying (X) process has ended. Field 22 is the start time (clock ticks). */
+	if (!(p = strrchr(buf, ')')) || (p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X')))
+		return 0;
+	p++;
+	for (int f = 3; f < 22 && p; f++)
+		p = strchr(p + 1, ' ');
+	if (!p || sscanf(p, " %llu", &start) != 1)
+		return 0;
+	return start;
 }
 
 bool shim_vm_proc_is(pid_t pid, uint64_t start)
 {
-	return proc_is(pid, start);
+	return pid > 0 && start != 0 && shim_vm_proc_start(pid) == start;
 }
 
-int shim_vm_pod_dir(const char *name, char *buf, size_t len, struct avm_error *err)
+int shim_vm_pod_dir(const char *name, char *buf, size_t len, struct shim_err *err)
 {
 	if (shim_vm_work_path(name, "", buf, len) < 0)
-		return avm_error_set(err, -ENAMETOOLONG, "agentvm's state dir path is too long");
+		return shim_err_set(err, -ENAMETOOLONG, "agentvm's state dir path is too long");
 	/* Read-only for QEMU (root without capabilities: the mode binds it), so the guest writes
 	 * only in the container roots beneath it; the shim makes their mount points. */
 	if (mkdir(buf, 0555) < 0 && errno != EEXIST)
-		return avm_error_setx(err, -errno, "cannot make the pod directory %s", buf);
+		return shim_err_setx(err, -errno, "cannot make the pod directory %s", buf);
 	return 0;
 }
 
@@ -342,12 +403,12 @@ void shim_vm_pod_dir_remove(const char *name)
 	/* The saved state and exit statuses nobody read (their helpers' ends were seen). */
 	snprintf(sub, sizeof(sub), "%s.json", dir);
 	unlink(sub);
-	d = opendir(statedir_root());
+	d = opendir(shim_vm_state_root());
 	size_t dl = strlen(strrchr(dir, '/') + 1);
 	while (d && (e = readdir(d)))
 		if (!strncmp(e->d_name, strrchr(dir, '/') + 1, dl) &&
 		    !strncmp(e->d_name + dl, ".exit-", 6) &&
-		    snprintf(sub, sizeof(sub), "%s/%s", statedir_root(), e->d_name) <
+		    snprintf(sub, sizeof(sub), "%s/%s", shim_vm_state_root(), e->d_name) <
 			    (int)sizeof(sub))
 			unlink(sub);
 	if (d)
@@ -360,27 +421,6 @@ void shim_vm_pod_dir_remove(const char *name)
 	if (d)
 		closedir(d);
 	rmdir(dir);
-}
-
-/* QEMU's mount namespace, opened through its live pid (checked against its start time). */
-static int qemu_mntns(const char *name, struct avm_error *err)
-{
-	_cleanup_free_ char *dir = NULL;
-	struct vm_state st;
-	char path[64];
-	int fd, r;
-
-	if ((r = statedir_find(name, &dir, err)) < 0 || (r = vmstate_read(dir, &st, err)) < 0)
-		return r;
-	snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)st.qemu_pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || !proc_is(st.qemu_pid, st.qemu_start)) {
-		r = fd < 0 ? -errno : -ESRCH;
-		if (fd >= 0)
-			close(fd);
-		return avm_error_setx(err, r, "QEMU of VM %s is gone", name);
-	}
-	return fd;
 }
 
 static int openat_in_root(int root, const char *path, int flags, mode_t mode)
@@ -425,16 +465,16 @@ static int in_mntns(int ns, int mfd, const char *target, const char *in_root)
 }
 
 int shim_vm_attach_root(const char *name, const char *host_root, const char *pod_dir,
-			const char *sub, struct avm_error *err)
+			const char *sub, struct shim_err *err)
 {
 	char target[4096];
 	int ns, mfd, r;
 
 	if (snprintf(target, sizeof(target), "%s/%s", pod_dir, sub) >= (int)sizeof(target))
-		return avm_error_set(err, -ENAMETOOLONG, "path too long: %s/%s", pod_dir, sub);
+		return shim_err_set(err, -ENAMETOOLONG, "path too long: %s/%s", pod_dir, sub);
 	/* The mount point, made on the host: the pod dir is the same directory in QEMU's jail. */
 	if (mkdir(target, 0755) < 0 && errno != EEXIST)
-		return avm_error_setx(err, -errno, "cannot make %s", target);
+		return shim_err_setx(err, -errno, "cannot make %s", target);
 	if ((ns = qemu_mntns(name, err)) < 0) {
 		rmdir(target);
 		return ns;
@@ -445,15 +485,15 @@ int shim_vm_attach_root(const char *name, const char *host_root, const char *pod
 		r = -errno;
 		close(ns);
 		rmdir(target);
-		return avm_error_setx(err, r, "cannot clone the mount %s", host_root);
+		return shim_err_setx(err, r, "cannot clone the mount %s", host_root);
 	}
 	r = in_mntns(ns, mfd, target, NULL);
 	close(mfd);
 	close(ns);
 	if (r < 0) {
 		rmdir(target);
-		return avm_error_setx(err, r, "cannot mount %s in QEMU's namespace at %s",
-				      host_root, target);
+		return shim_err_setx(err, r, "cannot mount %s in QEMU's namespace at %s",
+				     host_root, target);
 	}
 	return 0;
 }
@@ -512,23 +552,23 @@ static int make_mount_point(int root, const char *dest, bool dir)
 }
 
 int shim_vm_bind(const char *name, const char *host_root, const char *pod_dir, const char *sub,
-		 const char *src, const char *dest, bool ro, struct avm_error *err)
+		 const char *src, const char *dest, bool ro, struct shim_err *err)
 {
 	char croot[4096];
 	struct stat st;
 	int ns, mfd, root, r;
 
 	if (dest[0] != '/' || stat(src, &st) < 0)
-		return avm_error_set(err, dest[0] != '/' ? -EINVAL : -errno,
-				     "bind mount %s -> %s: %s", src, dest,
-				     dest[0] != '/' ? "relative destination" : strerror(errno));
+		return shim_err_set(err, dest[0] != '/' ? -EINVAL : -errno,
+				    "bind mount %s -> %s: %s", src, dest,
+				    dest[0] != '/' ? "relative destination" : strerror(errno));
 	root = open(host_root, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	r = root < 0 ? -errno : make_mount_point(root, dest, S_ISDIR(st.st_mode));
 	if (root >= 0)
 		close(root);
 	if (r < 0)
-		return avm_error_setx(err, r, "cannot make the mount point %s in the container",
-				      dest);
+		return shim_err_setx(err, r, "cannot make the mount point %s in the container",
+				     dest);
 	if ((ns = qemu_mntns(name, err)) < 0)
 		return ns;
 	mfd = open_tree(AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
@@ -539,14 +579,14 @@ int shim_vm_bind(const char *name, const char *host_root, const char *pod_dir, c
 		if (mfd >= 0)
 			close(mfd);
 		close(ns);
-		return avm_error_setx(err, r, "cannot clone the mount %s", src);
+		return shim_err_setx(err, r, "cannot clone the mount %s", src);
 	}
 	snprintf(croot, sizeof(croot), "%s/%s", pod_dir, sub);
 	r = in_mntns(ns, mfd, croot, dest);
 	close(mfd);
 	close(ns);
 	if (r < 0)
-		return avm_error_setx(err, r, "cannot bind %s at %s in the container", src, dest);
+		return shim_err_setx(err, r, "cannot bind %s at %s in the container", src, dest);
 	return 0;
 }
 
@@ -564,59 +604,45 @@ void shim_vm_detach_root(const char *name, const char *pod_dir, const char *sub)
 }
 
 int shim_vm_usage(const char *name, const char *netns, struct shim_vm_usage *u,
-		  struct avm_error *err)
+		  struct shim_err *err)
 {
-	_cleanup_free_ char *dir = NULL;
-	struct nf_nft *nft = NULL;
-	struct vm_sample s;
-	int back, r;
+	struct agentvm_error *ae = agentvm_error_new();
+	struct agentvm_ctx *ctx = ctx_open(netns, ae);
+	struct agentvm_stats st = { .size = sizeof(st) };
+	int r = ctx ? agentvm_stats(ctx, name, &st, ae) : -ENOMEM;
 
-	if ((r = statedir_find(name, &dir, err)) < 0)
-		return r;
-	/* The VM's nft counters are in the pod's namespace (the context's socket is bound
-	 * there). */
-	if (netns_enter(netns, &back) == 0) {
-		nf_nft_new(&nft, NULL); /* without CAP_NET_ADMIN: no network numbers */
-		netns_leave(back);
-	}
-	r = stats_sample(name, dir, nft, true, 2000, &s);
-	nf_nft_free(nft);
-	if (r < 0 || !s.live)
-		return avm_error_set(err, r < 0 ? r : -ESRCH, "VM %s is not running", name);
-	*u = (struct shim_vm_usage){
-		.cpu_ns = s.cpu_ns, .rss_bytes = s.rss_bytes, .have_guest = s.have_guest,
-		.guest_total = s.guest_mem_total, .guest_available = s.guest_mem_available,
-		.have_net = s.have_net,
-		.rx_bytes = s.net.rx_ok_bytes, .rx_packets = s.net.rx_ok_packets,
-		.rx_dropped = s.net.rx_drop_packets, .tx_bytes = s.net.tx_ok_bytes,
-		.tx_packets = s.net.tx_ok_packets, .tx_dropped = s.net.tx_drop_packets,
-	};
-	return 0;
+	if (r < 0)
+		from_lib(err, r, ae);
+	else if (!st.live)
+		r = shim_err_set(err, -ESRCH, "VM %s is not running", name);
+	else
+		*u = (struct shim_vm_usage){
+			.cpu_ns = st.cpu_ns, .rss_bytes = st.rss_bytes,
+			.have_guest = st.have_guest, .guest_total = st.guest_mem_total,
+			.guest_available = st.guest_mem_available, .have_net = st.have_net,
+			.rx_bytes = st.rx_bytes, .rx_packets = st.rx_packets,
+			.rx_dropped = st.rx_drop_packets, .tx_bytes = st.tx_bytes,
+			.tx_packets = st.tx_packets, .tx_dropped = st.tx_drop_packets,
+		};
+	agentvm_ctx_free(ctx);
+	agentvm_error_free(ae);
+	return r;
 }
 
 void shim_vm_remove(const char *name, const char *netns)
 {
-	int back = -1;
-	_cleanup_free_ char *dir = NULL;
-	struct vm_state st;
+	struct agentvm_error *ae = agentvm_error_new();
+	struct agentvm_ctx *ctx = ctx_open(netns, ae);
 
-	if (statedir_find(name, &dir, NULL) < 0)
-		return;
-	if (vmstate_read(dir, &st, NULL) == 0) {
-		proc_kill(st.qemu_pid, st.qemu_start, SIGKILL);
-		for (int i = 0; i < 250 && proc_is(st.qemu_pid, st.qemu_start); i++)
-			util_sleep_ms(20);
-		/* Its supervisor notices QEMU's end and exits; give it a moment, then make sure. */
-		for (int i = 0; i < 50 && proc_is(st.supervisor_pid, st.supervisor_start); i++)
-			util_sleep_ms(20);
-		proc_kill(st.supervisor_pid, st.supervisor_start, SIGKILL);
-		for (int i = 0; i < 250 && proc_is(st.supervisor_pid, st.supervisor_start); i++)
-			util_sleep_ms(20);
-	}
-	/* A pod namespace already gone took the tap and the VM's table with it. */
-	if (netns_enter(netns, &back) == 0) {
-		net_teardown_dir(dir);
-		netns_leave(back);
-	}
-	statedir_remove(dir);
+	/* A pod namespace already gone took the tap and the VM's table with it: then the rest
+	 * is removed from the shim's own. */
+	if (!ctx && netns)
+		ctx = ctx_open(NULL, ae);
+	/* Forced: QEMU and its supervisor killed (a dead supervisor is fine), the network torn
+	 * down, the state dir removed. A VM already gone is fine. */
+	if (ctx && agentvm_rm(ctx, name, true, ae) < 0 &&
+	    agentvm_error_kind(ae) != AGENTVM_ERR_USAGE)
+		shim_log("cannot remove VM %s: %s", name, agentvm_error_message(ae));
+	agentvm_ctx_free(ctx);
+	agentvm_error_free(ae);
 }

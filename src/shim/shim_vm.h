@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Every call the containerd shim makes into agentvm, in one place: today through agentvm's
- * internal library (src/vm.h, supervisor.h, ...), later through the public libagentvm (issue 13),
- * which then changes this file only. A task's VM is a detached VM (its own supervisor owns QEMU,
- * as for `agentvm start`), so it outlives the shim process; each container process runs in a
- * helper process of the shim that attaches to the VM and runs it to completion.
+ * Every call the containerd shim makes into agentvm, in one place, through the public libagentvm
+ * (agentvm.h) only, as any outside program would (the shim links libagentvm.a; test_library.sh
+ * checks it uses nothing else of it). A task's VM is a detached VM (its own supervisor owns
+ * QEMU, as for `agentvm start`), so it outlives the shim process; each container process runs in
+ * a helper process of the shim that attaches to the VM and runs it to completion.
  */
 #ifndef AGENTVM_SHIM_VM_H
 #define AGENTVM_SHIM_VM_H
@@ -14,7 +14,19 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "base/error.h"
+/* The shim's errors: the errno (negative) and one line for containerd's client. */
+struct shim_err {
+	int code;
+	char msg[512];
+};
+/* Fill e (may be NULL) and return code; setx appends ": strerror(-code)". */
+int shim_err_set(struct shim_err *e, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int shim_err_setx(struct shim_err *e, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* agentvm's state dir (the library's; sockets and work files of the shim live there too). */
+const char *shim_vm_state_root(void);
 
 /* Where the container's root file system (a 9p share) is mounted in the guest. */
 #define SHIM_GUEST_ROOT "/mnt/rootfs"
@@ -43,7 +55,7 @@ struct shim_vm_config {
 };
 /* One annotation into c; -EINVAL (err names it and the known ones) for an unknown io.agentvm.*. */
 int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *value,
-		       struct avm_error *err);
+		       struct shim_err *err);
 
 /*
  * A pod is one VM. Its 9p share is the pod directory (empty at boot, shared read-write at
@@ -52,7 +64,7 @@ int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *va
  * for a new 9p device and the jail's mounts are private (no propagation from the host).
  */
 int shim_vm_boot(const char *name, const char *pod_dir, const struct shim_vm_config *c,
-		 unsigned boot_timeout_s, struct avm_error *err);
+		 unsigned boot_timeout_s, struct shim_err *err);
 
 /*
  * The shim's work files of VM `name`: <state root>/.pod-<name><suffix>: the pod directory (""),
@@ -67,7 +79,7 @@ uint64_t shim_vm_proc_start(pid_t pid);
 bool shim_vm_proc_is(pid_t pid, uint64_t start);
 
 /* The pod directory of VM `name`: <state root>/.pod-<name>, made (empty) here. */
-int shim_vm_pod_dir(const char *name, char *buf, size_t len, struct avm_error *err);
+int shim_vm_pod_dir(const char *name, char *buf, size_t len, struct shim_err *err);
 /* Remove it, the mount points beneath it (nothing is mounted there on the host) and the other
  * work files. */
 void shim_vm_pod_dir_remove(const char *name);
@@ -78,7 +90,7 @@ void shim_vm_pod_dir_remove(const char *name);
  * on the host; the clone goes with QEMU's namespace at the latest.
  */
 int shim_vm_attach_root(const char *name, const char *host_root, const char *pod_dir,
-			const char *sub, struct avm_error *err);
+			const char *sub, struct shim_err *err);
 /*
  * A bind mount of the container spec (Kubernetes' /etc/hosts, resolv.conf, volumes): host path
  * src (a file or directory) at dest inside the container root pod_dir/sub, in QEMU's namespace
@@ -87,7 +99,7 @@ int shim_vm_attach_root(const char *name, const char *host_root, const char *pod
  * layer), as runc makes its own.
  */
 int shim_vm_bind(const char *name, const char *host_root, const char *pod_dir, const char *sub,
-		 const char *src, const char *dest, bool ro, struct avm_error *err);
+		 const char *src, const char *dest, bool ro, struct shim_err *err);
 
 /* Unmount pod_dir/sub in QEMU's namespace (a gone VM is fine). */
 void shim_vm_detach_root(const char *name, const char *pod_dir, const char *sub);
@@ -107,7 +119,7 @@ struct shim_proc {
  * text) before it exits to status_path followed by its pid (shim_vm_work_path ".exit-").
  */
 int shim_vm_spawn(const char *name, const char *root, const struct shim_proc *p,
-		  const int fds[3], const char *status_path, pid_t *pid, struct avm_error *err);
+		  const int fds[3], const char *status_path, pid_t *pid, struct shim_err *err);
 /* Send any signal to the process run by helper `pid` (in the guest, to its process group). */
 int shim_vm_signal(pid_t pid, int sig);
 /* What agentvm measures of a VM (stats.c), for Task.Stats. */
@@ -120,10 +132,10 @@ struct shim_vm_usage {
 	uint64_t rx_bytes, rx_packets, rx_dropped, tx_bytes, tx_packets, tx_dropped;
 };
 int shim_vm_usage(const char *name, const char *netns, struct shim_vm_usage *u,
-		  struct avm_error *err);
+		  struct shim_err *err);
 
 /* Pause (QMP stop) or resume (cont) the VM. */
-int shim_vm_pause(const char *name, bool pause, struct avm_error *err);
+int shim_vm_pause(const char *name, bool pause, struct shim_err *err);
 /* Kill the VM's QEMU and supervisor and remove its state dir (its network torn down in netns,
  * when it still exists); a missing VM is fine. */
 void shim_vm_remove(const char *name, const char *netns);

@@ -23,18 +23,16 @@
 #include <json-c/json.h>
 
 #include "config.h"
+#include "podstate.h"
 #include "shim.h"
 #include "shim_vm.h"
 #include "base/strv.h"
-#include "base/util.h"
 
-#define MAX_PROCS 64
-#define MAX_CTRS 16
+#define MAX_PROCS SHIM_MAX_PROCS
+#define MAX_CTRS SHIM_MAX_CTRS
 #define MAX_WAITERS 8
 #define MAX_MOUNTS 8
 #define BOOT_TIMEOUT_S 120
-
-enum status { ST_UNKNOWN = 0, ST_CREATED = 1, ST_RUNNING = 2, ST_STOPPED = 3, ST_PAUSED = 4 };
 
 struct proc {
 	bool used;
@@ -47,7 +45,7 @@ struct proc {
 	uint64_t start; /* its start time: a re-attached shim checks it is still that process */
 	int pidfd; /* +1 (0 = none): a helper of an earlier shim process, not our child */
 	int stdin_w; /* our writer on the stdin FIFO, +1 (0 = none): see start_stdin() */
-	enum status status;
+	enum shim_status status;
 	uint32_t exit_status;
 	int64_t exited_ns;
 	struct ttrpc_call waiters[MAX_WAITERS];
@@ -232,31 +230,21 @@ static void on_sigchld(void *ctx, int fd, uint32_t events)
 /* --- the pod's saved state: a new shim process for the same pod re-attaches ------------------ */
 
 /*
- * Saved after every change (atomically: a temp file renamed): the VM, the containers and their
- * started processes (helper pid and start time). A shim that starts for a pod with a saved state
- * and a live VM takes all of it back; the helpers of the earlier process are no children of the
- * new one, so their ends come through pidfds and their exit statuses through the files they
- * write (shim_vm_spawn's status_path).
+ * Saved after every change (atomically: a temp file of ours, 0600, renamed): the VM, the
+ * containers and their processes (a started one's helper pid and start time; an exec added but
+ * not started, its spec, since containerd starts it later through whichever shim is there). A
+ * shim that starts for a pod with a saved state and a live VM takes all of it back; the helpers
+ * of the earlier process are no children of the new one, so their ends come through pidfds and
+ * their exit statuses through the files they write (shim_vm_spawn's status_path).
  */
-static void state_save(struct task *t)
+static struct json_object *state_json(const struct task *t)
 {
 	struct json_object *o = json_object_new_object(), *cs = json_object_new_array(),
 			   *ps = json_object_new_array();
-	char tmp[4300];
+	bool failed = !o || !cs || !ps;
 
-	if (!o || !cs || !ps || !t->vm[0] || n_ctrs(t) == 0) {
-		json_object_put(o);
-		json_object_put(cs);
-		json_object_put(ps);
-		if (n_ctrs(t) == 0)
-			unlink(t->state_path);
-		return;
-	}
-	json_object_object_add(o, "vm", json_object_new_string(t->vm));
-	json_object_object_add(o, "paused", json_object_new_boolean(t->paused));
-	json_object_object_add(o, "netns", json_object_new_string(t->netns));
-	for (int i = 0; i < MAX_CTRS; i++) {
-		struct ctr *c = &t->ctrs[i];
+	for (int i = 0; !failed && i < MAX_CTRS; i++) {
+		const struct ctr *c = &t->ctrs[i];
 		struct json_object *j = c->used ? json_object_new_object() : NULL;
 		if (!j)
 			continue;
@@ -268,12 +256,9 @@ static void state_save(struct task *t)
 		json_object_object_add(j, "attached", json_object_new_boolean(c->attached));
 		json_object_array_add(cs, j);
 	}
-	for (int i = 0; i < MAX_PROCS; i++) {
-		struct proc *p = &t->procs[i];
-		/* An exec added but not started is not kept (containerd adds it again). */
-		struct json_object *j = p->used && (!p->exec_id || p->status != ST_CREATED)
-						? json_object_new_object()
-						: NULL;
+	for (int i = 0; !failed && i < MAX_PROCS; i++) {
+		const struct proc *p = &t->procs[i];
+		struct json_object *j = p->used ? json_object_new_object() : NULL;
 		if (!j)
 			continue;
 		json_object_object_add(j, "c", json_object_new_int(p->c));
@@ -289,13 +274,53 @@ static void state_save(struct task *t)
 		json_object_object_add(j, "status", json_object_new_int(p->status));
 		json_object_object_add(j, "exit_status", json_object_new_int64(p->exit_status));
 		json_object_object_add(j, "exited_ns", json_object_new_int64(p->exited_ns));
+		/* (A created init's spec is the bundle's: read from there again.) */
+		if (p->exec_id && p->status == ST_CREATED) {
+			struct json_object *spec = shim_proc_json(&p->spec);
+			failed |= !spec;
+			json_object_object_add(j, "spec", spec);
+		}
 		json_object_array_add(ps, j);
 	}
+	if (failed) {
+		json_object_put(o);
+		json_object_put(cs);
+		json_object_put(ps);
+		return NULL;
+	}
+	json_object_object_add(o, "vm", json_object_new_string(t->vm));
+	json_object_object_add(o, "paused", json_object_new_boolean(t->paused));
+	json_object_object_add(o, "netns", json_object_new_string(t->netns));
 	json_object_object_add(o, "ctrs", cs);
 	json_object_object_add(o, "procs", ps);
+	return o;
+}
+
+static void state_save(struct task *t)
+{
+	struct json_object *o;
+	const char *text;
+	char tmp[4300];
+	int fd = -1;
+	bool ok = false;
+
+	if (!t->vm[0] || n_ctrs(t) == 0) {
+		unlink(t->state_path);
+		return;
+	}
+	o = state_json(t);
+	text = o ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN) : NULL;
 	snprintf(tmp, sizeof(tmp), "%s.tmp", t->state_path);
-	if (json_object_to_file_ext(tmp, o, JSON_C_TO_STRING_PLAIN) < 0 ||
-	    rename(tmp, t->state_path) < 0) {
+	unlink(tmp);
+	if (text && strlen(text) <= SHIM_POD_STATE_MAX_BYTES)
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		size_t n = strlen(text);
+		ok = write(fd, text, n) == (ssize_t)n;
+		ok = close(fd) == 0 && ok;
+		ok = ok && rename(tmp, t->state_path) == 0;
+	}
+	if (!ok) {
 		shim_log("cannot save the pod's state in %s", t->state_path);
 		unlink(tmp);
 	}
@@ -311,28 +336,20 @@ static const char *jstr(struct json_object *o, const char *key)
 		       : NULL;
 }
 
-static int64_t jint(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-
-	return json_object_object_get_ex(o, key, &v) ? json_object_get_int64(v) : 0;
-}
-
 /* An earlier shim's helper ended: its status from the file it wrote (255 without one). */
 static uint32_t orphan_code(struct task *t, pid_t pid)
 {
-	char path[4300], buf[16] = "";
-	int fd;
-	ssize_t n = -1;
+	char path[4300], *buf = NULL;
+	const char *why;
+	size_t n = 0;
+	uint32_t code = 255;
 
 	snprintf(path, sizeof(path), "%s%d", t->exit_prefix, (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		n = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-	}
-	buf[n > 0 ? n : 0] = '\0';
-	return n > 0 ? (uint32_t)strtoul(buf, NULL, 10) & 0xff : 255;
+	/* A decimal status and a newline: read like the pod's state (ours, nobody else's). */
+	if (shim_read_private(path, 15, &buf, &n, &why) == 0 && n > 0)
+		code = (uint32_t)strtoul(buf, NULL, 10) & 0xff;
+	free(buf);
+	return code;
 }
 
 static void on_pidfd(void *ctx, int fd, uint32_t events)
@@ -347,81 +364,102 @@ static void on_pidfd(void *ctx, int fd, uint32_t events)
 	}
 }
 
-static void state_load(struct task *t)
+/* A created init's spec, again from its bundle's config.json. */
+static int init_spec(const struct ctr *c, struct shim_proc *spec)
 {
-	struct json_object *o = json_object_from_file(t->state_path), *cs, *ps;
-	const char *vm = o ? jstr(o, "vm") : NULL;
+	char path[4200], *why = NULL;
+	struct json_object *cfg, *pj;
+	int r;
 
-	if (!o || !vm || strlen(vm) >= sizeof(t->vm) ||
-	    !json_object_object_get_ex(o, "ctrs", &cs) ||
-	    !json_object_object_get_ex(o, "procs", &ps) ||
-	    !json_object_is_type(cs, json_type_array) ||
-	    !json_object_is_type(ps, json_type_array)) {
-		json_object_put(o);
-		return;
+	snprintf(path, sizeof(path), "%s/config.json", c->bundle);
+	cfg = json_object_from_file(path);
+	const char *js = cfg && json_object_object_get_ex(cfg, "process", &pj)
+				 ? json_object_to_json_string(pj)
+				 : "";
+	r = shim_oci_process(js, strlen(js), spec, &why);
+	json_object_put(cfg);
+	return r;
+}
+
+/* A saved process back into the table; false when the table is full. */
+static bool proc_restore(struct task *t, struct pod_state_proc *sp, bool alive)
+{
+	struct proc *p = proc_new(t, &t->ctrs[sp->c]);
+
+	if (!p)
+		return false;
+	/* The strings move from the parsed state into the table. */
+	p->exec_id = sp->exec_id;
+	sp->exec_id = NULL;
+	for (int k = 0; k < 3; k++) {
+		p->stdio[k] = sp->stdio[k];
+		sp->stdio[k] = NULL;
 	}
-	snprintf(t->vm, sizeof(t->vm), "%s", vm);
-	shim_vm_work_path(t->vm, "", t->pod_dir, sizeof(t->pod_dir));
-	t->paused = jint(o, "paused");
-	snprintf(t->netns, sizeof(t->netns), "%s", jstr(o, "netns") ? jstr(o, "netns") : "");
-	bool alive = shim_vm_alive(t->vm);
-	for (size_t i = 0; i < json_object_array_length(cs); i++) {
-		struct json_object *j = json_object_array_get_idx(cs, i);
-		int64_t k = jint(j, "i");
-		const char *id = jstr(j, "id"), *bundle = jstr(j, "bundle");
-		const char *rootfs = jstr(j, "rootfs");
-		if (k < 0 || k >= MAX_CTRS || !id || !bundle || !rootfs || t->ctrs[k].used)
-			continue;
-		struct ctr *c = &t->ctrs[k];
-		*c = (struct ctr){ .used = true, .id = strdup(id), .bundle = strdup(bundle),
-				   .mounted = jint(j, "mounted"), .attached = jint(j, "attached") };
-		snprintf(c->rootfs, sizeof(c->rootfs), "%s", rootfs);
-		snprintf(c->guest_root, sizeof(c->guest_root), SHIM_GUEST_ROOT "/%s", id);
-	}
-	for (size_t i = 0; i < json_object_array_length(ps); i++) {
-		struct json_object *j = json_object_array_get_idx(ps, i);
-		int64_t k = jint(j, "c");
-		if (k < 0 || k >= MAX_CTRS || !t->ctrs[k].used)
-			continue;
-		struct proc *p = proc_new(t, &t->ctrs[k]);
-		if (!p)
-			break;
-		const char *e = jstr(j, "exec_id");
-		p->exec_id = e ? strdup(e) : NULL;
-		static const char *const keys[] = { "stdin", "stdout", "stderr" };
-		for (int s = 0; s < 3; s++)
-			p->stdio[s] = jstr(j, keys[s]) ? strdup(jstr(j, keys[s])) : NULL;
-		p->pid = (pid_t)jint(j, "pid");
-		p->start = (uint64_t)jint(j, "start");
-		p->status = (enum status)jint(j, "status");
-		p->exit_status = (uint32_t)jint(j, "exit_status");
-		p->exited_ns = jint(j, "exited_ns");
-		if (p->status == ST_CREATED) {
-			/* A created init: its spec again from the bundle. */
-			char path[4200], *why = NULL;
-			struct json_object *cfg, *pj;
-			snprintf(path, sizeof(path), "%s/config.json", t->ctrs[k].bundle);
-			cfg = json_object_from_file(path);
-			const char *js = cfg && json_object_object_get_ex(cfg, "process", &pj)
-						 ? json_object_to_json_string(pj)
-						 : "";
-			if (shim_oci_process(js, strlen(js), &p->spec, &why) < 0)
-				p->status = ST_STOPPED, p->exit_status = 255;
-			json_object_put(cfg);
-		} else if (p->status == ST_RUNNING) {
-			int fd = -1;
-			if (alive && p->pid > 0 && shim_vm_proc_is(p->pid, p->start))
-				fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
-			if (fd >= 0 && ttrpc_server_watch(t->srv, fd, on_pidfd, t) == 0)
-				p->pidfd = fd + 1;
-			else {
-				if (fd >= 0)
-					close(fd);
-				proc_exited(t, p, orphan_code(t, p->pid));
-			}
+	p->pid = sp->pid;
+	p->start = sp->start;
+	p->status = sp->status;
+	p->exit_status = sp->exit_status;
+	p->exited_ns = sp->exited_ns;
+	if (p->status == ST_CREATED && sp->has_spec) {
+		p->spec = sp->spec; /* an exec added but not started */
+		sp->spec = (struct shim_proc){ 0 };
+	} else if (p->status == ST_CREATED) {
+		if (init_spec(&t->ctrs[p->c], &p->spec) < 0)
+			p->status = ST_STOPPED, p->exit_status = 255;
+	} else if (p->status == ST_RUNNING) {
+		int fd = -1;
+		if (alive && shim_vm_proc_is(p->pid, p->start))
+			fd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+		if (fd >= 0 && ttrpc_server_watch(t->srv, fd, on_pidfd, t) == 0)
+			p->pidfd = fd + 1;
+		else {
+			if (fd >= 0)
+				close(fd);
+			proc_exited(t, p, orphan_code(t, p->pid));
 		}
 	}
-	json_object_put(o);
+	return true;
+}
+
+static void state_load(struct task *t)
+{
+	struct pod_state *s = calloc(1, sizeof(*s));
+	const char *why = "out of memory";
+	size_t len = 0;
+	char *buf = NULL;
+	int r = s ? shim_read_private(t->state_path, SHIM_POD_STATE_MAX_BYTES, &buf, &len, &why)
+		  : -ENOMEM;
+
+	if (r == 0)
+		r = shim_pod_state_parse(buf, len, s, &why);
+	free(buf);
+	if (r < 0) {
+		/* None (a new pod) is the usual case; a refused one is left for `delete`. */
+		if (r != -ENOENT)
+			shim_log("ignoring the saved pod state %s: %s", t->state_path, why);
+		if (s)
+			shim_pod_state_release(s);
+		free(s);
+		return;
+	}
+	snprintf(t->vm, sizeof(t->vm), "%s", s->vm);
+	shim_vm_work_path(t->vm, "", t->pod_dir, sizeof(t->pod_dir));
+	t->paused = s->paused;
+	snprintf(t->netns, sizeof(t->netns), "%s", s->netns);
+	bool alive = shim_vm_alive(t->vm);
+	for (size_t i = 0; i < s->n_ctrs; i++) {
+		struct pod_state_ctr *sc = &s->ctrs[i];
+		struct ctr *c = &t->ctrs[sc->i];
+		*c = (struct ctr){ .used = true, .id = sc->id, .bundle = sc->bundle,
+				   .mounted = sc->mounted, .attached = sc->attached };
+		sc->id = sc->bundle = NULL;
+		snprintf(c->rootfs, sizeof(c->rootfs), "%s", sc->rootfs);
+		snprintf(c->guest_root, sizeof(c->guest_root), SHIM_GUEST_ROOT "/%s", c->id);
+	}
+	for (size_t i = 0; i < s->n_procs && proc_restore(t, &s->procs[i], alive); i++)
+		;
+	shim_pod_state_release(s);
+	free(s);
 	shim_log("re-attached to pod VM %s (%d containers)%s", t->vm, n_ctrs(t),
 		 alive ? "" : "; the VM is gone");
 	/* Processes whose helper already ended are done: an exit seen now (pidfd readable). */
@@ -554,16 +592,6 @@ static int do_mount(const struct mount_req *m, const char *target, char **why)
 	return 0;
 }
 
-/* Ids containerd accepts ([A-Za-z0-9_.-], up to 76): a safe directory name beneath the pod dir. */
-static bool id_ok(const char *id)
-{
-	size_t n = strlen(id);
-
-	if (n == 0 || n > 76 || id[0] == '.')
-		return false;
-	return strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n;
-}
-
 static void remove_pod_dir(struct task *t)
 {
 	shim_vm_pod_dir_remove(t->vm);
@@ -574,8 +602,8 @@ static void remove_pod_dir(struct task *t)
 static int ctr_attach(struct task *t, struct ctr *ct, const struct shim_vm_config *vc,
 		      char **why)
 {
-	static char msg[sizeof(((struct avm_error *)0)->msg) + 48];
-	struct avm_error err = { 0 };
+	static char msg[sizeof(((struct shim_err *)0)->msg) + 48];
+	struct shim_err err = { 0 };
 	bool booted = false;
 	int r;
 
@@ -657,9 +685,9 @@ static void ctr_unattach(struct task *t, struct ctr *ct)
  */
 static int ctr_binds(struct task *t, struct ctr *ct, struct json_object *cfg, char **why)
 {
-	static char msg[sizeof(((struct avm_error *)0)->msg)];
+	static char msg[sizeof(((struct shim_err *)0)->msg)];
 	struct json_object *ms, *v;
-	struct avm_error err = { 0 };
+	struct shim_err err = { 0 };
 
 	if (!json_object_object_get_ex(cfg, "mounts", &ms) ||
 	    !json_object_is_type(ms, json_type_array))
@@ -717,7 +745,7 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 	struct json_object *cfg = NULL, *proc = NULL, *root = NULL, *rp, *an;
 	struct shim_vm_config vc = { 0 };
 	struct shim_config sc = { 0 };
-	struct avm_error err = { 0 };
+	struct shim_err err = { 0 };
 	char *opt_type = NULL, *config_path = NULL;
 	const uint8_t *opt = NULL;
 	size_t opt_len = 0;
@@ -759,7 +787,7 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 		.allow_cidr = sc.allow_cidr.v, .n_allow_cidr = sc.allow_cidr.n,
 		.allow_domain = sc.allow_domain.v, .n_allow_domain = sc.allow_domain.n,
 	};
-	if (!id_ok(id)) {
+	if (!shim_id_ok(id)) {
 		why = "bad container id (use 1-76 of [A-Za-z0-9_.-])";
 		goto out;
 	}
@@ -813,10 +841,10 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 		{
 			if (n == 0 && sc.no_annotations &&
 			    !strncmp(key, SHIM_ANNOTATION_PREFIX, strlen(SHIM_ANNOTATION_PREFIX)))
-				n = avm_error_set(&err, -EPERM,
-						  "annotation '%s' refused: this runtime's config "
-						  "sets \"annotations\": false",
-						  key);
+				n = shim_err_set(&err, -EPERM,
+						 "annotation '%s' refused: this runtime's config "
+						 "sets \"annotations\": false",
+						 key);
 			if (n == 0 && json_object_is_type(val, json_type_string))
 				n = shim_vm_config_set(&vc, key, json_object_get_string(val), &err);
 		}
@@ -952,7 +980,7 @@ static int open_output(const char *path)
 static void task_start(struct task *t, struct ttrpc_call call, const struct common_req *c)
 {
 	struct proc *p = lookup(t, call, c);
-	struct avm_error err = { 0 };
+	struct shim_err err = { 0 };
 	struct pb_buf b = { 0 }, ev = { 0 };
 	int fds[3], r;
 
@@ -1023,6 +1051,12 @@ static void task_exec(struct task *t, struct ttrpc_call call, const uint8_t *dat
 		ttrpc_reply(t->srv, call, TTRPC_INVALID_ARGUMENT, why, NULL);
 		goto out;
 	}
+	/* containerd's own rule for ids; the pod's saved state holds no other. */
+	if (!shim_id_ok(c.exec_id)) {
+		ttrpc_reply(t->srv, call, TTRPC_INVALID_ARGUMENT,
+			    "bad exec id (use 1-76 of [A-Za-z0-9_.-])", NULL);
+		goto out;
+	}
 	struct ctr *ct = ctr_find(t, c.id);
 	if (!ct) {
 		ttrpc_reply(t->srv, call, TTRPC_NOT_FOUND, "no such task", NULL);
@@ -1047,6 +1081,8 @@ static void task_exec(struct task *t, struct ttrpc_call call, const uint8_t *dat
 		p->stdio[i] = stdio[i];
 		stdio[i] = NULL;
 	}
+	/* Kept: containerd starts it with its own next call, maybe to a restarted shim. */
+	state_save(t);
 	ttrpc_reply(t->srv, call, TTRPC_OK, NULL, NULL);
 	struct pb_buf ev = { 0 };
 	pb_put_str(&ev, 1, ct->id);
@@ -1067,7 +1103,7 @@ static void task_state(struct task *t, struct ttrpc_call call, const struct comm
 
 	if (!p)
 		return;
-	enum status st = p->status == ST_RUNNING && t->paused ? ST_PAUSED : p->status;
+	enum shim_status st = p->status == ST_RUNNING && t->paused ? ST_PAUSED : p->status;
 	pb_put_str(&b, 1, ctr_id(t, p));
 	pb_put_str(&b, 2, t->ctrs[p->c].bundle);
 	/* Before Start the init's pid is the one Create answered: the shim's. */
@@ -1133,7 +1169,7 @@ static void task_kill(struct task *t, struct ttrpc_call call, const struct commo
 static void task_pause(struct task *t, struct ttrpc_call call, const struct common_req *c,
 		       bool pause)
 {
-	struct avm_error err = { 0 };
+	struct shim_err err = { 0 };
 
 	if (!lookup(t, call, c))
 		return;
@@ -1251,7 +1287,7 @@ static void task_stats(struct task *t, struct ttrpc_call call, const struct comm
 {
 	struct ctr *ct = ctr_find(t, c->id);
 	struct shim_vm_usage u;
-	struct avm_error err = { 0 };
+	struct shim_err err = { 0 };
 	struct pb_buf m = { 0 }, pids = { 0 }, cpu = { 0 }, usage = { 0 }, mem = { 0 }, ent = { 0 },
 		      net = { 0 }, any = { 0 }, b = { 0 };
 	uint64_t n = 0;

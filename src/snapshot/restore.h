@@ -12,7 +12,7 @@
 
 #include "base/error.h"
 #include "snapshot/snapshot.h"
-#include "vm/spec.h"
+#include "spec/spec.h"
 
 /* In a restored VM's state dir: the name of the snapshot it came from (where `reset` goes). */
 #define RESTORE_ORIGIN_FILE "snapshot"

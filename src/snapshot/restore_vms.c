@@ -12,7 +12,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "pool/pool.h"
 #include "snapshot/restore_vms.h"
 #include "snapshot/snapshot.h"
 #include "base/util.h"
@@ -178,7 +177,7 @@ int restore_reset(const char *name, long boot_timeout_s, struct avm_error *err)
 	 * A pool VM nobody acquired is serve's: its supervisor watches serve and goes with it; a
 	 * reset one would not (and serve would count it twice). Acquire it first.
 	 */
-	bool pooled = has_file(dir, POOL_VM_FILE), acquired = has_file(dir, POOL_ACQUIRED_FILE);
+	bool pooled = has_file(dir, STATEDIR_POOL_VM), acquired = has_file(dir, STATEDIR_POOL_ACQUIRED);
 	if (pooled && !acquired)
 		return avm_error_kind(err, AVM_ERR_STATE,
 				      avm_error_set(err, -EBUSY,
@@ -209,9 +208,9 @@ int restore_reset(const char *name, long boot_timeout_s, struct avm_error *err)
 	_cleanup_free_ char *ndir = NULL;
 	if (statedir_find(name, &ndir, NULL) == 0) {
 		if (acquired)
-			mark(ndir, POOL_ACQUIRED_FILE);
+			mark(ndir, STATEDIR_POOL_ACQUIRED);
 		if (pooled)
-			mark(ndir, POOL_VM_FILE);
+			mark(ndir, STATEDIR_POOL_VM);
 	}
 	return 0;
 }

@@ -35,25 +35,6 @@ void snap_meta_release(struct snap_meta *m)
 	memset(m, 0, sizeof(*m));
 }
 
-const char *snap_root(void)
-{
-	static char buf[PATH_MAX];
-	const char *env = getenv("AGENTVM_SNAPSHOT_DIR");
-	const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
-
-	if (env && *env)
-		return env;
-	if (geteuid() != 0) {
-		if (xdg && *xdg)
-			snprintf(buf, sizeof(buf), "%s/agentvm/snapshots", xdg);
-		else
-			snprintf(buf, sizeof(buf), "%s/.local/share/agentvm/snapshots",
-				 home ? home : "/tmp");
-		return buf;
-	}
-	return "/var/lib/agentvm/snapshots";
-}
-
 int snap_validate_name(const char *name, struct avm_error *err)
 {
 	if (name_is_valid(name, SNAP_MAX_NAME))
@@ -66,7 +47,7 @@ int snap_validate_name(const char *name, struct avm_error *err)
 
 int snap_tmp_pattern(char *buf, size_t len, const char *name)
 {
-	int n = snprintf(buf, len, "%s/.%s.tmp-XXXXXX", snap_root(), name);
+	int n = snprintf(buf, len, "%s/.%s.tmp-XXXXXX", paths_snapshot_root(), name);
 
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
@@ -78,8 +59,8 @@ bool snap_is_tmp_name(const char *entry)
 
 int snap_path(char *buf, size_t len, const char *name, const char *file)
 {
-	int n = file ? snprintf(buf, len, "%s/%s/%s", snap_root(), name, file)
-		     : snprintf(buf, len, "%s/%s", snap_root(), name);
+	int n = file ? snprintf(buf, len, "%s/%s/%s", paths_snapshot_root(), name, file)
+		     : snprintf(buf, len, "%s/%s", paths_snapshot_root(), name);
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
@@ -93,7 +74,7 @@ void snap_time_ny(time_t t, char *buf, size_t len)
 	snprintf(buf, len, "%.19s%s", full, full + 23); /* without the ".000" */
 }
 
-static struct json_object *input_json(const struct snap_input *in)
+static struct json_object *input_json(const struct file_input *in)
 {
 	struct json_object *o = json_object_new_object();
 
@@ -187,17 +168,7 @@ static int get_i64(struct json_object *o, const char *k, int64_t min, int64_t ma
 	return 0;
 }
 
-static bool is_hex64(const char *s)
-{
-	if (strlen(s) != 64)
-		return false;
-	for (; *s; s++)
-		if (!isxdigit((unsigned char)*s) || isupper((unsigned char)*s))
-			return false;
-	return true;
-}
-
-static int parse_input(struct json_object *inputs, const char *k, struct snap_input *in,
+static int parse_input(struct json_object *inputs, const char *k, struct file_input *in,
 		       struct avm_error *err)
 {
 	struct json_object *o, *v;
@@ -214,7 +185,7 @@ static int parse_input(struct json_object *inputs, const char *k, struct snap_in
 	}
 	if (in->path[0] != '/')
 		return avm_error_set(err, -EBADMSG, "meta.json: inputs.%s.path must be absolute", k);
-	if (!is_hex64(sha))
+	if (!file_input_hex_ok(sha))
 		return avm_error_set(err, -EBADMSG,
 				     "meta.json: inputs.%s.sha256 is not 64 lowercase hex digits", k);
 	memcpy(in->sha256, sha, 65);
@@ -323,7 +294,7 @@ int snap_load(const char *name, struct snap_meta *m, struct avm_error *err)
 	if (stat(path, &st) < 0)
 		return avm_error_set(err, -ENOENT,
 				     "no snapshot named '%s' in %s (see 'agentvm snapshot ls')", name,
-				     snap_root());
+				     paths_snapshot_root());
 	snap_path(path, sizeof(path), name, SNAP_META_FILE);
 	r = read_file(path, &text, 1 << 20);
 	if (r < 0)
@@ -365,89 +336,7 @@ int snap_load(const char *name, struct snap_meta *m, struct avm_error *err)
 	return 0;
 }
 
-static int stat_input(const char *path, struct stat *st, struct avm_error *err)
-{
-	if (stat(path, st) < 0)
-		return avm_error_setx(err, -errno, "cannot stat %s", path);
-	return 0;
-}
-
-/*
- * Hashing a multi-GiB disk image on every save would cost seconds each time (~200 MB/s here),
- * so a hash is kept in the cache dir (see snapshot.h) under a name made of the file's device,
- * inode, size, mtime and ctime: any write or replacement changes one of them, so a hit is the
- * same content. A cache, not snapshot data: it lives outside the snapshot root.
- */
-const char *snap_hash_cache_dir(void)
-{
-	static char buf[PATH_MAX];
-	const char *env = getenv("AGENTVM_CACHE_DIR");
-	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-
-	if (env && *env)
-		snprintf(buf, sizeof(buf), "%s/hashes", env);
-	else if (geteuid() == 0)
-		snprintf(buf, sizeof(buf), "/var/cache/agentvm/hashes");
-	else if (xdg && *xdg)
-		snprintf(buf, sizeof(buf), "%s/agentvm/hashes", xdg);
-	else
-		snprintf(buf, sizeof(buf), "%s/.cache/agentvm/hashes", home ? home : "/tmp");
-	return buf;
-}
-
-static void hash_cache_name(char *buf, size_t len, const struct stat *st)
-{
-	snprintf(buf, len, "%s/%llx-%llx-%llx-%llx.%lx-%llx.%lx", snap_hash_cache_dir(),
-		 (unsigned long long)st->st_dev, (unsigned long long)st->st_ino,
-		 (unsigned long long)st->st_size, (unsigned long long)st->st_mtim.tv_sec,
-		 st->st_mtim.tv_nsec, (unsigned long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
-}
-
-static int hashed_file(const char *path, const struct stat *st, char hex[65])
-{
-	char cache[PATH_MAX];
-	_cleanup_free_ char *text = NULL;
-	int r;
-
-	/*
-	 * File times tick with the kernel's coarse clock: a file changed within the last seconds
-	 * could change again under the same times, so it is hashed and not cached ("racy git").
-	 */
-	bool settled = time(NULL) - st->st_mtim.tv_sec > 2 && time(NULL) - st->st_ctim.tv_sec > 2;
-
-	hash_cache_name(cache, sizeof(cache), st);
-	if (settled && read_file(cache, &text, 128) == 64 && is_hex64(text)) {
-		memcpy(hex, text, 65);
-		return 0;
-	}
-	if ((r = sha256_file(path, hex)) < 0 || !settled)
-		return r;
-	if (mkdir_p(snap_hash_cache_dir(), 0700) == 0) /* best effort: a miss only costs time */
-		write_file_atomic(cache, hex, 64);
-	return 0;
-}
-
-int snap_input_record(struct snap_input *in, const char *path, struct avm_error *err)
-{
-	struct stat st;
-	char real[PATH_MAX];
-	int r;
-
-	if (!realpath(path, real))
-		return avm_error_setx(err, -errno, "cannot resolve %s", path);
-	if ((r = stat_input(real, &st, err)) < 0)
-		return r;
-	r = hashed_file(real, &st, in->sha256);
-	if (r < 0)
-		return avm_error_setx(err, r, "cannot read %s", real);
-	free(in->path);
-	in->path = strdup(real);
-	in->size = st.st_size;
-	in->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-	return in->path ? 0 : avm_error_set(err, -ENOMEM, "out of memory");
-}
-
-int snap_input_check(const struct snap_input *in, const char *path, const char *what,
+int snap_input_check(const struct file_input *in, const char *path, const char *what,
 		     const char *snap, struct avm_error *err)
 {
 	struct stat st;
@@ -508,7 +397,7 @@ int snap_record_disks(struct snap_meta *m, const struct vm_spec *spec, struct av
 	int r;
 
 	for (size_t i = 0; i < spec->n_disks; i++) {
-		if ((r = snap_input_record(&m->disks[i], spec->disks[i].file, err)) < 0)
+		if ((r = file_input_record(&m->disks[i], spec->disks[i].file, err)) < 0)
 			return r;
 		m->n_disks = i + 1;
 	}
@@ -524,9 +413,9 @@ int snap_record_inputs(struct snap_meta *m, const char *kernel, const char *init
 	if ((r = host_find_qemu(&qemu, err)) < 0 ||
 	    (r = host_guest_images(kernel, initrd, &k, &i, err)) < 0)
 		return r;
-	if ((r = snap_input_record(&m->kernel, k, err)) < 0 ||
-	    (r = snap_input_record(&m->initrd, i, err)) < 0 ||
-	    (r = snap_input_record(&m->qemu, qemu, err)) < 0)
+	if ((r = file_input_record(&m->kernel, k, err)) < 0 ||
+	    (r = file_input_record(&m->initrd, i, err)) < 0 ||
+	    (r = file_input_record(&m->qemu, qemu, err)) < 0)
 		return r;
 	return 0;
 }

@@ -22,14 +22,16 @@
 #include <time.h>
 
 #include "base/error.h"
-#include "vm/spec.h"
+#include "spec/spec.h"
+#include "state/file_input.h"
+#include "state/paths.h"
 
 #define SNAP_FORMAT 1
 #define SNAP_MAX_NAME 63
 
 /* The files of a snapshot dir (above; the disk copies are disk_overlay_path()'s, disk.h). */
 #define SNAP_STATE_FILE "state"
-#define SNAP_META_FILE "meta.json"
+#define SNAP_META_FILE PATHS_SNAPSHOT_META
 /* The copy-on-write template a restore builds once: guest RAM and the device state. */
 #define SNAP_COW_MEM_FILE "cow-mem"
 #define SNAP_COW_DEVSTATE_FILE "cow-devstate"
@@ -37,13 +39,6 @@
 int snap_tmp_pattern(char *buf, size_t len, const char *name);
 /* Whether a root entry is a save's temp dir. */
 bool snap_is_tmp_name(const char *entry);
-
-struct snap_input {
-	char *path;
-	char sha256[65];
-	int64_t size;
-	int64_t mtime_ns;
-};
 
 struct snap_meta {
 	char *name;
@@ -57,8 +52,8 @@ struct snap_meta {
 	char *profile;
 	int64_t state_size; /* bytes of `state` */
 	int64_t save_ms;
-	struct snap_input kernel, initrd, qemu;
-	struct snap_input disks[VM_SPEC_MAX_DISKS]; /* the user's images, one per spec disk */
+	struct file_input kernel, initrd, qemu;
+	struct file_input disks[VM_SPEC_MAX_DISKS]; /* the user's images, one per spec disk */
 	size_t n_disks;
 	char qemu_version[32]; /* "7.2.22" */
 	struct json_object *spec; /* the source VM's spec.json (owned) */
@@ -70,8 +65,6 @@ int snap_meta_parse(const char *text, struct snap_meta *m, struct avm_error *err
 /* meta.json text (caller frees). */
 char *snap_meta_to_string(const struct snap_meta *m);
 
-/* The snapshot root (see above). */
-const char *snap_root(void);
 /* Snapshot names: like VM names. */
 int snap_validate_name(const char *name, struct avm_error *err);
 /* <root>/<name> into buf. */
@@ -79,13 +72,6 @@ int snap_path(char *buf, size_t len, const char *name, const char *file);
 /* Read and validate <root>/<name>/meta.json; checks that `state` exists with the recorded size. */
 int snap_load(const char *name, struct snap_meta *m, struct avm_error *err);
 
-/*
- * Where input hashes are cached: $AGENTVM_CACHE_DIR/hashes, else /var/cache/agentvm/hashes for
- * root, else $XDG_CACHE_HOME/agentvm/hashes (~/.cache). Safe to delete at any time.
- */
-const char *snap_hash_cache_dir(void);
-/* Record path's identity and sha256 into in (the hash from the cache when the file settled). */
-int snap_input_record(struct snap_input *in, const char *path, struct avm_error *err);
 /*
  * Record m's inputs as this host has them: QEMU, and the kernel and initramfs the VM was started
  * with (NULL: the default images, as `start` resolves them).
@@ -98,7 +84,7 @@ int snap_record_disks(struct snap_meta *m, const struct vm_spec *spec, struct av
  * Is the file at path still the one recorded? Size + mtime equal: yes without hashing; else the
  * sha256 decides. what names it in the message ("guest kernel").
  */
-int snap_input_check(const struct snap_input *in, const char *path, const char *what,
+int snap_input_check(const struct file_input *in, const char *path, const char *what,
 		     const char *snap, struct avm_error *err);
 
 /* RFC 3339 local time of t in America/New_York, e.g. 2026-11-29T06:12:00-05:00. */

@@ -83,7 +83,7 @@ static bool got_stop(int cancel_fd, bool *seen)
 
 void snap_remove_stale_tmp(void)
 {
-	_cleanup_closedir_ DIR *d = opendir(snap_root());
+	_cleanup_closedir_ DIR *d = opendir(paths_snapshot_root());
 	struct dirent *e;
 	time_t now = time(NULL);
 
@@ -98,7 +98,7 @@ void snap_remove_stale_tmp(void)
 		if (fd < 0)
 			continue;
 		if (flock(fd, LOCK_EX | LOCK_NB) == 0 &&
-		    snprintf(path, sizeof(path), "%s/%s", snap_root(), e->d_name) <
+		    snprintf(path, sizeof(path), "%s/%s", paths_snapshot_root(), e->d_name) <
 			    (int)sizeof(path))
 			remove_flat_dir(path);
 		close(fd);
@@ -249,17 +249,17 @@ int snap_save(const char *vm, const char *snap, const char *desc, int cancel_fd,
 	if ((r = save_prepare(vm, snap, desc, dir, &st, &m, &disks, err)) < 0)
 		goto out;
 
-	r = mkdir_p(snap_root(), 0700);
+	r = mkdir_p(paths_snapshot_root(), 0700);
 	if (r < 0) {
 		fail(err, AVM_ERR_INTERNAL, r,
 		     "cannot create the snapshot directory %s: %s (set AGENTVM_SNAPSHOT_DIR)",
-		     snap_root(), strerror(-r));
+		     paths_snapshot_root(), strerror(-r));
 		goto out;
 	}
 	snap_remove_stale_tmp();
 	snap_tmp_pattern(tmp, sizeof(tmp), snap);
 	if (!mkdtemp(tmp)) {
-		r = avm_error_setx(err, -errno, "cannot create a directory in %s", snap_root());
+		r = avm_error_setx(err, -errno, "cannot create a directory in %s", paths_snapshot_root());
 		goto out;
 	}
 	tmp_made = true;
@@ -319,7 +319,7 @@ int snap_save(const char *vm, const char *snap, const char *desc, int cancel_fd,
 		if (r == -ENOSPC || strstr(e.msg, "No space"))
 			fail(err, AVM_ERR_INTERNAL, r,
 			     "cannot save snapshot '%s': the disk holding %s is full (%s)", snap,
-			     snap_root(), e.msg);
+			     paths_snapshot_root(), e.msg);
 		else
 			fail(err, AVM_ERR_INTERNAL, r, "cannot save snapshot '%s': %s", snap, e.msg);
 		goto out;
@@ -352,7 +352,7 @@ int snap_save(const char *vm, const char *snap, const char *desc, int cancel_fd,
 	tmp_made = false;
 	saved = true;
 	audit_vm_str("snapshot.save", vm, "snapshot", snap);
-	fsync_path(snap_root());
+	fsync_path(paths_snapshot_root());
 	r = 0;
 	/* Build the copy-on-write template now, so the first restore is as fast as the rest. */
 	if (restore_cow() && !got_stop(cancel_fd, &intr)) {
@@ -398,7 +398,7 @@ int snap_list(char ***out)
 	size_t n = 0;
 
 	snap_remove_stale_tmp(); /* of saves that died (a SIGKILL, a crash) */
-	d = opendir(snap_root());
+	d = opendir(paths_snapshot_root());
 	while (d && (e = readdir(d))) {
 		if (e->d_name[0] == '.' || snap_validate_name(e->d_name, NULL) < 0)
 			continue;

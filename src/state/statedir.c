@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: MIT */
 #include "state/statedir.h"
-#include "obs/metrics.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -14,10 +13,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "obs/audit.h"
-#include "snapshot/snapshot.h"
 #include "base/strv.h"
 #include "base/util.h"
+#include "state/paths.h"
 
 const char *statedir_root(void)
 {
@@ -73,17 +71,11 @@ int statedir_check_trust(const char *path, const char *env, struct avm_error *er
 
 int statedir_check_all_trust(struct avm_error *err)
 {
-	char cache[PATH_MAX], *slash;
 	int r;
 
-	snprintf(cache, sizeof(cache), "%s", snap_hash_cache_dir());
-	slash = strrchr(cache, '/'); /* .../hashes: the cache dir is its parent */
-	if (slash && slash != cache)
-		*slash = '\0';
 	if ((r = statedir_check_trust(statedir_root(), "AGENTVM_STATE_DIR", err)) < 0 ||
-	    (r = statedir_check_trust(snap_root(), "AGENTVM_SNAPSHOT_DIR", err)) < 0 ||
-	    (r = statedir_check_trust(cache, "AGENTVM_CACHE_DIR", err)) < 0 ||
-	    (r = audit_check_trust(err)) < 0)
+	    (r = statedir_check_trust(paths_snapshot_root(), "AGENTVM_SNAPSHOT_DIR", err)) < 0 ||
+	    (r = statedir_check_trust(paths_cache_root(), "AGENTVM_CACHE_DIR", err)) < 0)
 		return r;
 	return 0;
 }
@@ -183,14 +175,7 @@ int statedir_create(const char *name, char **path, struct avm_error *err)
 
 int statedir_remove(const char *dir)
 {
-	const char *slash = strrchr(dir, '/');
-	int r;
-
-	metrics_retire(dir); /* its counters outlive it in the host-wide sums */
-	r = remove_flat_dir(dir);
-	if (r == 0)
-		audit_vm("vm.removed", slash ? slash + 1 : dir);
-	return r;
+	return remove_flat_dir(dir);
 }
 
 int statedir_find(const char *name, char **path, struct avm_error *err)

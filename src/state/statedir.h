@@ -13,7 +13,8 @@
 
 #define STATEDIR_MAX_NAME 63
 
-/* The files of a VM's state dir (spec.json is spec.h's VM_SPEC_FILE). */
+/* The files of a VM's state dir. */
+#define STATEDIR_SPEC "spec.json"            /* spec.h reads and writes it (VM_SPEC_FILE) */
 #define STATEDIR_LOCK "lock"             /* flock: one caller acts on the VM at a time */
 #define STATEDIR_STATE "state.json"      /* vmstate.h */
 #define STATEDIR_NET "net.json"          /* net.h: the VM has a NIC exactly when it exists */
@@ -22,6 +23,8 @@
 #define STATEDIR_CONSOLE_LOG "console.log"
 #define STATEDIR_QEMU_LOG "qemu.log"
 #define STATEDIR_EVENTS "events.jsonl"
+#define STATEDIR_POOL_VM "pool"           /* pool.h: the markers of a pool VM */
+#define STATEDIR_POOL_ACQUIRED "acquired"
 
 /* The root: $AGENTVM_STATE_DIR, else /run/agentvm for root, else $XDG_RUNTIME_DIR/agentvm. */
 const char *statedir_root(void);
@@ -41,7 +44,8 @@ int statedir_check_paths(const char *name, struct avm_error *err);
  * moves it, for the one-line fix. 0 or -EPERM.
  */
 int statedir_check_trust(const char *path, const char *env, struct avm_error *err);
-/* statedir_check_trust() of the state root, the snapshot root and the cache dir. */
+/* statedir_check_trust() of the state root, the snapshot root and the cache dir (the audit
+   directory is audit_check_trust()'s). */
 int statedir_check_all_trust(struct avm_error *err);
 
 int statedir_validate_name(const char *name, struct avm_error *err);
@@ -72,7 +76,10 @@ int statedir_read(const char *dir, const char *file, char **out, size_t max);
 
 /* Names of every VM under the root, sorted; *out is a NULL-terminated strv (strv_free). */
 int statedir_list(char ***out);
-/* Remove the directory and everything in it; 0 when it is gone. */
+/*
+ * Remove the directory and everything in it; 0 when it is gone. A VM's removal goes through
+ * vm_dir_remove() (vm.h), which also retires its metrics and audits it.
+ */
 int statedir_remove(const char *dir);
 
 #endif

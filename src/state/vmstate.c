@@ -15,17 +15,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "vm/launcher.h"
 #include "state/statedir.h"
 #include "base/util.h"
-
-int64_t realtime_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 #define STATE_RESERVE 4096
 #define STATE_SPARE "state.json.spare"

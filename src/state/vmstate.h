@@ -63,7 +63,6 @@ int vmstate_reserve(const char *dir);
 /* Write state.json in place of its reserved spare (see vmstate_reserve). 0 or -errno. */
 int vmstate_write(const char *dir, const struct vm_state *s);
 int vmstate_read(const char *dir, struct vm_state *s, struct avm_error *err);
-int64_t realtime_ms(void);
 /* A process's start time in clock ticks since boot (/proc/PID/stat field 22); 0: no such pid
    or one that has ended and waits to be reaped (a zombie). */
 uint64_t proc_start_time(pid_t pid);

@@ -21,9 +21,10 @@
 
 #include "vm/host.h"
 #include "base/sha256.h"
-#include "snapshot/snapshot.h"
+#include "state/file_input.h"
 #include "state/statedir.h"
 #include "base/util.h"
+#include "state/paths.h"
 #include "vm/vm_restore.h"
 
 #define FORMAT 1
@@ -46,17 +47,12 @@ bool boot_cache_enabled(void)
 	return !(e && !strcmp(e, "0"));
 }
 
+/* A template dir's description (its shape, inputs and size): this file owns its format. */
+#define TEMPLATE_META "meta.json"
+
 const char *boot_cache_dir(void)
 {
-	static char buf[PATH_MAX];
-	char *slash;
-
-	/* The cache dir is the parent of the input-hash cache (snapshot.h). */
-	snprintf(buf, sizeof(buf), "%s", snap_hash_cache_dir());
-	slash = strrchr(buf, '/');
-	if (slash && (size_t)(slash - buf) + sizeof("/templates") < sizeof(buf))
-		strcpy(slash, "/templates");
-	return buf;
+	return paths_template_dir();
 }
 
 static long env_long(const char *name, long def, long max)
@@ -93,8 +89,8 @@ int boot_cache_shape_text(const struct boot_shape *sh, char *buf, size_t len,
 
 static int record_sha(char out[65], const char *path, struct avm_error *err)
 {
-	struct snap_input in = { 0 };
-	int r = snap_input_record(&in, path, err);
+	struct file_input in = { 0 };
+	int r = file_input_record(&in, path, err);
 
 	if (r == 0)
 		memcpy(out, in.sha256, 65);
@@ -207,7 +203,7 @@ static int write_meta(const char *dir, const char *text, const char *summary,
 	json_object_object_add(o, "mem_size", json_object_new_int64(mst.st_size));
 	json_object_object_add(o, "mem_mtime_ns", json_object_new_int64(mtime_ns(&mst)));
 	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
-	statedir_file(p, sizeof(p), dir, "meta.json");
+	statedir_file(p, sizeof(p), dir, TEMPLATE_META);
 	r = write_file_atomic(p, s, strlen(s));
 	json_object_put(o);
 	return r < 0 ? avm_error_setx(err, r, "cannot write %s", p) : 0;
@@ -252,7 +248,7 @@ static int load_meta(const char *dir, const char *expect, bool verify, struct tm
 	memset(m, 0, sizeof(*m));
 	if (lstat(dir, &st) < 0)
 		return -ENOENT;
-	statedir_file(p, sizeof(p), dir, "meta.json");
+	statedir_file(p, sizeof(p), dir, TEMPLATE_META);
 	if (read_file(p, &text, META_MAX) < 0) {
 		snprintf(why, why_len, "no readable meta.json");
 		return -EBADMSG;
@@ -406,14 +402,22 @@ int boot_cache_remove(const char *key, struct avm_error *err)
 	int r;
 
 	if (!is_key(key))
-		return avm_error_set(err, -EINVAL,
-				     "'%s' is not a template key (16 hex digits: see agentvm cache ls)",
-				     key);
+		return avm_error_kind(err, AVM_ERR_USAGE,
+				      avm_error_set(err, -EINVAL,
+						    "'%s' is not a template key (16 hex digits: see "
+						    "agentvm cache ls)",
+						    key));
 	statedir_file(dir, sizeof(dir), boot_cache_dir(), key);
 	r = remove_template(dir, true);
 	if (r == -ENOENT)
-		return avm_error_set(err, r, "no boot template %s (see agentvm cache ls)", key);
-	return r < 0 ? avm_error_setx(err, r, "cannot remove %s", dir) : 0;
+		return avm_error_kind(err, AVM_ERR_USAGE,
+				      avm_error_set(err, r, "no boot template %s (see agentvm cache "
+							    "ls)",
+						    key));
+	if (r < 0)
+		return avm_error_kind(err, AVM_ERR_STATE,
+				      avm_error_setx(err, r, "cannot remove %s", dir));
+	return 0;
 }
 
 /* Remove least recently used templates (not keep) until the cache holds at most max bytes. */

@@ -7,7 +7,7 @@
 #include <stddef.h>
 
 #include "base/error.h"
-#include "vm/spec.h"
+#include "spec/spec.h"
 
 /*
  * NULL when KVM can run guests here, else why not: /dev/kvm cannot be opened read-write, or it

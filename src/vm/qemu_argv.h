@@ -9,7 +9,7 @@
 #include <stdbool.h>
 
 #include "base/error.h"
-#include "vm/spec.h"
+#include "spec/spec.h"
 #include "base/strv.h"
 
 /* One workspace disk as QEMU sees it (see disk.h). */

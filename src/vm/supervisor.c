@@ -2,6 +2,7 @@
 #include "vm/supervisor.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -18,7 +19,6 @@
 
 #include "obs/metrics.h"
 #include "vm/monitor.h"
-#include "pool/pool.h"
 #include "state/statedir.h"
 #include "base/util.h"
 #include "vm/vm_internal.h"
@@ -272,6 +272,18 @@ static void from_guest(struct sup *s, const struct avm_frame_hdr *h, const uint8
 		r->used = false;
 }
 
+/*
+ * The CLI maps a heap up front and keeps freed memory for the boot (src/cli/main.c,
+ * prefault_heap); a supervisor lives as long as its VM, so once the VM is up it goes back to
+ * glibc's defaults (mallopt(3): 128 KiB each) and returns what it does not use.
+ */
+static void release_boot_heap(void)
+{
+	mallopt(M_TRIM_THRESHOLD, 128 * 1024);
+	mallopt(M_TOP_PAD, 128 * 1024);
+	malloc_trim(0);
+}
+
 static void on_event(void *opaque, const char *event, struct json_object *data, int64_t sec,
 		     int64_t usec)
 {
@@ -291,10 +303,8 @@ static void on_event(void *opaque, const char *event, struct json_object *data, 
 		vm__set_state(vm, VMS_PAUSED);
 	else if (!strcmp(event, "RESUME"))
 		vm__set_state(vm, VMS_RUNNING);
-	else if (!strcmp(event, "SHUTDOWN") || !strcmp(event, "GUEST_PANICKED")) {
-		vm__note_shutdown(vm, event, data);
-		vm__set_state(vm, VMS_STOPPING);
-	}
+	else if (!strcmp(event, "SHUTDOWN") || !strcmp(event, "GUEST_PANICKED"))
+		vm__set_state(vm, VMS_STOPPING); /* the VM's own listener noted why (vm.c) */
 }
 
 static int listen_agent(struct sup *s)
@@ -486,7 +496,7 @@ static void on_pool_gone(struct sup *s)
 	epoll_ctl(s->vm->epfd, EPOLL_CTL_DEL, s->pool_fd, NULL);
 	close(s->pool_fd);
 	s->pool_fd = -1;
-	statedir_file(path, sizeof(path), s->vm->dir, POOL_ACQUIRED_FILE);
+	statedir_file(path, sizeof(path), s->vm->dir, STATEDIR_POOL_ACQUIRED);
 	if (access(path, F_OK) == 0)
 		return;
 	s->remove_at_exit = true;
@@ -657,9 +667,9 @@ static void supervisor_main(const struct vm_launch_opts *o, int boot_timeout_ms,
 		s.vm->keep_state = false; /* until READY: a failed start leaves nothing */
 		statedir_file(path, sizeof(path), s.vm->dir, STATEDIR_EVENTS);
 		s.events = fopen(path, "ae");
-		qmp_client_set_event_cb(s.vm->qmp, on_event, &s);
+		qmp_client_add_event_listener(s.vm->qmp, on_event, &s);
 		if (s.pool_fd >= 0) {
-			statedir_file(path, sizeof(path), s.vm->dir, POOL_VM_FILE);
+			statedir_file(path, sizeof(path), s.vm->dir, STATEDIR_POOL_VM);
 			if ((r = write_file_atomic(path, "", 0)) < 0)
 				avm_error_setx(&err, r, "cannot write %s", path);
 		}
@@ -686,6 +696,7 @@ static void supervisor_main(const struct vm_launch_opts *o, int boot_timeout_ms,
 	}
 	s.vm->keep_state = true;
 	notify(notify_fd, "OK");
+	release_boot_heap();
 	s.mon = monitor_new(s.vm, o->spec->cpus, o->spec->memory_mib, s.vm->epfd, EV_MONITOR0);
 	serve(&s);
 	monitor_free(s.mon);

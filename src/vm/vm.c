@@ -20,7 +20,7 @@
 #include "obs/audit.h"
 #include "vm/disk.h"
 #include "vm/host.h"
-#include "vm/launcher.h"
+#include "jail/launcher.h"
 #include "vm/monitor.h"
 #include "vm/qemu_argv.h"
 #include "qmp/qmp.h"
@@ -147,15 +147,7 @@ int vm__qemu_died(struct vm *vm, const char *when, struct avm_error *err)
 			     tail[0] ? tail : "");
 }
 
-static void on_qmp_event(void *opaque, const char *event, struct json_object *data,
-			 int64_t ts_sec, int64_t ts_usec)
-{
-	struct vm *vm = opaque;
-
-	vm__note_shutdown(vm, event, data);
-}
-
-void vm__note_shutdown(struct vm *vm, const char *event, struct json_object *data)
+static void note_shutdown(struct vm *vm, const char *event, struct json_object *data)
 {
 	struct json_object *v;
 	const char *reason = NULL;
@@ -168,6 +160,14 @@ void vm__note_shutdown(struct vm *vm, const char *event, struct json_object *dat
 	if (!strcmp(event, "GUEST_PANICKED") ||
 	    (reason && (!strcmp(reason, "guest-reset") || !strcmp(reason, "guest-panic"))))
 		vm->guest_reset = true;
+}
+
+static void on_qmp_event(void *opaque, const char *event, struct json_object *data,
+			 int64_t ts_sec, int64_t ts_usec)
+{
+	struct vm *vm = opaque;
+
+	note_shutdown(vm, event, data);
 }
 
 void vm__pump_console(struct vm *vm)
@@ -234,11 +234,23 @@ static void vm_free(struct vm *vm)
 	if (vm->pidfd >= 0)
 		close(vm->pidfd);
 	if (vm->dir && !vm->keep_state)
-		statedir_remove(vm->dir);
+		vm_dir_remove(vm->dir);
 	free(vm->dir);
 	free(vm->name);
 	free(vm->boot_words);
 	free(vm);
+}
+
+int vm_dir_remove(const char *dir)
+{
+	const char *slash = strrchr(dir, '/');
+	int r;
+
+	metrics_retire(dir); /* its counters outlive it in the host-wide sums */
+	r = statedir_remove(dir);
+	if (r == 0)
+		audit_vm("vm.removed", slash ? slash + 1 : dir);
+	return r;
 }
 
 /* Wait for the pidfd to become readable (QEMU exited) for up to ms; true when reaped. */
@@ -531,7 +543,8 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 		goto fail;
 	}
 	qmp_sp[0] = -1;
-	qmp_client_set_event_cb(vm->qmp, on_qmp_event, vm);
+	/* First listener: the VM's own record of a shutdown, before anyone else's (supervisor). */
+	qmp_client_add_event_listener(vm->qmp, on_qmp_event, vm);
 
 	vm->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (vm->epfd < 0 || vm__ep_add(vm->epfd, qmp_client_fd(vm->qmp), EPOLLIN, EV_QMP) < 0 ||

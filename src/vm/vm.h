@@ -13,7 +13,7 @@
 
 #include "guest-init/proto.h"
 #include "base/error.h"
-#include "vm/spec.h"
+#include "spec/spec.h"
 
 struct vm;
 
@@ -105,6 +105,11 @@ int vm_attach(const char *name, struct vm **out, struct avm_error *err);
 
 /* Ask the guest to power off and wait for QEMU to exit (up to timeout_ms); then destroy. */
 void vm_destroy(struct vm *vm);
+/*
+ * Remove a VM's state dir (its QEMU gone): its exec counters go into the host-wide sums first
+ * and the removal is audited. 0 or -errno.
+ */
+int vm_dir_remove(const char *dir);
 
 /* The launch's steps (its start, QEMU spawned, QMP greeting, snapshot loaded, ready) in ms
    after t0_us (now_us()), one line for AGENTVM_TRACE. */

@@ -293,6 +293,22 @@ static void exec_teardown(struct exec_state *s)
 		close(s->timer_fd);
 }
 
+/* vm_exec()'s end in the audit log: r its return, res its result. */
+static void audit_exec_done(const char *vm, const struct vm_exec_request *req,
+		     const struct vm_exec_result *res, int r, uint64_t bytes_out)
+{
+	static const char *const kinds[] = { "exited", "signaled", "timeout", "start-failed",
+					     "oom-killed" };
+	const char *kind = "error";
+
+	if (r == 0 && res->info.kind < ARRAY_SIZE(kinds))
+		kind = kinds[res->info.kind];
+	if (r == 0 && res->timed_out)
+		kind = "timeout";
+	audit_exec_end(vm, req->argv, req->cwd, kind, res->info.code, res->info.duration_us
+		       ? res->info.duration_us : res->round_trip_us, bytes_out);
+}
+
 int vm_exec(struct vm *vm, const struct vm_exec_request *req, struct vm_exec_result *res,
 	    struct avm_error *err)
 {

@@ -5,7 +5,7 @@
 
 #include "vm/agent_conn.h"
 #include "vm/console.h"
-#include "vm/jail.h"
+#include "jail/jail.h"
 #include "net/net.h"
 #include "qmp/qmp.h"
 #include "vm/vm.h"
@@ -88,8 +88,6 @@ struct vm_wait {
 int vm__wait_guest(struct vm *vm, const struct vm_wait *w, uint64_t deadline, int timeout_ms,
 		   int sig_fd, int r, struct avm_error *err);
 
-/* A QMP SHUTDOWN or GUEST_PANICKED event: note a guest reset (a panic) apart from a power-off. */
-void vm__note_shutdown(struct vm *vm, const char *event, struct json_object *data);
 /* "guest-panic" (a reset with the kernel's panic line on the console), "guest-reset", or NULL. */
 const char *vm__exit_reason(const struct vm *vm);
 

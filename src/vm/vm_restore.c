@@ -32,25 +32,15 @@ struct incoming_wait {
 	char status[32]; /* last MIGRATION status seen */
 };
 
-static void on_event(void *opaque, const char *event, struct json_object *data, int64_t s,
-		     int64_t us)
+/* Listens while the stream loads (a shutdown is the VM's own listener's, vm.c). */
+static void on_migration(void *opaque, const char *event, struct json_object *data, int64_t s,
+			 int64_t us)
 {
 	struct incoming_wait *w = opaque;
 	struct json_object *v;
 
-	if (!strcmp(event, "SHUTDOWN") || !strcmp(event, "GUEST_PANICKED"))
-		w->vm->guest_shutdown = true;
 	if (!strcmp(event, "MIGRATION") && data && json_object_object_get_ex(data, "status", &v))
 		snprintf(w->status, sizeof(w->status), "%s", json_object_get_string(v));
-}
-
-static void on_event_after(void *opaque, const char *event, struct json_object *data, int64_t s,
-			   int64_t us)
-{
-	struct vm *vm = opaque;
-
-	if (!strcmp(event, "SHUTDOWN") || !strcmp(event, "GUEST_PANICKED"))
-		vm->guest_shutdown = true;
 }
 
 /* The reply of a command sent ahead without waiting for it (vm__incoming()). */
@@ -136,7 +126,8 @@ int vm__incoming(struct vm *vm, const struct vm_incoming *in, struct avm_error *
 	if (r < 0)
 		return qmp_failed(vm, r, "getfd", &qe, err);
 
-	qmp_client_set_event_cb(vm->qmp, on_event, &w);
+	if ((r = qmp_client_add_event_listener(vm->qmp, on_migration, &w)) < 0)
+		return avm_error_setx(err, r, "cannot watch QMP events");
 	args = json_object_new_object();
 	json_object_object_add(args, "uri", json_object_new_string("fd:avm-incoming"));
 	r = qmp_client_execute(vm->qmp, "migrate-incoming", args, NULL, 0, NULL, QMP_TIMEOUT_MS,
@@ -147,7 +138,7 @@ int vm__incoming(struct vm *vm, const struct vm_incoming *in, struct avm_error *
 	else if (r >= 0 && a_fd->r < 0)
 		r = a_fd->r, qe = a_fd->qe;
 	if (r < 0) {
-		qmp_client_set_event_cb(vm->qmp, on_event_after, vm);
+		qmp_client_remove_event_listener(vm->qmp, on_migration, &w);
 		return qmp_failed(vm, r,
 				  a_caps->r < 0 ? "migrate-set-capabilities"
 				  : a_fd->r < 0 ? "getfd"
@@ -187,7 +178,7 @@ int vm__incoming(struct vm *vm, const struct vm_incoming *in, struct avm_error *
 			}
 		}
 	}
-	qmp_client_set_event_cb(vm->qmp, on_event_after, vm);
+	qmp_client_remove_event_listener(vm->qmp, on_migration, &w);
 	if (r == -EPIPE || r == -ECONNRESET || r == -EIO) {
 		struct pollfd p = { .fd = vm->pidfd, .events = POLLIN };
 		poll(&p, 1, 3000);

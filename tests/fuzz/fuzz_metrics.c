@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "obs/metrics.h"
-#include "obs/stats.h"
+#include "report/stats.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

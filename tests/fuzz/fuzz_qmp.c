@@ -94,7 +94,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	x.c = qmp_client_new_detached();
 	if (!x.c)
 		return 0;
-	qmp_client_set_event_cb(x.c, on_event, &x);
+	qmp_client_add_event_listener(x.c, on_event, &x);
 
 	/* avm-1, avm-2 before the greeting (held); the negotiation is avm-3. */
 	args = json_object_new_object();

@@ -21,7 +21,7 @@
 #include "vm/boot_cache.h"
 #include "net/net.h"
 #include "snapshot/snapshot.h"
-#include "vm/spec.h"
+#include "spec/spec.h"
 #include "state/vmstate.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -97,6 +97,21 @@ t_kill_supervisor_leaves_nothing_after_gc() {
 	[ ! -e "$AGENTVM_STATE_DIR/k2" ] || fail "gc left the state dir"
 }
 
+# Each command runs in its own guest cgroup: cgroup2 is mounted favordynmods (moving a process in
+# waits for no RCU grace period), and a command's cgroup is gone after its EXIT, so a VM that ran
+# many commands holds the running one's and at most one spare made ahead for the next.
+t_guest_exec_cgroups() {
+	avm start --accel tcg --name k5 >/dev/null || fail "start"
+	expect_contains "cgroup2 favordynmods" "favordynmods" \
+		"$(avm exec k5 -- grep cgroup2 /proc/mounts)"
+	for i in 1 2 3 4 5 6; do avm exec k5 -- true || fail "exec $i"; done
+	own=$(avm exec k5 -- cat /proc/self/cgroup)
+	case "$own" in 0::/exec-*) ;; *) fail "the command is not in an exec cgroup: $own" ;; esac
+	n=$(avm exec k5 -- sh -c 'ls -d /sys/fs/cgroup/exec-* | wc -l')
+	[ "$n" -le 2 ] || fail "$n exec cgroups after 8 commands (want the running one and a spare)"
+	avm rm --force k5 >/dev/null || fail "rm"
+}
+
 t_avm_kill_verb() {
 	avm start --accel tcg --name k3 >/dev/null || fail "start"
 	avm kill k3 || fail "kill"
@@ -186,7 +201,8 @@ t_start_cold_life_cycle() {
 
 filter=${1:-}
 for t in t_start_exec_pause_resume_stop t_start_cold_life_cycle t_duplicate_and_bad_names t_kill_qemu_is_recorded \
-	t_slow_supervisor_is_not_a_crash t_kill_supervisor_leaves_nothing_after_gc t_avm_kill_verb t_logs_and_inspect \
+	t_slow_supervisor_is_not_a_crash t_kill_supervisor_leaves_nothing_after_gc t_guest_exec_cgroups \
+	t_avm_kill_verb t_logs_and_inspect \
 	t_qmp_verbs_and_events t_twenty_concurrent_vms; do
 	case "$t" in *"$filter"*) run_test "$t" ;; esac
 done

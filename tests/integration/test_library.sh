@@ -77,8 +77,50 @@ t_example_through_pkg_config() {
 	[ -z "$(ls -A "$tmp_root/snaps" 2>/dev/null)" ] || fail "snapshots left: $(ls -A "$tmp_root/snaps")"
 }
 
+# The calls for container runtimes (tests/example/runtime.c), through the installed library too.
+t_runtime_calls_through_pkg_config() {
+	install_lib || return
+	flags=$(PKG_CONFIG_PATH=$libdir/pkgconfig pkg-config --define-prefix --cflags --libs agentvm) ||
+		{ fail "pkg-config --cflags --libs agentvm failed"; return; }
+	# shellcheck disable=SC2086
+	if ! cc -std=c11 -Wall -Wextra -Werror -o "$tmp_root/runtime" "$repo/tests/example/runtime.c" \
+		$flags 2>"$tmp_root/cc.err"; then
+		fail "runtime.c does not build: $(head -5 "$tmp_root/cc.err")"
+		return
+	fi
+	AGENTVM_IMAGES=$(dirname "$AVM")/images LD_LIBRARY_PATH=$libdir \
+		"$tmp_root/runtime" "$AGENTVM_STATE_DIR" tcg >"$tmp_root/rt.out" 2>"$tmp_root/rt.err"
+	rc=$?
+	expect_eq "runtime exit code" 0 "$rc"
+	expect_contains "runtime result" "runtime: ok" "$(cat "$tmp_root/rt.out")"
+	[ $rc -eq 0 ] || echo "    runtime stderr: $(tail -5 "$tmp_root/rt.err")"
+}
+
+# containerd-shim-agentvm-v2 is an outside program of the library: its objects (and the pure
+# utilities compiled into it) reference nothing the library defines but the public agentvm_*
+# (no vm_exec, statedir_*, ...): what they need from it and do not define themselves.
+t_shim_uses_only_the_public_api() {
+	objs=$(make -s -C "$repo" B="$bdir" shim-objs) || { fail "make shim-objs"; return; }
+	[ -n "$objs" ] || { fail "no shim objects listed"; return; }
+	internal=$repo/$bdir/libavm-internal.a
+	case "$bdir" in /*) internal=$bdir/libavm-internal.a ;; esac
+	(cd "$repo" && nm --defined-only $objs) | awk 'NF == 3 {print $3}' | sort -u >"$tmp_root/shim.def"
+	(cd "$repo" && nm -u $objs) | awk 'NF == 2 {print $2}' | sort -u >"$tmp_root/shim.undef"
+	nm --defined-only "$internal" 2>/dev/null | awk 'NF == 3 && $2 ~ /^[A-Z]$/ {print $3}' |
+		sort -u >"$tmp_root/lib.def"
+	[ -s "$tmp_root/lib.def" ] || { fail "no symbols in $internal"; return; }
+	used=$(comm -23 "$tmp_root/shim.undef" "$tmp_root/shim.def" | comm -12 - "$tmp_root/lib.def" |
+		grep -v '^agentvm_' | tr '\n' ' ')
+	expect_eq "internal symbols the shim uses" "" "$used"
+	# And it is linked against the public archive, not the internal one.
+	make -s -C "$repo" B="$bdir" -n "$bdir/containerd-shim-agentvm-v2" -W src/shim/main.c \
+		>"$tmp_root/shim.link" 2>&1
+	expect_contains "the shim links libagentvm.a" "lib/libagentvm.a" "$(grep -- '-o .*containerd-shim' "$tmp_root/shim.link")"
+}
+
 filter=${1:-}
-for t in t_installed_files_and_exports t_example_through_pkg_config; do
+for t in t_installed_files_and_exports t_example_through_pkg_config t_runtime_calls_through_pkg_config \
+	t_shim_uses_only_the_public_api; do
 	case "$t" in *"$filter"*) run_test "$t" ;; esac
 done
 summary

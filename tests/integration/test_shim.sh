@@ -41,8 +41,10 @@ stop_containerd() {
 # Whatever happened, nothing of ours outlives the script (a failing or interrupted run).
 cleanup_shim() {
 	stop_containerd
-	ip netns del "avm-pod-$$" 2>/dev/null
-	ip link del "pv$$" 2>/dev/null
+	for l in a b; do
+		ip netns del "avm-pod$l-$$" 2>/dev/null
+		ip link del "pv$l$$" 2>/dev/null
+	done
 	pkill -9 -f "containerd-shim-agentvm-v2 .*$CT" 2>/dev/null
 	grep " $CT" /proc/mounts | cut -d' ' -f2 | sort -r | while read -r m; do umount -l "$m"; done
 	cleanup_all
@@ -275,14 +277,32 @@ t_bind_mounts() {
 # A pod's own network namespace (what a CNI plugin makes; here one made by the test with a veth
 # and a default route, passed as `ctr run --with-ns`): a nat-filtered VM's tap and nft table are
 # made in it, not in the shim's namespace, and go with the VM.
-t_pod_netns() {
-	ns=avm-pod-$$
-	ip netns add "$ns" || { fail "ip netns add"; return; }
-	ip link add pv$$ type veth peer name pp$$ && ip link set pp$$ netns "$ns" &&
-		ip addr add 10.251.0.1/24 dev pv$$ && ip link set pv$$ up &&
-		ip -n "$ns" link set lo up && ip -n "$ns" addr add 10.251.0.2/24 dev pp$$ &&
-		ip -n "$ns" link set pp$$ up && ip -n "$ns" route add default via 10.251.0.1 ||
+# A shim was killed: containerd runs `shim delete`, which removes the VM; then ID goes.
+dead_shim_cleaned() { # ID
+	i=0
+	while ls "$AGENTVM_STATE_DIR" | grep -q '^ctr-'; do
+		i=$((i + 1))
+		[ $i -gt 300 ] && { fail "the dead shim's VM was not removed"; break; }
+		sleep 0.1
+	done
+	ctr_ task rm -f "$1" >/dev/null 2>&1
+	ctr_ containers rm "$1" || fail "ctr containers rm $1"
+}
+
+# A pod's network namespace avm-pod<L>-$$ with a veth pv<L>$$ to it and a default route (what
+# a CNI plugin makes). L: a letter per test, N: the /24's third byte.
+make_pod_ns() { # L N
+	ns=avm-pod$1-$$
+	ip netns add "$ns" || { fail "ip netns add"; return 1; }
+	ip link add pv$1$$ type veth peer name pp$1$$ && ip link set pp$1$$ netns "$ns" &&
+		ip addr add 10.251.$2.1/24 dev pv$1$$ && ip link set pv$1$$ up &&
+		ip -n "$ns" link set lo up && ip -n "$ns" addr add 10.251.$2.2/24 dev pp$1$$ &&
+		ip -n "$ns" link set pp$1$$ up && ip -n "$ns" route add default via 10.251.$2.1 ||
 		fail "the pod namespace's veth"
+}
+
+t_pod_netns() {
+	make_pod_ns a 0 || return
 	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" --with-ns "network:/run/netns/$ns" \
 		--annotation io.agentvm.network=nat-filtered "$IMG" c14 busybox sleep 600 \
 		>/dev/null 2>&1 || fail "ctr run -d c14 --with-ns"
@@ -296,7 +316,29 @@ t_pod_netns() {
 	expect_eq "the tap gone with the VM" 0 "$(ip -n "$ns" -o link | grep -c ': avm-')"
 	n=$(ip netns exec "$ns" nft list tables 2>/dev/null | grep -c agentvm)
 	expect_eq "agentvm's nft tables left in the pod's namespace" 0 "$n"
-	ip link del pv$$ 2>/dev/null
+	ip link del pva$$ 2>/dev/null
+	ip netns del "$ns"
+}
+
+# A pod in its own network namespace whose shim and VM supervisor both die: containerd's `shim
+# delete` removes the VM, and its network (the nft table, made in the pod's namespace) with it.
+t_dead_shim_pod_netns() {
+	make_pod_ns b 1 || return
+	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" --with-ns "network:/run/netns/$ns" \
+		--annotation io.agentvm.network=nat-filtered "$IMG" c15 busybox sleep 600 \
+		>/dev/null 2>&1 || fail "ctr run -d c15 --with-ns"
+	vm=$(ls "$AGENTVM_STATE_DIR" | grep '^ctr-')
+	sup=$(sed -n 's/.*"supervisor_pid": *\([0-9]*\).*/\1/p' "$AGENTVM_STATE_DIR/$vm/state.json")
+	n=$(ip netns exec "$ns" nft list tables 2>/dev/null | grep -c agentvm)
+	[ "$n" -ge 1 ] || fail "no agentvm nft table in the pod's namespace"
+	shim=$(pgrep -f "containerd-shim-agentvm-v2 .*-id c15 ")
+	[ -n "$sup" ] && [ -n "$shim" ] || { fail "no supervisor ($sup) or shim ($shim) for c15"; return; }
+	kill -9 "$sup" $shim
+	dead_shim_cleaned c15
+	n=$(ip netns exec "$ns" nft list tables 2>/dev/null | grep -c agentvm)
+	expect_eq "agentvm's nft tables left in the pod's namespace" 0 "$n"
+	expect_eq "taps left in the pod's namespace" 0 "$(ip -n "$ns" -o link | grep -c ': avm-')"
+	ip link del pvb$$ 2>/dev/null
 	ip netns del "$ns"
 }
 
@@ -374,13 +416,29 @@ t_containerd_restart() {
 	expect_taken_back c8 "containerd's restart"
 }
 
+# The shim's Task service directly (ttrpc), for calls ctr never makes alone.
+shim_call() { # ID OP ARGS...
+	_sock=$(sed 's|^unix://||' "$CT/state/io.containerd.runtime.v2.task/default/$1/address")
+	_id=$1 _op=$2
+	shift 2
+	/usr/bin/python3 "$here/shim_ttrpc.py" "$_sock" "$_op" "$_id" "$@"
+}
+
 # The shim process itself restarts (containerd down meanwhile, as for an upgrade of the shim):
 # the new one, started by `start` for the same id from the bundle as containerd does, takes the
 # VM and its processes back from its saved state; containerd then finds the task running, exec
-# works, and the exit status of the process an earlier shim started arrives (137).
+# works, and the exit status of the process an earlier shim started arrives (137). An exec
+# process added but not started yet (containerd's Exec; its Start comes next, to whichever shim
+# is there) survives too: the new shim starts it with its spec and stdio.
 t_shim_restart() {
 	ctr_ run -d --fifo-dir "$CT/fifo" --runtime "$RT" "$IMG" c12 busybox sleep 600 >/dev/null 2>&1 ||
 		fail "ctr run -d c12"
+	# An exec id containerd would refuse is refused (the saved state would not take it back).
+	out=$(shim_call c12 exec "../e" "$tmp_root/pend.out" true 2>&1) && fail "exec id ../e taken"
+	expect_contains "the bad exec id's refusal" "bad exec id" "$out"
+	: >"$tmp_root/pend.out" # (containerd's would be a FIFO it made)
+	shim_call c12 exec pend "$tmp_root/pend.out" sh -c 'echo pending-ran $(id -u); exit 5' ||
+		fail "Exec (not started) in c12"
 	stop_containerd
 	shim=$(pgrep -o -f "containerd-shim-agentvm-v2 .*-id c12 ")
 	[ -n "$shim" ] || { fail "no shim for c12"; return; }
@@ -390,6 +448,10 @@ t_shim_restart() {
 		-publish-binary "$(command -v containerd)" -id c12 start >/dev/null) ||
 		fail "shim start for c12 again"
 	run_containerd || return
+	expect_eq "the unstarted exec after the shim's restart (1: created)" 1 "$(shim_call c12 state pend)"
+	shim_call c12 start pend || fail "Start of the exec added before the restart"
+	expect_eq "its exit status" 5 "$(shim_call c12 wait pend)"
+	expect_eq "its output (its spec and stdout kept)" "pending-ran 0" "$(cat "$tmp_root/pend.out" 2>&1)"
 	expect_taken_back c12 "the shim's restart"
 	[ $CURRENT_OK = 1 ] || grep -a 'agentvm-shim' "$CT/containerd.log" | tail -20
 }
@@ -403,18 +465,11 @@ t_dead_shim_cleanup() {
 	pids=$(pgrep -f "containerd-shim-agentvm-v2 .*-id c4 ")
 	[ -n "$pids" ] || fail "no shim process for c4"
 	kill -9 $pids
-	i=0
-	while ls "$AGENTVM_STATE_DIR" | grep -q '^ctr-'; do
-		i=$((i + 1))
-		[ $i -gt 300 ] && { fail "the dead shim's VM was not removed"; break; }
-		sleep 0.1
-	done
-	ctr_ task rm -f c4 >/dev/null 2>&1
-	ctr_ containers rm c4 || fail "ctr containers rm c4"
+	dead_shim_cleaned c4
 }
 
 if start_containerd; then
-	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_bind_mounts t_pod_netns t_containerd_restart t_shim_restart t_dead_shim_cleanup t_cri_pod}; do
+	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_bind_mounts t_pod_netns t_containerd_restart t_shim_restart t_dead_shim_cleanup t_dead_shim_pod_netns t_cri_pod}; do
 		run_test "$t"
 	done
 fi

@@ -23,8 +23,8 @@
 
 #include <cmocka.h>
 
-#include "vm/jail.h"
-#include "vm/spec.h"
+#include "jail/jail.h"
+#include "spec/spec.h"
 
 /* Run fn in a child under the filter; its wait status. fn returns the child's exit code. */
 static int under_filter(int (*fn)(void))

@@ -18,7 +18,8 @@
 #include <cmocka.h>
 
 #include "obs/metrics.h"
-#include "obs/stats.h"
+#include "report/metrics_render.h"
+#include "report/stats.h"
 #include "base/util.h"
 #include "state/vmstate.h"
 

@@ -289,7 +289,7 @@ static int setup(void **state)
 	f->c = qmp_client_new(sv[0]);
 	assert_non_null(f->c);
 	f->s.fd = sv[1];
-	qmp_client_set_event_cb(f->c, event_cb, &f->ev);
+	assert_int_equal(qmp_client_add_event_listener(f->c, event_cb, &f->ev), 0);
 	*state = f;
 	return 0;
 }
@@ -525,8 +525,8 @@ static void test_events_between_replies(void **state)
 	qmp_client_get_stats(f->c, &st);
 	assert_int_equal(st.events, 4);
 
-	/* Without a callback events are counted and dropped. */
-	qmp_client_set_event_cb(f->c, NULL, NULL);
+	/* Without a listener events are counted and dropped. */
+	assert_int_equal(qmp_client_remove_event_listener(f->c, event_cb, &f->ev), 0);
 	srv_writef(&f->s, "{\"event\": \"STOP\"}\n");
 	assert_int_equal(qmp_client_process(f->c, NULL), 0);
 	assert_int_equal(f->ev.n, 4);
@@ -534,6 +534,60 @@ static void test_events_between_replies(void **state)
 	assert_int_equal(st.events, 5);
 	rec_reset(&a, NULL);
 	rec_reset(&b, NULL);
+}
+
+/* Removes the fixture's event_cb listener and itself: from inside a dispatch. */
+static void remover_cb(void *opaque, const char *event, struct json_object *data, int64_t sec,
+		       int64_t usec)
+{
+	struct fix *f = opaque;
+
+	logf_("X:%s ", event);
+	assert_int_equal(qmp_client_remove_event_listener(f->c, event_cb, &f->ev), 0);
+	assert_int_equal(qmp_client_remove_event_listener(f->c, remover_cb, f), 0);
+}
+
+static void count_cb(void *opaque, const char *event, struct json_object *data, int64_t sec,
+		     int64_t usec)
+{
+	(*(int *)opaque)++;
+}
+
+/* Several listeners: called in the order added; one removed inside a dispatch is not called. */
+static void test_event_listeners(void **state)
+{
+	struct fix *f = *state;
+	int counts[QMP_MAX_LISTENERS] = { 0 };
+
+	/* event_cb (added by setup) first, then a second one: both, in order. */
+	assert_int_equal(qmp_client_add_event_listener(f->c, count_cb, &counts[0]), 0);
+	assert_int_equal(qmp_client_add_event_listener(f->c, count_cb, &counts[0]), -EEXIST);
+	srv_writef(&f->s, "{\"event\": \"STOP\"}\n");
+	assert_int_equal(qmp_client_process(f->c, NULL), 0);
+	assert_int_equal(f->ev.n, 1);
+	assert_int_equal(counts[0], 1);
+
+	/* The remover, placed before event_cb, removes it before its turn comes. */
+	assert_int_equal(qmp_client_remove_event_listener(f->c, event_cb, &f->ev), 0);
+	assert_int_equal(qmp_client_remove_event_listener(f->c, event_cb, &f->ev), -ENOENT);
+	assert_int_equal(qmp_client_add_event_listener(f->c, remover_cb, f), 0);
+	assert_int_equal(qmp_client_add_event_listener(f->c, event_cb, &f->ev), 0);
+	g_log[0] = '\0';
+	srv_writef(&f->s, "{\"event\": \"RESUME\"}\n");
+	assert_int_equal(qmp_client_process(f->c, NULL), 0);
+	assert_string_equal(g_log, "X:RESUME ");
+	assert_int_equal(f->ev.n, 1);
+	assert_int_equal(counts[0], 2);
+
+	/* Removed slots are reused; the table has a bound. */
+	for (int i = 1; i < QMP_MAX_LISTENERS; i++)
+		assert_int_equal(qmp_client_add_event_listener(f->c, count_cb, &counts[i]), 0);
+	assert_int_equal(qmp_client_add_event_listener(f->c, event_cb, &f->ev), -ENOSPC);
+	srv_writef(&f->s, "{\"event\": \"STOP\"}\n");
+	assert_int_equal(qmp_client_process(f->c, NULL), 0);
+	for (int i = 0; i < QMP_MAX_LISTENERS; i++)
+		assert_int_equal(counts[i], i == 0 ? 3 : 1);
+	assert_int_equal(qmp_client_add_event_listener(f->c, NULL, NULL), -EINVAL);
 }
 
 static void test_out_of_order(void **state)
@@ -1342,7 +1396,7 @@ static void test_blocking_helpers(void **state)
 	(void)state;
 	g_log[0] = '\0';
 	pid = fork_server(&c, SCRIPT_OK);
-	qmp_client_set_event_cb(c, event_cb, &ev);
+	assert_int_equal(qmp_client_add_event_listener(c, event_cb, &ev), 0);
 	assert_int_equal(qmp_client_handshake(c, 5000, &err), 0);
 	assert_int_equal(qmp_client_version(c, &maj, NULL, NULL), 0);
 	assert_int_equal(maj, 7);
@@ -1523,7 +1577,7 @@ static void test_real_qemu(void **state)
 	close(sv[1]);
 	q->c = qmp_client_new(sv[0]);
 	assert_non_null(q->c);
-	qmp_client_set_event_cb(q->c, event_cb, &q->ev);
+	assert_int_equal(qmp_client_add_event_listener(q->c, event_cb, &q->ev), 0);
 
 	assert_int_equal(qmp_client_handshake(q->c, 20000, &err), 0);
 	assert_int_equal(qmp_client_version(q->c, &maj, &min, NULL), 0);
@@ -1592,6 +1646,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_command_before_negotiation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_negotiation_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_events_between_replies, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_event_listeners, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_out_of_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_recovery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_split_byte_by_byte, setup, teardown),

@@ -36,7 +36,7 @@ static void fill(struct snap_meta *m)
 	m->profile = strdup("light");
 	m->state_size = 12345;
 	m->save_ms = 99;
-	struct snap_input *ins[] = { &m->kernel, &m->initrd, &m->qemu };
+	struct file_input *ins[] = { &m->kernel, &m->initrd, &m->qemu };
 	const char *paths[] = { "/k/vmlinux", "/k/initramfs.cpio", "/usr/bin/qemu" };
 	for (int i = 0; i < 3; i++) {
 		ins[i]->path = strdup(paths[i]);
@@ -279,7 +279,7 @@ static void write_at(const char *file, const char *text, time_t mtime)
 static void test_input_hash_cache(void **state)
 {
 	char root[] = "/tmp/avm-unit-snap.XXXXXX", file[PATH_MAX], cmd[PATH_MAX + 16];
-	struct snap_input a = { 0 }, b = { 0 }, c = { 0 };
+	struct file_input a = { 0 }, b = { 0 }, c = { 0 };
 	struct avm_error err = { 0 };
 	time_t old = time(NULL) - 3600;
 
@@ -288,16 +288,16 @@ static void test_input_hash_cache(void **state)
 	snprintf(file, sizeof(file), "%s/img", root);
 	/* Just written (ctime is now): hashed, not cached. */
 	write_at(file, "abc", old);
-	assert_int_equal(snap_input_record(&a, file, &err), 0);
+	assert_int_equal(file_input_record(&a, file, &err), 0);
 	assert_string_equal(a.sha256,
 			    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 	assert_int_equal(cache_entries(root), 0);
 	/* A changed file with its old mtime put back hashes anew (a hit needs a settled ctime,
 	 * which a unit test cannot wait for; test_disk.sh checks that saves fill the cache). */
 	write_at(file, "abd", old);
-	assert_int_equal(snap_input_record(&b, file, &err), 0);
+	assert_int_equal(file_input_record(&b, file, &err), 0);
 	assert_string_not_equal(b.sha256, a.sha256);
-	assert_int_equal(snap_input_record(&c, file, &err), 0);
+	assert_int_equal(file_input_record(&c, file, &err), 0);
 	assert_string_equal(c.sha256, b.sha256);
 	free(a.path);
 	free(b.path);

@@ -16,7 +16,7 @@
 #include <json-c/json.h>
 
 #include "snapshot/snapshot.h"
-#include "vm/spec.h"
+#include "spec/spec.h"
 
 static void test_default_profile_is_light(void **state)
 {

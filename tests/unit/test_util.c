@@ -21,7 +21,7 @@
 
 #include <cmocka.h>
 
-#include "vm/launcher.h"
+#include "jail/launcher.h"
 #include "base/util.h"
 
 /* Whether the read end sees EOF (every write end closed) within ms. */

@@ -39,6 +39,26 @@ struct vm_sample {
 int stats_sample(const char *name, const char *dir, struct nf_nft *nft, bool guest,
 		 int timeout_ms, struct vm_sample *out);
 
+/*
+ * The VMs `agentvm stats` watches, sampled again and again: one VM by name, or every VM of the
+ * state root that is live at each sample. stats_set_open: 0, or -errno with err filled (no such
+ * VM, the root unreadable). stats_set_sample fills out (room for stats_set_capacity() samples)
+ * and *n; guest: also ask each agent (up to timeout_ms).
+ */
+struct stats_set {
+	char **names;
+	bool only_live;
+	size_t cap;
+	struct nf_nft *nft; /* NULL without CAP_NET_ADMIN: no network numbers */
+};
+int stats_set_open(struct stats_set *set, const char *name, struct avm_error *err);
+size_t stats_set_capacity(const struct stats_set *set);
+void stats_set_sample(struct stats_set *set, bool guest, int timeout_ms, struct vm_sample *out,
+		      size_t *n);
+void stats_set_close(struct stats_set *set);
+/* QEMU's CPU use between two samples of one VM, in % of one core (0 when not comparable). */
+double stats_cpu_percent(const struct vm_sample *a, const struct vm_sample *b);
+
 /* The guest's memory through agent.sock of state dir dir. 0 or -errno. */
 int stats_guest_mem(const char *dir, int timeout_ms, uint64_t *total, uint64_t *available);
 

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-#include "obs/metrics_http.h"
+#include "report/metrics_http.h"
 
 #include <arpa/inet.h>
 #include <dlfcn.h>
@@ -172,10 +172,10 @@ int metrics_http_start(const char *addr, metrics_http_render_fn render, void *ct
 	int one = 1;
 
 	if (metrics_http_check(addr, err) < 0 || parse_listen(addr, &ss, &sl) < 0)
-		return -EINVAL;
+		return avm_error_kind(err, AVM_ERR_USAGE, -EINVAL);
 	int lr = mhd_load(err);
 	if (lr < 0)
-		return lr;
+		return avm_error_kind(err, AVM_ERR_STATE, lr);
 	h = calloc(1, sizeof(*h));
 	if (!h)
 		return avm_error_set(err, -ENOMEM, "out of memory");
@@ -184,14 +184,16 @@ int metrics_http_start(const char *addr, metrics_http_render_fn render, void *ct
 	h->listen_fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (h->listen_fd < 0) {
 		free(h);
-		return avm_error_setx(err, -errno, "socket for %s", addr);
+		return avm_error_kind(err, AVM_ERR_STATE,
+				      avm_error_setx(err, -errno, "socket for %s", addr));
 	}
 	setsockopt(h->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (bind(h->listen_fd, (struct sockaddr *)&ss, sl) < 0 || listen(h->listen_fd, 64) < 0) {
 		int r = -errno;
 		close(h->listen_fd);
 		free(h);
-		return avm_error_setx(err, r, "cannot listen on %s", addr);
+		return avm_error_kind(err, AVM_ERR_STATE,
+				      avm_error_setx(err, r, "cannot listen on %s", addr));
 	}
 	sl = sizeof(ss);
 	getsockname(h->listen_fd, (struct sockaddr *)&ss, &sl);

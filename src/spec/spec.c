@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-#include "vm/spec.h"
+#include "spec/spec.h"
 #include "image/image.h"
 
 #include <arpa/inet.h>
@@ -1017,22 +1017,13 @@ int vm_spec_read(const char *dir, struct json_object **out, struct avm_error *er
 	return 0;
 }
 
-static const char *json_str(struct json_object *o, const char *k)
-{
-	struct json_object *v;
-
-	if (json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string))
-		return json_object_get_string(v);
-	return NULL;
-}
-
 void vm_spec_summary_from_json(struct json_object *spec, struct vm_spec_summary *out)
 {
 	struct json_object *v;
 
-	out->profile = json_str(spec, "profile") ? json_str(spec, "profile") : "custom";
-	out->kernel = json_str(spec, "kernel");
-	out->initrd = json_str(spec, "initrd");
+	out->profile = json_get_str(spec, "profile") ? json_get_str(spec, "profile") : "custom";
+	out->kernel = json_get_str(spec, "kernel");
+	out->initrd = json_get_str(spec, "initrd");
 	out->cpus = json_object_object_get_ex(spec, "cpus", &v) ? (unsigned)json_object_get_int(v)
 								: 0;
 	out->memory_mib = json_object_object_get_ex(spec, "memory_mib", &v)

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-#include "obs/stats.h"
+#include "report/stats.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -17,6 +17,7 @@
 #include "obs/metrics.h"
 #include "net/net.h"
 #include "state/statedir.h"
+#include "base/strv.h"
 #include "base/util.h"
 #include "state/vmstate.h"
 
@@ -141,7 +142,6 @@ int stats_sample(const char *name, const char *dir, struct nf_nft *nft, bool gue
 	struct vm_state st;
 	struct metrics_counters c;
 	struct vm_net net;
-	char path[PATH_MAX];
 	int r;
 
 	memset(out, 0, sizeof(*out));
@@ -163,11 +163,74 @@ int stats_sample(const char *name, const char *dir, struct nf_nft *nft, bool gue
 	    nf_nft_vm_counters(nft, net.tap, &out->net, NULL) == 0)
 		out->have_net = true;
 	out->disk_bytes = overlay_bytes(dir);
-	statedir_file(path, sizeof(path), dir, "metrics.json");
-	metrics_counters_read(path, &c);
+	metrics_read_vm(dir, &c);
 	out->execs = metrics_exec_count(&c);
 	if (guest && out->live && st.state == VMS_RUNNING &&
 	    stats_guest_mem(dir, timeout_ms, &out->guest_mem_total, &out->guest_mem_available) == 0)
 		out->have_guest = true;
 	return 0;
+}
+
+int stats_set_open(struct stats_set *set, const char *name, struct avm_error *err)
+{
+	char *dir = NULL;
+	int n;
+
+	memset(set, 0, sizeof(*set));
+	set->only_live = !name;
+	if (name) {
+		if ((n = statedir_find(name, &dir, err)) < 0)
+			return n;
+		free(dir);
+		set->names = calloc(2, sizeof(char *));
+		if (!set->names || !(set->names[0] = strdup(name))) {
+			stats_set_close(set);
+			return avm_error_set(err, -ENOMEM, "out of memory");
+		}
+	} else {
+		n = statedir_list(&set->names);
+		if (n < 0)
+			return avm_error_setx(err, n, "cannot list %s", statedir_root());
+		if (!set->names && !(set->names = calloc(1, sizeof(char *)))) /* no VM at all */
+			return avm_error_set(err, -ENOMEM, "out of memory");
+	}
+	while (set->names[set->cap])
+		set->cap++;
+	nf_nft_new(&set->nft, NULL);
+	return 0;
+}
+
+size_t stats_set_capacity(const struct stats_set *set)
+{
+	return set->cap + 1;
+}
+
+void stats_set_sample(struct stats_set *set, bool guest, int timeout_ms, struct vm_sample *out,
+		      size_t *n)
+{
+	*n = 0;
+	for (size_t i = 0; set->names[i]; i++) {
+		char dir[PATH_MAX];
+		if (snprintf(dir, sizeof(dir), "%s/%s", statedir_root(), set->names[i]) >=
+			    (int)sizeof(dir) ||
+		    stats_sample(set->names[i], dir, set->nft, guest, timeout_ms, &out[*n]) < 0)
+			continue;
+		if (set->only_live && !vmstate_is_live(vmstate_parse(out[*n].state)))
+			continue;
+		(*n)++;
+	}
+}
+
+void stats_set_close(struct stats_set *set)
+{
+	nf_nft_free(set->nft);
+	strv_free(set->names);
+	memset(set, 0, sizeof(*set));
+}
+
+double stats_cpu_percent(const struct vm_sample *a, const struct vm_sample *b)
+{
+	if (!a->live || !b->live || b->sample_ns <= a->sample_ns || b->cpu_ns < a->cpu_ns)
+		return 0;
+	return 100.0 * (double)(b->cpu_ns - a->cpu_ns) / (double)(b->sample_ns - a->sample_ns);
 }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-#include "vm/launcher.h"
+#include "jail/launcher.h"
 
 #include <fcntl.h>
 #include <linux/sched.h>
@@ -11,20 +11,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "vm/jail.h"
+#include "jail/jail.h"
 #include "base/util.h"
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
-
-int pidfd_open_cloexec(pid_t pid)
-{
-	/* pidfds are always CLOEXEC. */
-	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
-
-	return fd < 0 ? -errno : fd;
-}
 
 /* Runs in the child between fork and exec: only async-signal-safe calls. */
 static void child_setup(const struct launch_opts *o, pid_t parent, int errpipe, int gofd)

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-#include "vm/jail_seccomp.h"
+#include "jail/jail_seccomp.h"
 
 #include <errno.h>
 #include <linux/sched.h>

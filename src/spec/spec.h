@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "base/error.h"
+#include "state/statedir.h"
 
 struct json_object;
 
@@ -204,7 +205,7 @@ const char *vm_accel_name(enum vm_accel a);
 struct json_object *vm_spec_to_json(const struct vm_spec *s);
 
 /* --- spec.json, a VM's spec in its state dir (one writer, one reader: here) --- */
-#define VM_SPEC_FILE "spec.json"
+#define VM_SPEC_FILE STATEDIR_SPEC
 /* Write spec (plus "name") as dir's spec.json, atomically. 0 or -errno. */
 int vm_spec_write(const char *dir, const struct vm_spec *spec, const char *name);
 /* dir's spec.json as a JSON object (caller puts it); -errno with err filled. */

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-#include "vm/jail.h"
+#include "jail/jail.h"
 
 #include <fcntl.h>
 #include <grp.h>
@@ -21,9 +21,9 @@
 #include <unistd.h>
 
 #include "jail_bpf.h" /* generated: $(B)/gen */
-#include "snapshot/snapshot.h"
 #include "state/statedir.h"
 #include "base/util.h"
+#include "state/paths.h"
 
 /* One warning per process and kind: a pool restoring many VMs says it once. */
 static void warn_once(bool *done, const char *fmt, ...)
@@ -425,9 +425,9 @@ static void cgroups_setup(struct jail *j, const struct jail_opts *o)
 static bool ours(const char *path)
 {
 	char cache[PATH_MAX], *slash;
-	const char *roots[3] = { statedir_root(), snap_root(), cache };
+	const char *roots[3] = { statedir_root(), paths_snapshot_root(), cache };
 
-	snprintf(cache, sizeof(cache), "%s", snap_hash_cache_dir());
+	snprintf(cache, sizeof(cache), "%s", paths_hash_cache_dir());
 	slash = strrchr(cache, '/');
 	if (slash && slash != cache)
 		*slash = '\0';

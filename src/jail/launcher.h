@@ -39,7 +39,4 @@ struct launch_opts {
  */
 int launch_spawn(const struct launch_opts *o, pid_t *pid, int *pidfd, struct avm_error *err);
 
-/* Open a pidfd for pid (CLOEXEC). -errno on failure. */
-int pidfd_open_cloexec(pid_t pid);
-
 #endif
