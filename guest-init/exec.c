@@ -155,6 +155,7 @@ void exec_start(uint32_t id, const uint8_t *p, size_t len)
 	struct exec_req req;
 	struct exec *ex;
 	const char *why = NULL;
+	uint64_t t_in = mono_ns(); /* for the debug line: EXEC read to command started */
 	pid_t pid;
 	int r;
 
@@ -249,7 +250,8 @@ void exec_start(uint32_t id, const uint8_t *p, size_t len)
 		exec_close_output(ex, &ex->fd_out, AVM_MSG_STDOUT);
 		exec_close_output(ex, &ex->fd_err, AVM_MSG_STDERR);
 	}
-	log_debug("exec %u: pid %d", id, pid);
+	log_debug("exec %u: pid %d, started %llu us after its EXEC was read", id, pid,
+		  (unsigned long long)(mono_ns() - t_in) / 1000);
 }
 
 void exec_signal(uint32_t id, const uint8_t *p, size_t len)

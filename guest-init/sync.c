@@ -112,7 +112,8 @@ int sync_apply(const uint8_t *p, size_t len, const char **why)
 	const uint8_t *val;
 	uint32_t vlen;
 	uint16_t tag;
-	uint64_t ns = 0, t0;
+	uint64_t ns = 0, t[7]; /* step times for the debug line: start, clock, entropy, root,
+				   hostname, network, mounts */
 	struct net_cfg net;
 	int r;
 
@@ -172,6 +173,7 @@ int sync_apply(const uint8_t *p, size_t len, const char **why)
 		return r;
 	}
 
+	t[0] = boottime_ns();
 	if (time_v) {
 		struct timespec ts = { .tv_sec = (time_t)(ns / NSEC_PER_SEC),
 				       .tv_nsec = (long)(ns % NSEC_PER_SEC) };
@@ -180,42 +182,48 @@ int sync_apply(const uint8_t *p, size_t len, const char **why)
 			return -errno;
 		}
 	}
+	t[1] = boottime_ns();
 	if (ent && (r = add_entropy(ent, ent_len)) < 0) {
 		*why = "RNDADDENTROPY failed";
 		return r;
 	}
+	t[2] = boottime_ns();
 	/* A template's clone before its first command: PID 1 is alone (net_etc_alone()). */
 	net_etc_alone(boot_deferred && !exec_started());
 	if (boot) {
 		memcpy(words, boot, boot_len);
 		words[boot_len] = '\0';
-		t0 = boottime_ns();
 		finish_boot_root(words, &disks);
-		log_debug("SYNC: disks re-probed and root set up in %llu us",
-			  (unsigned long long)(boottime_ns() - t0) / 1000);
 		if (!host && disks.root[0])
 			net_set_hostname(SYS_HOSTNAME, strlen(SYS_HOSTNAME));
 	}
+	t[3] = boottime_ns();
 	if (host && (r = net_set_hostname((const char *)host, host_len)) < 0) {
 		net_etc_alone(false);
 		*why = "setting the hostname failed";
 		return r;
 	}
+	t[4] = boottime_ns();
 	if (netcfg_has_net(&net)) {
-		t0 = boottime_ns();
 		r = net_reidentify(&net, why);
 		net_etc_alone(false);
 		if (r < 0)
 			return r;
-		log_debug("SYNC: network re-identified in %llu us",
-			  (unsigned long long)(boottime_ns() - t0) / 1000);
 	}
 	net_etc_alone(false);
+	t[5] = boottime_ns();
 	if (boot) {
 		/* As a cold boot: the workspace disks, then the shares (one may sit in a disk). */
 		disk_mount_all(&disks);
 		share_mount_words(words);
 		boot_deferred = false;
 	}
+	t[6] = boottime_ns();
+	log_debug("SYNC in %llu us: clock %llu, entropy %llu, root %llu, hostname %llu, "
+		  "network %llu, mounts %llu",
+		  (unsigned long long)(t[6] - t[0]) / 1000, (unsigned long long)(t[1] - t[0]) / 1000,
+		  (unsigned long long)(t[2] - t[1]) / 1000, (unsigned long long)(t[3] - t[2]) / 1000,
+		  (unsigned long long)(t[4] - t[3]) / 1000, (unsigned long long)(t[5] - t[4]) / 1000,
+		  (unsigned long long)(t[6] - t[5]) / 1000);
 	return 0;
 }
