@@ -23,11 +23,15 @@ mkdir -p "$tmp/state"
 : >"$tmp/n"
 i=0
 while [ $i -lt "$N" ]; do
-	"$D/agentvm" run --accel tcg --network isolated --keep-state --name "tbs-$i" "$@" -- true \
-		>/dev/null
-	grep -c '^IN:' "$tmp/state/tbs-$i/qemu.log" >>"$tmp/n"
-	[ -n "${KEEP:-}" ] && cp "$tmp/state/tbs-$i/qemu.log" "$KEEP/qemu.log"
-	rm -rf "$tmp/state/tbs-$i"
+	# A generated name, as a plain run has (its length is the template's: /etc/hosts keeps
+	# its size).
+	mkdir "$tmp/state-$i"
+	AGENTVM_STATE_DIR=$tmp/state-$i "$D/agentvm" run --accel tcg --network isolated \
+		--keep-state "$@" -- true >/dev/null
+	log=$(echo "$tmp/state-$i"/vm-*/qemu.log)
+	grep -c '^IN:' "$log" >>"$tmp/n"
+	[ -n "${KEEP:-}" ] && cp "$log" "$KEEP/qemu.log"
+	rm -rf "$tmp/state-$i"
 	i=$((i + 1))
 done
 echo "translation blocks of a warm \`run $* -- true\` ($D): median $(median "$tmp/n") of $(tr '\n' ' ' <"$tmp/n")"
