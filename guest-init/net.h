@@ -21,11 +21,14 @@ void net_setup(const struct net_cfg *cfg);
 int net_set_hostname(const char *name, size_t len);
 
 /*
- * alone: no process but PID 1 runs (a boot template's clone before its first command), so
- * /etc/hosts and /etc/resolv.conf may be rewritten in place: nobody can read half a file.
- * Otherwise (the default) they are written next to themselves and renamed over.
+ * fresh: a boot template's clone before its first command (SYNC). Nothing but PID 1 ran since
+ * the template's boot, so /etc/hosts and /etc/resolv.conf may be rewritten in place (nobody can
+ * read half a file), the links found at boot are still the links, and eth0 has no IPv4 address
+ * (a template's cmdline names none). Each saves a kernel path that under TCG every clone
+ * translates afresh before its first command. Otherwise (the default) files are written next to
+ * themselves and renamed over, and links and addresses are asked of the kernel.
  */
-void net_etc_alone(bool alone);
+void net_set_fresh(bool fresh);
 
 /* eth0's ifindex, or -ENODEV when the VM has none (isolated), or another -errno. */
 int net_eth_index(void);

@@ -102,7 +102,7 @@ static int add_entropy(const uint8_t *p, uint32_t len)
 	return r;
 }
 
-int sync_apply(const uint8_t *p, size_t len, const char **why)
+static int apply(const uint8_t *p, size_t len, const char **why)
 {
 	const uint8_t *time_v = NULL, *ent = NULL, *host = NULL, *boot = NULL;
 	uint32_t ent_len = 0, host_len = 0, boot_len = 0;
@@ -188,8 +188,6 @@ int sync_apply(const uint8_t *p, size_t len, const char **why)
 		return r;
 	}
 	t[2] = boottime_ns();
-	/* A template's clone before its first command: PID 1 is alone (net_etc_alone()). */
-	net_etc_alone(boot_deferred && !exec_started());
 	if (boot) {
 		memcpy(words, boot, boot_len);
 		words[boot_len] = '\0';
@@ -199,18 +197,14 @@ int sync_apply(const uint8_t *p, size_t len, const char **why)
 	}
 	t[3] = boottime_ns();
 	if (host && (r = net_set_hostname((const char *)host, host_len)) < 0) {
-		net_etc_alone(false);
 		*why = "setting the hostname failed";
 		return r;
 	}
 	t[4] = boottime_ns();
 	if (netcfg_has_net(&net)) {
-		r = net_reidentify(&net, why);
-		net_etc_alone(false);
-		if (r < 0)
+		if ((r = net_reidentify(&net, why)) < 0)
 			return r;
 	}
-	net_etc_alone(false);
 	t[5] = boottime_ns();
 	if (boot) {
 		/* As a cold boot: the workspace disks, then the shares (one may sit in a disk). */
@@ -226,4 +220,15 @@ int sync_apply(const uint8_t *p, size_t len, const char **why)
 		  (unsigned long long)(t[4] - t[3]) / 1000, (unsigned long long)(t[5] - t[4]) / 1000,
 		  (unsigned long long)(t[6] - t[5]) / 1000);
 	return 0;
+}
+
+int sync_apply(const uint8_t *p, size_t len, const char **why)
+{
+	int r;
+
+	/* A template's clone before its first command (net_set_fresh()). */
+	net_set_fresh(boot_deferred && !exec_started());
+	r = apply(p, len, why);
+	net_set_fresh(false);
+	return r;
 }
