@@ -412,10 +412,17 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	con_sp[0] = -1;
 	statedir_file(qlog, sizeof(qlog), vm->dir, STATEDIR_QEMU_LOG);
 	statedir_file(qmp_sock, sizeof(qmp_sock), vm->dir, STATEDIR_QMP_SOCK);
+	/* Absolute: the jail binds them at their own paths, and QEMU's cwd is the jail's. */
+	char kernel[PATH_MAX] = "", initrd[PATH_MAX] = "";
+	if (!o->incoming && (!realpath(o->kernel, kernel) || !realpath(o->initrd, initrd))) {
+		r = avm_error_setx(err, -errno, "cannot find the guest kernel %s or initramfs %s",
+				   o->kernel, o->initrd);
+		goto fail;
+	}
 	struct qemu_config qc = {
 		.qemu = o->qemu,
-		.kernel = o->kernel,
-		.initrd = o->initrd,
+		.kernel = o->incoming ? o->kernel : kernel,
+		.initrd = o->incoming ? o->initrd : initrd,
 		.accel = o->accel,
 		.cpus = o->spec->cpus,
 		.memory_mib = o->spec->memory_mib,
@@ -467,8 +474,8 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 				.qemu = o->qemu };
 	size_t nro = 0, nrw = 0;
 	if (!o->incoming) { /* a restore loads no kernel (qemu_argv.c) */
-		jo.ro[nro++] = o->kernel;
-		jo.ro[nro++] = o->initrd;
+		jo.ro[nro++] = kernel;
+		jo.ro[nro++] = initrd;
 	}
 	for (size_t i = 0; i < o->spec->n_disks && nrw < ARRAY_SIZE(jo.rw) - 2; i++)
 		jo.rw[nrw++] = overlays[i];
