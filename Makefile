@@ -276,7 +276,7 @@ FUZZ_LINK_fuzz_guest_exec := $(PROTO_SRC) guest-init/request.c guest-init/util.c
 	guest-init/tarcmd.c guest-init/tar.c
 FUZZ_LINK_fuzz_guest_tar := guest-init/tar.c
 FUZZ_LINK_fuzz_guest_share := $(PROTO_SRC) guest-init/sharecfg.c guest-init/diskcfg.c guest-init/netcfg.c
-FUZZ_LINK_fuzz_host_untar := src/vm/files_untar.c src/base/util.c src/base/error.c
+FUZZ_LINK_fuzz_host_untar := src/vm/files_untar.c src/vm/archive_dl.c src/base/util.c src/base/error.c
 FUZZ_LINK_fuzz_guest_net := $(PROTO_SRC) guest-init/netcfg.c
 FUZZ_LINK_fuzz_guest_disk := guest-init/diskcfg.c
 FUZZ_LINK_fuzz_guest_imagecfg := guest-init/imagecfg.c

@@ -42,7 +42,9 @@ done
 paste "$tmp/A" "$tmp/B" | awk '{print $2 - $1}' >"$tmp/d"
 ma=$(median "$tmp/A")
 mb=$(median "$tmp/B")
-echo "warm \`run --accel $accel --network isolated $* -- true\`, N=$N interleaved, load $load0 -> $(cut -d' ' -f1-3 /proc/loadavg)"
+load1=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "warm \`run --accel $accel --network isolated $* -- true\`, N=$N interleaved," \
+	"load $load0 -> $load1"
 echo "A $A: median $ma ms"
 echo "B $B: median $mb ms"
 echo "B / A = $(ratio "$mb" "$ma"); median of per-round B - A = $(median "$tmp/d") ms"

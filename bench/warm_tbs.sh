@@ -17,7 +17,8 @@ trap 'rm -rf "$tmp"' EXIT INT TERM
 q=$(command -v qemu-system-x86_64)
 printf '#!/bin/sh\nexec %s -d in_asm "$@"\n' "$q" >"$tmp/qemu"
 chmod +x "$tmp/qemu"
-export AGENTVM_STATE_DIR=$tmp/state AGENTVM_CACHE_DIR=$tmp/cache AGENTVM_QEMU=$tmp/qemu AGENTVM_JAIL=0
+export AGENTVM_STATE_DIR=$tmp/state AGENTVM_CACHE_DIR=$tmp/cache
+export AGENTVM_QEMU=$tmp/qemu AGENTVM_JAIL=0
 mkdir -p "$tmp/state"
 "$D/agentvm" run --accel tcg --network isolated "$@" -- true >/dev/null 2>&1 # the template
 : >"$tmp/n"
@@ -34,4 +35,5 @@ while [ $i -lt "$N" ]; do
 	rm -rf "$tmp/state-$i"
 	i=$((i + 1))
 done
-echo "translation blocks of a warm \`run $* -- true\` ($D): median $(median "$tmp/n") of $(tr '\n' ' ' <"$tmp/n")"
+echo "translation blocks of a warm \`run $* -- true\` ($D):" \
+	"median $(median "$tmp/n") of $(tr '\n' ' ' <"$tmp/n")"

@@ -323,11 +323,10 @@ static int links_get(struct nl *nl, struct links *l)
 /*
  * Rewrite path in place (net_set_fresh()): a restored clone's SYNC then skips making a new
  * inode and renaming it, kernel paths that under TCG every clone translates afresh (~800
- * translation blocks, bench/warm_tbs.sh). A symlink, a directory or a FIFO fails the open: 0,
- * or -errno to fall back to etc_write()'s way (so does a missing /etc). The old length is read, not
- * asked of fstat() or lseek(): the read path is the one execve() takes anyway, the others
- * would be ~400 blocks more. A hard-linked /etc/hosts would see the new text under its other
- * name too.
+ * translation blocks, bench/warm_tbs.sh). 0, or -errno to fall back to etc_write()'s way: a
+ * symlink or a directory fails the open, a missing /etc too. The old length is read, not asked
+ * of fstat() or lseek(): the read path is the one execve() takes anyway, the others would be
+ * ~400 blocks more. A hard-linked /etc/hosts would see the new text under its other name too.
  */
 static int etc_rewrite(const char *path, const char *text, size_t n)
 {
