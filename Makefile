@@ -13,7 +13,8 @@ CC ?= gcc
 PKGS := json-c libnl-3.0 libnl-route-3.0 libnl-nf-3.0 libnftables libseccomp libarchive libmicrohttpd
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 # libmicrohttpd: headers only; src/metrics_http.c loads it when a metrics server starts.
-PKG_LIBS := $(shell pkg-config --libs $(filter-out libmicrohttpd,$(PKGS)) 2>/dev/null) -lm
+# libarchive likewise: src/vm/archive_dl.c loads it for copies (~7 ms off every start).
+PKG_LIBS := $(shell pkg-config --libs $(filter-out libmicrohttpd libarchive,$(PKGS)) 2>/dev/null) -lm
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wundef -Wstrict-prototypes \
@@ -228,7 +229,9 @@ $(B)/tests/%: tests/unit/%.c $(LIBS_ALL)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TEST    $@")
 	$(Q)$(CC) $(CFLAGS) $(TEST_INC_$*) $< $(filter %.o,$^) -o $@ $(LIBS_ALL) $(PKG_LIBS) \
-		$(CMOCKA_LIBS) $(LDFLAGS)
+		$(TEST_LIBS_$*) $(CMOCKA_LIBS) $(LDFLAGS)
+# test_files builds its archives with libarchive itself.
+TEST_LIBS_test_files := $(shell pkg-config --libs libarchive 2>/dev/null)
 # Tests of guest-init code also link the pure guest objects they exercise.
 $(B)/tests/test_guest_net: $(call obj,guest-init/netcfg.c)
 $(B)/tests/test_guest_disk: $(call obj,guest-init/diskcfg.c guest-init/netcfg.c)
@@ -273,7 +276,7 @@ FUZZ_LINK_fuzz_guest_exec := $(PROTO_SRC) guest-init/request.c guest-init/util.c
 	guest-init/tarcmd.c guest-init/tar.c
 FUZZ_LINK_fuzz_guest_tar := guest-init/tar.c
 FUZZ_LINK_fuzz_guest_share := $(PROTO_SRC) guest-init/sharecfg.c guest-init/diskcfg.c guest-init/netcfg.c
-FUZZ_LINK_fuzz_host_untar := src/vm/files_untar.c src/base/util.c src/base/error.c
+FUZZ_LINK_fuzz_host_untar := src/vm/files_untar.c src/vm/archive_dl.c src/base/util.c src/base/error.c
 FUZZ_LINK_fuzz_guest_net := $(PROTO_SRC) guest-init/netcfg.c
 FUZZ_LINK_fuzz_guest_disk := guest-init/diskcfg.c
 FUZZ_LINK_fuzz_guest_imagecfg := guest-init/imagecfg.c

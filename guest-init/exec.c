@@ -26,6 +26,12 @@ static struct exec *graveyard; /* finished, freed at the end of the loop iterati
 static unsigned int n_execs;
 static int devnull = -1;
 static bool unfinished; /* reaped during a send, EXIT not sent yet */
+static bool started;    /* a command was spawned once */
+
+bool exec_started(void)
+{
+	return started;
+}
 
 struct exec *exec_find(uint32_t id)
 {
@@ -149,6 +155,7 @@ void exec_start(uint32_t id, const uint8_t *p, size_t len)
 	struct exec_req req;
 	struct exec *ex;
 	const char *why = NULL;
+	uint64_t t_in = mono_ns(); /* for the debug line: EXEC read to command started */
 	pid_t pid;
 	int r;
 
@@ -212,6 +219,7 @@ void exec_start(uint32_t id, const uint8_t *p, size_t len)
 	if (req.timeout_ms)
 		ex->deadline_ns = ex->start_ns + (uint64_t)req.timeout_ms * NSEC_PER_MSEC;
 
+	started = true; /* even a failed spawn may have run something first */
 	pid = spawn_command(&req, req.stdin_pipe ? pin[0] : devnull, pout[1], perr[1], ex->cg_fd);
 	/* The command's ends belong to it now (or to nobody). */
 	if (pin[0] >= 0)
@@ -242,7 +250,8 @@ void exec_start(uint32_t id, const uint8_t *p, size_t len)
 		exec_close_output(ex, &ex->fd_out, AVM_MSG_STDOUT);
 		exec_close_output(ex, &ex->fd_err, AVM_MSG_STDERR);
 	}
-	log_debug("exec %u: pid %d", id, pid);
+	log_debug("exec %u: pid %d, started %llu us after its EXEC was read", id, pid,
+		  (unsigned long long)(mono_ns() - t_in) / 1000);
 }
 
 void exec_signal(uint32_t id, const uint8_t *p, size_t len)

@@ -44,6 +44,8 @@ pid_t spawn_command(const struct exec_req *req, int in, int out, int err, int cg
 
 /* Host requests. Each replies ERROR itself when the request is refused. */
 void exec_start(uint32_t id, const uint8_t *p, size_t len);
+/* Whether a command was ever started since boot (a template's clone: since its template's). */
+bool exec_started(void);
 void exec_stdin(uint32_t id, const uint8_t *p, size_t len);
 void exec_signal(uint32_t id, const uint8_t *p, size_t len);
 

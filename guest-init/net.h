@@ -6,6 +6,8 @@
 #ifndef AGENTVM_INIT_NET_H
 #define AGENTVM_INIT_NET_H
 
+#include <stdbool.h>
+
 #include "netcfg.h"
 
 /*
@@ -17,6 +19,16 @@ void net_setup(const struct net_cfg *cfg);
 
 /* sethostname + /etc/hosts naming it at 127.0.1.1. 0 or -errno (logged). */
 int net_set_hostname(const char *name, size_t len);
+
+/*
+ * fresh: a boot template's clone before its first command (SYNC). Nothing but PID 1 ran since
+ * the template's boot, so /etc/hosts and /etc/resolv.conf may be rewritten in place (nobody can
+ * read half a file), the links found at boot are still the links, and eth0 has no IPv4 address
+ * (a template's cmdline names none). Each saves a kernel path that under TCG every clone
+ * translates afresh before its first command. Otherwise (the default) files are written next to
+ * themselves and renamed over, and links and addresses are asked of the kernel.
+ */
+void net_set_fresh(bool fresh);
 
 /* eth0's ifindex, or -ENODEV when the VM has none (isolated), or another -errno. */
 int net_eth_index(void);

@@ -9,6 +9,7 @@
 #endif
 #include "agent.h"
 #include "disk.h"
+#include "exec.h"
 #include "net.h"
 #include "netcfg.h"
 #include "proto.h"
@@ -32,9 +33,12 @@
 /* A boot template's clone that has not had its AVM_TAG_BOOT_ARGS yet (main.c). */
 static bool boot_deferred;
 
+static int urandom(void);
+
 void sync_defer_boot(void)
 {
 	boot_deferred = true;
+	urandom();
 }
 
 /*
@@ -44,15 +48,36 @@ void sync_defer_boot(void)
 static void finish_boot_root(const char *words, struct disk_cfg *disks)
 {
 	const char *why = NULL;
+	bool any;
 
-	if (disk_rebind_all() < 0)
-		log_msg("SYNC: the disks may show the template's placeholders");
-	if (diskcfg_parse_cmdline(words, disks, &why) < 0)
+	any = diskcfg_parse_cmdline(words, disks, &why) < 0 || disks->n || disks->root[0];
+	if (disks->rejected)
 		log_msg("SYNC boot words: %.*s: %s; ignored (%u refused in all)", disks->bad_len,
 			disks->bad, why, disks->rejected);
 	disks->bad = NULL;
+	/*
+	 * A run without disks has a template without placeholders (the number of disks is in
+	 * its shape): nothing to re-probe, and listing the driver's sysfs directory is a kernel
+	 * path every clone would translate afresh.
+	 */
+	if (any && disk_rebind_all() < 0)
+		log_msg("SYNC: the disks may show the template's placeholders");
 	if (disks->root[0])
 		rootfs_switch(disks->root);
+}
+
+/*
+ * /dev/urandom for RNDADDENTROPY, opened once: a boot template opens it before it is saved
+ * (sync_defer_boot()), so its clones skip the open and close paths on the way to their first
+ * command. -1 until opened.
+ */
+static int urandom_fd = -1;
+
+static int urandom(void)
+{
+	if (urandom_fd < 0)
+		urandom_fd = open("/dev/urandom", O_RDWR | O_CLOEXEC);
+	return urandom_fd;
 }
 
 static int add_entropy(const uint8_t *p, uint32_t len)
@@ -66,20 +91,18 @@ static int add_entropy(const uint8_t *p, uint32_t len)
 	info->entropy_count = (int)(len * 8);
 	info->buf_size = (int)len;
 	memcpy(info->buf, p, len);
-	fd = open("/dev/urandom", O_RDWR | O_CLOEXEC);
+	fd = urandom();
 	if (fd < 0 || ioctl(fd, RNDADDENTROPY, info) < 0)
 		r = -errno;
 	/* Make the CRNG use it now; older kernels without RNDRESEEDCRNG still got the bytes. */
 	if (r == 0)
 		(void)ioctl(fd, RNDRESEEDCRNG);
-	if (fd >= 0)
-		close(fd);
 	explicit_bzero(info->buf, len);
 	free(info);
 	return r;
 }
 
-int sync_apply(const uint8_t *p, size_t len, const char **why)
+static int apply(const uint8_t *p, size_t len, const char **why)
 {
 	const uint8_t *time_v = NULL, *ent = NULL, *host = NULL, *boot = NULL;
 	uint32_t ent_len = 0, host_len = 0, boot_len = 0;
@@ -89,7 +112,8 @@ int sync_apply(const uint8_t *p, size_t len, const char **why)
 	const uint8_t *val;
 	uint32_t vlen;
 	uint16_t tag;
-	uint64_t ns = 0, t0;
+	uint64_t ns = 0, t[7]; /* step times for the debug line: start, clock, entropy, root,
+				   hostname, network, mounts */
 	struct net_cfg net;
 	int r;
 
@@ -149,6 +173,7 @@ int sync_apply(const uint8_t *p, size_t len, const char **why)
 		return r;
 	}
 
+	t[0] = boottime_ns();
 	if (time_v) {
 		struct timespec ts = { .tv_sec = (time_t)(ns / NSEC_PER_SEC),
 				       .tv_nsec = (long)(ns % NSEC_PER_SEC) };
@@ -157,36 +182,53 @@ int sync_apply(const uint8_t *p, size_t len, const char **why)
 			return -errno;
 		}
 	}
+	t[1] = boottime_ns();
 	if (ent && (r = add_entropy(ent, ent_len)) < 0) {
 		*why = "RNDADDENTROPY failed";
 		return r;
 	}
+	t[2] = boottime_ns();
 	if (boot) {
 		memcpy(words, boot, boot_len);
 		words[boot_len] = '\0';
-		t0 = boottime_ns();
 		finish_boot_root(words, &disks);
-		log_debug("SYNC: disks re-probed and root set up in %llu us",
-			  (unsigned long long)(boottime_ns() - t0) / 1000);
 		if (!host && disks.root[0])
 			net_set_hostname(SYS_HOSTNAME, strlen(SYS_HOSTNAME));
 	}
+	t[3] = boottime_ns();
 	if (host && (r = net_set_hostname((const char *)host, host_len)) < 0) {
 		*why = "setting the hostname failed";
 		return r;
 	}
+	t[4] = boottime_ns();
 	if (netcfg_has_net(&net)) {
-		t0 = boottime_ns();
 		if ((r = net_reidentify(&net, why)) < 0)
 			return r;
-		log_debug("SYNC: network re-identified in %llu us",
-			  (unsigned long long)(boottime_ns() - t0) / 1000);
 	}
+	t[5] = boottime_ns();
 	if (boot) {
 		/* As a cold boot: the workspace disks, then the shares (one may sit in a disk). */
 		disk_mount_all(&disks);
 		share_mount_words(words);
 		boot_deferred = false;
 	}
+	t[6] = boottime_ns();
+	log_debug("SYNC in %llu us: clock %llu, entropy %llu, root %llu, hostname %llu, "
+		  "network %llu, mounts %llu",
+		  (unsigned long long)(t[6] - t[0]) / 1000, (unsigned long long)(t[1] - t[0]) / 1000,
+		  (unsigned long long)(t[2] - t[1]) / 1000, (unsigned long long)(t[3] - t[2]) / 1000,
+		  (unsigned long long)(t[4] - t[3]) / 1000, (unsigned long long)(t[5] - t[4]) / 1000,
+		  (unsigned long long)(t[6] - t[5]) / 1000);
 	return 0;
+}
+
+int sync_apply(const uint8_t *p, size_t len, const char **why)
+{
+	int r;
+
+	/* A template's clone before its first command (net_set_fresh()). */
+	net_set_fresh(boot_deferred && !exec_started());
+	r = apply(p, len, why);
+	net_set_fresh(false);
+	return r;
 }

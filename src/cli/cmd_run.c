@@ -82,6 +82,7 @@ int cmd_run(int argc, char **argv)
 	int r, code;
 	/* AGENTVM_TRACE=1: one line of phase timings on stderr, for benchmarks and debugging. */
 	bool trace = getenv("AGENTVM_TRACE") && *getenv("AGENTVM_TRACE") == '1';
+	uint64_t t_main = now_us();
 
 	if (!a.spec) {
 		cli_error("out of memory");
@@ -119,6 +120,11 @@ int cmd_run(int argc, char **argv)
 		return cli_fail(&err);
 	}
 	vm_monitor_start(vm, a.spec->cpus, a.spec->memory_mib);
+	if (trace) {
+		char steps[256];
+		vm_trace(vm, t_main, steps, sizeof(steps));
+		fprintf(stderr, "agentvm: trace: ms after main: %s\n", steps);
+	}
 
 	struct files_opts fo = { .sig_fd = sig_fd, .progress = false, .stdin_fd = STDIN_FILENO,
 				 .stdout_fd = STDOUT_FILENO, .stderr_fd = STDERR_FILENO };

@@ -1,8 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "vm/files.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -18,6 +16,7 @@
 #include <unistd.h>
 
 #include "guest-init/proto.h"
+#include "vm/archive_dl.h"
 #include "vm/files_internal.h"
 #include "base/util.h"
 #include "vm/vm.h"
@@ -212,6 +211,9 @@ int files_copy_in(struct vm *vm, const char *host_path, const char *guest_path,
 					     host_path);
 		host_path = real; /* "." and ".." become the directory they name */
 	}
+	/* Before the fork: the child writes the tar with it. */
+	if ((r = archive_dl_load(err)) < 0)
+		return r;
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return avm_error_setx(err, -errno, "pipe");
 	pid = fork_child();

@@ -1,13 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* files_untar(): unpacking a tar stream from the guest, which is hostile (see files.h). */
-#include <archive.h>
-#include <archive_entry.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "vm/files.h"
+#include "vm/archive_dl.h"
 #include "vm/files_internal.h"
 #include "base/util.h"
 
@@ -49,10 +48,14 @@ static bool guest_path_ok(const char *p, const char *name)
 int files_untar(int fd, const char *dir, const char *name, bool progress, struct avm_error *err)
 {
 	struct progress pg = { .on = progress, .t0 = now_us(), .verb = "copied" };
-	struct archive *a = archive_read_new(), *w = archive_write_disk_new();
+	struct archive *a, *w;
 	struct archive_entry *e;
-	int r = 0, x;
+	int r, x;
 
+	if ((r = archive_dl_load(err)) < 0)
+		return r;
+	a = archive_read_new();
+	w = archive_write_disk_new();
 	if (!a || !w) {
 		r = avm_error_set(err, -ENOMEM, "out of memory");
 		goto out;

@@ -66,11 +66,13 @@ char *qemu_kernel_cmdline(const struct qemu_config *c)
 	/*
 	 * Under TCG the minimal kernel hangs at TSC calibration in a large share of boots unless it
 	 * is told the rate (tsc_early_khz) and skips the timer check; under KVM kvmclock makes both
-	 * moot. quiet: every console byte costs time under TCG. reboot=t + panic=-1 + QEMU's
+	 * moot. tsc=reliable: TCG's TSC follows QEMU's virtual clock, so the clocksource watchdog
+	 * only costs time, twice a second, and in every restored clone of a boot template too
+	 * (~300 fresh translation blocks before its first command, bench/warm_tbs.sh). quiet: every console byte costs time under TCG. reboot=t + panic=-1 + QEMU's
 	 * -no-reboot: a guest reboot or panic ends QEMU at once (acpi=off has no power-off).
 	 */
 	if (c->accel == VM_ACCEL_TCG && c->tsc_khz > 0)
-		snprintf(tsc, sizeof(tsc), " no_timer_check tsc_early_khz=%lu", c->tsc_khz);
+		snprintf(tsc, sizeof(tsc), " no_timer_check tsc_early_khz=%lu tsc=reliable", c->tsc_khz);
 	/*
 	 * No ipv6.disable=1: that would remove AF_INET6 altogether, and userlands expect ::1 on lo
 	 * (node tries it for "localhost"). The guest network is IPv4 only all the same: guest-init

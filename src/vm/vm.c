@@ -49,6 +49,21 @@ pid_t vm_qemu_pid(const struct vm *vm)
 	return vm->pid;
 }
 
+void vm_trace(const struct vm *vm, uint64_t t0_us, char *buf, size_t len)
+{
+	const uint64_t t[] = { vm->t_launch_us, vm->t_spawn_us, vm->t_qmp_us, vm->t_loaded_us,
+			       vm->t_ready_us };
+	static const char *const what[] = { "launch", "spawned", "QMP up",
+					    "snapshot loaded", "ready" };
+	size_t off = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < ARRAY_SIZE(t) && off < len; i++)
+		if (t[i])
+			off += (size_t)snprintf(buf + off, len - off, "%s%s %.1f", off ? ", " : "",
+						what[i], ((double)t[i] - (double)t0_us) / 1000);
+}
+
 uint64_t vm_boot_ms(const struct vm *vm)
 {
 	return vm->ready ? (vm->t_ready_us - vm->t_launch_us) / 1000 : 0;
@@ -488,6 +503,7 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 				  .n_keep = 3 + (qc.nic ? 1 : 0) + (qmp_listen >= 0 ? 1 : 0),
 				  .log_path = qlog, .jail = &vm->jail };
 	r = launch_spawn(&lo, &vm->pid, &vm->pidfd, err);
+	vm->t_spawn_us = now_us();
 	strv_release(&argv);
 	close(qmp_sp[1]);
 	close(agent_sp[1]);
@@ -548,6 +564,7 @@ int vm_launch(const struct vm_launch_opts *o, struct vm **out, struct avm_error 
 	vm->agent_events = EPOLLIN;
 
 	r = qmp_client_handshake(vm->qmp, QMP_HANDSHAKE_TIMEOUT_MS, &qerr);
+	vm->t_qmp_us = now_us();
 	if (r < 0) {
 		if (reap(vm, false) || r == -EPIPE || r == -ECONNRESET)
 			r = vm__qemu_died(vm, "while starting", err);

@@ -111,6 +111,10 @@ void vm_destroy(struct vm *vm);
  */
 int vm_dir_remove(const char *dir);
 
+/* The launch's steps (its start, QEMU spawned, QMP greeting, snapshot loaded, ready) in ms
+   after t0_us (now_us()), one line for AGENTVM_TRACE. */
+void vm_trace(const struct vm *vm, uint64_t t0_us, char *buf, size_t len);
+
 const char *vm_name(const struct vm *vm);
 const char *vm_state_dir(const struct vm *vm);
 pid_t vm_qemu_pid(const struct vm *vm);

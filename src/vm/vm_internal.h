@@ -41,11 +41,19 @@ struct vm {
 	struct jail jail;    /* QEMU's jail (its cgroups are removed once QEMU is gone) */
 	uint32_t next_id;
 	uint64_t t_launch_us, t_ready_us;
+	/* AGENTVM_TRACE's steps (vm_trace()): QEMU spawned, its QMP greeting, snapshot loaded */
+	uint64_t t_spawn_us, t_qmp_us, t_loaded_us;
 	bool attached;       /* a client of a detached VM's supervisor, not QEMU's parent */
 	struct vm_state st;  /* mirrored to state.json by its owner */
 	struct vm_net net;   /* torn down once QEMU is gone (owners only) */
 	char *boot_words;    /* a boot template's clone: its per-run words, sent with SYNC */
 	struct monitor *mon; /* run: connections and anomalies (vm_monitor_start) */
+	/* Replies to QMP commands sent ahead unanswered (vm_restore.c): here, not on a stack,
+	   as a failed wait leaves their callbacks to qmp_client_free(). */
+	struct vm_qmp_ahead {
+		int r;
+		struct qmp_error qe;
+	} ahead[2];
 };
 #define EV_MONITOR0 200 /* + 0..MONITOR_FDS-1: the monitor's fds in epfd (monitor.h) */
 

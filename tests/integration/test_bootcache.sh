@@ -71,6 +71,25 @@ t_clones_do_not_share_identity() {
 	[ "${d#-}" -le 5 ] || fail "a clone's clock is ${d} s off the host's"
 }
 
+# A clone's first SYNC rewrites /etc/hosts (and, with a network, /etc/resolv.conf) in place, PID 1
+# being alone then (guest-init/net.c): whatever the name's length against the template's, the
+# files hold exactly this run's lines.
+t_clone_etc_files() {
+	iso_run -- true # the template exists
+	for n in x a-name-far-longer-than-the-template-had; do
+		iso_run --name "$n" -- sh -c 'hostname; cat /etc/hosts'
+		expect_eq "/etc/hosts of $n" "$(printf '%s\n127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback' "$n" "$n")" "$(cat "$out")"
+	done
+	[ "$(id -u)" = 0 ] || return 0 # a nat-filtered run needs root (its tap)
+	avm_run -- true
+	avm_run --name y -- sh -c 'cat /etc/hosts; echo --; cat /etc/resolv.conf; echo --; ip -4 -o addr show eth0'
+	expect_eq "nat-filtered run" 0 "$rc"
+	expect_contains "hosts" "$(printf '127.0.1.1\ty')" "$(cat "$out")"
+	expect_eq "resolv.conf: one resolver line" 1 "$(sed -n '/^--$/,/^--$/p' "$out" | grep -vc '^--$')"
+	expect_eq "resolv.conf: a nameserver" 1 "$(grep -c '^nameserver [0-9.]*$' "$out")"
+	expect_eq "one address" 1 "$(grep -c ' inet ' "$out")"
+}
+
 # The disks of one run never reach the next: two different images in a row, and a write.
 t_two_disk_images_in_a_row() {
 	mkdir -p "$tmp_root/d1" "$tmp_root/d2"
@@ -271,7 +290,7 @@ t_cache_rm_and_gc() {
 
 filter=${1:-}
 for t in t_first_builds_then_restores t_cold_flag_and_env t_clones_do_not_share_identity \
-	t_two_disk_images_in_a_row t_shares_in_a_row t_workspace_from_template \
+	t_clone_etc_files t_two_disk_images_in_a_row t_shares_in_a_row t_workspace_from_template \
 	t_two_root_images_in_a_row t_start_restores_a_template \
 	t_damaged_templates t_two_first_runs_at_once t_full_disk_while_saving t_cache_rm_and_gc; do
 	case "$t" in *"$filter"*) run_test "$t" ;; esac

@@ -73,6 +73,8 @@ static void test_tcg_line(void **state)
 	const char *append = after(a.v, "-append", 0);
 	assert_non_null(strstr(append, "tsc_early_khz=2096014"));
 	assert_non_null(strstr(append, "no_timer_check"));
+	/* No clocksource watchdog: every restored clone would run it (and translate it). */
+	assert_non_null(strstr(append, "tsc=reliable"));
 	assert_non_null(strstr(append, "reboot=t"));
 	/* IPv6 stays in the kernel (lo's ::1); guest-init turns it off on eth0. */
 	assert_null(strstr(append, "ipv6.disable"));
