@@ -54,6 +54,7 @@ int shim_runtime_options(const char *type, const uint8_t *val, size_t len, char 
 void shim_config_release(struct shim_config *c)
 {
 	free(c->profile);
+	free(c->image);
 	free(c->cpus);
 	free(c->memory);
 	free(c->network);
@@ -114,6 +115,8 @@ int shim_config_parse(const char *json, size_t len, struct shim_config *c, char 
 			break;
 		if (!strcmp(key, "profile") || !strcmp(key, "network"))
 			r = str_or_int(v, false, key[0] == 'p' ? &c->profile : &c->network);
+		else if (!strcmp(key, "image") && json_object_is_type(v, json_type_string))
+			r = str_or_int(v, false, &c->image);
 		else if (!strcmp(key, "cpus") || !strcmp(key, "memory"))
 			r = str_or_int(v, true, key[0] == 'c' ? &c->cpus : &c->memory);
 		else if (!strcmp(key, "annotations") && json_object_is_type(v, json_type_boolean))
@@ -140,8 +143,8 @@ int shim_config_parse(const char *json, size_t len, struct shim_config *c, char 
 			static char msg[256];
 			snprintf(msg, sizeof(msg),
 				 "agentvm shim config: unknown key or wrong type '%.40s'; known: "
-				 "profile, cpus, memory, network, allow, allow_cidr, allow_domain, "
-				 "annotations, pool",
+				 "profile, cpus, memory, network, image, allow, allow_cidr, "
+				 "allow_domain, annotations, pool",
 				 key);
 			*why = msg;
 			json_object_put(o);

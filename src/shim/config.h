@@ -20,6 +20,7 @@
 /* Every string owned; NULL = agentvm's default. */
 struct shim_config {
 	char *profile, *cpus, *memory, *network;
+	char *image; /* an agentvm root image (name or id) for the pod VM itself */
 	/* The egress policy (nat-filtered): agentvm's --allow, --allow-cidr, --allow-domain. */
 	struct shim_config_list {
 		char *v[SHIM_CONFIG_MAX_ALLOW];
@@ -38,7 +39,7 @@ int shim_runtime_options(const char *type, const uint8_t *val, size_t len, char 
 
 /*
  * The JSON settings file: {"profile": S, "cpus": N, "memory": N (MiB), "network": "isolated" |
- * "nat-filtered", "allow": [S...], "allow_cidr": [S...], "allow_domain": [S...],
+ * "nat-filtered", "image": S, "allow": [S...], "allow_cidr": [S...], "allow_domain": [S...],
  * "annotations": bool, "pool": bool}. An unknown key, a wrong type or bad
  * JSON: -EINVAL and *why (static).
  */

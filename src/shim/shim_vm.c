@@ -110,8 +110,10 @@ void shim_vm_name(const char *ns, const char *id, char out[24])
 int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *value,
 		       struct shim_err *err)
 {
-	static const char *const keys[] = { "profile", "cpus", "memory", "network", "pool" };
-	const char **slots[] = { &c->profile, &c->cpus, &c->memory, &c->network, &c->pool };
+	static const char *const keys[] = { "profile", "cpus", "memory", "network", "image",
+					    "pool" };
+	const char **slots[] = { &c->profile, &c->cpus,  &c->memory,
+				 &c->network, &c->image, &c->pool };
 
 	if (strncmp(key, SHIM_ANNOTATION_PREFIX, strlen(SHIM_ANNOTATION_PREFIX)) != 0)
 		return 0; /* not ours */
@@ -126,8 +128,8 @@ int shim_vm_config_set(struct shim_vm_config *c, const char *key, const char *va
 	}
 	return shim_err_set(err, -EINVAL,
 			    "unknown annotation '%s'; agentvm knows io.agentvm.profile, "
-			    "io.agentvm.cpus, io.agentvm.memory, io.agentvm.network and "
-			    "io.agentvm.pool",
+			    "io.agentvm.cpus, io.agentvm.memory, io.agentvm.network, "
+			    "io.agentvm.image and io.agentvm.pool",
 			    key);
 }
 
@@ -151,6 +153,8 @@ int shim_vm_boot(const char *name, const char *pod_dir, const struct shim_vm_con
 		r = agentvm_spec_set_network(spec, c->network ? c->network : "isolated", ae);
 	if (r == 0 && c->profile)
 		r = agentvm_spec_set_profile(spec, c->profile, ae);
+	if (r == 0 && c->image)
+		r = agentvm_spec_set_image(spec, c->image, ae);
 	if (r == 0 && c->cpus)
 		r = agentvm_spec_set_cpus(spec, c->cpus, ae);
 	if (r == 0 && c->memory)

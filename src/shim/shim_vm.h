@@ -45,6 +45,8 @@ struct shim_vm_config {
 	const char *cpus;
 	const char *memory;
 	const char *network;
+	/* An agentvm root image (agentvm image ls) the VM boots into; NULL: the initramfs. */
+	const char *image;
 	/* "true": take the pod's VM from the warm pool first (shim_vm_pool_acquire). */
 	const char *pool;
 	/* The egress policy (the runtime's config file): --allow, --allow-cidr, --allow-domain. */

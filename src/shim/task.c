@@ -818,6 +818,7 @@ static void task_create(struct task *t, struct ttrpc_call call, const uint8_t *p
 		goto out;
 	vc = (struct shim_vm_config){
 		.profile = sc.profile, .cpus = sc.cpus, .memory = sc.memory, .network = sc.network,
+		.image = sc.image,
 		.allow = sc.allow.v, .n_allow = sc.allow.n,
 		.allow_cidr = sc.allow_cidr.v, .n_allow_cidr = sc.allow_cidr.n,
 		.allow_domain = sc.allow_domain.v, .n_allow_domain = sc.allow_domain.n,

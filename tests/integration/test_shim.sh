@@ -384,6 +384,28 @@ t_annotations() {
 		--runtime-config-path "$tmp_root/shim.json"
 }
 
+# The runtime's "image": the pod VM itself boots into an agentvm root image (here one imported
+# from a local OCI layout), its containers still each in their own root. The guest's PID 1 is
+# in the image's root: /dev/vda mounted at / (with the initramfs it is rootfs).
+t_vm_image() {
+	make_oci "$tmp_root/oci-vm"
+	"$AVM" image import shimvm "$tmp_root/oci-vm/layout" >/dev/null 2>"$tmp_root/err" ||
+		{ fail "agentvm image import: $(cat "$tmp_root/err")"; return; }
+	echo '{"image": "shimvm"}' >"$tmp_root/shim-img.json"
+	out=$(ctr_ run --fifo-dir "$CT/fifo" --runtime "$RT" --runtime-config-path "$tmp_root/shim-img.json" \
+		"$IMG" c16 sh -c 'busybox grep " / " /proc/1/mounts; busybox cat /opt/new.txt' \
+		</dev/null 2>&1)
+	expect_eq "exit code with a VM image" 0 "$?"
+	expect_contains "the VM's root is the image" "/dev/vda / ext4" "$out"
+	expect_contains "the container in its own root" "new" "$out"
+	ctr_ containers rm c16 || fail "ctr containers rm c16"
+	# An image agentvm does not have fails the Create with the store's message.
+	echo '{"image": "nosuch-image"}' >"$tmp_root/shim-img.json"
+	expect_run_refused c17 "image nosuch-image not found" \
+		--runtime-config-path "$tmp_root/shim-img.json"
+	"$AVM" image rm shimvm >/dev/null || fail "agentvm image rm shimvm"
+}
+
 # ctr task kill -s KILL ID, then wait until the task is STOPPED.
 kill_and_wait() {
 	ctr_ task kill -s KILL "$1" || fail "kill -s KILL $1"
@@ -551,7 +573,7 @@ t_pod_pool() {
 }
 
 if start_containerd; then
-	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_bind_mounts t_pod_netns t_containerd_restart t_shim_restart t_dead_shim_cleanup t_dead_shim_pod_netns t_cri_pod t_pod_pool}; do
+	for t in ${ONLY:-t_run_exit_code_and_rootfs t_exec_pause_resume_kill t_bad_runtime_input t_annotations t_vm_image t_bind_mounts t_pod_netns t_containerd_restart t_shim_restart t_dead_shim_cleanup t_dead_shim_pod_netns t_cri_pod t_pod_pool}; do
 		run_test "$t"
 	done
 fi

@@ -376,12 +376,18 @@ static void test_runtime_options_and_config(void **state)
 	const char *pool = "{\"pool\":true}";
 	assert_int_equal(shim_config_parse(pool, strlen(pool), &c, &why), 0);
 	assert_true(c.pool);
+	assert_null(c.image);
+	shim_config_release(&c);
+	const char *image = "{\"image\":\"agent\"}";
+	assert_int_equal(shim_config_parse(image, strlen(image), &c, &why), 0);
+	assert_string_equal(c.image, "agent");
 	shim_config_release(&c);
 
 	static const char *const bad[] = {
 		"", "[]", "{\"memory\":640} x", "{\"colour\":\"red\"}", "{\"cpus\":1.5}",
 		"{\"network\":1}", "{\"allow\":\"tcp:1\"}", "{\"allow\":[1]}",
 		"{\"annotations\":\"no\"}", "{\"memory\":640", "{\"pool\":\"yes\"}",
+		"{\"image\":1}",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		why = NULL;
