@@ -43,7 +43,7 @@ endif
 CORE_SRC := $(filter-out src/cli/% src/shim/% src/gen/%,$(wildcard src/*/*.c))
 CLI_SRC := $(wildcard src/cli/*.c)
 # The shim is an outside program of libagentvm; it compiles the pure utilities it shares.
-SHIM_SRC := $(wildcard src/shim/*.c) src/base/sha256.c src/base/strv.c
+SHIM_SRC := $(wildcard src/shim/*.c) src/base/proc.c src/base/sha256.c src/base/strv.c
 QMP_SRC := $(wildcard qmp/*.c)
 NF_SRC := $(wildcard netfilter/*.c)
 PROTO_SRC := guest-init/proto.c

@@ -19,6 +19,7 @@
 
 #include "include/agentvm.h"
 
+#include "base/proc.h"
 #include "base/sha256.h"
 #include "shim.h"
 #include "shim_vm.h"
@@ -375,35 +376,9 @@ bool shim_vm_alive(const char *name)
 	return true;
 }
 
-/* The same reading as agentvm's own (state/vmstate.c, not public): start times an earlier shim
- * saved compare equal. */
 uint64_t shim_vm_proc_start(pid_t pid)
 {
-	char path[64], buf[1024], *p;
-	unsigned long long start = 0;
-	ssize_t n;
-	int fd;
-
-	if (pid <= 0)
-		return 0;
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return 0;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	/* comm (field 2) may hold spaces and parentheses: count fields after the last ')'; a
-	 * zombie (Z) or dying (X) process has ended. Field 22 is the start time (clock ticks). */
-	if (!(p = strrchr(buf, ')')) || (p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X')))
-		return 0;
-	p++;
-	for (int f = 3; f < 22 && p; f++)
-		p = strchr(p + 1, ' ');
-	if (!p || sscanf(p, " %llu", &start) != 1)
-		return 0;
-	return start;
+	return proc_start_time(pid); /* base/proc.c, as agentvm's own records */
 }
 
 bool shim_vm_proc_is(pid_t pid, uint64_t start)

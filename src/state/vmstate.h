@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include "base/error.h"
+#include "base/proc.h"
 
 /*
  * What a VM is doing. state.json spells it as vmstate_name() does (tests and scripts read those
@@ -63,9 +64,6 @@ int vmstate_reserve(const char *dir);
 /* Write state.json in place of its reserved spare (see vmstate_reserve). 0 or -errno. */
 int vmstate_write(const char *dir, const struct vm_state *s);
 int vmstate_read(const char *dir, struct vm_state *s, struct avm_error *err);
-/* A process's start time in clock ticks since boot (/proc/PID/stat field 22); 0: no such pid
-   or one that has ended and waits to be reaped (a zombie). */
-uint64_t proc_start_time(pid_t pid);
 /* True when pid is alive and is the process that started at `start` (never for start 0). */
 bool proc_is(pid_t pid, uint64_t start);
 /*
