@@ -491,6 +491,7 @@ struct build {
 	int work_fd;   /* flocked for the build's life: the next build knows it is alive */
 	int lock_fd;   /* images/.locks/NAME */
 	char *log;
+	uint64_t t0;   /* now_ms() when the build was asked for: build_ms and the log line */
 	struct sigaction old_int, old_term, old_hup;
 };
 
@@ -575,6 +576,28 @@ static int build_begin(struct build *b, const char *name, struct avm_error *err)
 	snprintf(path, sizeof(path), "%s/in/ca", b->work);
 	if ((r = mkdir_p(path, 0755)) < 0)
 		return avm_error_setx(err, r, "cannot create %s", path);
+	return 0;
+}
+
+/*
+ * How a build and an import start: no id yet, a valid NAME, its lock and work dir
+ * (build_begin), the clock running since the call (waiting for another build counts). On
+ * failure there is nothing to release.
+ */
+static int build_start(struct build *b, const char *name, char **id_out, struct avm_error *err)
+{
+	uint64_t t0 = now_ms();
+	int r;
+
+	if (id_out)
+		*id_out = NULL;
+	if ((r = image_validate_name(name, err)) < 0)
+		return r;
+	if ((r = build_begin(b, name, err)) < 0) {
+		build_release(b, false);
+		return r;
+	}
+	b->t0 = t0;
 	return 0;
 }
 
@@ -857,7 +880,7 @@ static void add_str(struct json_object *o, const char *k, const char *v)
  * id; then point NAME at it. meta holds what the caller knows (recipe, inputs, source, ...).
  */
 static int finish(struct build *b, const struct image_defaults *defs, struct json_object *meta,
-		  uint64_t t0, char **id_out, struct avm_error *err)
+		  char **id_out, struct avm_error *err)
 {
 	char path[PATH_MAX], final[PATH_MAX], id[65], tree[PATH_MAX];
 	struct stat st;
@@ -886,7 +909,7 @@ static int finish(struct build *b, const struct image_defaults *defs, struct jso
 	json_object_object_add(meta, "env", strv_array(&defs->env));
 	add_str(meta, "workdir", defs->workdir);
 	add_str(meta, "user", defs->user);
-	json_object_object_add(meta, "build_ms", json_object_new_int64(now_ms() - t0));
+	json_object_object_add(meta, "build_ms", json_object_new_int64(now_ms() - b->t0));
 	const char *text = json_object_to_json_string_ext(meta, JSON_C_TO_STRING_PRETTY |
 									JSON_C_TO_STRING_NOSLASHESCAPE);
 	snprintf(final, sizeof(final), "%s/out", b->work);
@@ -917,7 +940,7 @@ static int finish(struct build *b, const struct image_defaults *defs, struct jso
 		return avm_error_set(err, -ENOMEM, "out of memory");
 	avm_log("image: %s is %.12s (%.1f MiB, %.1f MiB allocated) in %.1f s\n", b->name,
 		id, st.st_size / 1048576.0, st.st_blocks * 512 / 1048576.0,
-		(now_ms() - t0) / 1000.0);
+		(now_ms() - b->t0) / 1000.0);
 	return 0;
 }
 
@@ -947,15 +970,10 @@ int image_build(const char *name, const struct image_recipe *rc, const struct im
 	char inputs[65], uuid[37], buf[64];
 	struct image_defaults defs = { 0 };
 	struct json_object *meta = NULL;
-	uint64_t t0 = now_ms();
 	int r;
 
-	if (id_out)
-		*id_out = NULL;
-	if ((r = image_validate_name(name, err)) < 0)
+	if ((r = build_start(&b, name, id_out, err)) < 0)
 		return r;
-	if ((r = build_begin(&b, name, err)) < 0)
-		goto out;
 	if ((r = image_recipe_inputs(rc, b.script, inputs, err)) < 0)
 		goto out;
 	if (!o->force && up_to_date(name, inputs, id_out)) {
@@ -1012,7 +1030,7 @@ int image_build(const char *name, const struct image_recipe *rc, const struct im
 	json_object_object_add(meta, "packages", tsv_object(&b, "packages.tsv"));
 	json_object_object_add(meta, "npm", tsv_object(&b, "npm.tsv"));
 	json_object_object_add(meta, "source", NULL);
-	r = finish(&b, &defs, meta, t0, id_out, err);
+	r = finish(&b, &defs, meta, id_out, err);
 out:
 	if (meta)
 		json_object_put(meta);
@@ -1047,15 +1065,10 @@ int image_import(const char *name, const char *source, const struct image_build_
 	struct oci_config cfg = { 0 };
 	struct image_defaults defs = { 0 };
 	struct json_object *meta = NULL;
-	uint64_t t0 = now_ms();
 	int r;
 
-	if (id_out)
-		*id_out = NULL;
-	if ((r = image_validate_name(name, err)) < 0)
+	if ((r = build_start(&b, name, id_out, err)) < 0)
 		return r;
-	if ((r = build_begin(&b, name, err)) < 0)
-		goto out;
 	avm_log("image: importing %s as %s\n", source, name);
 	if ((r = run_step(&b, "import", source, "", err)) < 0)
 		goto out;
@@ -1105,7 +1118,7 @@ int image_import(const char *name, const char *source, const struct image_build_
 	json_object_object_add(meta, "npm", json_object_new_object());
 	add_str(meta, "source", source);
 	add_str(meta, "oci_user", cfg.user);
-	r = finish(&b, &defs, meta, t0, id_out, err);
+	r = finish(&b, &defs, meta, id_out, err);
 out:
 	(void)o;
 	if (meta)

@@ -577,10 +577,8 @@ static void serve(struct sup *s)
 			if (tag == EV_PIDFD) {
 				record_exit(s);
 				return;
-			} else if (tag == EV_QMP) {
-				vm__pump_qmp(s->vm, NULL);
-			} else if (tag == EV_CONSOLE) {
-				vm__pump_console(s->vm);
+			} else if (tag == EV_QMP || tag == EV_CONSOLE) {
+				vm__pump_qemu(s->vm, tag, NULL);
 			} else if (tag == EV_AGENT) {
 				if (evs[i].events & EPOLLOUT) {
 					agent_conn_flush(&s->vm->agent);

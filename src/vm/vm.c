@@ -170,7 +170,8 @@ static void on_qmp_event(void *opaque, const char *event, struct json_object *da
 	note_shutdown(vm, event, data);
 }
 
-void vm__pump_console(struct vm *vm)
+/* Copy console output into console.log; stop watching the socket at its EOF. */
+static void pump_console(struct vm *vm)
 {
 	if (vm->con.fd >= 0 && console_pump(&vm->con) == 1)
 		epoll_ctl(vm->epfd, EPOLL_CTL_DEL, vm->con.fd, NULL);
@@ -614,7 +615,7 @@ fail:
 }
 
 /* Handle QMP input; a broken QMP connection means QEMU is going away. */
-int vm__pump_qmp(struct vm *vm, struct avm_error *err)
+static int pump_qmp(struct vm *vm, struct avm_error *err)
 {
 	struct qmp_error qerr = { 0 };
 	int r = qmp_client_process(vm->qmp, &qerr);
@@ -624,6 +625,15 @@ int vm__pump_qmp(struct vm *vm, struct avm_error *err)
 		epoll_ctl(vm->epfd, EPOLL_CTL_DEL, qmp_client_fd(vm->qmp), NULL);
 		return 0;
 	}
+	return 0;
+}
+
+int vm__pump_qemu(struct vm *vm, uint32_t tag, struct avm_error *err)
+{
+	if (tag == EV_QMP)
+		return pump_qmp(vm, err);
+	if (tag == EV_CONSOLE)
+		pump_console(vm);
 	return 0;
 }
 
@@ -664,10 +674,8 @@ int vm__wait_guest(struct vm *vm, const struct vm_wait *w, uint64_t deadline, in
 				r = vm__qemu_died(vm, w->when, err);
 				break;
 			case EV_QMP:
-				r = vm__pump_qmp(vm, err);
-				break;
 			case EV_CONSOLE:
-				vm__pump_console(vm);
+				r = vm__pump_qemu(vm, evs[i].data.u32, err);
 				break;
 			case EV_SIG:
 				r = avm_error_set(err, -EINTR, "%s", w->interrupted);

@@ -354,10 +354,8 @@ int vm_exec(struct vm *vm, const struct vm_exec_request *req, struct vm_exec_res
 				r = on_timer(&s, err);
 				break;
 			case EV_QMP:
-				r = vm__pump_qmp(vm, err);
-				break;
 			case EV_CONSOLE:
-				vm__pump_console(vm);
+				r = vm__pump_qemu(vm, evs[i].data.u32, err);
 				break;
 			default:
 				if (monitor_owns(vm->mon, evs[i].data.u32))

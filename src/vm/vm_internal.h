@@ -62,7 +62,12 @@ int vm__ep_add(int epfd, int fd, uint32_t events, enum ev_tag tag);
 void vm__agent_want_out(struct vm *vm);
 /* Reap QEMU and describe its death in err (with the last line of qemu.log). Returns -ECHILD. */
 int vm__qemu_died(struct vm *vm, const char *when, struct avm_error *err);
-int vm__pump_qmp(struct vm *vm, struct avm_error *err);
+/*
+ * QEMU's side of the epoll set, the same in every loop on it: EV_QMP (events and replies; at
+ * its EOF the socket leaves the set and the pidfd tells why) and EV_CONSOLE (into console.log;
+ * at its EOF the socket leaves the set). Another tag does nothing. 0, or -errno in err.
+ */
+int vm__pump_qemu(struct vm *vm, uint32_t tag, struct avm_error *err);
 /* Read agent bytes into the decoder; an EOF becomes a QEMU-died or channel-closed error. */
 int vm__read_agent(struct vm *vm, const char *when, struct avm_error *err);
 
@@ -90,9 +95,6 @@ int vm__wait_guest(struct vm *vm, const struct vm_wait *w, uint64_t deadline, in
 
 /* "guest-panic" (a reset with the kernel's panic line on the console), "guest-reset", or NULL. */
 const char *vm__exit_reason(const struct vm *vm);
-
-/* Copy console output into console.log; stop watching the socket at its EOF. */
-void vm__pump_console(struct vm *vm);
 
 /* A write in the state dir failed (a full file system): say so in state.json, once. */
 void vm__note_write_error(struct vm *vm, const char *file, int r);
