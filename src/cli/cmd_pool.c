@@ -17,9 +17,11 @@ int cmd_serve(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "pool", required_argument, NULL, 'p' },
 		{ "pool-pod", no_argument, NULL, 'P' },
+		{ "pool-run", no_argument, NULL, 'R' },
 		{ "profile", required_argument, NULL, 'r' },
 		{ "cpus", required_argument, NULL, 'c' },
 		{ "memory", required_argument, NULL, 'y' },
+		{ "accel", required_argument, NULL, 'a' },
 		{ "pool-min", required_argument, NULL, 'm' },
 		{ "pool-max", required_argument, NULL, 'M' },
 		{ "pool-ttl", required_argument, NULL, 't' },
@@ -33,7 +35,7 @@ int cmd_serve(int argc, char **argv)
 	struct pool_opts *p = &o;
 	struct cli_net_override no = { .spec = vm_spec_new() };
 	struct avm_error err = { 0 };
-	const char *profile = NULL, *cpus = NULL, *memory = NULL;
+	const char *profile = NULL, *cpus = NULL, *memory = NULL, *accel = NULL;
 	int c, r;
 
 	optind = 1;
@@ -51,8 +53,10 @@ int cmd_serve(int argc, char **argv)
 			p->snap = optarg;
 		} else if (c == 'P') {
 			p->pod = true;
-		} else if (c == 'r' || c == 'c' || c == 'y') {
-			*(c == 'r' ? &profile : c == 'c' ? &cpus : &memory) = optarg;
+		} else if (c == 'R') {
+			p->run = true;
+		} else if (c == 'r' || c == 'c' || c == 'y' || c == 'a') {
+			*(c == 'r' ? &profile : c == 'c' ? &cpus : c == 'y' ? &memory : &accel) = optarg;
 		} else if (c == 'L') {
 			if (metrics_http_check(optarg, &err) < 0) {
 				cli_error("--metrics-listen: %s", err.msg);
@@ -70,8 +74,8 @@ int cmd_serve(int argc, char **argv)
 		} else if (c == 'h') {
 			puts("usage: agentvm serve --pool SNAPSHOT [--pool-min N] [--pool-max M] "
 			     "[--pool-ttl SECONDS]\n"
-			     "       agentvm serve --pool-pod [--profile P] [--cpus N] "
-			     "[--memory MIB] [--pool-min N] ...\n"
+			     "       agentvm serve --pool-pod|--pool-run [--profile P] [--cpus N] "
+			     "[--memory MIB] [--accel A] [--pool-min N] ...\n"
 			     "       [--network MODE] [--allow PROTO:PORT]... [--allow-host PROTO:PORT]...\n"
 			     "       [--deny-all-egress] [--dns ADDR] [--allow-cidr CIDR[:PROTO:PORT]]...\n"
 			     "       [--allow-domain NAME]... [--domain-ttl S] [--conn-limit N]\n"
@@ -83,6 +87,9 @@ int cmd_serve(int argc, char **argv)
 			     "containerd shim's pods instead: each with its empty pod directory\n"
 			     "shared as /mnt/rootfs, the network isolated unless --network says\n"
 			     "otherwise.\n"
+			     "--pool-run keeps VMs started (from a boot template) as 'agentvm run'\n"
+			     "with the same flags would boot them, each warmed up by one command:\n"
+			     "such a run (no --name, --cold, --keep-state or copies) takes one.\n"
 			     "--metrics-listen serves Prometheus metrics at http://ADDR:PORT/metrics\n"
 			     "(read-only; bind a loopback address unless a firewall guards it).");
 			vm_spec_free(no.spec);
@@ -98,16 +105,17 @@ int cmd_serve(int argc, char **argv)
 	/* The profile first: --cpus and --memory override it, as for start. */
 	if ((profile && vm_spec_set_profile(no.spec, profile, &err) < 0) ||
 	    (cpus && vm_spec_set_cpus(no.spec, cpus, &err) < 0) ||
-	    (memory && vm_spec_set_memory(no.spec, memory, &err) < 0)) {
+	    (memory && vm_spec_set_memory(no.spec, memory, &err) < 0) ||
+	    (accel && vm_spec_set_accel(no.spec, accel, &err) < 0)) {
 		cli_error("%s", err.msg);
 		code = EXIT_USAGE;
-	} else if ((profile || cpus || memory) && !p->pod) {
-		cli_error("--profile, --cpus and --memory are for --pool-pod (a snapshot has its "
-			  "own)");
+	} else if ((profile || cpus || memory || accel) && !p->pod && !p->run) {
+		cli_error("--profile, --cpus, --memory and --accel are for --pool-pod and --pool-run "
+			  "(a snapshot has its own)");
 		code = EXIT_USAGE;
-	} else if (!p->snap == !p->pod || optind != argc) {
-		cli_error("usage: agentvm serve --pool SNAPSHOT | --pool-pod [--pool-min N] "
-			  "[--pool-max M] [--pool-ttl S] [network flags]");
+	} else if ((p->snap != NULL) + p->pod + p->run != 1 || optind != argc) {
+		cli_error("usage: agentvm serve --pool SNAPSHOT | --pool-pod | --pool-run "
+			  "[--pool-min N] [--pool-max M] [--pool-ttl S] [network flags]");
 		code = EXIT_USAGE;
 	} else if (p->max < 1 || p->min > p->max) {
 		cli_error("--pool-min (%ld) must not exceed --pool-max (%ld), and max must be >= 1",
@@ -170,10 +178,12 @@ int cmd_pool(int argc, char **argv)
 		const char *snap = json_object_object_get_ex(o, "snapshot", &v)
 					   ? json_object_get_string(v)
 					   : NULL;
+		bool run = json_object_object_get_ex(o, "run", &v) && json_object_get_boolean(v);
 		if (snap)
 			printf("pool of '%s': %d ready, %d starting, %d acquired\n", snap, r, s, l);
 		else
-			printf("pool of pod VMs: %d ready, %d starting, %d acquired\n", r, s, l);
+			printf("pool of %s: %d ready, %d starting, %d acquired\n",
+			       run ? "VMs for agentvm run" : "pod VMs", r, s, l);
 	}
 	json_object_put(o);
 	return 0;

@@ -16,6 +16,7 @@
 #include "vm/vm.h"
 #include "control/vm_start.h"
 #include "control/vmctl.h"
+#include "pool/pool.h"
 
 
 static void run_usage(FILE *f)
@@ -77,8 +78,9 @@ int cmd_run(int argc, char **argv)
 {
 	struct avm_error err = { 0 };
 	struct vm_args a = { .spec = vm_spec_new() };
-	_cleanup_close_ int sig_fd = -1;
+	_cleanup_close_ int sig_fd = -1, lease_fd = -1;
 	struct vm *vm = NULL;
+	char pooled[STATEDIR_MAX_NAME + 1];
 	int r, code;
 	/* AGENTVM_TRACE=1: one line of phase timings on stderr, for benchmarks and debugging. */
 	bool trace = getenv("AGENTVM_TRACE") && *getenv("AGENTVM_TRACE") == '1';
@@ -115,11 +117,24 @@ int cmd_run(int argc, char **argv)
 		vm_spec_free(a.spec);
 		return EXIT_INTERNAL;
 	}
-	if (vm_boot(a.spec, a.boot_timeout_s, a.cold, a.keep_state, sig_fd, &vm, &err) < 0) {
+	/* A warm VM from a run pool (serve --pool-run) with these very flags, when one is ready
+	 * now; a run that asks for its own name, state, copies or a real boot always boots. */
+	r = a.cold || a.keep_state || a.spec->name || a.n_copy_in || a.n_copy_out
+		    ? 0
+		    : pool_run_acquire(a.spec, pooled, sizeof(pooled), &lease_fd, &err);
+	if (r > 0 && vm_connect(pooled, &vm, &err) < 0) {
+		/* Nothing ran in it: give it back and boot. */
+		close(TAKE_FD(lease_fd));
+		err = (struct avm_error){ 0 };
+		r = 0;
+	}
+	if (r < 0 || (r == 0 && vm_boot(a.spec, a.boot_timeout_s, a.cold, a.keep_state, sig_fd,
+					 &vm, &err) < 0)) {
 		vm_spec_free(a.spec);
 		return cli_fail(&err);
 	}
-	vm_monitor_start(vm, a.spec->cpus, a.spec->memory_mib);
+	if (lease_fd < 0)
+		vm_monitor_start(vm, a.spec->cpus, a.spec->memory_mib);
 	if (trace) {
 		char steps[256];
 		vm_trace(vm, t_main, steps, sizeof(steps));
@@ -179,7 +194,7 @@ int cmd_run(int argc, char **argv)
 		}
 	}
 	uint64_t t_exec = now_us();
-	vm_destroy(vm);
+	vm_destroy(vm); /* a pooled VM: only our connection; closing the lease removes it */
 	if (trace)
 		fprintf(stderr,
 			"agentvm: trace: launch+boot to READY %llu ms, exec %llu us (in guest %llu us), teardown %llu us\n",

@@ -92,6 +92,19 @@ void pool_refill(struct pool *p)
 		pool_vm_spawn(p);
 }
 
+void pool_lease_end(struct pool *p, const char *name)
+{
+	for (int i = 0; i < MAX_VMS; i++) {
+		if (!strcmp(p->vms[i].name, name) &&
+		    (p->vms[i].state == PVM_LEASED || p->vms[i].state == PVM_READY)) {
+			audit_vm("pool.release", name);
+			pool_drop_vm(p, i, "its run is over");
+			pool_refill(p);
+			return;
+		}
+	}
+}
+
 void pool_drop_vm(struct pool *p, int i, const char *why)
 {
 	pool_log("removing %s: %s", p->vms[i].name, why);
@@ -119,6 +132,23 @@ void pool_serve_waiters(struct pool *p)
 		if (!pool_vm_alive(p->vms[v].name)) { /* died since the last health check */
 			pool_drop_vm(p, v, "died");
 			pool_refill(p);
+			continue;
+		}
+		struct conn *c = &p->conns[w];
+		if (c->run) {
+			/*
+			 * A run's lease, not marked acquired: should we die, the VM's supervisor stops
+			 * and removes it (the run's command then ends with it) rather than leave a VM
+			 * that nobody would remove once the run is over.
+			 */
+			_Static_assert(sizeof(c->lease) == sizeof(p->vms[v].name), "lease holds a name");
+			memcpy(c->lease, p->vms[v].name, sizeof(c->lease));
+			c->waiting = false;
+			if (pool_reply_keep(p, w, "OK %s", p->vms[v].name) == 0) {
+				p->vms[v].state = PVM_LEASED;
+				audit_vm("pool.acquire", p->vms[v].name);
+			}
+			/* else: the connection is gone, and with it the lease (pool_lease_end()). */
 			continue;
 		}
 		/*
@@ -189,7 +219,7 @@ static void tick(struct pool *p)
 		if (c->used && c->waiting && now >= c->deadline_ms)
 			pool_reply(p, i, "ERR TIMEOUT no VM became free in time (the pool has %ld at most)",
 			      p->max);
-		else if (c->used && !c->waiting && now - c->since_ms > CONN_IDLE_MS)
+		else if (c->used && !c->waiting && !c->lease[0] && now - c->since_ms > CONN_IDLE_MS)
 			pool_reply(p, i, "ERR no request for %d s; closing", CONN_IDLE_MS / 1000);
 	}
 	/* Waiter deadlines every 100 ms; the health check once a second. */
@@ -290,7 +320,7 @@ static int serve(const struct pool_opts *o, struct avm_error *err)
 	p->ttl_s = o->ttl_s;
 	p->boot_timeout_s = o->boot_timeout_s;
 	p->listen_fd = p->sig_fd = p->timer_fd = -1;
-	if (o->pod) {
+	if (o->pod || o->run) {
 		/* A spec that does not fit (its flags together) fails here, not in every refill. */
 		if ((r = pool_pod_prepare(p, o, err)) < 0)
 			return r;
@@ -336,9 +366,9 @@ static int serve(const struct pool_opts *o, struct avm_error *err)
 		pool_log("metrics on http://%s/metrics", metrics_http_address(p->http));
 	}
 	pool_log("serving pool of %s%s%s (min %ld, max %ld, ttl %ld s) on %s",
-		 p->snap ? "'" : "pod VMs", p->snap ? p->snap : "", p->snap ? "'" : "", p->min,
-		 p->max, p->ttl_s, p->sock_path);
-	if (p->pod_spec && (r = pool_pod_janitor(p)) < 0)
+		 p->snap ? "'" : p->run ? "VMs for agentvm run" : "pod VMs", p->snap ? p->snap : "",
+		 p->snap ? "'" : "", p->min, p->max, p->ttl_s, p->sock_path);
+	if (p->pod_spec && !p->run && (r = pool_pod_janitor(p)) < 0)
 		pool_log("cannot fork the janitor (%s): a kill -9 may leave pod directories "
 			 "(the next serve removes them)", strerror(-r));
 	pool_vm_adopt(p);

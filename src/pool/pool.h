@@ -3,6 +3,9 @@
  * The warm pool: `agentvm serve --pool SNAP` keeps min..max VMs restored from a snapshot and
  * hands them out over a Unix socket (<state root>/.pool.sock, one line per request and reply):
  *   ACQUIRE <timeout_ms>  ->  OK <name> | ERR <message>   (ERR TIMEOUT ... when none came free)
+ *   ACQUIRE <timeout_ms> <key>  (a run pool's lease, pool_run_acquire()): OK <name> only when
+ *                         key is the pool's own (ERR MISMATCH ... else), and the connection
+ *                         stays open: the VM is the caller's until it closes it, then removed
  *   RELEASE <name>        ->  OK | ERR <message>
  *   STATUS                ->  one line of JSON
  * An acquired VM belongs to the caller until RELEASE (it still counts towards max).
@@ -42,9 +45,19 @@
 #define POOL_POD_DIR_PREFIX ".pod-"
 #define POOL_POD_GUEST_DIR "/mnt/rootfs"
 
+/*
+ * A run pool (`serve --pool-run`): its VMs are started like `agentvm start` with the pool's
+ * flags (no share, the network nat-filtered unless the flags say otherwise), then run `true`
+ * once, so that TCG has translated the guest's command path before a caller's command comes.
+ * `agentvm run` takes one when the pool's VMs are exactly what the run would boot
+ * (pool_run_key) and one is ready at once, runs its command in it and gives it back by
+ * closing the lease's connection (the pool removes the VM and starts a fresh one). A run that
+ * dies, even by kill -9, gives it back the same way.
+ */
 struct pool_opts {
-	const char *snap; /* the snapshot to restore from; NULL for a pod pool */
+	const char *snap; /* the snapshot to restore from; NULL for a pod or run pool */
 	bool pod;         /* a pod pool: the VMs' shape below, net_override their network */
+	bool run;         /* a run pool: likewise */
 	const char *profile, *cpus, *memory; /* NULL: agentvm start's defaults */
 	long min, max;    /* 0 <= min <= max, 1 <= max <= POOL_MAX_VMS */
 	long ttl_s;       /* ready VMs older than this are replaced; 0 = never */
@@ -86,6 +99,21 @@ void pool_metrics_query(struct metrics_pool *p);
  * -ETIMEDOUT when acquire timed out.
  */
 int pool_acquire(long timeout_s, char *name, size_t len, struct avm_error *err);
+
+/*
+ * What a run pool's VMs and a run must agree on: the hex SHA-256 (65 bytes with its NUL) of
+ * the spec without its per-command parts (name, command, env, workdir, timeout), with the
+ * accelerator resolved. 0 or -errno.
+ */
+int pool_run_key(const struct vm_spec *spec, char key[65], struct avm_error *err);
+/*
+ * A VM for `agentvm run` from the run pool serving in the state root: one that is ready now
+ * and was started from a spec with spec's key; its name into name and the lease's connection
+ * into *lease_fd (closing it gives the VM back: the pool removes it). 1 when leased, 0 when
+ * not (no pool serves, another kind of pool or spec, none ready: boot as usual), -errno.
+ */
+int pool_run_acquire(const struct vm_spec *spec, char *name, size_t len, int *lease_fd,
+		     struct avm_error *err);
 int pool_release(const char *name, struct avm_error *err);
 int pool_status(char *out, size_t len, struct avm_error *err);
 

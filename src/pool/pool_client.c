@@ -3,29 +3,44 @@
 #include <errno.h>
 #include <json-c/json.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "base/sha256.h"
 #include "pool/pool.h"
 #include "state/statedir.h"
 #include "base/util.h"
+#include "vm/host.h"
 
-int pool_request(const char *req, char *out, size_t len, struct avm_error *err)
+/* A connection to the pool's socket into *fd; -ECONNREFUSED (err says how) when none serves. */
+static int pool_connect(int *fd, struct avm_error *err)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", statedir_root(), POOL_SOCK);
+	*fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (*fd >= 0 && connect(*fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+		return 0;
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+	return avm_error_set(err, -ECONNREFUSED,
+			     "no pool is serving in %s; start one with 'agentvm serve --pool "
+			     "SNAPSHOT ...'",
+			     statedir_root());
+}
+
+/* One request line on fd and its reply line, without its '\n', into out. */
+static int exchange(int fd, const char *req, char *out, size_t len, struct avm_error *err)
+{
 	size_t got = 0;
 	ssize_t n;
 
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", statedir_root(), POOL_SOCK);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-		return avm_error_set(err, -ECONNREFUSED,
-				     "no pool is serving in %s; start one with 'agentvm serve --pool "
-				     "SNAPSHOT ...'",
-				     statedir_root());
 	/* A full pool answers with one ERR line and closes before reading: the write may fail
 	 * (EPIPE) with the answer waiting to be read, so read it before reporting the write. */
 	int wr = write_all(fd, req, strlen(req));
@@ -47,6 +62,14 @@ int pool_request(const char *req, char *out, size_t len, struct avm_error *err)
 		return avm_error_set(err, -EPIPE, "the pool closed the connection");
 	*nl = '\0';
 	return 0;
+}
+
+int pool_request(const char *req, char *out, size_t len, struct avm_error *err)
+{
+	_cleanup_close_ int fd = -1;
+	int r = pool_connect(&fd, err);
+
+	return r < 0 ? r : exchange(fd, req, out, len, err);
 }
 
 int pool_sock_remove_stale(void)
@@ -131,4 +154,65 @@ void pool_metrics_query(struct metrics_pool *p)
 		p->refill_failures = json_get_u64(o, "refill_failures");
 	}
 	json_object_put(o);
+}
+
+int pool_run_key(const struct vm_spec *spec, char key[65], struct avm_error *err)
+{
+	/* A command's own, sent with its EXEC: they never shape the VM. */
+	static const char *const per_command[] = { "name", "command", "env", "workdir",
+						   "timeout_s" };
+	enum vm_accel accel;
+	struct json_object *o;
+	struct sha256 h;
+	uint8_t d[32];
+	bool fell_back;
+	const char *text;
+	int r;
+
+	if ((r = host_resolve_accel(spec->accel, &accel, &fell_back, err)) < 0)
+		return r;
+	if (!(o = vm_spec_to_json(spec)))
+		return avm_error_set(err, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < sizeof(per_command) / sizeof(per_command[0]); i++)
+		json_object_object_del(o, per_command[i]);
+	json_object_object_add(o, "accel", json_object_new_string(vm_accel_name(accel)));
+	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	sha256_init(&h);
+	sha256_update(&h, text, strlen(text));
+	sha256_final(&h, d);
+	json_object_put(o);
+	for (int i = 0; i < 32; i++)
+		snprintf(key + 2 * i, 3, "%02x", d[i]);
+	return 0;
+}
+
+int pool_run_acquire(const struct vm_spec *spec, char *name, size_t len, int *lease_fd,
+		     struct avm_error *err)
+{
+	/* A pool that does not answer at once is no help to a run that boots in 0.2 s. */
+	struct timeval tv = { .tv_sec = 1 };
+	char key[65], req[128], buf[256];
+	const char *bc = getenv("AGENTVM_BOOT_CACHE");
+	int fd, r;
+
+	*lease_fd = -1;
+	/* Like --cold: a real boot was asked for. */
+	if (bc && !strcmp(bc, "0"))
+		return 0;
+	if (pool_connect(&fd, NULL) < 0)
+		return 0;
+	if ((r = pool_run_key(spec, key, err)) < 0) {
+		close(fd);
+		return r;
+	}
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	snprintf(req, sizeof(req), "ACQUIRE 0 %s\n", key);
+	/* Any refusal (another spec, none ready, a pool of another kind) means: boot. */
+	if (exchange(fd, req, buf, sizeof(buf), NULL) < 0 || strncmp(buf, "OK ", 3) != 0 ||
+	    statedir_validate_name(buf + 3, NULL) < 0 || snprintf(name, len, "%s", buf + 3) >= (int)len) {
+		close(fd);
+		return 0;
+	}
+	*lease_fd = fd;
+	return 1;
 }

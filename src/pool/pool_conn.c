@@ -3,7 +3,9 @@
  * The pool's socket: connections, one request line each (ACQUIRE, RELEASE, STATUS; see
  * pool.h), one reply line, then the connection closes. An ACQUIRE with no ready VM waits (the
  * loop answers it when one is ready or its deadline passes). A connection beyond MAX_CONNS is
- * told so and closed; one idle too long without a request is closed by the loop (tick).
+ * told so and closed; one idle too long without a request is closed by the loop (tick). A run's
+ * ACQUIRE (with the run pool's key) is answered on a connection that stays open: it is the
+ * lease, and its end, however the run ends, removes the VM (pool_lease_end()).
  */
 #include <errno.h>
 #include <json-c/json.h>
@@ -23,30 +25,54 @@ static void conn_close(struct pool *p, int slot)
 {
 	struct conn *c = &p->conns[slot];
 
+	char lease[sizeof(c->lease)];
+
 	if (!c->used)
 		return;
 	epoll_ctl(p->ep, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
+	memcpy(lease, c->lease, sizeof(lease));
 	memset(c, 0, sizeof(*c));
+	if (lease[0])
+		pool_lease_end(p, lease);
 }
 
-
-int pool_reply(struct pool *p, int slot, const char *fmt, ...)
+static int vreply(struct pool *p, int slot, bool keep, const char *fmt, va_list ap)
 {
 	char buf[65536];
-	va_list ap;
 	int n, r;
 
-	va_start(ap, fmt);
 	n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
-	va_end(ap);
 	if (n < 0)
 		n = snprintf(buf, sizeof(buf), "ERR internal formatting error");
 	if (n > (int)sizeof(buf) - 2)
 		n = (int)sizeof(buf) - 2;
 	buf[n++] = '\n';
 	r = write_all(p->conns[slot].fd, buf, (size_t)n);
-	conn_close(p, slot);
+	if (!keep || r < 0)
+		conn_close(p, slot);
+	return r;
+}
+
+int pool_reply(struct pool *p, int slot, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vreply(p, slot, false, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int pool_reply_keep(struct pool *p, int slot, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vreply(p, slot, true, fmt, ap);
+	va_end(ap);
 	return r;
 }
 
@@ -59,7 +85,8 @@ static void status_json(struct pool *p, int slot)
 
 	pool_count(p, &starting, &ready, &leased);
 	json_object_object_add(o, "snapshot", p->snap ? json_object_new_string(p->snap) : NULL);
-	json_object_object_add(o, "pod", json_object_new_boolean(p->pod_spec != NULL));
+	json_object_object_add(o, "pod", json_object_new_boolean(p->pod_spec && !p->run));
+	json_object_object_add(o, "run", json_object_new_boolean(p->run));
 	json_object_object_add(o, "min", json_object_new_int64(p->min));
 	json_object_object_add(o, "max", json_object_new_int64(p->max));
 	json_object_object_add(o, "ttl_s", json_object_new_int64(p->ttl_s));
@@ -92,14 +119,26 @@ static void handle_line(struct pool *p, int slot, char *line)
 	struct conn *c = &p->conns[slot];
 
 	if (!strncmp(line, "ACQUIRE", 7)) {
+		char *key = line[7] == ' ' ? strchr(line + 8, ' ') : NULL;
 		long ms = 0;
+		if (key)
+			*key++ = '\0';
 		if (line[7] == ' ' && parse_long(line + 8, 0, 86400000, &ms) < 0)
 			ms = 0;
+		if (key && (!p->run || strcmp(key, p->run_key) != 0)) {
+			pool_reply(p, slot, "ERR MISMATCH this pool's VMs are not what the run asks "
+					    "for (serve --pool-run with the run's flags)");
+			return;
+		}
+		c->run = key != NULL;
 		c->waiting = true;
 		c->since_ms = now_ms();
 		c->deadline_ms = c->since_ms + (uint64_t)ms;
 		pool_serve_waiters(p);
-		if (c->used && c->waiting)
+		/* A run does not wait: it boots by itself when no VM is ready now. */
+		if (c->used && c->waiting && ms == 0)
+			pool_reply(p, slot, "ERR TIMEOUT no VM is ready");
+		if (!c->used || c->waiting || c->lease[0])
 			pool_refill(p); /* below max: one more for this caller */
 	} else if (!strncmp(line, "RELEASE ", 8)) {
 		for (int i = 0; i < MAX_VMS; i++) {
@@ -122,8 +161,15 @@ static void handle_line(struct pool *p, int slot, char *line)
 void pool_conn_read(struct pool *p, int slot)
 {
 	struct conn *c = &p->conns[slot];
-	ssize_t n = read(c->fd, c->in + c->in_len, sizeof(c->in) - 1 - c->in_len);
+	ssize_t n;
 
+	if (c->lease[0]) { /* a run's lease: nothing more to read, only its end */
+		char junk[256];
+		if (read(c->fd, junk, sizeof(junk)) <= 0)
+			conn_close(p, slot);
+		return;
+	}
+	n = read(c->fd, c->in + c->in_len, sizeof(c->in) - 1 - c->in_len);
 	if (n <= 0) {
 		conn_close(p, slot); /* an acquirer that gave up */
 		return;

@@ -44,6 +44,8 @@ struct conn {
 	char in[512];
 	size_t in_len;
 	bool waiting; /* an ACQUIRE waiting for a VM */
+	bool run;     /* its ACQUIRE carried our run key: the connection is the lease */
+	char lease[STATEDIR_MAX_NAME + 1]; /* the VM a run holds while connected, or "" */
 	uint64_t deadline_ms;
 	uint64_t since_ms;
 };
@@ -51,7 +53,10 @@ struct conn {
 struct pool {
 	const char *snap; /* NULL: a pod pool (pod_spec) */
 	struct restore rs;
-	struct vm_spec *pod_spec; /* a pod pool's VMs (borrowed; a worker adds name and share) */
+	struct vm_spec *pod_spec; /* a pod or run pool's VMs (borrowed; a worker adds name and,
+				     for a pod, its share) */
+	bool run;                 /* a run pool (pod_spec without share, warmed up) */
+	char run_key[65];         /* pool_run_key() of pod_spec, or "" */
 	long min, max, ttl_s, boot_timeout_s;
 	int ep, listen_fd, sig_fd, timer_fd;
 	int self_pidfd; /* our own pidfd: every pool VM's supervisor inherits it (POOL_VM_FILE) */
@@ -84,6 +89,9 @@ void pool_conn_read(struct pool *p, int slot);
 /* Send one line to the client and close its connection; 0, or -errno when it could not. */
 int pool_reply(struct pool *p, int slot, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* The same, but the connection stays open (a run's lease). */
+int pool_reply_keep(struct pool *p, int slot, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 /* pool_vm.c */
 /* Fork a worker restoring a new VM into a free slot (PVM_STARTING); nothing when none is free. */
@@ -98,8 +106,10 @@ int pool_vm_mark_acquired(const char *name, bool acquired);
 void pool_vm_adopt(struct pool *p);
 /* Its agent answers PING within 500 ms (true also when we cannot even ask: our problem). */
 bool pool_vm_ping(const char *name);
-/* A pod pool: apply the shape and default network to p->pod_spec and check it (once). */
+/* A pod or run pool: apply the shape and default network to p->pod_spec, check it (once). */
 int pool_pod_prepare(struct pool *p, const struct pool_opts *o, struct avm_error *err);
+/* A connection gone: a run's lease ends with it (the VM is removed, the pool refilled). */
+void pool_lease_end(struct pool *p, const char *name);
 /*
  * A pod pool: fork the janitor, which outlives a serve killed with -9 and then removes the pod
  * directories of the pool VMs the supervisors removed (they cannot know of them). 0 or -errno.

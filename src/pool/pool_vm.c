@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "vm/agent_conn.h"
+#include "vm/vm.h"
 #include "jail/launcher.h"
 #include "pool/pool_internal.h"
 #include "control/vm_start.h"
@@ -104,12 +105,16 @@ int pool_pod_prepare(struct pool *p, const struct pool_opts *o, struct avm_error
 
 	if (!s)
 		return avm_error_set(err, -EINVAL, "a pod pool needs its VMs' spec");
-	/* No network unless asked for, as the shim's own pod VMs. */
-	if (!o->net_mode_given)
+	/* A pod: no network unless asked for, as the shim's own pod VMs. A run pool keeps the
+	 * spec's default (nat-filtered), as agentvm run. */
+	if (!o->run && !o->net_mode_given)
 		r = vm_spec_set_network(s, "isolated", err);
 	if (r == 0)
 		r = vm_spec_validate(s, false, err);
+	if (r == 0 && o->run)
+		r = pool_run_key(s, p->run_key, err);
 	p->pod_spec = s;
+	p->run = o->run;
 	return r;
 }
 
@@ -145,13 +150,47 @@ int pool_pod_janitor(const struct pool *p)
 	_exit(0);
 }
 
-/* A pod pool's VM, in its worker (a fork: the spec is our copy to complete). */
+/*
+ * A run pool's VM runs `true` once before it counts as ready: under TCG every guest code path a
+ * restored VM runs is translated afresh in its QEMU, and the first command's (fork, exec, exit,
+ * its reporting) is most of what a caller would otherwise wait for (bench/pool.sh). Nothing of
+ * a caller's is in the VM yet; the command is ours.
+ */
+static int warm_up(const char *name, struct avm_error *err)
+{
+	char *const argv[] = { "true", NULL };
+	struct vm_exec_request req = { .argv = argv, .timeout_s = 30, .stdin_fd = -1,
+				       .sig_fd = -1 };
+	struct vm_exec_result res;
+	struct vm *vm = NULL;
+	int r, nul = open("/dev/null", O_WRONLY | O_CLOEXEC);
+
+	if (nul < 0)
+		return avm_error_setx(err, -errno, "/dev/null");
+	req.stdout_fd = req.stderr_fd = nul;
+	r = vm_connect(name, &vm, err);
+	if (r == 0)
+		r = vm_exec(vm, &req, &res, err);
+	if (r == 0 && (res.info.kind != AVM_EXIT_CODE || res.info.code != 0))
+		r = avm_error_set(err, -EIO, "its warm-up command failed");
+	vm_destroy(vm);
+	close(nul);
+	return r;
+}
+
+/* A pod or run pool's VM, in its worker (a fork: the spec is our copy to complete). */
 static int start_pod(struct pool *p, const char *name, struct avm_error *err)
 {
 	char dir[PATH_MAX], share[PATH_MAX + 64];
 	struct vm_spec *s = p->pod_spec;
 	int r;
 
+	if (p->run) {
+		if (!(s->name = strdup(name)))
+			return avm_error_set(err, -ENOMEM, "out of memory");
+		r = vm_start_pooled(s, p->boot_timeout_s, false, 3, err);
+		return r < 0 ? r : warm_up(name, err);
+	}
 	if (pool_pod_dir(name, dir, sizeof(dir)) < 0)
 		return avm_error_set(err, -ENAMETOOLONG, "the state dir's path is too long");
 	/* Read-only for QEMU (root without capabilities: the mode binds it), as the shim's own
@@ -284,7 +323,8 @@ void pool_vm_adopt(struct pool *p)
 			statedir_file(path, sizeof(path), dir, RESTORE_ORIGIN_FILE);
 			if (read_file(path, &origin, 4096) < 0 || strcmp(origin, p->snap) != 0)
 				continue;
-		} else if (pool_pod_dir(names[i], path, sizeof(path)) < 0 ||
+		} else if (p->run || /* a run pool marks none acquired: never ours */
+			   pool_pod_dir(names[i], path, sizeof(path)) < 0 ||
 			   access(path, F_OK) < 0) {
 			continue;
 		}

@@ -392,6 +392,69 @@ t_pool_pod() {
 	wait_no_leftovers 20 "after the pod pool stopped"
 }
 
+# Wait (up to $2 s) until VM $1's state dir is gone.
+wait_gone() {
+	i=0
+	while [ -e "$AGENTVM_STATE_DIR/$1" ]; do
+		i=$((i + 1))
+		[ $i -gt $(($2 * 10)) ] && { fail "$1 is still there after $2 s"; return 1; }
+		sleep 0.1
+	done
+}
+
+# serve --pool-run: `agentvm run` with the pool's very flags takes a ready (warmed-up) VM, with
+# the exit code, stdin and output of a boot; the VM goes when the run ends, however it ends (the
+# lease is the run's connection to the pool); other flags, --cold and a pool of another kind
+# mean a boot of the run's own.
+t_pool_run() {
+	keep=""
+	net=$(pool_net)
+	# shellcheck disable=SC2086
+	"$AVM" serve --pool-run --accel tcg --pool-min 1 --pool-max 2 $net 2>"$tmp_root/serve.log" &
+	serve_pid=$!
+	wait_ready 1 180 || { cat "$tmp_root/serve.log"; stop_serve; return; }
+	expect_contains "status" "pool of VMs for agentvm run: 1 ready" "$(avm pool status)"
+	# shellcheck disable=SC2086
+	out=$(echo data | "$AVM" run --accel tcg $net -- sh -c 'hostname; cat; echo err >&2; exit 7' 2>"$tmp_root/err")
+	expect_eq "exit code" 7 $?
+	pv=$(echo "$out" | head -1)
+	case "$pv" in pool-*) ;; *) fail "not a pool VM: $out ($(cat "$tmp_root/serve.log"))" ;; esac
+	expect_eq "stdin to stdout" "data" "$(echo "$out" | sed -n 2p)"
+	expect_eq "stderr" "err" "$(cat "$tmp_root/err")"
+	wait_gone "$pv" 20
+	wait_ready 1 60 || { stop_serve; return; }
+	# shellcheck disable=SC2086
+	h=$("$AVM" run --accel tcg --memory 256 $net -- hostname)
+	case "$h" in vm-*) ;; *) fail "a run with --memory 256 took the pool's VM: $h" ;; esac
+	# shellcheck disable=SC2086
+	h=$("$AVM" run --accel tcg --cold $net -- hostname)
+	case "$h" in vm-*) ;; *) fail "a --cold run took the pool's VM: $h" ;; esac
+	expect_contains "the pool's VM is still ready" "1 ready" "$(avm pool status)"
+	# A run killed with -9 in the middle of its command: its VM goes all the same.
+	# shellcheck disable=SC2086
+	"$AVM" run --accel tcg $net -- sleep 60 >/dev/null 2>&1 &
+	rp=$!
+	i=0
+	while [ "$(counts | cut -d' ' -f3)" != 1 ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+	lv=$(avm pool status --json | tr -d ' \n' | grep -o '"name":"pool-[0-9a-f]*","state":"leased"' | cut -d'"' -f4)
+	[ -n "$lv" ] || fail "the run holds no pool VM: $(avm pool status --json)"
+	kill -9 $rp
+	wait $rp 2>/dev/null
+	[ -n "$lv" ] && wait_gone "$lv" 20
+	stop_serve
+	wait_no_leftovers 20 "after the run pool stopped"
+	# A pod pool is not a run pool: runs boot by themselves.
+	# shellcheck disable=SC2086
+	"$AVM" serve --pool-pod --accel tcg --pool-min 1 --pool-max 1 $net 2>"$tmp_root/serve.log" &
+	serve_pid=$!
+	wait_ready 1 180 || { stop_serve; return; }
+	# shellcheck disable=SC2086
+	h=$("$AVM" run --accel tcg $net -- hostname)
+	case "$h" in vm-*) ;; *) fail "a run took a pod pool's VM: $h" ;; esac
+	stop_serve
+	wait_no_leftovers 20 "after the pod pool stopped"
+}
+
 t_bad_serve() {
 	avm serve --pool nosuch --pool-min 1 --pool-max 2 2>"$tmp_root/err"
 	[ $? -ne 0 ] || fail "serve of a missing snapshot must fail"
@@ -408,7 +471,7 @@ t_bad_serve() {
 
 echo "pool tests (TCG)"
 # ONLY="t_a t_b" runs just those (t_bad_serve removes t_pool's snapshot).
-for t in ${ONLY:-t_pool t_pool_conns t_pool_serve_killed t_pool_ping_misses t_pool_pod t_bad_serve}; do
+for t in ${ONLY:-t_pool t_pool_conns t_pool_serve_killed t_pool_ping_misses t_pool_pod t_pool_run t_bad_serve}; do
 	run_test "$t"
 	stop_serve
 done
