@@ -418,20 +418,22 @@ AGENTVM_EXPORT int agentvm_run(struct agentvm_ctx *ctx, const struct agentvm_spe
 			       int stderr_fd, int *status, struct agentvm_error *err)
 {
 	struct vm *vm = NULL;
-	int r;
-
-	int back;
+	int back, lease = -1, r;
 
 	if ((r = vm_spec_validate(spec->s, false, E(err))) < 0)
 		return usage(err, r);
 	if ((r = netns_enter(ctx, &back, err)) < 0)
 		return r;
-	r = vm_boot(spec->s, spec->boot_timeout_s, spec->cold, false, -1, &vm, E(err));
+	/* A run pool's VMs are in the host's network namespace: not for a context with its own. */
+	r = pool_run_vm(spec->s, !ctx || !ctx->netns_fd, spec->boot_timeout_s, spec->cold, false,
+			-1, &vm, &lease, E(err));
 	if (r == 0) {
 		r = exec_in(vm, argv, spec->s->env, spec->s->workdir, spec->s->timeout_s, stdin_fd,
 			    stdout_fd, stderr_fd, status, err);
 		vm_destroy(vm); /* (its network too: still inside the namespace) */
 	}
+	if (lease >= 0)
+		close(lease); /* the pool removes its VM */
 	return netns_leave(back, r, err);
 }
 

@@ -80,7 +80,6 @@ int cmd_run(int argc, char **argv)
 	struct vm_args a = { .spec = vm_spec_new() };
 	_cleanup_close_ int sig_fd = -1, lease_fd = -1;
 	struct vm *vm = NULL;
-	char pooled[STATEDIR_MAX_NAME + 1];
 	int r, code;
 	/* AGENTVM_TRACE=1: one line of phase timings on stderr, for benchmarks and debugging. */
 	bool trace = getenv("AGENTVM_TRACE") && *getenv("AGENTVM_TRACE") == '1';
@@ -117,19 +116,9 @@ int cmd_run(int argc, char **argv)
 		vm_spec_free(a.spec);
 		return EXIT_INTERNAL;
 	}
-	/* A warm VM from a run pool (serve --pool-run) with these very flags, when one is ready
-	 * now; a run that asks for its own name, state, copies or a real boot always boots. */
-	r = a.cold || a.keep_state || a.spec->name || a.n_copy_in || a.n_copy_out
-		    ? 0
-		    : pool_run_acquire(a.spec, pooled, sizeof(pooled), &lease_fd, &err);
-	if (r > 0 && vm_connect(pooled, &vm, &err) < 0) {
-		/* Nothing ran in it: give it back and boot. */
-		close(TAKE_FD(lease_fd));
-		err = (struct avm_error){ 0 };
-		r = 0;
-	}
-	if (r < 0 || (r == 0 && vm_boot(a.spec, a.boot_timeout_s, a.cold, a.keep_state, sig_fd,
-					 &vm, &err) < 0)) {
+	/* A warm VM of a run pool (serve --pool-run) with these very flags, else a boot. */
+	if (pool_run_vm(a.spec, !a.n_copy_in && !a.n_copy_out, a.boot_timeout_s, a.cold,
+			a.keep_state, sig_fd, &vm, &lease_fd, &err) < 0) {
 		vm_spec_free(a.spec);
 		return cli_fail(&err);
 	}

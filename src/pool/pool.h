@@ -114,6 +114,17 @@ int pool_run_key(const struct vm_spec *spec, char key[65], struct avm_error *err
  */
 int pool_run_acquire(const struct vm_spec *spec, char *name, size_t len, int *lease_fd,
 		     struct avm_error *err);
+
+struct vm;
+/*
+ * The VM for one run: a warm VM of the run pool, connected, when use_pool and the pool serves
+ * this spec with one ready (*lease_fd >= 0 then: vm_destroy() it and close the lease once the
+ * command is over, and the pool removes the VM); else a boot of its own (vm_boot(), with the
+ * other arguments; *lease_fd -1). The caller says use_pool only when nothing of the run needs
+ * a VM of its own (its name, kept state, copies, --cold, another network namespace).
+ */
+int pool_run_vm(struct vm_spec *spec, bool use_pool, long boot_timeout_s, bool cold,
+		bool keep_state, int sig_fd, struct vm **vm, int *lease_fd, struct avm_error *err);
 int pool_release(const char *name, struct avm_error *err);
 int pool_status(char *out, size_t len, struct avm_error *err);
 

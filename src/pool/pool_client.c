@@ -16,6 +16,9 @@
 #include "state/statedir.h"
 #include "base/util.h"
 #include "vm/host.h"
+#include "vm/vm.h"
+#include "control/vm_start.h"
+#include "control/vmctl.h"
 
 /* A connection to the pool's socket into *fd; -ECONNREFUSED (err says how) when none serves. */
 static int pool_connect(int *fd, struct avm_error *err)
@@ -215,4 +218,24 @@ int pool_run_acquire(const struct vm_spec *spec, char *name, size_t len, int *le
 	}
 	*lease_fd = fd;
 	return 1;
+}
+
+int pool_run_vm(struct vm_spec *spec, bool use_pool, long boot_timeout_s, bool cold,
+		bool keep_state, int sig_fd, struct vm **vm, int *lease_fd, struct avm_error *err)
+{
+	char name[STATEDIR_MAX_NAME + 1];
+	int r = use_pool && !cold && !keep_state && !spec->name
+			? pool_run_acquire(spec, name, sizeof(name), lease_fd, err)
+			: (*lease_fd = -1, 0);
+
+	if (r < 0)
+		return r;
+	if (r > 0) {
+		if (vm_connect(name, vm, NULL) == 0)
+			return 0;
+		/* Nothing ran in it: give it back, and boot. */
+		close(*lease_fd);
+		*lease_fd = -1;
+	}
+	return vm_boot(spec, boot_timeout_s, cold, keep_state, sig_fd, vm, err);
 }
