@@ -134,7 +134,7 @@ if [ "$(id -u)" = 0 ] && [ -x "$B/bench/jail-cost" ]; then
 	} >>"$out"
 fi
 # Networking and snapshots: their own scripts, each with its cold baseline measured in its run.
-for part in net snapshot disk image files bootcache; do
+for part in net snapshot disk image files bootcache pool_run; do
 	[ -f "bench/$part.sh" ] || continue
 	echo "bench: bench/$part.sh"
 	{

@@ -189,7 +189,9 @@ static int start_pod(struct pool *p, const char *name, struct avm_error *err)
 		if (!(s->name = strdup(name)))
 			return avm_error_set(err, -ENOMEM, "out of memory");
 		r = vm_start_pooled(s, p->boot_timeout_s, false, 3, err);
-		return r < 0 ? r : warm_up(name, err);
+		/* AGENTVM_POOL_WARMUP=0: none (for bench/pool_run.sh's comparison). */
+		const char *w = getenv("AGENTVM_POOL_WARMUP");
+		return r < 0 || (w && !strcmp(w, "0")) ? r : warm_up(name, err);
 	}
 	if (pool_pod_dir(name, dir, sizeof(dir)) < 0)
 		return avm_error_set(err, -ENAMETOOLONG, "the state dir's path is too long");
