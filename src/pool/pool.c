@@ -95,8 +95,7 @@ void pool_refill(struct pool *p)
 void pool_lease_end(struct pool *p, const char *name)
 {
 	for (int i = 0; i < MAX_VMS; i++) {
-		if (!strcmp(p->vms[i].name, name) &&
-		    (p->vms[i].state == PVM_LEASED || p->vms[i].state == PVM_READY)) {
+		if (p->vms[i].state == PVM_LEASED && !strcmp(p->vms[i].name, name)) {
 			audit_vm("pool.release", name);
 			pool_drop_vm(p, i, "its run is over");
 			pool_refill(p);
@@ -142,13 +141,13 @@ void pool_serve_waiters(struct pool *p)
 			 * that nobody would remove once the run is over.
 			 */
 			_Static_assert(sizeof(c->lease) == sizeof(p->vms[v].name), "lease holds a name");
-			memcpy(c->lease, p->vms[v].name, sizeof(c->lease));
-			c->waiting = false;
+			/* A client gone before it heard the name never got the VM: it stays ready. */
 			if (pool_reply_keep(p, w, "OK %s", p->vms[v].name) == 0) {
+				memcpy(c->lease, p->vms[v].name, sizeof(c->lease));
+				c->waiting = false;
 				p->vms[v].state = PVM_LEASED;
 				audit_vm("pool.acquire", p->vms[v].name);
 			}
-			/* else: the connection is gone, and with it the lease (pool_lease_end()). */
 			continue;
 		}
 		/*
