@@ -124,7 +124,10 @@ int cmd_run(int argc, char **argv)
 	}
 	if (lease_fd < 0)
 		vm_monitor_start(vm, a.spec->cpus, a.spec->memory_mib);
-	if (trace) {
+	if (trace && lease_fd >= 0) {
+		fprintf(stderr, "agentvm: trace: a run pool's VM, connected %.1f ms after main\n",
+			(double)(now_us() - t_main) / 1000);
+	} else if (trace) {
 		char steps[256];
 		vm_trace(vm, t_main, steps, sizeof(steps));
 		fprintf(stderr, "agentvm: trace: ms after main: %s\n", steps);
