@@ -430,6 +430,19 @@ t_pool_run() {
 	h=$("$AVM" run --accel tcg --cold $net -- hostname)
 	case "$h" in vm-*) ;; *) fail "a --cold run took the pool's VM: $h" ;; esac
 	expect_contains "the pool's VM is still ready" "1 ready" "$(avm pool status)"
+	# Four runs at once, the pool holding at most 2: each its own VM (the pool's or a boot of its
+	# own) and its own exit code.
+	for k in 1 2 3 4; do
+		# shellcheck disable=SC2086
+		"$AVM" run --accel tcg $net -- sh -c "hostname; exit $k" >"$tmp_root/c$k" 2>&1 &
+		eval "p$k=\$!"
+	done
+	for k in 1 2 3 4; do
+		eval "wait \$p$k"
+		expect_eq "concurrent run $k" "$k" "$?"
+	done
+	expect_eq "four VMs" 4 "$(cat "$tmp_root"/c[1-4] | sort -u | grep -c -e '^pool-' -e '^vm-')"
+	wait_ready 1 60 || { stop_serve; return; }
 	# A run killed with -9 in the middle of its command: its VM goes all the same.
 	# shellcheck disable=SC2086
 	"$AVM" run --accel tcg $net -- sleep 60 >/dev/null 2>&1 &
