@@ -178,7 +178,12 @@ AGENTVM_EXPORT void agentvm_spec_set_cold(struct agentvm_spec *spec, bool cold);
  * stdin_fd may be -1 (the command reads /dev/null); stdout_fd and stderr_fd receive its output.
  */
 
-/* [blocks] Boot a fresh VM from spec, run argv (NULL-terminated) in it, tear it down. */
+/*
+ * [blocks] Boot a fresh VM from spec, run argv (NULL-terminated) in it, tear it down. When a run
+ * pool (`agentvm serve --pool-run`) serves in the state dir with VMs of exactly this spec and
+ * one is ready, the command runs in that VM instead (never with a context of its own network
+ * namespace, or a cold spec), which the pool then removes: no VM serves two runs.
+ */
 AGENTVM_EXPORT int agentvm_run(struct agentvm_ctx *ctx, const struct agentvm_spec *spec,
 			       const char *const *argv, int stdin_fd, int stdout_fd,
 			       int stderr_fd, int *status, struct agentvm_error *err);
