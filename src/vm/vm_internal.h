@@ -53,7 +53,7 @@ struct vm {
 	struct vm_qmp_ahead {
 		int r;
 		struct qmp_error qe;
-	} ahead[3];
+	} ahead[2];
 };
 #define EV_MONITOR0 200 /* + 0..MONITOR_FDS-1: the monitor's fds in epfd (monitor.h) */
 

@@ -108,9 +108,8 @@ int vm__incoming(struct vm *vm, const struct vm_incoming *in, struct avm_error *
 	 * (a few ms under TCG, on every restore) are saved. A refusal of either still fails the
 	 * restore before anything waits on the stream.
 	 */
-	struct vm_qmp_ahead *a_caps = &vm->ahead[0], *a_fd = &vm->ahead[1],
-			    *a_par = &vm->ahead[2];
-	*a_caps = *a_fd = *a_par = (struct vm_qmp_ahead){ 0 };
+	struct vm_qmp_ahead *a_caps = &vm->ahead[0], *a_fd = &vm->ahead[1];
+	*a_caps = *a_fd = (struct vm_qmp_ahead){ 0 };
 	args = json_object_new_object();
 	json_object_object_add(args, "capabilities", caps);
 	r = qmp_client_send(vm->qmp, "migrate-set-capabilities", args, NULL, 0, QMP_TIMEOUT_MS,
@@ -118,21 +117,6 @@ int vm__incoming(struct vm *vm, const struct vm_incoming *in, struct avm_error *
 	json_object_put(args);
 	if (r < 0)
 		return qmp_failed(vm, r, "migrate-set-capabilities", &qe, err);
-
-	/*
-	 * No announce rounds after the load: QEMU would send RARPs for the NIC and have the guest
-	 * announce itself (a config interrupt, an rtnetlink event, gratuitous ARP, unsolicited
-	 * NA and MLD, an acknowledgement through the control queue) at once and again every 100
-	 * ms. That is for switches after a live migration; a restored VM is on a new tap, and
-	 * under TCG its first round alone is ~900 freshly translated blocks (bench/warm_tbs.sh).
-	 */
-	args = json_object_new_object();
-	json_object_object_add(args, "announce-rounds", json_object_new_int(0));
-	r = qmp_client_send(vm->qmp, "migrate-set-parameters", args, NULL, 0, QMP_TIMEOUT_MS,
-			    on_ahead_reply, a_par, &qe);
-	json_object_put(args);
-	if (r < 0)
-		return qmp_failed(vm, r, "migrate-set-parameters", &qe, err);
 
 	args = json_object_new_object();
 	json_object_object_add(args, "fdname", json_object_new_string("avm-incoming"));
@@ -153,15 +137,12 @@ int vm__incoming(struct vm *vm, const struct vm_incoming *in, struct avm_error *
 		r = a_caps->r, qe = a_caps->qe;
 	else if (r >= 0 && a_fd->r < 0)
 		r = a_fd->r, qe = a_fd->qe;
-	else if (r >= 0 && a_par->r < 0)
-		r = a_par->r, qe = a_par->qe;
 	if (r < 0) {
 		qmp_client_remove_event_listener(vm->qmp, on_migration, &w);
 		return qmp_failed(vm, r,
-				  a_caps->r < 0  ? "migrate-set-capabilities"
-				  : a_fd->r < 0  ? "getfd"
-				  : a_par->r < 0 ? "migrate-set-parameters"
-						 : "migrate-incoming",
+				  a_caps->r < 0 ? "migrate-set-capabilities"
+				  : a_fd->r < 0 ? "getfd"
+						: "migrate-incoming",
 				  &qe, err);
 	}
 

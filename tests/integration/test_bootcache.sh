@@ -203,26 +203,6 @@ t_start_restores_a_template() {
 	avm rm --force tplc >/dev/null || fail "rm"
 }
 
-# A restored VM sends nothing by itself: no announce rounds (QEMU's RARPs, the guest's
-# gratuitous ARP after a config interrupt), which are for switches after a live migration and
-# cost a restored clone ~400 freshly translated blocks under TCG (src/vm/vm_restore.c). Five
-# rounds 100 ms apart would all be out after 1 s; an idle guest sends nothing else.
-t_restored_vm_is_quiet() {
-	if [ "$(id -u)" != 0 ]; then
-		skip "a nat-filtered VM needs root (its tap)"
-		return
-	fi
-	avm_run -- true # the template exists
-	avm start --accel tcg --name quiet >/dev/null 2>"$tmp_root/err" || fail "start: $(cat "$tmp_root/err")"
-	sleep 1
-	tap=$(avm inspect quiet | python3 -c 'import json, sys; print(json.load(sys.stdin)["network"]["tap"])')
-	expect_contains "a clone" "agentvm.template=1" "$(avm exec quiet -- cat /proc/cmdline)"
-	# Read after the exec: its own traffic is on the serial port, not the NIC.
-	rx=$(ip -s link show dev "$tap" | awk '/RX:/ { getline; print $2 }')
-	expect_eq "frames the VM sent on its tap" 0 "$rx"
-	avm rm --force quiet >/dev/null || fail "rm"
-}
-
 # A damaged template is never used and never fatal: one warning, a cold boot, rebuilt later.
 damaged_case() { # what to do to the template dir ($1 = its path)
 	fresh_cache
@@ -311,7 +291,7 @@ t_cache_rm_and_gc() {
 filter=${1:-}
 for t in t_first_builds_then_restores t_cold_flag_and_env t_clones_do_not_share_identity \
 	t_clone_etc_files t_two_disk_images_in_a_row t_shares_in_a_row t_workspace_from_template \
-	t_two_root_images_in_a_row t_start_restores_a_template t_restored_vm_is_quiet \
+	t_two_root_images_in_a_row t_start_restores_a_template \
 	t_damaged_templates t_two_first_runs_at_once t_full_disk_while_saving t_cache_rm_and_gc; do
 	case "$t" in *"$filter"*) run_test "$t" ;; esac
 done
