@@ -22,6 +22,7 @@ int cmd_serve(int argc, char **argv)
 		{ "cpus", required_argument, NULL, 'c' },
 		{ "memory", required_argument, NULL, 'y' },
 		{ "accel", required_argument, NULL, 'a' },
+		{ "image", required_argument, NULL, 'i' },
 		{ "pool-min", required_argument, NULL, 'm' },
 		{ "pool-max", required_argument, NULL, 'M' },
 		{ "pool-ttl", required_argument, NULL, 't' },
@@ -35,7 +36,7 @@ int cmd_serve(int argc, char **argv)
 	struct pool_opts *p = &o;
 	struct cli_net_override no = { .spec = vm_spec_new() };
 	struct avm_error err = { 0 };
-	const char *profile = NULL, *cpus = NULL, *memory = NULL, *accel = NULL;
+	const char *profile = NULL, *cpus = NULL, *memory = NULL, *accel = NULL, *image = NULL;
 	int c, r;
 
 	optind = 1;
@@ -55,8 +56,12 @@ int cmd_serve(int argc, char **argv)
 			p->pod = true;
 		} else if (c == 'R') {
 			p->run = true;
-		} else if (c == 'r' || c == 'c' || c == 'y' || c == 'a') {
-			*(c == 'r' ? &profile : c == 'c' ? &cpus : c == 'y' ? &memory : &accel) = optarg;
+		} else if (c == 'r' || c == 'c' || c == 'y' || c == 'a' || c == 'i') {
+			*(c == 'r'   ? &profile
+			  : c == 'c' ? &cpus
+			  : c == 'y' ? &memory
+			  : c == 'a' ? &accel
+				     : &image) = optarg;
 		} else if (c == 'L') {
 			if (metrics_http_check(optarg, &err) < 0) {
 				cli_error("--metrics-listen: %s", err.msg);
@@ -76,6 +81,7 @@ int cmd_serve(int argc, char **argv)
 			     "[--pool-ttl SECONDS]\n"
 			     "       agentvm serve --pool-pod|--pool-run [--profile P] [--cpus N] "
 			     "[--memory MIB] [--accel A] [--pool-min N] ...\n"
+			     "       (--pool-run also [--image NAME])\n"
 			     "       [--network MODE] [--allow PROTO:PORT]... [--allow-host PROTO:PORT]...\n"
 			     "       [--deny-all-egress] [--dns ADDR] [--allow-cidr CIDR[:PROTO:PORT]]...\n"
 			     "       [--allow-domain NAME]... [--domain-ttl S] [--conn-limit N]\n"
@@ -113,6 +119,14 @@ int cmd_serve(int argc, char **argv)
 		cli_error("--profile, --cpus, --memory and --accel are for --pool-pod and --pool-run "
 			  "(a snapshot has its own)");
 		code = EXIT_USAGE;
+	} else if (image && !p->run) {
+		cli_error("--image is for --pool-run (a snapshot has its own root; the shim's pods "
+			  "take theirs from its settings)");
+		code = EXIT_USAGE;
+	} else if (image && vm_spec_set_image(no.spec, image, &err) < 0) {
+		/* Resolved now: the pool's VMs are of this content, and so are the runs they serve. */
+		cli_error("%s", err.msg);
+		code = EXIT_USAGE; /* as run --image */
 	} else if ((p->snap != NULL) + p->pod + p->run != 1 || optind != argc) {
 		cli_error("usage: agentvm serve --pool SNAPSHOT | --pool-pod | --pool-run "
 			  "[--pool-min N] [--pool-max M] [--pool-ttl S] [network flags]");

@@ -468,6 +468,36 @@ t_pool_run() {
 	wait_no_leftovers 20 "after the pod pool stopped"
 }
 
+# serve --pool-run --image: the pool's VMs boot into the root image (resolved when serve starts),
+# and only runs of that very image take them.
+t_pool_run_image() {
+	keep=""
+	store=${AVM_IMAGE_CACHE:-/var/cache/agentvm}/images
+	if [ ! -e "$store/names/base" ] || [ ! -e "$store/names/agent" ]; then
+		skip "no base and agent images in $store (make rootfs)"
+		return
+	fi
+	mkdir -p "$AGENTVM_CACHE_DIR"
+	[ -e "$AGENTVM_CACHE_DIR/images" ] || ln -s "$store" "$AGENTVM_CACHE_DIR/images"
+	avm serve --pool-run --image nosuch --pool-min 1 --pool-max 1 2>"$tmp_root/err"
+	expect_eq "an image that is not there" 125 $?
+	expect_contains "says which" "nosuch" "$(cat "$tmp_root/err")"
+	"$AVM" serve --pool-run --image base --accel tcg --network isolated --pool-min 1 --pool-max 1 \
+		2>"$tmp_root/serve.log" &
+	serve_pid=$!
+	wait_ready 1 180 || { cat "$tmp_root/serve.log"; stop_serve; rm -f "$AGENTVM_CACHE_DIR/images"; return; }
+	out=$("$AVM" run --accel tcg --network isolated --image base -- sh -c 'hostname; test -e /etc/debian_version && echo debian')
+	case "$(echo "$out" | head -1)" in pool-*) ;; *) fail "not a pool VM: $out" ;; esac
+	expect_eq "the image's root" "debian" "$(echo "$out" | sed -n 2p)"
+	h=$("$AVM" run --accel tcg --network isolated --image agent -- hostname)
+	case "$h" in vm-*) ;; *) fail "a run of another image took the pool's VM: $h" ;; esac
+	h=$("$AVM" run --accel tcg --network isolated -- hostname)
+	case "$h" in vm-*) ;; *) fail "a run without an image took the pool's VM: $h" ;; esac
+	stop_serve
+	wait_no_leftovers 20 "after the image run pool stopped"
+	rm -f "$AGENTVM_CACHE_DIR/images"
+}
+
 t_bad_serve() {
 	avm serve --pool nosuch --pool-min 1 --pool-max 2 2>"$tmp_root/err"
 	[ $? -ne 0 ] || fail "serve of a missing snapshot must fail"
@@ -484,7 +514,7 @@ t_bad_serve() {
 
 echo "pool tests (TCG)"
 # ONLY="t_a t_b" runs just those (t_bad_serve removes t_pool's snapshot).
-for t in ${ONLY:-t_pool t_pool_conns t_pool_serve_killed t_pool_ping_misses t_pool_pod t_pool_run t_bad_serve}; do
+for t in ${ONLY:-t_pool t_pool_conns t_pool_serve_killed t_pool_ping_misses t_pool_pod t_pool_run t_pool_run_image t_bad_serve}; do
 	run_test "$t"
 	stop_serve
 done
