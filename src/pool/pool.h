@@ -103,7 +103,7 @@ int pool_acquire(long timeout_s, char *name, size_t len, struct avm_error *err);
 /*
  * What a run pool's VMs and a run must agree on: the hex SHA-256 (65 bytes with its NUL) of
  * the spec without its per-command parts (name, command, env, workdir, timeout), with the
- * accelerator resolved. 0 or -errno.
+ * accelerator and the guest kernel and initramfs resolved. 0 or -errno.
  */
 int pool_run_key(const struct vm_spec *spec, char key[65], struct avm_error *err);
 /*

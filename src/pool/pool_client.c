@@ -172,13 +172,20 @@ int pool_run_key(const struct vm_spec *spec, char key[65], struct avm_error *err
 	const char *text;
 	int r;
 
+	_cleanup_free_ char *kernel = NULL, *initrd = NULL;
+
 	if ((r = host_resolve_accel(spec->accel, &accel, &fell_back, err)) < 0)
+		return r;
+	/* The images a boot would use, wherever they came from (--kernel, AGENTVM_IMAGES, ...). */
+	if ((r = host_guest_images(spec->kernel, spec->initrd, &kernel, &initrd, err)) < 0)
 		return r;
 	if (!(o = vm_spec_to_json(spec)))
 		return avm_error_set(err, -ENOMEM, "out of memory");
 	for (size_t i = 0; i < sizeof(per_command) / sizeof(per_command[0]); i++)
 		json_object_object_del(o, per_command[i]);
 	json_object_object_add(o, "accel", json_object_new_string(vm_accel_name(accel)));
+	json_object_object_add(o, "kernel", json_object_new_string(kernel));
+	json_object_object_add(o, "initrd", json_object_new_string(initrd));
 	text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	sha256_init(&h);
 	sha256_update(&h, text, strlen(text));

@@ -9,12 +9,48 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "pool/pool.h"
 #include "spec/spec.h"
+
+/* A guest image directory of our own (AGENTVM_IMAGES): the key names the images a boot uses. */
+static char images[] = "/tmp/avm-test-pool-key.XXXXXX";
+
+static int make_images(void **state)
+{
+	char path[sizeof(images) + 32];
+	FILE *f;
+
+	(void)state;
+	if (!mkdtemp(images))
+		return -1;
+	for (int i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "%s/%s", images, i ? "initramfs.cpio" : "vmlinux");
+		if (!(f = fopen(path, "w")))
+			return -1;
+		fputs("x", f);
+		fclose(f);
+	}
+	return setenv("AGENTVM_IMAGES", images, 1);
+}
+
+static int remove_images(void **state)
+{
+	char path[sizeof(images) + 32];
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/vmlinux", images);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/initramfs.cpio", images);
+	unlink(path);
+	return rmdir(images);
+}
 
 static struct vm_spec *base(void)
 {
@@ -92,6 +128,14 @@ static void test_vm_parts_count(void **state)
 			assert_ptr_equal(changes[i].set, vm_spec_set_accel);
 		vm_spec_free(b);
 	}
+	/* Another guest kernel (--kernel) is another VM too. */
+	struct vm_spec *b = base();
+	char other[sizeof(images) + 32];
+	snprintf(other, sizeof(other), "%s/initramfs.cpio", images);
+	assert_int_equal(vm_spec_set_path(&b->kernel, "--kernel", other, &err), 0);
+	key_of(b, kb);
+	assert_string_not_equal(ka, kb);
+	vm_spec_free(b);
 	vm_spec_free(a);
 }
 
@@ -101,5 +145,5 @@ int main(void)
 		cmocka_unit_test(test_command_parts_do_not_count),
 		cmocka_unit_test(test_vm_parts_count),
 	};
-	return cmocka_run_group_tests_name("pool_key", tests, NULL, NULL);
+	return cmocka_run_group_tests_name("pool_key", tests, make_images, remove_images);
 }
