@@ -94,14 +94,17 @@ void pool_refill(struct pool *p)
 
 void pool_lease_end(struct pool *p, const char *name)
 {
+	audit_vm("pool.release", name);
 	for (int i = 0; i < MAX_VMS; i++) {
 		if (p->vms[i].state == PVM_LEASED && !strcmp(p->vms[i].name, name)) {
-			audit_vm("pool.release", name);
 			pool_drop_vm(p, i, "its run is over");
 			pool_refill(p);
 			return;
 		}
 	}
+	/* No longer counted (it stopped under the run: tick()); still ours to remove. */
+	pool_log("removing %s: its run is over", name);
+	pool_vm_destroy(p, name);
 }
 
 void pool_drop_vm(struct pool *p, int i, const char *why)

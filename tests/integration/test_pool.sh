@@ -443,6 +443,22 @@ t_pool_run() {
 	done
 	expect_eq "four VMs" 4 "$(cat "$tmp_root"/c[1-4] | sort -u | grep -c -e '^pool-' -e '^vm-')"
 	wait_ready 1 60 || { stop_serve; return; }
+	# A run whose pool VM stops under it (here `agentvm stop`; a guest's poweroff alike) and that
+	# ends only after the pool's health check stopped counting the VM: it still goes with the run.
+	# shellcheck disable=SC2086
+	"$AVM" run --accel tcg $net -- sleep 60 >/dev/null 2>&1 &
+	rp=$!
+	i=0
+	while [ "$(counts | cut -d' ' -f3)" != 1 ] && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+	sv=$(avm pool status --json | tr -d ' \n' | grep -o '"name":"pool-[0-9a-f]*","state":"leased"' | cut -d'"' -f4)
+	kill -STOP $rp # the run holds its lease while the pool sees its VM stopped
+	[ -n "$sv" ] && avm stop "$sv" >/dev/null 2>&1
+	i=0
+	while ! grep -q "$sv, acquired, is gone or stopped" "$tmp_root/serve.log" && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
+	kill -CONT $rp
+	wait $rp 2>/dev/null
+	[ -n "$sv" ] && wait_gone "$sv" 20
+	wait_ready 1 60 || { stop_serve; return; }
 	# A run killed with -9 in the middle of its command: its VM goes all the same.
 	# shellcheck disable=SC2086
 	"$AVM" run --accel tcg $net -- sleep 60 >/dev/null 2>&1 &
